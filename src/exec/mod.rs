@@ -1,0 +1,91 @@
+//! Running one job: the run tree, groups, steps, the blocking pool, cancellation,
+//! timeouts and retries.
+//!
+//! [`run`] takes a [`Job`] and a [`RunContext`] and reports everything that
+//! happens as [`RunEvent`]s on a channel.
+//!
+//! Architecture Invariant: the executor knows nothing of the daemon, the store or
+//! the terminal. `gatherd run`, the daemon and the tests all drive this same
+//! function and only differ in what they do with the events.
+//!
+//! Architecture Invariant: every task started here has an owner that awaits it,
+//! and every one holds a child of the run's cancel token.
+
+mod event;
+pub mod pool;
+pub mod report;
+pub mod step;
+mod tree;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+pub use event::{NodeKind, NodePath, RunEvent, Status};
+pub use pool::BlockingPool;
+pub use report::{RunReport, StepReport};
+
+use crate::job::Job;
+
+/// Bounds that keep one run from eating the host.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The most bytes of a step's output (stdout, HTTP body, file) that are kept;
+    /// the rest is dropped and the output marked truncated.
+    pub output_bytes: usize,
+    /// How many bytes of stderr are kept for the error of a failed process.
+    pub stderr_tail_bytes: usize,
+    /// Between SIGTERM and SIGKILL when a process group is cancelled.
+    pub kill_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            output_bytes: 1024 * 1024,
+            stderr_tail_bytes: 4096,
+            kill_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a run needs from whoever starts it.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// Cancelling it cancels the whole run (Ctrl-C, file removed, shutdown).
+    pub cancel: CancellationToken,
+    /// Where `blocking = true` steps run.
+    pub pool: BlockingPool,
+    /// Output and kill bounds.
+    pub limits: Limits,
+}
+
+impl RunContext {
+    /// A context with a fresh token, the given pool and default limits.
+    pub fn new(pool: BlockingPool) -> RunContext {
+        RunContext {
+            cancel: CancellationToken::new(),
+            pool,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// How a run ended; the same facts as its `RunFinished` event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutcome {
+    /// succeeded, failed, timed_out or cancelled.
+    pub status: Status,
+    /// The root's result when it succeeded.
+    pub result: Option<serde_json::Value>,
+    /// Why it did not succeed.
+    pub error: Option<String>,
+}
+
+/// Runs `job` to the end, sending every event to `events` (a closed receiver is
+/// fine: the run goes on). Returns when every task of the run has finished.
+pub async fn run(job: Arc<Job>, ctx: RunContext, events: UnboundedSender<RunEvent>) -> RunOutcome {
+    tree::run(job, ctx, events).await
+}

@@ -1,0 +1,329 @@
+//! The job model: what a job file means, as plain data.
+//!
+//! A [`Job`] is a tree of [`Node`]s — [`Group`]s (gather, as_completed, race,
+//! sequence) whose leaves are [`Step`]s — plus the settings that say when and how
+//! it runs. The loaders in `crate::load` build it; the executor in `crate::exec`
+//! walks it.
+//!
+//! Architecture Invariant: this module is pure data. No I/O, no tokio, no
+//! parsing of files: anything here can be built by hand in a unit test.
+
+mod template;
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use template::Template;
+
+/// One job, loaded from one file and validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// The job's name: the file name without its extension (`seed-gather`).
+    pub name: String,
+    /// The file it was loaded from, as given to the loader.
+    pub file: PathBuf,
+    /// The folder relative paths in steps resolve against (the file's folder).
+    pub dir: PathBuf,
+    /// Free text for people reading `gatherd jobs`.
+    pub description: Option<String>,
+    /// Limit on the whole run (`asyncio.wait_for` on `main()`).
+    pub timeout: Option<Duration>,
+    /// When the daemon runs it.
+    pub trigger: Trigger,
+    /// What the daemon does when a run is due while the last is still going.
+    pub overlap: Overlap,
+    /// The root of the run tree: the first group, or the steps in sequence.
+    pub root: Node,
+}
+
+/// When a job runs under the daemon. `gatherd run` ignores it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    /// No trigger key: once when the file appears, again when its content changes.
+    OnChange,
+    /// `schedule = "<cron>"`, 5 or 6 fields, in `timezone` (default: the host's).
+    Cron {
+        /// The cron expression as written (validated by the loader).
+        expr: String,
+        /// An IANA timezone name, validated against chrono-tz; `None` = local time.
+        timezone: Option<chrono_tz::Tz>,
+    },
+    /// `every = "30s"`: a fixed interval measured from the scheduled time.
+    Every(Duration),
+}
+
+/// What to do when the next run is due while the previous one is still going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overlap {
+    /// Do not start the new run; log that it was skipped.
+    #[default]
+    Skip,
+    /// Keep at most one run waiting; start it when the current one ends.
+    Queue,
+    /// Cancel the running one and start the new one.
+    Replace,
+    /// Run both.
+    Allow,
+}
+
+/// A node of the run tree.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Node {
+    /// A group of children run together (gather, race, …) or in order.
+    Group(Group),
+    /// A leaf that does one thing.
+    Step(Step),
+}
+
+impl Node {
+    /// The name the node was given in the job file.
+    pub fn name(&self) -> &str {
+        match self {
+            Node::Group(g) => &g.name,
+            Node::Step(s) => &s.name,
+        }
+    }
+
+    /// The number of steps in this subtree (each `each` step counts once).
+    pub fn step_count(&self) -> usize {
+        match self {
+            Node::Step(_) => 1,
+            Node::Group(g) => {
+                g.children.iter().map(Node::step_count).sum::<usize>()
+                    + usize::from(g.each.is_some())
+            }
+        }
+    }
+}
+
+/// A group: how its children are awaited together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    /// Unique among groups and steps of the job.
+    pub name: String,
+    /// gather, as_completed, race or sequence.
+    pub mode: GroupMode,
+    /// The children, in the order written.
+    pub children: Vec<Node>,
+    /// At most this many children run at once (`None` = all).
+    pub limit: Option<NonZeroUsize>,
+    /// What a child's failure does to its siblings.
+    pub on_error: OnError,
+    /// Limit on the whole group.
+    pub timeout: Option<Duration>,
+    /// as_completed only: a step run once per child result, as soon as that child
+    /// finishes, with the result as its `{{ input }}`.
+    pub each: Option<Box<Step>>,
+}
+
+/// How a group runs its children; the asyncio function it stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupMode {
+    /// `asyncio.gather`: all at once, results in the order written.
+    Gather,
+    /// `asyncio.as_completed`: all at once, results in the order they finish.
+    AsCompleted,
+    /// `asyncio.wait(FIRST_COMPLETED)` + cancel: the first success wins.
+    Race,
+    /// `await a; await b`: one after another, results in order.
+    Sequence,
+}
+
+impl GroupMode {
+    /// The key that selects this mode in a job file (`gather`, `as_completed`, …).
+    pub fn key(self) -> &'static str {
+        match self {
+            GroupMode::Gather => "gather",
+            GroupMode::AsCompleted => "as_completed",
+            GroupMode::Race => "race",
+            GroupMode::Sequence => "sequence",
+        }
+    }
+}
+
+/// What a child's failure does to the rest of its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Cancel the running siblings, skip the ones not started, fail the group.
+    #[default]
+    Cancel,
+    /// Let the siblings finish; the group fails at the end if any child failed.
+    Continue,
+}
+
+/// A leaf of the run tree: one thing to do, with its retry and timeout policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// Unique among groups and steps of the job.
+    pub name: String,
+    /// What the step does.
+    pub kind: StepKind,
+    /// Run on the bounded blocking pool (`asyncio.to_thread`).
+    pub blocking: bool,
+    /// Limit on each attempt.
+    pub timeout: Option<Duration>,
+    /// How failed attempts are retried.
+    pub retry: Retry,
+}
+
+/// Retry policy: `retries` more attempts after the first, waiting
+/// `delay × backoff^(n-1)` before the n-th retry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    /// Extra attempts after the first (0 = no retry).
+    pub retries: u32,
+    /// Wait before the first retry.
+    pub delay: Duration,
+    /// Factor applied to the wait after each retry (1 = constant).
+    pub backoff: f64,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            retries: 0,
+            delay: Duration::from_secs(1),
+            backoff: 1.0,
+        }
+    }
+}
+
+impl Retry {
+    /// The wait before retry number `n` (1-based).
+    pub fn delay_before(&self, n: u32) -> Duration {
+        let factor = self
+            .backoff
+            .powi(n.saturating_sub(1).min(i32::MAX as u32) as i32);
+        Duration::try_from_secs_f64(self.delay.as_secs_f64() * factor).unwrap_or(Duration::MAX)
+    }
+}
+
+/// What a step does. One file per kind lives under `crate::exec::step`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepKind {
+    /// Wait, then return `output` (the seed's `await asyncio.sleep(1); return "x"`).
+    Sleep(SleepStep),
+    /// Run a program (argv, no shell).
+    Exec(ExecStep),
+    /// Run a command line with `sh -c`.
+    Shell(ShellStep),
+    /// An HTTP request.
+    Http(HttpStep),
+    /// Read a text file.
+    ReadFile(ReadFileStep),
+    /// Write a text file atomically (temp file + rename).
+    WriteFile(WriteFileStep),
+}
+
+impl StepKind {
+    /// The kind's key in a job file, also shown in reports (`sleep`, `exec`, …).
+    pub fn key(&self) -> &'static str {
+        match self {
+            StepKind::Sleep(_) => "sleep",
+            StepKind::Exec(_) => "exec",
+            StepKind::Shell(_) => "shell",
+            StepKind::Http(_) => "http",
+            StepKind::ReadFile(_) => "read_file",
+            StepKind::WriteFile(_) => "write_file",
+        }
+    }
+}
+
+/// `sleep = "1s"` with an optional `output`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SleepStep {
+    /// How long to wait.
+    pub duration: Duration,
+    /// The step's result (any TOML value, as JSON); `null` when absent.
+    pub output: Option<serde_json::Value>,
+}
+
+/// Settings shared by `exec` and `shell`: the process's surroundings.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProcessSpec {
+    /// Extra environment variables (the daemon's environment is inherited).
+    pub env: Vec<(String, Template)>,
+    /// Working folder; relative to the job's folder. Default: the job's folder.
+    pub cwd: Option<Template>,
+    /// Text written to the process's standard input (closed when absent).
+    pub stdin: Option<Template>,
+}
+
+/// `exec = ["prog", "arg"]` or `exec = { argv = [...], env = {...}, cwd, stdin }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecStep {
+    /// Program and arguments; never empty.
+    pub argv: Vec<Template>,
+    /// Environment, folder and stdin.
+    pub process: ProcessSpec,
+}
+
+/// `shell = "cmd | filter"` or `shell = { command = "...", env, cwd, stdin }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShellStep {
+    /// The command line given to `sh -c`.
+    pub command: Template,
+    /// Environment, folder and stdin.
+    pub process: ProcessSpec,
+}
+
+/// `http = { url = "...", method, headers, body, timeout, expect_status }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpStep {
+    /// GET, POST, … (upper case).
+    pub method: String,
+    /// The URL.
+    pub url: Template,
+    /// Request headers, in the order written.
+    pub headers: Vec<(String, Template)>,
+    /// Request body.
+    pub body: Option<Template>,
+    /// Limit on the request alone (the step's `timeout` covers retries' attempts).
+    pub timeout: Option<Duration>,
+    /// Statuses that count as success; empty = any 2xx.
+    pub expect_status: Vec<u16>,
+}
+
+/// `read_file = "path"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadFileStep {
+    /// The file; relative to the job's folder.
+    pub path: Template,
+}
+
+/// `write_file = { path = "...", content = "..." }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteFileStep {
+    /// The file; relative to the job's folder.
+    pub path: Template,
+    /// The text to write.
+    pub content: Template,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_by_backoff() {
+        let r = Retry {
+            retries: 3,
+            delay: Duration::from_millis(100),
+            backoff: 2.0,
+        };
+        assert_eq!(r.delay_before(1), Duration::from_millis(100));
+        assert_eq!(r.delay_before(2), Duration::from_millis(200));
+        assert_eq!(r.delay_before(3), Duration::from_millis(400));
+    }
+
+    #[test]
+    fn constant_backoff_keeps_the_delay() {
+        let r = Retry {
+            retries: 2,
+            delay: Duration::from_secs(1),
+            backoff: 1.0,
+        };
+        assert_eq!(r.delay_before(1), r.delay_before(2));
+    }
+}

@@ -1,0 +1,9 @@
+//! gatherd: a job-runner daemon with Python asyncio's execution model.
+//!
+//! The binary (`src/main.rs`) is a thin shell over this library: `load` turns
+//! files into [`job::Job`]s, `exec` runs them and emits [`exec::RunEvent`]s, and
+//! `cli` renders those events for people and programs.
+
+pub mod exec;
+pub mod job;
+pub mod load;

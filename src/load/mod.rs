@@ -1,0 +1,1 @@
+//! Files → [`crate::job::Job`] (stub; filled in by the loader work).
