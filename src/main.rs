@@ -1,1 +1,23 @@
-fn main() {}
+//! The `gatherd` binary: parse the command line, set up logging, hand over to
+//! the library. Nothing else lives here.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use gatherd::cli::{self, Cli};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_writer(std::io::stderr)
+        .init();
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(cli::dispatch(cli)),
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            ExitCode::from(cli::exit::FAILED)
+        }
+    }
+}

@@ -121,3 +121,9 @@ pub enum RunEvent {
         duration: Duration,
     },
 }
+
+/// Whether a [`NodeKind`] names a group mode rather than a step kind.
+pub fn is_group_kind(kind: &str) -> bool {
+    use crate::job::GroupMode;
+    [GroupMode::Gather, GroupMode::AsCompleted, GroupMode::Race, GroupMode::Sequence].iter().any(|m| m.key() == kind)
+}

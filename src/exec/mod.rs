@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-pub use event::{NodeKind, NodePath, RunEvent, Status};
+pub use event::{NodeKind, NodePath, RunEvent, Status, is_group_kind};
 pub use pool::BlockingPool;
 pub use report::{RunReport, StepReport};
 
@@ -43,11 +43,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            output_bytes: 1024 * 1024,
-            stderr_tail_bytes: 4096,
-            kill_grace: Duration::from_secs(5),
-        }
+        Limits { output_bytes: 1024 * 1024, stderr_tail_bytes: 4096, kill_grace: Duration::from_secs(5) }
     }
 }
 
@@ -65,11 +61,7 @@ pub struct RunContext {
 impl RunContext {
     /// A context with a fresh token, the given pool and default limits.
     pub fn new(pool: BlockingPool) -> RunContext {
-        RunContext {
-            cancel: CancellationToken::new(),
-            pool,
-            limits: Limits::default(),
-        }
+        RunContext { cancel: CancellationToken::new(), pool, limits: Limits::default() }
     }
 }
 
@@ -89,3 +81,6 @@ pub struct RunOutcome {
 pub async fn run(job: Arc<Job>, ctx: RunContext, events: UnboundedSender<RunEvent>) -> RunOutcome {
     tree::run(job, ctx, events).await
 }
+
+#[cfg(test)]
+mod semantics_tests;

@@ -1,9 +1,142 @@
-//! A run's report built from its events (stub).
+//! A run's report, folded from its [`RunEvent`]s: what `gatherd run` prints and
+//! what `--json` serialises. It is one projection of the event stream among
+//! others (the log, later the store), never a second source of truth.
 
-/// A run's report.
-#[derive(Debug, Default)]
-pub struct RunReport;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
 
-/// One step's line in a report.
-#[derive(Debug, Default)]
-pub struct StepReport;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{RunEvent, Status};
+
+/// Everything `--json` prints: the binding shape of SPEC.md.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// The job's name.
+    pub job: String,
+    /// The job file.
+    pub file: PathBuf,
+    /// How the run ended; `None` while it is still going.
+    pub status: Option<Status>,
+    /// Wall-clock start (RFC 3339).
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Length of the run in milliseconds.
+    pub duration_ms: u64,
+    /// The root's result.
+    pub result: Value,
+    /// Why the run did not succeed (absent when it did).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Every step and group, in the order they first appeared.
+    pub steps: Vec<StepReport>,
+    #[serde(skip)]
+    index: HashMap<std::sync::Arc<str>, usize>,
+}
+
+/// One step or group of a report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    /// Its name as written.
+    pub name: String,
+    /// Its place in the tree, e.g. `main/fetch`.
+    pub path: String,
+    /// Step kind (`sleep`, `exec`, …) or group mode (`gather`, …).
+    pub kind: &'static str,
+    /// How it ended; `None` while running.
+    pub status: Option<Status>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Start, in ms from the run's start; `None` if it never started.
+    pub start_ms: Option<u64>,
+    /// End, in ms from the run's start; `None` while running.
+    pub end_ms: Option<u64>,
+    /// Its result.
+    pub output: Value,
+    /// Why it did not succeed.
+    pub error: Option<String>,
+    /// Whether `output` was cut at the output bound.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+impl StepReport {
+    /// Whether this line is a group rather than a step.
+    pub fn is_group(&self) -> bool {
+        super::event::is_group_kind(self.kind)
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl RunReport {
+    /// An empty report for `job` loaded from `file`.
+    pub fn new(job: impl Into<String>, file: impl Into<PathBuf>) -> RunReport {
+        RunReport {
+            job: job.into(),
+            file: file.into(),
+            status: None,
+            started_at: None,
+            duration_ms: 0,
+            result: Value::Null,
+            error: None,
+            steps: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    /// Folds one event in.
+    pub fn apply(&mut self, event: &RunEvent) {
+        match event {
+            RunEvent::RunStarted { started_at, .. } => self.started_at = Some(*started_at),
+            RunEvent::NodeStarted { path, name, kind, at } => {
+                let line = self.line(path, name, kind);
+                line.start_ms = Some(ms(*at));
+                line.attempts = 1;
+            }
+            RunEvent::AttemptFailed { path, attempt, .. } => {
+                if let Some(&i) = self.index.get(path) {
+                    self.steps[i].attempts = attempt + 1;
+                }
+            }
+            RunEvent::NodeFinished { path, name, kind, status, attempts, started, at, output, error, truncated } => {
+                let line = self.line(path, name, kind);
+                line.status = Some(*status);
+                line.attempts = *attempts;
+                line.start_ms = started.map(ms);
+                line.end_ms = Some(ms(*at));
+                line.output = output.clone().unwrap_or(Value::Null);
+                line.error = error.clone();
+                line.truncated = *truncated;
+            }
+            RunEvent::RunFinished { status, result, error, duration } => {
+                self.status = Some(*status);
+                self.result = result.clone().unwrap_or(Value::Null);
+                self.error = error.clone();
+                self.duration_ms = ms(*duration);
+            }
+        }
+    }
+
+    fn line(&mut self, path: &std::sync::Arc<str>, name: &str, kind: &'static str) -> &mut StepReport {
+        let i = *self.index.entry(path.clone()).or_insert_with(|| {
+            self.steps.push(StepReport {
+                name: name.to_string(),
+                path: path.to_string(),
+                kind,
+                status: None,
+                attempts: 0,
+                start_ms: None,
+                end_ms: None,
+                output: Value::Null,
+                error: None,
+                truncated: false,
+            });
+            self.steps.len() - 1
+        });
+        &mut self.steps[i]
+    }
+}

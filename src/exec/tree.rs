@@ -1,18 +1,453 @@
-//! Walking the run tree (stub).
-use super::{RunContext, RunEvent, RunOutcome, Status};
-use crate::job::Job;
-use std::sync::Arc;
-use tokio::sync::mpsc::UnboundedSender;
+//! Walking the run tree: groups await their children with asyncio's semantics,
+//! steps run their attempts with retries and timeouts, and every start and end
+//! becomes a [`RunEvent`].
+//!
+//! All children of a group are polled from the group's own task through a
+//! `FuturesUnordered`: no task or thread per step, so a 100,000-step gather costs
+//! one boxed future per running step and nothing quadratic.
+//!
+//! Architecture Invariant: a node's future returns only once every future it
+//! started has finished (cancelled children are awaited, not dropped), so the
+//! events of a node's subtree always precede its own `NodeFinished`.
 
-pub(super) async fn run(
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use serde_json::Value;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::step::{self, StepEnv, StepError};
+use super::{RunContext, RunEvent, RunOutcome, Status};
+use crate::job::{Group, GroupMode, Job, Node, OnError, Step, StepKind, Template};
+
+/// Why a node did not produce a value.
+#[derive(Debug, Clone)]
+struct Failure {
+    status: Status,
+    error: String,
+}
+
+impl Failure {
+    fn new(status: Status, error: impl Into<String>) -> Failure {
+        Failure { status, error: error.into() }
+    }
+}
+
+type NodeResult = Result<Value, Failure>;
+
+/// Runs the whole job; see [`super::run`].
+pub(super) async fn run(job: Arc<Job>, ctx: RunContext, events: UnboundedSender<RunEvent>) -> RunOutcome {
+    let runner = Runner {
+        wanted: referenced_names(&job.root),
+        outputs: Mutex::new(HashMap::new()),
+        start: Instant::now(),
+        job: job.clone(),
+        events,
+        ctx,
+    };
+    runner.emit(RunEvent::RunStarted { job: job.name.as_str().into(), started_at: chrono::Utc::now() });
+    let token = runner.ctx.cancel.child_token();
+    let (result, timed_out) = guarded(job.timeout, &token, runner.node(&job.root, "", token.clone(), None)).await;
+    let outcome = match result {
+        Ok(value) => RunOutcome { status: Status::Succeeded, result: Some(value), error: None },
+        Err(f) if timed_out => RunOutcome {
+            status: Status::TimedOut,
+            result: None,
+            error: Some(format!("job timed out after {}", humantime::format_duration(job.timeout.unwrap_or_default()))),
+        }
+        .with_cause(&f),
+        Err(f) => RunOutcome { status: f.status, result: None, error: Some(f.error) },
+    };
+    runner.emit(RunEvent::RunFinished {
+        status: outcome.status,
+        result: outcome.result.clone(),
+        error: outcome.error.clone(),
+        duration: runner.start.elapsed(),
+    });
+    outcome
+}
+
+impl RunOutcome {
+    fn with_cause(mut self, f: &Failure) -> RunOutcome {
+        if f.status != Status::Cancelled {
+            if let Some(e) = &mut self.error {
+                e.push_str(&format!(" ({})", f.error));
+            }
+        }
+        self
+    }
+}
+
+/// The names (steps and groups) some template reads `steps.NAME.output` of: only
+/// their outputs are kept for rendering, so a big fan-out keeps nothing extra.
+fn referenced_names(root: &Node) -> HashSet<String> {
+    fn templates(step: &Step) -> Vec<&Template> {
+        match &step.kind {
+            StepKind::Sleep(_) => Vec::new(),
+            StepKind::Exec(e) => {
+                let mut v: Vec<&Template> = e.argv.iter().collect();
+                v.extend(process_templates(&e.process));
+                v
+            }
+            StepKind::Shell(s) => {
+                let mut v = vec![&s.command];
+                v.extend(process_templates(&s.process));
+                v
+            }
+            StepKind::Http(h) => {
+                let mut v = vec![&h.url];
+                v.extend(h.headers.iter().map(|(_, t)| t));
+                v.extend(h.body.iter());
+                v
+            }
+            StepKind::ReadFile(r) => vec![&r.path],
+            StepKind::WriteFile(w) => vec![&w.path, &w.content],
+        }
+    }
+    fn process_templates(p: &crate::job::ProcessSpec) -> impl Iterator<Item = &Template> {
+        p.env.iter().map(|(_, t)| t).chain(p.cwd.iter()).chain(p.stdin.iter())
+    }
+    fn walk(node: &Node, out: &mut HashSet<String>) {
+        match node {
+            Node::Step(s) => add(s, out),
+            Node::Group(g) => {
+                g.children.iter().for_each(|c| walk(c, out));
+                if let Some(each) = &g.each {
+                    add(each, out);
+                }
+            }
+        }
+    }
+    fn add(s: &Step, out: &mut HashSet<String>) {
+        for t in templates(s) {
+            out.extend(t.steps().iter().cloned());
+        }
+    }
+    let mut out = HashSet::new();
+    walk(root, &mut out);
+    out
+}
+
+/// Runs `fut` (which must stop soon after `token` is cancelled); if `timeout`
+/// passes first, cancels `token`, waits for `fut` to wind down and reports that
+/// the timeout fired. The `asyncio.wait_for` of the executor.
+async fn guarded<F: Future>(timeout: Option<Duration>, token: &CancellationToken, fut: F) -> (F::Output, bool) {
+    let Some(limit) = timeout else {
+        return (fut.await, false);
+    };
+    tokio::pin!(fut);
+    tokio::select! {
+        biased;
+        out = &mut fut => (out, false),
+        () = tokio::time::sleep(limit) => {
+            token.cancel();
+            (fut.await, true)
+        }
+    }
+}
+
+struct Runner {
     job: Arc<Job>,
     ctx: RunContext,
     events: UnboundedSender<RunEvent>,
-) -> RunOutcome {
-    let _ = (job, ctx, events);
-    RunOutcome {
-        status: Status::Failed,
-        result: None,
-        error: Some("not implemented".into()),
+    start: Instant,
+    /// Outputs of finished nodes that some template reads.
+    outputs: Mutex<HashMap<String, Value>>,
+    wanted: HashSet<String>,
+}
+
+/// Which of a group's futures finished: child `i`, or the `each` run for the
+/// `i`-th result to arrive.
+enum Slot {
+    Child(usize),
+    Each(usize),
+}
+
+impl Runner {
+    fn emit(&self, event: RunEvent) {
+        // A closed receiver is not our problem: the run goes on.
+        let _ = self.events.send(event);
     }
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn remember(&self, name: &str, value: &Value) {
+        if self.wanted.contains(name) {
+            let mut outputs = self.outputs.lock().unwrap_or_else(|e| e.into_inner());
+            outputs.insert(name.to_string(), value.clone());
+        }
+    }
+
+    /// The template context: `steps.NAME.output` for every remembered output, and
+    /// `input` when there is one.
+    fn vars(&self, input: Option<&Value>) -> minijinja::Value {
+        let outputs = self.outputs.lock().unwrap_or_else(|e| e.into_inner());
+        let steps: HashMap<&str, HashMap<&str, &Value>> =
+            outputs.iter().map(|(k, v)| (k.as_str(), HashMap::from([("output", v)]))).collect();
+        match input {
+            Some(input) => minijinja::context! { steps => steps, input => input },
+            None => minijinja::context! { steps => steps },
+        }
+    }
+
+    /// Runs one node under its own `token`, emitting its start and end.
+    fn node<'a>(
+        &'a self,
+        node: &'a Node,
+        parent: &'a str,
+        token: CancellationToken,
+        input: Option<Value>,
+    ) -> BoxFuture<'a, NodeResult> {
+        Box::pin(async move {
+            match node {
+                Node::Step(s) => {
+                    let path: Arc<str> = join(parent, &s.name).into();
+                    self.step(s, path, token, input).await
+                }
+                Node::Group(g) => self.group_node(g, join(parent, &g.name).into(), token).await,
+            }
+        })
+    }
+
+    async fn group_node(&self, g: &Group, path: Arc<str>, token: CancellationToken) -> NodeResult {
+        let started = self.now();
+        let name: Arc<str> = g.name.as_str().into();
+        let kind = g.mode.key();
+        self.emit(RunEvent::NodeStarted { path: path.clone(), name: name.clone(), kind, at: started });
+        let (result, timed_out) = guarded(g.timeout, &token, self.group(g, &path, &token)).await;
+        let result = match result {
+            Err(_) if timed_out => Err(Failure::new(
+                Status::TimedOut,
+                format!(
+                    "group `{}` timed out after {}",
+                    g.name,
+                    humantime::format_duration(g.timeout.unwrap_or_default())
+                ),
+            )),
+            other => other,
+        };
+        if let Ok(v) = &result {
+            self.remember(&g.name, v);
+        }
+        self.finish(path, name, kind, Some(started), 1, &result, false);
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        path: Arc<str>,
+        name: Arc<str>,
+        kind: &'static str,
+        started: Option<Duration>,
+        attempts: u32,
+        result: &NodeResult,
+        truncated: bool,
+    ) {
+        let (status, output, error) = match result {
+            Ok(v) => (Status::Succeeded, Some(v.clone()), None),
+            Err(f) => (f.status, None, Some(f.error.clone())),
+        };
+        self.emit(RunEvent::NodeFinished {
+            path,
+            name,
+            kind,
+            status,
+            attempts,
+            started,
+            at: self.now(),
+            output,
+            error,
+            truncated,
+        });
+    }
+
+    /// The body of a group: start children up to the limit, collect results by
+    /// the mode's rule, apply `on_error`, fire `each`.
+    async fn group(&self, g: &Group, path: &str, token: &CancellationToken) -> NodeResult {
+        let n = g.children.len();
+        let limit = match g.mode {
+            GroupMode::Sequence => 1,
+            _ => g.limit.map_or(n, |l| l.get()),
+        };
+        // Cancelling this one stops the children (on_error, a race won) without
+        // marking the group itself cancelled.
+        let children_token = token.child_token();
+        let mut running: FuturesUnordered<BoxFuture<'_, (Slot, NodeResult)>> = FuturesUnordered::new();
+        let mut next = 0;
+        let mut in_order: Vec<Option<Value>> = Vec::new();
+        if matches!(g.mode, GroupMode::Gather | GroupMode::Sequence) {
+            in_order.resize(n, None);
+        }
+        let mut arrived: Vec<Value> = Vec::new();
+        let mut each_results: Vec<Option<Value>> = Vec::new();
+        let mut failures: Vec<(String, Failure)> = Vec::new();
+        let mut winner: Option<Value> = None;
+        let mut stopping = false;
+
+        loop {
+            while !stopping && next < n && running.len() < limit && !token.is_cancelled() {
+                let child = &g.children[next];
+                let i = next;
+                let child_token = children_token.child_token();
+                let fut = self.node(child, path, child_token, None);
+                running.push(Box::pin(async move { (Slot::Child(i), fut.await) }));
+                next += 1;
+            }
+            let Some((slot, result)) = running.next().await else { break };
+            let who = match slot {
+                Slot::Child(i) => g.children[i].name().to_string(),
+                Slot::Each(k) => format!("{}[{k}]", g.each.as_ref().map_or("each", |e| e.name.as_str())),
+            };
+            match result {
+                Ok(value) => match (g.mode, slot) {
+                    (GroupMode::Race, _) => {
+                        if winner.is_none() {
+                            winner = Some(value);
+                            stopping = true;
+                            children_token.cancel();
+                        }
+                    }
+                    (GroupMode::AsCompleted, Slot::Child(_)) => {
+                        if let Some(each) = g.each.as_deref().filter(|_| !stopping) {
+                            let k = each_results.len();
+                            each_results.push(None);
+                            let each_path: Arc<str> = format!("{path}/{}[{k}]", each.name).into();
+                            let input = value.clone();
+                            let each_token = children_token.child_token();
+                            running.push(Box::pin(async move {
+                                (Slot::Each(k), self.step(each, each_path, each_token, Some(input)).await)
+                            }));
+                        }
+                        arrived.push(value);
+                    }
+                    (_, Slot::Each(k)) => each_results[k] = Some(value),
+                    (_, Slot::Child(i)) => in_order[i] = Some(value),
+                },
+                Err(failure) => {
+                    // A child cancelled by our own stop is a consequence, not a cause.
+                    let consequence = failure.status == Status::Cancelled && (stopping || token.is_cancelled());
+                    if !consequence {
+                        failures.push((who, failure));
+                        if g.mode != GroupMode::Race && g.on_error == OnError::Cancel && !stopping {
+                            stopping = true;
+                            children_token.cancel();
+                        }
+                    }
+                }
+            }
+        }
+
+        // Children never started (a cancel came first) are recorded as skipped.
+        for child in &g.children[next..] {
+            self.skip(child, path);
+        }
+        if token.is_cancelled() {
+            return Err(Failure::new(Status::Cancelled, "cancelled"));
+        }
+        if g.mode == GroupMode::Race {
+            return winner.ok_or_else(|| {
+                let all = failures.iter().map(|(w, f)| format!("`{w}`: {}", f.error)).collect::<Vec<_>>().join("; ");
+                Failure::new(Status::Failed, format!("every child of race `{}` failed: {all}", g.name))
+            });
+        }
+        if let Some((who, first)) = failures.first() {
+            let error = if failures.len() == 1 {
+                format!("`{who}` {}: {}", first.status, first.error)
+            } else {
+                let all = failures
+                    .iter()
+                    .map(|(w, f)| format!("`{w}` {}: {}", f.status, f.error))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                format!("{} children of `{}` did not succeed: {all}", failures.len(), g.name)
+            };
+            return Err(Failure::new(Status::Failed, error));
+        }
+        let list = match g.mode {
+            GroupMode::AsCompleted if g.each.is_some() => {
+                each_results.into_iter().map(Option::unwrap_or_default).collect()
+            }
+            GroupMode::AsCompleted => arrived,
+            _ => in_order.into_iter().map(Option::unwrap_or_default).collect(),
+        };
+        Ok(Value::Array(list))
+    }
+
+    /// Records `node` and everything under it as skipped.
+    fn skip(&self, node: &Node, parent: &str) {
+        let path = join(parent, node.name());
+        if let Node::Group(g) = node {
+            for child in &g.children {
+                self.skip(child, &path);
+            }
+        }
+        let kind = match node {
+            Node::Group(g) => g.mode.key(),
+            Node::Step(s) => s.kind.key(),
+        };
+        let result = Err(Failure::new(Status::Skipped, "not started: cancelled before its turn"));
+        self.finish(path.into(), node.name().into(), kind, None, 0, &result, false);
+    }
+
+    /// Runs a step: attempts, each under the step's `timeout`, with retries.
+    async fn step(&self, s: &Step, path: Arc<str>, token: CancellationToken, input: Option<Value>) -> NodeResult {
+        let started = self.now();
+        let name: Arc<str> = s.name.as_str().into();
+        let kind = s.kind.key();
+        self.emit(RunEvent::NodeStarted { path: path.clone(), name: name.clone(), kind, at: started });
+        let vars = || self.vars(input.as_ref());
+        let env = StepEnv { job: &self.job, ctx: &self.ctx, vars: &vars };
+        let mut attempt = 0;
+        let (result, truncated) = loop {
+            attempt += 1;
+            let attempt_token = token.child_token();
+            let (result, timed_out) =
+                guarded(s.timeout, &attempt_token, step::run_attempt(s, &env, &attempt_token)).await;
+            let failure = match result {
+                Ok(out) => break (Ok(out.value), out.truncated),
+                Err(StepError::Cancelled) if timed_out => Failure::new(
+                    Status::TimedOut,
+                    format!("timed out after {}", humantime::format_duration(s.timeout.unwrap_or_default())),
+                ),
+                Err(StepError::Cancelled) => break (Err(Failure::new(Status::Cancelled, "cancelled")), false),
+                Err(StepError::Failed(e)) => Failure::new(Status::Failed, e),
+            };
+            if token.is_cancelled() {
+                break (Err(Failure::new(Status::Cancelled, "cancelled")), false);
+            }
+            if attempt > s.retry.retries {
+                break (Err(failure), false);
+            }
+            let retry_in = s.retry.delay_before(attempt);
+            self.emit(RunEvent::AttemptFailed {
+                path: path.clone(),
+                attempt,
+                error: failure.error,
+                retry_in,
+                at: self.now(),
+            });
+            tokio::select! {
+                () = tokio::time::sleep(retry_in) => {}
+                () = token.cancelled() => break (Err(Failure::new(Status::Cancelled, "cancelled")), false),
+            }
+        };
+        if let Ok(v) = &result {
+            self.remember(&s.name, v);
+        }
+        self.finish(path, name, kind, Some(started), attempt, &result, truncated);
+        result
+    }
+}
+
+fn join(parent: &str, name: &str) -> String {
+    if parent.is_empty() { name.to_string() } else { format!("{parent}/{name}") }
 }

@@ -89,10 +89,7 @@ impl Node {
     pub fn step_count(&self) -> usize {
         match self {
             Node::Step(_) => 1,
-            Node::Group(g) => {
-                g.children.iter().map(Node::step_count).sum::<usize>()
-                    + usize::from(g.each.is_some())
-            }
+            Node::Group(g) => g.children.iter().map(Node::step_count).sum::<usize>() + usize::from(g.each.is_some()),
         }
     }
 }
@@ -181,20 +178,14 @@ pub struct Retry {
 
 impl Default for Retry {
     fn default() -> Self {
-        Retry {
-            retries: 0,
-            delay: Duration::from_secs(1),
-            backoff: 1.0,
-        }
+        Retry { retries: 0, delay: Duration::from_secs(1), backoff: 1.0 }
     }
 }
 
 impl Retry {
     /// The wait before retry number `n` (1-based).
     pub fn delay_before(&self, n: u32) -> Duration {
-        let factor = self
-            .backoff
-            .powi(n.saturating_sub(1).min(i32::MAX as u32) as i32);
+        let factor = self.backoff.powi(n.saturating_sub(1).min(i32::MAX as u32) as i32);
         Duration::try_from_secs_f64(self.delay.as_secs_f64() * factor).unwrap_or(Duration::MAX)
     }
 }
@@ -307,11 +298,7 @@ mod tests {
 
     #[test]
     fn retry_delay_grows_by_backoff() {
-        let r = Retry {
-            retries: 3,
-            delay: Duration::from_millis(100),
-            backoff: 2.0,
-        };
+        let r = Retry { retries: 3, delay: Duration::from_millis(100), backoff: 2.0 };
         assert_eq!(r.delay_before(1), Duration::from_millis(100));
         assert_eq!(r.delay_before(2), Duration::from_millis(200));
         assert_eq!(r.delay_before(3), Duration::from_millis(400));
@@ -319,11 +306,7 @@ mod tests {
 
     #[test]
     fn constant_backoff_keeps_the_delay() {
-        let r = Retry {
-            retries: 2,
-            delay: Duration::from_secs(1),
-            backoff: 1.0,
-        };
+        let r = Retry { retries: 2, delay: Duration::from_secs(1), backoff: 1.0 };
         assert_eq!(r.delay_before(1), r.delay_before(2));
     }
 }

@@ -24,12 +24,7 @@ pub struct Template {
 impl Template {
     /// A string used as is, with no template syntax.
     pub fn literal(source: impl Into<String>) -> Template {
-        Template {
-            source: source.into(),
-            steps: Vec::new(),
-            uses_input: false,
-            dynamic: false,
-        }
+        Template { source: source.into(), steps: Vec::new(), uses_input: false, dynamic: false }
     }
 
     /// Parses `source`; on a syntax error returns minijinja's message.
@@ -62,12 +57,7 @@ impl Template {
                 None => {}
             }
         }
-        Ok(Template {
-            source: source.to_string(),
-            steps: steps.into_iter().collect(),
-            uses_input,
-            dynamic: true,
-        })
+        Ok(Template { source: source.to_string(), steps: steps.into_iter().collect(), uses_input, dynamic: true })
     }
 
     /// The text as written.
@@ -93,9 +83,7 @@ impl Template {
         if !self.dynamic {
             return Ok(self.source.clone());
         }
-        environment()
-            .render_str(&self.source, ctx())
-            .map_err(|e| describe(&e))
+        environment().render_str(&self.source, ctx()).map_err(|e| describe(&e))
     }
 }
 
@@ -126,10 +114,7 @@ mod tests {
 
     #[test]
     fn finds_referenced_steps_and_input() {
-        let t = Template::parse(
-            "{{ steps.fetch.output }} {{ steps.read_it.output | upper }} {{ input }}",
-        )
-        .unwrap();
+        let t = Template::parse("{{ steps.fetch.output }} {{ steps.read_it.output | upper }} {{ input }}").unwrap();
         assert_eq!(t.steps(), ["fetch", "read_it"]);
         assert!(t.uses_input());
     }

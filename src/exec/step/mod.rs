@@ -8,6 +8,16 @@
 //!
 //! The seam for new kinds (Rhai `script` steps): a variant in
 //! `crate::job::StepKind`, a file here, an arm in [`run_attempt`].
+//!
+//! `blocking = true` moves a step's blocking part onto the run's
+//! [`crate::exec::BlockingPool`] (`asyncio.to_thread`); it means nothing for
+//! `http`, which is always async.
+
+mod capture;
+mod file;
+mod http;
+mod process;
+mod sleep;
 
 use std::path::{Path, PathBuf};
 
@@ -29,10 +39,7 @@ pub struct StepOutput {
 impl StepOutput {
     /// An output that was not cut.
     pub fn whole(value: impl Into<Value>) -> StepOutput {
-        StepOutput {
-            value: value.into(),
-            truncated: false,
-        }
+        StepOutput { value: value.into(), truncated: false }
     }
 }
 
@@ -58,8 +65,7 @@ pub struct StepEnv<'a> {
 impl StepEnv<'_> {
     /// Renders a template field of the step, naming the field in the error.
     pub fn render(&self, field: &str, t: &Template) -> Result<String, StepError> {
-        t.render(self.vars)
-            .map_err(|e| StepError::Failed(format!("rendering `{field}`: {e}")))
+        t.render(self.vars).map_err(|e| StepError::Failed(format!("rendering `{field}`: {e}")))
     }
 
     /// Resolves a path against the job's folder.
@@ -71,29 +77,84 @@ impl StepEnv<'_> {
 /// `path` if absolute, else `dir/path`.
 pub fn resolve(dir: &Path, path: &str) -> PathBuf {
     let p = Path::new(path);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        dir.join(p)
-    }
+    if p.is_absolute() { p.to_path_buf() } else { dir.join(p) }
 }
 
 /// Runs one attempt of `step`.
-pub async fn run_attempt(
-    step: &Step,
-    env: &StepEnv<'_>,
-    cancel: &CancellationToken,
-) -> Result<StepOutput, StepError> {
-    let _ = (env, cancel);
+pub async fn run_attempt(step: &Step, env: &StepEnv<'_>, cancel: &CancellationToken) -> Result<StepOutput, StepError> {
+    if cancel.is_cancelled() {
+        return Err(StepError::Cancelled);
+    }
     match &step.kind {
-        StepKind::Sleep(_)
-        | StepKind::Exec(_)
-        | StepKind::Shell(_)
-        | StepKind::Http(_)
-        | StepKind::ReadFile(_)
-        | StepKind::WriteFile(_) => Err(StepError::Failed(format!(
-            "`{}` steps are not implemented yet",
-            step.kind.key()
-        ))),
+        StepKind::Sleep(s) => sleep::run(s, step.blocking, env, cancel).await,
+        StepKind::Exec(s) => process::run_exec(s, step.blocking, env, cancel).await,
+        StepKind::Shell(s) => process::run_shell(s, step.blocking, env, cancel).await,
+        StepKind::Http(s) => http::run(s, env, cancel).await,
+        StepKind::ReadFile(s) => file::read(s, step.blocking, env, cancel).await,
+        StepKind::WriteFile(s) => file::write(s, step.blocking, env, cancel).await,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Running one attempt of a hand-built step, for the kinds' tests.
+
+    use std::path::Path;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::{StepEnv, StepError, StepOutput, run_attempt};
+    use crate::exec::{BlockingPool, Limits, RunContext};
+    use crate::job::{Job, Node, Overlap, Retry, Step, StepKind, Trigger};
+
+    /// A step named `s` doing `kind`, with no timeout or retries.
+    pub(crate) fn step(kind: StepKind, blocking: bool) -> Step {
+        Step { name: "s".into(), kind, blocking, timeout: None, retry: Retry::default() }
+    }
+
+    /// A job in `dir` made of `step` alone.
+    pub(crate) fn job(dir: &Path, step: &Step) -> Job {
+        Job {
+            name: "t".into(),
+            file: dir.join("t.toml"),
+            dir: dir.to_path_buf(),
+            description: None,
+            timeout: None,
+            trigger: Trigger::OnChange,
+            overlap: Overlap::Skip,
+            root: Node::Step(step.clone()),
+        }
+    }
+
+    /// Short kill grace so cancel tests do not wait 5 s per process.
+    pub(crate) fn limits() -> Limits {
+        Limits { kill_grace: std::time::Duration::from_millis(300), ..Limits::default() }
+    }
+
+    /// Runs one attempt with `pool`, `limits` and a template context where
+    /// `steps.prev.output` is `"PREV"` and `input` is `"IN"`.
+    pub(crate) async fn attempt_with(
+        step: &Step,
+        dir: &Path,
+        pool: BlockingPool,
+        limits: Limits,
+        cancel: &CancellationToken,
+    ) -> Result<StepOutput, StepError> {
+        let job = job(dir, step);
+        let ctx = RunContext { cancel: cancel.clone(), pool, limits };
+        let vars = || {
+            minijinja::context! {
+                steps => minijinja::context! { prev => minijinja::context! { output => "PREV" } },
+                input => "IN",
+            }
+        };
+        let env = StepEnv { job: &job, ctx: &ctx, vars: &vars };
+        run_attempt(step, &env, cancel).await
+    }
+
+    /// Runs one attempt with a real pool of 2, test limits and no cancel.
+    pub(crate) async fn attempt(kind: StepKind, blocking: bool, dir: &Path) -> Result<StepOutput, StepError> {
+        let step = step(kind, blocking);
+        attempt_with(&step, dir, BlockingPool::new(2), limits(), &CancellationToken::new()).await
     }
 }

@@ -1,0 +1,57 @@
+//! `gatherd check PATH...`: load every job file named or found in the folders
+//! given, print each diagnostic, run nothing.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::exit;
+use crate::load;
+
+/// Arguments of `gatherd check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Job files, or folders to search for *.toml job files.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+/// Checks every file; exit 1 if any is invalid (or a path can't be read).
+pub fn check(args: &CheckArgs) -> u8 {
+    let files = match load::discover(&args.paths) {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::FAILED;
+        }
+    };
+    let color = std::io::stderr().is_terminal();
+    let mut invalid = 0;
+    for file in &files {
+        match load::load_file(file) {
+            Ok(job) => println!("ok      {} ({} steps)", file.display(), job.root.step_count()),
+            Err(e) => {
+                invalid += 1;
+                println!("invalid {}", file.display());
+                for d in e.diagnostics() {
+                    eprintln!("{}", d.render(color));
+                }
+            }
+        }
+    }
+    if files.is_empty() {
+        eprintln!("error: no job files found in {}", display_paths(&args.paths));
+        return exit::FAILED;
+    }
+    if invalid > 0 {
+        eprintln!("{invalid} of {} job files invalid", files.len());
+        exit::FAILED
+    } else {
+        exit::OK
+    }
+}
+
+fn display_paths(paths: &[PathBuf]) -> String {
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+}

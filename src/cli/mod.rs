@@ -1,0 +1,55 @@
+//! The command line: clap definitions, and rendering runs and diagnostics for
+//! people (tables, timeline, progress) and programs (`--json`).
+//!
+//! Architecture Invariant: this is the only module that prints to stdout; what
+//! it prints about a run is a projection of the run's events
+//! ([`crate::exec::RunReport`]).
+
+pub mod check;
+pub mod progress;
+pub mod render;
+pub mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes, the contract of SPEC.md.
+pub mod exit {
+    /// The run succeeded, or every checked file is valid.
+    pub const OK: u8 = 0;
+    /// The run failed or timed out, or a checked file is invalid.
+    pub const FAILED: u8 = 1;
+    /// The job file is invalid, or the command line is (clap uses 2 as well).
+    pub const INVALID: u8 = 2;
+    /// The run was cancelled (Ctrl-C): 128 + SIGINT, as shells do.
+    pub const CANCELLED: u8 = 130;
+}
+
+/// gatherd: drop job files into a folder; each runs as a tree of async tasks with
+/// Python asyncio's semantics (gather, as_completed, race, sequence, to_thread).
+#[derive(Debug, Parser)]
+#[command(name = "gatherd", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one job once in the foreground and show each step's result.
+    Run(run::RunArgs),
+    /// Validate job files or folders without running anything.
+    Check(check::CheckArgs),
+}
+
+/// Runs the chosen subcommand and returns the process's exit code.
+pub async fn dispatch(cli: Cli) -> ExitCode {
+    let code = match cli.command {
+        Command::Run(args) => run::run(args).await,
+        Command::Check(args) => check::check(&args),
+    };
+    ExitCode::from(code)
+}

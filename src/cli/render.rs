@@ -1,0 +1,251 @@
+//! Rendering a finished run for people: a summary line, one line per step, and
+//! an ASCII timeline on a shared time axis so overlap shows at a glance.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use crate::exec::{RunReport, Status, StepReport};
+
+/// Width of the timeline's bars, in characters.
+const TIMELINE_WIDTH: usize = 50;
+/// Beyond this many lines, the step list and timeline show only what did not
+/// succeed, plus counts: a 100,000-step gather must not flood the terminal.
+const MAX_LINES: usize = 60;
+/// Output and errors are cut to this many characters on a step's line.
+const CELL_CHARS: usize = 60;
+
+/// The whole human report: summary, steps, timeline.
+pub fn report(r: &RunReport) -> String {
+    let mut out = String::new();
+    let status = r.status.map_or("running", Status::as_str);
+    let _ = writeln!(out, "{} {} {status} in {}", symbol(r.status), r.job, seconds(r.duration_ms));
+    match r.status {
+        Some(Status::Succeeded) => {
+            let _ = writeln!(out, "result: {}", one_line(&r.result, 200));
+        }
+        _ => {
+            if let Some(e) = &r.error {
+                let _ = writeln!(out, "error: {e}");
+            }
+        }
+    }
+    let shown = shown_lines(r);
+    out.push('\n');
+    out.push_str(&steps(r, &shown));
+    out.push('\n');
+    out.push_str(&timeline(r, &shown));
+    out
+}
+
+/// The lines worth showing: all of them, or past [`MAX_LINES`] the ones that did
+/// not succeed (up to the cap).
+fn shown_lines(r: &RunReport) -> Vec<&StepReport> {
+    if r.steps.len() <= MAX_LINES {
+        return r.steps.iter().collect();
+    }
+    r.steps.iter().filter(|s| s.status != Some(Status::Succeeded)).take(MAX_LINES).collect()
+}
+
+fn symbol(status: Option<Status>) -> &'static str {
+    match status {
+        Some(Status::Succeeded) => "✓",
+        Some(Status::Failed) => "✗",
+        Some(Status::TimedOut) => "⏱",
+        Some(Status::Cancelled) => "⊘",
+        Some(Status::Skipped) => "·",
+        None => "…",
+    }
+}
+
+fn seconds(ms: u64) -> String {
+    format!("{:.2}s", ms as f64 / 1000.0)
+}
+
+/// A value on one line: text as is, JSON compact; cut at `max` characters.
+fn one_line(v: &Value, max: usize) -> String {
+    let text = match v {
+        Value::String(s) => s.lines().next().unwrap_or("").to_string(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    cut(&text, max)
+}
+
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+/// Indentation by depth in the tree (`main/inner/a` → 2).
+fn depth(path: &str) -> usize {
+    path.matches('/').count()
+}
+
+/// One line per step: status, name (indented by depth), kind, time, attempts,
+/// first line of output or error.
+pub fn steps(r: &RunReport, shown: &[&StepReport]) -> String {
+    let mut out = String::new();
+    let name_width = shown.iter().map(|s| 2 * depth(&s.path) + s.name.chars().count()).max().unwrap_or(4).max(4);
+    for s in shown {
+        let name = format!("{}{}", "  ".repeat(depth(&s.path)), s.name);
+        let time = match (s.start_ms, s.end_ms) {
+            (Some(a), Some(b)) => seconds(b.saturating_sub(a)),
+            _ => "-".to_string(),
+        };
+        let detail = match (&s.error, s.status) {
+            (Some(e), _) => cut(e.lines().next().unwrap_or(""), CELL_CHARS),
+            (None, _) if s.is_group() => String::new(),
+            (None, _) => one_line(&s.output, CELL_CHARS),
+        };
+        let attempts = if s.attempts > 1 { format!(" ×{}", s.attempts) } else { String::new() };
+        let status = s.status.map_or("running", Status::as_str);
+        let line = format!(
+            "{} {name:<name_width$}  {:<12} {status:<9} {time:>7}{attempts}  {detail}",
+            symbol(s.status),
+            s.kind
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    if shown.len() < r.steps.len() {
+        let _ = writeln!(out, "({} of {} lines shown: {})", shown.len(), r.steps.len(), counts(r));
+    }
+    out
+}
+
+fn counts(r: &RunReport) -> String {
+    let mut parts = Vec::new();
+    for status in [Status::Succeeded, Status::Failed, Status::TimedOut, Status::Cancelled, Status::Skipped] {
+        let n = r.steps.iter().filter(|s| s.status == Some(status)).count();
+        if n > 0 {
+            parts.push(format!("{n} {status}"));
+        }
+    }
+    parts.join(", ")
+}
+
+/// The timeline: one bar per line on a shared axis from 0 to the run's length.
+/// `#` succeeded, `x` failed, `!` timed out, `-` cancelled; skipped lines have none.
+pub fn timeline(r: &RunReport, shown: &[&StepReport]) -> String {
+    let total = r.duration_ms.max(1);
+    let mut out = String::new();
+    let name_width = shown.iter().map(|s| 2 * depth(&s.path) + s.name.chars().count()).max().unwrap_or(4).max(4);
+    let _ = writeln!(out, "{:name_width$}  0s{:>width$}", "timeline", seconds(r.duration_ms), width = TIMELINE_WIDTH);
+    for s in shown {
+        let name = format!("{}{}", "  ".repeat(depth(&s.path)), s.name);
+        let bar = match (s.start_ms, s.end_ms) {
+            (Some(a), Some(b)) => {
+                let col = |ms: u64| ((ms.min(total) as f64 / total as f64) * TIMELINE_WIDTH as f64).round() as usize;
+                let (from, to) = (col(a), col(b).max(col(a) + 1).min(TIMELINE_WIDTH));
+                let from = from.min(to.saturating_sub(1));
+                let fill = match s.status {
+                    Some(Status::Succeeded) => '#',
+                    Some(Status::Failed) => 'x',
+                    Some(Status::TimedOut) => '!',
+                    _ => '-',
+                };
+                format!("{}{}{}", " ".repeat(from), fill.to_string().repeat(to - from), " ".repeat(TIMELINE_WIDTH - to))
+            }
+            _ => format!("{:TIMELINE_WIDTH$}", "(skipped)"),
+        };
+        let _ = writeln!(out, "{name:<name_width$}  |{bar}|");
+    }
+    let _ = writeln!(out, "{:name_width$}  # succeeded  x failed  ! timed out  - cancelled", "");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::exec::RunEvent;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn finished(
+        path: &str,
+        kind: &'static str,
+        status: Status,
+        start: Option<u64>,
+        end: u64,
+        output: Value,
+        error: Option<&str>,
+    ) -> RunEvent {
+        RunEvent::NodeFinished {
+            path: Arc::from(path),
+            name: Arc::from(path.rsplit('/').next().unwrap_or(path)),
+            kind,
+            status,
+            attempts: u32::from(start.is_some()),
+            started: start.map(ms),
+            at: ms(end),
+            output: Some(output),
+            error: error.map(str::to_string),
+            truncated: false,
+        }
+    }
+
+    fn seed_report() -> RunReport {
+        let mut r = RunReport::new("seed-gather", "jobs/seed-gather.toml");
+        let events = [
+            RunEvent::NodeStarted { path: Arc::from("main"), name: Arc::from("main"), kind: "gather", at: ms(0) },
+            finished("main/read", "sleep", Status::Succeeded, Some(0), 500, json!("file_content"), None),
+            finished("main/fetch", "sleep", Status::Succeeded, Some(0), 1000, json!("url_content"), None),
+            finished(
+                "main/broken",
+                "exec",
+                Status::Failed,
+                Some(100),
+                250,
+                Value::Null,
+                Some("exit status 1; stderr: no\nmore"),
+            ),
+            finished("main/late", "sleep", Status::Skipped, None, 250, Value::Null, Some("not started")),
+            finished("main", "gather", Status::Succeeded, Some(0), 1000, json!(["url_content", "file_content"]), None),
+            RunEvent::RunFinished {
+                status: Status::Succeeded,
+                result: Some(json!(["url_content", "file_content"])),
+                error: None,
+                duration: ms(1000),
+            },
+        ];
+        for e in &events {
+            r.apply(e);
+        }
+        r
+    }
+
+    #[test]
+    fn report_shows_steps_and_a_timeline_on_one_axis() {
+        insta::assert_snapshot!(report(&seed_report()));
+    }
+
+    #[test]
+    fn long_runs_show_only_what_did_not_succeed() {
+        let mut r = RunReport::new("big", "big.toml");
+        for i in 0..1000 {
+            let status = if i == 7 { Status::Failed } else { Status::Succeeded };
+            r.apply(&finished(
+                &format!("main/s{i}"),
+                "sleep",
+                status,
+                Some(0),
+                10,
+                json!("x"),
+                (i == 7).then_some("boom"),
+            ));
+        }
+        let text = report(&r);
+        assert!(text.contains("(1 of 1000 lines shown: 999 succeeded, 1 failed)"), "{text}");
+        assert!(text.contains("s7"));
+        assert!(!text.contains("s8 "));
+    }
+}

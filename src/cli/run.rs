@@ -1,0 +1,100 @@
+//! `gatherd run FILE`: run one job once in the foreground (`asyncio.run(main())`).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use tokio::sync::mpsc;
+
+use super::exit;
+use super::progress::Progress;
+use super::render;
+use crate::exec::{self, BlockingPool, RunContext, RunEvent, RunReport, Status};
+use crate::load;
+
+/// Arguments of `gatherd run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The job file (TOML).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Print one JSON document with the run's result and every step on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Threads of the blocking pool (`blocking = true` steps); default
+    /// min(32, CPUs + 4), asyncio's default for `to_thread`.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub blocking_threads: Option<u16>,
+}
+
+/// Runs the job; returns the exit code (0 succeeded, 1 failed or timed out,
+/// 2 invalid file, 130 cancelled).
+pub async fn run(args: RunArgs) -> u8 {
+    let job = match load::load_file(&args.file) {
+        Ok(job) => Arc::new(job),
+        Err(e) => {
+            let color = std::io::stderr().is_terminal();
+            for d in e.diagnostics() {
+                eprintln!("{}", d.render(color));
+            }
+            return exit::INVALID;
+        }
+    };
+    let pool_size = args.blocking_threads.map_or_else(BlockingPool::default_size, usize::from);
+    let ctx = RunContext::new(BlockingPool::new(pool_size));
+    let cancel = ctx.cancel.clone();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let show_progress = !args.json && std::io::stderr().is_terminal();
+    let progress = Progress::new(job.root.step_count(), show_progress);
+    let sink = fold_events(rx, RunReport::new(job.name.clone(), job.file.clone()), progress);
+
+    let run = exec::run(job, ctx, tx);
+    tokio::pin!(run);
+    let mut interrupted = false;
+    let (_, report) = tokio::join!(
+        async {
+            loop {
+                tokio::select! {
+                    outcome = &mut run => break outcome,
+                    signal = tokio::signal::ctrl_c(), if !interrupted => {
+                        interrupted = true;
+                        if signal.is_ok() {
+                            eprintln!("cancelling: stopping every step (processes get SIGTERM, then SIGKILL)…");
+                        }
+                        cancel.cancel();
+                    }
+                }
+            }
+        },
+        sink
+    );
+
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => eprintln!("error: cannot write the JSON report: {e}"),
+        }
+    } else {
+        print!("{}", render::report(&report));
+    }
+    match report.status {
+        Some(Status::Succeeded) => exit::OK,
+        Some(Status::Cancelled) => exit::CANCELLED,
+        _ => exit::FAILED,
+    }
+}
+
+/// The CLI's sink: folds every event into the report and the progress bar.
+async fn fold_events(
+    mut rx: mpsc::UnboundedReceiver<RunEvent>,
+    mut report: RunReport,
+    mut progress: Progress,
+) -> RunReport {
+    while let Some(event) = rx.recv().await {
+        progress.apply(&event);
+        report.apply(&event);
+    }
+    progress.finish();
+    report
+}

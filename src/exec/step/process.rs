@@ -1,0 +1,642 @@
+//! `exec` (argv, no shell) and `shell` (`sh -c COMMAND`): run a program, capture
+//! its stdout as the step's output and the tail of its stderr for the error.
+//!
+//! Each program is started in its own process group (`process_group(0)`), so the
+//! step can signal everything it started at once: on cancel, SIGTERM to the
+//! group, `Limits::kill_grace` for the leader to exit, then SIGKILL to the group;
+//! after the leader exits on its own, SIGKILL to whatever is left of the group
+//! (systemd's `KillMode=control-group`). Background children therefore cannot
+//! keep the step (or its stdout pipe) open.
+//!
+//! With `blocking = true` the program is the same, but the wait for it happens
+//! on a thread of the run's [`crate::exec::BlockingPool`] (`std::process`),
+//! holding one of its permits; pipes are still read on the async side, so the
+//! output bounds and cancellation are identical.
+//!
+//! Architecture Invariant: no child process outlives its step. Every path out
+//! of an attempt — success, failure, cancel, or the attempt's future being
+//! dropped — ends with SIGKILL to the step's process group.
+
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
+use tokio::task::JoinHandle;
+use tokio::time::Sleep;
+use tokio_util::sync::CancellationToken;
+
+use super::capture::{Head, Tail, os_error, trim_one_newline};
+use super::{StepEnv, StepError, StepOutput};
+use crate::exec::Limits;
+use crate::exec::pool::PoolPermit;
+use crate::job::{ExecStep, ProcessSpec, ShellStep};
+
+/// How long the pipes may stay open after the leader has exited and its group
+/// was killed. Only a process that left the group (`setsid`) yet kept our
+/// stdout can hold them longer; then the step ends without the rest.
+const PIPE_DRAIN: Duration = Duration::from_secs(2);
+
+/// Runs one attempt of an `exec` step.
+pub(super) async fn run_exec(
+    step: &ExecStep,
+    blocking: bool,
+    env: &StepEnv<'_>,
+    cancel: &CancellationToken,
+) -> Result<StepOutput, StepError> {
+    let mut argv = Vec::with_capacity(step.argv.len());
+    for (i, t) in step.argv.iter().enumerate() {
+        argv.push(env.render(&format!("argv[{i}]"), t)?);
+    }
+    if argv.is_empty() {
+        return Err(StepError::Failed("`exec` has no program to run".into()));
+    }
+    let program = argv.remove(0);
+    let prepared = prepare(program, argv, &step.process, env).await?;
+    run(prepared, blocking, env, cancel).await
+}
+
+/// Runs one attempt of a `shell` step: `sh -c COMMAND`.
+pub(super) async fn run_shell(
+    step: &ShellStep,
+    blocking: bool,
+    env: &StepEnv<'_>,
+    cancel: &CancellationToken,
+) -> Result<StepOutput, StepError> {
+    let command = env.render("command", &step.command)?;
+    let prepared = prepare("sh".into(), vec!["-c".into(), command], &step.process, env).await?;
+    run(prepared, blocking, env, cancel).await
+}
+
+/// A program with every template rendered and every path resolved.
+struct Prepared {
+    program: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: PathBuf,
+    stdin: Option<String>,
+}
+
+async fn prepare(
+    program: String,
+    args: Vec<String>,
+    spec: &ProcessSpec,
+    env: &StepEnv<'_>,
+) -> Result<Prepared, StepError> {
+    let mut vars = Vec::with_capacity(spec.env.len());
+    for (k, t) in &spec.env {
+        vars.push((k.clone(), env.render(&format!("env.{k}"), t)?));
+    }
+    let cwd = match &spec.cwd {
+        Some(t) => env.resolve(&env.render("cwd", t)?),
+        None => env.job.dir.clone(),
+    };
+    if !cwd.as_os_str().is_empty() {
+        match tokio::fs::metadata(&cwd).await {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(StepError::Failed(format!("working folder `{}` is not a folder", cwd.display())));
+            }
+            Err(e) => {
+                return Err(StepError::Failed(format!("working folder `{}`: {}", cwd.display(), os_error(&e))));
+            }
+        }
+    }
+    let stdin = match &spec.stdin {
+        Some(t) => Some(env.render("stdin", t)?),
+        None => None,
+    };
+    Ok(Prepared { program, args, env: vars, cwd, stdin })
+}
+
+impl Prepared {
+    /// The command, in its own process group, with piped stdout/stderr.
+    fn command(&self) -> std::process::Command {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(&self.program);
+        cmd.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if !self.cwd.as_os_str().is_empty() {
+            cmd.current_dir(&self.cwd);
+        }
+        cmd
+    }
+
+    fn spawn_error(&self, e: &io::Error) -> StepError {
+        StepError::Failed(format!("cannot run `{}`: {}", self.program, os_error(e)))
+    }
+}
+
+/// The process the step started, waited for on the async side or on a pool
+/// thread.
+enum Leader {
+    Async(tokio::process::Child),
+    Pooled { thread: Option<JoinHandle<io::Result<ExitStatus>>>, status: Option<ExitStatus> },
+}
+
+impl Leader {
+    /// Waits for the leader to exit and reaps it. Cancel-safe, and returns the
+    /// same status again once it has exited.
+    async fn wait(&mut self) -> io::Result<ExitStatus> {
+        match self {
+            Leader::Async(child) => child.wait().await,
+            Leader::Pooled { thread, status } => {
+                if let Some(s) = status {
+                    return Ok(*s);
+                }
+                let Some(handle) = thread.as_mut() else {
+                    return Err(io::Error::other("the process was already lost"));
+                };
+                let joined = handle.await;
+                *thread = None;
+                let s =
+                    joined.map_err(|e| io::Error::other(format!("the pool thread waiting for it failed: {e}")))??;
+                *status = Some(s);
+                Ok(s)
+            }
+        }
+    }
+}
+
+/// SIGKILLs the process group when dropped while armed, so even an attempt
+/// whose future is dropped mid-way leaves no process behind.
+struct GroupGuard {
+    pgid: Pid,
+    armed: bool,
+}
+
+impl GroupGuard {
+    /// An armed guard over the group led by `pid` (`process_group(0)` makes
+    /// the group id the leader's pid).
+    fn new(pid: u32) -> GroupGuard {
+        // Pids fit in i32 on every Unix; never let a bad value become 0 or -1,
+        // which would signal our own group or every process we may signal.
+        let pgid = i32::try_from(pid).ok().filter(|p| *p > 1).unwrap_or(i32::MAX);
+        GroupGuard { pgid: Pid::from_raw(pgid), armed: true }
+    }
+
+    fn kill(&self, signal: Signal) {
+        // ESRCH (nobody left) is the usual, good answer.
+        let _ = killpg(self.pgid, signal);
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.kill(Signal::SIGKILL);
+        }
+    }
+}
+
+/// A started process: its leader, the guard over its group, its pipes.
+struct Started {
+    leader: Leader,
+    guard: GroupGuard,
+    stdin: Option<ChildStdin>,
+    stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
+}
+
+async fn run(
+    p: Prepared,
+    blocking: bool,
+    env: &StepEnv<'_>,
+    cancel: &CancellationToken,
+) -> Result<StepOutput, StepError> {
+    let started = if blocking {
+        let permit = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(StepError::Cancelled),
+            permit = env.ctx.pool.acquire() => permit,
+        };
+        start_pooled(&p, permit)?
+    } else {
+        start_async(&p)?
+    };
+    tracing::debug!(program = %p.program, pgid = %started.guard.pgid, blocking, "process started");
+    let Started { leader, mut guard, stdin, stdout, stderr } = started;
+    let stdin = stdin.zip(p.stdin);
+    let result = supervise(leader, &guard, stdin, stdout, stderr, &env.ctx.limits, cancel).await;
+    // `supervise` has reaped the leader and killed the group on every path.
+    guard.armed = false;
+    result
+}
+
+/// Starts the process with tokio; the wait is async.
+fn start_async(p: &Prepared) -> Result<Started, StepError> {
+    let mut child = tokio::process::Command::from(p.command()).spawn().map_err(|e| p.spawn_error(&e))?;
+    // `id()` is only `None` once the child has been reaped, not before.
+    let pid = child.id().expect("a child that was just spawned has not been reaped");
+    Ok(Started {
+        guard: GroupGuard::new(pid),
+        stdin: child.stdin.take(),
+        stdout: child.stdout.take(),
+        stderr: child.stderr.take(),
+        leader: Leader::Async(child),
+    })
+}
+
+/// Starts the process with `std::process` and waits for it on a pool thread
+/// holding `permit`; the pipes are handed to tokio.
+fn start_pooled(p: &Prepared, permit: PoolPermit) -> Result<Started, StepError> {
+    let mut child = p.command().spawn().map_err(|e| p.spawn_error(&e))?;
+    let guard = GroupGuard::new(child.id());
+    let pipes = (
+        child.stdin.take().map(ChildStdin::from_std).transpose(),
+        child.stdout.take().map(ChildStdout::from_std).transpose(),
+        child.stderr.take().map(ChildStderr::from_std).transpose(),
+    );
+    let leader = Leader::Pooled { thread: Some(permit.spawn(move || child.wait())), status: None };
+    match pipes {
+        (Ok(stdin), Ok(stdout), Ok(stderr)) => Ok(Started { leader, guard, stdin, stdout, stderr }),
+        // Dropping the armed guard kills the group; the pool thread reaps it.
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            Err(StepError::Failed(format!("cannot read the output of `{}`: {}", p.program, os_error(&e))))
+        }
+    }
+}
+
+/// How the wait for the leader ended.
+enum Ended {
+    Exited(ExitStatus),
+    Cancelled,
+    WaitFailed(io::Error),
+}
+
+async fn supervise(
+    mut leader: Leader,
+    guard: &GroupGuard,
+    stdin: Option<(ChildStdin, String)>,
+    stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
+    limits: &Limits,
+    cancel: &CancellationToken,
+) -> Result<StepOutput, StepError> {
+    let mut out = Head::new(limits.output_bytes);
+    let mut err = Tail::new(limits.stderr_tail_bytes);
+    let ended = {
+        let io = async {
+            tokio::join!(write_stdin(stdin), read_all(stdout, |c| out.push(c)), read_all(stderr, |c| err.push(c)))
+        };
+        tokio::pin!(io);
+        let mut io_done = false;
+        let mut status = None;
+        // Armed once the leader has exited. No timer exists before that, so a
+        // paused-clock test has nothing to jump to while a process runs.
+        let mut drain: Option<Pin<Box<Sleep>>> = None;
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break Ended::Cancelled,
+                st = leader.wait(), if status.is_none() => match st {
+                    Ok(st) => {
+                        // The leader is done: nothing else of its group may
+                        // live on, nor hold our pipes open.
+                        guard.kill(Signal::SIGKILL);
+                        status = Some(st);
+                        drain = Some(Box::pin(tokio::time::sleep(PIPE_DRAIN)));
+                    }
+                    Err(e) => break Ended::WaitFailed(e),
+                },
+                _ = &mut io, if !io_done => io_done = true,
+                _ = async { match drain.as_mut() {
+                    Some(d) => d.await,
+                    None => std::future::pending().await,
+                } }, if drain.is_some() && !io_done => {
+                    tracing::warn!(pgid = %guard.pgid, "a process outside the step's group kept its output open; stopped reading");
+                    io_done = true;
+                }
+            }
+            if let (true, Some(st)) = (io_done, status) {
+                break Ended::Exited(st);
+            }
+        }
+    };
+    match ended {
+        Ended::Exited(status) => finish(status, out, err),
+        Ended::Cancelled => {
+            guard.kill(Signal::SIGTERM);
+            let _ = tokio::time::timeout(limits.kill_grace, leader.wait()).await;
+            guard.kill(Signal::SIGKILL);
+            let _ = leader.wait().await;
+            Err(StepError::Cancelled)
+        }
+        Ended::WaitFailed(e) => {
+            guard.kill(Signal::SIGKILL);
+            Err(StepError::Failed(format!("waiting for the process failed: {e}")))
+        }
+    }
+}
+
+/// The step's result from the leader's exit status and what it wrote.
+fn finish(status: ExitStatus, out: Head, err: Tail) -> Result<StepOutput, StepError> {
+    use std::os::unix::process::ExitStatusExt;
+    let what = match (status.code(), status.signal()) {
+        (Some(0), _) => {
+            let (text, truncated) = out.into_text();
+            let text = if truncated { text } else { trim_one_newline(text) };
+            return Ok(StepOutput { value: text.into(), truncated });
+        }
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => match Signal::try_from(sig) {
+            Ok(s) => format!("killed by signal {s}"),
+            Err(_) => format!("killed by signal {sig}"),
+        },
+        (None, None) => format!("ended with {status}"),
+    };
+    let tail = err.into_text();
+    Err(StepError::Failed(if tail.is_empty() { what } else { format!("{what}; stderr: {tail}") }))
+}
+
+/// Writes the stdin text and closes the pipe. A program that exits without
+/// reading it is not an error (EPIPE is ignored).
+async fn write_stdin(stdin: Option<(ChildStdin, String)>) {
+    if let Some((mut pipe, text)) = stdin {
+        let _ = pipe.write_all(text.as_bytes()).await;
+        let _ = pipe.shutdown().await;
+    }
+}
+
+/// Reads a pipe to its end, handing each chunk to `sink`; the sink decides what
+/// to keep, so the pipe is always drained and the writer never blocks.
+async fn read_all(pipe: Option<impl AsyncRead + Unpin>, mut sink: impl FnMut(&[u8])) {
+    let Some(mut pipe) = pipe else { return };
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) => return,
+            Ok(n) => sink(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use nix::errno::Errno;
+    use nix::sys::signal::killpg;
+    use nix::unistd::Pid;
+    use tokio_util::sync::CancellationToken;
+
+    use crate::exec::step::testing::{attempt, attempt_with, limits, step};
+    use crate::exec::step::{StepError, StepOutput};
+    use crate::exec::{BlockingPool, Limits};
+    use crate::job::{ExecStep, ProcessSpec, ShellStep, StepKind, Template};
+
+    fn t(s: &str) -> Template {
+        Template::parse(s).unwrap()
+    }
+
+    fn exec(argv: &[&str]) -> StepKind {
+        StepKind::Exec(ExecStep { argv: argv.iter().map(|a| t(a)).collect(), process: ProcessSpec::default() })
+    }
+
+    fn shell(command: &str) -> StepKind {
+        shell_with(command, ProcessSpec::default())
+    }
+
+    fn shell_with(command: &str, process: ProcessSpec) -> StepKind {
+        StepKind::Shell(ShellStep { command: t(command), process })
+    }
+
+    fn failed(r: Result<StepOutput, StepError>) -> String {
+        match r {
+            Err(StepError::Failed(m)) => m,
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    /// Whether any live (non-zombie) process is still in group `pgid`. Zombies
+    /// are dead: they only wait for init to reap them, which can be slow here.
+    fn group_alive(pgid: i32) -> bool {
+        if killpg(Pid::from_raw(pgid), None) == Err(Errno::ESRCH) {
+            return false;
+        }
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return true;
+        };
+        dir.flatten().any(|entry| {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                return false;
+            };
+            // "pid (comm) state ppid pgrp ..."; comm may hold spaces.
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next();
+            let pgrp = fields.nth(1).and_then(|f| f.parse::<i32>().ok());
+            pgrp == Some(pgid) && state != Some("Z")
+        })
+    }
+
+    /// Polls (a bound, not a speed assert) until the group is gone.
+    async fn assert_group_gone(pgid: i32) {
+        for _ in 0..500 {
+            if !group_alive(pgid) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("process group {pgid} is still alive after 10 s");
+    }
+
+    /// Waits for the pid file the command writes once it has started.
+    async fn read_pid_file(path: &Path) -> i32 {
+        for _ in 0..1000 {
+            if let Ok(s) = std::fs::read_to_string(path) {
+                if let Ok(pid) = s.trim().parse() {
+                    return pid;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the process never wrote {}", path.display());
+    }
+
+    #[tokio::test]
+    async fn output_is_captured_with_one_trailing_newline_trimmed() {
+        for blocking in [false, true] {
+            let out = attempt(exec(&["echo", "hello"]), blocking, Path::new("/")).await;
+            assert_eq!(out, Ok(StepOutput::whole("hello")));
+            let out = attempt(shell("printf 'a\\n\\n'"), blocking, Path::new("/")).await;
+            assert_eq!(out, Ok(StepOutput::whole("a\n")));
+        }
+    }
+
+    #[tokio::test]
+    async fn env_cwd_and_stdin_are_given_to_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        for blocking in [false, true] {
+            let spec = ProcessSpec {
+                env: vec![("GATHERD_FOO".into(), t("{{ steps.prev.output }}"))],
+                cwd: Some(t("sub")),
+                stdin: Some(t("typed {{ input }}")),
+            };
+            let out = attempt(shell_with("printf '%s|' \"$GATHERD_FOO\"; pwd; cat", spec), blocking, &dir).await;
+            let want = format!("PREV|{}\ntyped IN", dir.join("sub").display());
+            assert_eq!(out, Ok(StepOutput::whole(want)));
+        }
+    }
+
+    #[tokio::test]
+    async fn default_folder_is_the_jobs_and_stdin_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path().canonicalize().unwrap();
+        let out = attempt(shell("pwd; cat"), false, &dir).await;
+        assert_eq!(out, Ok(StepOutput::whole(dir.display().to_string())));
+    }
+
+    #[tokio::test]
+    async fn missing_folder_is_a_clear_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ProcessSpec { cwd: Some(t("nope")), ..ProcessSpec::default() };
+        let msg = failed(attempt(shell_with("true", spec), false, dir.path()).await);
+        assert!(msg.starts_with("working folder `"), "{msg}");
+        assert!(msg.ends_with("nope`: No such file or directory"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn non_zero_exit_fails_with_code_and_stderr_tail() {
+        for blocking in [false, true] {
+            let msg = failed(attempt(shell("echo out; echo oops >&2; exit 3"), blocking, Path::new("/")).await);
+            assert_eq!(msg, "exit status 3; stderr: oops");
+            let msg = failed(attempt(exec(&["false"]), blocking, Path::new("/")).await);
+            assert_eq!(msg, "exit status 1");
+        }
+    }
+
+    #[tokio::test]
+    async fn stderr_keeps_only_its_tail() {
+        let step = step(shell("printf 'aaaaaaaaaa-the-end' >&2; exit 1"), false);
+        let limits = Limits { stderr_tail_bytes: 7, ..limits() };
+        let r = attempt_with(&step, Path::new("/"), BlockingPool::new(1), limits, &CancellationToken::new()).await;
+        assert_eq!(failed(r), "exit status 1; stderr: …the-end");
+    }
+
+    #[tokio::test]
+    async fn death_by_signal_names_the_signal() {
+        let msg = failed(attempt(shell("kill -9 $$"), false, Path::new("/")).await);
+        assert_eq!(msg, "killed by signal SIGKILL");
+    }
+
+    #[tokio::test]
+    async fn missing_program_is_a_clear_failure() {
+        for blocking in [false, true] {
+            let msg = failed(attempt(exec(&["nosuchprog-gatherd"]), blocking, Path::new("/")).await);
+            assert_eq!(msg, "cannot run `nosuchprog-gatherd`: No such file or directory");
+        }
+    }
+
+    #[tokio::test]
+    async fn output_past_the_bound_is_drained_and_marked_truncated() {
+        for blocking in [false, true] {
+            // 200 kB: more than a pipe buffer, so the rest must be drained.
+            let step = step(shell("head -c 200000 /dev/zero | tr '\\0' x"), blocking);
+            let limits = Limits { output_bytes: 10, ..limits() };
+            let out = attempt_with(&step, Path::new("/"), BlockingPool::new(1), limits, &CancellationToken::new())
+                .await
+                .unwrap();
+            assert_eq!(out.value, "xxxxxxxxxx");
+            assert!(out.truncated);
+        }
+    }
+
+    #[tokio::test]
+    async fn templates_in_argv_are_rendered() {
+        let out = attempt(exec(&["echo", "{{ steps.prev.output }}-{{ input }}"]), false, Path::new("/")).await;
+        assert_eq!(out, Ok(StepOutput::whole("PREV-IN")));
+    }
+
+    #[tokio::test]
+    async fn cancel_kills_the_whole_process_group() {
+        for blocking in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let pid_file = dir.path().join("pid");
+            let cancel = CancellationToken::new();
+            let pool = BlockingPool::new(1);
+            let task = {
+                let (cancel, pool, dir) = (cancel.clone(), pool.clone(), dir.path().to_path_buf());
+                tokio::spawn(async move {
+                    let s = step(shell("echo $$ > pid; sleep 300 & sleep 300"), blocking);
+                    attempt_with(&s, &dir, pool, limits(), &cancel).await
+                })
+            };
+            let pgid = read_pid_file(&pid_file).await;
+            cancel.cancel();
+            let r =
+                tokio::time::timeout(Duration::from_secs(30), task).await.expect("a cancelled process step returns");
+            assert_eq!(r.unwrap(), Err(StepError::Cancelled));
+            assert_group_gone(pgid).await;
+            assert_eq!(pool.busy(), 0, "blocking={blocking}: the pool thread is freed");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_group_that_ignores_sigterm_is_killed_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let cancel = CancellationToken::new();
+        let task = {
+            let (cancel, dir) = (cancel.clone(), dir.path().to_path_buf());
+            tokio::spawn(async move {
+                let s = step(shell("trap '' TERM; echo $$ > pid; sleep 300 & sleep 300"), false);
+                attempt_with(&s, &dir, BlockingPool::new(1), limits(), &cancel).await
+            })
+        };
+        let pgid = read_pid_file(&dir.path().join("pid")).await;
+        cancel.cancel();
+        assert_eq!(task.await.unwrap(), Err(StepError::Cancelled));
+        assert_group_gone(pgid).await;
+    }
+
+    #[tokio::test]
+    async fn leftover_background_children_are_killed_when_the_leader_exits() {
+        for blocking in [false, true] {
+            // The background sleep keeps stdout open: the step must not wait
+            // for it, and must not leave it running.
+            let out = tokio::time::timeout(
+                Duration::from_secs(60),
+                attempt(shell("echo $$; sleep 300 &"), blocking, Path::new("/")),
+            )
+            .await
+            .expect("the step does not wait for its background child")
+            .unwrap();
+            let pgid: i32 = out.value.as_str().unwrap().parse().unwrap();
+            assert_group_gone(pgid).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn dropping_the_attempt_kills_the_group() {
+        for blocking in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let task = {
+                let dir = dir.path().to_path_buf();
+                tokio::spawn(async move {
+                    let s = step(shell("echo $$ > pid; sleep 300"), blocking);
+                    attempt_with(&s, &dir, BlockingPool::new(1), limits(), &CancellationToken::new()).await
+                })
+            };
+            let pgid = read_pid_file(&dir.path().join("pid")).await;
+            task.abort();
+            assert!(task.await.unwrap_err().is_cancelled());
+            assert_group_gone(pgid).await;
+        }
+    }
+}

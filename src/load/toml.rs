@@ -1,0 +1,400 @@
+//! TOML job files → [`Job`]: the top-level settings and `[[group]]` tables,
+//! with `[[step]]` tables read by `step.rs` and the tree checked by `tree.rs`.
+//!
+//! The document is parsed with `toml::de::DeTable`, which keeps the byte span
+//! of every key and value, so every problem points at the exact place.
+//!
+//! Architecture Invariant: the loader never runs anything and never touches
+//! the network; given the same text it gives the same `Job` or diagnostics.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+
+use super::diagnostic::{LoadError, closest, display_name};
+use super::fields::{Ctx, Value, list};
+use super::step::{RawStep, STEP_KEYS, parse_step, read_name};
+use super::tree;
+use crate::job::{GroupMode, Job, OnError, Overlap, Trigger};
+
+/// Every key allowed at the top of a job file.
+const JOB_KEYS: &[&str] = &["description", "timeout", "schedule", "timezone", "every", "overlap", "group", "step"];
+
+/// Every key a `[[group]]` table may have.
+const GROUP_KEYS: &[&str] =
+    &["name", "gather", "as_completed", "race", "sequence", "limit", "on_error", "timeout", "each"];
+
+/// The keys that choose how a group runs its children.
+const MODE_KEYS: &[(&str, GroupMode)] = &[
+    ("gather", GroupMode::Gather),
+    ("as_completed", GroupMode::AsCompleted),
+    ("race", GroupMode::Race),
+    ("sequence", GroupMode::Sequence),
+];
+
+/// A `[[group]]` as read, before the tree is checked.
+#[derive(Debug)]
+pub(crate) struct RawGroup {
+    /// The name and the span of its value.
+    pub(crate) name: Option<(String, Range<usize>)>,
+    /// The mode, when exactly one mode key is given.
+    pub(crate) mode: Option<GroupMode>,
+    /// The names listed under the mode key, with their spans.
+    pub(crate) children: Vec<(String, Range<usize>)>,
+    /// Whether `children` is the whole list (no mode/name/item errors), so
+    /// "not used by any group" can be trusted.
+    pub(crate) children_known: bool,
+    pub(crate) limit: Option<std::num::NonZeroUsize>,
+    pub(crate) on_error: OnError,
+    pub(crate) timeout: Option<Duration>,
+    /// `each = "step"` and the span of its value.
+    pub(crate) each: Option<(String, Range<usize>)>,
+}
+
+/// Loads a job from TOML text; `path` names it in messages and in the `Job`.
+pub(crate) fn load(path: &Path, source: &str) -> Result<Job, LoadError> {
+    let mut ctx = Ctx::new(display_name(path), Arc::from(source));
+    let doc = match DeTable::parse(source) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let message = e.message().trim_end();
+            match e.span() {
+                Some(span) => {
+                    ctx.error(span, format!("invalid TOML: {message}")).label("the TOML syntax breaks here");
+                }
+                None => {
+                    return Err(LoadError::whole_file(path, format!("invalid TOML: {message}")));
+                }
+            }
+            return Err(LoadError::new(path, ctx.diagnostics));
+        }
+    };
+    let doc = doc.get_ref();
+
+    let mut job = Job {
+        name: path.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
+        file: path.to_path_buf(),
+        dir: match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        },
+        description: None,
+        timeout: None,
+        trigger: Trigger::OnChange,
+        overlap: Overlap::default(),
+        // Replaced below once the tree is built.
+        root: crate::job::Node::Group(crate::job::Group {
+            name: String::new(),
+            mode: GroupMode::Sequence,
+            children: Vec::new(),
+            limit: None,
+            on_error: OnError::Cancel,
+            timeout: None,
+            each: None,
+        }),
+    };
+    read_settings(&mut ctx, doc, &mut job);
+
+    let before_tables = ctx.diagnostics.len();
+    let steps: Vec<RawStep> =
+        tables(&mut ctx, doc, "step").into_iter().map(|(t, header)| parse_step(&mut ctx, t, header)).collect();
+    let groups: Vec<RawGroup> =
+        tables(&mut ctx, doc, "group").into_iter().map(|(t, header)| parse_group(&mut ctx, t, header)).collect();
+    // `[step]` or `step = 3` was reported already; `step = []` was not.
+    let tables_reported = ctx.diagnostics.len() > before_tables;
+
+    // A `step` or `group` key that held no tables was reported already.
+    if steps.is_empty() && groups.is_empty() && !tables_reported {
+        let message =
+            if source.trim().is_empty() { "this job has no steps: the file is empty" } else { "this job has no steps" };
+        ctx.error(0..0, message)
+            .label("expected at least one `[[step]]`")
+            .help("add a step, e.g.\n[[step]]\nname = \"hello\"\nexec = [\"echo\", \"hello\"]");
+    }
+
+    let root = tree::build(&mut ctx, steps, groups);
+    if !ctx.diagnostics.is_empty() {
+        let mut diagnostics = ctx.diagnostics;
+        diagnostics.sort_by_key(|d| d.span().map_or(0, |s| s.start));
+        return Err(LoadError::new(path, diagnostics));
+    }
+    match root {
+        Some(root) => {
+            job.root = root;
+            Ok(job)
+        }
+        // tree::build only returns None after reporting why.
+        None => Err(LoadError::whole_file(path, "this job could not be built")),
+    }
+}
+
+/// Reads the settings at the top of the file into `job`.
+fn read_settings(ctx: &mut Ctx, doc: &DeTable<'_>, job: &mut Job) {
+    for (key, _) in doc.iter() {
+        let name: &str = key.get_ref();
+        if JOB_KEYS.contains(&name) {
+            continue;
+        }
+        let d = ctx.error(key.span(), format!("unknown key `{name}` at the top of the job")).label("unknown key");
+        if let Some(k) = closest(name, JOB_KEYS.iter().copied()) {
+            d.help(format!("did you mean `{k}`?"));
+        } else if STEP_KEYS.contains(&name) {
+            d.help(format!("`{name}` belongs in a `[[step]]` table"));
+        } else if GROUP_KEYS.contains(&name) {
+            d.help(format!("`{name}` belongs in a `[[group]]` table"));
+        } else {
+            d.help(format!("the keys allowed at the top are {}", list(JOB_KEYS)));
+        }
+    }
+
+    if let Some(v) = doc.get("description") {
+        job.description = ctx.string("description", v).map(str::to_string);
+    }
+    if let Some(v) = doc.get("timeout") {
+        job.timeout = ctx.duration("timeout", v, false);
+    }
+    if let Some(v) = doc.get("overlap") {
+        let choices = [
+            ("skip", Overlap::Skip),
+            ("queue", Overlap::Queue),
+            ("replace", Overlap::Replace),
+            ("allow", Overlap::Allow),
+        ];
+        if let Some(o) = ctx.choice("overlap", v, &choices) {
+            job.overlap = o;
+        }
+    }
+
+    let schedule = doc.get_key_value("schedule");
+    let every = doc.get_key_value("every");
+    let timezone = doc.get_key_value("timezone");
+    if let (Some((s, _)), Some((e, _))) = (schedule, every) {
+        let (first, second) = if s.span().start < e.span().start { (s, e) } else { (e, s) };
+        ctx.error(second.span(), "`schedule` and `every` cannot both be set")
+            .label("second trigger")
+            .note(first.span(), "first trigger")
+            .help("a job runs on a cron schedule or at a fixed interval, not both; remove one");
+    }
+    if let (Some((tz, _)), None) = (timezone, schedule) {
+        let help = if every.is_some() {
+            "`every` intervals do not depend on a timezone; remove `timezone`"
+        } else {
+            "add `schedule = \"...\"` or remove `timezone`"
+        };
+        ctx.error(tz.span(), "`timezone` without `schedule`").label("only used with `schedule`").help(help);
+    }
+    let tz = timezone.and_then(|(_, v)| read_timezone(ctx, v));
+    if let Some(expr) = schedule.and_then(|(_, v)| read_cron(ctx, v)) {
+        job.trigger = Trigger::Cron { expr, timezone: tz };
+    }
+    if let Some(d) = every.and_then(|(_, v)| ctx.duration("every", v, false)) {
+        job.trigger = Trigger::Every(d);
+    }
+}
+
+/// `schedule = "..."`: 5 fields, or 6 with seconds first; `@daily` and the like.
+fn read_cron(ctx: &mut Ctx, v: &Value<'_>) -> Option<String> {
+    let expr = ctx.string("schedule", v)?.trim();
+    let fields = expr.split_whitespace().count();
+    if !expr.starts_with('@') && !(5..=6).contains(&fields) {
+        ctx.error(v.span(), format!("a cron schedule has 5 or 6 fields; this one has {fields}"))
+            .label("expected e.g. \"*/10 * * * *\"")
+            .help("fields: [second] minute hour day-of-month month day-of-week");
+        return None;
+    }
+    let parser = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Optional)
+        .year(croner::parser::Year::Disallowed)
+        .build();
+    match parser.parse(expr) {
+        Ok(_) => Some(expr.to_string()),
+        Err(e) => {
+            let help = "fields: [second] minute hour day-of-month month day-of-week";
+            match cron_field_problem(expr) {
+                Some((offset, len, problem)) => {
+                    let span = v.span();
+                    let at =
+                        ctx.source().get(span.clone()).and_then(|raw| raw.find(expr)).map_or(span.clone(), |start| {
+                            let s = span.start + start + offset;
+                            s..s + len
+                        });
+                    ctx.error(at, format!("invalid cron schedule: {problem}")).label("out of range").help(help);
+                }
+                None => {
+                    let e = e.to_string();
+                    ctx.error(v.span(), format!("invalid cron schedule: {}", e.trim_end_matches('.')))
+                        .label("expected e.g. \"*/10 * * * *\"")
+                        .help(help);
+                }
+            }
+            None
+        }
+    }
+}
+
+/// The first number out of range in a cron expression, as (byte offset of
+/// its field, field length, message): croner only says "out of bounds".
+fn cron_field_problem(expr: &str) -> Option<(usize, usize, String)> {
+    const FIVE: [(&str, u32, u32); 5] =
+        [("minute", 0, 59), ("hour", 0, 23), ("day of the month", 1, 31), ("month", 1, 12), ("day of the week", 0, 7)];
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let mut specs = Vec::with_capacity(6);
+    if fields.len() == 6 {
+        specs.push(("second", 0, 59));
+    }
+    specs.extend(FIVE);
+    for (field, (what, min, max)) in fields.iter().zip(specs) {
+        for part in field.split(',') {
+            let (base, step) = part.split_once('/').unwrap_or((part, ""));
+            let bad = base.split('-').filter_map(|n| n.parse::<u32>().ok()).find(|n| !(min..=max).contains(n));
+            let problem = match bad {
+                Some(n) => format!("{n} is not a valid {what} ({min}-{max})"),
+                None if step == "0" => format!("a step of 0 in the {what} field never advances"),
+                None => continue,
+            };
+            let offset = field.as_ptr() as usize - expr.as_ptr() as usize;
+            return Some((offset, field.len(), problem));
+        }
+    }
+    None
+}
+
+/// `timezone = "Europe/Berlin"`: an IANA name known to chrono-tz.
+fn read_timezone(ctx: &mut Ctx, v: &Value<'_>) -> Option<chrono_tz::Tz> {
+    let name = ctx.string("timezone", v)?;
+    match chrono_tz::Tz::from_str(name) {
+        Ok(tz) => Some(tz),
+        Err(_) => {
+            let names = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
+            let help = closest(name, names).map_or_else(
+                || "use an IANA name such as \"Europe/Berlin\" or \"UTC\"".to_string(),
+                |c| format!("did you mean `{c}`?"),
+            );
+            ctx.error(v.span(), format!("unknown timezone \"{name}\""))
+                .label("expected an IANA timezone name")
+                .help(help);
+            None
+        }
+    }
+}
+
+/// The tables of `[[key]]`, with the span to point at for each (its header).
+fn tables<'d, 'i>(ctx: &mut Ctx, doc: &'d DeTable<'i>, key: &str) -> Vec<(&'d DeTable<'i>, Range<usize>)> {
+    let Some((k, v)) = doc.get_key_value(key) else {
+        return Vec::new();
+    };
+    match v.get_ref() {
+        DeValue::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items.iter() {
+                match item.get_ref() {
+                    DeValue::Table(t) => out.push((t, item.span())),
+                    _ => ctx.wrong_type(key, item, &format!("a `[[{key}]]` table")),
+                }
+            }
+            out
+        }
+        DeValue::Table(_) => {
+            ctx.error(k.span(), format!("`[{key}]` must be written `[[{key}]]`"))
+                .label(format!("expected an array of tables, `[[{key}]]`"))
+                .help(format!("each {key} is its own `[[{key}]]` table (double brackets)"));
+            Vec::new()
+        }
+        _ => {
+            ctx.wrong_type(key, v, &format!("`[[{key}]]` tables"));
+            Vec::new()
+        }
+    }
+}
+
+/// Reads one `[[group]]` table.
+fn parse_group(ctx: &mut Ctx, table: &DeTable<'_>, header: Range<usize>) -> RawGroup {
+    ctx.unknown_keys(table, GROUP_KEYS, "a group");
+    // A bad name is reported by read_name and does not hide the children.
+    let mut name_ok = true;
+    let name = read_name(ctx, table, &header, "group", &mut name_ok);
+    let mut ok = true;
+    let who = name.as_ref().map_or_else(|| "this group".to_string(), |(n, _)| format!("group `{n}`"));
+
+    let modes: Vec<_> = table
+        .iter()
+        .filter_map(|(k, v)| MODE_KEYS.iter().find(|(m, _)| *m == k.get_ref().as_ref()).map(|(_, mode)| (k, v, *mode)))
+        .collect();
+    let mut mode = None;
+    let mut children = Vec::new();
+    match modes.as_slice() {
+        [] => {
+            ctx.error(header.clone(), format!("{who} does not say how to run its children"))
+                .label("expected one of `gather`, `as_completed`, `race` or `sequence`")
+                .help("e.g. `gather = [\"a\", \"b\"]` runs a and b at once; `sequence = [...]` one after another");
+        }
+        [(k, v, m)] => {
+            mode = Some(*m);
+            children = read_children(ctx, k.get_ref(), v, &who, &mut ok);
+        }
+        [(first, _, _), (second, _, _), ..] => {
+            ctx.error(second.span(), format!("{who} has both `{}` and `{}`", first.get_ref(), second.get_ref()))
+                .label("second mode")
+                .note(first.span(), "first mode")
+                .help("a group runs its children one way; nest a second group to combine them");
+        }
+    }
+
+    let limit = table.get("limit").and_then(|v| {
+        let n = ctx.integer("limit", v)?;
+        match usize::try_from(n).ok().and_then(std::num::NonZeroUsize::new) {
+            Some(n) => Some(n),
+            None => {
+                ctx.error(v.span(), format!("`limit` must be at least 1, found {n}"))
+                    .label("expected 1 or more")
+                    .help("`limit` is how many children may run at once; remove it to run all at once");
+                None
+            }
+        }
+    });
+    let on_error = table
+        .get("on_error")
+        .and_then(|v| ctx.choice("on_error", v, &[("cancel", OnError::Cancel), ("continue", OnError::Continue)]))
+        .unwrap_or_default();
+    let timeout = table.get("timeout").and_then(|v| ctx.duration("timeout", v, false));
+    let mut each = None;
+    let each_value = table.get_key_value("each").and_then(|(k, v)| ctx.string("each", v).map(|s| (k, v, s)));
+    if let Some((k, v, s)) = each_value {
+        if mode.is_some_and(|m| m != GroupMode::AsCompleted) {
+            let m = mode.map_or("", GroupMode::key);
+            ctx.error(k.span(), format!("`each` is only allowed on `as_completed` groups; {who} uses `{m}`"))
+                .label("not allowed here")
+                .help(format!("`each` runs a step on each result as soon as it arrives; write `as_completed = [...]` instead of `{m} = [...]`"));
+        }
+        // Kept even when refused, so its step is not also called unused.
+        each = Some((s.to_string(), v.span()));
+    }
+    RawGroup { name, mode, children_known: ok && mode.is_some(), children, limit, on_error, timeout, each }
+}
+
+/// The names listed under a mode key: a non-empty array of strings.
+fn read_children(ctx: &mut Ctx, key: &str, v: &Value<'_>, who: &str, ok: &mut bool) -> Vec<(String, Range<usize>)> {
+    let DeValue::Array(items) = v.get_ref() else {
+        ctx.wrong_type(key, v, "an array of step or group names");
+        *ok = false;
+        return Vec::new();
+    };
+    if items.is_empty() {
+        ctx.error(v.span(), format!("{who} is empty"))
+            .label("expected at least one step or group name")
+            .help(format!("list what it runs, e.g. `{key} = [\"fetch\", \"read\"]`, or remove the group"));
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for item in items.iter() {
+        match ctx.string(key, item) {
+            Some(s) => out.push((s.to_string(), item.span())),
+            None => *ok = false,
+        }
+    }
+    out
+}

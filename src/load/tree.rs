@@ -1,0 +1,576 @@
+//! The run tree: names, which group uses what, cycles, the order templates
+//! may rely on, and finally the [`Node`] tree itself.
+//!
+//! Steps and groups share one namespace. The first group is the root; every
+//! other step and group must be listed exactly once (an `each` counts as a
+//! use). A template may read `steps.NAME.output` only when NAME is certain to
+//! have finished successfully before the step starts: their lowest common
+//! ancestor is a `sequence` in which NAME's branch comes first, and NAME is
+//! not inside a `race` below that ancestor (a race's losers are cancelled).
+//!
+//! Architecture Invariant: nothing here is quadratic in the number of steps:
+//! names are looked up in a `HashMap`, cycles are found in one pass over the
+//! parent links, and a reference check climbs at most the depth of the tree.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+
+use super::diagnostic::closest;
+use super::fields::Ctx;
+use super::step::RawStep;
+use super::toml::RawGroup;
+use crate::job::{Group, GroupMode, Node, OnError};
+
+/// Groups nested deeper than this are refused: a tree this deep is a mistake,
+/// and walking it recursively (drop, debug, the executor) could overflow the stack.
+pub(crate) const MAX_DEPTH: usize = 100;
+
+/// Comparisons spent on did-you-mean suggestions before giving up, so a file
+/// with thousands of unknown names among thousands of steps stays fast.
+const SUGGESTION_BUDGET: usize = 2_000_000;
+
+/// The links between steps and groups. Ids: steps `0..n_steps`, then groups.
+/// With no `[[group]]`, one synthetic `main` sequence group is added.
+struct Tree {
+    n_steps: usize,
+    /// Name and its span, per id (`None` for unnamed steps and groups).
+    names: Vec<Option<(String, Range<usize>)>>,
+    /// The group that lists it (or has it as `each`), per id.
+    parent: Vec<Option<usize>>,
+    /// Where that use is written.
+    use_span: Vec<Option<Range<usize>>>,
+    /// Position in the parent's list.
+    index: Vec<usize>,
+    /// For `each` steps: the group they belong to.
+    each_of: Vec<Option<usize>>,
+    /// Per group (id - n_steps): mode, children ids, each id.
+    modes: Vec<Option<GroupMode>>,
+    children: Vec<Vec<usize>>,
+    each: Vec<Option<usize>>,
+    /// Name → id, for the first definition of each name.
+    by_name: HashMap<String, usize>,
+    /// All names in file order: did-you-mean candidates.
+    all_names: Vec<String>,
+    /// Names offered as did-you-mean for a misspelt use: not also "unused".
+    suggested: HashSet<String>,
+    suggestion_budget: usize,
+}
+
+impl Tree {
+    fn name(&self, id: usize) -> &str {
+        self.names[id].as_ref().map_or("?", |(n, _)| n.as_str())
+    }
+
+    fn is_group(&self, id: usize) -> bool {
+        id >= self.n_steps
+    }
+
+    fn mode(&self, id: usize) -> Option<GroupMode> {
+        self.modes.get(id.checked_sub(self.n_steps)?).copied().flatten()
+    }
+
+    fn what(&self, id: usize) -> &'static str {
+        if self.is_group(id) { "group" } else { "step" }
+    }
+
+    /// `did you mean `x`?` among all names, while the budget lasts.
+    fn suggest(&mut self, name: &str) -> Option<String> {
+        let cost = self.all_names.len();
+        if cost > self.suggestion_budget {
+            return None;
+        }
+        self.suggestion_budget -= cost;
+        let c = closest(name, self.all_names.iter().map(String::as_str))?.to_string();
+        let help = format!("did you mean `{c}`?");
+        self.suggested.insert(c);
+        Some(help)
+    }
+
+    /// Whether `a` is `b` or one of its ancestors.
+    fn is_ancestor_or_self(&self, a: usize, mut b: usize) -> bool {
+        loop {
+            if a == b {
+                return true;
+            }
+            match self.parent[b] {
+                Some(p) => b = p,
+                None => return false,
+            }
+        }
+    }
+}
+
+/// Checks the tree and builds the root [`Node`]; reports every problem to
+/// `ctx` and returns `None` if there is any (here or found earlier).
+pub(crate) fn build(ctx: &mut Ctx, mut steps: Vec<RawStep>, groups: Vec<RawGroup>) -> Option<Node> {
+    let n_steps = steps.len();
+    let synthetic = groups.is_empty();
+    let n_groups = groups.len().max(1);
+    let total = n_steps + n_groups;
+    let mut names: Vec<Option<(String, Range<usize>)>> = steps.iter().map(|s| s.name.clone()).collect();
+    if synthetic {
+        names.push(Some(("main".to_string(), 0..0)));
+    } else {
+        names.extend(groups.iter().map(|g| g.name.clone()));
+    }
+    let mut tree = Tree {
+        n_steps,
+        all_names: Vec::with_capacity(total),
+        names,
+        parent: vec![None; total],
+        use_span: vec![None; total],
+        index: vec![0; total],
+        each_of: vec![None; total],
+        modes: if synthetic { vec![Some(GroupMode::Sequence)] } else { groups.iter().map(|g| g.mode).collect() },
+        children: vec![Vec::new(); n_groups],
+        each: vec![None; n_groups],
+        by_name: HashMap::with_capacity(total),
+        suggestion_budget: SUGGESTION_BUDGET,
+        suggested: HashSet::new(),
+    };
+    let root = n_steps;
+    let errors_before = ctx.diagnostics.len();
+
+    let duplicates = check_names(ctx, &mut tree, synthetic);
+    if synthetic {
+        tree.children[0] = (0..n_steps).collect();
+        for id in 0..n_steps {
+            tree.parent[id] = Some(root);
+            tree.index[id] = id;
+        }
+    } else {
+        link_groups(ctx, &mut tree, &groups);
+        let cyclic = check_cycles(ctx, &tree);
+        let all_known = groups.iter().all(|g| g.children_known);
+        if all_known {
+            check_unused(ctx, &tree, &duplicates, &cyclic);
+        }
+    }
+    let tree_ok = ctx.diagnostics.len() == errors_before && groups.iter().all(|g| g.children_known);
+    if !tree_ok {
+        return None;
+    }
+    let order = breadth_first(&tree, root);
+    if !check_depth(ctx, &tree, &order) {
+        return None;
+    }
+    for (s, raw) in steps.iter().enumerate() {
+        check_references(ctx, &mut tree, s, raw);
+    }
+    if !ctx.diagnostics.is_empty() {
+        return None;
+    }
+
+    // Build bottom-up so deep trees need no recursion here.
+    let mut built: Vec<Option<Node>> = Vec::with_capacity(total);
+    built.extend(steps.iter_mut().map(|s| s.step.take().map(Node::Step)));
+    built.resize_with(total, || None);
+    for &id in order.iter().rev() {
+        if !tree.is_group(id) {
+            continue;
+        }
+        let g = id - n_steps;
+        let children = tree.children[g].iter().map(|&c| built[c].take()).collect::<Option<Vec<Node>>>()?;
+        let each = match tree.each[g] {
+            Some(e) => match built[e].take()? {
+                Node::Step(step) => Some(Box::new(step)),
+                Node::Group(_) => return None,
+            },
+            None => None,
+        };
+        let group = if synthetic {
+            Group {
+                name: "main".to_string(),
+                mode: GroupMode::Sequence,
+                children,
+                limit: None,
+                on_error: OnError::Cancel,
+                timeout: None,
+                each: None,
+            }
+        } else {
+            let raw = &groups[g];
+            Group {
+                name: tree.name(id).to_string(),
+                mode: raw.mode?,
+                children,
+                limit: raw.limit,
+                on_error: raw.on_error,
+                timeout: raw.timeout,
+                each,
+            }
+        };
+        built[id] = Some(Node::Group(group));
+    }
+    built[root].take()
+}
+
+/// Registers every name; reports duplicates (at the later one). Returns, per
+/// id, whether it lost to an earlier definition of its name.
+fn check_names(ctx: &mut Ctx, tree: &mut Tree, synthetic: bool) -> Vec<bool> {
+    let total = tree.names.len();
+    let real = if synthetic { tree.n_steps } else { total };
+    let mut order: Vec<usize> = (0..real).filter(|&id| tree.names[id].is_some()).collect();
+    order.sort_by_key(|&id| tree.names[id].as_ref().map_or(0, |(_, s)| s.start));
+    let mut duplicate = vec![false; total];
+    for id in order {
+        let Some((name, span)) = tree.names[id].clone() else {
+            continue;
+        };
+        tree.all_names.push(name.clone());
+        match tree.by_name.get(&name) {
+            Some(&first) => {
+                duplicate[id] = true;
+                let first_span = tree.names[first].as_ref().map_or(0..0, |(_, s)| s.clone());
+                let (a, b) = (tree.what(first), tree.what(id));
+                let message = if a == b {
+                    format!("two {a}s are named `{name}`")
+                } else {
+                    format!("a {a} and a {b} are both named `{name}`")
+                };
+                ctx.error(span, message)
+                    .label("second definition")
+                    .note(first_span, "first defined here")
+                    .help("steps and groups share one namespace; rename one of them");
+            }
+            None => {
+                tree.by_name.insert(name, id);
+            }
+        }
+    }
+    duplicate
+}
+
+/// Reads each group's list and `each` into parent links; reports unknown
+/// names, the root listed somewhere, and names used twice.
+fn link_groups(ctx: &mut Ctx, tree: &mut Tree, groups: &[RawGroup]) {
+    let n_steps = tree.n_steps;
+    let root = n_steps;
+    for (g, raw) in groups.iter().enumerate() {
+        let gid = n_steps + g;
+        for (i, (name, span)) in raw.children.iter().enumerate() {
+            let Some(child) = lookup(ctx, tree, name, span) else {
+                continue;
+            };
+            if use_once(ctx, tree, child, gid, span, root) {
+                tree.index[child] = i;
+                tree.children[g].push(child);
+            }
+        }
+        if let Some((name, span)) = &raw.each {
+            let Some(e) = lookup(ctx, tree, name, span) else {
+                continue;
+            };
+            if tree.is_group(e) {
+                ctx.error(span.clone(), format!("`each` must name a step; `{name}` is a group"))
+                    .label("expected a step name")
+                    .help("`each` runs one step per result, with the result as `{{ input }}`");
+                continue;
+            }
+            if use_once(ctx, tree, e, gid, span, root) {
+                tree.each_of[e] = Some(gid);
+                tree.each[g] = Some(e);
+            }
+        }
+    }
+}
+
+/// The id of `name`, or a diagnostic with a did-you-mean.
+fn lookup(ctx: &mut Ctx, tree: &mut Tree, name: &str, span: &Range<usize>) -> Option<usize> {
+    if let Some(&id) = tree.by_name.get(name) {
+        return Some(id);
+    }
+    let help = tree
+        .suggest(name)
+        .unwrap_or_else(|| format!("define it with `[[step]]` and `name = \"{name}\"`, or fix the name"));
+    ctx.error(span.clone(), format!("no step or group is named `{name}`")).label("unknown name").help(help);
+    None
+}
+
+/// Records that group `gid` uses `child` at `span`; reports a second use.
+fn use_once(ctx: &mut Ctx, tree: &mut Tree, child: usize, gid: usize, span: &Range<usize>, root: usize) -> bool {
+    if child == root {
+        ctx.error(span.clone(), format!("`{}` is the root group and cannot be listed in a group", tree.name(root)))
+            .label("the root is listed here")
+            .help("the first `[[group]]` is the root: it runs the whole job; put a different group first, or remove this entry");
+        return false;
+    }
+    if let Some(first) = tree.use_span[child].clone() {
+        ctx.error(span.clone(), format!("{} `{}` is used in two places", tree.what(child), tree.name(child)))
+            .label("second use")
+            .note(first, "first used here")
+            .help("a step or group runs once, where it is listed; to run it twice, define a copy with its own name");
+        return false;
+    }
+    tree.parent[child] = Some(gid);
+    tree.use_span[child] = Some(span.clone());
+    true
+}
+
+/// Finds groups that contain themselves, following parent links once.
+/// Returns, per id, whether it lies on a cycle.
+fn check_cycles(ctx: &mut Ctx, tree: &Tree) -> Vec<bool> {
+    let total = tree.names.len();
+    let mut state = vec![0u8; total]; // 0 new, 1 on the current path, 2 done
+    let mut cyclic = vec![false; total];
+    for start in tree.n_steps..total {
+        let mut path = Vec::new();
+        let mut cur = start;
+        let closed = loop {
+            if state[cur] != 0 {
+                break state[cur] == 1;
+            }
+            state[cur] = 1;
+            path.push(cur);
+            match tree.parent[cur] {
+                Some(p) => cur = p,
+                None => break false,
+            }
+        };
+        if closed {
+            let at = path.iter().position(|&n| n == cur).unwrap_or(0);
+            report_cycle(ctx, tree, &path[at..]);
+            for &n in &path[at..] {
+                cyclic[n] = true;
+            }
+        }
+        for n in path {
+            state[n] = 2;
+        }
+    }
+    cyclic
+}
+
+/// `upward` lists a cycle child → parent; the message reads parent → child.
+fn report_cycle(ctx: &mut Ctx, tree: &Tree, upward: &[usize]) {
+    let mut down: Vec<usize> = upward.iter().rev().copied().collect();
+    // Start at the group written first, so the message does not depend on
+    // where the search entered the cycle.
+    let first =
+        (0..down.len()).min_by_key(|&i| tree.names[down[i]].as_ref().map_or(usize::MAX, |(_, s)| s.start)).unwrap_or(0);
+    down.rotate_left(first);
+    let head = down[0];
+    let mut chain: Vec<&str> = down.iter().map(|&g| tree.name(g)).collect();
+    chain.push(tree.name(head));
+    let message = if down.len() == 1 {
+        format!("group `{}` lists itself", tree.name(head))
+    } else {
+        format!("groups contain each other in a cycle: {}", chain.join(" → "))
+    };
+    let closing = tree.use_span[head].clone().unwrap_or(0..0);
+    let last = down[down.len() - 1];
+    let d = ctx.error(closing, message);
+    d.label(format!("`{}` is listed inside its own subtree here", tree.name(head)));
+    for &g in &down[1..] {
+        if let Some(span) = tree.use_span[g].clone() {
+            let parent = tree.parent[g].map_or("?", |p| tree.name(p));
+            d.note(span, format!("`{}` listed in `{parent}`", tree.name(g)));
+        }
+    }
+    if head == last {
+        d.help(format!("a group cannot run inside itself; remove `{}` from its own list", tree.name(head)));
+    } else {
+        d.help(format!("a group cannot run inside itself; remove `{}` from `{}`", tree.name(head), tree.name(last)));
+    }
+}
+
+/// Reports steps and groups no group lists.
+fn check_unused(ctx: &mut Ctx, tree: &Tree, duplicate: &[bool], cyclic: &[bool]) {
+    let root = tree.n_steps;
+    for id in 0..tree.names.len() {
+        if id == root || tree.parent[id].is_some() || duplicate[id] || cyclic[id] {
+            continue;
+        }
+        let Some((name, span)) = &tree.names[id] else {
+            continue;
+        };
+        if tree.suggested.contains(name) {
+            continue; // most likely the misspelt use, reported already
+        }
+        ctx.error(span.clone(), format!("{} `{name}` is not used by any group", tree.what(id)))
+            .label("never run")
+            .help("list it in a group or remove it");
+    }
+}
+
+/// Ids reachable from the root, parents before children.
+fn breadth_first(tree: &Tree, root: usize) -> Vec<usize> {
+    let mut order = vec![root];
+    let mut i = 0;
+    while i < order.len() {
+        let id = order[i];
+        if tree.is_group(id) {
+            let g = id - tree.n_steps;
+            order.extend(tree.children[g].iter().copied());
+            order.extend(tree.each[g]);
+        }
+        i += 1;
+    }
+    order
+}
+
+/// Refuses groups nested deeper than [`MAX_DEPTH`].
+fn check_depth(ctx: &mut Ctx, tree: &Tree, order: &[usize]) -> bool {
+    let mut depth = vec![0usize; tree.names.len()];
+    for &id in order {
+        if let Some(p) = tree.parent[id] {
+            depth[id] = depth[p] + 1;
+        }
+        if depth[id] > MAX_DEPTH {
+            let span = tree.use_span[id].clone().unwrap_or(0..0);
+            ctx.error(span, format!("groups are nested more than {MAX_DEPTH} deep"))
+                .label("too deep")
+                .help("flatten the groups: a `sequence` or `gather` may list many children");
+            return false;
+        }
+    }
+    true
+}
+
+/// Checks the template references of step `s` (see the module docs).
+fn check_references(ctx: &mut Ctx, tree: &mut Tree, s: usize, raw: &RawStep) {
+    let each_group = tree.each_of[s];
+    for uses in &raw.uses {
+        for (name, span) in &uses.steps {
+            let Some(&t) = tree.by_name.get(name.as_str()) else {
+                let help = tree.suggest(name).unwrap_or_else(|| {
+                    "a template may use `steps.NAME.output` of a step or group of this job".to_string()
+                });
+                ctx.error(span.clone(), format!("no step or group is named `{name}`")).label("unknown name").help(help);
+                continue;
+            };
+            check_reference(ctx, tree, s, each_group, t, span);
+        }
+        if let (Some(span), None) = (&uses.input, each_group) {
+            ctx.error(span.clone(), "`input` is only defined in the `each` step of an as_completed group")
+                .label("not defined here")
+                .help("to use another step's result, write `{{ steps.NAME.output }}`");
+        }
+    }
+}
+
+/// Whether step `s` may read the result of `t`; reports why not.
+fn check_reference(ctx: &mut Ctx, tree: &Tree, s: usize, each_group: Option<usize>, t: usize, span: &Range<usize>) {
+    let (sn, tn) = (tree.name(s), tree.name(t));
+    if t == s {
+        ctx.error(span.clone(), format!("step `{sn}` cannot use its own output"))
+            .label("this step's own result")
+            .help("a step's result exists only after it finishes");
+        return;
+    }
+    if let Some(g) = tree.each_of[t] {
+        ctx.error(
+            span.clone(),
+            format!(
+                "`{tn}` is the `each` step of group `{}`: it runs once per result and has no single output",
+                tree.name(g)
+            ),
+        )
+        .label("no single result")
+        .help(format!("use the group's result instead: `steps.{}.output`", tree.name(g)));
+        return;
+    }
+    // An `each` step runs while its group runs: check as if it stood there.
+    let pos = each_group.unwrap_or(s);
+    if tree.is_ancestor_or_self(t, pos) {
+        ctx.error(span.clone(), format!("`{tn}` contains step `{sn}`, so it is still running when `{sn}` starts"))
+            .label("not finished yet")
+            .help(match each_group {
+                Some(_) => "in an `each` step, `{{ input }}` is the result of the child that just finished".to_string(),
+                None => format!(
+                    "a step can only use results of steps that finished before it; `{tn}` finishes after `{sn}`"
+                ),
+            });
+        return;
+    }
+    if let Some(g) = each_group.filter(|&g| tree.is_ancestor_or_self(g, t)) {
+        ctx.error(
+            span.clone(),
+            format!("the `each` step `{sn}` cannot use the results of `{}`'s children", tree.name(g)),
+        )
+        .label("may not have finished yet")
+        .help("`{{ input }}` is the result of the child that just finished");
+        return;
+    }
+    // Climb to the lowest common ancestor, remembering the children on each side.
+    let depth = |mut n: usize| {
+        let mut d = 0;
+        while let Some(p) = tree.parent[n] {
+            d += 1;
+            n = p;
+        }
+        d
+    };
+    let (mut a, mut b) = (pos, t);
+    let (mut da, mut db) = (depth(a), depth(b));
+    while da > db {
+        a = tree.parent[a].unwrap_or(a);
+        da -= 1;
+    }
+    while db > da {
+        b = tree.parent[b].unwrap_or(b);
+        db -= 1;
+    }
+    while tree.parent[a] != tree.parent[b] {
+        match (tree.parent[a], tree.parent[b]) {
+            (Some(pa), Some(pb)) => {
+                a = pa;
+                b = pb;
+            }
+            _ => return, // not in one tree: already reported as unused
+        }
+    }
+    let Some(lca) = tree.parent[a] else {
+        return;
+    };
+    let ln = tree.name(lca);
+    let (an, bn) = (tree.name(a), tree.name(b));
+    let mode = tree.mode(lca).unwrap_or(GroupMode::Sequence);
+    match mode {
+        GroupMode::Sequence if tree.index[b] < tree.index[a] => {}
+        GroupMode::Sequence => {
+            let help = if a == pos && b == t {
+                format!("move `{tn}` before `{sn}` in the list of `{ln}`")
+            } else {
+                format!("move `{bn}` before `{an}` in the list of `{ln}`")
+            };
+            let message = if a == pos && b == t {
+                format!("`{tn}` has not run yet when `{sn}` starts: it comes later in sequence `{ln}`")
+            } else {
+                format!("`{tn}` has not run yet when `{sn}` starts: `{bn}` comes after `{an}` in sequence `{ln}`")
+            };
+            ctx.error(span.clone(), message).label("runs later").help(help);
+            return;
+        }
+        _ => {
+            let how = mode.key();
+            let detail = if a == pos && b == t {
+                format!("`{sn}` and `{tn}` run at the same time in {how} group `{ln}`")
+            } else {
+                format!("`{an}` and `{bn}` run at the same time in {how} group `{ln}`")
+            };
+            ctx.error(span.clone(), format!("`{tn}` may not have finished when `{sn}` starts"))
+                .label("may still be running")
+                .help(format!("{detail}; to use its result, run them in a `sequence` group with `{bn}` first"));
+            return;
+        }
+    }
+    // Below the common sequence, a race may have cancelled `t`.
+    let mut n = t;
+    while let Some(p) = tree.parent[n] {
+        if p == lca {
+            break;
+        }
+        if tree.mode(p) == Some(GroupMode::Race) {
+            let rn = tree.name(p);
+            ctx.error(
+                span.clone(),
+                format!("`{tn}` is inside race group `{rn}`: it may lose the race and be cancelled"),
+            )
+            .label("may have been cancelled")
+            .help(format!("use the race's result instead: `steps.{rn}.output`"));
+            return;
+        }
+        n = p;
+    }
+}

@@ -1,0 +1,225 @@
+//! `gatherd run` end to end: the real binary on the example jobs and on job
+//! files written by the test, with servers the test starts on 127.0.0.1.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+
+/// Start and end (ms) of a step in a `--json` document.
+fn span(doc: &serde_json::Value, path: &str) -> (u64, u64) {
+    let s = step(doc, path);
+    (s["start_ms"].as_u64().expect("started"), s["end_ms"].as_u64().expect("ended"))
+}
+
+#[test]
+fn seed_sequential_runs_one_step_after_the_other() {
+    let jobs = jobs_copy();
+    let (code, doc, _) = run_json(&jobs.path().join("seed-sequential.toml"));
+    assert_eq!(code, 0);
+    assert_eq!(doc["status"], "succeeded");
+    assert_eq!(doc["job"], "seed-sequential");
+    assert_eq!(doc["result"], json!(["url_content", "file_content"]));
+    let (fetch, read) = (span(&doc, "main/fetch"), span(&doc, "main/read"));
+    assert!(read.0 >= fetch.1, "read started before fetch ended: {doc:#}");
+    assert!(doc["duration_ms"].as_u64().expect("duration") >= 2000);
+}
+
+#[test]
+fn seed_gather_overlaps_and_keeps_the_written_order() {
+    let jobs = jobs_copy();
+    let (code, doc, _) = run_json(&jobs.path().join("seed-gather.toml"));
+    assert_eq!(code, 0);
+    assert_eq!(doc["result"], json!(["url_content", "file_content"]));
+    let (fetch, read) = (span(&doc, "main/fetch"), span(&doc, "main/read"));
+    assert!(read.1 < fetch.1, "read should finish first: {doc:#}");
+    assert!(read.0 < fetch.1 && fetch.0 < read.1, "the two did not overlap: {doc:#}");
+    // The binding shape of every step line.
+    let line = step(&doc, "main/fetch");
+    for key in ["name", "path", "kind", "status", "attempts", "start_ms", "end_ms", "output", "error"] {
+        assert!(line.get(key).is_some(), "step line lacks `{key}`: {line:#}");
+    }
+    for key in ["job", "file", "status", "started_at", "duration_ms", "result", "steps"] {
+        assert!(doc.get(key).is_some(), "document lacks `{key}`");
+    }
+    assert!(chrono::DateTime::parse_from_rfc3339(doc["started_at"].as_str().expect("string")).is_ok());
+}
+
+#[test]
+fn seed_as_completed_hands_results_on_in_finish_order() {
+    let jobs = jobs_copy();
+    let (code, doc, _) = run_json(&jobs.path().join("seed-as-completed.toml"));
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["result"], json!(["finished: fast", "finished: medium", "finished: slow"]));
+    // Each `show` ran as soon as its input arrived: the first before `slow` ended.
+    let first_show = span(&doc, "main/show[0]");
+    let slow = span(&doc, "main/slow");
+    assert!(first_show.0 < slow.1, "each did not pipeline: {doc:#}");
+}
+
+#[test]
+fn seed_to_thread_runs_the_blocking_step_beside_the_async_ones() {
+    let jobs = jobs_copy();
+    let (code, doc, _) = run_json(&jobs.path().join("seed-to-thread.toml"));
+    assert_eq!(code, 0);
+    assert_eq!(doc["result"], json!(["url_content", "file_content", "foo"]));
+    let spans = [span(&doc, "main/fetch"), span(&doc, "main/read"), span(&doc, "main/foo")];
+    let latest_start = spans.iter().map(|s| s.0).max().unwrap_or(0);
+    let earliest_end = spans.iter().map(|s| s.1).min().unwrap_or(0);
+    assert!(latest_start < earliest_end, "the three did not all overlap: {doc:#}");
+}
+
+#[test]
+fn system_report_collects_facts_and_writes_the_report() {
+    let jobs = jobs_copy();
+    let (code, doc, _) = run_json(&jobs.path().join("system-report.toml"));
+    assert_eq!(code, 0, "{doc:#}");
+    let report = std::fs::read_to_string(jobs.path().join("system-report.txt")).expect("report written");
+    assert!(report.contains("kernel: Linux"), "{report}");
+    assert!(report.contains("motto: file_content: gatherd"), "{report}");
+    assert_eq!(step(&doc, "main/show")["output"], "system-report.txt written");
+}
+
+#[test]
+fn health_check_passes_against_a_live_service() {
+    let addr = http_server(Reply::Ok("ok"));
+    let jobs = jobs_copy();
+    let text = std::fs::read_to_string(jobs.path().join("health-check.toml")).expect("read");
+    let file = write(jobs.path(), "health-check.toml", &text.replace("127.0.0.1:8080", &addr.to_string()));
+    let (code, doc, _) = run_json(&file);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(step(&doc, "main/probe")["output"], "ok");
+    let written = std::fs::read_to_string(jobs.path().join("health-check.last.txt")).expect("written");
+    assert_eq!(written, "healthy; the service said 2 bytes");
+}
+
+#[test]
+fn health_check_retries_then_fails_when_nothing_answers() {
+    let jobs = jobs_copy();
+    let text = std::fs::read_to_string(jobs.path().join("health-check.toml")).expect("read");
+    let file = write(jobs.path(), "health-check.toml", &text.replace("8080", &closed_port().to_string()));
+    let (code, doc, _) = run_json(&file);
+    assert_eq!(code, 1);
+    assert_eq!(doc["status"], "failed");
+    let probe = step(&doc, "main/probe");
+    assert_eq!(probe["attempts"], 3);
+    assert_eq!(probe["status"], "failed");
+    assert_eq!(step(&doc, "main/record")["status"], "skipped");
+}
+
+fn http_job(dir: &std::path::Path, url: &str, extra: &str) -> std::path::PathBuf {
+    write(dir, "web.toml", &format!("[[step]]\nname = \"get\"\nhttp = {{ url = \"{url}\"{extra} }}\n"))
+}
+
+#[test]
+fn http_step_returns_the_body() {
+    let addr = http_server(Reply::Ok("hello from the test"));
+    let dir = tempfile::tempdir().expect("temp");
+    let (code, doc, _) = run_json(&http_job(dir.path(), &format!("http://{addr}/x"), ""));
+    assert_eq!(code, 0);
+    assert_eq!(step(&doc, "main/get")["output"], "hello from the test");
+}
+
+#[test]
+fn http_step_fails_on_a_500() {
+    let addr = http_server(Reply::Status(500));
+    let dir = tempfile::tempdir().expect("temp");
+    let (code, doc, _) = run_json(&http_job(dir.path(), &format!("http://{addr}/"), ""));
+    assert_eq!(code, 1);
+    let error = step(&doc, "main/get")["error"].as_str().expect("error").to_string();
+    assert!(error.contains("500"), "{error}");
+}
+
+#[test]
+fn http_step_fails_when_the_server_never_answers() {
+    let addr = http_server(Reply::Hang);
+    let dir = tempfile::tempdir().expect("temp");
+    let (code, doc, _) = run_json(&http_job(dir.path(), &format!("http://{addr}/"), ", timeout = \"300ms\""));
+    assert_eq!(code, 1);
+    let error = step(&doc, "main/get")["error"].as_str().expect("error").to_lowercase();
+    assert!(error.contains("timed out") || error.contains("timeout"), "{error}");
+}
+
+#[test]
+fn a_step_timeout_kills_the_whole_process_group() {
+    let dir = tempfile::tempdir().expect("temp");
+    let file = write(
+        dir.path(),
+        "stuck.toml",
+        "[[step]]\nname = \"stuck\"\nshell = \"echo $$ > pgid; sleep 300 & sleep 300\"\ntimeout = \"1s\"\n",
+    );
+    let (code, doc, _) = run_json(&file);
+    assert_eq!(code, 1);
+    assert_eq!(step(&doc, "main/stuck")["status"], "timed_out");
+    let pgid: i32 = std::fs::read_to_string(dir.path().join("pgid")).expect("pgid").trim().parse().expect("a pid");
+    assert!(eventually(Duration::from_secs(10), || !group_alive(pgid)), "process group {pgid} outlived its step");
+}
+
+#[test]
+fn ctrl_c_cancels_the_run_kills_its_processes_and_exits_130() {
+    let dir = tempfile::tempdir().expect("temp");
+    let file = write(
+        dir.path(),
+        "long.toml",
+        "[[group]]\nname = \"main\"\nsequence = [\"work\", \"after\"]\n\n\
+         [[step]]\nname = \"work\"\nshell = \"echo $$ > pgid; sleep 300 & sleep 300\"\n\n\
+         [[step]]\nname = \"after\"\nsleep = \"1s\"\n",
+    );
+    let child = gatherd()
+        .arg("run")
+        .arg(&file)
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gatherd starts");
+    let pgid_file = dir.path().join("pgid");
+    assert!(
+        eventually(Duration::from_secs(20), || std::fs::read_to_string(&pgid_file).is_ok_and(|s| s.ends_with('\n'))),
+        "the step never started"
+    );
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("send SIGINT");
+    let output = child.wait_with_output().expect("gatherd exits");
+    assert_eq!(output.status.code(), Some(130));
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+    assert_eq!(doc["status"], "cancelled");
+    assert_eq!(step(&doc, "main/work")["status"], "cancelled");
+    assert_eq!(step(&doc, "main/after")["status"], "skipped");
+    let pgid: i32 = std::fs::read_to_string(&pgid_file).expect("pgid").trim().parse().expect("a pid");
+    assert!(eventually(Duration::from_secs(10), || !group_alive(pgid)), "process group {pgid} outlived Ctrl-C");
+}
+
+#[test]
+fn a_failing_step_exits_1_and_says_why() {
+    let dir = tempfile::tempdir().expect("temp");
+    let file = write(dir.path(), "fail.toml", "[[step]]\nname = \"boom\"\nshell = \"echo oops >&2; exit 3\"\n");
+    let (code, doc, _) = run_json(&file);
+    assert_eq!(code, 1);
+    assert_eq!(doc["status"], "failed");
+    let error = step(&doc, "main/boom")["error"].as_str().expect("error").to_string();
+    assert!(error.contains('3') && error.contains("oops"), "{error}");
+}
+
+#[test]
+fn an_invalid_job_file_exits_2_without_running() {
+    let dir = tempfile::tempdir().expect("temp");
+    let file = write(dir.path(), "bad.toml", "[[step]]\nname = \"a\"\nslep = \"1s\"\n");
+    let output = gatherd().arg("run").arg(&file).output().expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bad.toml:3:1"), "{stderr}");
+}
+
+#[test]
+fn human_output_lists_steps_and_draws_a_timeline() {
+    let jobs = jobs_copy();
+    let output = gatherd().arg("run").arg(jobs.path().join("seed-gather.toml")).output().expect("runs");
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("seed-gather succeeded"), "{stdout}");
+    assert!(stdout.contains(r#"result: ["url_content","file_content"]"#), "{stdout}");
+    assert!(stdout.contains("timeline"), "{stdout}");
+    assert!(stdout.lines().filter(|l| l.contains('|') && l.contains('#')).count() >= 3, "{stdout}");
+}
