@@ -44,7 +44,7 @@ fn shown_lines(r: &RunReport) -> Vec<&StepReport> {
     if r.steps.len() <= MAX_LINES {
         return r.steps.iter().collect();
     }
-    r.steps.iter().filter(|s| s.status != Some(Status::Succeeded)).take(MAX_LINES).collect()
+    r.steps.iter().filter(|s| depth(&s.path) == 0 || s.status != Some(Status::Succeeded)).take(MAX_LINES).collect()
 }
 
 fn symbol(status: Option<Status>) -> &'static str {
@@ -58,8 +58,16 @@ fn symbol(status: Option<Status>) -> &'static str {
     }
 }
 
+/// A duration for people: `250ms` below a second, `1.25s` above.
 fn seconds(ms: u64) -> String {
-    format!("{:.2}s", ms as f64 / 1000.0)
+    if ms < 1000 { format!("{ms}ms") } else { format!("{:.2}s", ms as f64 / 1000.0) }
+}
+
+/// The name shown for a line: the last part of its path, so the runs of an
+/// `each` step read `show[0]`, `show[1]`, ….
+fn label(s: &StepReport) -> String {
+    let last = s.path.rsplit('/').next().unwrap_or(&s.name);
+    format!("{}{last}", "  ".repeat(depth(&s.path)))
 }
 
 /// A value on one line: text as is, JSON compact; cut at `max` characters.
@@ -88,9 +96,9 @@ fn depth(path: &str) -> usize {
 /// first line of output or error.
 pub fn steps(r: &RunReport, shown: &[&StepReport]) -> String {
     let mut out = String::new();
-    let name_width = shown.iter().map(|s| 2 * depth(&s.path) + s.name.chars().count()).max().unwrap_or(4).max(4);
+    let name_width = shown.iter().map(|s| label(s).chars().count()).max().unwrap_or(4).max(4);
     for s in shown {
-        let name = format!("{}{}", "  ".repeat(depth(&s.path)), s.name);
+        let name = label(s);
         let time = match (s.start_ms, s.end_ms) {
             (Some(a), Some(b)) => seconds(b.saturating_sub(a)),
             _ => "-".to_string(),
@@ -131,10 +139,10 @@ fn counts(r: &RunReport) -> String {
 pub fn timeline(r: &RunReport, shown: &[&StepReport]) -> String {
     let total = r.duration_ms.max(1);
     let mut out = String::new();
-    let name_width = shown.iter().map(|s| 2 * depth(&s.path) + s.name.chars().count()).max().unwrap_or(4).max(4);
+    let name_width = shown.iter().map(|s| label(s).chars().count()).max().unwrap_or(4).max(8);
     let _ = writeln!(out, "{:name_width$}  0s{:>width$}", "timeline", seconds(r.duration_ms), width = TIMELINE_WIDTH);
     for s in shown {
-        let name = format!("{}{}", "  ".repeat(depth(&s.path)), s.name);
+        let name = label(s);
         let bar = match (s.start_ms, s.end_ms) {
             (Some(a), Some(b)) => {
                 let col = |ms: u64| ((ms.min(total) as f64 / total as f64) * TIMELINE_WIDTH as f64).round() as usize;

@@ -368,3 +368,17 @@ async fn a_template_reads_an_earlier_output_and_each_reads_its_input() {
     // fan's output is the each outputs (the paths written) in arrival order.
     assert_eq!(read("summary.txt"), "hello y.txt,x.txt");
 }
+
+/// A step in flight must stay small for 100,000-step gathers: each kind's
+/// future is boxed, so the attempt itself is a pointer, whatever the kind.
+#[test]
+fn an_attempt_in_flight_costs_a_pointer_not_the_largest_kind() {
+    let s = sleep_step("a", 1.0, "x");
+    let j = job(group("main", GroupMode::Gather, vec![]));
+    let ctx = RunContext::new(BlockingPool::new(1));
+    let vars = || minijinja::Value::UNDEFINED;
+    let env = step::StepEnv { job: &j, ctx: &ctx, vars: &vars };
+    let token = tokio_util::sync::CancellationToken::new();
+    let attempt = step::run_attempt(&s, &env, &token);
+    assert!(std::mem::size_of_val(&attempt) <= 128, "{} bytes", std::mem::size_of_val(&attempt));
+}

@@ -21,6 +21,7 @@ mod sleep;
 
 use std::path::{Path, PathBuf};
 
+use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -85,14 +86,18 @@ pub async fn run_attempt(step: &Step, env: &StepEnv<'_>, cancel: &CancellationTo
     if cancel.is_cancelled() {
         return Err(StepError::Cancelled);
     }
-    match &step.kind {
-        StepKind::Sleep(s) => sleep::run(s, step.blocking, env, cancel).await,
-        StepKind::Exec(s) => process::run_exec(s, step.blocking, env, cancel).await,
-        StepKind::Shell(s) => process::run_shell(s, step.blocking, env, cancel).await,
-        StepKind::Http(s) => http::run(s, env, cancel).await,
-        StepKind::ReadFile(s) => file::read(s, step.blocking, env, cancel).await,
-        StepKind::WriteFile(s) => file::write(s, step.blocking, env, cancel).await,
-    }
+    // Each kind's future is boxed so a step in flight costs the size of its own
+    // kind's state, not that of the largest kind (an HTTP request's is KiBs):
+    // a 100,000-step gather of sleeps stays small.
+    let attempt: BoxFuture<'_, Result<StepOutput, StepError>> = match &step.kind {
+        StepKind::Sleep(s) => Box::pin(sleep::run(s, step.blocking, env, cancel)),
+        StepKind::Exec(s) => Box::pin(process::run_exec(s, step.blocking, env, cancel)),
+        StepKind::Shell(s) => Box::pin(process::run_shell(s, step.blocking, env, cancel)),
+        StepKind::Http(s) => Box::pin(http::run(s, env, cancel)),
+        StepKind::ReadFile(s) => Box::pin(file::read(s, step.blocking, env, cancel)),
+        StepKind::WriteFile(s) => Box::pin(file::write(s, step.blocking, env, cancel)),
+    };
+    attempt.await
 }
 
 #[cfg(test)]

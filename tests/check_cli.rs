@@ -1,0 +1,182 @@
+//! `gatherd check` end to end: every bad-input case the loader knows, through
+//! the real binary: exit 1, the file:line:col and the reason on stderr, and
+//! nothing run.
+
+mod support;
+
+use support::*;
+
+#[test]
+fn the_example_jobs_folder_is_valid() {
+    let output = gatherd().arg("check").arg(jobs_dir()).output().expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    for job in
+        ["seed-sequential", "seed-gather", "seed-as-completed", "seed-to-thread", "health-check", "system-report"]
+    {
+        assert!(stdout.contains(&format!("ok      {}", jobs_dir().join(format!("{job}.toml")).display())), "{stdout}");
+    }
+}
+
+const STEP_A: &str = "[[step]]\nname = \"a\"\nsleep = \"1s\"\n";
+
+/// (what, file content, place, words the message must contain).
+const CASES: &[(&str, &str, &str, &str)] = &[
+    ("unknown key", "[[step]]\nname = \"a\"\nsleep = \"1s\"\ncolour = \"red\"\n", ":4:1", "unknown key `colour`"),
+    ("misspelt key", "[[step]]\nname = \"a\"\nsleep = \"1s\"\nretires = 3\n", ":4:1", "did you mean `retries`?"),
+    ("two kind keys", "[[step]]\nname = \"a\"\nsleep = \"1s\"\nexec = [\"true\"]\n", ":4:1", "two kinds"),
+    ("no kind key", "[[step]]\nname = \"a\"\nretries = 1\n", ":1:1", "has no kind"),
+    (
+        "unknown name in a group",
+        "[[group]]\nname = \"main\"\ngather = [\"raed\"]\n[[step]]\nname = \"read\"\nsleep = \"1s\"\n",
+        ":3:11",
+        "did you mean `read`?",
+    ),
+    (
+        "used in two places",
+        "[[group]]\nname = \"main\"\ngather = [\"a\", \"a\"]\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n",
+        ":3:",
+        "used in two places",
+    ),
+    (
+        "cycle among groups",
+        "[[group]]\nname = \"r\"\nsequence = [\"s\"]\n[[group]]\nname = \"x\"\ngather = [\"y\"]\n[[group]]\nname = \"y\"\ngather = [\"x\"]\n[[step]]\nname = \"s\"\nsleep = \"1s\"\n",
+        ":9:11",
+        "cycle",
+    ),
+    (
+        "duplicate names",
+        "[[step]]\nname = \"a\"\nsleep = \"1s\"\n[[step]]\nname = \"a\"\nsleep = \"2s\"\n",
+        ":5:8",
+        "two steps are named `a`",
+    ),
+    ("empty group", "[[group]]\nname = \"main\"\ngather = []\n", ":3:", "is empty"),
+    (
+        "two group modes",
+        "[[group]]\nname = \"main\"\ngather = [\"a\"]\nrace = [\"a\"]\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n",
+        ":4:1",
+        "both `gather` and `race`",
+    ),
+    ("invalid duration", "[[step]]\nname = \"a\"\nsleep = \"1 fortnight\"\n", ":3:9", "invalid duration for `sleep`"),
+    (
+        "invalid cron",
+        "schedule = \"61 * * * *\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n",
+        ":1:13",
+        "invalid cron schedule",
+    ),
+    (
+        "unknown timezone",
+        "schedule = \"0 * * * *\"\ntimezone = \"Europe/Berln\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n",
+        ":2:12",
+        "unknown timezone",
+    ),
+    (
+        "limit = 0",
+        "[[group]]\nname = \"main\"\ngather = [\"a\"]\nlimit = 0\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n",
+        ":4:9",
+        "`limit` must be at least 1",
+    ),
+    (
+        "negative retries",
+        "[[step]]\nname = \"a\"\nsleep = \"1s\"\nretries = -1\n",
+        ":4:11",
+        "`retries` must be 0 or more",
+    ),
+    (
+        "each on a gather group",
+        "[[group]]\nname = \"main\"\ngather = [\"a\"]\neach = \"e\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n[[step]]\nname = \"e\"\nsleep = \"1s\"\n",
+        ":4:",
+        "only allowed on `as_completed` groups",
+    ),
+    (
+        "template referencing an unknown step",
+        "[[step]]\nname = \"a\"\nsleep = \"1s\"\n[[step]]\nname = \"b\"\nshell = \"echo {{ steps.z.output }}\"\n",
+        ":6:",
+        "no step or group is named `z`",
+    ),
+    (
+        "template referencing a step that may not have finished",
+        "[[group]]\nname = \"main\"\ngather = [\"a\", \"b\"]\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n[[step]]\nname = \"b\"\nshell = \"echo {{ steps.a.output }}\"\n",
+        ":9:",
+        "may not have finished",
+    ),
+    ("invalid TOML syntax", "[[step]]\nname = \"a\nsleep = \"1s\"\n", ":2:", "invalid TOML"),
+    ("wrong value type", "[[step]]\nname = \"a\"\nsleep = \"1s\"\nretries = \"3\"\n", ":4:11", "must be an integer"),
+];
+
+#[test]
+fn every_bad_input_gets_a_placed_message_and_exit_1() {
+    let dir = tempfile::tempdir().expect("temp");
+    let mut failures = Vec::new();
+    for (i, (what, text, place, words)) in CASES.iter().enumerate() {
+        let file = write(dir.path(), &format!("case{i}.toml"), text);
+        let output = gatherd().arg("check").arg(&file).output().expect("runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let located = format!("case{i}.toml{place}");
+        if output.status.code() != Some(1) || !stderr.contains(&located) || !stderr.contains(words) {
+            failures.push(format!(
+                "{what}: exit {:?}, wanted `{located}` and `{words}` in:\n{stderr}",
+                output.status.code()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn a_non_utf8_file_is_refused_with_its_place() {
+    let dir = tempfile::tempdir().expect("temp");
+    let file = dir.path().join("latin1.toml");
+    std::fs::write(&file, b"[[step]]\nname = \"caf\xe9\"\nsleep = \"1s\"\n").expect("write");
+    let output = gatherd().arg("check").arg(&file).output().expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not valid UTF-8") && stderr.contains("line 2"), "{stderr}");
+}
+
+#[test]
+fn an_empty_file_is_refused() {
+    let dir = tempfile::tempdir().expect("temp");
+    let file = write(dir.path(), "empty.toml", "");
+    let output = gatherd().arg("check").arg(&file).output().expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("the file is empty"));
+}
+
+#[test]
+fn a_10_mb_file_is_refused_by_its_size() {
+    let dir = tempfile::tempdir().expect("temp");
+    let file = dir.path().join("huge.toml");
+    let mut text = String::from(STEP_A);
+    text.push_str(&"# padding\n".repeat(1_000_000));
+    std::fs::write(&file, text).expect("write");
+    let output = gatherd().arg("check").arg(&file).output().expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("too large") && stderr.contains("huge.toml"), "{stderr}");
+}
+
+#[test]
+fn one_bad_file_does_not_hide_the_good_ones() {
+    let dir = tempfile::tempdir().expect("temp");
+    write(dir.path(), "good.toml", STEP_A);
+    write(dir.path(), "bad.toml", "[[step]]\nname = \"a\"\n");
+    write(dir.path(), ".hidden.toml", "not toml at all [");
+    write(dir.path(), "draft.toml~", "not toml at all [");
+    let output = gatherd().arg("check").arg(dir.path()).output().expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("ok      ") && stdout.contains("good.toml"), "{stdout}");
+    assert!(stdout.contains("invalid ") && stdout.contains("bad.toml"), "{stdout}");
+    assert!(!stdout.contains("hidden") && !stdout.contains("draft"), "{stdout}");
+}
+
+#[test]
+fn check_runs_nothing() {
+    let dir = tempfile::tempdir().expect("temp");
+    let file =
+        write(dir.path(), "w.toml", "[[step]]\nname = \"w\"\nwrite_file = { path = \"touched\", content = \"x\" }\n");
+    let output = gatherd().arg("check").arg(&file).output().expect("runs");
+    assert_eq!(output.status.code(), Some(0));
+    assert!(!dir.path().join("touched").exists());
+}
