@@ -106,6 +106,10 @@ fn health_check_retries_then_fails_when_nothing_answers() {
     let probe = step(&doc, "main/probe");
     assert_eq!(probe["attempts"], 3);
     assert_eq!(probe["status"], "failed");
+    let retried = probe["retried"].as_array().expect("the failed attempts");
+    assert_eq!(retried.len(), 2);
+    assert_eq!(retried[0]["attempt"], 1);
+    assert!(retried[1]["error"].as_str().is_some_and(|e| e.contains("cannot connect")), "{probe:#}");
     assert_eq!(step(&doc, "main/record")["status"], "skipped");
 }
 

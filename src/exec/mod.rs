@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use event::{NodeKind, NodePath, RunEvent, Status, is_group_kind};
 pub use pool::BlockingPool;
-pub use report::{RunReport, StepReport};
+pub use report::{FailedAttempt, RunReport, StepReport};
 
 use crate::job::Job;
 

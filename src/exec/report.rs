@@ -59,6 +59,20 @@ pub struct StepReport {
     /// Whether `output` was cut at the output bound.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// The attempts that failed and were retried, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retried: Vec<FailedAttempt>,
+}
+
+/// An attempt of a step that failed and was followed by another.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedAttempt {
+    /// Which attempt, 1-based.
+    pub attempt: u32,
+    /// Why it failed.
+    pub error: String,
+    /// When it failed, in ms from the run's start.
+    pub at_ms: u64,
 }
 
 impl StepReport {
@@ -97,9 +111,11 @@ impl RunReport {
                 line.start_ms = Some(ms(*at));
                 line.attempts = 1;
             }
-            RunEvent::AttemptFailed { path, attempt, .. } => {
+            RunEvent::AttemptFailed { path, attempt, error, at, .. } => {
                 if let Some(&i) = self.index.get(path) {
-                    self.steps[i].attempts = attempt + 1;
+                    let line = &mut self.steps[i];
+                    line.attempts = attempt + 1;
+                    line.retried.push(FailedAttempt { attempt: *attempt, error: error.clone(), at_ms: ms(*at) });
                 }
             }
             RunEvent::NodeFinished { path, name, kind, status, attempts, started, at, output, error, truncated } => {
@@ -134,6 +150,7 @@ impl RunReport {
                 output: Value::Null,
                 error: None,
                 truncated: false,
+                retried: Vec::new(),
             });
             self.steps.len() - 1
         });

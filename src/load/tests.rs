@@ -813,3 +813,40 @@ fn deeply_nested_values_do_not_crash() {
     let src = format!("[[step]]\nname = \"a\"\nsleep = \"1s\"\noutput = {}1{}\n", "[".repeat(depth), "]".repeat(depth));
     let _ = load_str(Path::new(FILE), &src);
 }
+
+mod never_panics {
+    //! Whatever a file holds, loading it returns a job or diagnostics: the
+    //! daemon must survive any file dropped into its folder.
+
+    use std::path::Path;
+
+    use proptest::prelude::*;
+
+    use crate::load::load_str;
+
+    const SEED: &str = include_str!("../../jobs/system-report.toml");
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn on_arbitrary_text(text in "\\PC{0,400}") {
+            let _ = load_str(Path::new("fuzz.toml"), &text);
+        }
+
+        #[test]
+        fn on_toml_like_text(text in "(\\[\\[(step|group)\\]\\]\\n|[a-z_]{1,8} = (\"[^\"\\n]{0,12}\"|[0-9-]{1,3}|\\[\"[a-z]{1,3}\"\\]|\\{ [a-z]+ = \"[a-z]*\" \\})\\n){0,30}") {
+            let _ = load_str(Path::new("fuzz.toml"), &text);
+        }
+
+        #[test]
+        fn on_a_valid_job_with_a_slice_replaced(at in 0usize..4096, len in 0usize..40, insert in "\\PC{0,20}") {
+            let mut chars: Vec<char> = SEED.chars().collect();
+            let at = at % (chars.len() + 1);
+            let end = (at + len).min(chars.len());
+            chars.splice(at..end, insert.chars());
+            let text: String = chars.into_iter().collect();
+            let _ = load_str(Path::new("fuzz.toml"), &text);
+        }
+    }
+}
