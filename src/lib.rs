@@ -8,3 +8,4 @@ pub mod cli;
 pub mod exec;
 pub mod job;
 pub mod load;
+pub mod script;

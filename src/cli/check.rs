@@ -30,7 +30,10 @@ pub fn check(args: &CheckArgs) -> u8 {
     let mut invalid = 0;
     for file in &files {
         match load::load_file(file) {
-            Ok(job) => println!("ok      {} ({} steps)", file.display(), job.root.step_count()),
+            Ok(job) => match job.root.step_count() {
+                Some(n) => println!("ok      {} ({n} steps)", file.display()),
+                None => println!("ok      {} (Rhai script)", file.display()),
+            },
             Err(e) => {
                 invalid += 1;
                 println!("invalid {}", file.display());

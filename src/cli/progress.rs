@@ -15,11 +15,19 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A bar for `steps` steps, drawn only when `visible`.
-    pub fn new(steps: usize, visible: bool) -> Progress {
-        let bar = if visible { ProgressBar::new(steps as u64) } else { ProgressBar::hidden() };
-        let style = ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}")
-            .map(|s| s.progress_chars("=> "));
+    /// A bar for `steps` steps (a counter when a script decides how many),
+    /// drawn only when `visible`.
+    pub fn new(steps: Option<usize>, visible: bool) -> Progress {
+        let bar = match (visible, steps) {
+            (false, _) => ProgressBar::hidden(),
+            (true, Some(n)) => ProgressBar::new(n as u64),
+            (true, None) => ProgressBar::no_length(),
+        };
+        let template = match steps {
+            Some(_) => "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}",
+            None => "{spinner} {elapsed_precise} {pos} steps done  {msg}",
+        };
+        let style = ProgressStyle::with_template(template).map(|s| s.progress_chars("=> "));
         if let Ok(style) = style {
             bar.set_style(style);
         }

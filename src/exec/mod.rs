@@ -14,6 +14,7 @@
 mod event;
 pub mod pool;
 pub mod report;
+mod script_job;
 pub mod step;
 mod tree;
 

@@ -376,8 +376,8 @@ fn an_attempt_in_flight_costs_a_pointer_not_the_largest_kind() {
     let s = sleep_step("a", 1.0, "x");
     let j = job(group("main", GroupMode::Gather, vec![]));
     let ctx = RunContext::new(BlockingPool::new(1));
-    let vars = || minijinja::Value::UNDEFINED;
-    let env = step::StepEnv { job: &j, ctx: &ctx, vars: &vars };
+    let inputs = step::Inputs::default;
+    let env = step::StepEnv { job: &j, ctx: &ctx, inputs: &inputs };
     let token = tokio_util::sync::CancellationToken::new();
     let attempt = step::run_attempt(&s, &env, &token);
     assert!(std::mem::size_of_val(&attempt) <= 128, "{} bytes", std::mem::size_of_val(&attempt));

@@ -22,24 +22,24 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::step::{self, StepEnv, StepError};
+use super::step::{self, Inputs, StepEnv, StepError};
 use super::{RunContext, RunEvent, RunOutcome, Status};
 use crate::job::{Group, GroupMode, Job, Node, OnError, Step, StepKind, Template};
 
 /// Why a node did not produce a value.
 #[derive(Debug, Clone)]
-struct Failure {
+pub(super) struct Failure {
     status: Status,
     error: String,
 }
 
 impl Failure {
-    fn new(status: Status, error: impl Into<String>) -> Failure {
+    pub(super) fn new(status: Status, error: impl Into<String>) -> Failure {
         Failure { status, error: error.into() }
     }
 }
 
-type NodeResult = Result<Value, Failure>;
+pub(super) type NodeResult = Result<Value, Failure>;
 
 /// Runs the whole job; see [`super::run`].
 pub(super) async fn run(job: Arc<Job>, ctx: RunContext, events: UnboundedSender<RunEvent>) -> RunOutcome {
@@ -84,12 +84,30 @@ impl RunOutcome {
     }
 }
 
+/// Which outputs to keep for later steps to read.
+enum Wanted {
+    /// Only these names: the ones some template reads.
+    Names(HashSet<String>),
+    /// All of them: a `script` step may read any `steps.NAME.output`.
+    All,
+}
+
+impl Wanted {
+    fn contains(&self, name: &str) -> bool {
+        match self {
+            Wanted::Names(names) => names.contains(name),
+            Wanted::All => true,
+        }
+    }
+}
+
 /// The names (steps and groups) some template reads `steps.NAME.output` of: only
-/// their outputs are kept for rendering, so a big fan-out keeps nothing extra.
-fn referenced_names(root: &Node) -> HashSet<String> {
-    fn templates(step: &Step) -> Vec<&Template> {
-        match &step.kind {
-            StepKind::Sleep(_) => Vec::new(),
+/// their outputs are kept, so a big fan-out keeps nothing extra.
+fn referenced_names(root: &Node) -> Wanted {
+    fn templates(step: &Step) -> Option<Vec<&Template>> {
+        Some(match &step.kind {
+            StepKind::Sleep(_) | StepKind::Call(_) => Vec::new(),
+            StepKind::Script(_) => return None,
             StepKind::Exec(e) => {
                 let mut v: Vec<&Template> = e.argv.iter().collect();
                 v.extend(process_templates(&e.process));
@@ -108,30 +126,38 @@ fn referenced_names(root: &Node) -> HashSet<String> {
             }
             StepKind::ReadFile(r) => vec![&r.path],
             StepKind::WriteFile(w) => vec![&w.path, &w.content],
-        }
+        })
     }
     fn process_templates(p: &crate::job::ProcessSpec) -> impl Iterator<Item = &Template> {
         p.env.iter().map(|(_, t)| t).chain(p.cwd.iter()).chain(p.stdin.iter())
     }
-    fn walk(node: &Node, out: &mut HashSet<String>) {
+    fn walk(node: &Node, out: &mut HashSet<String>) -> Option<()> {
         match node {
             Node::Step(s) => add(s, out),
+            // A script gets its steps' results as return values, not by name.
+            Node::Script(_) => Some(()),
             Node::Group(g) => {
-                g.children.iter().for_each(|c| walk(c, out));
-                if let Some(each) = &g.each {
-                    add(each, out);
+                for child in &g.children {
+                    walk(child, out)?;
+                }
+                match &g.each {
+                    Some(each) => add(each, out),
+                    None => Some(()),
                 }
             }
         }
     }
-    fn add(s: &Step, out: &mut HashSet<String>) {
-        for t in templates(s) {
+    fn add(s: &Step, out: &mut HashSet<String>) -> Option<()> {
+        for t in templates(s)? {
             out.extend(t.steps().iter().cloned());
         }
+        Some(())
     }
     let mut out = HashSet::new();
-    walk(root, &mut out);
-    out
+    match walk(root, &mut out) {
+        Some(()) => Wanted::Names(out),
+        None => Wanted::All,
+    }
 }
 
 /// Runs `fut` (which must stop soon after `token` is cancelled); if `timeout`
@@ -152,14 +178,14 @@ async fn guarded<F: Future>(timeout: Option<Duration>, token: &CancellationToken
     }
 }
 
-struct Runner {
+pub(super) struct Runner {
     job: Arc<Job>,
     ctx: RunContext,
     events: UnboundedSender<RunEvent>,
     start: Instant,
     /// Outputs of finished nodes that some template reads.
     outputs: Mutex<HashMap<String, Value>>,
-    wanted: HashSet<String>,
+    wanted: Wanted,
 }
 
 /// Which of a group's futures finished: child `i`, or the `each` run for the
@@ -186,16 +212,12 @@ impl Runner {
         }
     }
 
-    /// The template context: `steps.NAME.output` for every remembered output, and
-    /// `input` when there is one.
-    fn vars(&self, input: Option<&Value>) -> minijinja::Value {
+    /// What a step can read: `steps.NAME.output` for every remembered output,
+    /// and `input` when there is one.
+    fn inputs(&self, input: Option<&Value>) -> Inputs {
         let outputs = self.outputs.lock().unwrap_or_else(|e| e.into_inner());
-        let steps: HashMap<&str, HashMap<&str, &Value>> =
-            outputs.iter().map(|(k, v)| (k.as_str(), HashMap::from([("output", v)]))).collect();
-        match input {
-            Some(input) => minijinja::context! { steps => steps, input => input },
-            None => minijinja::context! { steps => steps },
-        }
+        let steps = outputs.iter().map(|(k, v)| (k.clone(), serde_json::json!({ "output": v }))).collect();
+        Inputs { steps, input: input.cloned() }
     }
 
     /// Runs one node under its own `token`, emitting its start and end.
@@ -213,6 +235,7 @@ impl Runner {
                     self.step(s, path, token, input).await
                 }
                 Node::Group(g) => self.group_node(g, join(parent, &g.name).into(), token).await,
+                Node::Script(s) => self.script_node(s, join(parent, &s.name).into(), token).await,
             }
         })
     }
@@ -393,6 +416,7 @@ impl Runner {
         let kind = match node {
             Node::Group(g) => g.mode.key(),
             Node::Step(s) => s.kind.key(),
+            Node::Script(_) => "script",
         };
         let result = Err(Failure::new(Status::Skipped, "not started: cancelled before its turn"));
         self.finish(path.into(), node.name().into(), kind, None, 0, &result, false);
@@ -404,8 +428,8 @@ impl Runner {
         let name: Arc<str> = s.name.as_str().into();
         let kind = s.kind.key();
         self.emit(RunEvent::NodeStarted { path: path.clone(), name: name.clone(), kind, at: started });
-        let vars = || self.vars(input.as_ref());
-        let env = StepEnv { job: &self.job, ctx: &self.ctx, vars: &vars };
+        let inputs = || self.inputs(input.as_ref());
+        let env = StepEnv { job: &self.job, ctx: &self.ctx, inputs: &inputs };
         let mut attempt = 0;
         let (result, truncated) = loop {
             attempt += 1;

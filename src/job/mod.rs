@@ -8,12 +8,14 @@
 //! Architecture Invariant: this module is pure data. No I/O, no tokio, no
 //! parsing of files: anything here can be built by hand in a unit test.
 
+mod script;
 mod template;
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use script::{CallStep, ScriptLimits, ScriptNode, ScriptSource, ScriptStep};
 pub use template::Template;
 
 /// One job, loaded from one file and validated.
@@ -74,6 +76,8 @@ pub enum Node {
     Group(Group),
     /// A leaf that does one thing.
     Step(Step),
+    /// A Rhai job's body: its children are the steps its script starts.
+    Script(ScriptNode),
 }
 
 impl Node {
@@ -82,14 +86,23 @@ impl Node {
         match self {
             Node::Group(g) => &g.name,
             Node::Step(s) => &s.name,
+            Node::Script(s) => &s.name,
         }
     }
 
-    /// The number of steps in this subtree (each `each` step counts once).
-    pub fn step_count(&self) -> usize {
+    /// The number of steps in this subtree (each `each` step counts once);
+    /// `None` when a script decides at run time.
+    pub fn step_count(&self) -> Option<usize> {
         match self {
-            Node::Step(_) => 1,
-            Node::Group(g) => g.children.iter().map(Node::step_count).sum::<usize>() + usize::from(g.each.is_some()),
+            Node::Step(_) => Some(1),
+            Node::Script(_) => None,
+            Node::Group(g) => {
+                let mut n = usize::from(g.each.is_some());
+                for child in &g.children {
+                    n += child.step_count()?;
+                }
+                Some(n)
+            }
         }
     }
 }
@@ -205,6 +218,10 @@ pub enum StepKind {
     ReadFile(ReadFileStep),
     /// Write a text file atomically (temp file + rename).
     WriteFile(WriteFileStep),
+    /// Run a Rhai script on the blocking pool; its value is the output.
+    Script(ScriptStep),
+    /// Call a closure on the blocking pool (a Rhai job's `to_thread`).
+    Call(CallStep),
 }
 
 impl StepKind {
@@ -217,6 +234,8 @@ impl StepKind {
             StepKind::Http(_) => "http",
             StepKind::ReadFile(_) => "read_file",
             StepKind::WriteFile(_) => "write_file",
+            StepKind::Script(_) => "script",
+            StepKind::Call(_) => "to_thread",
         }
     }
 }

@@ -174,7 +174,7 @@ pub(crate) fn build(ctx: &mut Ctx, mut steps: Vec<RawStep>, groups: Vec<RawGroup
         let each = match tree.each[g] {
             Some(e) => match built[e].take()? {
                 Node::Step(step) => Some(Box::new(step)),
-                Node::Group(_) => return None,
+                Node::Group(_) | Node::Script(_) => return None,
             },
             None => None,
         };

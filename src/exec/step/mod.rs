@@ -17,6 +17,7 @@ mod capture;
 mod file;
 mod http;
 mod process;
+mod script;
 mod sleep;
 
 use std::path::{Path, PathBuf};
@@ -59,14 +60,27 @@ pub struct StepEnv<'a> {
     pub job: &'a Job,
     /// The run's pool, limits and clock.
     pub ctx: &'a RunContext,
-    /// Builds the template context (`steps`, `input`) on demand.
-    pub vars: &'a (dyn Fn() -> minijinja::Value + Send + Sync),
+    /// Gathers what the step may read (`steps`, `input`) on demand: only
+    /// templates and scripts ask, so plain steps cost nothing.
+    pub inputs: &'a (dyn Fn() -> Inputs + Send + Sync),
+}
+
+/// What a step can read of the run so far: `steps.NAME.output` and, in an
+/// `each` step, `input`. Serialises to the shape templates and scripts see.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Inputs {
+    /// `NAME → {"output": value}` for the outputs that were kept.
+    pub steps: serde_json::Map<String, Value>,
+    /// The result that triggered an `each` step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
 }
 
 impl StepEnv<'_> {
     /// Renders a template field of the step, naming the field in the error.
     pub fn render(&self, field: &str, t: &Template) -> Result<String, StepError> {
-        t.render(self.vars).map_err(|e| StepError::Failed(format!("rendering `{field}`: {e}")))
+        t.render(|| minijinja::Value::from_serialize((self.inputs)()))
+            .map_err(|e| StepError::Failed(format!("rendering `{field}`: {e}")))
     }
 
     /// Resolves a path against the job's folder.
@@ -96,6 +110,8 @@ pub async fn run_attempt(step: &Step, env: &StepEnv<'_>, cancel: &CancellationTo
         StepKind::Http(s) => Box::pin(http::run(s, env, cancel)),
         StepKind::ReadFile(s) => Box::pin(file::read(s, step.blocking, env, cancel)),
         StepKind::WriteFile(s) => Box::pin(file::write(s, step.blocking, env, cancel)),
+        StepKind::Script(s) => Box::pin(script::run(s, env, cancel)),
+        StepKind::Call(c) => Box::pin(script::call(c, env, cancel)),
     };
     attempt.await
 }
@@ -147,13 +163,11 @@ pub(crate) mod testing {
     ) -> Result<StepOutput, StepError> {
         let job = job(dir, step);
         let ctx = RunContext { cancel: cancel.clone(), pool, limits };
-        let vars = || {
-            minijinja::context! {
-                steps => minijinja::context! { prev => minijinja::context! { output => "PREV" } },
-                input => "IN",
-            }
+        let inputs = || super::Inputs {
+            steps: serde_json::json!({ "prev": { "output": "PREV" } }).as_object().cloned().unwrap_or_default(),
+            input: Some(serde_json::json!("IN")),
         };
-        let env = StepEnv { job: &job, ctx: &ctx, vars: &vars };
+        let env = StepEnv { job: &job, ctx: &ctx, inputs: &inputs };
         run_attempt(step, &env, cancel).await
     }
 

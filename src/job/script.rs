@@ -1,0 +1,103 @@
+//! The parts of the model that Rhai brings: a script-driven node (a Rhai job's
+//! body), the TOML `script` step, the `to_thread` closure step, and the limits
+//! of the sandbox. Still plain data: sources and numbers, plus an opaque
+//! callable for `to_thread`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The sandbox's limits for one script. A runaway script is stopped when it
+/// passes any of them and its run is recorded as failed with the limit named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptLimits {
+    /// Rhai operations (roughly: expressions evaluated).
+    pub max_operations: u64,
+    /// Nested function calls.
+    pub max_call_depth: usize,
+    /// Nesting of expressions (parse time) and statements.
+    pub max_expr_depth: usize,
+    /// Bytes in one string.
+    pub max_string_bytes: usize,
+    /// Items in one array.
+    pub max_array_len: usize,
+    /// Entries in one object map.
+    pub max_map_len: usize,
+    /// Time the script may run, waits for its steps included.
+    pub wall_time: Duration,
+}
+
+impl Default for ScriptLimits {
+    fn default() -> Self {
+        ScriptLimits {
+            max_operations: 50_000_000,
+            max_call_depth: 64,
+            max_expr_depth: 64,
+            max_string_bytes: 4 * 1024 * 1024,
+            max_array_len: 1_000_000,
+            max_map_len: 100_000,
+            wall_time: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Where a script's text came from, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptSource {
+    /// Written inline in a job file (`script = "..."`), starting at `line` of it.
+    Inline {
+        /// The 1-based line of the job file where the script's text starts.
+        line: usize,
+    },
+    /// A file of its own (`script_file = "x.rhai"`, or a `.rhai` job).
+    File(PathBuf),
+}
+
+/// A Rhai job's body: the script runs, and every step it starts becomes a
+/// child of this node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScriptNode {
+    /// The node's name (`main`).
+    pub name: String,
+    /// The script's text.
+    pub code: Arc<str>,
+    /// Where it came from.
+    pub source: ScriptSource,
+    /// The sandbox's limits.
+    pub limits: ScriptLimits,
+}
+
+/// `script = "..."` or `script_file = "x.rhai"` in a TOML job: pure computation
+/// on the blocking pool, with `steps.NAME.output` and `input` in scope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScriptStep {
+    /// The script's text.
+    pub code: Arc<str>,
+    /// Where it came from.
+    pub source: ScriptSource,
+    /// The sandbox's limits.
+    pub limits: ScriptLimits,
+}
+
+/// The function a [`CallStep`] runs: given a probe that says whether the step was
+/// cancelled, returns the output or an error message.
+pub type CallFn = dyn Fn(&dyn Fn() -> bool) -> Result<serde_json::Value, String> + Send + Sync;
+
+/// A closure to run on the blocking pool (`to_thread(|| ...)` in a Rhai job).
+#[derive(Clone)]
+pub struct CallStep {
+    /// The closure.
+    pub call: Arc<CallFn>,
+}
+
+impl std::fmt::Debug for CallStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallStep(..)")
+    }
+}
+
+impl PartialEq for CallStep {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.call, &other.call)
+    }
+}

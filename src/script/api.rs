@@ -1,0 +1,1 @@
+//! The asyncio-style API of Rhai jobs (stub).

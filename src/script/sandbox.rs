@@ -1,0 +1,173 @@
+//! Building a Rhai engine that can't reach the host and stops a runaway script.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rhai::{Dynamic, Engine, EvalAltResult, Position};
+
+use crate::job::ScriptLimits;
+
+/// What stops a script besides its counted limits: the wall-clock limit and a
+/// cancel probe (the run's token), checked at every operation.
+#[derive(Clone)]
+pub struct Sandbox {
+    /// The limits in force.
+    pub limits: ScriptLimits,
+    /// Returns true once the script must stop (timeout, Ctrl-C, file removed).
+    pub cancelled: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
+/// The marker a terminated script carries, so messages can say why it stopped.
+const WALL_TIME: &str = "wall time";
+const CANCELLED: &str = "cancelled";
+
+/// A sandboxed engine with `sandbox`'s limits. `print` and `debug` go nowhere
+/// until the caller routes them (the run's log).
+pub fn sandbox(sandbox: &Sandbox) -> Engine {
+    let mut engine = Engine::new();
+    let limits = &sandbox.limits;
+    engine
+        .set_max_operations(limits.max_operations)
+        .set_max_call_levels(limits.max_call_depth)
+        .set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth)
+        .set_max_string_size(limits.max_string_bytes)
+        .set_max_array_size(limits.max_array_len)
+        .set_max_map_size(limits.max_map_len)
+        .set_max_modules(0)
+        .set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new())
+        .disable_symbol("eval");
+    engine.on_print(|_| {});
+    engine.on_debug(|_, _, _| {});
+    let started = Instant::now();
+    let wall_time = limits.wall_time;
+    let cancelled = sandbox.cancelled.clone();
+    engine.on_progress(move |_| {
+        if cancelled() {
+            Some(Dynamic::from(CANCELLED))
+        } else if started.elapsed() > wall_time {
+            Some(Dynamic::from(WALL_TIME))
+        } else {
+            None
+        }
+    });
+    engine
+}
+
+/// A script error for people: which limit a runaway script hit, or Rhai's
+/// message, with the line where it happened.
+pub fn describe_error(err: &EvalAltResult, limits: &ScriptLimits) -> String {
+    let at = |pos: Position| match pos.line() {
+        Some(line) => format!(" (line {line}, column {})", pos.position().unwrap_or(1)),
+        None => String::new(),
+    };
+    match err {
+        EvalAltResult::ErrorTooManyOperations(pos) => {
+            format!("stopped: the operations limit ({}) was reached{}", limits.max_operations, at(*pos))
+        }
+        EvalAltResult::ErrorStackOverflow(pos) => {
+            format!("stopped: the call depth limit ({}) was reached{}", limits.max_call_depth, at(*pos))
+        }
+        EvalAltResult::ErrorDataTooLarge(what, pos) => {
+            let limit = match what.as_str() {
+                w if w.contains("string") || w.contains("String") => format!("{} bytes", limits.max_string_bytes),
+                w if w.contains("array") || w.contains("Array") => format!("{} items", limits.max_array_len),
+                w if w.contains("map") || w.contains("Map") => format!("{} entries", limits.max_map_len),
+                _ => "its limit".to_string(),
+            };
+            format!("stopped: {what} grew past the size limit ({limit}){}", at(*pos))
+        }
+        EvalAltResult::ErrorTerminated(why, pos) if why.clone().into_string().as_deref() == Ok(WALL_TIME) => {
+            format!(
+                "stopped: the wall-time limit ({}) was reached{}",
+                humantime::format_duration(limits.wall_time),
+                at(*pos)
+            )
+        }
+        EvalAltResult::ErrorTerminated(_, pos) => format!("cancelled{}", at(*pos)),
+        EvalAltResult::ErrorInFunctionCall(name, _, inner, _) if name.is_empty() || name.starts_with('$') => {
+            describe_error(inner, limits)
+        }
+        EvalAltResult::ErrorRuntime(value, pos) => format!("{}{}", plain(value), at(*pos)),
+        other => other.to_string(),
+    }
+}
+
+/// A thrown value as text: strings without quotes.
+fn plain(value: &Dynamic) -> String {
+    value.clone().into_string().unwrap_or_else(|_| value.to_string())
+}
+
+/// Whether `err` is a cancellation (not a failure of the script).
+pub fn is_cancellation(err: &EvalAltResult) -> bool {
+    match err {
+        EvalAltResult::ErrorTerminated(why, _) => why.clone().into_string().as_deref() == Ok(CANCELLED),
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => is_cancellation(inner),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn run(code: &str, limits: ScriptLimits) -> String {
+        let sb = Sandbox { limits: limits.clone(), cancelled: Arc::new(|| false) };
+        let engine = sandbox(&sb);
+        match engine.eval::<Dynamic>(code) {
+            Ok(v) => format!("ok: {v}"),
+            Err(e) => describe_error(&e, &limits),
+        }
+    }
+
+    #[test]
+    fn an_endless_loop_stops_at_the_operations_limit() {
+        let limits = ScriptLimits { max_operations: 10_000, ..ScriptLimits::default() };
+        let out = run("let x = 0;\nloop { x += 1; }", limits);
+        assert!(out.starts_with("stopped: the operations limit (10000) was reached (line 2"), "{out}");
+    }
+
+    #[test]
+    fn unbounded_recursion_stops_at_the_call_depth_limit() {
+        let out = run("fn f(n) { f(n + 1) }\nf(0)", ScriptLimits::default());
+        assert!(out.contains("call depth limit (64)"), "{out}");
+    }
+
+    #[test]
+    fn a_string_doubling_forever_stops_at_the_size_limit() {
+        let limits = ScriptLimits { max_string_bytes: 1024, ..ScriptLimits::default() };
+        let out = run("let s = \"x\";\nloop { s += s; }", limits);
+        assert!(out.contains("size limit (1024 bytes)"), "{out}");
+    }
+
+    #[test]
+    fn a_growing_array_stops_at_the_size_limit() {
+        let limits = ScriptLimits { max_array_len: 100, ..ScriptLimits::default() };
+        let out = run("let a = [];\nloop { a.push(1); }", limits);
+        assert!(out.contains("size limit (100 items)"), "{out}");
+    }
+
+    #[test]
+    fn a_script_past_its_wall_time_is_stopped() {
+        let limits = ScriptLimits { wall_time: Duration::ZERO, ..ScriptLimits::default() };
+        let out = run("loop { }", limits);
+        assert!(out.starts_with("stopped: the wall-time limit"), "{out}");
+    }
+
+    #[test]
+    fn a_cancelled_script_stops_at_its_next_operation() {
+        let limits = ScriptLimits::default();
+        let sb = Sandbox { limits: limits.clone(), cancelled: Arc::new(|| true) };
+        let err = sandbox(&sb).eval::<Dynamic>("loop { }").expect_err("stopped");
+        assert!(is_cancellation(&err));
+    }
+
+    #[test]
+    fn eval_and_import_are_not_available() {
+        let out = run("eval(\"1 + 1\")", ScriptLimits::default());
+        assert!(!out.starts_with("ok"), "{out}");
+        let out = run("import \"x\" as x; 1", ScriptLimits::default());
+        assert!(!out.starts_with("ok"), "{out}");
+    }
+}
