@@ -109,6 +109,17 @@ pub enum RunEvent {
         /// Whether the output was cut at the output bound.
         truncated: bool,
     },
+    /// A line a script printed (`print` / `debug`), recorded with the run.
+    Log {
+        /// The script node that printed it.
+        path: NodePath,
+        /// From `debug` rather than `print`.
+        debug: bool,
+        /// The line.
+        text: String,
+        /// When, from the run's start.
+        at: Duration,
+    },
     /// The run ended. Always the last event.
     RunFinished {
         /// How it ended.

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use event::{NodeKind, NodePath, RunEvent, Status, is_group_kind};
 pub use pool::BlockingPool;
-pub use report::{FailedAttempt, RunReport, StepReport};
+pub use report::{FailedAttempt, LogLine, RunReport, StepReport};
 
 use crate::job::Job;
 
@@ -85,3 +85,6 @@ pub async fn run(job: Arc<Job>, ctx: RunContext, events: UnboundedSender<RunEven
 
 #[cfg(test)]
 mod semantics_tests;
+
+#[cfg(test)]
+mod script_tests;

@@ -31,6 +31,9 @@ pub struct RunReport {
     pub error: Option<String>,
     /// Every step and group, in the order they first appeared.
     pub steps: Vec<StepReport>,
+    /// Lines scripts printed, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<LogLine>,
     #[serde(skip)]
     index: HashMap<std::sync::Arc<str>, usize>,
 }
@@ -62,6 +65,19 @@ pub struct StepReport {
     /// The attempts that failed and were retried, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub retried: Vec<FailedAttempt>,
+}
+
+/// A line a script printed.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogLine {
+    /// The script node that printed it.
+    pub path: String,
+    /// When, in ms from the run's start.
+    pub at_ms: u64,
+    /// `print` or `debug`.
+    pub level: &'static str,
+    /// The line.
+    pub text: String,
 }
 
 /// An attempt of a step that failed and was followed by another.
@@ -98,6 +114,7 @@ impl RunReport {
             result: Value::Null,
             error: None,
             steps: Vec::new(),
+            logs: Vec::new(),
             index: HashMap::new(),
         }
     }
@@ -128,6 +145,12 @@ impl RunReport {
                 line.error = error.clone();
                 line.truncated = *truncated;
             }
+            RunEvent::Log { path, debug, text, at } => self.logs.push(LogLine {
+                path: path.to_string(),
+                at_ms: ms(*at),
+                level: if *debug { "debug" } else { "print" },
+                text: text.clone(),
+            }),
             RunEvent::RunFinished { status, result, error, duration } => {
                 self.status = Some(*status);
                 self.result = result.clone().unwrap_or(Value::Null);

@@ -1,14 +1,388 @@
-//! Running a Rhai job's body (stub).
-use std::sync::Arc;
+//! Running a Rhai job's body: the script runs on a thread of its own and asks
+//! for steps through `crate::script::api`; this driver runs them with the same
+//! machinery as TOML steps and groups (so they are recorded, timed, retried and
+//! cancelled the same way) and answers.
+//!
+//! Where the script runs. A script waits for its steps, so it must not hold a
+//! thread of the bounded blocking pool (a script waiting on its own
+//! `to_thread` would deadlock a full pool); it gets a plain thread, owned and
+//! joined here. Its `to_thread` closures do go to the pool.
+//!
+//! When the driver waits. On the multi-threaded runtime (the binary), the
+//! driver waits for the script's next request and for its steps at the same
+//! time, so steps make progress while the script computes. On a current-thread
+//! runtime (the paused-clock tests) it blocks while the script computes —
+//! exactly asyncio's model, where code between two awaits holds the event loop —
+//! so the paused clock cannot jump ahead of the script and every time is exact.
+//!
+//! Architecture Invariant: when the script ends, every step it left running is
+//! cancelled and awaited (`asyncio.run` does the same), so a script node's
+//! `NodeFinished` follows the events of everything it started.
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use serde_json::Value;
+use tokio::runtime::RuntimeFlavor;
 use tokio_util::sync::CancellationToken;
 
-use super::tree::{NodeResult, Runner};
-use crate::job::ScriptNode;
+use super::tree::{Failure, NodeResult, Runner};
+use super::{RunEvent, Status};
+use crate::job::{Group, GroupMode, Node, OnError, ScriptNode, Step};
+use crate::script::Sandbox;
+use crate::script::api::{self, Outcome, Request, ScriptEnd};
+
+/// What to do with a finished piece of work.
+enum Pending {
+    /// Answer the script with the result.
+    Reply(Sender<Outcome>),
+    /// Answer with the single result of a `wait_for` group.
+    Single(Sender<Outcome>),
+    /// Hand the result to an `as_completed` iterator.
+    Iter(u64),
+    /// Keep the result for a spawned step's handle.
+    Handle(u64),
+}
+
+/// An `as_completed` in progress.
+struct Iter {
+    /// Results not yet taken by the script, in finish order.
+    ready: VecDeque<Outcome>,
+    /// Children still running.
+    running: usize,
+    /// The script waiting for the next result.
+    waiting: Option<Sender<Option<Outcome>>>,
+    /// The group node the children are recorded under.
+    group: OpenGroup,
+}
+
+/// A group node whose end the driver records itself (`as_completed`).
+struct OpenGroup {
+    path: Arc<str>,
+    name: Arc<str>,
+    started: Duration,
+    failures: Vec<String>,
+    results: Vec<Value>,
+}
+
+/// A spawned step.
+struct Spawned {
+    token: CancellationToken,
+    result: Option<Outcome>,
+    waiting: Vec<Sender<Outcome>>,
+}
+
+/// A piece of work: its id, the name it runs under, its result.
+type Work<'a> = BoxFuture<'a, (u64, String, NodeResult)>;
+
+/// The driver's state for one script run.
+struct Driver<'a> {
+    runner: &'a Runner,
+    path: Arc<str>,
+    /// Parent of every step the script starts: cancelled when the script ends.
+    children: CancellationToken,
+    work: FuturesUnordered<Work<'a>>,
+    pending: HashMap<u64, Pending>,
+    iters: HashMap<u64, Iter>,
+    spawned: HashMap<u64, Spawned>,
+    next_id: u64,
+    /// Uses of each name, for unique paths (`sleep_1`, `fetch`, `fetch#2`).
+    names: HashMap<String, u32>,
+    /// Whether the script is blocked waiting for an answer.
+    script_waits: bool,
+}
 
 impl Runner {
+    /// Runs a Rhai job's body under `token`, emitting its start and end.
     pub(super) async fn script_node(&self, s: &ScriptNode, path: Arc<str>, token: CancellationToken) -> NodeResult {
-        let _ = (s, path, token);
-        Err(super::tree::Failure::new(super::Status::Failed, "Rhai jobs are not implemented yet"))
+        let started = self.now();
+        let name: Arc<str> = s.name.as_str().into();
+        self.emit(RunEvent::NodeStarted { path: path.clone(), name: name.clone(), kind: "script", at: started });
+        let result = self.drive(s, &path, &token).await;
+        if let Ok(v) = &result {
+            self.remember(&s.name, v);
+        }
+        self.finish(path, name, "script", Some(started), 1, &result, false);
+        result
+    }
+
+    async fn drive(&self, s: &ScriptNode, path: &Arc<str>, token: &CancellationToken) -> NodeResult {
+        let probe = token.clone();
+        let sandbox = Sandbox { limits: s.limits.clone(), cancelled: Arc::new(move || probe.is_cancelled()) };
+        let (link, mut requests) = api::connect(sandbox);
+        let code = s.code.clone();
+        let thread = std::thread::Builder::new()
+            .name("gatherd-script".into())
+            .spawn(move || api::run_script(&code, link))
+            .map_err(|e| Failure::new(Status::Failed, format!("cannot start the script's thread: {e}")))?;
+
+        let mut driver = Driver {
+            runner: self,
+            path: path.clone(),
+            children: token.child_token(),
+            work: FuturesUnordered::new(),
+            pending: HashMap::new(),
+            iters: HashMap::new(),
+            spawned: HashMap::new(),
+            next_id: 0,
+            names: HashMap::new(),
+            script_waits: false,
+        };
+        let blocking = tokio::runtime::Handle::current().runtime_flavor() == RuntimeFlavor::CurrentThread;
+        let end = loop {
+            let request = if blocking && !driver.script_waits {
+                // The script is computing: hold the loop, as asyncio does.
+                requests.next_blocking()
+            } else if driver.work.is_empty() {
+                requests.next().await
+            } else {
+                tokio::select! {
+                    request = requests.next() => request,
+                    Some((id, name, result)) = driver.work.next() => {
+                        driver.complete(id, &name, result);
+                        continue;
+                    }
+                }
+            };
+            match request {
+                Some(Request::Finished(end)) => break end,
+                Some(request) => driver.handle(request),
+                None => break ScriptEnd::Failed("the script's thread stopped without a result".into()),
+            }
+        };
+        // `asyncio.run`: whatever the script left running is cancelled, and
+        // every piece of work is awaited so its end is recorded.
+        driver.children.cancel();
+        while let Some((id, name, result)) = driver.work.next().await {
+            driver.complete(id, &name, result);
+        }
+        if thread.join().is_err() {
+            return Err(Failure::new(Status::Failed, "the script's thread panicked"));
+        }
+        match end {
+            ScriptEnd::Returned(value) => Ok(value),
+            ScriptEnd::Failed(error) => Err(Failure::new(Status::Failed, error)),
+            ScriptEnd::Cancelled => Err(Failure::new(Status::Cancelled, "cancelled")),
+        }
+    }
+}
+
+impl<'a> Driver<'a> {
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// A unique name: the one given, or the kind and a counter.
+    fn name(&mut self, given: &str, kind: &str) -> String {
+        if given.is_empty() {
+            let n = self.names.entry(format!("{kind}_")).or_insert(0);
+            *n += 1;
+            return format!("{kind}_{n}");
+        }
+        let n = self.names.entry(given.to_string()).or_insert(0);
+        *n += 1;
+        if *n == 1 { given.to_string() } else { format!("{given}#{n}") }
+    }
+
+    fn named(&mut self, mut step: Step) -> Step {
+        step.name = self.name(&step.name, step.kind.key());
+        step
+    }
+
+    /// Starts `node` under `parent` (a path) as work `id`.
+    fn start(&mut self, id: u64, node: Node, parent: Arc<str>, token: CancellationToken) {
+        let runner = self.runner;
+        self.work.push(Box::pin(async move {
+            let node = node;
+            let result = runner.node(&node, &parent, token, None).await;
+            (id, node.name().to_string(), result)
+        }));
+    }
+
+    fn group(&mut self, mode: GroupMode, steps: Vec<Step>, timeout: Option<Duration>) -> Node {
+        let label = match (mode, timeout) {
+            (_, Some(_)) => "wait_for",
+            (m, None) => m.key(),
+        };
+        let name = self.name("", label);
+        let children = steps.into_iter().map(|s| Node::Step(self.named(s))).collect();
+        Node::Group(Group { name, mode, children, limit: None, on_error: OnError::Cancel, timeout, each: None })
+    }
+
+    fn handle(&mut self, request: Request) {
+        let token = self.children.child_token();
+        let here = self.path.clone();
+        self.script_waits = request.expects_reply();
+        match request {
+            Request::Await { step, reply } => {
+                let id = self.id();
+                let node = Node::Step(self.named(step));
+                self.pending.insert(id, Pending::Reply(reply));
+                self.start(id, node, here, token);
+            }
+            Request::Group { mode, steps, reply } => {
+                let id = self.id();
+                let node = self.group(mode, steps, None);
+                self.pending.insert(id, Pending::Reply(reply));
+                self.start(id, node, here, token);
+            }
+            Request::WaitFor { step, timeout, reply } => {
+                let id = self.id();
+                let node = self.group(GroupMode::Sequence, vec![step], Some(timeout));
+                self.pending.insert(id, Pending::Single(reply));
+                self.start(id, node, here, token);
+            }
+            Request::AsCompleted { steps, reply } => {
+                let iter = self.id();
+                let name = self.name("", "as_completed");
+                let path: Arc<str> = format!("{here}/{name}").into();
+                let started = self.runner.now();
+                self.runner.emit(RunEvent::NodeStarted {
+                    path: path.clone(),
+                    name: name.as_str().into(),
+                    kind: GroupMode::AsCompleted.key(),
+                    at: started,
+                });
+                let running = steps.len();
+                for step in steps {
+                    let id = self.id();
+                    let node = Node::Step(self.named(step));
+                    self.pending.insert(id, Pending::Iter(iter));
+                    self.start(id, node, path.clone(), token.child_token());
+                }
+                let group =
+                    OpenGroup { path, name: name.as_str().into(), started, failures: Vec::new(), results: Vec::new() };
+                self.iters.insert(iter, Iter { ready: VecDeque::new(), running, waiting: None, group });
+                if running == 0 {
+                    self.close_iter(iter);
+                }
+                self.answer(reply, iter);
+            }
+            Request::Next { iter, reply } => match self.iters.get_mut(&iter) {
+                Some(it) => match it.ready.pop_front() {
+                    Some(outcome) => self.answer(reply, Some(outcome)),
+                    None if it.running == 0 => self.answer(reply, None),
+                    None => it.waiting = Some(reply),
+                },
+                None => self.answer(reply, None),
+            },
+            Request::Spawn { step, reply } => {
+                let id = self.id();
+                let node = Node::Step(self.named(step));
+                self.spawned.insert(id, Spawned { token: token.clone(), result: None, waiting: Vec::new() });
+                self.pending.insert(id, Pending::Handle(id));
+                self.start(id, node, here, token);
+                self.answer(reply, id);
+            }
+            Request::Done { handle, reply } => {
+                let done = self.spawned.get(&handle).is_some_and(|s| s.result.is_some());
+                self.answer(reply, done);
+            }
+            Request::Result { handle, reply } => match self.spawned.get_mut(&handle) {
+                Some(Spawned { result: Some(outcome), .. }) => {
+                    let outcome = outcome.clone();
+                    self.answer(reply, outcome);
+                }
+                Some(s) => s.waiting.push(reply),
+                None => self.answer(reply, Err("no such handle".to_string())),
+            },
+            Request::Cancel { handle, reply } => {
+                if let Some(s) = self.spawned.get(&handle) {
+                    s.token.cancel();
+                }
+                self.answer(reply, ());
+            }
+            Request::Log { debug: from_debug, text } => {
+                let at = self.runner.now();
+                tracing::info!(job = %self.runner.job.name, path = %self.path, from_debug, "{text}");
+                self.runner.emit(RunEvent::Log { path: self.path.clone(), debug: from_debug, text, at });
+            }
+            Request::Finished(_) => unreachable!("the driver's loop ends on Finished"),
+        }
+    }
+
+    /// Sends an answer; the script goes on computing.
+    fn answer<T>(&mut self, reply: Sender<T>, value: T) {
+        // A script that stopped waiting (cancelled) no longer listens: fine.
+        let _ = reply.send(value);
+        self.script_waits = false;
+    }
+
+    /// A piece of work finished: route its result.
+    fn complete(&mut self, id: u64, name: &str, result: NodeResult) {
+        let outcome = outcome(name, &result);
+        match self.pending.remove(&id) {
+            Some(Pending::Reply(reply)) => self.answer(reply, outcome),
+            Some(Pending::Single(reply)) => {
+                let single = outcome.map(|v| match v {
+                    Value::Array(mut items) if items.len() == 1 => items.pop().unwrap_or_default(),
+                    other => other,
+                });
+                self.answer(reply, single);
+            }
+            Some(Pending::Iter(iter)) => {
+                let Some(it) = self.iters.get_mut(&iter) else { return };
+                it.running -= 1;
+                match &outcome {
+                    Ok(v) => it.group.results.push(v.clone()),
+                    Err(e) => it.group.failures.push(e.clone()),
+                }
+                match it.waiting.take() {
+                    Some(reply) => self.answer(reply, Some(outcome)),
+                    None => it.ready.push_back(outcome),
+                }
+                if self.iters.get(&iter).is_some_and(|it| it.running == 0) {
+                    self.close_iter(iter);
+                }
+            }
+            Some(Pending::Handle(handle)) => {
+                if let Some(s) = self.spawned.get_mut(&handle) {
+                    s.result = Some(outcome.clone());
+                    let waiting = std::mem::take(&mut s.waiting);
+                    for reply in waiting {
+                        self.answer(reply, outcome.clone());
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Records the end of an `as_completed` group once its last child is done.
+    fn close_iter(&mut self, iter: u64) {
+        let Some(it) = self.iters.get_mut(&iter) else { return };
+        let g = &it.group;
+        let result = match g.failures.len() {
+            0 => Ok(Value::Array(g.results.clone())),
+            n => Err(Failure::new(
+                Status::Failed,
+                format!("{n} of its steps did not succeed: {}", g.failures.join("; ")),
+            )),
+        };
+        self.runner.finish(
+            g.path.clone(),
+            g.name.clone(),
+            GroupMode::AsCompleted.key(),
+            Some(g.started),
+            1,
+            &result,
+            false,
+        );
+        if let Some(reply) = it.waiting.take() {
+            self.answer(reply, None);
+        }
+    }
+}
+
+/// A node's result as the script sees it; an error names the step.
+fn outcome(name: &str, result: &NodeResult) -> Outcome {
+    match result {
+        Ok(v) => Ok(v.clone()),
+        Err(f) => Err(format!("`{name}` {}: {}", f.status, f.error)),
     }
 }

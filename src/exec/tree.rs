@@ -29,8 +29,8 @@ use crate::job::{Group, GroupMode, Job, Node, OnError, Step, StepKind, Template}
 /// Why a node did not produce a value.
 #[derive(Debug, Clone)]
 pub(super) struct Failure {
-    status: Status,
-    error: String,
+    pub(super) status: Status,
+    pub(super) error: String,
 }
 
 impl Failure {
@@ -179,7 +179,7 @@ async fn guarded<F: Future>(timeout: Option<Duration>, token: &CancellationToken
 }
 
 pub(super) struct Runner {
-    job: Arc<Job>,
+    pub(super) job: Arc<Job>,
     ctx: RunContext,
     events: UnboundedSender<RunEvent>,
     start: Instant,
@@ -196,16 +196,16 @@ enum Slot {
 }
 
 impl Runner {
-    fn emit(&self, event: RunEvent) {
+    pub(super) fn emit(&self, event: RunEvent) {
         // A closed receiver is not our problem: the run goes on.
         let _ = self.events.send(event);
     }
 
-    fn now(&self) -> Duration {
+    pub(super) fn now(&self) -> Duration {
         self.start.elapsed()
     }
 
-    fn remember(&self, name: &str, value: &Value) {
+    pub(super) fn remember(&self, name: &str, value: &Value) {
         if self.wanted.contains(name) {
             let mut outputs = self.outputs.lock().unwrap_or_else(|e| e.into_inner());
             outputs.insert(name.to_string(), value.clone());
@@ -221,7 +221,7 @@ impl Runner {
     }
 
     /// Runs one node under its own `token`, emitting its start and end.
-    fn node<'a>(
+    pub(super) fn node<'a>(
         &'a self,
         node: &'a Node,
         parent: &'a str,
@@ -265,7 +265,7 @@ impl Runner {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn finish(
+    pub(super) fn finish(
         &self,
         path: Arc<str>,
         name: Arc<str>,
@@ -423,7 +423,13 @@ impl Runner {
     }
 
     /// Runs a step: attempts, each under the step's `timeout`, with retries.
-    async fn step(&self, s: &Step, path: Arc<str>, token: CancellationToken, input: Option<Value>) -> NodeResult {
+    pub(super) async fn step(
+        &self,
+        s: &Step,
+        path: Arc<str>,
+        token: CancellationToken,
+        input: Option<Value>,
+    ) -> NodeResult {
         let started = self.now();
         let name: Arc<str> = s.name.as_str().into();
         let kind = s.kind.key();

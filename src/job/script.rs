@@ -79,9 +79,12 @@ pub struct ScriptStep {
     pub limits: ScriptLimits,
 }
 
+/// Says whether a step was cancelled; code on a pool thread polls it.
+pub type CancelProbe = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// The function a [`CallStep`] runs: given a probe that says whether the step was
 /// cancelled, returns the output or an error message.
-pub type CallFn = dyn Fn(&dyn Fn() -> bool) -> Result<serde_json::Value, String> + Send + Sync;
+pub type CallFn = dyn Fn(CancelProbe) -> Result<serde_json::Value, String> + Send + Sync;
 
 /// A closure to run on the blocking pool (`to_thread(|| ...)` in a Rhai job).
 #[derive(Clone)]

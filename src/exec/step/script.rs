@@ -63,7 +63,7 @@ pub(super) async fn call(
 ) -> Result<StepOutput, StepError> {
     let call = step.call.clone();
     let token = cancel.clone();
-    let work = env.ctx.pool.run(move || call(&|| token.is_cancelled()));
+    let work = env.ctx.pool.run(move || call(Arc::new(move || token.is_cancelled())));
     tokio::select! {
         biased;
         () = cancel.cancelled() => Err(StepError::Cancelled),

@@ -1,0 +1,254 @@
+//! Rhai jobs on the executor, on tokio's paused clock: the asyncio vocabulary
+//! (gather, as_completed, race, spawn, wait_for, to_thread) keeps its meaning
+//! and every step a script starts is recorded like a TOML step.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::job::*;
+
+fn script_job(code: &str) -> Job {
+    script_job_with(code, ScriptLimits::default())
+}
+
+fn script_job_with(code: &str, limits: ScriptLimits) -> Job {
+    Job {
+        name: "script".into(),
+        file: PathBuf::from("script.rhai"),
+        dir: PathBuf::from("."),
+        description: None,
+        timeout: None,
+        trigger: Trigger::OnChange,
+        overlap: Overlap::Skip,
+        root: Node::Script(ScriptNode {
+            name: "main".into(),
+            code: code.into(),
+            source: ScriptSource::File(PathBuf::from("script.rhai")),
+            limits,
+        }),
+    }
+}
+
+async fn run_with(job: Job, ctx: RunContext) -> (RunOutcome, RunReport) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut report = RunReport::new(job.name.clone(), job.file.clone());
+    let outcome = run(Arc::new(job), ctx, tx).await;
+    while let Ok(event) = rx.try_recv() {
+        report.apply(&event);
+    }
+    (outcome, report)
+}
+
+async fn run_script(code: &str) -> (RunOutcome, RunReport) {
+    run_with(script_job(code), RunContext::new(BlockingPool::simulated(2))).await
+}
+
+fn line<'a>(report: &'a RunReport, path: &str) -> &'a StepReport {
+    report.steps.iter().find(|s| s.path == path).unwrap_or_else(|| panic!("no step {path} in {:#?}", report.steps))
+}
+
+fn timing(report: &RunReport, path: &str) -> (Status, Option<u64>, Option<u64>) {
+    let l = line(report, path);
+    (l.status.expect("finished"), l.start_ms, l.end_ms)
+}
+
+#[tokio::test(start_paused = true)]
+async fn gather_returns_results_in_the_order_given() {
+    let (outcome, report) = run_script(r#"gather([sleep(1, "url_content"), sleep(0.5, "file_content")])"#).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{:?}", outcome.error);
+    assert_eq!(outcome.result, Some(json!(["url_content", "file_content"])));
+    assert_eq!(report.duration_ms, 1000);
+    assert_eq!(timing(&report, "main/gather_1/sleep_2"), (Status::Succeeded, Some(0), Some(500)));
+    assert_eq!(line(&report, "main").kind, "script");
+}
+
+#[tokio::test(start_paused = true)]
+async fn sequential_awaits_add_up() {
+    let code = r#"let a = await_step(sleep(1, "url_content").named("fetch"));
+                  let b = await_step(sleep(1, "file_content").named("read"));
+                  [a, b]"#;
+    let (outcome, report) = run_script(code).await;
+    assert_eq!(outcome.result, Some(json!(["url_content", "file_content"])));
+    assert_eq!(timing(&report, "main/read"), (Status::Succeeded, Some(1000), Some(2000)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn as_completed_runs_the_loop_body_before_the_slow_step_finishes() {
+    let code = r#"let seen = [];
+                  for x in as_completed([sleep(0.3, "slow"), sleep(0.1, "fast")]) {
+                      print(x);
+                      seen.push(x);
+                  }
+                  seen"#;
+    let (outcome, report) = run_script(code).await;
+    assert_eq!(outcome.result, Some(json!(["fast", "slow"])));
+    let logs: Vec<(u64, &str)> = report.logs.iter().map(|l| (l.at_ms, l.text.as_str())).collect();
+    // "fast" was handled at 100 ms, while "slow" still had 200 ms to go.
+    assert_eq!(logs, vec![(100, "fast"), (300, "slow")]);
+    assert_eq!(timing(&report, "main/as_completed_1"), (Status::Succeeded, Some(0), Some(300)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn race_returns_the_first_success_and_cancels_the_rest() {
+    let (outcome, report) = run_script(r#"race([sleep(1, "slow").named("slow"), sleep(0.2, "fast")])"#).await;
+    assert_eq!(outcome.result, Some(json!("fast")));
+    assert_eq!(report.duration_ms, 200);
+    assert_eq!(timing(&report, "main/race_1/slow"), (Status::Cancelled, Some(0), Some(200)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn spawn_runs_in_the_background_and_cancel_stops_it() {
+    let code = r#"let h = spawn(sleep(10, "x").named("bg"));
+                  await_step(sleep(1));
+                  let was_done = h.done();
+                  h.cancel();
+                  let why = "";
+                  try { h.result(); } catch (e) { why = e; }
+                  [was_done, why]"#;
+    let (outcome, report) = run_script(code).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{:?}", outcome.error);
+    assert_eq!(outcome.result, Some(json!([false, "`bg` cancelled: cancelled"])));
+    assert_eq!(timing(&report, "main/bg"), (Status::Cancelled, Some(0), Some(1000)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spawned_step_can_be_awaited_later() {
+    let code = r#"let h = spawn(sleep(2, "bg"));
+                  await_step(sleep(1));
+                  h.result()"#;
+    let (outcome, report) = run_script(code).await;
+    assert_eq!(outcome.result, Some(json!("bg")));
+    assert_eq!(report.duration_ms, 2000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn steps_left_running_when_the_script_ends_are_cancelled() {
+    let (outcome, report) = run_script(r#"spawn(sleep(5).named("orphan")); "done""#).await;
+    assert_eq!(outcome.result, Some(json!("done")));
+    assert_eq!(timing(&report, "main/orphan"), (Status::Cancelled, Some(0), Some(0)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_for_times_out_with_a_catchable_error() {
+    let code = r#"let r = ""; try { r = wait_for(sleep(5), 1); } catch (e) { r = "gave up: " + e; } r"#;
+    let (outcome, report) = run_script(code).await;
+    assert_eq!(outcome.result, Some(json!("gave up: `wait_for_1` timed_out: group `wait_for_1` timed out after 1s")));
+    assert_eq!(timing(&report, "main/wait_for_1"), (Status::TimedOut, Some(0), Some(1000)));
+    assert_eq!(timing(&report, "main/wait_for_1/sleep_1"), (Status::Cancelled, Some(0), Some(1000)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_for_returns_the_value_in_time() {
+    let (outcome, _) = run_script(r#"wait_for(sleep(0.5, "ok"), 1)"#).await;
+    assert_eq!(outcome.result, Some(json!("ok")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn to_thread_runs_a_closure_beside_async_steps() {
+    let code = r#"let n = 21;
+                  gather([sleep(1, "async"), to_thread(|| n * 2)])"#;
+    let (outcome, report) = run_script(code).await;
+    assert_eq!(outcome.result, Some(json!(["async", 42])));
+    assert_eq!(line(&report, "main/gather_1/to_thread_1").kind, "to_thread");
+    assert_eq!(report.duration_ms, 1000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_step_raises_an_error_the_script_can_catch() {
+    let code = r#"let r = ""; try { r = await_step(read_file("/nonexistent/gatherd-test")); } catch (e) { r = "caught: " + e; } r"#;
+    let (outcome, _) = run_script(code).await;
+    let result = outcome.result.expect("a result").to_string();
+    assert!(result.contains("caught: `read_file_1` failed: cannot read"), "{result}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_uncaught_failure_fails_the_job_and_names_the_line() {
+    let (outcome, report) = run_script("let x = 1;\nawait_step(read_file(\"/nonexistent/gatherd-test\"));\n").await;
+    assert_eq!(outcome.status, Status::Failed);
+    let error = outcome.error.expect("an error");
+    assert!(error.contains("`read_file_1` failed") && error.contains("line 2"), "{error}");
+    assert_eq!(line(&report, "main").status, Some(Status::Failed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_runaway_script_is_stopped_by_its_operations_limit() {
+    let limits = ScriptLimits { max_operations: 100_000, ..ScriptLimits::default() };
+    let (outcome, _) = run_with(script_job_with("loop { }", limits), RunContext::new(BlockingPool::simulated(2))).await;
+    assert_eq!(outcome.status, Status::Failed);
+    assert!(outcome.error.expect("error").contains("operations limit (100000)"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn unbounded_recursion_is_stopped_by_the_call_depth_limit() {
+    let (outcome, _) = run_script("fn f(n) { f(n + 1) }\nf(0)").await;
+    assert!(outcome.error.expect("error").contains("call depth limit"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_string_doubling_forever_is_stopped_by_the_size_limit() {
+    let (outcome, _) = run_script("let s = \"x\";\nloop { s += s; }").await;
+    assert!(outcome.error.expect("error").contains("size limit"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn print_lines_are_recorded_with_the_run() {
+    let (_, report) = run_script("print(\"hello\"); debug(\"detail\"); 1").await;
+    let lines: Vec<(&str, &str)> = report.logs.iter().map(|l| (l.level, l.text.as_str())).collect();
+    assert_eq!(lines[0], ("print", "hello"));
+    assert_eq!(lines[1].0, "debug");
+    assert!(lines[1].1.contains("detail"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_the_run_stops_the_script_and_its_steps() {
+    let ctx = RunContext::new(BlockingPool::simulated(2));
+    let cancel = ctx.cancel.clone();
+    let stop = async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cancel.cancel();
+    };
+    let code = r#"await_step(sleep(10).named("long")); await_step(sleep(1).named("never"));"#;
+    let ((outcome, report), ()) = tokio::join!(run_with(script_job(code), ctx), stop);
+    assert_eq!(outcome.status, Status::Cancelled);
+    assert_eq!(timing(&report, "main/long"), (Status::Cancelled, Some(0), Some(500)));
+    assert!(report.steps.iter().all(|s| s.path != "main/never"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_timeout_stops_a_waiting_script() {
+    let mut job = script_job(r#"await_step(sleep(10).named("long"))"#);
+    job.timeout = Some(Duration::from_secs(2));
+    let (outcome, report) = run_with(job, RunContext::new(BlockingPool::simulated(2))).await;
+    assert_eq!(outcome.status, Status::TimedOut);
+    assert_eq!(timing(&report, "main/long"), (Status::Cancelled, Some(0), Some(2000)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn unnamed_steps_are_named_by_kind_and_counter_and_names_stay_unique() {
+    let code = r#"await_step(sleep(0)); await_step(sleep(0)); await_step(sleep(0).named("x")); await_step(sleep(0).named("x"));"#;
+    let (_, report) = run_script(code).await;
+    let paths: Vec<&str> = report.steps.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(paths, vec!["main", "main/sleep_1", "main/sleep_2", "main/x", "main/x#2"]);
+}
+
+/// Scripts don't hold pool threads while they wait, so twice as many scripts as
+/// threads, each waiting on its own `to_thread`, all finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_scripts_than_pool_threads_never_deadlock() {
+    let pool = BlockingPool::new(2);
+    let runs = (0..4).map(|i| {
+        let ctx = RunContext::new(pool.clone());
+        let code = format!("let r = await_step(to_thread(|| {{ sleep_blocking(0.05); {i} }})); r");
+        async move { run_with(script_job(&code), ctx).await.0 }
+    });
+    let outcomes =
+        tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(runs)).await.expect("no deadlock");
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        assert_eq!(outcome.result, Some(json!(i)), "{:?}", outcome.error);
+    }
+}
