@@ -13,7 +13,10 @@ fn main() -> ExitCode {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
         .with_writer(std::io::stderr)
         .init();
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Blocking-pool threads run `script` steps and `to_thread` closures (Rhai,
+    // which recurses deeply): give them the stack a script thread gets.
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(16 * 1024 * 1024).build();
+    match runtime {
         Ok(runtime) => runtime.block_on(cli::dispatch(cli)),
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");

@@ -38,6 +38,10 @@ impl Progress {
     /// Updates the bar from one event.
     pub fn apply(&mut self, event: &RunEvent) {
         match event {
+            RunEvent::Log { text, .. } => {
+                self.bar.println(text);
+                return;
+            }
             RunEvent::NodeStarted { path, kind, .. } if !is_group_kind(kind) => {
                 self.running.insert(path.clone());
             }

@@ -15,8 +15,9 @@ const MAX_LINES: usize = 60;
 /// Output and errors are cut to this many characters on a step's line.
 const CELL_CHARS: usize = 60;
 
-/// The whole human report: summary, steps, timeline.
-pub fn report(r: &RunReport) -> String {
+/// The whole human report: summary, script log lines (unless they were already
+/// shown live), steps, timeline.
+pub fn report(r: &RunReport, with_logs: bool) -> String {
     let mut out = String::new();
     let status = r.status.map_or("running", Status::as_str);
     let _ = writeln!(out, "{} {} {status} in {}", symbol(r.status), r.job, seconds(r.duration_ms));
@@ -28,6 +29,12 @@ pub fn report(r: &RunReport) -> String {
             if let Some(e) = &r.error {
                 let _ = writeln!(out, "error: {e}");
             }
+        }
+    }
+    if with_logs && !r.logs.is_empty() {
+        out.push_str("\nlog:\n");
+        for l in &r.logs {
+            let _ = writeln!(out, "  {:>7}  {}", seconds(l.at_ms), l.text);
         }
     }
     let shown = shown_lines(r);
@@ -233,7 +240,7 @@ mod tests {
 
     #[test]
     fn report_shows_steps_and_a_timeline_on_one_axis() {
-        insta::assert_snapshot!(report(&seed_report()));
+        insta::assert_snapshot!(report(&seed_report(), true));
     }
 
     #[test]
@@ -251,7 +258,7 @@ mod tests {
                 (i == 7).then_some("boom"),
             ));
         }
-        let text = report(&r);
+        let text = report(&r, true);
         assert!(text.contains("(1 of 1000 lines shown: 999 succeeded, 1 failed)"), "{text}");
         assert!(text.contains("s7"));
         assert!(!text.contains("s8 "));

@@ -76,7 +76,8 @@ pub async fn run(args: RunArgs) -> u8 {
             Err(e) => eprintln!("error: cannot write the JSON report: {e}"),
         }
     } else {
-        print!("{}", render::report(&report));
+        // Script lines were printed live above the progress bar on a terminal.
+        print!("{}", render::report(&report, !show_progress));
     }
     match report.status {
         Some(Status::Succeeded) => exit::OK,

@@ -36,19 +36,26 @@ use crate::job::{Group, GroupMode, Node, OnError, ScriptNode, Step};
 use crate::script::Sandbox;
 use crate::script::api::{self, Outcome, Request, ScriptEnd};
 
+/// The stack of a script's thread: Rhai recursion is deep (each script call
+/// level takes tens of KiB in a debug build), so the default 2 MiB is not
+/// enough for the call-depth limit to be reached before the stack runs out.
+pub(crate) const SCRIPT_STACK: usize = 16 * 1024 * 1024;
+
 /// What to do with a finished piece of work.
 enum Pending {
     /// Answer the script with the result.
     Reply(Sender<Outcome>),
     /// Answer with the single result of a `wait_for` group.
     Single(Sender<Outcome>),
-    /// Hand the result to an `as_completed` iterator.
-    Iter(u64),
+    /// Hand the result to a collection (`as_completed`, settled `gather`) as
+    /// its child number `index`.
+    Collect { iter: u64, index: usize },
     /// Keep the result for a spawned step's handle.
     Handle(u64),
 }
 
-/// An `as_completed` in progress.
+/// Children whose results the driver collects itself: an `as_completed` (the
+/// script takes them one by one) or a settled `gather` (answered at the end).
 struct Iter {
     /// Results not yet taken by the script, in finish order.
     ready: VecDeque<Outcome>,
@@ -58,12 +65,17 @@ struct Iter {
     waiting: Option<Sender<Option<Outcome>>>,
     /// The group node the children are recorded under.
     group: OpenGroup,
+    /// Failures become error maps (`return_exceptions=True`), not errors.
+    settle: bool,
+    /// For a settled gather: the results by child, and who waits for them.
+    ordered: Option<(Vec<Value>, Sender<Outcome>)>,
 }
 
-/// A group node whose end the driver records itself (`as_completed`).
+/// A group node whose end the driver records itself.
 struct OpenGroup {
     path: Arc<str>,
     name: Arc<str>,
+    kind: &'static str,
     started: Duration,
     failures: Vec<String>,
     results: Vec<Value>,
@@ -117,6 +129,7 @@ impl Runner {
         let code = s.code.clone();
         let thread = std::thread::Builder::new()
             .name("gatherd-script".into())
+            .stack_size(SCRIPT_STACK)
             .spawn(move || api::run_script(&code, link))
             .map_err(|e| Failure::new(Status::Failed, format!("cannot start the script's thread: {e}")))?;
 
@@ -237,31 +250,13 @@ impl<'a> Driver<'a> {
                 self.pending.insert(id, Pending::Single(reply));
                 self.start(id, node, here, token);
             }
-            Request::AsCompleted { steps, reply } => {
-                let iter = self.id();
-                let name = self.name("", "as_completed");
-                let path: Arc<str> = format!("{here}/{name}").into();
-                let started = self.runner.now();
-                self.runner.emit(RunEvent::NodeStarted {
-                    path: path.clone(),
-                    name: name.as_str().into(),
-                    kind: GroupMode::AsCompleted.key(),
-                    at: started,
-                });
-                let running = steps.len();
-                for step in steps {
-                    let id = self.id();
-                    let node = Node::Step(self.named(step));
-                    self.pending.insert(id, Pending::Iter(iter));
-                    self.start(id, node, path.clone(), token.child_token());
-                }
-                let group =
-                    OpenGroup { path, name: name.as_str().into(), started, failures: Vec::new(), results: Vec::new() };
-                self.iters.insert(iter, Iter { ready: VecDeque::new(), running, waiting: None, group });
-                if running == 0 {
-                    self.close_iter(iter);
-                }
+            Request::AsCompleted { steps, settle, reply } => {
+                let iter = self.collect(GroupMode::AsCompleted, steps, settle, None, token);
                 self.answer(reply, iter);
+            }
+            Request::Settled { steps, reply } => {
+                let slots = vec![Value::Null; steps.len()];
+                self.collect(GroupMode::Gather, steps, true, Some((slots, reply)), token);
             }
             Request::Next { iter, reply } => match self.iters.get_mut(&iter) {
                 Some(it) => match it.ready.pop_front() {
@@ -306,6 +301,48 @@ impl<'a> Driver<'a> {
         }
     }
 
+    /// Starts `steps` under a group node the driver records itself, routing each
+    /// result to the returned collection.
+    fn collect(
+        &mut self,
+        mode: GroupMode,
+        steps: Vec<Step>,
+        settle: bool,
+        ordered: Option<(Vec<Value>, Sender<Outcome>)>,
+        token: CancellationToken,
+    ) -> u64 {
+        let iter = self.id();
+        let name = self.name("", mode.key());
+        let path: Arc<str> = format!("{}/{name}", self.path).into();
+        let started = self.runner.now();
+        self.runner.emit(RunEvent::NodeStarted {
+            path: path.clone(),
+            name: name.as_str().into(),
+            kind: mode.key(),
+            at: started,
+        });
+        let running = steps.len();
+        for (index, step) in steps.into_iter().enumerate() {
+            let id = self.id();
+            let node = Node::Step(self.named(step));
+            self.pending.insert(id, Pending::Collect { iter, index });
+            self.start(id, node, path.clone(), token.child_token());
+        }
+        let group = OpenGroup {
+            path,
+            name: name.as_str().into(),
+            kind: mode.key(),
+            started,
+            failures: Vec::new(),
+            results: Vec::new(),
+        };
+        self.iters.insert(iter, Iter { ready: VecDeque::new(), running, waiting: None, group, settle, ordered });
+        if running == 0 {
+            self.close_iter(iter);
+        }
+        iter
+    }
+
     /// Sends an answer; the script goes on computing.
     fn answer<T>(&mut self, reply: Sender<T>, value: T) {
         // A script that stopped waiting (cancelled) no longer listens: fine.
@@ -325,16 +362,26 @@ impl<'a> Driver<'a> {
                 });
                 self.answer(reply, single);
             }
-            Some(Pending::Iter(iter)) => {
+            Some(Pending::Collect { iter, index }) => {
                 let Some(it) = self.iters.get_mut(&iter) else { return };
                 it.running -= 1;
                 match &outcome {
                     Ok(v) => it.group.results.push(v.clone()),
                     Err(e) => it.group.failures.push(e.clone()),
                 }
-                match it.waiting.take() {
-                    Some(reply) => self.answer(reply, Some(outcome)),
-                    None => it.ready.push_back(outcome),
+                let outcome = match (outcome, &result) {
+                    (Err(_), Err(f)) if it.settle => {
+                        Ok(serde_json::json!({ "step": name, "status": f.status, "error": f.error }))
+                    }
+                    (outcome, _) => outcome,
+                };
+                if let Some((slots, _)) = &mut it.ordered {
+                    slots[index] = outcome.unwrap_or_default();
+                } else {
+                    match it.waiting.take() {
+                        Some(reply) => self.answer(reply, Some(outcome)),
+                        None => it.ready.push_back(outcome),
+                    }
                 }
                 if self.iters.get(&iter).is_some_and(|it| it.running == 0) {
                     self.close_iter(iter);
@@ -353,28 +400,30 @@ impl<'a> Driver<'a> {
         }
     }
 
-    /// Records the end of an `as_completed` group once its last child is done.
+    /// Records the end of a collection's group once its last child is done,
+    /// and answers whoever waits for it.
     fn close_iter(&mut self, iter: u64) {
         let Some(it) = self.iters.get_mut(&iter) else { return };
         let g = &it.group;
-        let result = match g.failures.len() {
-            0 => Ok(Value::Array(g.results.clone())),
-            n => Err(Failure::new(
+        let result = match (&it.ordered, g.failures.len()) {
+            // A settled gather's result is every child's, in order.
+            (Some((slots, _)), _) => Ok(Value::Array(slots.clone())),
+            (None, 0) => Ok(Value::Array(g.results.clone())),
+            // Settled: the failures were handed on; the group did its job.
+            (None, _) if it.settle => Ok(Value::Array(g.results.clone())),
+            (None, n) => Err(Failure::new(
                 Status::Failed,
                 format!("{n} of its steps did not succeed: {}", g.failures.join("; ")),
             )),
         };
-        self.runner.finish(
-            g.path.clone(),
-            g.name.clone(),
-            GroupMode::AsCompleted.key(),
-            Some(g.started),
-            1,
-            &result,
-            false,
-        );
-        if let Some(reply) = it.waiting.take() {
+        self.runner.finish(g.path.clone(), g.name.clone(), g.kind, Some(g.started), 1, &result, false);
+        let waiting = it.waiting.take();
+        let ordered = it.ordered.take();
+        if let Some(reply) = waiting {
             self.answer(reply, None);
+        }
+        if let Some((slots, reply)) = ordered {
+            self.answer(reply, Ok(Value::Array(slots)));
         }
     }
 }

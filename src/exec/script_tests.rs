@@ -167,6 +167,33 @@ async fn a_failed_step_raises_an_error_the_script_can_catch() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn return_exceptions_hands_failures_on_as_error_maps() {
+    let code = r#"let bad = read_file("/nonexistent/gatherd-test").named("bad");
+                  let all = gather([sleep(1, "ok"), bad], true);
+                  let seen = [];
+                  for x in as_completed([sleep(0.2, "late"), bad], true) {
+                      seen.push(if is_error(x) { "error from " + x.step } else { x });
+                  }
+                  [all[0], is_error(all[1]), all[1].status, seen]"#;
+    let (outcome, report) = run_script(code).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{:?}", outcome.error);
+    assert_eq!(outcome.result, Some(json!(["ok", true, "failed", ["error from bad#2", "late"]])));
+    assert_eq!(line(&report, "main/gather_1").status, Some(Status::Succeeded));
+    assert_eq!(line(&report, "main/gather_1/bad").status, Some(Status::Failed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_in_as_completed_raises_in_the_loop() {
+    let code = r#"let seen = [];
+                  try {
+                      for x in as_completed([sleep(0.2, "late"), read_file("/nonexistent/gatherd-test")]) { seen.push(x); }
+                  } catch (e) { seen.push("raised"); }
+                  seen"#;
+    let (outcome, _) = run_script(code).await;
+    assert_eq!(outcome.result, Some(json!(["raised"])));
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_uncaught_failure_fails_the_job_and_names_the_line() {
     let (outcome, report) = run_script("let x = 1;\nawait_step(read_file(\"/nonexistent/gatherd-test\"));\n").await;
     assert_eq!(outcome.status, Status::Failed);

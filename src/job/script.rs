@@ -31,7 +31,7 @@ impl Default for ScriptLimits {
     fn default() -> Self {
         ScriptLimits {
             max_operations: 50_000_000,
-            max_call_depth: 64,
+            max_call_depth: 48,
             max_expr_depth: 64,
             max_string_bytes: 4 * 1024 * 1024,
             max_array_len: 1_000_000,

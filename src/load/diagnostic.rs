@@ -32,6 +32,9 @@ pub struct Diagnostic {
     label: Option<String>,
     help: Option<String>,
     notes: Vec<(Range<usize>, String)>,
+    /// Where it sorts among the job file's diagnostics, when its span is in
+    /// another file (a `script_file`): the offset of what refers to that file.
+    anchor: Option<usize>,
 }
 
 impl Diagnostic {
@@ -46,6 +49,7 @@ impl Diagnostic {
             label: None,
             help: None,
             notes: Vec::new(),
+            anchor: None,
         }
     }
 
@@ -66,6 +70,7 @@ impl Diagnostic {
             label: None,
             help: None,
             notes: Vec::new(),
+            anchor: None,
         }
     }
 
@@ -85,6 +90,18 @@ impl Diagnostic {
     pub(crate) fn note(&mut self, span: Range<usize>, label: impl Into<String>) -> &mut Self {
         self.notes.push((span, label.into()));
         self
+    }
+
+    /// Sorts this diagnostic at `offset` of the job file: for a diagnostic
+    /// in another file that the job file refers to there.
+    pub(crate) fn anchor(&mut self, offset: usize) -> &mut Self {
+        self.anchor = Some(offset);
+        self
+    }
+
+    /// The offset it sorts at among the job file's diagnostics.
+    pub(crate) fn order(&self) -> usize {
+        self.anchor.or_else(|| self.span.as_ref().map(|s| s.start)).unwrap_or(0)
     }
 
     /// Where the problem starts: 1-based line and column (in characters), if
@@ -256,6 +273,18 @@ impl LineIndex {
         let col = text.get(start..offset).map_or(offset - start, |s| s.chars().count());
         (line + 1, col + 1)
     }
+
+    /// The byte offset of 1-based `line` and `col` (in characters) of `text`;
+    /// past the end of a line or of the text, its end.
+    pub(crate) fn offset(&self, text: &str, line: usize, col: usize) -> usize {
+        let Some(&start) = self.starts.get(line.saturating_sub(1)) else {
+            return text.len();
+        };
+        let rest = &text[start..];
+        let line_len = rest.find('\n').unwrap_or(rest.len());
+        let within = rest[..line_len].char_indices().nth(col.saturating_sub(1)).map_or(line_len, |(i, _)| i);
+        start + within
+    }
 }
 
 /// `did you mean `x`?` for the candidate closest to `word`, if one is close.
@@ -424,6 +453,9 @@ mod tests {
         // after "βγ " (5 bytes, 3 characters)
         assert_eq!(idx.line_col(text, 11), (2, 4));
         assert_eq!(idx.line_col(text, text.len()), (3, 1));
+        assert_eq!(idx.offset(text, 2, 4), 11);
+        assert_eq!(idx.offset(text, 2, 99), 14);
+        assert_eq!(idx.offset(text, 9, 1), text.len());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Which files are job files: the paths given, and every `*.toml` inside
+//! Which files are job files: the paths given, and every `*.toml` and `*.rhai` inside
 //! given folders (recursively, sorted), skipping hidden and editor files.
 //!
 //! Architecture Invariant: discovery only lists; it never opens a file, so a
@@ -19,7 +19,7 @@ pub struct DiscoverError {
 }
 
 /// The job files at `paths`: a file is taken as given (whatever its name);
-/// a folder gives every `*.toml` inside it, recursively, sorted by path,
+/// a folder gives every `*.toml` and `*.rhai` inside it, recursively, sorted by path,
 /// skipping dotfiles, dot-folders and editor temp files ([`is_ignored_name`]).
 pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, DiscoverError> {
     let mut out = Vec::new();
@@ -38,6 +38,12 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, DiscoverError> {
     Ok(out)
 }
 
+/// Whether a file name is a job file's (`*.toml`, `*.rhai`), once it is not
+/// ignored.
+fn is_job_name(name: &str) -> bool {
+    name.ends_with(".toml") || name.ends_with(".rhai")
+}
+
 /// Whether a file or folder name is hidden or an editor's temporary file
 /// (`.x`, `x~`, `x.swp`, `#x#`, `x.tmp`, `x.part`): never a job.
 pub fn is_ignored_name(name: &str) -> bool {
@@ -49,7 +55,7 @@ pub fn is_ignored_name(name: &str) -> bool {
         || name.ends_with(".part")
 }
 
-/// Collects `*.toml` under `dir`; `seen` holds folders already walked, so a
+/// Collects `*.toml` and `*.rhai` under `dir`; `seen` holds folders already walked, so a
 /// symlink loop ends.
 fn walk(dir: &Path, found: &mut Vec<PathBuf>, seen: &mut HashSet<PathBuf>) -> Result<(), DiscoverError> {
     let err = |source| DiscoverError { path: dir.to_path_buf(), source };
@@ -76,7 +82,7 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>, seen: &mut HashSet<PathBuf>) -> Re
         };
         if meta.is_dir() {
             walk(&path, found, seen)?;
-        } else if meta.is_file() && name.ends_with(".toml") {
+        } else if meta.is_file() && is_job_name(name) {
             found.push(path);
         }
     }
@@ -96,7 +102,7 @@ mod tests {
     }
 
     #[test]
-    fn folders_give_sorted_toml_files_recursively() {
+    fn folders_give_sorted_toml_and_rhai_files_recursively() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir_all(d.join("sub/deeper")).unwrap();
@@ -104,7 +110,11 @@ mod tests {
         for f in [
             "b.toml",
             "a.toml",
+            "c.rhai",
             "notes.txt",
+            ".d.rhai",
+            "e.rhai~",
+            "sub/f.rhai.swp",
             ".x.toml",
             "c.toml~",
             "#c.toml#",
@@ -117,7 +127,7 @@ mod tests {
         }
         let got = discover(&[d.to_path_buf()]).unwrap();
         let rel: Vec<_> = got.iter().map(|p| p.strip_prefix(d).unwrap().to_str().unwrap().to_string()).collect();
-        assert_eq!(rel, ["a.toml", "b.toml", "sub/deeper/y.toml", "sub/z.toml"]);
+        assert_eq!(rel, ["a.toml", "b.toml", "c.rhai", "sub/deeper/y.toml", "sub/z.toml"]);
     }
 
     #[test]

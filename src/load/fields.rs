@@ -26,7 +26,17 @@ pub(crate) struct Ctx {
     file: Arc<str>,
     source: Arc<str>,
     lines: LineIndex,
+    syntax: Syntax,
     pub(crate) diagnostics: Vec<Diagnostic>,
+}
+
+/// The language of the file being read, so help texts show a fix in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Syntax {
+    /// `key = value`
+    Toml,
+    /// `const key = value;` (a Rhai job's settings)
+    Rhai,
 }
 
 /// Where a template reads other steps' results: used by the tree checks.
@@ -41,7 +51,36 @@ pub(crate) struct TemplateUse {
 impl Ctx {
     pub(crate) fn new(file: Arc<str>, source: Arc<str>) -> Ctx {
         let lines = LineIndex::new(&source);
-        Ctx { file, source, lines, diagnostics: Vec::new() }
+        Ctx { file, source, lines, syntax: Syntax::Toml, diagnostics: Vec::new() }
+    }
+
+    /// A context for a Rhai file, whose settings are `const` statements.
+    pub(crate) fn rhai(file: Arc<str>, source: Arc<str>) -> Ctx {
+        Ctx { syntax: Syntax::Rhai, ..Ctx::new(file, source) }
+    }
+
+    /// The file's name as shown in messages.
+    pub(crate) fn file(&self) -> &Arc<str> {
+        &self.file
+    }
+
+    /// 1-based line and column of byte `offset`.
+    pub(crate) fn line_col(&self, offset: usize) -> (usize, usize) {
+        self.lines.line_col(&self.source, offset)
+    }
+
+    /// The byte offset of 1-based `line` and `col` (characters).
+    pub(crate) fn offset(&self, line: usize, col: usize) -> usize {
+        self.lines.offset(&self.source, line, col)
+    }
+
+    /// How `key` is set to `value` in this file's language, for help texts:
+    /// `key = value` or `const key = value;`.
+    pub(crate) fn assignment(&self, key: &str, value: &str) -> String {
+        match self.syntax {
+            Syntax::Toml => format!("{key} = {value}"),
+            Syntax::Rhai => format!("const {key} = {value};"),
+        }
     }
 
     /// The file's text.
@@ -85,7 +124,9 @@ impl Ctx {
                 _ => false,
             };
             if unquoted {
-                d.help(format!("remove the quotes: `{key} = {s}`"));
+                let fix = self.assignment(key, s);
+                let last = self.diagnostics.len() - 1;
+                self.diagnostics[last].help(format!("remove the quotes: `{fix}`"));
             }
         }
     }
@@ -166,9 +207,10 @@ impl Ctx {
                     DeValue::Float(f) => f.as_str().to_string(),
                     _ => String::new(),
                 };
+                let fix = self.assignment(key, &format!("\"{n}s\""));
                 self.error(v.span(), format!("`{key}` must be a duration with a unit, found a bare number"))
                     .label("expected a string such as \"5s\"")
-                    .help(format!("write `{key} = \"{n}s\"` (or \"{n}ms\", \"{n}m\", ...)"));
+                    .help(format!("write `{fix}` (or \"{n}ms\", \"{n}m\", ...)"));
                 return None;
             }
             _ => {
@@ -185,12 +227,13 @@ impl Ctx {
             }
             Ok(d) => Some(d),
             Err(e) => {
+                let n = s.trim();
+                let fix = self.assignment(key, &format!("\"{n}s\""));
                 let d = self
                     .error(v.span(), format!("invalid duration for `{key}`: {e}"))
                     .label("expected a duration such as \"5s\", \"250ms\" or \"1m 30s\"");
-                let n = s.trim();
                 if n.parse::<f64>().is_ok() {
-                    d.help(format!("add a unit: `{key} = \"{n}s\"`"));
+                    d.help(format!("add a unit: `{fix}`"));
                 }
                 None
             }

@@ -5,22 +5,32 @@
 //! - `discover.rs`: which files under the given paths are job files.
 //! - `toml.rs`: the TOML format's top level and `[[group]]` tables.
 //! - `step.rs`: `[[step]]` tables and their kinds.
-//! - `fields.rs`: typed field readers shared by both.
+//! - `rhai.rs`: Rhai job files: the script and its `const` settings.
+//! - `script.rs`: compiling scripts (never running them), placing their
+//!   errors in the file, and TOML `script` / `script_file` steps.
+//! - `limits.rs`: the sandbox limits a job sets, in either format.
+//! - `fields.rs`: typed field readers shared by all of them.
 //! - `tree.rs`: names, uses, cycles and template ordering; builds the tree.
 //! - `diagnostic.rs`: [`Diagnostic`] and [`LoadError`], one-line and rendered.
 //!
-//! Architecture Invariant: the loader never runs anything and never touches
-//! the network; it reads the one file it is given (size-checked first) and
-//! nothing else. Every problem a user can cause is a [`Diagnostic`], never a
-//! panic.
+//! Architecture Invariant: the loader never runs anything (Rhai scripts are
+//! compiled, not evaluated) and never touches the network; it reads the file
+//! it is given and the `script_file`s that file names (each size-checked
+//! first), nothing else. Every problem a user can cause is a [`Diagnostic`],
+//! never a panic.
 
 mod diagnostic;
 mod discover;
 mod fields;
+mod limits;
+mod rhai;
+mod script;
 mod step;
 mod toml;
 mod tree;
 
+#[cfg(test)]
+mod rhai_tests;
 #[cfg(test)]
 mod tests;
 
@@ -37,21 +47,21 @@ use crate::job::Job;
 /// is a few kilobytes, and the daemon must not load a runaway log by mistake.
 pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Loads the job file at `path`: `.toml` files now (`.rhai` later).
+/// Loads the job file at `path`: a `.toml` or a `.rhai` file.
 ///
 /// The size is checked before anything is read, and the text must be UTF-8.
 pub fn load_file(path: &Path) -> Result<Job, LoadError> {
     match path.extension().and_then(|e| e.to_str()) {
-        Some("toml") => {}
-        Some("rhai") => {
-            return Err(LoadError::whole_file(path, "Rhai jobs are not supported yet"));
-        }
+        Some("toml" | "rhai") => {}
         other => {
             let what = other.map_or_else(|| "no extension".to_string(), |e| format!("`.{e}`"));
-            return Err(LoadError::whole_file(path, format!("not a job file ({what}): job files end in `.toml`")));
+            return Err(LoadError::whole_file(
+                path,
+                format!("not a job file ({what}): job files end in `.toml` or `.rhai`"),
+            ));
         }
     }
-    let bytes = read_bounded(path)?;
+    let bytes = read_bounded(path).map_err(|why| LoadError::whole_file(path, why.describe("a job file")))?;
     let text = match String::from_utf8(bytes) {
         Ok(text) => text,
         Err(e) => return Err(not_utf8(path, e)),
@@ -59,43 +69,58 @@ pub fn load_file(path: &Path) -> Result<Job, LoadError> {
     load_str(path, &text)
 }
 
-/// Loads a job from TOML `source`. `path` names it in messages and gives
-/// [`Job::file`], [`Job::name`] (the file stem) and [`Job::dir`] (the parent
-/// folder, or `.`); nothing is read from it.
+/// Loads a job from `source`: Rhai if `path` ends in `.rhai`, else TOML.
+/// `path` names it in messages and gives [`Job::file`], [`Job::name`] (the
+/// file stem) and [`Job::dir`] (the parent folder, or `.`). The job file
+/// itself is not read; a TOML step's `script_file` is, relative to `dir`.
 pub fn load_str(path: &Path, source: &str) -> Result<Job, LoadError> {
     if source.len() as u64 > MAX_FILE_BYTES {
-        return Err(too_large(path, source.len() as u64));
+        return Err(LoadError::whole_file(path, ReadError::TooLarge(source.len() as u64).describe("a job file")));
     }
-    toml::load(path, source)
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("rhai") => rhai::load(path, source),
+        _ => toml::load(path, source),
+    }
+}
+
+/// Why a file could not be read.
+#[derive(Debug)]
+enum ReadError {
+    Io(std::io::Error),
+    NotAFile,
+    TooLarge(u64),
+}
+
+impl ReadError {
+    /// The reason, for a file that was to be `what` (`a job file`, `a script`).
+    fn describe(&self, what: &str) -> String {
+        match self {
+            ReadError::Io(e) => format!("cannot read the file: {e}"),
+            ReadError::NotAFile => "not a regular file".to_string(),
+            ReadError::TooLarge(len) => format!(
+                "the file is too large to be {what}: {len} bytes, over the limit of {MAX_FILE_BYTES} bytes (8 MiB)"
+            ),
+        }
+    }
 }
 
 /// Reads at most [`MAX_FILE_BYTES`], checking the size first (and again while
 /// reading, in case the file grows in between).
-fn read_bounded(path: &Path) -> Result<Vec<u8>, LoadError> {
-    let cannot = |e: std::io::Error| LoadError::whole_file(path, format!("cannot read the file: {e}"));
-    let meta = std::fs::metadata(path).map_err(cannot)?;
+fn read_bounded(path: &Path) -> Result<Vec<u8>, ReadError> {
+    let meta = std::fs::metadata(path).map_err(ReadError::Io)?;
     if !meta.is_file() {
-        return Err(LoadError::whole_file(path, "not a regular file"));
+        return Err(ReadError::NotAFile);
     }
     if meta.len() > MAX_FILE_BYTES {
-        return Err(too_large(path, meta.len()));
+        return Err(ReadError::TooLarge(meta.len()));
     }
-    let file = std::fs::File::open(path).map_err(cannot)?;
+    let file = std::fs::File::open(path).map_err(ReadError::Io)?;
     let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(cannot)?;
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(ReadError::Io)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(too_large(path, bytes.len() as u64));
+        return Err(ReadError::TooLarge(bytes.len() as u64));
     }
     Ok(bytes)
-}
-
-fn too_large(path: &Path, len: u64) -> LoadError {
-    LoadError::whole_file(
-        path,
-        format!(
-            "the file is too large to be a job file: {len} bytes, over the limit of {MAX_FILE_BYTES} bytes (8 MiB)"
-        ),
-    )
 }
 
 /// A diagnostic at the first byte that is not UTF-8, shown in a lossy copy of

@@ -5,19 +5,27 @@
 //! `shell` commands and `http` URLs are checked for shape, not tried.
 
 use std::ops::Range;
+use std::path::Path;
 
 use toml::de::{DeTable, DeValue};
 
 use super::fields::{Ctx, TemplateUse, Value, is_identifier, list, to_json};
 use crate::job::{
-    ExecStep, HttpStep, ProcessSpec, ReadFileStep, Retry, ShellStep, SleepStep, Step, StepKind, Template, WriteFileStep,
+    ExecStep, HttpStep, ProcessSpec, ReadFileStep, Retry, ScriptLimits, ShellStep, SleepStep, Step, StepKind, Template,
+    WriteFileStep,
 };
 
 /// The keys that choose what a step does.
-pub(crate) const KIND_KEYS: &[&str] = &["sleep", "exec", "shell", "http", "read_file", "write_file"];
+pub(crate) const KIND_KEYS: &[&str] =
+    &["sleep", "exec", "shell", "http", "read_file", "write_file", "script", "script_file"];
 
-/// Kind keys the format reserves but this version cannot run.
-const UNSUPPORTED_KIND_KEYS: &[&str] = &["script", "script_file"];
+/// What every step of one job shares.
+pub(crate) struct StepEnv<'a> {
+    /// The job's folder: `script_file` paths are relative to it.
+    pub(crate) dir: &'a Path,
+    /// The job's `[script_limits]`, given to each script step.
+    pub(crate) limits: &'a ScriptLimits,
+}
 
 /// Every key a `[[step]]` table may have.
 pub(crate) const STEP_KEYS: &[&str] = &[
@@ -86,32 +94,19 @@ pub(crate) fn read_name(
 }
 
 /// Reads one `[[step]]` table.
-pub(crate) fn parse_step(ctx: &mut Ctx, table: &DeTable<'_>, header: Range<usize>) -> RawStep {
+pub(crate) fn parse_step(ctx: &mut Ctx, env: &StepEnv<'_>, table: &DeTable<'_>, header: Range<usize>) -> RawStep {
     ctx.unknown_keys(table, STEP_KEYS, "a step");
     let mut ok = true;
     let name = read_name(ctx, table, &header, "step", &mut ok);
     let mut uses = Vec::new();
 
-    let kinds: Vec<_> = table
-        .iter()
-        .filter(|(k, _)| {
-            KIND_KEYS.contains(&k.get_ref().as_ref()) || UNSUPPORTED_KIND_KEYS.contains(&k.get_ref().as_ref())
-        })
-        .collect();
-    for (k, _) in &kinds {
-        if UNSUPPORTED_KIND_KEYS.contains(&k.get_ref().as_ref()) {
-            ctx.error(k.span(), "Rhai script steps are not supported yet in this version")
-                .label("not supported yet")
-                .help("use `exec` or `shell` to run a program for now");
-            ok = false;
-        }
-    }
+    let kinds: Vec<_> = table.iter().filter(|(k, _)| KIND_KEYS.contains(&k.get_ref().as_ref())).collect();
     let who = name.as_ref().map_or_else(|| "this step".to_string(), |(n, _)| format!("step `{n}`"));
     let kind_key = match kinds.as_slice() {
         [] => {
             ctx.error(header.clone(), format!("{who} has no kind: it does nothing"))
                 .label(format!("expected one of {}", list(KIND_KEYS)))
-                .help("add e.g. `sleep = \"1s\"`, `exec = [\"prog\", \"arg\"]`, `shell = \"cmd\"`, `http = \"URL\"`, `read_file = \"PATH\"` or `write_file = { path = \"PATH\", content = \"...\" }`");
+                .help("add e.g. `sleep = \"1s\"`, `exec = [\"prog\", \"arg\"]`, `shell = \"cmd\"`, `http = \"URL\"`,\n`read_file = \"PATH\"`, `write_file = { path = \"PATH\", content = \"...\" }`, `script = \"...\"`");
             ok = false;
             None
         }
@@ -140,16 +135,13 @@ pub(crate) fn parse_step(ctx: &mut Ctx, table: &DeTable<'_>, header: Range<usize
         None => None,
     };
 
-    let kind = kind_key.and_then(|(key, v)| {
-        if UNSUPPORTED_KIND_KEYS.contains(&key.as_str()) {
-            return None;
-        }
-        parse_kind(ctx, &key, v, output.clone(), &mut uses)
-    });
+    let kind = kind_key.and_then(|(key, v)| parse_kind(ctx, env, &key, v, output.clone(), &mut uses));
     if kind.is_none() {
         ok = false;
     }
 
+    // On a script step `blocking` is redundant but harmless: scripts always
+    // run on the blocking pool.
     let mut blocking = false;
     if let Some(v) = table.get("blocking") {
         match ctx.boolean("blocking", v) {
@@ -220,6 +212,7 @@ pub(crate) fn parse_step(ctx: &mut Ctx, table: &DeTable<'_>, header: Range<usize
 /// The value of a kind key → the [`StepKind`].
 fn parse_kind(
     ctx: &mut Ctx,
+    env: &StepEnv<'_>,
     key: &str,
     v: &Value<'_>,
     output: Option<serde_json::Value>,
@@ -261,6 +254,7 @@ fn parse_kind(
             let content = content.and_then(|c| ctx.template("content", c, uses));
             Some(StepKind::WriteFile(WriteFileStep { path: path?, content: content? }))
         }
+        "script" | "script_file" => super::script::parse_step(ctx, env, key, v, uses).map(StepKind::Script),
         _ => None,
     }
 }

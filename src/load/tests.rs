@@ -408,7 +408,7 @@ fn a_hundred_thousand_steps_load() {
 }
 
 #[test]
-fn load_file_reads_toml_and_refuses_other_kinds() {
+fn load_file_reads_toml_and_rhai_and_refuses_other_kinds() {
     let dir = tempfile::tempdir().unwrap();
     let ok = dir.path().join("ok.toml");
     std::fs::write(&ok, "[[step]]\nname = \"a\"\nsleep = \"1s\"\n").unwrap();
@@ -418,9 +418,16 @@ fn load_file_reads_toml_and_refuses_other_kinds() {
 
     let rhai = dir.path().join("job.rhai");
     std::fs::write(&rhai, "sleep(1)").unwrap();
-    let e = load_file(&rhai).unwrap_err();
-    assert_eq!(e.diagnostics()[0].message(), "Rhai jobs are not supported yet");
-    assert_eq!(e.file(), rhai);
+    let job = load_file(&rhai).unwrap();
+    assert_eq!(job.name, "job");
+    assert_eq!(job.dir, dir.path());
+    assert!(matches!(job.root, Node::Script(_)));
+
+    let txt = dir.path().join("job.txt");
+    std::fs::write(&txt, "").unwrap();
+    let e = load_file(&txt).unwrap_err();
+    assert_eq!(e.diagnostics()[0].message(), "not a job file (`.txt`): job files end in `.toml` or `.rhai`");
+    assert_eq!(e.file(), txt);
 
     let missing = load_file(&dir.path().join("gone.toml")).unwrap_err();
     assert!(missing.diagnostics()[0].message().starts_with("cannot read the file"), "{missing}");
@@ -700,11 +707,6 @@ fn each_step_referencing_its_groups_children() {
 #[test]
 fn template_syntax_error() {
     insta::assert_snapshot!(render("[[step]]\nname = \"a\"\nshell = \"echo {{ steps.a.output \"\n"));
-}
-
-#[test]
-fn rhai_script_step() {
-    insta::assert_snapshot!(render("[[step]]\nname = \"a\"\nscript = \"40 + 2\"\n"));
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! of every key and value, so every problem points at the exact place.
 //!
 //! Architecture Invariant: the loader never runs anything and never touches
-//! the network; given the same text it gives the same `Job` or diagnostics.
+//! the network; given the same text (and the same `script_file`s) it gives
+//! the same `Job` or diagnostics.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -17,12 +18,17 @@ use toml::de::{DeTable, DeValue};
 
 use super::diagnostic::{LoadError, closest, display_name};
 use super::fields::{Ctx, Value, list};
-use super::step::{RawStep, STEP_KEYS, parse_step, read_name};
+use super::limits::{LIMIT_KEYS, read_limits};
+use super::step::{RawStep, STEP_KEYS, StepEnv, parse_step, read_name};
 use super::tree;
-use crate::job::{GroupMode, Job, OnError, Overlap, Trigger};
+use crate::job::{GroupMode, Job, OnError, Overlap, ScriptLimits, Trigger};
 
 /// Every key allowed at the top of a job file.
-const JOB_KEYS: &[&str] = &["description", "timeout", "schedule", "timezone", "every", "overlap", "group", "step"];
+const JOB_KEYS: &[&str] =
+    &["description", "timeout", "schedule", "timezone", "every", "overlap", "script_limits", "group", "step"];
+
+/// The top-level keys that are job settings, shared with Rhai jobs' `const`s.
+pub(crate) const SETTING_KEYS: &[&str] = &["description", "timeout", "schedule", "timezone", "every", "overlap"];
 
 /// Every key a `[[group]]` table may have.
 const GROUP_KEYS: &[&str] =
@@ -75,19 +81,10 @@ pub(crate) fn load(path: &Path, source: &str) -> Result<Job, LoadError> {
     };
     let doc = doc.get_ref();
 
-    let mut job = Job {
-        name: path.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
-        file: path.to_path_buf(),
-        dir: match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        },
-        description: None,
-        timeout: None,
-        trigger: Trigger::OnChange,
-        overlap: Overlap::default(),
-        // Replaced below once the tree is built.
-        root: crate::job::Node::Group(crate::job::Group {
+    // The root is replaced below once the tree is built.
+    let mut job = new_job(
+        path,
+        crate::job::Node::Group(crate::job::Group {
             name: String::new(),
             mode: GroupMode::Sequence,
             children: Vec::new(),
@@ -96,12 +93,27 @@ pub(crate) fn load(path: &Path, source: &str) -> Result<Job, LoadError> {
             timeout: None,
             each: None,
         }),
-    };
+    );
+    check_top_keys(&mut ctx, doc);
     read_settings(&mut ctx, doc, &mut job);
+    let limits = match doc.get("script_limits") {
+        Some(v) => match v.get_ref() {
+            DeValue::Table(t) => {
+                ctx.unknown_keys(t, LIMIT_KEYS, "`[script_limits]`");
+                read_limits(&mut ctx, t)
+            }
+            _ => {
+                ctx.wrong_type("script_limits", v, "a `[script_limits]` table");
+                ScriptLimits::default()
+            }
+        },
+        None => ScriptLimits::default(),
+    };
+    let env = StepEnv { dir: &job.dir, limits: &limits };
 
     let before_tables = ctx.diagnostics.len();
     let steps: Vec<RawStep> =
-        tables(&mut ctx, doc, "step").into_iter().map(|(t, header)| parse_step(&mut ctx, t, header)).collect();
+        tables(&mut ctx, doc, "step").into_iter().map(|(t, header)| parse_step(&mut ctx, &env, t, header)).collect();
     let groups: Vec<RawGroup> =
         tables(&mut ctx, doc, "group").into_iter().map(|(t, header)| parse_group(&mut ctx, t, header)).collect();
     // `[step]` or `step = 3` was reported already; `step = []` was not.
@@ -119,7 +131,7 @@ pub(crate) fn load(path: &Path, source: &str) -> Result<Job, LoadError> {
     let root = tree::build(&mut ctx, steps, groups);
     if !ctx.diagnostics.is_empty() {
         let mut diagnostics = ctx.diagnostics;
-        diagnostics.sort_by_key(|d| d.span().map_or(0, |s| s.start));
+        diagnostics.sort_by_key(|d| d.order());
         return Err(LoadError::new(path, diagnostics));
     }
     match root {
@@ -132,8 +144,26 @@ pub(crate) fn load(path: &Path, source: &str) -> Result<Job, LoadError> {
     }
 }
 
-/// Reads the settings at the top of the file into `job`.
-fn read_settings(ctx: &mut Ctx, doc: &DeTable<'_>, job: &mut Job) {
+/// A job from `path` with default settings: named for the file's stem, in
+/// the file's folder (`.` for a bare name).
+pub(crate) fn new_job(path: &Path, root: crate::job::Node) -> Job {
+    Job {
+        name: path.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
+        file: path.to_path_buf(),
+        dir: match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        },
+        description: None,
+        timeout: None,
+        trigger: Trigger::OnChange,
+        overlap: Overlap::default(),
+        root,
+    }
+}
+
+/// Reports keys at the top of the file that are not [`JOB_KEYS`].
+fn check_top_keys(ctx: &mut Ctx, doc: &DeTable<'_>) {
     for (key, _) in doc.iter() {
         let name: &str = key.get_ref();
         if JOB_KEYS.contains(&name) {
@@ -150,7 +180,12 @@ fn read_settings(ctx: &mut Ctx, doc: &DeTable<'_>, job: &mut Job) {
             d.help(format!("the keys allowed at the top are {}", list(JOB_KEYS)));
         }
     }
+}
 
+/// Reads the job settings ([`SETTING_KEYS`]) of `doc` into `job`; other keys
+/// are ignored. Rhai jobs pass their `const`s here as a table, so both
+/// formats check settings with this one code.
+pub(crate) fn read_settings(ctx: &mut Ctx, doc: &DeTable<'_>, job: &mut Job) {
     if let Some(v) = doc.get("description") {
         job.description = ctx.string("description", v).map(str::to_string);
     }
@@ -181,9 +216,9 @@ fn read_settings(ctx: &mut Ctx, doc: &DeTable<'_>, job: &mut Job) {
     }
     if let (Some((tz, _)), None) = (timezone, schedule) {
         let help = if every.is_some() {
-            "`every` intervals do not depend on a timezone; remove `timezone`"
+            "`every` intervals do not depend on a timezone; remove `timezone`".to_string()
         } else {
-            "add `schedule = \"...\"` or remove `timezone`"
+            format!("add `{}` or remove `timezone`", ctx.assignment("schedule", "\"...\""))
         };
         ctx.error(tz.span(), "`timezone` without `schedule`").label("only used with `schedule`").help(help);
     }

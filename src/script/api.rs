@@ -57,10 +57,21 @@ pub enum Request {
         /// Its result.
         reply: Sender<Outcome>,
     },
+    /// Run steps together and return every result in order, a failure as an
+    /// error map instead of an error (`gather(steps, true)`, asyncio's
+    /// `return_exceptions=True`).
+    Settled {
+        /// The steps.
+        steps: Vec<Step>,
+        /// The list of results.
+        reply: Sender<Outcome>,
+    },
     /// Start steps whose results are then taken one by one with [`Request::Next`].
     AsCompleted {
         /// The steps.
         steps: Vec<Step>,
+        /// Hand failures on as error maps instead of raising them.
+        settle: bool,
         /// The id of the iterator.
         reply: Sender<u64>,
     },
@@ -381,6 +392,18 @@ pub fn register(engine: &mut Engine, link: &Link) {
         to_script(l.ask(|reply| Request::Group { mode: GroupMode::Gather, steps, reply })?)
     });
     let l = link.clone();
+    engine.register_fn("gather", move |items: Array, return_exceptions: bool| {
+        let steps = steps_of(items)?;
+        if return_exceptions {
+            to_script(l.ask(|reply| Request::Settled { steps, reply })?)
+        } else {
+            to_script(l.ask(|reply| Request::Group { mode: GroupMode::Gather, steps, reply })?)
+        }
+    });
+    engine.register_fn("is_error", |value: Dynamic| {
+        value.read_lock::<Map>().is_some_and(|m| m.contains_key("error") && m.contains_key("status"))
+    });
+    let l = link.clone();
     engine.register_fn("race", move |items: Array| {
         let steps = steps_of(items)?;
         if steps.is_empty() {
@@ -393,12 +416,21 @@ pub fn register(engine: &mut Engine, link: &Link) {
         let timeout = seconds(&secs)?;
         to_script(l.ask(|reply| Request::WaitFor { step: s.into_step(), timeout, reply })?)
     });
-    let l = link.clone();
-    engine.register_fn("as_completed", move |items: Array| -> RhaiResult<AsCompleted> {
-        let steps = steps_of(items)?;
-        let id = l.ask(|reply| Request::AsCompleted { steps, reply })?;
-        Ok(AsCompleted { id, link: l.clone() })
-    });
+    for settle in [false, true] {
+        let l = link.clone();
+        let start = move |items: Array, settle: bool| -> RhaiResult<AsCompleted> {
+            let steps = steps_of(items)?;
+            let id = l.ask(|reply| Request::AsCompleted { steps, settle, reply })?;
+            Ok(AsCompleted { id, link: l.clone() })
+        };
+        if settle {
+            engine.register_fn("as_completed", move |items: Array, return_exceptions: bool| {
+                start(items, return_exceptions)
+            });
+        } else {
+            engine.register_fn("as_completed", move |items: Array| start(items, false));
+        }
+    }
     engine.register_type_with_name::<AsCompleted>("AsCompleted").register_iterator_result::<AsCompleted, Dynamic>();
 
     // `spawn` is a reserved word in Rhai, so `spawn(x)` is custom syntax.

@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn unbounded_recursion_stops_at_the_call_depth_limit() {
         let out = run("fn f(n) { f(n + 1) }\nf(0)", ScriptLimits::default());
-        assert!(out.contains("call depth limit (64)"), "{out}");
+        assert!(out.contains("call depth limit (48)"), "{out}");
     }
 
     #[test]

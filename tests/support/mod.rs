@@ -28,7 +28,10 @@ pub fn jobs_copy() -> tempfile::TempDir {
         let entry = entry.expect("dir entry");
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.ends_with(".toml") || name.ends_with(".txt") && !name.contains("report") && !name.contains("last") {
+        let job = name.ends_with(".toml") || name.ends_with(".rhai");
+        let data =
+            name.ends_with(".txt") && !name.contains("report") && !name.contains("last") && !name.contains("summary");
+        if job || data {
             std::fs::copy(entry.path(), dir.path().join(&*name)).expect("copy");
         }
     }
