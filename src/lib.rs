@@ -5,6 +5,7 @@
 //! `cli` renders those events for people and programs.
 
 pub mod cli;
+pub mod config;
 pub mod exec;
 pub mod job;
 pub mod load;

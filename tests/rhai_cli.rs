@@ -179,3 +179,28 @@ sum * 10
     assert_eq!(step(&doc, "main/total")["output"], 60);
     assert_eq!(step(&doc, "main/total")["kind"], "script");
 }
+
+#[test]
+fn the_config_sets_the_default_limits_and_a_job_overrides_them() {
+    let dir = tempfile::tempdir().expect("temp");
+    let config = write(dir.path(), "config.toml", "[script_limits]\nmax_operations = 20000\n");
+    let spin = write(dir.path(), "spin.rhai", "loop { }\n");
+    let output = gatherd().arg("run").arg(&spin).arg("--json").arg("--config").arg(&config).output().expect("runs");
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert!(doc["error"].as_str().expect("error").contains("operations limit (20000)"), "{doc:#}");
+    let own = write(dir.path(), "own.rhai", "const max_operations = 30000;\nloop { }\n");
+    let output = gatherd().arg("run").arg(&own).arg("--json").arg("--config").arg(&config).output().expect("runs");
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert!(doc["error"].as_str().expect("error").contains("operations limit (30000)"), "{doc:#}");
+}
+
+#[test]
+fn a_bad_config_is_refused_with_its_place() {
+    let dir = tempfile::tempdir().expect("temp");
+    let config = write(dir.path(), "config.toml", "[script_limits]\nwall_tme = \"1s\"\n");
+    let job = write(dir.path(), "ok.rhai", "1\n");
+    let output = gatherd().arg("run").arg(&job).arg("--config").arg(&config).output().expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("config.toml") && stderr.contains("wall_tme"), "{stderr}");
+}

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use super::exit;
 use super::progress::Progress;
 use super::render;
+use crate::config::Config;
 use crate::exec::{self, BlockingPool, RunContext, RunEvent, RunReport, Status};
 use crate::load;
 
@@ -26,6 +27,9 @@ pub struct RunArgs {
     /// min(32, CPUs + 4), asyncio's default for `to_thread`.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub blocking_threads: Option<u16>,
+    /// A configuration file (see examples/config.toml); flags win over it.
+    #[arg(long, value_name = "FILE", env = "GATHERD_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 /// Runs the job; returns the exit code (0 succeeded, 1 failed or timed out,
@@ -41,8 +45,19 @@ pub async fn run(args: RunArgs) -> u8 {
             return exit::INVALID;
         }
     };
-    let pool_size = args.blocking_threads.map_or_else(BlockingPool::default_size, usize::from);
-    let ctx = RunContext::new(BlockingPool::new(pool_size));
+    let config = match &args.config {
+        Some(path) => match Config::load(path) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::INVALID;
+            }
+        },
+        None => Config::default(),
+    };
+    let pool_size = args.blocking_threads.map_or_else(|| config.blocking_threads(), usize::from);
+    let mut ctx = RunContext::new(BlockingPool::new(pool_size));
+    ctx.script_limits = config.script_limits();
     let cancel = ctx.cancel.clone();
     let (tx, rx) = mpsc::unbounded_channel();
     let show_progress = !args.json && std::io::stderr().is_terminal();

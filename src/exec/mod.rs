@@ -28,7 +28,7 @@ pub use event::{NodeKind, NodePath, RunEvent, Status, is_group_kind};
 pub use pool::BlockingPool;
 pub use report::{FailedAttempt, LogLine, RunReport, StepReport};
 
-use crate::job::Job;
+use crate::job::{Job, ScriptLimits};
 
 /// Bounds that keep one run from eating the host.
 #[derive(Debug, Clone)]
@@ -57,12 +57,19 @@ pub struct RunContext {
     pub pool: BlockingPool,
     /// Output and kill bounds.
     pub limits: Limits,
+    /// The global defaults of the script sandbox; a job's own limits win.
+    pub script_limits: ScriptLimits,
 }
 
 impl RunContext {
     /// A context with a fresh token, the given pool and default limits.
     pub fn new(pool: BlockingPool) -> RunContext {
-        RunContext { cancel: CancellationToken::new(), pool, limits: Limits::default() }
+        RunContext {
+            cancel: CancellationToken::new(),
+            pool,
+            limits: Limits::default(),
+            script_limits: ScriptLimits::default(),
+        }
     }
 }
 

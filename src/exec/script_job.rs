@@ -124,7 +124,8 @@ impl Runner {
 
     async fn drive(&self, s: &ScriptNode, path: &Arc<str>, token: &CancellationToken) -> NodeResult {
         let probe = token.clone();
-        let sandbox = Sandbox { limits: s.limits.clone(), cancelled: Arc::new(move || probe.is_cancelled()) };
+        let limits = self.ctx.script_limits.merged(&s.limits);
+        let sandbox = Sandbox { limits, cancelled: Arc::new(move || probe.is_cancelled()) };
         let (link, mut requests) = api::connect(sandbox);
         let code = s.code.clone();
         let thread = std::thread::Builder::new()

@@ -13,10 +13,10 @@ use super::*;
 use crate::job::*;
 
 fn script_job(code: &str) -> Job {
-    script_job_with(code, ScriptLimits::default())
+    script_job_with(code, LimitOverrides::default())
 }
 
-fn script_job_with(code: &str, limits: ScriptLimits) -> Job {
+fn script_job_with(code: &str, limits: LimitOverrides) -> Job {
     Job {
         name: "script".into(),
         file: PathBuf::from("script.rhai"),
@@ -204,10 +204,24 @@ async fn an_uncaught_failure_fails_the_job_and_names_the_line() {
 
 #[tokio::test(start_paused = true)]
 async fn a_runaway_script_is_stopped_by_its_operations_limit() {
-    let limits = ScriptLimits { max_operations: 100_000, ..ScriptLimits::default() };
+    let limits = LimitOverrides { max_operations: Some(100_000), ..LimitOverrides::default() };
     let (outcome, _) = run_with(script_job_with("loop { }", limits), RunContext::new(BlockingPool::simulated(2))).await;
     assert_eq!(outcome.status, Status::Failed);
     assert!(outcome.error.expect("error").contains("operations limit (100000)"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn global_limits_apply_where_the_job_sets_none() {
+    let mut ctx = RunContext::new(BlockingPool::simulated(2));
+    ctx.script_limits.max_operations = 50_000;
+    let (outcome, _) = run_with(script_job("loop { }"), ctx).await;
+    assert!(outcome.error.expect("error").contains("operations limit (50000)"));
+    // ... and the job's own limit wins over the global one.
+    let mut ctx = RunContext::new(BlockingPool::simulated(2));
+    ctx.script_limits.max_operations = 50_000;
+    let job = script_job_with("loop { }", LimitOverrides { max_operations: Some(70_000), ..LimitOverrides::default() });
+    let (outcome, _) = run_with(job, ctx).await;
+    assert!(outcome.error.expect("error").contains("operations limit (70000)"));
 }
 
 #[tokio::test(start_paused = true)]

@@ -180,7 +180,7 @@ async fn guarded<F: Future>(timeout: Option<Duration>, token: &CancellationToken
 
 pub(super) struct Runner {
     pub(super) job: Arc<Job>,
-    ctx: RunContext,
+    pub(super) ctx: RunContext,
     events: UnboundedSender<RunEvent>,
     start: Instant,
     /// Outputs of finished nodes that some template reads.

@@ -15,7 +15,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use script::{CallFn, CallStep, CancelProbe, ScriptLimits, ScriptNode, ScriptSource, ScriptStep};
+pub use script::{CallFn, CallStep, CancelProbe, LimitOverrides, ScriptLimits, ScriptNode, ScriptSource, ScriptStep};
 pub use template::Template;
 
 /// One job, loaded from one file and validated.

@@ -41,6 +41,42 @@ impl Default for ScriptLimits {
     }
 }
 
+/// The limits a job sets for itself (`[script_limits]`, or `const`s in a Rhai
+/// job); the rest come from the global defaults ([`ScriptLimits`], from the
+/// config) when the job runs, so a changed config applies to every job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimitOverrides {
+    /// See [`ScriptLimits::max_operations`].
+    pub max_operations: Option<u64>,
+    /// See [`ScriptLimits::max_call_depth`].
+    pub max_call_depth: Option<usize>,
+    /// See [`ScriptLimits::max_expr_depth`].
+    pub max_expr_depth: Option<usize>,
+    /// See [`ScriptLimits::max_string_bytes`].
+    pub max_string_bytes: Option<usize>,
+    /// See [`ScriptLimits::max_array_len`].
+    pub max_array_len: Option<usize>,
+    /// See [`ScriptLimits::max_map_len`].
+    pub max_map_len: Option<usize>,
+    /// See [`ScriptLimits::wall_time`].
+    pub wall_time: Option<Duration>,
+}
+
+impl ScriptLimits {
+    /// These limits with the ones `job` sets in their place.
+    pub fn merged(&self, job: &LimitOverrides) -> ScriptLimits {
+        ScriptLimits {
+            max_operations: job.max_operations.unwrap_or(self.max_operations),
+            max_call_depth: job.max_call_depth.unwrap_or(self.max_call_depth),
+            max_expr_depth: job.max_expr_depth.unwrap_or(self.max_expr_depth),
+            max_string_bytes: job.max_string_bytes.unwrap_or(self.max_string_bytes),
+            max_array_len: job.max_array_len.unwrap_or(self.max_array_len),
+            max_map_len: job.max_map_len.unwrap_or(self.max_map_len),
+            wall_time: job.wall_time.unwrap_or(self.wall_time),
+        }
+    }
+}
+
 /// Where a script's text came from, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScriptSource {
@@ -63,8 +99,8 @@ pub struct ScriptNode {
     pub code: Arc<str>,
     /// Where it came from.
     pub source: ScriptSource,
-    /// The sandbox's limits.
-    pub limits: ScriptLimits,
+    /// The limits the job sets; the rest are the run's defaults.
+    pub limits: LimitOverrides,
 }
 
 /// `script = "..."` or `script_file = "x.rhai"` in a TOML job: pure computation
@@ -75,8 +111,8 @@ pub struct ScriptStep {
     pub code: Arc<str>,
     /// Where it came from.
     pub source: ScriptSource,
-    /// The sandbox's limits.
-    pub limits: ScriptLimits,
+    /// The limits the job sets; the rest are the run's defaults.
+    pub limits: LimitOverrides,
 }
 
 /// Says whether a step was cancelled; code on a pool thread polls it.

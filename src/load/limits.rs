@@ -5,7 +5,7 @@
 use toml::de::DeTable;
 
 use super::fields::Ctx;
-use crate::job::ScriptLimits;
+use crate::job::LimitOverrides;
 
 /// Every limit a job may set.
 pub(crate) const LIMIT_KEYS: &[&str] = &[
@@ -24,15 +24,15 @@ pub(crate) const LIMIT_KEYS: &[&str] = &[
 /// abort the daemon.
 pub(crate) const MAX_EXPR_DEPTH: usize = 128;
 
-/// Reads the limits in `table` (other keys are ignored); unset ones keep
-/// [`ScriptLimits::default`]. Problems are reported to `ctx`.
-pub(crate) fn read_limits(ctx: &mut Ctx, table: &DeTable<'_>) -> ScriptLimits {
-    let mut limits = ScriptLimits::default();
+/// Reads the limits in `table` (other keys are ignored); unset ones stay
+/// unset, for the global defaults to fill in. Problems are reported to `ctx`.
+pub(crate) fn read_limits(ctx: &mut Ctx, table: &DeTable<'_>) -> LimitOverrides {
+    let mut limits = LimitOverrides::default();
     let positive = "a positive integer";
     if let Some(n) =
         table.get("max_operations").and_then(|v| ctx.integer_in("max_operations", v, 1, i64::MAX, positive))
     {
-        limits.max_operations = n.unsigned_abs();
+        limits.max_operations = Some(n.unsigned_abs());
     }
     for (key, slot) in [
         ("max_call_depth", &mut limits.max_call_depth),
@@ -41,7 +41,7 @@ pub(crate) fn read_limits(ctx: &mut Ctx, table: &DeTable<'_>) -> ScriptLimits {
         ("max_map_len", &mut limits.max_map_len),
     ] {
         if let Some(n) = table.get(key).and_then(|v| ctx.integer_in(key, v, 1, i64::MAX, positive)) {
-            *slot = usize::try_from(n).unwrap_or(usize::MAX);
+            *slot = Some(usize::try_from(n).unwrap_or(usize::MAX));
         }
     }
     let depth_rule = format!("from 1 to {MAX_EXPR_DEPTH}");
@@ -49,10 +49,10 @@ pub(crate) fn read_limits(ctx: &mut Ctx, table: &DeTable<'_>) -> ScriptLimits {
         .get("max_expr_depth")
         .and_then(|v| ctx.integer_in("max_expr_depth", v, 1, MAX_EXPR_DEPTH as i64, &depth_rule))
     {
-        limits.max_expr_depth = usize::try_from(n).unwrap_or(MAX_EXPR_DEPTH);
+        limits.max_expr_depth = Some(usize::try_from(n).unwrap_or(MAX_EXPR_DEPTH));
     }
     if let Some(d) = table.get("wall_time").and_then(|v| ctx.duration("wall_time", v, false)) {
-        limits.wall_time = d;
+        limits.wall_time = Some(d);
     }
     limits
 }

@@ -25,7 +25,7 @@ use super::fields::Ctx;
 use super::limits::{LIMIT_KEYS, MAX_EXPR_DEPTH, read_limits};
 use super::script::{Dialect, Placement, compile, syntax_error};
 use super::toml::{SETTING_KEYS, new_job, read_settings};
-use crate::job::{Job, Node, ScriptLimits, ScriptNode, ScriptSource};
+use crate::job::{Job, LimitOverrides, Node, ScriptLimits, ScriptNode, ScriptSource};
 
 /// Loads a Rhai job from `source`; `path` names it in messages and gives the
 /// job its name and folder.
@@ -69,14 +69,14 @@ pub(crate) fn load(path: &Path, source: &str) -> Result<Job, LoadError> {
             name: "main".to_string(),
             code: Arc::from(source),
             source: ScriptSource::File(path.to_path_buf()),
-            limits: ScriptLimits::default(),
+            limits: LimitOverrides::default(),
         }),
     );
     read_settings(&mut ctx, &settings, &mut job);
     let limits = read_limits(&mut ctx, &limits);
     // ...then with the limits it runs under (a lower depth may now fail).
     if ctx.diagnostics.is_empty()
-        && let Err(e) = compile(source, &limits, Dialect::Job)
+        && let Err(e) = compile(source, &ScriptLimits::default().merged(&limits), Dialect::Job)
     {
         syntax_error(&mut ctx, &e, &Placement::File, 0..0);
     }

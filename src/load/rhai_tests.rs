@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
-use crate::job::{Node, Overlap, ScriptLimits, ScriptSource, ScriptStep, StepKind, Trigger};
+use crate::job::{LimitOverrides, Node, Overlap, ScriptSource, ScriptStep, StepKind, Trigger};
 
 const RHAI: &str = "jobs/test.rhai";
 const TOML: &str = "jobs/test.toml";
@@ -87,14 +87,14 @@ fn a_rhai_job_reads_every_setting_into_the_model() {
     assert_eq!(node.source, ScriptSource::File(PathBuf::from(RHAI)));
     assert_eq!(
         node.limits,
-        ScriptLimits {
-            max_operations: 1_000,
-            max_call_depth: 16,
-            max_expr_depth: 32,
-            max_string_bytes: 4096,
-            max_array_len: 100,
-            max_map_len: 10,
-            wall_time: Duration::from_secs(5),
+        LimitOverrides {
+            max_operations: Some(1_000),
+            max_call_depth: Some(16),
+            max_expr_depth: Some(32),
+            max_string_bytes: Some(4096),
+            max_array_len: Some(100),
+            max_map_len: Some(10),
+            wall_time: Some(Duration::from_secs(5)),
         }
     );
 }
@@ -105,7 +105,7 @@ fn a_rhai_job_without_settings_runs_on_change_with_default_limits() {
     assert_eq!(job.trigger, Trigger::OnChange);
     assert_eq!(job.timeout, None);
     assert_eq!(job.description, None);
-    assert_eq!(script_node(&job).limits, ScriptLimits::default());
+    assert_eq!(script_node(&job).limits, LimitOverrides::default());
 }
 
 #[test]
@@ -144,7 +144,7 @@ fn a_lower_expression_depth_is_checked_at_load() {
     let e = load_str(Path::new(RHAI), &deep).unwrap_err();
     assert!(e.diagnostics()[0].message().starts_with("invalid Rhai script"), "{e}");
     let fine = format!("const max_expr_depth = 100;\nlet x = {}1{};\n", "(".repeat(40), ")".repeat(40));
-    assert_eq!(script_node(&load_rhai(&fine)).limits.max_expr_depth, 100);
+    assert_eq!(script_node(&load_rhai(&fine)).limits.max_expr_depth, Some(100));
 }
 
 #[test]
@@ -230,7 +230,7 @@ fn an_inline_script_step_records_where_it_starts() {
     assert_eq!(steps.len(), 1);
     assert_eq!(&*steps[0].code, "let x = steps.a.output;\nx + 1\n");
     assert_eq!(steps[0].source, ScriptSource::Inline { line: 9 });
-    assert_eq!(steps[0].limits, ScriptLimits::default());
+    assert_eq!(steps[0].limits, LimitOverrides::default());
 
     let job = super::load_str(Path::new(TOML), "[[step]]\nname = \"a\"\nscript = \"40 + 2\"\n").unwrap();
     assert_eq!(script_steps(&job)[0].source, ScriptSource::Inline { line: 3 });
@@ -240,7 +240,11 @@ fn an_inline_script_step_records_where_it_starts() {
 fn script_limits_apply_to_every_script_step() {
     let src = "[script_limits]\nmax_operations = 500\nwall_time = \"2s\"\n\n[[step]]\nname = \"a\"\nscript = \"1\"\n\n[[step]]\nname = \"b\"\nscript = '2'\n";
     let job = super::load_str(Path::new(TOML), src).unwrap();
-    let expected = ScriptLimits { max_operations: 500, wall_time: Duration::from_secs(2), ..ScriptLimits::default() };
+    let expected = LimitOverrides {
+        max_operations: Some(500),
+        wall_time: Some(Duration::from_secs(2)),
+        ..LimitOverrides::default()
+    };
     let steps = script_steps(&job);
     assert_eq!(steps.len(), 2);
     assert!(steps.iter().all(|s| s.limits == expected));

@@ -319,7 +319,7 @@ pub(crate) fn parse_step(
             return None;
         }
     };
-    let ast = match compile(&code, env.limits, Dialect::Step) {
+    let ast = match compile(&code, &ScriptLimits::default().merged(env.limits), Dialect::Step) {
         Ok(ast) => ast,
         Err(e) => {
             // The diagnostic is in the script file, sorted where the job file names it.
@@ -355,7 +355,7 @@ fn inline(
     };
     let at = Placement::toml_string(ctx, &span, decoded);
     let line = at.as_ref().map_or_else(|| ctx.line_col(span.start).0, |p| p.first_line(ctx));
-    match compile(&code, env.limits, Dialect::Step) {
+    match compile(&code, &ScriptLimits::default().merged(env.limits), Dialect::Step) {
         Ok(ast) => {
             let steps: Vec<_> = step_refs(&ast)
                 .into_iter()

@@ -11,8 +11,8 @@ use toml::de::{DeTable, DeValue};
 
 use super::fields::{Ctx, TemplateUse, Value, is_identifier, list, to_json};
 use crate::job::{
-    ExecStep, HttpStep, ProcessSpec, ReadFileStep, Retry, ScriptLimits, ShellStep, SleepStep, Step, StepKind, Template,
-    WriteFileStep,
+    ExecStep, HttpStep, LimitOverrides, ProcessSpec, ReadFileStep, Retry, ShellStep, SleepStep, Step, StepKind,
+    Template, WriteFileStep,
 };
 
 /// The keys that choose what a step does.
@@ -24,7 +24,7 @@ pub(crate) struct StepEnv<'a> {
     /// The job's folder: `script_file` paths are relative to it.
     pub(crate) dir: &'a Path,
     /// The job's `[script_limits]`, given to each script step.
-    pub(crate) limits: &'a ScriptLimits,
+    pub(crate) limits: &'a LimitOverrides,
 }
 
 /// Every key a `[[step]]` table may have.

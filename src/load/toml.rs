@@ -21,7 +21,7 @@ use super::fields::{Ctx, Value, list};
 use super::limits::{LIMIT_KEYS, read_limits};
 use super::step::{RawStep, STEP_KEYS, StepEnv, parse_step, read_name};
 use super::tree;
-use crate::job::{GroupMode, Job, OnError, Overlap, ScriptLimits, Trigger};
+use crate::job::{GroupMode, Job, LimitOverrides, OnError, Overlap, Trigger};
 
 /// Every key allowed at the top of a job file.
 const JOB_KEYS: &[&str] =
@@ -104,10 +104,10 @@ pub(crate) fn load(path: &Path, source: &str) -> Result<Job, LoadError> {
             }
             _ => {
                 ctx.wrong_type("script_limits", v, "a `[script_limits]` table");
-                ScriptLimits::default()
+                LimitOverrides::default()
             }
         },
-        None => ScriptLimits::default(),
+        None => LimitOverrides::default(),
     };
     let env = StepEnv { dir: &job.dir, limits: &limits };
 

@@ -162,7 +162,7 @@ pub(crate) mod testing {
         cancel: &CancellationToken,
     ) -> Result<StepOutput, StepError> {
         let job = job(dir, step);
-        let ctx = RunContext { cancel: cancel.clone(), pool, limits };
+        let ctx = RunContext { cancel: cancel.clone(), pool, limits, script_limits: Default::default() };
         let inputs = || super::Inputs {
             steps: serde_json::json!({ "prev": { "output": "PREV" } }).as_object().cloned().unwrap_or_default(),
             input: Some(serde_json::json!("IN")),

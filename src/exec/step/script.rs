@@ -24,7 +24,7 @@ pub(super) async fn run(
     let inputs = rhai::serde::to_dynamic((env.inputs)())
         .map_err(|e| StepError::Failed(format!("cannot hand the earlier results to the script: {e}")))?;
     let code = step.code.clone();
-    let limits = step.limits.clone();
+    let limits = env.ctx.script_limits.merged(&step.limits);
     // The token is checked from the pool thread at every operation.
     let token = cancel.clone();
     let work = env.ctx.pool.run(move || {

@@ -1,0 +1,140 @@
+//! The configuration file: settings for the whole process, which flags on the
+//! command line override. `gatherd run --config FILE` reads it today; the
+//! daemon will read the same file (and more keys).
+//!
+//! Architecture Invariant: nothing here is a job's setting. A job's own
+//! values (e.g. `[script_limits]`) win over these defaults when it runs.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::exec::BlockingPool;
+use crate::job::ScriptLimits;
+
+/// The parsed configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Threads of the blocking pool; default min(32, CPUs + 4).
+    pub blocking_threads: Option<usize>,
+    /// Default limits of the Rhai sandbox, for every script without its own.
+    #[serde(default)]
+    pub script_limits: ScriptLimitsConfig,
+}
+
+/// `[script_limits]` in the config: each key optional, the rest built in.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptLimitsConfig {
+    max_operations: Option<u64>,
+    max_call_depth: Option<usize>,
+    max_expr_depth: Option<usize>,
+    max_string_bytes: Option<usize>,
+    max_array_len: Option<usize>,
+    max_map_len: Option<usize>,
+    #[serde(default, deserialize_with = "humantime_opt")]
+    wall_time: Option<Duration>,
+}
+
+fn humantime_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?} ({e}); write e.g. \"30s\"")))
+}
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid (toml's message names the line and column).
+    #[error("invalid config file {}: {message}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and where.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses config text; `path` names it in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Invalid { path: path.into(), message: e.to_string() })?;
+        if config.blocking_threads == Some(0) {
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                message: "`blocking_threads` must be at least 1".into(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// The blocking pool's size: the config's, or the default.
+    pub fn blocking_threads(&self) -> usize {
+        self.blocking_threads.unwrap_or_else(BlockingPool::default_size)
+    }
+
+    /// The sandbox's default limits: the built-in ones with the config's in place.
+    pub fn script_limits(&self) -> ScriptLimits {
+        let c = &self.script_limits;
+        let d = ScriptLimits::default();
+        ScriptLimits {
+            max_operations: c.max_operations.unwrap_or(d.max_operations),
+            max_call_depth: c.max_call_depth.unwrap_or(d.max_call_depth),
+            max_expr_depth: c.max_expr_depth.unwrap_or(d.max_expr_depth),
+            max_string_bytes: c.max_string_bytes.unwrap_or(d.max_string_bytes),
+            max_array_len: c.max_array_len.unwrap_or(d.max_array_len),
+            max_map_len: c.max_map_len.unwrap_or(d.max_map_len),
+            wall_time: c.wall_time.unwrap_or(d.wall_time),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let text = include_str!("../examples/config.toml");
+        let config = Config::parse(Path::new("examples/config.toml"), text).expect("valid");
+        assert_eq!(config.blocking_threads(), 8);
+        assert_eq!(config.script_limits().max_operations, 10_000_000);
+        assert_eq!(config.script_limits().wall_time, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn unset_keys_keep_the_built_in_defaults() {
+        let config = Config::parse(Path::new("c.toml"), "").expect("valid");
+        assert_eq!(config.script_limits(), ScriptLimits::default());
+        assert_eq!(config.blocking_threads(), BlockingPool::default_size());
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_their_place() {
+        let err = Config::parse(Path::new("c.toml"), "[script_limits]\nmax_operatons = 5\n").expect_err("invalid");
+        let text = err.to_string();
+        assert!(text.contains("c.toml") && text.contains("line 2") && text.contains("max_operatons"), "{text}");
+        let err = Config::parse(Path::new("c.toml"), "[script_limits]\nwall_time = \"soon\"\n").expect_err("invalid");
+        assert!(err.to_string().contains("invalid duration"), "{err}");
+        let err = Config::parse(Path::new("c.toml"), "blocking_threads = 0\n").expect_err("invalid");
+        assert!(err.to_string().contains("at least 1"), "{err}");
+    }
+}
