@@ -25,6 +25,8 @@ fn script_job_with(code: &str, limits: LimitOverrides) -> Job {
         timeout: None,
         trigger: Trigger::OnChange,
         overlap: Overlap::Skip,
+        semaphore: None,
+        jitter: None,
         root: Node::Script(ScriptNode {
             name: "main".into(),
             code: code.into(),

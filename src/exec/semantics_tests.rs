@@ -50,6 +50,8 @@ fn job(root: Group) -> Job {
         timeout: None,
         trigger: Trigger::OnChange,
         overlap: Overlap::Skip,
+        semaphore: None,
+        jitter: None,
         root: Node::Group(root),
     }
 }

@@ -35,6 +35,12 @@ pub struct Job {
     pub trigger: Trigger,
     /// What the daemon does when a run is due while the last is still going.
     pub overlap: Overlap,
+    /// Jobs naming the same semaphore never run more at once than its count
+    /// (set in the config; default 1).
+    pub semaphore: Option<String>,
+    /// Upper bound of a delay added to each scheduled fire; the delay itself is
+    /// derived from the job's identity, so it is the same across restarts.
+    pub jitter: Option<Duration>,
     /// The root of the run tree: the first group, or the steps in sequence.
     pub root: Node,
 }

@@ -158,6 +158,8 @@ pub(crate) fn new_job(path: &Path, root: crate::job::Node) -> Job {
         timeout: None,
         trigger: Trigger::OnChange,
         overlap: Overlap::default(),
+        semaphore: None,
+        jitter: None,
         root,
     }
 }

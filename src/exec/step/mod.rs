@@ -143,6 +143,8 @@ pub(crate) mod testing {
             timeout: None,
             trigger: Trigger::OnChange,
             overlap: Overlap::Skip,
+            semaphore: None,
+            jitter: None,
             root: Node::Step(step.clone()),
         }
     }
