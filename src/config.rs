@@ -1,10 +1,11 @@
 //! The configuration file: settings for the whole process, which flags on the
-//! command line override. `gatherd run --config FILE` reads it today; the
-//! daemon will read the same file (and more keys).
+//! command line override. `gatherd run --config FILE` and `gatherd daemon
+//! --config FILE` read the same file; `run` uses only what concerns one run.
 //!
 //! Architecture Invariant: nothing here is a job's setting. A job's own
 //! values (e.g. `[script_limits]`) win over these defaults when it runs.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,12 +18,50 @@ use crate::job::ScriptLimits;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The jobs folder the daemon watches (`--jobs` wins).
+    pub jobs_dir: Option<PathBuf>,
+    /// Where the daemon keeps its state (`--state` wins; then
+    /// `$STATE_DIRECTORY`; then a user default).
+    pub state_dir: Option<PathBuf>,
     /// Threads of the blocking pool; default min(32, CPUs + 4).
     pub blocking_threads: Option<usize>,
+    /// At most this many runs at once across all jobs; fires beyond it wait
+    /// in order. Default 64.
+    pub max_concurrent_runs: Option<usize>,
+    /// On SIGTERM, how long runs in flight may go on before they are cancelled.
+    #[serde(default, deserialize_with = "humantime_opt")]
+    pub shutdown_grace: Option<Duration>,
+    /// `pretty`, `json` or `journald` (`--log-format` wins; default: journald
+    /// when stdout is the journal, else pretty).
+    pub log_format: Option<LogFormat>,
+    /// A tracing filter such as `info` or `gatherd=debug` (`--log-level` and
+    /// `RUST_LOG` win).
+    pub log_level: Option<String>,
+    /// Counts of named semaphores (`semaphore = "NAME"` in jobs); unnamed
+    /// ones count 1.
+    #[serde(default)]
+    pub semaphores: BTreeMap<String, usize>,
     /// Default limits of the Rhai sandbox, for every script without its own.
     #[serde(default)]
     pub script_limits: ScriptLimitsConfig,
 }
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines on stderr.
+    Pretty,
+    /// One JSON object per line on stderr.
+    Json,
+    /// Straight to the systemd journal, with structured fields.
+    Journald,
+}
+
+/// The default of `max_concurrent_runs`.
+pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 64;
+/// The default of `shutdown_grace`.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// `[script_limits]` in the config: each key optional, the rest built in.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -77,11 +116,15 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let config: Config =
             toml::from_str(text).map_err(|e| ConfigError::Invalid { path: path.into(), message: e.to_string() })?;
+        let invalid = |message: String| Err(ConfigError::Invalid { path: path.into(), message });
         if config.blocking_threads == Some(0) {
-            return Err(ConfigError::Invalid {
-                path: path.into(),
-                message: "`blocking_threads` must be at least 1".into(),
-            });
+            return invalid("`blocking_threads` must be at least 1".into());
+        }
+        if config.max_concurrent_runs == Some(0) {
+            return invalid("`max_concurrent_runs` must be at least 1".into());
+        }
+        if let Some((name, _)) = config.semaphores.iter().find(|(_, n)| **n == 0) {
+            return invalid(format!("semaphore `{name}` must count at least 1"));
         }
         Ok(config)
     }
@@ -89,6 +132,21 @@ impl Config {
     /// The blocking pool's size: the config's, or the default.
     pub fn blocking_threads(&self) -> usize {
         self.blocking_threads.unwrap_or_else(BlockingPool::default_size)
+    }
+
+    /// The global limit on runs at once.
+    pub fn max_concurrent_runs(&self) -> usize {
+        self.max_concurrent_runs.unwrap_or(DEFAULT_MAX_CONCURRENT_RUNS)
+    }
+
+    /// How long runs may finish on SIGTERM.
+    pub fn shutdown_grace(&self) -> Duration {
+        self.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE)
+    }
+
+    /// The count of semaphore `name` (1 unless configured).
+    pub fn semaphore(&self, name: &str) -> usize {
+        self.semaphores.get(name).copied().unwrap_or(1)
     }
 
     /// The sandbox's default limits: the built-in ones with the config's in place.
@@ -116,6 +174,13 @@ mod tests {
         let text = include_str!("../examples/config.toml");
         let config = Config::parse(Path::new("examples/config.toml"), text).expect("valid");
         assert_eq!(config.blocking_threads(), 8);
+        assert_eq!(config.max_concurrent_runs(), 16);
+        assert_eq!(config.shutdown_grace(), Duration::from_secs(30));
+        assert_eq!(config.semaphore("maintenance"), 1);
+        assert_eq!(config.semaphore("uploads"), 3);
+        assert_eq!(config.semaphore("unnamed"), 1);
+        assert_eq!(config.log_format, None);
+        assert_eq!(config.log_level.as_deref(), Some("info"));
         assert_eq!(config.script_limits().max_operations, 10_000_000);
         assert_eq!(config.script_limits().wall_time, Duration::from_secs(600));
     }
@@ -136,5 +201,9 @@ mod tests {
         assert!(err.to_string().contains("invalid duration"), "{err}");
         let err = Config::parse(Path::new("c.toml"), "blocking_threads = 0\n").expect_err("invalid");
         assert!(err.to_string().contains("at least 1"), "{err}");
+        let err = Config::parse(Path::new("c.toml"), "log_format = \"xml\"\n").expect_err("invalid");
+        assert!(err.to_string().contains("xml"), "{err}");
+        let err = Config::parse(Path::new("c.toml"), "[semaphores]\nbackup = 0\n").expect_err("invalid");
+        assert!(err.to_string().contains("semaphore `backup`"), "{err}");
     }
 }

@@ -6,7 +6,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod exec;
 pub mod job;
 pub mod load;
+pub mod schedule;
 pub mod script;
+pub mod watch;

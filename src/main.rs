@@ -5,14 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use gatherd::cli::{self, Cli};
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
-        .with_writer(std::io::stderr)
-        .init();
+    cli::logging::init(cli.log_settings());
     // Blocking-pool threads run `script` steps and `to_thread` closures (Rhai,
     // which recurses deeply): give them the stack a script thread gets.
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(16 * 1024 * 1024).build();

@@ -6,6 +6,8 @@
 //! ([`crate::exec::RunReport`]).
 
 pub mod check;
+pub mod daemon;
+pub mod logging;
 pub mod progress;
 pub mod render;
 pub mod run;
@@ -43,6 +45,33 @@ pub enum Command {
     Run(run::RunArgs),
     /// Validate job files or folders without running anything.
     Check(check::CheckArgs),
+    /// Watch a jobs folder and run its jobs: on change, on a schedule, at an
+    /// interval. The long-running service (systemd Type=notify).
+    Daemon(daemon::DaemonArgs),
+}
+
+impl Cli {
+    /// How this command wants its logs: the daemon logs its work at `info`
+    /// (format and level from flags or its config); `run` and `check` print
+    /// their own output and log only warnings.
+    pub fn log_settings(&self) -> logging::LogSettings {
+        match &self.command {
+            Command::Daemon(args) => {
+                let config = args.load_config().unwrap_or_default();
+                logging::LogSettings {
+                    format: args.log_format.or(config.log_format),
+                    level: args.log_level.clone(),
+                    default_level: "info",
+                    config_level: config.log_level,
+                }
+            }
+            _ => logging::LogSettings {
+                format: Some(crate::config::LogFormat::Pretty),
+                default_level: "warn",
+                ..logging::LogSettings::default()
+            },
+        }
+    }
 }
 
 /// Runs the chosen subcommand and returns the process's exit code.
@@ -50,6 +79,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
     let code = match cli.command {
         Command::Run(args) => run::run(args).await,
         Command::Check(args) => check::check(&args),
+        Command::Daemon(args) => daemon::daemon(args).await,
     };
     ExitCode::from(code)
 }

@@ -367,6 +367,7 @@ fn example(name: &str) -> String {
         "schedule" => "\"*/10 * * * *\"".to_string(),
         "timezone" => "\"Europe/Berlin\"".to_string(),
         "overlap" => "\"skip\"".to_string(),
+        "semaphore" => "\"backup\"".to_string(),
         "max_operations" => defaults.max_operations.to_string(),
         "max_call_depth" => defaults.max_call_depth.to_string(),
         "max_expr_depth" => defaults.max_expr_depth.to_string(),

@@ -58,6 +58,8 @@ const timeout = "1m 30s";
 const schedule = "*/10 * * * * *";
 const timezone = "Europe/Berlin";
 const overlap = "queue";
+const semaphore = "backup";
+const jitter = "10s";
 const max_operations = 1_000;
 const max_call_depth = 16;
 const max_expr_depth = 32;
@@ -81,6 +83,8 @@ fn a_rhai_job_reads_every_setting_into_the_model() {
     assert_eq!(job.timeout, Some(Duration::from_secs(90)));
     assert_eq!(job.trigger, Trigger::Cron { expr: "*/10 * * * * *".into(), timezone: Some(chrono_tz::Europe::Berlin) });
     assert_eq!(job.overlap, Overlap::Queue);
+    assert_eq!(job.semaphore.as_deref(), Some("backup"));
+    assert_eq!(job.jitter, Some(Duration::from_secs(10)));
     let node = script_node(&job);
     assert_eq!(node.name, "main");
     assert_eq!(&*node.code, ALL_SETTINGS);
@@ -105,6 +109,8 @@ fn a_rhai_job_without_settings_runs_on_change_with_default_limits() {
     assert_eq!(job.trigger, Trigger::OnChange);
     assert_eq!(job.timeout, None);
     assert_eq!(job.description, None);
+    assert_eq!(job.semaphore, None);
+    assert_eq!(job.jitter, None);
     assert_eq!(script_node(&job).limits, LimitOverrides::default());
 }
 
@@ -198,6 +204,23 @@ fn rhai_misspelt_limit() {
     let e = load_str(Path::new(RHAI), "const timout = \"5s\";\nconst max_operatons = 5;\n1\n").unwrap_err();
     let helps: Vec<_> = e.diagnostics().iter().map(|d| d.help_text().unwrap_or("").split('?').next()).collect();
     assert_eq!(helps, [Some("did you mean `timeout`"), Some("did you mean `max_operations`")]);
+}
+
+#[test]
+fn rhai_misspelt_semaphore_and_jitter() {
+    let e = load_str(Path::new(RHAI), "const semaphor = \"db\";\nconst jiter = \"5s\";\n1\n").unwrap_err();
+    let helps: Vec<_> = e.diagnostics().iter().map(|d| d.help_text().unwrap_or("").split('?').next()).collect();
+    assert_eq!(helps, [Some("did you mean `semaphore`"), Some("did you mean `jitter`")]);
+}
+
+#[test]
+fn rhai_jitter_without_a_trigger() {
+    insta::assert_snapshot!(render(RHAI, "const jitter = \"30s\";\nsleep(1)\n"));
+}
+
+#[test]
+fn rhai_invalid_semaphore_name() {
+    insta::assert_snapshot!(render(RHAI, "const every = \"1h\";\nconst semaphore = \"nightly backup\";\nsleep(1)\n"));
 }
 
 #[test]

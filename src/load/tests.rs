@@ -624,6 +624,66 @@ fn timezone_without_schedule() {
 }
 
 #[test]
+fn semaphore_and_jitter() {
+    let job = load(
+        "schedule = \"0 3 * * *\"\nsemaphore = \"db_backup-2\"\njitter = \"5m\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n",
+    );
+    assert_eq!(job.semaphore.as_deref(), Some("db_backup-2"));
+    assert_eq!(job.jitter, Some(Duration::from_secs(300)));
+
+    let job = load("every = \"30s\"\njitter = \"1m 30s\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n");
+    assert_eq!(job.jitter, Some(Duration::from_secs(90)));
+    assert_eq!(job.semaphore, None);
+
+    // A semaphore needs no trigger: a dropped file may share one too.
+    let job = load("semaphore = \"db\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n");
+    assert_eq!(job.semaphore.as_deref(), Some("db"));
+    assert_eq!(job.jitter, None);
+}
+
+#[test]
+fn invalid_semaphore_name() {
+    insta::assert_snapshot!(render("semaphore = \"db/backup\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"));
+}
+
+#[test]
+fn empty_semaphore_name() {
+    insta::assert_snapshot!(render("semaphore = \"\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"));
+}
+
+#[test]
+fn semaphore_of_the_wrong_type() {
+    insta::assert_snapshot!(render("semaphore = 2\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"));
+}
+
+#[test]
+fn misspelt_semaphore() {
+    insta::assert_snapshot!(render("semaphor = \"db\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"));
+}
+
+#[test]
+fn jitter_without_a_trigger() {
+    insta::assert_snapshot!(render("jitter = \"30s\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"));
+}
+
+#[test]
+fn invalid_jitter_duration() {
+    insta::assert_snapshot!(render(
+        "every = \"1h\"\njitter = \"30 secs or so\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"
+    ));
+}
+
+#[test]
+fn bare_number_jitter() {
+    insta::assert_snapshot!(render("every = \"1h\"\njitter = 30\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"));
+}
+
+#[test]
+fn zero_jitter() {
+    insta::assert_snapshot!(render("every = \"1h\"\njitter = \"0s\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"));
+}
+
+#[test]
 fn schedule_and_every() {
     insta::assert_snapshot!(render(
         "schedule = \"0 3 * * *\"\nevery = \"1h\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"

@@ -24,11 +24,23 @@ use super::tree;
 use crate::job::{GroupMode, Job, LimitOverrides, OnError, Overlap, Trigger};
 
 /// Every key allowed at the top of a job file.
-const JOB_KEYS: &[&str] =
-    &["description", "timeout", "schedule", "timezone", "every", "overlap", "script_limits", "group", "step"];
+const JOB_KEYS: &[&str] = &[
+    "description",
+    "timeout",
+    "schedule",
+    "timezone",
+    "every",
+    "overlap",
+    "semaphore",
+    "jitter",
+    "script_limits",
+    "group",
+    "step",
+];
 
 /// The top-level keys that are job settings, shared with Rhai jobs' `const`s.
-pub(crate) const SETTING_KEYS: &[&str] = &["description", "timeout", "schedule", "timezone", "every", "overlap"];
+pub(crate) const SETTING_KEYS: &[&str] =
+    &["description", "timeout", "schedule", "timezone", "every", "overlap", "semaphore", "jitter"];
 
 /// Every key a `[[group]]` table may have.
 const GROUP_KEYS: &[&str] =
@@ -205,6 +217,9 @@ pub(crate) fn read_settings(ctx: &mut Ctx, doc: &DeTable<'_>, job: &mut Job) {
             job.overlap = o;
         }
     }
+    if let Some(v) = doc.get("semaphore") {
+        job.semaphore = read_semaphore(ctx, v);
+    }
 
     let schedule = doc.get_key_value("schedule");
     let every = doc.get_key_value("every");
@@ -223,6 +238,19 @@ pub(crate) fn read_settings(ctx: &mut Ctx, doc: &DeTable<'_>, job: &mut Job) {
             format!("add `{}` or remove `timezone`", ctx.assignment("schedule", "\"...\""))
         };
         ctx.error(tz.span(), "`timezone` without `schedule`").label("only used with `schedule`").help(help);
+    }
+    if let (Some((j, _)), None, None) = (doc.get_key_value("jitter"), schedule, every) {
+        let help = format!(
+            "add `{}` or `{}`, or remove `jitter`",
+            ctx.assignment("schedule", "\"...\""),
+            ctx.assignment("every", "\"...\"")
+        );
+        ctx.error(j.span(), "`jitter` without `schedule` or `every`")
+            .label("only used with `schedule` or `every`")
+            .help(help);
+    }
+    if let Some(v) = doc.get("jitter") {
+        job.jitter = read_jitter(ctx, v);
     }
     let tz = timezone.and_then(|(_, v)| read_timezone(ctx, v));
     if let Some(expr) = schedule.and_then(|(_, v)| read_cron(ctx, v)) {
@@ -243,11 +271,7 @@ fn read_cron(ctx: &mut Ctx, v: &Value<'_>) -> Option<String> {
             .help("fields: [second] minute hour day-of-month month day-of-week");
         return None;
     }
-    let parser = croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Optional)
-        .year(croner::parser::Year::Disallowed)
-        .build();
-    match parser.parse(expr) {
+    match crate::schedule::parse_cron(expr) {
         Ok(_) => Some(expr.to_string()),
         Err(e) => {
             let help = "fields: [second] minute hour day-of-month month day-of-week";
@@ -298,6 +322,42 @@ fn cron_field_problem(expr: &str) -> Option<(usize, usize, String)> {
         }
     }
     None
+}
+
+/// `semaphore = "backup"`: a name shared by the jobs that must not run more
+/// at once than its count; letters, digits, `_` and `-`, so it can be named
+/// in the config file and in metrics as it is.
+fn read_semaphore(ctx: &mut Ctx, v: &Value<'_>) -> Option<String> {
+    let name = ctx.string("semaphore", v)?;
+    if name.is_empty() {
+        ctx.error(v.span(), "`semaphore` must not be empty")
+            .label("expected a name such as \"backup\"")
+            .help("jobs naming the same semaphore share its slots; remove `semaphore` to run without one");
+        return None;
+    }
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+        let fixed: String =
+            name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' }).collect();
+        let example = ctx.assignment("semaphore", &format!("\"{fixed}\""));
+        ctx.error(v.span(), format!("invalid semaphore name \"{name}\": {bad:?} is not allowed"))
+            .label("expected letters, digits, `_` or `-`")
+            .help(format!("e.g. `{example}`"));
+        return None;
+    }
+    Some(name.to_string())
+}
+
+/// `jitter = "30s"`: the upper bound of a per-job delay added to each
+/// scheduled fire; zero would mean no jitter, so it is refused.
+fn read_jitter(ctx: &mut Ctx, v: &Value<'_>) -> Option<Duration> {
+    let d = ctx.duration("jitter", v, true)?;
+    if d.is_zero() {
+        ctx.error(v.span(), "`jitter` must be longer than zero")
+            .label("a zero jitter delays nothing")
+            .help("remove `jitter` to run exactly on schedule");
+        return None;
+    }
+    Some(d)
 }
 
 /// `timezone = "Europe/Berlin"`: an IANA name known to chrono-tz.

@@ -152,3 +152,143 @@ pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// A `gatherd daemon` started by a test on its own folders, logging JSON lines
+/// that the test reads back; killed if the test ends without stopping it.
+pub struct Daemon {
+    child: Option<std::process::Child>,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    /// The jobs folder.
+    pub jobs: tempfile::TempDir,
+    /// The state folder.
+    pub state: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts a daemon on a fresh jobs folder (with `files` written into it
+    /// first) and waits until it is ready.
+    pub fn start(files: &[(&str, &str)], args: &[&str], envs: &[(&str, &str)]) -> Daemon {
+        let jobs = tempfile::tempdir().expect("jobs dir");
+        for (name, text) in files {
+            write(jobs.path(), name, text);
+        }
+        Daemon::start_in(jobs, args, envs)
+    }
+
+    /// Starts a daemon on `jobs` and waits until it is ready.
+    pub fn start_in(jobs: tempfile::TempDir, args: &[&str], envs: &[(&str, &str)]) -> Daemon {
+        use std::io::BufRead;
+        let state = tempfile::tempdir().expect("state dir");
+        let mut cmd = gatherd();
+        cmd.arg("daemon")
+            .arg("--jobs")
+            .arg(jobs.path())
+            .arg("--state")
+            .arg(state.path())
+            .args(["--log-format", "json", "--log-level", "gatherd=debug"])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("gatherd daemon starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line).unwrap_or_else(|_| serde_json::json!({ "message": line }));
+                sink.lock().expect("log lines").push(value);
+            }
+        });
+        let daemon = Daemon { child: Some(child), lines, jobs, state };
+        assert!(
+            daemon.wait_for(Duration::from_secs(20), |l| l["message"] == "ready"),
+            "never ready:\n{}",
+            daemon.dump()
+        );
+        daemon
+    }
+
+    /// Every log line so far.
+    pub fn lines(&self) -> Vec<Value> {
+        self.lines.lock().expect("log lines").clone()
+    }
+
+    /// The log so far, for failure messages.
+    pub fn dump(&self) -> String {
+        self.lines().iter().map(|l| l.to_string()).collect::<Vec<_>>().join("\n")
+    }
+
+    /// How many log lines match.
+    pub fn count(&self, pred: impl Fn(&Value) -> bool) -> usize {
+        self.lines().iter().filter(|l| pred(l)).count()
+    }
+
+    /// Waits (up to `limit`) until a log line matches.
+    pub fn wait_for(&self, limit: Duration, pred: impl Fn(&Value) -> bool) -> bool {
+        eventually(limit, || self.count(&pred) > 0)
+    }
+
+    /// Waits (up to `limit`) until `n` log lines match.
+    pub fn wait_for_n(&self, limit: Duration, n: usize, pred: impl Fn(&Value) -> bool) -> bool {
+        eventually(limit, || self.count(&pred) >= n)
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = self.child.as_ref().map(|c| c.id()).expect("running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")), signal).expect("signal");
+    }
+
+    /// SIGTERM, then waits for the exit (bounded) and returns the exit code.
+    pub fn stop(mut self) -> (Option<i32>, Vec<Value>) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let mut child = self.child.take().expect("running");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break Some(status);
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                break None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        // Let the reader thread take the last lines.
+        thread::sleep(Duration::from_millis(100));
+        (status.and_then(|s| s.code()), self.lines())
+    }
+
+    /// Writes `text` to `name` in the jobs folder the safe way: a temp name
+    /// (ignored by the daemon), then a rename into place.
+    pub fn drop_file(&self, name: &str, text: &str) {
+        let tmp = self.jobs.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).expect("write temp");
+        std::fs::rename(&tmp, self.jobs.path().join(name)).expect("rename into place");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A log line about `job` with this message.
+pub fn is(line: &Value, job: &str, message: &str) -> bool {
+    line["job"] == job && line["message"] == message
+}
+
+/// A `run finished` line of `job` with this status.
+pub fn finished(line: &Value, job: &str, status: &str) -> bool {
+    is(line, job, "run finished") && line["status"] == status
+}

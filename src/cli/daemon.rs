@@ -1,0 +1,95 @@
+//! `gatherd daemon`: the long-running service on a jobs folder.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::exit;
+use crate::config::{Config, LogFormat};
+use crate::daemon::{self, Options};
+
+/// Arguments of `gatherd daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// The folder of job files (*.toml, *.rhai), watched recursively.
+    #[arg(long, value_name = "DIR", env = "GATHERD_JOBS")]
+    pub jobs: Option<PathBuf>,
+    /// Where the daemon keeps its state; default $STATE_DIRECTORY (set by
+    /// systemd), else ~/.local/state/gatherd.
+    #[arg(long, value_name = "DIR", env = "GATHERD_STATE")]
+    pub state: Option<PathBuf>,
+    /// A configuration file (see examples/config.toml); re-read on SIGHUP.
+    #[arg(long, value_name = "FILE", env = "GATHERD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// How to write logs; default journald when stdout is the journal, else pretty.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `gatherd=debug` (RUST_LOG works too).
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Threads of the blocking pool (wins over the config).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub blocking_threads: Option<u16>,
+    /// At most this many runs at once (wins over the config).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_runs: Option<u32>,
+}
+
+impl DaemonArgs {
+    /// The config file, or the defaults when none is given.
+    pub fn load_config(&self) -> Result<Config, crate::config::ConfigError> {
+        match &self.config {
+            Some(path) => Config::load(path),
+            None => Ok(Config::default()),
+        }
+    }
+}
+
+/// Where state goes when neither `--state` nor the config says.
+fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+        // systemd may pass several, separated by ':'; the first is ours.
+        let dir = PathBuf::from(dir);
+        let first = dir.to_string_lossy().split(':').next().map(PathBuf::from);
+        return first.unwrap_or(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("gatherd");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/state/gatherd"),
+        None => PathBuf::from(".gatherd-state"),
+    }
+}
+
+/// Runs the daemon; exit 0 after a clean stop, 2 for bad arguments or config,
+/// 1 when it cannot start.
+pub async fn daemon(args: DaemonArgs) -> u8 {
+    let config = match args.load_config() {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!("{e}");
+            return exit::INVALID;
+        }
+    };
+    let Some(jobs) = args.jobs.clone().or_else(|| config.jobs_dir.clone()) else {
+        tracing::error!("no jobs folder: pass --jobs DIR or set jobs_dir in the config");
+        return exit::INVALID;
+    };
+    let state = args.state.clone().or_else(|| config.state_dir.clone()).unwrap_or_else(default_state_dir);
+    let opts = Options {
+        jobs,
+        state,
+        config_path: args.config.clone(),
+        config,
+        blocking_threads: args.blocking_threads.map(usize::from),
+        max_concurrent_runs: args.max_concurrent_runs.and_then(|n| usize::try_from(n).ok()),
+    };
+    match daemon::run(opts).await {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            exit::FAILED
+        }
+    }
+}

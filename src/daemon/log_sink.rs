@@ -1,0 +1,74 @@
+//! The log sink: every run's events become structured tracing events with
+//! `job`, `run_id`, `step`, `status` and `duration_ms` fields, which the chosen
+//! subscriber writes as text, JSON lines or journald fields.
+
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::exec::{RunEvent, Status, is_group_kind};
+
+/// Why a run started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// A one-shot file appeared or changed.
+    File,
+    /// Its cron schedule came due.
+    Schedule,
+    /// Its interval came due.
+    Interval,
+}
+
+impl Cause {
+    /// The word used in logs (and later in the store).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::File => "file",
+            Cause::Schedule => "schedule",
+            Cause::Interval => "interval",
+        }
+    }
+}
+
+/// Writes every event of one run to the log until the run ends.
+pub async fn log_run(mut events: UnboundedReceiver<RunEvent>, job: String, run_id: u64, cause: Cause) {
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    while let Some(event) = events.recv().await {
+        match event {
+            RunEvent::RunStarted { .. } => {
+                tracing::info!(job = %job, run_id, cause = cause.as_str(), "run started");
+            }
+            RunEvent::NodeStarted { .. } => {}
+            RunEvent::AttemptFailed { path, attempt, error, retry_in, .. } => {
+                tracing::warn!(job = %job, run_id, step = %path, attempt, retry_in_ms = ms(retry_in), error = %error, "attempt failed; retrying");
+            }
+            RunEvent::NodeFinished { path, kind, status, started, at, attempts, error, .. } if !is_group_kind(kind) => {
+                let duration_ms = started.map_or(0, |s| ms(at.saturating_sub(s)));
+                match status {
+                    Status::Succeeded => {
+                        tracing::info!(job = %job, run_id, step = %path, kind, status = %status, duration_ms, attempts, "step finished")
+                    }
+                    Status::Skipped | Status::Cancelled => {
+                        tracing::info!(job = %job, run_id, step = %path, kind, status = %status, duration_ms, "step finished")
+                    }
+                    _ => {
+                        tracing::warn!(job = %job, run_id, step = %path, kind, status = %status, duration_ms, attempts, error = error.as_deref().unwrap_or(""), "step finished")
+                    }
+                }
+            }
+            RunEvent::NodeFinished { .. } => {}
+            RunEvent::Log { path, text, .. } => {
+                tracing::info!(job = %job, run_id, step = %path, "script: {text}");
+            }
+            RunEvent::RunFinished { status, error, duration, .. } => {
+                let duration_ms = ms(duration);
+                match status {
+                    Status::Succeeded => {
+                        tracing::info!(job = %job, run_id, status = %status, duration_ms, "run finished")
+                    }
+                    _ => {
+                        tracing::warn!(job = %job, run_id, status = %status, duration_ms, error = error.as_deref().unwrap_or(""), "run finished")
+                    }
+                }
+            }
+        }
+    }
+}

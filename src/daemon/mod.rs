@@ -1,0 +1,547 @@
+//! The supervisor: `gatherd daemon`. It keeps the job table (one row per job
+//! file), turns file events and timers into fires, decides overlap and
+//! admission, starts runs through the executor, and handles signals and
+//! systemd.
+//!
+//! Everything happens on one task, in one `select!` loop, over state that only
+//! that loop touches: file events (from `crate::watch`), timers (a
+//! `DelayQueue` of scheduled fires), ends of runs (a `JoinSet` that owns every
+//! run), signals and the watchdog. Nothing in it polls: when no timer is due and
+//! no file changes, the process sleeps.
+//!
+//! Architecture Invariant: a job file's problem is the job's problem. An
+//! invalid file is logged (file:line:col) and skipped; its last valid version
+//! keeps its schedule; a failing run is logged; nothing a job does stops the
+//! daemon or disturbs other jobs.
+//!
+//! Architecture Invariant: every run is owned by the supervisor's `JoinSet` and
+//! holds a child of the shutdown token, so shutdown can wait for all of them.
+
+pub mod admit;
+mod log_sink;
+mod systemd;
+mod table;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use futures::StreamExt;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::time::DelayQueue;
+
+use self::admit::Admission;
+use self::log_sink::Cause;
+use self::systemd::Systemd;
+use self::table::{Entry, Loaded, Running};
+use crate::config::Config;
+use crate::exec::{self, BlockingPool, Limits, RunContext, RunOutcome};
+use crate::job::{Overlap, Trigger};
+use crate::schedule::{Schedule, stable_jitter};
+use crate::watch::{JobFileEvent, JobId, Watcher};
+
+/// How the daemon was asked to run: the config file and the flags that win
+/// over it.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The folder of job files.
+    pub jobs: PathBuf,
+    /// Where state lives (created if missing).
+    pub state: PathBuf,
+    /// The config file, re-read on SIGHUP.
+    pub config_path: Option<PathBuf>,
+    /// The config as read at start.
+    pub config: Config,
+    /// `--blocking-threads`, winning over the config.
+    pub blocking_threads: Option<usize>,
+    /// `--max-concurrent-runs`, winning over the config.
+    pub max_concurrent_runs: Option<usize>,
+}
+
+impl Options {
+    fn blocking_threads(&self) -> usize {
+        self.blocking_threads.unwrap_or_else(|| self.config.blocking_threads())
+    }
+
+    fn max_concurrent_runs(&self) -> usize {
+        self.max_concurrent_runs.unwrap_or_else(|| self.config.max_concurrent_runs())
+    }
+
+    fn semaphores(&self) -> Vec<(String, usize)> {
+        self.config.semaphores.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}
+
+/// A run that is due: which job, and why.
+#[derive(Debug, Clone)]
+struct Fire {
+    job: JobId,
+    cause: Cause,
+}
+
+/// A run that ended.
+struct Done {
+    job: JobId,
+    run_id: u64,
+    semaphore: Option<String>,
+    outcome: RunOutcome,
+}
+
+/// The debounce of file events: a writer's close and rename settle this long.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// Runs the daemon until SIGTERM or SIGINT; returns after every run has ended.
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    if !opts.jobs.is_dir() {
+        bail!("the jobs folder {} does not exist or is not a folder", opts.jobs.display());
+    }
+    std::fs::create_dir_all(&opts.state)
+        .with_context(|| format!("cannot create the state folder {}", opts.state.display()))?;
+    let _lock = lock_state(&opts.state)?;
+    let (watcher, file_events) = Watcher::start(&opts.jobs, DEBOUNCE)
+        .with_context(|| format!("cannot watch the jobs folder {}", opts.jobs.display()))?;
+    let mut file_events = Some(file_events);
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+
+    let mut sup = Supervisor::new(opts);
+    tracing::info!(jobs = %sup.opts.jobs.display(), state = %sup.opts.state.display(), "gatherd daemon starting");
+    sup.rescan().await;
+    sup.systemd.ready(&sup.status_line());
+    tracing::info!(jobs = sup.table.len(), "ready");
+
+    let systemd = sup.systemd;
+    let mut watchdog = systemd.watchdog_interval().map(tokio::time::interval);
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = sighup.recv() => sup.reload().await,
+            event = async { match file_events.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => match event {
+                Some(event) => sup.on_file_event(event).await,
+                None => {
+                    // Scheduled jobs go on; new files are found on SIGHUP.
+                    tracing::error!("the folder watcher stopped: file changes are no longer seen until a reload (SIGHUP)");
+                    file_events = None;
+                }
+            },
+            Some(expired) = sup.timers.next() => sup.on_timer(expired.into_inner()),
+            Some(done) = sup.runs.join_next() => match done {
+                Ok(done) => sup.on_done(done),
+                Err(e) => tracing::error!("a run's task failed: {e}"),
+            },
+            _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
+                systemd.watchdog();
+            }
+        }
+    }
+    drop(watcher);
+    sup.shutdown(watchdog).await;
+    Ok(())
+}
+
+/// Takes an exclusive lock on the state folder, so two daemons never share it.
+fn lock_state(state: &std::path::Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = state.join("gatherd.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        anyhow::anyhow!(
+            "another gatherd daemon uses the state folder {} ({}): stop it or pass another --state",
+            state.display(),
+            e.desc()
+        )
+    })
+}
+
+struct Supervisor {
+    opts: Options,
+    pool: BlockingPool,
+    table: BTreeMap<JobId, Entry>,
+    timers: DelayQueue<JobId>,
+    admission: Admission<Fire>,
+    runs: JoinSet<Done>,
+    /// Parent of every run's token.
+    shutdown: CancellationToken,
+    next_run_id: u64,
+    systemd: Systemd,
+}
+
+impl Supervisor {
+    fn new(opts: Options) -> Supervisor {
+        Supervisor {
+            pool: BlockingPool::new(opts.blocking_threads()),
+            admission: Admission::new(opts.max_concurrent_runs(), opts.semaphores()),
+            opts,
+            table: BTreeMap::new(),
+            timers: DelayQueue::new(),
+            runs: JoinSet::new(),
+            shutdown: CancellationToken::new(),
+            next_run_id: 0,
+            systemd: Systemd,
+        }
+    }
+
+    fn status_line(&self) -> String {
+        let invalid = self.table.values().filter(|e| e.invalid.is_some()).count();
+        let scheduled = self.table.values().filter(|e| e.timer.is_some()).count();
+        format!(
+            "{} jobs ({} scheduled, {} invalid); {} runs in flight, {} waiting",
+            self.table.len(),
+            scheduled,
+            invalid,
+            self.admission.running(),
+            self.admission.waiting()
+        )
+    }
+
+    fn report_status(&self) {
+        self.systemd.status(&self.status_line());
+    }
+
+    /// Reads every job file again and applies what changed: the start-up scan,
+    /// SIGHUP, and the answer to lost events.
+    async fn rescan(&mut self) {
+        let root = self.opts.jobs.clone();
+        let found = tokio::task::spawn_blocking(move || -> Result<Vec<(JobId, std::io::Result<Loaded>)>, String> {
+            let ids = crate::watch::scan(&root).map_err(|e| e.to_string())?;
+            Ok(ids.into_iter().map(|id| (id.clone(), table::read(&id.path(&root)))).collect())
+        })
+        .await;
+        let found = match found {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => return tracing::error!("cannot scan the jobs folder: {e}"),
+            Err(e) => return tracing::error!("the scan of the jobs folder failed: {e}"),
+        };
+        let present: std::collections::HashSet<JobId> = found.iter().map(|(id, _)| id.clone()).collect();
+        let gone: Vec<JobId> = self.table.keys().filter(|id| !present.contains(*id)).cloned().collect();
+        for id in gone {
+            self.remove(&id);
+        }
+        for (id, loaded) in found {
+            match loaded {
+                Ok(loaded) => self.apply(id, loaded),
+                Err(e) => tracing::warn!(job = %id, "cannot read the job file: {e}"),
+            }
+        }
+        self.report_status();
+    }
+
+    async fn on_file_event(&mut self, event: JobFileEvent) {
+        match event {
+            JobFileEvent::Changed { id } => {
+                let path = id.path(&self.opts.jobs);
+                match tokio::task::spawn_blocking(move || table::read(&path)).await {
+                    Ok(Ok(loaded)) => self.apply(id, loaded),
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => self.remove(&id),
+                    Ok(Err(e)) => tracing::warn!(job = %id, "cannot read the job file: {e}"),
+                    Err(e) => tracing::error!(job = %id, "reading the job file failed: {e}"),
+                }
+            }
+            JobFileEvent::Removed { id } => self.remove(&id),
+            JobFileEvent::Rescan { reason } => {
+                tracing::warn!("file events may have been lost ({reason}); rescanning the jobs folder");
+                self.rescan().await;
+            }
+        }
+        self.report_status();
+    }
+
+    /// A job file was read: take the new version (or report why not) and
+    /// (re)schedule it.
+    fn apply(&mut self, id: JobId, loaded: Loaded) {
+        let entry = self.table.entry(id.clone()).or_default();
+        if entry.hash == Some(loaded.hash) {
+            return; // Saved again, unchanged.
+        }
+        entry.hash = Some(loaded.hash);
+        let job = match loaded.job {
+            Ok(job) => job,
+            Err(e) => {
+                for d in e.diagnostics() {
+                    tracing::warn!(job = %id, "invalid job file: {}", d.one_line());
+                }
+                if entry.job.is_some() {
+                    tracing::warn!(job = %id, "keeping the last valid version until the file is fixed or removed");
+                }
+                entry.invalid = Some(e);
+                return;
+            }
+        };
+        let was_invalid = entry.invalid.take().is_some();
+        let same_timing = entry.job.as_ref().is_some_and(|old| old.trigger == job.trigger && old.jitter == job.jitter);
+        tracing::info!(job = %id, trigger = %describe(&job.trigger), fixed = was_invalid, "job loaded");
+        entry.job = Some(Arc::new(job));
+        let trigger = entry.job.as_ref().map(|j| j.trigger.clone()).unwrap_or(Trigger::OnChange);
+        match trigger {
+            Trigger::OnChange => {
+                self.cancel_timer(&id);
+                let entry = self.table.entry(id.clone()).or_default();
+                if entry.last_run_hash != entry.hash {
+                    entry.last_run_hash = entry.hash;
+                    self.fire(id, Cause::File);
+                }
+            }
+            _ if same_timing && self.table.get(&id).is_some_and(|e| e.timer.is_some()) => {}
+            trigger => match Schedule::new(&trigger, Utc::now()) {
+                Ok(Some(schedule)) => {
+                    let entry = self.table.entry(id.clone()).or_default();
+                    entry.schedule = Some(schedule);
+                    entry.slot = None;
+                    self.schedule_next(&id);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(job = %id, "cannot schedule the job: {e}"),
+            },
+        }
+    }
+
+    fn cancel_timer(&mut self, id: &JobId) {
+        if let Some(entry) = self.table.get_mut(id) {
+            if let Some(key) = entry.timer.take() {
+                self.timers.remove(&key);
+            }
+            entry.schedule = None;
+            entry.slot = None;
+        }
+    }
+
+    /// Sets the job's timer for its next slot after the last one (or now).
+    fn schedule_next(&mut self, id: &JobId) {
+        let Some(entry) = self.table.get_mut(id) else { return };
+        let (Some(schedule), Some(job)) = (&entry.schedule, &entry.job) else { return };
+        let now = Utc::now();
+        let jitter = job.jitter.map_or(Duration::ZERO, |max| stable_jitter(id.as_str(), max));
+        // The next slot after the last one, so an interval never drifts; but
+        // when the daemon fell behind (busy, suspended), the next one after now.
+        let after = entry.slot.unwrap_or(now);
+        let mut next = schedule.next_after(after);
+        if let Some(n) = next
+            && n + jitter < now
+        {
+            tracing::warn!(job = %id, missed_since = %n, "fell behind the schedule; skipping to the next slot");
+            next = schedule.next_after(now);
+        }
+        if let Some(key) = entry.timer.take() {
+            self.timers.remove(&key);
+        }
+        entry.slot = next;
+        if let Some(slot) = next {
+            let due = slot + jitter;
+            let delay = (due - now).to_std().unwrap_or(Duration::ZERO);
+            entry.timer = Some(self.timers.insert(id.clone(), delay));
+            tracing::debug!(job = %id, next = %due, "scheduled");
+        }
+    }
+
+    fn on_timer(&mut self, id: JobId) {
+        let cause = match self.table.get_mut(&id) {
+            Some(entry) => {
+                entry.timer = None;
+                match entry.job.as_ref().map(|j| &j.trigger) {
+                    Some(Trigger::Cron { .. }) => Cause::Schedule,
+                    _ => Cause::Interval,
+                }
+            }
+            None => return,
+        };
+        self.fire(id.clone(), cause);
+        self.schedule_next(&id);
+        self.report_status();
+    }
+
+    /// A run of `id` is due: apply its overlap policy, then admission.
+    fn fire(&mut self, id: JobId, cause: Cause) {
+        let Some(entry) = self.table.get_mut(&id) else { return };
+        let Some(job) = entry.job.clone() else { return };
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        let busy = !entry.running.is_empty() || self.admission.is_waiting(|f| f.job == id);
+        if busy {
+            match job.overlap {
+                Overlap::Skip => {
+                    tracing::info!(job = %id, cause = cause.as_str(), "skipped: the last run is still going (overlap = \"skip\")");
+                    return;
+                }
+                Overlap::Queue => {
+                    if entry.queued.is_some() {
+                        tracing::info!(job = %id, cause = cause.as_str(), "skipped: a run already waits for the last one (overlap = \"queue\")");
+                    } else {
+                        tracing::info!(job = %id, cause = cause.as_str(), "queued behind the running one (overlap = \"queue\")");
+                        entry.queued = Some(cause);
+                    }
+                    return;
+                }
+                Overlap::Replace => {
+                    tracing::info!(job = %id, cause = cause.as_str(), "cancelling the running one (overlap = \"replace\")");
+                    for r in &entry.running {
+                        r.cancel.cancel();
+                    }
+                    self.admission.forget(|f| f.job == id);
+                }
+                Overlap::Allow => {}
+            }
+        }
+        let fire = Fire { job: id, cause };
+        match self.admission.admit(job.semaphore.as_deref(), fire.clone()) {
+            Some(fire) => self.start(fire),
+            None => {
+                tracing::info!(job = %fire.job, semaphore = job.semaphore.as_deref().unwrap_or(""), "waiting for a free slot");
+            }
+        }
+    }
+
+    /// Starts a run that holds its admission slot.
+    fn start(&mut self, fire: Fire) {
+        let job = self.table.get(&fire.job).and_then(|e| e.job.clone());
+        let Some(job) = job else {
+            // The file went away while the run waited: give the slot back.
+            for next in self.admission.release(None) {
+                self.start(next);
+            }
+            return;
+        };
+        self.next_run_id += 1;
+        let run_id = self.next_run_id;
+        let cancel = self.shutdown.child_token();
+        if let Some(entry) = self.table.get_mut(&fire.job) {
+            entry.running.push(Running { run_id, cancel: cancel.clone() });
+        }
+        let ctx = RunContext {
+            cancel,
+            pool: self.pool.clone(),
+            limits: Limits::default(),
+            script_limits: self.opts.config.script_limits(),
+        };
+        let semaphore = job.semaphore.clone();
+        let id = fire.job;
+        let cause = fire.cause;
+        self.runs.spawn(async move {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let name = id.to_string();
+            let (outcome, ()) = tokio::join!(exec::run(job, ctx, tx), log_sink::log_run(rx, name, run_id, cause));
+            Done { job: id, run_id, semaphore, outcome }
+        });
+    }
+
+    fn on_done(&mut self, done: Done) {
+        tracing::debug!(job = %done.job, run_id = done.run_id, status = %done.outcome.status, "run ended");
+        let mut queued = None;
+        if let Some(entry) = self.table.get_mut(&done.job) {
+            entry.running.retain(|r| r.run_id != done.run_id);
+            if entry.running.is_empty() {
+                queued = entry.queued.take();
+            }
+        }
+        for next in self.admission.release(done.semaphore.as_deref()) {
+            self.start(next);
+        }
+        if let Some(cause) = queued {
+            self.fire(done.job, cause);
+        }
+        self.report_status();
+    }
+
+    /// The job file is gone: unschedule it and cancel its runs.
+    fn remove(&mut self, id: &JobId) {
+        self.cancel_timer(id);
+        let Some(entry) = self.table.remove(id) else { return };
+        let waiting = self.admission.forget(|f| &f.job == id);
+        if !entry.running.is_empty() {
+            tracing::info!(job = %id, runs = entry.running.len(), "job file removed; cancelling its runs");
+        } else {
+            tracing::info!(job = %id, "job file removed");
+        }
+        for r in entry.running {
+            r.cancel.cancel();
+        }
+        if !waiting.is_empty() {
+            tracing::info!(job = %id, "dropped {} waiting runs", waiting.len());
+        }
+    }
+
+    /// SIGHUP: re-read the config (keeping the old one if the new one is
+    /// invalid) and rescan the folder.
+    async fn reload(&mut self) {
+        self.systemd.reloading();
+        tracing::info!("reloading (SIGHUP)");
+        if let Some(path) = self.opts.config_path.clone() {
+            let read = tokio::task::spawn_blocking(move || Config::load(&path)).await;
+            match read {
+                Ok(Ok(config)) => {
+                    self.opts.config = config;
+                    if self.pool.size() != self.opts.blocking_threads() {
+                        // Runs in flight keep the old pool; new runs get the new one.
+                        self.pool = BlockingPool::new(self.opts.blocking_threads());
+                    }
+                    self.admission.set_limits(self.opts.max_concurrent_runs(), self.opts.semaphores());
+                    for fire in self.admission.start_waiting() {
+                        self.start(fire);
+                    }
+                    tracing::info!(
+                        max_concurrent_runs = self.opts.max_concurrent_runs(),
+                        blocking_threads = self.pool.size(),
+                        "config reloaded"
+                    );
+                }
+                Ok(Err(e)) => tracing::error!("keeping the old config: {e}"),
+                Err(e) => tracing::error!("keeping the old config: reading it failed: {e}"),
+            }
+        }
+        self.rescan().await;
+        self.systemd.ready(&self.status_line());
+    }
+
+    /// SIGTERM: stop firing, let runs finish for up to `shutdown_grace`, then
+    /// cancel what is left and wait for it to wind down.
+    async fn shutdown(mut self, mut watchdog: Option<tokio::time::Interval>) {
+        self.systemd.stopping();
+        self.timers.clear();
+        let dropped = self.admission.forget(|_| true).len();
+        let grace = self.opts.config.shutdown_grace();
+        tracing::info!(runs = self.runs.len(), dropped, grace = %humantime::format_duration(grace), "stopping: letting runs in flight finish");
+        let deadline = tokio::time::sleep(grace);
+        tokio::pin!(deadline);
+        let mut cancelled = false;
+        while !self.runs.is_empty() {
+            tokio::select! {
+                Some(done) = self.runs.join_next() => {
+                    if let Ok(done) = done {
+                        tracing::debug!(job = %done.job, run_id = done.run_id, "run ended during shutdown");
+                    }
+                }
+                () = &mut deadline, if !cancelled => {
+                    tracing::warn!(runs = self.runs.len(), "the shutdown grace is over; cancelling the runs still going");
+                    self.shutdown.cancel();
+                    cancelled = true;
+                }
+                _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
+                    self.systemd.watchdog();
+                }
+            }
+        }
+        tracing::info!("stopped");
+    }
+}
+
+fn describe(trigger: &Trigger) -> String {
+    match trigger {
+        Trigger::OnChange => "on change".to_string(),
+        Trigger::Cron { expr, timezone } => match timezone {
+            Some(tz) => format!("schedule {expr} ({tz})"),
+            None => format!("schedule {expr}"),
+        },
+        Trigger::Every(d) => format!("every {}", humantime::format_duration(*d)),
+    }
+}

@@ -1,0 +1,79 @@
+//! The job table's rows, and reading a job file for it: the content hash (to
+//! tell a real change from a re-save) and the loaded job or its diagnostics.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use tokio_util::time::delay_queue;
+
+use super::log_sink::Cause;
+use crate::job::Job;
+use crate::load::{self, LoadError, MAX_FILE_BYTES};
+use crate::schedule::Schedule;
+
+/// A file's content hash (SHA-256): equal hashes mean an identical re-save.
+pub type Hash = [u8; 32];
+
+/// A job file as read from disk.
+pub struct Loaded {
+    /// Its content hash.
+    pub hash: Hash,
+    /// The job, or why the file is not a valid job.
+    pub job: Result<Job, LoadError>,
+}
+
+/// Reads and loads one job file. Blocking: call it on a blocking thread.
+/// `Err` only when the file cannot be read at all (gone, unreadable).
+pub fn read(path: &Path) -> std::io::Result<Loaded> {
+    let meta = std::fs::metadata(path)?;
+    if meta.len() > MAX_FILE_BYTES {
+        // Too large to hash cheaply or to load: the loader says why, and the
+        // size stands in for the hash so a change of size is a change.
+        let mut hash = [0; 32];
+        hash[..8].copy_from_slice(&meta.len().to_le_bytes());
+        return Ok(Loaded { hash, job: load::load_file(path) });
+    }
+    let bytes = std::fs::read(path)?;
+    let hash: Hash = Sha256::digest(&bytes).into();
+    let job = match std::str::from_utf8(&bytes) {
+        Ok(text) => load::load_str(path, text),
+        // The loader's message names the offending byte and line.
+        Err(_) => load::load_file(path),
+    };
+    Ok(Loaded { hash, job })
+}
+
+/// A run of a job that has started and not yet ended.
+pub struct Running {
+    /// Its id in the logs.
+    pub run_id: u64,
+    /// Cancels it (file removed, `replace`, shutdown).
+    pub cancel: CancellationToken,
+}
+
+/// One job file the daemon knows about.
+#[derive(Default)]
+pub struct Entry {
+    /// The last valid version; it keeps running on its schedule while a newer
+    /// version of the file is invalid.
+    pub job: Option<Arc<Job>>,
+    /// The content hash of the file as last read.
+    pub hash: Option<Hash>,
+    /// Why the file as last read is invalid.
+    pub invalid: Option<LoadError>,
+    /// The content hash of the one-shot version that last ran.
+    pub last_run_hash: Option<Hash>,
+    /// Its schedule, for `schedule` and `every` jobs.
+    pub schedule: Option<Schedule>,
+    /// The nominal time of the next scheduled fire (before jitter).
+    pub slot: Option<DateTime<Utc>>,
+    /// Its timer in the supervisor's delay queue.
+    pub timer: Option<delay_queue::Key>,
+    /// Runs in flight.
+    pub running: Vec<Running>,
+    /// A fire kept for when the current run ends (`overlap = "queue"`).
+    pub queued: Option<Cause>,
+}

@@ -1,0 +1,290 @@
+//! The debounce state machine: [`Fact`]s about paths go in, [`Due`] reports come
+//! out once a path has been quiet for the debounce delay.
+//!
+//! Per path it remembers whether a writer may still have the file open (data
+//! written, not yet closed) and at most one report waiting for its deadline. The
+//! last fact wins: a file renamed away and back within the delay is reported as
+//! changed only; data written after a close cancels the pending report until the
+//! next close.
+//!
+//! Architecture Invariant: pure — no I/O, no tasks, the clock is passed in. What
+//! needs a look at the disk (was that rename a file or a folder?) comes out as a
+//! [`Due`] for the caller to resolve.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::id::is_job_name;
+
+/// What one filesystem event says about one path under the jobs folder
+/// (relative, `/`-separated, no ignored component).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Fact {
+    /// A job file was created; its writer (if any) still has it open. It may
+    /// also be a new symlink or hard link, which nobody will close: probe it.
+    Created(String),
+    /// Data was written to a job file; the writer may still have it open.
+    Written(String),
+    /// A writer closed a job file after writing: it is complete.
+    Closed(String),
+    /// Something was renamed (or a folder created) here: complete, but whether
+    /// it is a file or a folder is known only by looking.
+    Arrived(String),
+    /// This path — a file or a whole folder — is gone (deleted, renamed away).
+    Gone(String),
+    /// Events may have been lost; the reason.
+    Lost(String),
+}
+
+/// A report whose deadline has passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Due {
+    /// A complete job file.
+    Changed(String),
+    /// A job file that is gone.
+    Removed(String),
+    /// A job file created but neither written nor closed since: changed if it is
+    /// a link, else its writer is still busy; `removed` if the file it replaced
+    /// is gone (to report when it is not a link).
+    Probe(String, bool),
+    /// A path renamed or created: a file is changed, a folder is scanned, a
+    /// missing path is removed.
+    Arrived(String),
+    /// Events may have been lost: everything must be rescanned.
+    Rescan(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Report {
+    Changed,
+    Removed,
+    /// Probe; whether a removal was pending before.
+    Probe(bool),
+    Arrived,
+}
+
+impl Report {
+    /// Whether this report would tell the daemon the old file is gone.
+    fn is_removal(self) -> bool {
+        matches!(self, Report::Removed | Report::Probe(true))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    /// Data was written and no close has been seen since.
+    writing: bool,
+    /// What to report once the path has been quiet until the deadline.
+    report: Option<(Report, Instant)>,
+}
+
+/// Per-path debounce state plus the job ids known to exist (so a folder that
+/// disappears can be reported file by file).
+#[derive(Debug)]
+pub(super) struct Debouncer {
+    delay: Duration,
+    pending: BTreeMap<String, Pending>,
+    known: BTreeSet<String>,
+    rescan: Option<(String, Instant)>,
+}
+
+impl Debouncer {
+    /// A debouncer that reports a path once it has been quiet for `delay`;
+    /// `known` is every job id present now.
+    pub(super) fn new(delay: Duration, known: impl IntoIterator<Item = String>) -> Debouncer {
+        Debouncer { delay, pending: BTreeMap::new(), known: known.into_iter().collect(), rescan: None }
+    }
+
+    /// Takes in one fact observed at `now`.
+    pub(super) fn observe(&mut self, fact: Fact, now: Instant) {
+        let deadline = now + self.delay;
+        match fact {
+            Fact::Created(rel) => {
+                let p = self.pending.entry(rel).or_default();
+                p.writing = true;
+                let removal = p.report.is_some_and(|(r, _)| r.is_removal());
+                p.report = Some((Report::Probe(removal), deadline));
+            }
+            Fact::Written(rel) => {
+                let p = self.pending.entry(rel).or_default();
+                p.writing = true;
+                // Wait for the close; but a removal before this writer still stands.
+                p.report = p.report.filter(|(r, _)| r.is_removal()).map(|(_, at)| (Report::Removed, at));
+            }
+            Fact::Closed(rel) => self.set(rel, Report::Changed, deadline),
+            Fact::Arrived(rel) => self.set(rel, Report::Arrived, deadline),
+            Fact::Gone(rel) => {
+                let prefix = format!("{rel}/");
+                let under: Vec<String> = self
+                    .known
+                    .range(prefix.clone()..)
+                    .take_while(|k| k.starts_with(&prefix))
+                    .chain(self.pending.range(prefix.clone()..).map(|(k, _)| k).take_while(|k| k.starts_with(&prefix)))
+                    .cloned()
+                    .collect();
+                for path in std::iter::once(rel).chain(under) {
+                    if is_job_name(&path) {
+                        self.set(path, Report::Removed, deadline);
+                    } else {
+                        self.pending.remove(&path);
+                    }
+                }
+            }
+            Fact::Lost(reason) => {
+                let reason = self.rescan.take().map_or(reason, |(first, _)| first);
+                self.rescan = Some((reason, deadline));
+            }
+        }
+    }
+
+    fn set(&mut self, rel: String, report: Report, deadline: Instant) {
+        let p = self.pending.entry(rel).or_default();
+        p.writing = false;
+        p.report = Some((report, deadline));
+    }
+
+    /// The earliest deadline, if any report is waiting; `None` means nothing
+    /// needs a timer.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        let reports = self.pending.values().filter_map(|p| p.report.map(|(_, at)| at));
+        reports.chain(self.rescan.as_ref().map(|(_, at)| *at)).min()
+    }
+
+    /// Every report whose deadline is at or before `now`, in path order (a
+    /// rescan first); those paths forget their report.
+    pub(super) fn take_due(&mut self, now: Instant) -> Vec<Due> {
+        let mut due = Vec::new();
+        if self.rescan.as_ref().is_some_and(|(_, at)| *at <= now) {
+            let (reason, _) = self.rescan.take().expect("checked just above");
+            due.push(Due::Rescan(reason));
+        }
+        self.pending.retain(|rel, p| {
+            if let Some((report, at)) = p.report
+                && at <= now
+            {
+                p.report = None;
+                let rel = rel.clone();
+                due.push(match report {
+                    Report::Changed => Due::Changed(rel),
+                    Report::Removed => Due::Removed(rel),
+                    Report::Probe(removed) => Due::Probe(rel, removed),
+                    Report::Arrived => Due::Arrived(rel),
+                });
+            }
+            p.writing || p.report.is_some()
+        });
+        due
+    }
+
+    /// Whether `rel` has something of its own going on (a writer, or a report
+    /// waiting), so a folder scan that finds it should leave it to that.
+    pub(super) fn is_busy(&self, rel: &str) -> bool {
+        self.pending.get(rel).is_some_and(|p| p.writing || p.report.is_some())
+    }
+
+    /// Records that `rel` was reported present (`true`) or gone.
+    pub(super) fn record(&mut self, rel: &str, present: bool) {
+        if present {
+            self.known.insert(rel.to_owned());
+        } else {
+            self.known.remove(rel);
+        }
+    }
+
+    /// Replaces the known job ids after a rescan.
+    pub(super) fn set_known(&mut self, known: impl IntoIterator<Item = String>) {
+        self.known = known.into_iter().collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: Duration = Duration::from_millis(100);
+
+    fn ms(t0: Instant, n: u64) -> Instant {
+        t0 + Duration::from_millis(n)
+    }
+
+    fn s(x: &str) -> String {
+        x.to_owned()
+    }
+
+    #[test]
+    fn written_without_close_reports_nothing_and_close_reports_once() {
+        let t0 = Instant::now();
+        let mut d = Debouncer::new(D, []);
+        d.observe(Fact::Created(s("x.toml")), t0);
+        d.observe(Fact::Written(s("x.toml")), ms(t0, 10));
+        assert_eq!(d.next_deadline(), None, "a writer is busy: no timer");
+        assert!(d.take_due(ms(t0, 5_000)).is_empty());
+        d.observe(Fact::Written(s("x.toml")), ms(t0, 6_000));
+        d.observe(Fact::Closed(s("x.toml")), ms(t0, 6_010));
+        assert!(d.take_due(ms(t0, 6_100)).is_empty(), "not quiet for the delay yet");
+        assert_eq!(d.take_due(ms(t0, 6_110)), [Due::Changed(s("x.toml"))]);
+        assert_eq!(d.next_deadline(), None);
+        assert!(!d.is_busy("x.toml"));
+    }
+
+    #[test]
+    fn writing_again_after_a_close_waits_for_the_next_close() {
+        let t0 = Instant::now();
+        let mut d = Debouncer::new(D, []);
+        d.observe(Fact::Closed(s("x.toml")), t0);
+        d.observe(Fact::Written(s("x.toml")), ms(t0, 50));
+        assert!(d.take_due(ms(t0, 1_000)).is_empty());
+        d.observe(Fact::Closed(s("x.toml")), ms(t0, 1_000));
+        assert_eq!(d.take_due(ms(t0, 1_100)), [Due::Changed(s("x.toml"))]);
+    }
+
+    #[test]
+    fn the_last_fact_within_the_delay_wins() {
+        let t0 = Instant::now();
+        let mut d = Debouncer::new(D, [s("x.toml")]);
+        d.observe(Fact::Gone(s("x.toml")), t0); // vim: x.toml → x.toml~
+        d.observe(Fact::Created(s("x.toml")), ms(t0, 10));
+        d.observe(Fact::Written(s("x.toml")), ms(t0, 20));
+        d.observe(Fact::Closed(s("x.toml")), ms(t0, 30));
+        assert_eq!(d.take_due(ms(t0, 200)), [Due::Changed(s("x.toml"))]);
+    }
+
+    #[test]
+    fn a_file_replaced_by_a_slow_writer_is_removed_until_the_close() {
+        let t0 = Instant::now();
+        let mut d = Debouncer::new(D, [s("x.toml")]);
+        d.observe(Fact::Gone(s("x.toml")), t0);
+        d.observe(Fact::Created(s("x.toml")), ms(t0, 10));
+        assert_eq!(d.take_due(ms(t0, 200)), [Due::Probe(s("x.toml"), true)]);
+        d.observe(Fact::Gone(s("x.toml")), ms(t0, 300));
+        d.observe(Fact::Created(s("x.toml")), ms(t0, 310));
+        d.observe(Fact::Written(s("x.toml")), ms(t0, 320));
+        assert_eq!(d.take_due(ms(t0, 500)), [Due::Removed(s("x.toml"))]);
+        d.observe(Fact::Closed(s("x.toml")), ms(t0, 3_000));
+        assert_eq!(d.take_due(ms(t0, 3_200)), [Due::Changed(s("x.toml"))]);
+    }
+
+    #[test]
+    fn a_folder_gone_removes_every_job_known_or_pending_under_it() {
+        let t0 = Instant::now();
+        let mut d = Debouncer::new(D, [s("a.toml"), s("sub/b.toml"), s("sub/deep/c.rhai"), s("subway.toml")]);
+        d.observe(Fact::Written(s("sub/d.toml")), t0);
+        d.observe(Fact::Gone(s("sub")), ms(t0, 10));
+        assert_eq!(
+            d.take_due(ms(t0, 200)),
+            [Due::Removed(s("sub/b.toml")), Due::Removed(s("sub/d.toml")), Due::Removed(s("sub/deep/c.rhai"))]
+        );
+    }
+
+    #[test]
+    fn lost_events_give_one_rescan() {
+        let t0 = Instant::now();
+        let mut d = Debouncer::new(D, []);
+        d.observe(Fact::Lost(s("overflow")), t0);
+        d.observe(Fact::Lost(s("overflow again")), ms(t0, 10));
+        assert_eq!(d.take_due(ms(t0, 200)), [Due::Rescan(s("overflow"))]);
+        assert!(d.take_due(ms(t0, 400)).is_empty());
+    }
+}

@@ -1,0 +1,338 @@
+//! The watcher against real files in temporary folders. These are OS-event
+//! tests: an expected event is awaited for up to [`WAIT`], and "nothing
+//! happens" is checked over a fixed [`QUIET`]; no test asserts speed.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind, RenameMode};
+use notify::{Event, EventKind, event::Flag};
+use tokio::sync::mpsc::Receiver;
+
+use super::debounce::Fact;
+use super::watcher::facts;
+use super::*;
+
+const DEBOUNCE: Duration = Duration::from_millis(100);
+/// How long an expected event may take to arrive.
+const WAIT: Duration = Duration::from_secs(5);
+/// How long to listen to make sure nothing (more) arrives.
+const QUIET: Duration = Duration::from_millis(800);
+
+fn changed(id: &str) -> JobFileEvent {
+    JobFileEvent::Changed { id: JobId::from_rel(id.to_owned()) }
+}
+
+fn removed(id: &str) -> JobFileEvent {
+    JobFileEvent::Removed { id: JobId::from_rel(id.to_owned()) }
+}
+
+/// A jobs folder inside a temporary folder (so there is a same-filesystem
+/// "outside" to move things from and to), watched.
+struct Folder {
+    tmp: tempfile::TempDir,
+    watcher: Option<Watcher>,
+    events: Receiver<JobFileEvent>,
+}
+
+impl Folder {
+    /// Creates the jobs folder with `files` (name, content) in it, then starts watching.
+    fn with(files: &[(&str, &str)]) -> Folder {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir(tmp.path().join("jobs")).unwrap();
+        for (name, content) in files {
+            let path = tmp.path().join("jobs").join(name);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, content).unwrap();
+        }
+        let (watcher, events) = Watcher::start(&tmp.path().join("jobs"), DEBOUNCE).unwrap();
+        Folder { tmp, watcher: Some(watcher), events }
+    }
+
+    fn jobs(&self) -> std::path::PathBuf {
+        self.tmp.path().join("jobs")
+    }
+
+    fn path(&self, rel: &str) -> std::path::PathBuf {
+        self.jobs().join(rel)
+    }
+
+    /// Waits up to [`WAIT`] for the first event, then gathers whatever else
+    /// arrives within [`QUIET`] of the last one.
+    async fn events(&mut self) -> Vec<JobFileEvent> {
+        let mut got = Vec::new();
+        match tokio::time::timeout(WAIT, self.events.recv()).await {
+            Ok(Some(event)) => got.push(event),
+            Ok(None) => panic!("the watcher stopped"),
+            Err(_) => return got,
+        }
+        got.extend(self.quiet().await);
+        got
+    }
+
+    /// Every event that arrives within [`QUIET`] of the last one (none: empty).
+    async fn quiet(&mut self) -> Vec<JobFileEvent> {
+        let mut got = Vec::new();
+        while let Ok(Some(event)) = tokio::time::timeout(QUIET, self.events.recv()).await {
+            got.push(event);
+        }
+        got
+    }
+}
+
+fn sorted(mut events: Vec<JobFileEvent>) -> Vec<JobFileEvent> {
+    events.sort_by_key(|e| format!("{e:?}"));
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_then_rename_reports_one_change() {
+    let mut f = Folder::with(&[]);
+    fs::write(f.path("job.toml.tmp"), "description = \"x\"\n").unwrap();
+    fs::rename(f.path("job.toml.tmp"), f.path("job.toml")).unwrap();
+    assert_eq!(f.events().await, [changed("job.toml")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_write_is_reported_once_after_the_close_with_its_full_content() {
+    let mut f = Folder::with(&[]);
+    let parts = ["description = \"slow\"\n", "timeout = \"30s\"\n", "[[step]]\nname = \"s\"\nsleep = \"1s\"\n"];
+    let mut file = fs::File::create(f.path("slow.toml")).unwrap();
+    for (i, part) in parts.iter().enumerate() {
+        file.write_all(part.as_bytes()).unwrap();
+        file.flush().unwrap();
+        if i + 1 < parts.len() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    assert_eq!(f.quiet().await, [], "nothing while the writer has the file open");
+    drop(file);
+    assert_eq!(f.events().await, [changed("slow.toml")]);
+    assert_eq!(fs::read_to_string(f.path("slow.toml")).unwrap(), parts.concat());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modifying_without_closing_reports_nothing_until_the_close() {
+    let mut f = Folder::with(&[("job.toml", "description = \"a\"\n")]);
+    let mut file = fs::OpenOptions::new().append(true).open(f.path("job.toml")).unwrap();
+    file.write_all(b"timeout = \"1s\"\n").unwrap();
+    file.flush().unwrap();
+    assert_eq!(f.quiet().await, []);
+    drop(file);
+    assert_eq!(f.events().await, [changed("job.toml")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewriting_identical_content_is_still_a_change() {
+    let mut f = Folder::with(&[("job.toml", "description = \"a\"\n")]);
+    fs::write(f.path("job.toml"), "description = \"a\"\n").unwrap();
+    assert_eq!(f.events().await, [changed("job.toml")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_job_file_removes_it() {
+    let mut f = Folder::with(&[("job.rhai", "print(1);\n")]);
+    fs::remove_file(f.path("job.rhai")).unwrap();
+    assert_eq!(f.events().await, [removed("job.rhai")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renaming_a_to_b_removes_a_and_changes_b() {
+    let mut f = Folder::with(&[("a.toml", "")]);
+    fs::rename(f.path("a.toml"), f.path("b.toml")).unwrap();
+    assert_eq!(sorted(f.events().await), sorted(vec![removed("a.toml"), changed("b.toml")]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renaming_out_of_the_folder_removes_and_into_it_changes() {
+    let mut f = Folder::with(&[("a.toml", "")]);
+    fs::rename(f.path("a.toml"), f.tmp.path().join("a.toml")).unwrap();
+    assert_eq!(f.events().await, [removed("a.toml")]);
+    fs::rename(f.tmp.path().join("a.toml"), f.path("in.toml")).unwrap();
+    assert_eq!(f.events().await, [changed("in.toml")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignored_and_non_job_names_report_nothing() {
+    let mut f = Folder::with(&[]);
+    fs::create_dir(f.path(".hidden")).unwrap();
+    for name in [
+        ".x.toml",
+        "x.toml~",
+        "x.swp",
+        "x.toml.swp",
+        "x.tmp",
+        "x.part",
+        "#x#",
+        "#x.toml#",
+        "notes.txt",
+        ".hidden/y.toml",
+    ] {
+        fs::write(f.path(name), "a").unwrap();
+        fs::write(f.path(name), "b").unwrap();
+        fs::rename(f.path(name), f.path(&format!("{name}.old~"))).unwrap();
+        fs::remove_file(f.path(&format!("{name}.old~"))).unwrap();
+    }
+    fs::write(f.path("notes.txt"), "kept").unwrap();
+    assert_eq!(f.quiet().await, []);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subfolder_created_later_is_watched() {
+    let mut f = Folder::with(&[]);
+    fs::create_dir(f.path("sub")).unwrap();
+    fs::write(f.path("sub/x.toml"), "").unwrap();
+    assert_eq!(f.events().await, [changed("sub/x.toml")]);
+    // and its files' later changes are seen too
+    fs::write(f.path("sub/y.toml"), "").unwrap();
+    assert_eq!(f.events().await, [changed("sub/y.toml")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_moved_in_changes_each_job_and_moved_out_removes_each() {
+    let mut f = Folder::with(&[]);
+    let outside = f.tmp.path().join("team");
+    fs::create_dir_all(outside.join("deep")).unwrap();
+    for name in ["a.toml", "deep/b.rhai", "notes.txt", ".c.toml"] {
+        fs::write(outside.join(name), "").unwrap();
+    }
+    fs::rename(&outside, f.path("team")).unwrap();
+    assert_eq!(f.events().await, [changed("team/a.toml"), changed("team/deep/b.rhai")]);
+    // a file written in the moved-in folder afterwards is seen
+    fs::write(f.path("team/deep/d.toml"), "").unwrap();
+    assert_eq!(f.events().await, [changed("team/deep/d.toml")]);
+    fs::rename(f.path("team"), &outside).unwrap();
+    assert_eq!(f.events().await, [removed("team/a.toml"), removed("team/deep/b.rhai"), removed("team/deep/d.toml")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_deleted_removes_each_job() {
+    let mut f = Folder::with(&[("sub/a.toml", ""), ("sub/deep/b.toml", ""), ("c.toml", "")]);
+    fs::remove_dir_all(f.path("sub")).unwrap();
+    assert_eq!(f.events().await, [removed("sub/a.toml"), removed("sub/deep/b.toml")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vim_style_save_reports_only_the_job_file() {
+    let mut f = Folder::with(&[("x.toml", "description = \"old\"\n")]);
+    fs::write(f.path(".x.toml.swp"), "swap").unwrap(); // the swap file
+    fs::write(f.path("x.toml~"), "description = \"old\"\n").unwrap(); // the backup
+    fs::write(f.path("4913"), "").unwrap(); // vim's "can I create files here" probe
+    fs::remove_file(f.path("4913")).unwrap();
+    fs::write(f.path("x.toml.tmp"), "description = \"new\"\n").unwrap();
+    fs::rename(f.path("x.toml.tmp"), f.path("x.toml")).unwrap();
+    fs::remove_file(f.path("x.toml~")).unwrap();
+    fs::remove_file(f.path(".x.toml.swp")).unwrap();
+    assert_eq!(f.events().await, [changed("x.toml")]);
+    assert_eq!(fs::read_to_string(f.path("x.toml")).unwrap(), "description = \"new\"\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_by_rename_save_reports_one_change() {
+    // vim with `backupcopy=no`: x.toml → x.toml~, then a new x.toml is written.
+    let mut f = Folder::with(&[("x.toml", "description = \"old\"\n")]);
+    fs::rename(f.path("x.toml"), f.path("x.toml~")).unwrap();
+    fs::write(f.path("x.toml"), "description = \"new\"\n").unwrap();
+    assert_eq!(f.events().await, [changed("x.toml")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_dropped_in_is_a_change() {
+    let mut f = Folder::with(&[]);
+    let target = f.tmp.path().join("target.toml");
+    fs::write(&target, "").unwrap();
+    std::os::unix::fs::symlink(&target, f.path("link.toml")).unwrap();
+    assert_eq!(f.events().await, [changed("link.toml")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_watcher_closes_the_channel() {
+    let mut f = Folder::with(&[]);
+    drop(f.watcher.take());
+    let end = tokio::time::timeout(WAIT, f.events.recv()).await;
+    assert_eq!(end, Ok(None));
+}
+
+#[test]
+fn scan_finds_nested_job_files_sorted_and_skips_ignored_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for f in [
+        "b.toml",
+        "a.rhai",
+        "sub/deep/c.toml",
+        "sub/a.toml",
+        "sub.toml",
+        ".h.toml",
+        "x.toml~",
+        "#x.toml#",
+        "x.swp",
+        "n.txt",
+        ".git/y.toml",
+    ] {
+        fs::create_dir_all(d.join(f).parent().unwrap()).unwrap();
+        fs::write(d.join(f), "").unwrap();
+    }
+    let ids: Vec<String> = scan(d).unwrap().iter().map(|id| id.to_string()).collect();
+    assert_eq!(ids, ["a.rhai", "b.toml", "sub.toml", "sub/a.toml", "sub/deep/c.toml"]);
+}
+
+#[test]
+fn scan_and_start_name_a_missing_folder() {
+    let err = scan(Path::new("/no/such/jobs")).unwrap_err();
+    assert!(err.to_string().starts_with("/no/such/jobs: "), "{err}");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let err = rt.block_on(async { Watcher::start(Path::new("/no/such/jobs"), DEBOUNCE).unwrap_err() });
+    assert!(err.to_string().starts_with("/no/such/jobs: "), "{err}");
+}
+
+#[test]
+fn overflow_and_watcher_errors_mean_rescan() {
+    let root = Path::new("/jobs");
+    let overflow = Event::new(EventKind::Other).set_flag(Flag::Rescan);
+    assert!(matches!(&facts(root, Ok(overflow))[..], [Fact::Lost(_)]));
+    let error = notify::Error::generic("boom");
+    assert!(matches!(&facts(root, Err(error))[..], [Fact::Lost(r)] if r.contains("boom")));
+    let root_gone = Event::new(EventKind::Remove(RemoveKind::Folder)).add_path("/jobs".into());
+    assert!(matches!(&facts(root, Ok(root_gone))[..], [Fact::Lost(_)]));
+}
+
+#[test]
+fn event_kinds_map_to_facts() {
+    let root = Path::new("/jobs");
+    let ev = |kind, paths: &[&str]| {
+        let mut e = Event::new(kind);
+        for p in paths {
+            e = e.add_path(p.into());
+        }
+        facts(root, Ok(e))
+    };
+    let s = |x: &str| x.to_owned();
+    assert_eq!(
+        ev(EventKind::Access(AccessKind::Close(AccessMode::Write)), &["/jobs/a.toml"]),
+        [Fact::Closed(s("a.toml"))]
+    );
+    assert_eq!(
+        ev(EventKind::Modify(ModifyKind::Data(notify::event::DataChange::Any)), &["/jobs/a.toml"]),
+        [Fact::Written(s("a.toml"))]
+    );
+    assert_eq!(ev(EventKind::Create(CreateKind::File), &["/jobs/a.toml"]), [Fact::Created(s("a.toml"))]);
+    assert_eq!(ev(EventKind::Create(CreateKind::Folder), &["/jobs/sub"]), [Fact::Arrived(s("sub"))]);
+    assert_eq!(
+        ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &["/jobs/a.toml"]),
+        [Fact::Arrived(s("a.toml"))]
+    );
+    assert_eq!(ev(EventKind::Modify(ModifyKind::Name(RenameMode::From)), &["/jobs/a.toml"]), [Fact::Gone(s("a.toml"))]);
+    assert_eq!(
+        ev(EventKind::Modify(ModifyKind::Name(RenameMode::Both)), &["/jobs/a.toml.tmp", "/jobs/a.toml"]),
+        [Fact::Arrived(s("a.toml"))]
+    );
+    assert_eq!(ev(EventKind::Remove(RemoveKind::File), &["/jobs/a.toml"]), [Fact::Gone(s("a.toml"))]);
+    // not job files, or nothing to do with completeness
+    assert_eq!(ev(EventKind::Access(AccessKind::Close(AccessMode::Write)), &["/jobs/notes.txt"]), []);
+    assert_eq!(ev(EventKind::Access(AccessKind::Close(AccessMode::Write)), &["/jobs/.a.toml.swp"]), []);
+    assert_eq!(ev(EventKind::Access(AccessKind::Open(AccessMode::Any)), &["/jobs/a.toml"]), []);
+    assert_eq!(ev(EventKind::Modify(ModifyKind::Metadata(notify::event::MetadataKind::Any)), &["/jobs/a.toml"]), []);
+}

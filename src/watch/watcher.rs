@@ -1,0 +1,290 @@
+//! The [`Watcher`]: notify's recursive inotify watch on the jobs folder, bridged
+//! to one tokio task that turns raw events into [`Fact`]s, debounces them and
+//! sends [`JobFileEvent`]s.
+//!
+//! Which notify 8 event kinds mean what (inotify's masks in brackets):
+//! - `Access(Close(Write))` [`IN_CLOSE_WRITE`]: a writer closed the file — complete.
+//! - `Modify(Data(_))` [`IN_MODIFY`]: written, possibly still open — remembered, not reported.
+//! - `Create(File)` [`IN_CREATE`]: new and open for writing, or a new link (probed).
+//! - `Modify(Name(To))` [`IN_MOVED_TO`], `Modify(Name(Both))` (a matched pair),
+//!   `Create(Folder)`: something complete arrived — a file, or a folder to scan.
+//! - `Modify(Name(From))` [`IN_MOVED_FROM`], `Remove(_)` [`IN_DELETE`]: gone,
+//!   with every job under it if it was a folder.
+//! - `Other` with `Flag::Rescan` [`IN_Q_OVERFLOW`], any notify error, the jobs
+//!   folder itself removed or moved: [`JobFileEvent::Rescan`].
+//! - Everything else (`Access(Open)`, `Modify(Metadata)`, ...) is ignored.
+
+use std::collections::BTreeSet;
+use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
+use notify::{Event, EventKind, RecursiveMode, Watcher as _};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::debounce::{Debouncer, Due, Fact};
+use super::id::{Place, is_job_name, place};
+use super::{JobFileEvent, JobId, WatchError, scan};
+
+/// How many raw notify events may wait for the task before notify's thread
+/// blocks (and the kernel's own queue takes the excess, overflowing into a
+/// rescan rather than into unbounded memory).
+const RAW_CAPACITY: usize = 4096;
+
+/// How many [`JobFileEvent`]s may wait for the daemon.
+const EVENT_CAPACITY: usize = 1024;
+
+/// Watches a jobs folder and reports its job files' comings and goings.
+///
+/// Owns everything it starts: notify's watcher (its inotify thread stops when
+/// this is dropped) and the tokio task that debounces (aborted on drop). After
+/// the drop the receiver yields `None`.
+#[derive(Debug)]
+pub struct Watcher {
+    task: JoinHandle<()>,
+    // Dropped after `task` is aborted: notify's thread then shuts down.
+    _notify: notify::RecommendedWatcher,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Watcher {
+    /// Starts watching `root` and every folder under it, now and later;
+    /// [`JobFileEvent`]s arrive on the returned receiver once a path has been
+    /// quiet for `debounce` (100 ms is a good value).
+    ///
+    /// Must be called within a tokio runtime. It blocks briefly while the
+    /// watches are registered (one per folder) and the folder is scanned to learn
+    /// which jobs exist; a file written meanwhile may be both in the daemon's own
+    /// [`scan`] and reported, never missed.
+    pub fn start(root: &Path, debounce: Duration) -> Result<(Watcher, mpsc::Receiver<JobFileEvent>), WatchError> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| WatchError::NoRuntime { path: root.to_path_buf() })?;
+        let root = std::path::absolute(root).map_err(|source| WatchError::Io { path: root.to_path_buf(), source })?;
+        let meta = std::fs::metadata(&root).map_err(|source| WatchError::Io { path: root.clone(), source })?;
+        if !meta.is_dir() {
+            return Err(WatchError::NotAFolder { path: root });
+        }
+
+        let (raw_tx, raw_rx) = mpsc::channel(RAW_CAPACITY);
+        let handler = move |event: notify::Result<Event>| {
+            // Runs on notify's own thread, never a runtime's. An error means the
+            // task is gone (the Watcher is being dropped).
+            let _ = raw_tx.blocking_send(event);
+        };
+        let watch_err = |source| WatchError::Watch { path: root.clone(), source };
+        let mut notify = notify::recommended_watcher(handler).map_err(watch_err)?;
+        notify.watch(&root, RecursiveMode::Recursive).map_err(watch_err)?;
+        // After the watch is in place, so nothing falls between the two.
+        let known = scan(&root)?.into_iter().map(|id| id.as_str().to_owned());
+        let debouncer = Debouncer::new(debounce, known);
+
+        let (tx, rx) = mpsc::channel(EVENT_CAPACITY);
+        let task = runtime.spawn(run(root, debouncer, raw_rx, tx));
+        Ok((Watcher { task, _notify: notify }, rx))
+    }
+}
+
+/// The task: raw events in, debounced job file events out, until the daemon
+/// drops its receiver or the Watcher is dropped. Sleeps only while a report is
+/// waiting for its deadline; otherwise it waits for an event and nothing else.
+async fn run(
+    root: PathBuf,
+    mut debouncer: Debouncer,
+    mut raw: mpsc::Receiver<notify::Result<Event>>,
+    out: mpsc::Sender<JobFileEvent>,
+) {
+    loop {
+        let deadline = debouncer.next_deadline();
+        tokio::select! {
+            event = raw.recv() => match event {
+                Some(event) => {
+                    let now = Instant::now();
+                    for fact in facts(&root, event) {
+                        tracing::trace!(?fact, "watch");
+                        debouncer.observe(fact, now);
+                    }
+                }
+                None => {
+                    // notify's thread ended without being asked to: no more events will come.
+                    let reason = "the file watcher stopped; changes are no longer seen".to_owned();
+                    let _ = out.send(JobFileEvent::Rescan { reason }).await;
+                    return;
+                }
+            },
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                let due = debouncer.take_due(Instant::now());
+                for event in settle(&root, &mut debouncer, due).await {
+                    tracing::debug!(?event, "job file event");
+                    if out.send(event).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            () = out.closed() => return,
+        }
+    }
+}
+
+/// What one notify event says, as facts about paths under the jobs folder.
+pub(super) fn facts(root: &Path, event: notify::Result<Event>) -> Vec<Fact> {
+    let event = match event {
+        Ok(event) => event,
+        Err(err) => return vec![Fact::Lost(format!("the file watcher reported an error: {err}"))],
+    };
+    if event.need_rescan() {
+        return vec![Fact::Lost("the kernel's event queue overflowed, so events were lost".to_owned())];
+    }
+    let at = |i: usize| event.paths.get(i).map_or(Place::Elsewhere, |p| place(root, p));
+    let job = |i: usize| match at(i) {
+        Place::Inside(rel) if is_job_name(&rel) => Some(rel),
+        _ => None,
+    };
+    let inside = |i: usize| match at(i) {
+        Place::Inside(rel) => Some(rel),
+        _ => None,
+    };
+    let root_gone = || Fact::Lost(format!("the jobs folder {} was removed or moved away", root.display()));
+
+    match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => job(0).map(Fact::Closed).into_iter().collect(),
+        EventKind::Modify(ModifyKind::Data(_)) => job(0).map(Fact::Written).into_iter().collect(),
+        EventKind::Create(CreateKind::File) => job(0).map(Fact::Created).into_iter().collect(),
+        EventKind::Create(_) => inside(0).map(Fact::Arrived).into_iter().collect(),
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
+            inside(0).map(Fact::Gone).into_iter().chain(inside(1).map(Fact::Arrived)).collect()
+        }
+        EventKind::Modify(ModifyKind::Name(RenameMode::From)) | EventKind::Remove(_) => match at(0) {
+            Place::Root => vec![root_gone()],
+            Place::Inside(rel) => vec![Fact::Gone(rel)],
+            Place::Elsewhere => vec![],
+        },
+        // `To`, and `Any`/`Other` (not sent on Linux): look at what is there now.
+        EventKind::Modify(ModifyKind::Name(_)) => inside(0).map(Fact::Arrived).into_iter().collect(),
+        _ => vec![],
+    }
+}
+
+/// What [`look`] found on disk for a due report.
+enum Seen {
+    /// A complete job file.
+    Changed(String),
+    /// A job file that is not there.
+    Removed(String),
+    /// A job file inside a folder that arrived.
+    InFolder(String),
+    /// The job ids present after a rescan.
+    Known(Vec<String>),
+    /// A folder that arrived could not be listed.
+    Unlisted(String),
+}
+
+/// Turns due reports into events: looks at the disk (off the runtime) where a
+/// report needs it, drops folder-scan finds that have a report of their own
+/// coming, and orders them: a rescan, then removals, then changes.
+async fn settle(root: &Path, debouncer: &mut Debouncer, due: Vec<Due>) -> Vec<JobFileEvent> {
+    let mut rescan = None;
+    let mut removed = BTreeSet::new();
+    let mut changed = BTreeSet::new();
+    let mut to_look = Vec::new();
+    for d in due {
+        match d {
+            Due::Changed(rel) => {
+                changed.insert(rel);
+            }
+            Due::Removed(rel) => {
+                removed.insert(rel);
+            }
+            Due::Rescan(reason) => rescan = Some(reason),
+            Due::Probe(..) | Due::Arrived(_) => to_look.push(d),
+        }
+    }
+    if !to_look.is_empty() || rescan.is_some() {
+        let root_owned = root.to_path_buf();
+        let rescanning = rescan.is_some();
+        match tokio::task::spawn_blocking(move || look(&root_owned, to_look, rescanning)).await {
+            Ok(seen) => {
+                for s in seen {
+                    match s {
+                        Seen::Changed(rel) => {
+                            changed.insert(rel);
+                        }
+                        Seen::Removed(rel) => {
+                            removed.insert(rel);
+                        }
+                        Seen::InFolder(rel) => {
+                            if !debouncer.is_busy(&rel) {
+                                changed.insert(rel);
+                            }
+                        }
+                        Seen::Known(known) => debouncer.set_known(known),
+                        Seen::Unlisted(reason) => rescan = rescan.or(Some(reason)),
+                    }
+                }
+            }
+            Err(err) => rescan = Some(format!("looking at the jobs folder failed: {err}")),
+        }
+    }
+
+    let mut events = Vec::new();
+    if let Some(reason) = rescan {
+        events.push(JobFileEvent::Rescan { reason });
+    }
+    for rel in removed {
+        debouncer.record(&rel, false);
+        events.push(JobFileEvent::Removed { id: JobId::from_rel(rel) });
+    }
+    for rel in changed {
+        debouncer.record(&rel, true);
+        events.push(JobFileEvent::Changed { id: JobId::from_rel(rel) });
+    }
+    events
+}
+
+/// Looks at the disk for reports that need it (blocking; run off the runtime).
+fn look(root: &Path, due: Vec<Due>, rescanning: bool) -> Vec<Seen> {
+    let mut seen = Vec::new();
+    for d in due {
+        match d {
+            Due::Probe(rel, removed) => {
+                // Created, then neither written nor closed: a link is complete;
+                // anything else still has its writer (and the file it replaced is gone).
+                let link = std::fs::symlink_metadata(root.join(&rel))
+                    .is_ok_and(|meta| meta.file_type().is_symlink() || (meta.is_file() && meta.nlink() > 1));
+                if link {
+                    seen.push(Seen::Changed(rel));
+                } else if removed {
+                    seen.push(Seen::Removed(rel));
+                }
+            }
+            Due::Arrived(rel) => match std::fs::metadata(root.join(&rel)) {
+                Ok(meta) if meta.is_dir() => match crate::load::discover(&[root.join(&rel)]) {
+                    Ok(files) => seen.extend(
+                        files
+                            .iter()
+                            .filter_map(|f| JobId::from_path(root, f))
+                            .map(|id| Seen::InFolder(id.as_str().to_owned())),
+                    ),
+                    Err(err) => seen.push(Seen::Unlisted(format!("a folder that appeared could not be listed: {err}"))),
+                },
+                _ if !is_job_name(&rel) => {}
+                Err(err) if err.kind() == ErrorKind::NotFound => seen.push(Seen::Removed(rel)),
+                // A file, or unreadable: the daemon's loader will say why.
+                _ => seen.push(Seen::Changed(rel)),
+            },
+            Due::Changed(_) | Due::Removed(_) | Due::Rescan(_) => {}
+        }
+    }
+    if rescanning && let Ok(ids) = scan(root) {
+        seen.push(Seen::Known(ids.into_iter().map(|id| id.as_str().to_owned()).collect()));
+    }
+    seen
+}

@@ -1,0 +1,320 @@
+//! `gatherd daemon` end to end: the real binary on temp folders, observed
+//! through its JSON log lines. These tests wait on real time with generous
+//! bounds (this is a noisy 2-core box): they check what happens, never how fast.
+
+mod support;
+
+use std::io::Write;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use support::*;
+
+const LONG: Duration = Duration::from_secs(20);
+
+/// A job that appends `word` to `out` in the jobs folder's parent-less temp file.
+fn append_job(out: &std::path::Path, word: &str) -> String {
+    format!("[[step]]\nname = \"mark\"\nshell = \"echo {word} >> {}\"\n", out.display())
+}
+
+#[test]
+fn a_file_dropped_by_rename_runs_once() {
+    let d = Daemon::start(&[], &[], &[]);
+    let out = d.state.path().join("out.txt");
+    d.drop_file("hello.toml", &append_job(&out, "hello"));
+    assert!(d.wait_for(LONG, |l| finished(l, "hello.toml", "succeeded")), "{}", d.dump());
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(d.count(|l| is(l, "hello.toml", "run started")), 1, "{}", d.dump());
+    assert_eq!(std::fs::read_to_string(&out).expect("ran"), "hello\n");
+}
+
+#[test]
+fn a_file_written_slowly_runs_once_with_its_full_content() {
+    let d = Daemon::start(&[], &[], &[]);
+    let out = d.state.path().join("out.txt");
+    let path = d.jobs.path().join("slow.toml");
+    let mut f = std::fs::File::create(&path).expect("create");
+    f.write_all(b"[[step]]\nname = \"mark\"\n").expect("part 1");
+    f.flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(700));
+    f.write_all(b"# still writing\n").expect("part 2");
+    f.flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(700));
+    f.write_all(format!("shell = \"echo complete >> {}\"\n", out.display()).as_bytes()).expect("part 3");
+    drop(f);
+    assert!(d.wait_for(LONG, |l| finished(l, "slow.toml", "succeeded")), "{}", d.dump());
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(d.count(|l| is(l, "slow.toml", "run started")), 1, "{}", d.dump());
+    assert_eq!(
+        d.count(|l| l["job"] == "slow.toml" && l["level"] == "WARN"),
+        0,
+        "acted on a partial file: {}",
+        d.dump()
+    );
+    assert_eq!(std::fs::read_to_string(&out).expect("ran"), "complete\n");
+}
+
+#[test]
+fn changed_content_runs_again_and_an_identical_save_does_not() {
+    let d = Daemon::start(&[], &[], &[]);
+    let out = d.state.path().join("out.txt");
+    d.drop_file("job.toml", &append_job(&out, "one"));
+    assert!(d.wait_for(LONG, |l| finished(l, "job.toml", "succeeded")), "{}", d.dump());
+    // Saved again, unchanged: no run.
+    d.drop_file("job.toml", &append_job(&out, "one"));
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(d.count(|l| is(l, "job.toml", "run started")), 1, "{}", d.dump());
+    d.drop_file("job.toml", &append_job(&out, "two"));
+    assert!(d.wait_for_n(LONG, 2, |l| finished(l, "job.toml", "succeeded")), "{}", d.dump());
+    assert_eq!(std::fs::read_to_string(&out).expect("ran"), "one\ntwo\n");
+}
+
+#[test]
+fn an_invalid_file_is_reported_and_the_others_keep_running_until_it_is_fixed() {
+    let d = Daemon::start(&[("tick.toml", "every = \"300ms\"\n[[step]]\nname = \"t\"\nsleep = \"10ms\"\n")], &[], &[]);
+    d.drop_file("bad.toml", "[[step]]\nname = \"a\"\nslep = \"1s\"\n");
+    assert!(
+        d.wait_for(LONG, |l| l["job"] == "bad.toml"
+            && l["message"].as_str().is_some_and(|m| m.contains("bad.toml:3:1") && m.contains("slep"))),
+        "{}",
+        d.dump()
+    );
+    let ticks = d.count(|l| finished(l, "tick.toml", "succeeded"));
+    assert!(
+        d.wait_for_n(LONG, ticks + 2, |l| finished(l, "tick.toml", "succeeded")),
+        "other jobs stopped: {}",
+        d.dump()
+    );
+    d.drop_file("bad.toml", "[[step]]\nname = \"a\"\nsleep = \"10ms\"\n");
+    assert!(d.wait_for(LONG, |l| finished(l, "bad.toml", "succeeded")), "{}", d.dump());
+}
+
+#[test]
+fn an_invalid_edit_keeps_the_last_valid_schedule() {
+    let d = Daemon::start(&[("tick.toml", "every = \"300ms\"\n[[step]]\nname = \"t\"\nsleep = \"10ms\"\n")], &[], &[]);
+    assert!(d.wait_for(LONG, |l| finished(l, "tick.toml", "succeeded")), "{}", d.dump());
+    d.drop_file("tick.toml", "every = \"300ms\"\n[[step]]\nname = \"t\"\nslep = \"10ms\"\n");
+    assert!(d.wait_for(LONG, |l| is(
+        l,
+        "tick.toml",
+        "keeping the last valid version until the file is fixed or removed"
+    )));
+    let ticks = d.count(|l| finished(l, "tick.toml", "succeeded"));
+    assert!(d.wait_for_n(LONG, ticks + 2, |l| finished(l, "tick.toml", "succeeded")), "{}", d.dump());
+}
+
+#[test]
+fn a_cron_job_fires_every_second_and_stops_when_removed() {
+    let d = Daemon::start(
+        &[(
+            "cron.toml",
+            "schedule = \"*/1 * * * * *\"\noverlap = \"allow\"\n[[step]]\nname = \"t\"\nsleep = \"10ms\"\n",
+        )],
+        &[],
+        &[],
+    );
+    assert!(d.wait_for(LONG, |l| finished(l, "cron.toml", "succeeded")), "{}", d.dump());
+    let before = d.count(|l| is(l, "cron.toml", "run started"));
+    std::thread::sleep(Duration::from_millis(3500));
+    let fired = d.count(|l| is(l, "cron.toml", "run started")) - before;
+    assert!((2..=5).contains(&fired), "fired {fired} times in 3.5 s: {}", d.dump());
+    // A slow version: the run in flight when the file goes is cancelled.
+    d.drop_file("cron.toml", "schedule = \"*/1 * * * * *\"\n[[step]]\nname = \"t\"\nsleep = \"30s\"\n");
+    let started = d.count(|l| is(l, "cron.toml", "run started"));
+    assert!(d.wait_for_n(LONG, started + 1, |l| is(l, "cron.toml", "run started")), "{}", d.dump());
+    std::fs::remove_file(d.jobs.path().join("cron.toml")).expect("remove");
+    assert!(d.wait_for(LONG, |l| finished(l, "cron.toml", "cancelled")), "{}", d.dump());
+    let after = d.count(|l| is(l, "cron.toml", "run started"));
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(d.count(|l| is(l, "cron.toml", "run started")), after, "still firing after removal: {}", d.dump());
+}
+
+fn overlap_job(policy: &str) -> String {
+    format!("every = \"400ms\"\noverlap = \"{policy}\"\n[[step]]\nname = \"t\"\nsleep = \"1s\"\n")
+}
+
+#[test]
+fn overlap_skip_drops_fires_while_a_run_goes_on() {
+    let d = Daemon::start(&[("j.toml", &overlap_job("skip"))], &[], &[]);
+    assert!(d.wait_for_n(LONG, 2, |l| finished(l, "j.toml", "succeeded")), "{}", d.dump());
+    assert!(d.count(|l| l["job"] == "j.toml" && l["message"].as_str().is_some_and(|m| m.starts_with("skipped"))) > 0);
+    let (code, lines) = d.stop();
+    assert_eq!(code, Some(0));
+    assert_no_overlap(&lines, "j.toml");
+}
+
+#[test]
+fn overlap_queue_keeps_one_waiting_run() {
+    let d = Daemon::start(&[("j.toml", &overlap_job("queue"))], &[], &[]);
+    assert!(d.wait_for_n(LONG, 3, |l| finished(l, "j.toml", "succeeded")), "{}", d.dump());
+    assert!(d.count(|l| is(l, "j.toml", "queued behind the running one (overlap = \"queue\")")) > 0, "{}", d.dump());
+    let (_, lines) = d.stop();
+    assert_no_overlap(&lines, "j.toml");
+}
+
+#[test]
+fn overlap_replace_cancels_the_running_one() {
+    let d = Daemon::start(&[("j.toml", &overlap_job("replace"))], &[], &[]);
+    assert!(d.wait_for_n(LONG, 2, |l| finished(l, "j.toml", "cancelled")), "{}", d.dump());
+}
+
+#[test]
+fn overlap_allow_runs_side_by_side() {
+    let d = Daemon::start(&[("j.toml", &overlap_job("allow"))], &[], &[]);
+    assert!(d.wait_for_n(LONG, 2, |l| finished(l, "j.toml", "succeeded")), "{}", d.dump());
+    let (_, lines) = d.stop();
+    assert!(max_in_flight(&lines, "j.toml") >= 2, "never overlapped");
+}
+
+#[test]
+fn jobs_sharing_a_semaphore_never_overlap() {
+    let job = |name: &str| {
+        format!(
+            "every = \"300ms\"\noverlap = \"allow\"\nsemaphore = \"maint\"\n[[step]]\nname = \"{name}\"\nsleep = \"500ms\"\n"
+        )
+    };
+    let d = Daemon::start(&[("backup.toml", &job("b")), ("vacuum.toml", &job("v"))], &[], &[]);
+    assert!(d.wait_for_n(LONG, 2, |l| finished(l, "backup.toml", "succeeded")), "{}", d.dump());
+    assert!(d.wait_for_n(LONG, 2, |l| finished(l, "vacuum.toml", "succeeded")), "{}", d.dump());
+    let (_, lines) = d.stop();
+    let both = lines
+        .iter()
+        .filter(|l| l["message"] == "run started" || l["message"] == "run finished")
+        .cloned()
+        .collect::<Vec<_>>();
+    let mut in_flight = 0i32;
+    for l in &both {
+        in_flight += if l["message"] == "run started" { 1 } else { -1 };
+        assert!(in_flight <= 1, "two runs of one semaphore at once: {both:#?}");
+    }
+}
+
+/// The most runs of `job` in flight at once, from the log's order.
+fn max_in_flight(lines: &[serde_json::Value], job: &str) -> i32 {
+    let (mut now, mut max) = (0, 0);
+    for l in lines.iter().filter(|l| l["job"] == job) {
+        if l["message"] == "run started" {
+            now += 1;
+        } else if l["message"] == "run finished" {
+            now -= 1;
+        }
+        max = max.max(now);
+    }
+    max
+}
+
+fn assert_no_overlap(lines: &[serde_json::Value], job: &str) {
+    assert_eq!(max_in_flight(lines, job), 1, "runs of {job} overlapped");
+}
+
+#[test]
+fn sigterm_lets_a_run_in_flight_finish_within_the_grace() {
+    let d = Daemon::start(&[], &[], &[]);
+    d.drop_file("slow.toml", "[[step]]\nname = \"t\"\nsleep = \"1500ms\"\n");
+    assert!(d.wait_for(LONG, |l| is(l, "slow.toml", "run started")), "{}", d.dump());
+    let (code, lines) = d.stop();
+    assert_eq!(code, Some(0));
+    assert!(lines.iter().any(|l| finished(l, "slow.toml", "succeeded")), "{lines:#?}");
+}
+
+#[test]
+fn sigterm_cancels_runs_still_going_after_the_grace() {
+    let dir = tempfile::tempdir().expect("temp");
+    let config = write(dir.path(), "config.toml", "shutdown_grace = \"500ms\"\n");
+    let d = Daemon::start(&[], &["--config", config.to_str().expect("utf-8 path")], &[]);
+    // Outside the daemon's folders, which go away with it.
+    let pgid_file = dir.path().join("pgid");
+    d.drop_file(
+        "stuck.toml",
+        &format!("[[step]]\nname = \"t\"\nshell = \"echo $$ > {}; sleep 300 & sleep 300\"\n", pgid_file.display()),
+    );
+    assert!(eventually(LONG, || std::fs::read_to_string(&pgid_file).is_ok_and(|s| s.ends_with('\n'))), "{}", d.dump());
+    let (code, lines) = d.stop();
+    assert_eq!(code, Some(0));
+    assert!(lines.iter().any(|l| finished(l, "stuck.toml", "cancelled")), "{lines:#?}");
+    let pgid: i32 = std::fs::read_to_string(&pgid_file).expect("pgid").trim().parse().expect("pid");
+    assert!(eventually(Duration::from_secs(10), || !group_alive(pgid)), "process group outlived the daemon");
+}
+
+#[test]
+fn sighup_reloads_the_config_and_rescans() {
+    let dir = tempfile::tempdir().expect("temp");
+    let config = write(dir.path(), "config.toml", "max_concurrent_runs = 4\n");
+    let d = Daemon::start(&[], &["--config", config.to_str().expect("utf-8 path")], &[]);
+    write(dir.path(), "config.toml", "max_concurrent_runs = 2\nblocking_threads = 3\n");
+    d.signal(Signal::SIGHUP);
+    assert!(
+        d.wait_for(LONG, |l| l["message"] == "config reloaded"
+            && l["max_concurrent_runs"] == 2
+            && l["blocking_threads"] == 3),
+        "{}",
+        d.dump()
+    );
+    // A bad config is refused and the old one kept.
+    write(dir.path(), "config.toml", "max_concurrent_runs = \"lots\"\n");
+    d.signal(Signal::SIGHUP);
+    assert!(
+        d.wait_for(LONG, |l| l["message"].as_str().is_some_and(|m| m.starts_with("keeping the old config"))),
+        "{}",
+        d.dump()
+    );
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_folder_is_refused() {
+    let d = Daemon::start(&[], &[], &[]);
+    let output = gatherd()
+        .arg("daemon")
+        .arg("--jobs")
+        .arg(d.jobs.path())
+        .arg("--state")
+        .arg(d.state.path())
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("another gatherd daemon uses the state folder"));
+}
+
+#[test]
+fn sd_notify_reports_ready_watchdog_and_stopping() {
+    let dir = tempfile::tempdir().expect("temp");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("bind notify socket");
+    socket.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let d = Daemon::start(
+        &[],
+        &[],
+        &[("NOTIFY_SOCKET", socket_path.to_str().expect("utf-8")), ("WATCHDOG_USEC", "400000")],
+    );
+    let mut seen = String::new();
+    let mut read = |until: &str| {
+        eventually(LONG, || {
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = socket.recv(&mut buf) {
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                seen.push('\n');
+            }
+            seen.contains(until)
+        })
+    };
+    assert!(read("READY=1"), "no READY=1");
+    assert!(read("WATCHDOG=1"), "no WATCHDOG=1");
+    d.signal(Signal::SIGTERM);
+    assert!(read("STOPPING=1"), "no STOPPING=1");
+    assert!(seen.contains("STATUS="), "{seen}");
+}
+
+#[test]
+fn a_rhai_job_runs_under_the_daemon() {
+    let d = Daemon::start(&[], &[], &[]);
+    d.drop_file("script.rhai", "print(\"hello from rhai\");\ngather([sleep(0.1, 1), sleep(0.1, 2)])\n");
+    assert!(d.wait_for(LONG, |l| finished(l, "script.rhai", "succeeded")), "{}", d.dump());
+    assert!(d.count(|l| l["job"] == "script.rhai" && l["message"] == "script: hello from rhai") == 1, "{}", d.dump());
+}
+
+#[test]
+fn a_missing_jobs_folder_is_a_clear_error() {
+    let output = gatherd().args(["daemon", "--jobs", "/nonexistent/gatherd-jobs"]).output().expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/gatherd-jobs does not exist"));
+}
