@@ -103,27 +103,11 @@ fn ctrl_c_stops_the_script_and_kills_its_processes() {
         "long.rhai",
         "await_step(shell(\"echo $$ > pgid; sleep 300 & sleep 300\").named(\"work\"));\nawait_step(sleep(1).named(\"after\"));\n",
     );
-    let child = gatherd()
-        .arg("run")
-        .arg(&file)
-        .arg("--json")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("gatherd starts");
-    let pgid_file = dir.path().join("pgid");
-    assert!(
-        eventually(Duration::from_secs(20), || std::fs::read_to_string(&pgid_file).is_ok_and(|s| s.ends_with('\n'))),
-        "the step never started"
-    );
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("send SIGINT");
-    let output = child.wait_with_output().expect("gatherd exits");
-    assert_eq!(output.status.code(), Some(130));
-    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+    let (code, doc, pgid) = interrupt_run(dir.path(), &file);
+    assert_eq!(code, Some(130));
     assert_eq!(doc["status"], "cancelled");
     assert_eq!(step(&doc, "main/work")["status"], "cancelled");
     assert!(doc["steps"].as_array().expect("steps").iter().all(|s| s["path"] != "main/after"));
-    let pgid: i32 = std::fs::read_to_string(&pgid_file).expect("pgid").trim().parse().expect("a pid");
     assert!(eventually(Duration::from_secs(10), || !group_alive(pgid)), "process group {pgid} outlived Ctrl-C");
 }
 

@@ -171,27 +171,11 @@ fn ctrl_c_cancels_the_run_kills_its_processes_and_exits_130() {
          [[step]]\nname = \"work\"\nshell = \"echo $$ > pgid; sleep 300 & sleep 300\"\n\n\
          [[step]]\nname = \"after\"\nsleep = \"1s\"\n",
     );
-    let child = gatherd()
-        .arg("run")
-        .arg(&file)
-        .arg("--json")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("gatherd starts");
-    let pgid_file = dir.path().join("pgid");
-    assert!(
-        eventually(Duration::from_secs(20), || std::fs::read_to_string(&pgid_file).is_ok_and(|s| s.ends_with('\n'))),
-        "the step never started"
-    );
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("send SIGINT");
-    let output = child.wait_with_output().expect("gatherd exits");
-    assert_eq!(output.status.code(), Some(130));
-    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+    let (code, doc, pgid) = interrupt_run(dir.path(), &file);
+    assert_eq!(code, Some(130));
     assert_eq!(doc["status"], "cancelled");
     assert_eq!(step(&doc, "main/work")["status"], "cancelled");
     assert_eq!(step(&doc, "main/after")["status"], "skipped");
-    let pgid: i32 = std::fs::read_to_string(&pgid_file).expect("pgid").trim().parse().expect("a pid");
     assert!(eventually(Duration::from_secs(10), || !group_alive(pgid)), "process group {pgid} outlived Ctrl-C");
 }
 

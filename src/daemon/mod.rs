@@ -92,8 +92,12 @@ struct Done {
     outcome: RunOutcome,
 }
 
-/// The debounce of file events: a writer's close and rename settle this long.
-const DEBOUNCE: Duration = Duration::from_millis(50);
+/// The debounce of file events. A close-after-write or a rename-into already
+/// says the file is complete; the debounce only folds a burst of events for one
+/// path (an editor's save) into one, and a duplicate would be harmless anyway
+/// (the content hash tells an unchanged file), so it is short: it is the floor
+/// of the drop → run latency.
+const DEBOUNCE: Duration = Duration::from_millis(10);
 
 /// Runs the daemon until SIGTERM or SIGINT; returns after every run has ended.
 pub async fn run(opts: Options) -> anyhow::Result<()> {

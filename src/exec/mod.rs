@@ -94,4 +94,36 @@ pub async fn run(job: Arc<Job>, ctx: RunContext, events: UnboundedSender<RunEven
 mod semantics_tests;
 
 #[cfg(test)]
+pub(crate) mod testing {
+    //! Running a job to the end in a test and folding its events.
+
+    use std::sync::Arc;
+
+    use super::{RunContext, RunOutcome, RunReport, run};
+    use crate::job::Job;
+
+    /// Runs `job` on `ctx`; returns the outcome and the report of its events.
+    pub(crate) async fn run_with(job: Job, ctx: RunContext) -> (RunOutcome, RunReport) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut report = RunReport::new(job.name.clone(), job.file.clone());
+        let outcome = run(Arc::new(job), ctx, tx).await;
+        while let Ok(event) = rx.try_recv() {
+            report.apply(&event);
+        }
+        (outcome, report)
+    }
+
+    /// The report's line at `path`.
+    pub(crate) fn line<'a>(report: &'a RunReport, path: &str) -> &'a super::StepReport {
+        report.steps.iter().find(|s| s.path == path).unwrap_or_else(|| panic!("no step {path} in {:#?}", report.steps))
+    }
+
+    /// (status, start_ms, end_ms) of the line at `path`.
+    pub(crate) fn timing(report: &RunReport, path: &str) -> (super::Status, Option<u64>, Option<u64>) {
+        let l = line(report, path);
+        (l.status.expect("finished"), l.start_ms, l.end_ms)
+    }
+}
+
+#[cfg(test)]
 mod script_tests;

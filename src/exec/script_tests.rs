@@ -3,12 +3,11 @@
 //! and every step a script starts is recorded like a TOML step.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::mpsc;
 
+use super::testing::{line, run_with, timing};
 use super::*;
 use crate::job::*;
 
@@ -17,46 +16,19 @@ fn script_job(code: &str) -> Job {
 }
 
 fn script_job_with(code: &str, limits: LimitOverrides) -> Job {
-    Job {
-        name: "script".into(),
-        file: PathBuf::from("script.rhai"),
-        dir: PathBuf::from("."),
-        description: None,
-        timeout: None,
-        trigger: Trigger::OnChange,
-        overlap: Overlap::Skip,
-        semaphore: None,
-        jitter: None,
-        root: Node::Script(ScriptNode {
-            name: "main".into(),
-            code: code.into(),
-            source: ScriptSource::File(PathBuf::from("script.rhai")),
-            limits,
-        }),
-    }
-}
-
-async fn run_with(job: Job, ctx: RunContext) -> (RunOutcome, RunReport) {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut report = RunReport::new(job.name.clone(), job.file.clone());
-    let outcome = run(Arc::new(job), ctx, tx).await;
-    while let Ok(event) = rx.try_recv() {
-        report.apply(&event);
-    }
-    (outcome, report)
+    let root = Node::Script(ScriptNode {
+        name: "main".into(),
+        code: code.into(),
+        source: ScriptSource::File(PathBuf::from("script.rhai")),
+        limits,
+    });
+    let mut job = Job::for_test("script", std::path::Path::new("."), root);
+    job.file = PathBuf::from("script.rhai");
+    job
 }
 
 async fn run_script(code: &str) -> (RunOutcome, RunReport) {
     run_with(script_job(code), RunContext::new(BlockingPool::simulated(2))).await
-}
-
-fn line<'a>(report: &'a RunReport, path: &str) -> &'a StepReport {
-    report.steps.iter().find(|s| s.path == path).unwrap_or_else(|| panic!("no step {path} in {:#?}", report.steps))
-}
-
-fn timing(report: &RunReport, path: &str) -> (Status, Option<u64>, Option<u64>) {
-    let l = line(report, path);
-    (l.status.expect("finished"), l.start_ms, l.end_ms)
 }
 
 #[tokio::test(start_paused = true)]

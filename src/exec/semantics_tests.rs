@@ -2,13 +2,13 @@
 //! below is exact, and the whole file runs in milliseconds.
 
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use super::testing::{run_with, timing};
 use super::*;
 use crate::job::*;
 
@@ -42,43 +42,12 @@ fn group(name: &str, mode: GroupMode, children: Vec<Node>) -> Group {
 }
 
 fn job(root: Group) -> Job {
-    Job {
-        name: "test".into(),
-        file: PathBuf::from("test.toml"),
-        dir: PathBuf::from("."),
-        description: None,
-        timeout: None,
-        trigger: Trigger::OnChange,
-        overlap: Overlap::Skip,
-        semaphore: None,
-        jitter: None,
-        root: Node::Group(root),
-    }
+    Job::for_test("test", std::path::Path::new("."), Node::Group(root))
 }
 
 /// Runs `job` to the end on a fresh context; returns the outcome and the report.
 async fn run_job(job: Job) -> (RunOutcome, RunReport) {
     run_with(job, RunContext::new(BlockingPool::simulated(2))).await
-}
-
-async fn run_with(job: Job, ctx: RunContext) -> (RunOutcome, RunReport) {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut report = RunReport::new(job.name.clone(), job.file.clone());
-    let outcome = run(Arc::new(job), ctx, tx).await;
-    while let Ok(event) = rx.try_recv() {
-        report.apply(&event);
-    }
-    (outcome, report)
-}
-
-fn line<'a>(report: &'a RunReport, path: &str) -> &'a StepReport {
-    report.steps.iter().find(|s| s.path == path).unwrap_or_else(|| panic!("no step {path} in {:#?}", report.steps))
-}
-
-/// (status, start_ms, end_ms) of a line.
-fn timing(report: &RunReport, path: &str) -> (Status, Option<u64>, Option<u64>) {
-    let l = line(report, path);
-    (l.status.expect("finished"), l.start_ms, l.end_ms)
 }
 
 /// The most steps (not groups) that were running at once.

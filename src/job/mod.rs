@@ -45,6 +45,25 @@ pub struct Job {
     pub root: Node,
 }
 
+#[cfg(test)]
+impl Job {
+    /// A job named `name` in `dir` with `root` and every setting at its default.
+    pub(crate) fn for_test(name: &str, dir: &std::path::Path, root: Node) -> Job {
+        Job {
+            name: name.into(),
+            file: dir.join(format!("{name}.toml")),
+            dir: dir.to_path_buf(),
+            description: None,
+            timeout: None,
+            trigger: Trigger::OnChange,
+            overlap: Overlap::Skip,
+            semaphore: None,
+            jitter: None,
+            root,
+        }
+    }
+}
+
 /// When a job runs under the daemon. `gatherd run` ignores it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Trigger {

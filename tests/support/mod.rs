@@ -292,3 +292,27 @@ pub fn is(line: &Value, job: &str, message: &str) -> bool {
 pub fn finished(line: &Value, job: &str, status: &str) -> bool {
     is(line, job, "run finished") && line["status"] == status
 }
+
+/// Starts `gatherd run FILE --json`, waits until its step has written `pgid`
+/// (in `dir`), sends SIGINT, and returns the exit code, the JSON document and
+/// the process group of the step.
+pub fn interrupt_run(dir: &Path, file: &Path) -> (Option<i32>, Value, i32) {
+    let child = gatherd()
+        .arg("run")
+        .arg(file)
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gatherd starts");
+    let pgid_file = dir.join("pgid");
+    assert!(
+        eventually(Duration::from_secs(20), || std::fs::read_to_string(&pgid_file).is_ok_and(|s| s.ends_with('\n'))),
+        "the step never started"
+    );
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("send SIGINT");
+    let output = child.wait_with_output().expect("gatherd exits");
+    let doc: Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+    let pgid = std::fs::read_to_string(&pgid_file).expect("pgid").trim().parse().expect("a pid");
+    (output.status.code(), doc, pgid)
+}

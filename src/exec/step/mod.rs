@@ -126,7 +126,7 @@ pub(crate) mod testing {
 
     use super::{StepEnv, StepError, StepOutput, run_attempt};
     use crate::exec::{BlockingPool, Limits, RunContext};
-    use crate::job::{Job, Node, Overlap, Retry, Step, StepKind, Trigger};
+    use crate::job::{Job, Node, Retry, Step, StepKind};
 
     /// A step named `s` doing `kind`, with no timeout or retries.
     pub(crate) fn step(kind: StepKind, blocking: bool) -> Step {
@@ -135,18 +135,7 @@ pub(crate) mod testing {
 
     /// A job in `dir` made of `step` alone.
     pub(crate) fn job(dir: &Path, step: &Step) -> Job {
-        Job {
-            name: "t".into(),
-            file: dir.join("t.toml"),
-            dir: dir.to_path_buf(),
-            description: None,
-            timeout: None,
-            trigger: Trigger::OnChange,
-            overlap: Overlap::Skip,
-            semaphore: None,
-            jitter: None,
-            root: Node::Step(step.clone()),
-        }
+        Job::for_test("t", dir, Node::Step(step.clone()))
     }
 
     /// Short kill grace so cancel tests do not wait 5 s per process.

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Daemon figures: drop -> run-start latency, a burst of dropped files, idle cost.
+
+Runs the release binary (built first) on temp folders and reads its JSON log
+lines. Standard library only.
+
+    python3 benches/daemon.py            # full: 1,000 drops, 10,000 files, 60 s idle
+    python3 benches/daemon.py --quick    # a few seconds: proves the harness works
+
+The numbers are for one run on one machine; the latency includes reading the
+log line back through a pipe, so it is an upper bound of the daemon's own.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BINARY = ROOT / "target" / "release" / "gatherd"
+ONE_SHOT = '[[step]]\nname = "t"\nsleep = "0s"\n'
+
+
+class Daemon:
+    """`gatherd daemon` on `jobs`, with every JSON log line timestamped on arrival."""
+
+    def __init__(self, jobs, state):
+        self.lines = []
+        self.cond = threading.Condition()
+        self.proc = subprocess.Popen(
+            [str(BINARY), "daemon", "--jobs", str(jobs), "--state", str(state),
+             "--log-format", "json", "--log-level", "info"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={k: v for k, v in os.environ.items() if k not in ("RUST_LOG", "NOTIFY_SOCKET")},
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        self.wait(lambda l: l.get("message") == "ready", 1, timeout=120)
+
+    def _read(self):
+        for line in self.proc.stderr:
+            now = time.monotonic()
+            try:
+                value = json.loads(line)
+            except ValueError:
+                value = {"message": line.strip()}
+            with self.cond:
+                self.lines.append((now, value))
+                self.cond.notify_all()
+
+    def wait(self, pred, count, timeout):
+        """Waits until `count` lines match; returns the arrival time of the last one."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                hits = [t for t, l in self.lines if pred(l)]
+                if len(hits) >= count:
+                    return hits[count - 1]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"only {len(hits)} of {count} lines after {timeout} s")
+                self.cond.wait(left)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=120)
+
+
+def drop(jobs, name, text):
+    tmp = jobs / f".{name}.tmp"
+    tmp.write_text(text)
+    os.rename(tmp, jobs / name)
+
+
+def latency(n):
+    with tempfile.TemporaryDirectory() as jobs, tempfile.TemporaryDirectory() as state:
+        jobs = Path(jobs)
+        d = Daemon(jobs, state)
+        samples = []
+        try:
+            for i in range(n):
+                name = f"drop{i}.toml"
+                t0 = time.monotonic()
+                drop(jobs, name, ONE_SHOT)
+                t1 = d.wait(lambda l, name=name: l.get("job") == name and l.get("message") == "run started", 1, 30)
+                samples.append((t1 - t0) * 1000)
+        finally:
+            d.stop()
+    samples.sort()
+    return {
+        "drops": n,
+        "p50_ms": round(statistics.median(samples), 2),
+        "p99_ms": round(samples[max(0, int(len(samples) * 0.99) - 1)], 2),
+        "max_ms": round(samples[-1], 2),
+    }
+
+
+def burst(n):
+    with tempfile.TemporaryDirectory() as jobs, tempfile.TemporaryDirectory() as state:
+        jobs = Path(jobs)
+        staging = jobs / ".staging"
+        staging.mkdir()
+        for i in range(n):
+            (staging / f"b{i}.toml").write_text(ONE_SHOT)
+        d = Daemon(jobs, state)
+        try:
+            t0 = time.monotonic()
+            for i in range(n):
+                os.rename(staging / f"b{i}.toml", jobs / f"b{i}.toml")
+            t1 = d.wait(lambda l: l.get("message") == "run finished" and l.get("status") == "succeeded", n, 600)
+        finally:
+            d.stop()
+    return {"files": n, "all_ran_s": round(t1 - t0, 2)}
+
+
+def proc_stats(pid):
+    rss_kb = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss_kb = int(line.split()[1])
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu_s = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return rss_kb, cpu_s
+
+
+def idle(n, seconds):
+    with tempfile.TemporaryDirectory() as jobs, tempfile.TemporaryDirectory() as state:
+        jobs = Path(jobs)
+        for i in range(n):
+            (jobs / f"s{i}.toml").write_text(f'schedule = "0 {i % 60} 3 * * *"\n' + ONE_SHOT)
+        d = Daemon(jobs, state)
+        try:
+            time.sleep(1)
+            rss0, cpu0 = proc_stats(d.proc.pid)
+            time.sleep(seconds)
+            rss1, cpu1 = proc_stats(d.proc.pid)
+        finally:
+            d.stop()
+    return {"scheduled_jobs": n, "rss_mib": round(rss1 / 1024, 1), "idle_seconds": seconds,
+            "cpu_ms_while_idle": round((cpu1 - cpu0) * 1000, 1)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small numbers, a few seconds")
+    args = parser.parse_args()
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    drops, files, jobs, seconds = (50, 200, 100, 2) if args.quick else (1000, 10000, 1000, 60)
+    results = {
+        "latency": latency(drops),
+        "burst": burst(files),
+        "idle": idle(jobs, seconds),
+        "cores": os.cpu_count(),
+    }
+    print(json.dumps(results, indent=2))
+    if not all(results[k] for k in ("latency", "burst", "idle")):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
