@@ -188,3 +188,34 @@ fn a_bad_config_is_refused_with_its_place() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("config.toml") && stderr.contains("wall_tme"), "{stderr}");
 }
+
+#[test]
+fn a_toml_script_step_in_each_reads_its_input() {
+    let dir = tempfile::tempdir().expect("temp");
+    let file = write(
+        dir.path(),
+        "each.toml",
+        r#"[[group]]
+name = "main"
+as_completed = ["slow", "fast"]
+each = "shout"
+
+[[step]]
+name = "slow"
+sleep = "200ms"
+output = "slow"
+
+[[step]]
+name = "fast"
+sleep = "50ms"
+output = "fast"
+
+[[step]]
+name = "shout"
+script = "input.to_upper() + \"!\""
+"#,
+    );
+    let (code, doc, _) = run_json(&file);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["result"], json!(["FAST!", "SLOW!"]));
+}
