@@ -12,4 +12,5 @@ pub mod job;
 pub mod load;
 pub mod schedule;
 pub mod script;
+pub mod store;
 pub mod watch;

@@ -1,0 +1,58 @@
+//! What can go wrong in the store.
+
+use std::path::PathBuf;
+
+/// An error of the run store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be opened or set up.
+    #[error("cannot open the run history {}: {source}", path.display())]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// A migration failed; the database is left at the version before it.
+    #[error("cannot migrate the run history to version {version} ({name}): {source}")]
+    Migrate {
+        /// The version it failed to reach.
+        version: u32,
+        /// The migration's file name.
+        name: &'static str,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The database is newer than this binary.
+    #[error("the run history is at schema version {found}, newer than this gatherd knows ({known}): upgrade gatherd")]
+    TooNew {
+        /// The database's version.
+        found: u32,
+        /// The newest version this binary has.
+        known: u32,
+    },
+    /// A statement failed.
+    #[error("run history: {what}: {source}")]
+    Sqlite {
+        /// What was being done.
+        what: &'static str,
+        /// Why it failed.
+        source: rusqlite::Error,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start the run history's writer thread: {0}")]
+    Spawn(std::io::Error),
+    /// A reader task panicked or was cancelled.
+    #[error("run history: a read failed: {0}")]
+    Worker(String),
+    /// The store was closed (or its writer stopped).
+    #[error("the run history is closed")]
+    Closed,
+}
+
+impl StoreError {
+    /// Wraps a SQLite error with what was being done.
+    pub(crate) fn sqlite(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+        move |source| StoreError::Sqlite { what, source }
+    }
+}

@@ -1,0 +1,150 @@
+//! Run history: what ran, when, what each step returned, and the jobs seen.
+//!
+//! The store is one more sink of the [`RunEvent`] stream. The daemon opens a
+//! backend at start (today [`open_sqlite`], an embedded SQLite file at
+//! `STATE_DIR/gatherd.db`; later PostgreSQL for fleets), holds it as an
+//! `Arc<dyn RunStore>`, calls [`RunStore::recover`] once, then for each run
+//! [`RunStore::begin_run`] (the id it returns is the `run_id` of the logs) and
+//! forwards the run's events to a [`Recorder`].
+//!
+//! ## Why a trait object with boxed futures
+//! The backend is chosen from the config at start, so the daemon must hold
+//! "some store" without being generic over it: `Arc<dyn RunStore>`, whose
+//! methods return [`BoxFuture`]s (async fns in traits are not dyn-compatible).
+//! A store call happens once per run or per API request, so a box per call is
+//! noise. The hot path — one write per event — does not go through the trait at
+//! all: [`Recorder::record`] is a channel send.
+//!
+//! ## Why rusqlite on a writer thread (not sqlx)
+//! Measured with `cargo tree` on this project: rusqlite 0.43 (`bundled`) adds
+//! 23 crates and no duplicate versions; sqlx 0.8 (`sqlite`, `migrate`,
+//! `macros` for `migrate!`) adds about 185 crates and 25 duplicate versions — a
+//! real cost in cold builds on a 2-core box. Both compile the same bundled
+//! SQLite C source. rusqlite also suits the write pattern better: the writer
+//! thread owns its connection and runs a batch as plain calls on cached
+//! prepared statements, where sqlx-sqlite would make every statement an async
+//! round trip to its own worker thread. What sqlx would have shared with a
+//! Postgres backend is small: the SQL of the two differs (types, upserts with
+//! `RETURNING`, leases), so each backend has its own migrations folder
+//! (`migrations/sqlite/`, later `migrations/postgres/`) either way. The
+//! Postgres backend can use sqlx-postgres or tokio-postgres behind the same
+//! trait; nothing outside `store/` will notice.
+//!
+//! ## Writes: one writer, batched transactions
+//! Every write of a backend goes through one writer (for SQLite a thread that
+//! owns the only write connection): events are queued on an unbounded channel
+//! and written in one transaction when about [`BATCH_EVENTS`] are pending,
+//! [`BATCH_WINDOW`] after the first unflushed one, or at once when a run
+//! finishes. A slow disk slows recording, never running.
+//!
+//! Architecture Invariant: nothing in the executor's path waits for the store.
+//! [`Recorder::record`] never blocks; only [`Recorder::flush`] and
+//! [`RunStore::close`] wait, and only the daemon calls them.
+//!
+//! Architecture Invariant: a run's row exists (committed) before any of its
+//! events are recorded: `begin_run` commits before it returns the id.
+//!
+//! ## Fleets (later): claims and leases
+//! Several daemons sharing one PostgreSQL database must run each scheduled fire
+//! and each dropped file version exactly once. The `claims` table holds one row
+//! per unit of work, keyed uniquely by `(job, slot)`: `slot` is the nominal
+//! fire time for `schedule`/`interval` fires and `sha256:<hex>` of the content
+//! for a one-shot file. A node that wants to run it does
+//! `INSERT INTO claims ... ON CONFLICT (job, slot) DO UPDATE SET node = ...,
+//! lease_until = ... WHERE claims.lease_until < now() RETURNING node`: exactly
+//! one node gets a row back (the first, or the one taking over an expired
+//! lease), the others skip. While a run goes on, its node renews its leases
+//! ([`RunStore::renew_claims`]) every lease/3; a node that dies stops renewing,
+//! and after the lease another node's claim of the same key succeeds, so it
+//! takes the work over (and marks the dead node's run `interrupted`). On SQLite
+//! (one daemon per state folder, enforced by a lock file) the same statements
+//! run and always succeed; the table costs nothing until used.
+//!
+//! Retention is not here yet; `runs (job, started_at)` is indexed for it.
+
+mod error;
+mod recorder;
+mod rows;
+mod sqlite;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+pub use self::error::StoreError;
+pub use self::recorder::Recorder;
+pub use self::rows::{
+    AttemptRow, ClaimKey, JobKind, JobRecord, LogRow, RecordedStatus, RunDetail, RunFilter, RunId, RunRow, RunStart,
+    RunTrigger, StepRow,
+};
+pub use self::sqlite::{SqliteStore, open_sqlite};
+
+#[cfg(doc)]
+use crate::exec::RunEvent;
+
+/// The most events written in one transaction.
+pub const BATCH_EVENTS: usize = 1000;
+
+/// How long the first unflushed event may wait for others to share its
+/// transaction.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(50);
+
+/// The most bytes of a step's output (or a run's result) kept, as JSON text.
+pub const OUTPUT_BOUND: usize = 64 * 1024;
+
+/// The file name of the embedded database in the state folder.
+pub const DB_FILE: &str = "gatherd.db";
+
+/// A run history backend. Dyn-compatible: the daemon holds an
+/// `Arc<dyn RunStore>` chosen at start.
+pub trait RunStore: Send + Sync {
+    /// Marks every run of `node` left `running` (the daemon died: crash,
+    /// kill -9) as `interrupted` with `reason` and a finish time, and their
+    /// running steps too; returns those runs so the daemon can log them. Call
+    /// once at start, before any `begin_run`.
+    fn recover<'a>(&'a self, node: &'a str, reason: &'a str) -> BoxFuture<'a, Result<Vec<RunRow>, StoreError>>;
+
+    /// Records that a run begins (status `running`) and returns its id. The
+    /// row is committed before this returns.
+    fn begin_run(&self, start: RunStart) -> BoxFuture<'_, Result<RunId, StoreError>>;
+
+    /// A handle to give a run's events to. Cheap to clone.
+    fn recorder(&self) -> Recorder;
+
+    /// Records the current version of a job file (the "jobs seen" table).
+    fn upsert_job(&self, job: JobRecord) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Whether a file-triggered run of this version of `job` reached its end
+    /// (any final status but `interrupted`): a restarted daemon must not run a
+    /// completed one-shot again. Sees what is committed; flush the recorder
+    /// first to see runs that just finished.
+    fn one_shot_done<'a>(&'a self, job: &'a str, content_hash: &'a [u8; 32])
+    -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Runs matching `filter`, newest first.
+    fn runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRow>, StoreError>>;
+
+    /// One run with its steps (in the order first seen) and log lines.
+    fn run(&self, id: RunId) -> BoxFuture<'_, Result<Option<RunDetail>, StoreError>>;
+
+    /// Claims a unit of work for `node` for `lease`: true if this node now
+    /// holds it (it was free, its lease had expired, or this node held it
+    /// already). See the module doc, "Fleets".
+    fn claim<'a>(
+        &'a self,
+        key: &'a ClaimKey,
+        node: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Extends every claim `node` holds to `lease` from now.
+    fn renew_claims<'a>(&'a self, node: &'a str, lease: Duration) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Writes everything recorded so far and stops the writer. Later records
+    /// are dropped (logged at debug level); later writes and flushes fail with
+    /// [`StoreError::Closed`]; reads go on working.
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}

@@ -1,0 +1,72 @@
+//! The handle runs are recorded through: a sender to the store's writer.
+
+use std::sync::mpsc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+
+use super::{RunId, StoreError};
+use crate::exec::RunEvent;
+
+/// What the writer is asked to do, in the order asked.
+pub(crate) enum Msg {
+    /// An event of a run, to be written in the next batch.
+    Event {
+        run: RunId,
+        event: RunEvent,
+        /// Wall-clock time it was handed over (the finish time of a run).
+        at: DateTime<Utc>,
+    },
+    /// Write what is pending, then answer.
+    Flush(oneshot::Sender<Result<(), StoreError>>),
+    /// Write what is pending, then run this on the write connection (a
+    /// backend's one-off write such as `begin_run`, which answers itself).
+    Call(Box<dyn FnOnce(&mut rusqlite::Connection) + Send>),
+    /// Write what is pending, answer, and stop.
+    Close(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// Gives a run's events to the store. Cheap to clone: a channel sender.
+///
+/// Architecture Invariant: [`record`](Recorder::record) never blocks and
+/// never waits for the disk; the channel is unbounded, and the writer catches
+/// up in batches.
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder").finish_non_exhaustive()
+    }
+}
+
+impl Recorder {
+    pub(crate) fn new(tx: mpsc::Sender<Msg>) -> Recorder {
+        Recorder { tx }
+    }
+
+    /// Queues one event of run `run` (from [`begin_run`](super::RunStore::begin_run)).
+    /// A `RunFinished` makes the writer commit at once rather than at the end
+    /// of its batch window.
+    pub fn record(&self, run: RunId, event: RunEvent) {
+        let at = if matches!(event, RunEvent::RunFinished { .. }) { Utc::now() } else { DateTime::<Utc>::MIN_UTC };
+        if self.tx.send(Msg::Event { run, event, at }).is_err() {
+            tracing::debug!(run_id = run, "run history closed; event not recorded");
+        }
+    }
+
+    /// Waits until everything recorded before this call is committed: after a
+    /// run's `RunFinished` was recorded, the run is fully in the history.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Msg::Flush(tx)).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Sends a message to the writer (the backend's own requests).
+    pub(crate) fn send(&self, msg: Msg) -> Result<(), StoreError> {
+        self.tx.send(msg).map_err(|_| StoreError::Closed)
+    }
+}

@@ -1,0 +1,266 @@
+//! The embedded backend: one SQLite file (`STATE_DIR/gatherd.db`) in WAL mode.
+//!
+//! Two connections: the writer thread's (every write, in order: batches of
+//! events and one-off writes such as `begin_run`, see `writer.rs`) and a
+//! read-only one for queries, used from `spawn_blocking` so a long read never
+//! holds up recording (WAL lets readers and the writer proceed together).
+//!
+//! Architecture Invariant: only the writer thread writes to the database.
+
+mod read;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use rusqlite::{Connection, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use self::writer::{Stats, Writer};
+use super::recorder::{Msg, Recorder};
+pub(crate) use super::rows::ts;
+use super::{ClaimKey, JobRecord, RecordedStatus, RunDetail, RunFilter, RunId, RunRow, RunStart, RunStore, StoreError};
+
+/// Opens (creating it and its tables if needed) the run history at `path` and
+/// starts its writer thread. The folder must exist.
+pub async fn open_sqlite(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+    let path = path.as_ref().to_path_buf();
+    let opened = tokio::task::spawn_blocking(move || SqliteStore::open_blocking(path)).await;
+    opened.map_err(|e| StoreError::Worker(e.to_string()))?
+}
+
+/// The SQLite run store. Hold it as `Arc<dyn RunStore>`; call
+/// [`close`](RunStore::close) before exiting so the last events are written.
+pub struct SqliteStore {
+    path: PathBuf,
+    recorder: Recorder,
+    reader: Arc<Mutex<Connection>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    stats: Arc<Stats>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    fn open_blocking(path: PathBuf) -> Result<SqliteStore, StoreError> {
+        let mut conn = schema::open_writer(&path)?;
+        schema::migrate(&mut conn)?;
+        let reader = schema::open_reader(&path)?;
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer = Writer::new(conn, rx, stats.clone());
+        let handle = std::thread::Builder::new()
+            .name("gatherd-store".into())
+            .spawn(move || writer.run())
+            .map_err(StoreError::Spawn)?;
+        Ok(SqliteStore {
+            path,
+            recorder: Recorder::new(tx),
+            reader: Arc::new(Mutex::new(reader)),
+            writer: Mutex::new(Some(handle)),
+            stats,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many batches of events the writer has committed (a diagnostic: the
+    /// number of transactions recording has cost, not counting one-off writes
+    /// such as `begin_run`).
+    pub fn batches_written(&self) -> u64 {
+        self.stats.batches.load(Ordering::Relaxed)
+    }
+
+    /// How many events the writer has written.
+    pub fn events_written(&self) -> u64 {
+        self.stats.events.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on the writer thread after what is queued before it.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.recorder.send(Msg::Call(Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        })))?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on the reader connection, off the async threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || f(&reader.lock().unwrap_or_else(PoisonError::into_inner)))
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+}
+
+fn recover(conn: &mut Connection, node: &str, reason: &str) -> Result<Vec<RunRow>, StoreError> {
+    let fail = StoreError::sqlite;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail("recover"))?;
+    let mut runs = tx
+        .prepare(&format!("SELECT {} FROM runs WHERE status = 'running' AND node = ?1 ORDER BY id", read::RUN_COLUMNS))
+        .and_then(|mut s| s.query_map([node], read::run_row)?.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(fail("find the runs left running"))?;
+    let now = Utc::now().trunc_subsecs(6); // as stored, so the rows returned equal the rows read later
+    for run in &mut runs {
+        tx.execute(
+            "UPDATE runs SET status = 'interrupted', error = ?2, finished_at = ?3 WHERE id = ?1",
+            params![run.id, reason, ts(now)],
+        )
+        .map_err(fail("mark a run interrupted"))?;
+        tx.execute("UPDATE steps SET status = 'interrupted' WHERE run_id = ?1 AND status = 'running'", [run.id])
+            .map_err(fail("mark a run's steps interrupted"))?;
+        run.status = RecordedStatus::Interrupted;
+        run.error = Some(reason.to_string());
+        run.finished_at = Some(now);
+    }
+    tx.commit().map_err(fail("recover"))?;
+    Ok(runs)
+}
+
+fn begin_run(conn: &mut Connection, start: &RunStart) -> Result<RunId, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO runs (job, trigger, fire_time, content_hash, node, status, started_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            start.job,
+            start.trigger.as_str(),
+            ts(start.fire_time),
+            &start.content_hash[..],
+            start.node,
+            ts(Utc::now())
+        ])
+    })
+    .map_err(StoreError::sqlite("begin a run"))?;
+    Ok(conn.last_insert_rowid())
+}
+
+fn upsert_job(conn: &mut Connection, job: &JobRecord) -> Result<(), StoreError> {
+    let now = ts(Utc::now());
+    conn.prepare_cached(
+        "INSERT INTO jobs (job, kind, content_hash, valid, diagnostic, first_seen, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) \
+         ON CONFLICT (job) DO UPDATE SET kind = excluded.kind, content_hash = excluded.content_hash, \
+         valid = excluded.valid, diagnostic = excluded.diagnostic, updated_at = excluded.updated_at",
+    )
+    .and_then(|mut s| {
+        s.execute(params![job.job, job.kind.as_str(), &job.content_hash[..], job.valid, job.diagnostic, now])
+    })
+    .map_err(StoreError::sqlite("record a job"))?;
+    Ok(())
+}
+
+fn lease_end(now: DateTime<Utc>, lease: Duration) -> String {
+    ts(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX))
+}
+
+fn claim(conn: &mut Connection, key: &ClaimKey, node: &str, lease: Duration) -> Result<bool, StoreError> {
+    let now = Utc::now();
+    let changed = conn
+        .prepare_cached(
+            "INSERT INTO claims (job, slot, node, claimed_at, lease_until) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (job, slot) DO UPDATE SET node = excluded.node, claimed_at = excluded.claimed_at, \
+             lease_until = excluded.lease_until \
+             WHERE claims.lease_until < excluded.claimed_at OR claims.node = excluded.node",
+        )
+        .and_then(|mut s| s.execute(params![key.job, key.slot, node, ts(now), lease_end(now, lease)]))
+        .map_err(StoreError::sqlite("claim"))?;
+    Ok(changed == 1)
+}
+
+fn renew_claims(conn: &mut Connection, node: &str, lease: Duration) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE claims SET lease_until = ?2 WHERE node = ?1")
+        .and_then(|mut s| s.execute(params![node, lease_end(Utc::now(), lease)]))
+        .map_err(StoreError::sqlite("renew claims"))?;
+    Ok(())
+}
+
+impl RunStore for SqliteStore {
+    fn recover<'a>(&'a self, node: &'a str, reason: &'a str) -> BoxFuture<'a, Result<Vec<RunRow>, StoreError>> {
+        let (node, reason) = (node.to_string(), reason.to_string());
+        self.write(move |conn| recover(conn, &node, &reason)).boxed()
+    }
+
+    fn begin_run(&self, start: RunStart) -> BoxFuture<'_, Result<RunId, StoreError>> {
+        self.write(move |conn| begin_run(conn, &start)).boxed()
+    }
+
+    fn recorder(&self) -> Recorder {
+        self.recorder.clone()
+    }
+
+    fn upsert_job(&self, job: JobRecord) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.write(move |conn| upsert_job(conn, &job)).boxed()
+    }
+
+    fn one_shot_done<'a>(
+        &'a self,
+        job: &'a str,
+        content_hash: &'a [u8; 32],
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let (job, hash) = (job.to_string(), *content_hash);
+        self.read(move |conn| read::one_shot_done(conn, &job, &hash)).boxed()
+    }
+
+    fn runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRow>, StoreError>> {
+        self.read(move |conn| read::runs(conn, &filter)).boxed()
+    }
+
+    fn run(&self, id: RunId) -> BoxFuture<'_, Result<Option<RunDetail>, StoreError>> {
+        self.read(move |conn| read::run(conn, id)).boxed()
+    }
+
+    fn claim<'a>(
+        &'a self,
+        key: &'a ClaimKey,
+        node: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let (key, node) = (key.clone(), node.to_string());
+        self.write(move |conn| claim(conn, &key, &node, lease)).boxed()
+    }
+
+    fn renew_claims<'a>(&'a self, node: &'a str, lease: Duration) -> BoxFuture<'a, Result<(), StoreError>> {
+        let node = node.to_string();
+        self.write(move |conn| renew_claims(conn, &node, lease)).boxed()
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        async move {
+            let (tx, rx) = oneshot::channel();
+            self.recorder.send(Msg::Close(tx))?;
+            let flushed = rx.await.map_err(|_| StoreError::Closed)?;
+            let handle = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(handle) = handle {
+                // The writer has answered and is returning: the join is short.
+                tokio::task::spawn_blocking(move || handle.join())
+                    .await
+                    .map_err(|e| StoreError::Worker(e.to_string()))?
+                    .map_err(|_| StoreError::Worker("the writer thread panicked".into()))?;
+            }
+            flushed
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,187 @@
+//! Queries, and turning rows back into values. Run on the reader connection
+//! (or, for `recover`, inside the writer's transaction).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use rusqlite::types::{FromSql, FromSqlError, Type, ValueRef};
+use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
+use serde_json::Value;
+
+use crate::store::{
+    AttemptRow, LogRow, RecordedStatus, RunDetail, RunFilter, RunId, RunRow, RunTrigger, StepRow, StoreError,
+};
+
+/// The columns [`run_row`] reads, in its order.
+pub(super) const RUN_COLUMNS: &str =
+    "id, job, trigger, fire_time, content_hash, node, status, started_at, finished_at, duration_ms, error, result";
+
+/// How many runs a filter without a limit returns.
+const DEFAULT_LIMIT: u32 = 50;
+
+fn bad(idx: usize, detail: impl Into<String>) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, detail.into().into())
+}
+
+fn time(row: &Row<'_>, idx: usize) -> rusqlite::Result<DateTime<Utc>> {
+    let s: String = row.get(idx)?;
+    DateTime::parse_from_rfc3339(&s).map(|t| t.with_timezone(&Utc)).map_err(|e| bad(idx, format!("time {s:?}: {e}")))
+}
+
+fn opt_time(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    match row.get_ref(idx)? {
+        ValueRef::Null => Ok(None),
+        _ => time(row, idx).map(Some),
+    }
+}
+
+fn status(row: &Row<'_>, idx: usize) -> rusqlite::Result<RecordedStatus> {
+    let s: String = row.get(idx)?;
+    RecordedStatus::parse(&s).ok_or_else(|| bad(idx, format!("status {s:?}")))
+}
+
+fn json(row: &Row<'_>, idx: usize) -> rusqlite::Result<Value> {
+    let s: Option<String> = row.get(idx)?;
+    match s {
+        None => Ok(Value::Null),
+        Some(s) => serde_json::from_str(&s).map_err(|e| bad(idx, format!("JSON: {e}"))),
+    }
+}
+
+fn opt_u64(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<u64>> {
+    let v: Option<i64> = row.get(idx)?;
+    Ok(v.map(|v| u64::try_from(v).unwrap_or(0)))
+}
+
+/// A SHA-256 stored as a 32-byte blob.
+struct Hash([u8; 32]);
+
+impl FromSql for Hash {
+    fn column_result(value: ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let bytes = value.as_blob()?;
+        <[u8; 32]>::try_from(bytes)
+            .map(Hash)
+            .map_err(|_| FromSqlError::InvalidBlobSize { expected_size: 32, blob_size: bytes.len() })
+    }
+}
+
+/// A run row from [`RUN_COLUMNS`].
+pub(super) fn run_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
+    let trigger: String = row.get(2)?;
+    Ok(RunRow {
+        id: row.get(0)?,
+        job: row.get(1)?,
+        trigger: RunTrigger::parse(&trigger).ok_or_else(|| bad(2, format!("trigger {trigger:?}")))?,
+        fire_time: time(row, 3)?,
+        content_hash: row.get::<_, Hash>(4)?.0,
+        node: row.get(5)?,
+        status: status(row, 6)?,
+        started_at: time(row, 7)?,
+        finished_at: opt_time(row, 8)?,
+        duration_ms: opt_u64(row, 9)?,
+        error: row.get(10)?,
+        result: json(row, 11)?,
+    })
+}
+
+/// Runs matching `filter`, newest first.
+pub(super) fn runs(conn: &Connection, filter: &RunFilter) -> Result<Vec<RunRow>, StoreError> {
+    let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
+    let mut args: Vec<Box<dyn ToSql>> = Vec::new();
+    if let Some(job) = &filter.job {
+        args.push(Box::new(job.clone()));
+        sql.push_str(&format!(" AND job = ?{}", args.len()));
+    }
+    if let Some(status) = filter.status {
+        args.push(Box::new(status.as_str()));
+        sql.push_str(&format!(" AND status = ?{}", args.len()));
+    }
+    if let Some(before) = filter.before {
+        args.push(Box::new(before));
+        sql.push_str(&format!(" AND id < ?{}", args.len()));
+    }
+    let limit = if filter.limit == 0 { DEFAULT_LIMIT } else { filter.limit };
+    args.push(Box::new(limit));
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
+    let what = StoreError::sqlite("list runs");
+    let mut stmt = conn.prepare_cached(&sql).map_err(StoreError::sqlite("list runs"))?;
+    let rows =
+        stmt.query_map(rusqlite::params_from_iter(args.iter()), run_row).map_err(StoreError::sqlite("list runs"))?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(what)
+}
+
+/// One run with its steps and logs.
+pub(super) fn run(conn: &Connection, id: RunId) -> Result<Option<RunDetail>, StoreError> {
+    let read = |what| move |source| StoreError::Sqlite { what, source };
+    let run = conn
+        .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id], run_row).optional())
+        .map_err(read("read a run"))?;
+    let Some(run) = run else { return Ok(None) };
+
+    let mut retried: HashMap<String, Vec<AttemptRow>> = HashMap::new();
+    conn.prepare_cached("SELECT path, attempt, error, at_ms FROM attempts WHERE run_id = ?1 ORDER BY path, attempt")
+        .and_then(|mut s| {
+            let rows = s.query_map([id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    AttemptRow { attempt: r.get(1)?, error: r.get(2)?, at_ms: opt_u64(r, 3)?.unwrap_or(0) },
+                ))
+            })?;
+            for row in rows {
+                let (path, attempt) = row?;
+                retried.entry(path).or_default().push(attempt);
+            }
+            Ok(())
+        })
+        .map_err(read("read a run's attempts"))?;
+
+    let steps = conn
+        .prepare_cached(
+            "SELECT run_id, path, name, kind, status, attempts, start_ms, end_ms, output, truncated, error \
+             FROM steps WHERE run_id = ?1 ORDER BY id",
+        )
+        .and_then(|mut s| {
+            s.query_map([id], |r| {
+                let path: String = r.get(1)?;
+                Ok(StepRow {
+                    run_id: r.get(0)?,
+                    retried: retried.remove(&path).unwrap_or_default(),
+                    path,
+                    name: r.get(2)?,
+                    kind: r.get(3)?,
+                    status: status(r, 4)?,
+                    attempts: r.get(5)?,
+                    start_ms: opt_u64(r, 6)?,
+                    end_ms: opt_u64(r, 7)?,
+                    output: json(r, 8)?,
+                    truncated: r.get(9)?,
+                    error: r.get(10)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(read("read a run's steps"))?;
+
+    let logs = conn
+        .prepare_cached("SELECT path, at_ms, level, text FROM logs WHERE run_id = ?1 ORDER BY id")
+        .and_then(|mut s| {
+            s.query_map([id], |r| {
+                Ok(LogRow { path: r.get(0)?, at_ms: opt_u64(r, 1)?.unwrap_or(0), level: r.get(2)?, text: r.get(3)? })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(read("read a run's log"))?;
+
+    Ok(Some(RunDetail { run, steps, logs }))
+}
+
+/// Whether a file-triggered run of this version of `job` reached its end.
+pub(super) fn one_shot_done(conn: &Connection, job: &str, content_hash: &[u8; 32]) -> Result<bool, StoreError> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM runs WHERE job = ?1 AND content_hash = ?2 AND trigger = 'file' \
+         AND status NOT IN ('running', 'interrupted'))",
+    )
+    .and_then(|mut s| s.query_row(params![job, &content_hash[..]], |r| r.get(0)))
+    .map_err(StoreError::sqlite("look up a one-shot run"))
+}

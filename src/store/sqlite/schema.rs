@@ -1,0 +1,67 @@
+//! Opening the SQLite file and bringing its schema up to date.
+//!
+//! Migrations are SQL files under `src/store/migrations/sqlite/`, embedded in
+//! the binary; the database's `PRAGMA user_version` is the number applied. Each
+//! runs in its own `BEGIN IMMEDIATE` transaction that first re-reads the
+//! version, so two processes opening a fresh file cannot both apply one.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::store::StoreError;
+
+/// The migrations, in order: (file name, SQL). Never edit a released one; add
+/// the next.
+const MIGRATIONS: &[(&str, &str)] = &[("0001_init.sql", include_str!("../migrations/sqlite/0001_init.sql"))];
+
+/// How long a statement waits for another connection's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens (creating it if needed) the write connection: WAL, a busy timeout,
+/// foreign keys on, `synchronous = NORMAL` (with WAL: a commit survives a crash
+/// of the process; a power loss may lose the last commits, never corrupt).
+pub(super) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+    let conn = Connection::open(path).map_err(open_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(open_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(path = %path.display(), mode, "the run history could not switch to WAL mode");
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
+    conn.pragma_update(None, "foreign_keys", true).map_err(open_err)?;
+    Ok(conn)
+}
+
+/// Opens a read-only connection for queries, beside the writer (WAL lets it
+/// read while the writer writes).
+pub(super) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    Ok(conn)
+}
+
+/// Applies the migrations the database lacks.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let known = MIGRATIONS.len() as u32;
+    loop {
+        let tx =
+            conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(StoreError::sqlite("migrate"))?;
+        let version: u32 =
+            tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(StoreError::sqlite("migrate"))?;
+        if version > known {
+            return Err(StoreError::TooNew { found: version, known });
+        }
+        let Some(&(name, sql)) = MIGRATIONS.get(version as usize) else { return Ok(()) };
+        let next = version + 1;
+        let fail = |source| StoreError::Migrate { version: next, name, source };
+        tx.execute_batch(sql).map_err(fail)?;
+        tx.pragma_update(None, "user_version", next).map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        tracing::debug!(version = next, name, "run history migrated");
+    }
+}

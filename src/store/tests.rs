@@ -1,0 +1,406 @@
+//! The store as a sink of real runs, crash recovery, batching and claims.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{SubsecRound, Utc};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::exec::{self, BlockingPool, RunContext, RunEvent, RunReport, Status};
+use crate::job::*;
+
+fn sleep(name: &str, ms: u64, output: Value) -> Node {
+    Node::Step(Step {
+        name: name.into(),
+        kind: StepKind::Sleep(SleepStep { duration: Duration::from_millis(ms), output: Some(output) }),
+        blocking: false,
+        timeout: None,
+        retry: Retry::default(),
+    })
+}
+
+fn group(name: &str, mode: GroupMode, children: Vec<Node>) -> Node {
+    Node::Group(Group {
+        name: name.into(),
+        mode,
+        children,
+        limit: None,
+        on_error: OnError::Continue,
+        timeout: None,
+        each: None,
+    })
+}
+
+fn start(job: &str, trigger: RunTrigger, hash: u8) -> RunStart {
+    RunStart { job: job.into(), trigger, fire_time: Utc::now(), content_hash: [hash; 32], node: "node-a".into() }
+}
+
+async fn open(dir: &tempfile::TempDir) -> SqliteStore {
+    open_sqlite(dir.path().join(DB_FILE)).await.expect("open the store")
+}
+
+/// Runs `job` for real and returns its events.
+async fn events_of(job: Job) -> Vec<RunEvent> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    exec::run(Arc::new(job), RunContext::new(BlockingPool::new(2)), tx).await;
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    events
+}
+
+/// Records `events` as run `id` and waits until they are written.
+async fn record_all(store: &SqliteStore, id: RunId, events: &[RunEvent]) {
+    let recorder = store.recorder();
+    for e in events {
+        recorder.record(id, e.clone());
+    }
+    recorder.flush().await.expect("flush");
+}
+
+#[tokio::test]
+async fn recorded_rows_match_the_report_folded_from_the_same_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let failing = Step {
+        name: "missing".into(),
+        kind: StepKind::ReadFile(ReadFileStep { path: Template::literal("no-such-file.txt") }),
+        blocking: false,
+        timeout: None,
+        retry: Retry { retries: 2, delay: Duration::from_millis(1), backoff: 1.0 },
+    };
+    let stuck = Step {
+        name: "stuck".into(),
+        kind: StepKind::Sleep(SleepStep { duration: Duration::from_secs(5), output: None }),
+        blocking: false,
+        timeout: Some(Duration::from_millis(5)),
+        retry: Retry::default(),
+    };
+    let root = group(
+        "main",
+        GroupMode::Gather,
+        vec![
+            sleep("a", 8, json!("A")),
+            sleep("b", 3, json!({"n": 1, "list": [1, 2]})),
+            group("seq", GroupMode::Sequence, vec![sleep("c", 2, json!("C")), sleep("d", 1, json!(null))]),
+            Node::Step(failing),
+            Node::Step(stuck),
+        ],
+    );
+    let job = Job::for_test("mixed", dir.path(), root);
+    let events = events_of(job.clone()).await;
+    let mut report = RunReport::new(job.name.clone(), job.file.clone());
+    events.iter().for_each(|e| report.apply(e));
+
+    let id = store.begin_run(start("mixed.toml", RunTrigger::Manual, 1)).await.unwrap();
+    record_all(&store, id, &events).await;
+    let detail = store.run(id).await.unwrap().expect("the run is there");
+
+    assert_eq!(detail.run.status, RecordedStatus::from(report.status.expect("finished")));
+    assert_eq!(detail.run.duration_ms, Some(report.duration_ms));
+    assert_eq!(detail.run.error, report.error);
+    assert_eq!(detail.run.result, report.result);
+    assert_eq!(detail.run.started_at, report.started_at.expect("started").trunc_subsecs(6), "kept to the µs");
+    assert!(detail.run.finished_at.is_some());
+    let paths = |v: Vec<&str>| v.into_iter().map(String::from).collect::<Vec<_>>();
+    assert_eq!(
+        paths(detail.steps.iter().map(|s| s.path.as_str()).collect()),
+        paths(report.steps.iter().map(|s| s.path.as_str()).collect()),
+        "same lines in the same order"
+    );
+    for (row, line) in detail.steps.iter().zip(&report.steps) {
+        assert_eq!(row.name, line.name, "{}", line.path);
+        assert_eq!(row.kind, line.kind, "{}", line.path);
+        assert_eq!(Some(row.status), line.status.map(RecordedStatus::from), "{}", line.path);
+        assert_eq!(row.attempts, line.attempts, "{}", line.path);
+        assert_eq!(row.start_ms, line.start_ms, "{}", line.path);
+        assert_eq!(row.end_ms, line.end_ms, "{}", line.path);
+        assert_eq!(row.output, line.output, "{}", line.path);
+        assert_eq!(row.error, line.error, "{}", line.path);
+        assert_eq!(row.truncated, line.truncated, "{}", line.path);
+        let retried: Vec<(u32, &str, u64)> =
+            row.retried.iter().map(|a| (a.attempt, a.error.as_str(), a.at_ms)).collect();
+        let expected: Vec<(u32, &str, u64)> =
+            line.retried.iter().map(|a| (a.attempt, a.error.as_str(), a.at_ms)).collect();
+        assert_eq!(retried, expected, "{}", line.path);
+    }
+    // The run really exercised retries, a timeout and a failure.
+    let row = |p: &str| detail.steps.iter().find(|s| s.path == p).unwrap_or_else(|| panic!("{p}"));
+    assert_eq!((row("main/missing").status, row("main/missing").attempts), (RecordedStatus::Failed, 3));
+    assert_eq!(row("main/missing").retried.len(), 2);
+    assert_eq!(row("main/stuck").status, RecordedStatus::TimedOut);
+    assert_eq!(row("main/b").output, json!({"n": 1, "list": [1, 2]}));
+    assert_eq!(detail.run.status, RecordedStatus::Failed);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn logs_are_kept_in_order_and_big_outputs_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let id = store.begin_run(start("s.rhai", RunTrigger::Manual, 1)).await.unwrap();
+    let path: exec::NodePath = "main/big".into();
+    let big = "é".repeat(OUTPUT_BOUND); // 2 bytes each: twice the bound
+    let events = vec![
+        RunEvent::RunStarted { job: "s".into(), started_at: Utc::now() },
+        RunEvent::NodeStarted { path: path.clone(), name: "big".into(), kind: "script", at: Duration::ZERO },
+        RunEvent::Log { path: path.clone(), debug: false, text: "one".into(), at: Duration::from_millis(1) },
+        RunEvent::Log { path: path.clone(), debug: true, text: "two".into(), at: Duration::from_millis(2) },
+        RunEvent::NodeFinished {
+            path: path.clone(),
+            name: "big".into(),
+            kind: "script",
+            status: Status::Succeeded,
+            attempts: 1,
+            started: Some(Duration::ZERO),
+            at: Duration::from_millis(3),
+            output: Some(json!(big)),
+            error: None,
+            truncated: false,
+        },
+        RunEvent::RunFinished {
+            status: Status::Succeeded,
+            result: Some(json!([1, 2])),
+            error: None,
+            duration: Duration::from_millis(3),
+        },
+    ];
+    record_all(&store, id, &events).await;
+    let detail = store.run(id).await.unwrap().unwrap();
+    let logs: Vec<(&str, u64, &str)> =
+        detail.logs.iter().map(|l| (l.text.as_str(), l.at_ms, l.level.as_str())).collect();
+    assert_eq!(logs, [("one", 1, "print"), ("two", 2, "debug")]);
+    let step = &detail.steps[0];
+    assert!(step.truncated);
+    let kept = step.output.as_str().expect("still a string");
+    assert!(kept.len() <= OUTPUT_BOUND && kept.len() > OUTPUT_BOUND - 4, "{}", kept.len());
+    assert!(big.starts_with(kept));
+    assert_eq!(detail.run.result, json!([1, 2]));
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn recover_interrupts_what_was_running_and_leaves_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (done, crashed, elsewhere, one_shot);
+    {
+        let store = open(&dir).await;
+        done = store.begin_run(start("a.toml", RunTrigger::File, 1)).await.unwrap();
+        crashed = store.begin_run(start("a.toml", RunTrigger::File, 2)).await.unwrap();
+        let mut other = start("b.toml", RunTrigger::Schedule, 3);
+        other.node = "node-b".into();
+        elsewhere = store.begin_run(other).await.unwrap();
+        one_shot = store.begin_run(start("c.toml", RunTrigger::Schedule, 4)).await.unwrap();
+        let finished =
+            |status| RunEvent::RunFinished { status, result: None, error: None, duration: Duration::from_millis(5) };
+        let started = |name: &str| RunEvent::NodeStarted {
+            path: format!("main/{name}").into(),
+            name: name.into(),
+            kind: "sleep",
+            at: Duration::from_millis(1),
+        };
+        let recorder = store.recorder();
+        recorder.record(done, started("x"));
+        recorder.record(done, finished(Status::Failed));
+        recorder.record(crashed, started("x"));
+        recorder.record(crashed, started("y"));
+        recorder.record(
+            crashed,
+            RunEvent::NodeFinished {
+                path: "main/y".into(),
+                name: "y".into(),
+                kind: "sleep",
+                status: Status::Succeeded,
+                attempts: 1,
+                started: Some(Duration::from_millis(1)),
+                at: Duration::from_millis(2),
+                output: None,
+                error: None,
+                truncated: false,
+            },
+        );
+        recorder.record(one_shot, finished(Status::Succeeded));
+        store.close().await.unwrap(); // like a kill -9 after the last commit: `crashed` never finished
+    }
+    let store = open(&dir).await;
+    let recovered = store.recover("node-a", "the daemon stopped while it ran").await.unwrap();
+    assert_eq!(recovered.iter().map(|r| r.id).collect::<Vec<_>>(), [crashed]);
+    assert_eq!(recovered[0].status, RecordedStatus::Interrupted);
+    assert_eq!(recovered[0].error.as_deref(), Some("the daemon stopped while it ran"));
+    assert!(recovered[0].finished_at.is_some());
+
+    let detail = store.run(crashed).await.unwrap().unwrap();
+    assert_eq!(detail.run, recovered[0]);
+    let steps: Vec<(&str, RecordedStatus)> = detail.steps.iter().map(|s| (s.path.as_str(), s.status)).collect();
+    assert_eq!(steps, [("main/x", RecordedStatus::Interrupted), ("main/y", RecordedStatus::Succeeded)]);
+    let status_of = async |id| store.run(id).await.unwrap().unwrap().run.status;
+    assert_eq!(status_of(done).await, RecordedStatus::Failed);
+    assert_eq!(status_of(elsewhere).await, RecordedStatus::Running, "another node's run is its own business");
+    assert_eq!(store.run(done).await.unwrap().unwrap().steps[0].status, RecordedStatus::Running);
+
+    assert!(store.one_shot_done("a.toml", &[1; 32]).await.unwrap(), "finished (even failed) → done");
+    assert!(!store.one_shot_done("a.toml", &[2; 32]).await.unwrap(), "interrupted → not done");
+    assert!(!store.one_shot_done("a.toml", &[9; 32]).await.unwrap(), "another version");
+    assert!(!store.one_shot_done("c.toml", &[4; 32]).await.unwrap(), "not file-triggered");
+    assert!(store.recover("node-a", "again").await.unwrap().is_empty());
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn ten_thousand_steps_are_written_in_few_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let id = store.begin_run(start("big.toml", RunTrigger::Interval, 1)).await.unwrap();
+    let recorder = store.recorder();
+    let events = many_step_events(10_000);
+    let n = events.len() as u64;
+    for e in events {
+        recorder.record(id, e);
+    }
+    store.close().await.unwrap();
+    let batches = store.batches_written();
+    assert_eq!(store.events_written(), n);
+    assert!(batches <= 2 * n / BATCH_EVENTS as u64 + 2, "{batches} transactions for {n} events");
+    let detail = store.run(id).await.unwrap().unwrap();
+    assert_eq!(detail.steps.len(), 10_000);
+    assert!(detail.steps.iter().all(|s| s.status == RecordedStatus::Succeeded && s.attempts == 1));
+    assert_eq!(detail.run.status, RecordedStatus::Succeeded);
+    assert!(matches!(recorder.flush().await, Err(StoreError::Closed)));
+}
+
+/// The events of a run of `n` sleep steps.
+fn many_step_events(n: usize) -> Vec<RunEvent> {
+    let mut events = vec![RunEvent::RunStarted { job: "big".into(), started_at: Utc::now() }];
+    for i in 0..n {
+        let path: exec::NodePath = format!("main/s{i}").into();
+        let name: Arc<str> = format!("s{i}").into();
+        let at = Duration::from_millis(i as u64);
+        events.push(RunEvent::NodeStarted { path: path.clone(), name: name.clone(), kind: "sleep", at });
+        events.push(RunEvent::NodeFinished {
+            path,
+            name,
+            kind: "sleep",
+            status: Status::Succeeded,
+            attempts: 1,
+            started: Some(at),
+            at: at + Duration::from_millis(1),
+            output: Some(json!(i)),
+            error: None,
+            truncated: false,
+        });
+    }
+    events.push(RunEvent::RunFinished {
+        status: Status::Succeeded,
+        result: Some(json!("done")),
+        error: None,
+        duration: Duration::from_millis(n as u64 + 1),
+    });
+    events
+}
+
+#[tokio::test]
+async fn runs_are_listed_newest_first_and_filtered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let mut ids = Vec::new();
+    for job in ["a.toml", "b.toml", "a.toml", "a.toml"] {
+        ids.push(store.begin_run(start(job, RunTrigger::Manual, 1)).await.unwrap());
+    }
+    let recorder = store.recorder();
+    recorder.record(
+        ids[0],
+        RunEvent::RunFinished { status: Status::Succeeded, result: None, error: None, duration: Duration::ZERO },
+    );
+    recorder.flush().await.unwrap();
+    let list = |filter| async { store.runs(filter).await.unwrap().into_iter().map(|r| r.id).collect::<Vec<_>>() };
+    assert_eq!(list(RunFilter::default()).await, [ids[3], ids[2], ids[1], ids[0]]);
+    let a = RunFilter { job: Some("a.toml".into()), ..RunFilter::default() };
+    assert_eq!(list(a.clone()).await, [ids[3], ids[2], ids[0]]);
+    assert_eq!(list(RunFilter { limit: 1, ..a.clone() }).await, [ids[3]]);
+    assert_eq!(list(RunFilter { before: Some(ids[3]), limit: 1, ..a.clone() }).await, [ids[2]]);
+    assert_eq!(list(RunFilter { status: Some(RecordedStatus::Succeeded), ..a }).await, [ids[0]]);
+    assert!(store.run(9999).await.unwrap().is_none());
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn jobs_are_upserted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let mut job =
+        JobRecord { job: "a.toml".into(), kind: JobKind::Toml, content_hash: [1; 32], valid: true, diagnostic: None };
+    store.upsert_job(job.clone()).await.unwrap();
+    job.valid = false;
+    job.diagnostic = Some("a.toml:1:1: expected a table".into());
+    store.upsert_job(job).await.unwrap();
+    store.close().await.unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let (n, valid, diag): (i64, bool, Option<String>) = conn
+        .query_row("SELECT count(*), valid, diagnostic FROM jobs", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap();
+    assert_eq!((n, valid, diag.as_deref()), (1, false, Some("a.toml:1:1: expected a table")));
+}
+
+#[tokio::test]
+async fn a_claim_belongs_to_one_node_until_its_lease_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let key = ClaimKey::fire("a.toml", Utc::now());
+    let long = Duration::from_secs(60);
+    assert!(store.claim(&key, "node-a", long).await.unwrap());
+    assert!(!store.claim(&key, "node-b", long).await.unwrap(), "held by node-a");
+    assert!(store.claim(&key, "node-a", long).await.unwrap(), "a node may claim again what it holds");
+    let one_shot = ClaimKey::one_shot("b.toml", &[7; 32]);
+    assert!(store.claim(&one_shot, "node-a", Duration::ZERO).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    assert!(store.claim(&one_shot, "node-b", long).await.unwrap(), "node-a's lease ran out: taken over");
+    store.renew_claims("node-b", long).await.unwrap();
+    assert!(!store.claim(&one_shot, "node-a", long).await.unwrap());
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn reopening_keeps_the_history_and_ids_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = {
+        let store = open(&dir).await;
+        let id = store.begin_run(start("a.toml", RunTrigger::Manual, 1)).await.unwrap();
+        store.close().await.unwrap();
+        id
+    };
+    let store = open(&dir).await;
+    assert_eq!(store.runs(RunFilter::default()).await.unwrap().len(), 1);
+    let second = store.begin_run(start("a.toml", RunTrigger::Manual, 1)).await.unwrap();
+    assert!(second > first);
+    let store: Arc<dyn RunStore> = Arc::new(store);
+    store.close().await.unwrap();
+    assert!(matches!(store.begin_run(start("a.toml", RunTrigger::Manual, 1)).await, Err(StoreError::Closed)));
+}
+
+/// `cargo test --release recording_throughput -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a test"]
+async fn recording_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let id = store.begin_run(start("big.toml", RunTrigger::Interval, 1)).await.unwrap();
+    let recorder = store.recorder();
+    let events = many_step_events(10_000);
+    let began = std::time::Instant::now();
+    for e in events {
+        recorder.record(id, e);
+    }
+    let queued = began.elapsed();
+    recorder.flush().await.unwrap();
+    let all = began.elapsed();
+    println!(
+        "10,000 steps (20,002 events): queued in {queued:?}, recorded in {all:?} ({:.0} steps/s), {} transactions",
+        10_000.0 / all.as_secs_f64(),
+        store.batches_written()
+    );
+    store.close().await.unwrap();
+    let size = std::fs::metadata(dir.path().join(DB_FILE)).map(|m| m.len()).unwrap_or(0);
+    println!("database file after one 10,000-step run: {size} bytes");
+}
