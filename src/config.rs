@@ -37,6 +37,9 @@ pub struct Config {
     /// A tracing filter such as `info` or `gatherd=debug` (`--log-level` and
     /// `RUST_LOG` win).
     pub log_level: Option<String>,
+    /// This daemon's name in the run history (default: the host name). Keep it
+    /// stable: on start, runs this node left running are marked interrupted.
+    pub node: Option<String>,
     /// Counts of named semaphores (`semaphore = "NAME"` in jobs); unnamed
     /// ones count 1.
     #[serde(default)]
@@ -132,6 +135,16 @@ impl Config {
     /// The blocking pool's size: the config's, or the default.
     pub fn blocking_threads(&self) -> usize {
         self.blocking_threads.unwrap_or_else(BlockingPool::default_size)
+    }
+
+    /// This daemon's name: the config's, else the host name.
+    pub fn node(&self) -> String {
+        self.node.clone().unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".to_string())
+        })
     }
 
     /// The global limit on runs at once.

@@ -318,3 +318,47 @@ fn a_missing_jobs_folder_is_a_clear_error() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/gatherd-jobs does not exist"));
 }
+
+#[test]
+fn after_kill_9_a_run_in_flight_is_interrupted_and_a_finished_one_shot_does_not_run_again() {
+    let d = Daemon::start(&[], &[], &[]);
+    d.drop_file("done.toml", "[[step]]\nname = \"t\"\nsleep = \"10ms\"\n");
+    assert!(d.wait_for(LONG, |l| finished(l, "done.toml", "succeeded")), "{}", d.dump());
+    d.drop_file("long.toml", "[[step]]\nname = \"t\"\nsleep = \"300s\"\n");
+    assert!(d.wait_for(LONG, |l| is(l, "long.toml", "run started")), "{}", d.dump());
+    let long_run = d.lines().iter().find(|l| is(l, "long.toml", "run started")).map(|l| l["run_id"].clone());
+    let (jobs, state) = d.end_with(Signal::SIGKILL);
+
+    let d = Daemon::start_with(jobs, state, &[], &[]);
+    let interrupted =
+        d.lines().into_iter().find(|l| l["message"].as_str().is_some_and(|m| m.starts_with("run interrupted")));
+    let interrupted = interrupted.unwrap_or_else(|| panic!("no interrupted run reported: {}", d.dump()));
+    assert_eq!(interrupted["job"], "long.toml");
+    assert_eq!(Some(interrupted["run_id"].clone()), long_run);
+    assert!(
+        d.count(|l| is(l, "done.toml", "this version already ran to the end; not running it again")) == 1,
+        "{}",
+        d.dump()
+    );
+    // The interrupted one-shot is reported, not silently retried.
+    assert!(
+        d.count(|l| l["job"] == "long.toml"
+            && l["message"].as_str().is_some_and(|m| m.starts_with("this version's run was interrupted")))
+            == 1,
+        "{}",
+        d.dump()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.count(|l| l["message"] == "run started"), 0, "{}", d.dump());
+}
+
+#[test]
+fn a_daemon_restarted_cleanly_does_not_rerun_finished_one_shots_but_runs_changed_ones() {
+    let d = Daemon::start(&[], &[], &[]);
+    d.drop_file("a.toml", "[[step]]\nname = \"t\"\nsleep = \"10ms\"\n");
+    assert!(d.wait_for(LONG, |l| finished(l, "a.toml", "succeeded")), "{}", d.dump());
+    let (jobs, state) = d.end_with(Signal::SIGTERM);
+    write(jobs.path(), "a.toml", "[[step]]\nname = \"t\"\nsleep = \"20ms\"\n");
+    let d = Daemon::start_with(jobs, state, &[], &[]);
+    assert!(d.wait_for(LONG, |l| finished(l, "a.toml", "succeeded")), "a changed one-shot must run: {}", d.dump());
+}

@@ -2,43 +2,31 @@
 //! `job`, `run_id`, `step`, `status` and `duration_ms` fields, which the chosen
 //! subscriber writes as text, JSON lines or journald fields.
 
-use tokio::sync::mpsc::UnboundedReceiver;
-
 use crate::exec::{RunEvent, Status, is_group_kind};
+use crate::store::RunTrigger;
 
-/// Why a run started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
-    /// A one-shot file appeared or changed.
-    File,
-    /// Its cron schedule came due.
-    Schedule,
-    /// Its interval came due.
-    Interval,
+/// Logs the events of one run.
+pub struct RunLog {
+    /// The job (its path in the jobs folder).
+    pub job: String,
+    /// The run's id (the store's).
+    pub run_id: i64,
+    /// Why it runs.
+    pub cause: RunTrigger,
 }
 
-impl Cause {
-    /// The word used in logs (and later in the store).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Cause::File => "file",
-            Cause::Schedule => "schedule",
-            Cause::Interval => "interval",
-        }
-    }
-}
-
-/// Writes every event of one run to the log until the run ends.
-pub async fn log_run(mut events: UnboundedReceiver<RunEvent>, job: String, run_id: u64, cause: Cause) {
-    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    while let Some(event) = events.recv().await {
+impl RunLog {
+    /// Writes one event to the log.
+    pub fn event(&self, event: &RunEvent) {
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let (job, run_id) = (&self.job, self.run_id);
         match event {
             RunEvent::RunStarted { .. } => {
-                tracing::info!(job = %job, run_id, cause = cause.as_str(), "run started");
+                tracing::info!(job = %job, run_id, cause = self.cause.as_str(), "run started");
             }
             RunEvent::NodeStarted { .. } => {}
             RunEvent::AttemptFailed { path, attempt, error, retry_in, .. } => {
-                tracing::warn!(job = %job, run_id, step = %path, attempt, retry_in_ms = ms(retry_in), error = %error, "attempt failed; retrying");
+                tracing::warn!(job = %job, run_id, step = %path, attempt, retry_in_ms = ms(*retry_in), error = %error, "attempt failed; retrying");
             }
             RunEvent::NodeFinished { path, kind, status, started, at, attempts, error, .. } if !is_group_kind(kind) => {
                 let duration_ms = started.map_or(0, |s| ms(at.saturating_sub(s)));
@@ -59,7 +47,7 @@ pub async fn log_run(mut events: UnboundedReceiver<RunEvent>, job: String, run_i
                 tracing::info!(job = %job, run_id, step = %path, "script: {text}");
             }
             RunEvent::RunFinished { status, error, duration, .. } => {
-                let duration_ms = ms(duration);
+                let duration_ms = ms(*duration);
                 match status {
                     Status::Succeeded => {
                         tracing::info!(job = %job, run_id, status = %status, duration_ms, "run finished")

@@ -36,13 +36,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::time::DelayQueue;
 
 use self::admit::Admission;
-use self::log_sink::Cause;
+use self::log_sink::RunLog;
 use self::systemd::Systemd;
 use self::table::{Entry, Loaded, Running};
 use crate::config::Config;
 use crate::exec::{self, BlockingPool, Limits, RunContext, RunOutcome};
 use crate::job::{Overlap, Trigger};
 use crate::schedule::{Schedule, stable_jitter};
+use crate::store::{self, JobKind, JobRecord, RecordedStatus, RunStart, RunStore, RunTrigger};
 use crate::watch::{JobFileEvent, JobId, Watcher};
 
 /// How the daemon was asked to run: the config file and the flags that win
@@ -77,17 +78,19 @@ impl Options {
     }
 }
 
-/// A run that is due: which job, and why.
+/// A run that is due: which job, why, and its nominal time.
 #[derive(Debug, Clone)]
 struct Fire {
     job: JobId,
-    cause: Cause,
+    cause: RunTrigger,
+    due: chrono::DateTime<Utc>,
 }
 
 /// A run that ended.
 struct Done {
     job: JobId,
-    run_id: u64,
+    /// The supervisor's own number for the run (the store's id may be missing).
+    seq: u64,
     semaphore: Option<String>,
     outcome: RunOutcome,
 }
@@ -107,6 +110,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     std::fs::create_dir_all(&opts.state)
         .with_context(|| format!("cannot create the state folder {}", opts.state.display()))?;
     let _lock = lock_state(&opts.state)?;
+    let db = opts.state.join(store::DB_FILE);
+    let store: Arc<dyn RunStore> =
+        Arc::new(store::open_sqlite(&db).await.with_context(|| format!("cannot open the run store {}", db.display()))?);
+    let node = opts.config.node();
+    let reason = "the daemon stopped while it ran (crash, kill -9 or power loss); it was not retried";
+    for run in store.recover(&node, reason).await.context("cannot recover runs left running")? {
+        tracing::warn!(job = %run.job, run_id = run.id, started_at = %run.started_at, "run interrupted: {reason}");
+    }
     let (watcher, file_events) = Watcher::start(&opts.jobs, DEBOUNCE)
         .with_context(|| format!("cannot watch the jobs folder {}", opts.jobs.display()))?;
     let mut file_events = Some(file_events);
@@ -114,7 +125,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
 
-    let mut sup = Supervisor::new(opts);
+    let mut sup = Supervisor::new(opts, store, node);
     tracing::info!(jobs = %sup.opts.jobs.display(), state = %sup.opts.state.display(), "gatherd daemon starting");
     sup.rescan().await;
     sup.systemd.ready(&sup.status_line());
@@ -146,7 +157,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
     drop(watcher);
+    let store = sup.store.clone();
     sup.shutdown(watchdog).await;
+    store.close().await.context("cannot write the last of the run history")?;
     Ok(())
 }
 
@@ -177,13 +190,19 @@ struct Supervisor {
     runs: JoinSet<Done>,
     /// Parent of every run's token.
     shutdown: CancellationToken,
-    next_run_id: u64,
+    next_seq: u64,
     systemd: Systemd,
+    /// Run history.
+    store: Arc<dyn RunStore>,
+    /// This daemon's name in the store.
+    node: String,
 }
 
 impl Supervisor {
-    fn new(opts: Options) -> Supervisor {
+    fn new(opts: Options, store: Arc<dyn RunStore>, node: String) -> Supervisor {
         Supervisor {
+            store,
+            node,
             pool: BlockingPool::new(opts.blocking_threads()),
             admission: Admission::new(opts.max_concurrent_runs(), opts.semaphores()),
             opts,
@@ -191,7 +210,7 @@ impl Supervisor {
             timers: DelayQueue::new(),
             runs: JoinSet::new(),
             shutdown: CancellationToken::new(),
-            next_run_id: 0,
+            next_seq: 0,
             systemd: Systemd,
         }
     }
@@ -234,7 +253,7 @@ impl Supervisor {
         }
         for (id, loaded) in found {
             match loaded {
-                Ok(loaded) => self.apply(id, loaded),
+                Ok(loaded) => self.apply(id, loaded).await,
                 Err(e) => tracing::warn!(job = %id, "cannot read the job file: {e}"),
             }
         }
@@ -246,7 +265,7 @@ impl Supervisor {
             JobFileEvent::Changed { id } => {
                 let path = id.path(&self.opts.jobs);
                 match tokio::task::spawn_blocking(move || table::read(&path)).await {
-                    Ok(Ok(loaded)) => self.apply(id, loaded),
+                    Ok(Ok(loaded)) => self.apply(id, loaded).await,
                     Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => self.remove(&id),
                     Ok(Err(e)) => tracing::warn!(job = %id, "cannot read the job file: {e}"),
                     Err(e) => tracing::error!(job = %id, "reading the job file failed: {e}"),
@@ -263,12 +282,23 @@ impl Supervisor {
 
     /// A job file was read: take the new version (or report why not) and
     /// (re)schedule it.
-    fn apply(&mut self, id: JobId, loaded: Loaded) {
+    async fn apply(&mut self, id: JobId, loaded: Loaded) {
         let entry = self.table.entry(id.clone()).or_default();
         if entry.hash == Some(loaded.hash) {
             return; // Saved again, unchanged.
         }
         entry.hash = Some(loaded.hash);
+        let record = JobRecord {
+            job: id.to_string(),
+            kind: if id.as_str().ends_with(".rhai") { JobKind::Rhai } else { JobKind::Toml },
+            content_hash: loaded.hash,
+            valid: loaded.job.is_ok(),
+            diagnostic: loaded.job.as_ref().err().map(ToString::to_string),
+        };
+        if let Err(e) = self.store.upsert_job(record).await {
+            tracing::error!(job = %id, "cannot record the job file in the store: {e}");
+        }
+        let entry = self.table.entry(id.clone()).or_default();
         let job = match loaded.job {
             Ok(job) => job,
             Err(e) => {
@@ -286,14 +316,30 @@ impl Supervisor {
         let same_timing = entry.job.as_ref().is_some_and(|old| old.trigger == job.trigger && old.jitter == job.jitter);
         tracing::info!(job = %id, trigger = %describe(&job.trigger), fixed = was_invalid, "job loaded");
         entry.job = Some(Arc::new(job));
+        entry.valid_hash = Some(loaded.hash);
         let trigger = entry.job.as_ref().map(|j| j.trigger.clone()).unwrap_or(Trigger::OnChange);
         match trigger {
             Trigger::OnChange => {
                 self.cancel_timer(&id);
                 let entry = self.table.entry(id.clone()).or_default();
-                if entry.last_run_hash != entry.hash {
-                    entry.last_run_hash = entry.hash;
-                    self.fire(id, Cause::File);
+                if entry.last_run_hash == entry.hash {
+                    return;
+                }
+                entry.last_run_hash = entry.hash;
+                // A version that ran to the end before a restart does not run again.
+                match self.store.one_shot_status(id.as_str(), &loaded.hash).await {
+                    Ok(Some(RecordedStatus::Interrupted)) => tracing::warn!(
+                        job = %id,
+                        "this version's run was interrupted when the daemon stopped; not retried (save a new version to run it)"
+                    ),
+                    Ok(Some(_)) => {
+                        tracing::info!(job = %id, "this version already ran to the end; not running it again")
+                    }
+                    Ok(None) => self.fire(id, RunTrigger::File, Utc::now()),
+                    Err(e) => {
+                        tracing::error!(job = %id, "cannot ask the store whether this version ran: {e}; running it");
+                        self.fire(id, RunTrigger::File, Utc::now());
+                    }
                 }
             }
             _ if same_timing && self.table.get(&id).is_some_and(|e| e.timer.is_some()) => {}
@@ -349,23 +395,24 @@ impl Supervisor {
     }
 
     fn on_timer(&mut self, id: JobId) {
-        let cause = match self.table.get_mut(&id) {
+        let (cause, due) = match self.table.get_mut(&id) {
             Some(entry) => {
                 entry.timer = None;
-                match entry.job.as_ref().map(|j| &j.trigger) {
-                    Some(Trigger::Cron { .. }) => Cause::Schedule,
-                    _ => Cause::Interval,
-                }
+                let cause = match entry.job.as_ref().map(|j| &j.trigger) {
+                    Some(Trigger::Cron { .. }) => RunTrigger::Schedule,
+                    _ => RunTrigger::Interval,
+                };
+                (cause, entry.slot.unwrap_or_else(Utc::now))
             }
             None => return,
         };
-        self.fire(id.clone(), cause);
+        self.fire(id.clone(), cause, due);
         self.schedule_next(&id);
         self.report_status();
     }
 
     /// A run of `id` is due: apply its overlap policy, then admission.
-    fn fire(&mut self, id: JobId, cause: Cause) {
+    fn fire(&mut self, id: JobId, cause: RunTrigger, due: chrono::DateTime<Utc>) {
         let Some(entry) = self.table.get_mut(&id) else { return };
         let Some(job) = entry.job.clone() else { return };
         if self.shutdown.is_cancelled() {
@@ -383,7 +430,7 @@ impl Supervisor {
                         tracing::info!(job = %id, cause = cause.as_str(), "skipped: a run already waits for the last one (overlap = \"queue\")");
                     } else {
                         tracing::info!(job = %id, cause = cause.as_str(), "queued behind the running one (overlap = \"queue\")");
-                        entry.queued = Some(cause);
+                        entry.queued = Some((cause, due));
                     }
                     return;
                 }
@@ -397,7 +444,7 @@ impl Supervisor {
                 Overlap::Allow => {}
             }
         }
-        let fire = Fire { job: id, cause };
+        let fire = Fire { job: id, cause, due };
         match self.admission.admit(job.semaphore.as_deref(), fire.clone()) {
             Some(fire) => self.start(fire),
             None => {
@@ -408,19 +455,19 @@ impl Supervisor {
 
     /// Starts a run that holds its admission slot.
     fn start(&mut self, fire: Fire) {
-        let job = self.table.get(&fire.job).and_then(|e| e.job.clone());
-        let Some(job) = job else {
+        let version = self.table.get(&fire.job).and_then(|e| e.job.clone().zip(e.valid_hash));
+        let Some((job, content_hash)) = version else {
             // The file went away while the run waited: give the slot back.
             for next in self.admission.release(None) {
                 self.start(next);
             }
             return;
         };
-        self.next_run_id += 1;
-        let run_id = self.next_run_id;
+        self.next_seq += 1;
+        let seq = self.next_seq;
         let cancel = self.shutdown.child_token();
         if let Some(entry) = self.table.get_mut(&fire.job) {
-            entry.running.push(Running { run_id, cancel: cancel.clone() });
+            entry.running.push(Running { seq, cancel: cancel.clone() });
         }
         let ctx = RunContext {
             cancel,
@@ -429,21 +476,47 @@ impl Supervisor {
             script_limits: self.opts.config.script_limits(),
         };
         let semaphore = job.semaphore.clone();
+        let store = self.store.clone();
+        let start = RunStart {
+            job: fire.job.to_string(),
+            trigger: fire.cause,
+            fire_time: fire.due,
+            content_hash,
+            node: self.node.clone(),
+        };
         let id = fire.job;
-        let cause = fire.cause;
         self.runs.spawn(async move {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            let name = id.to_string();
-            let (outcome, ()) = tokio::join!(exec::run(job, ctx, tx), log_sink::log_run(rx, name, run_id, cause));
-            Done { job: id, run_id, semaphore, outcome }
+            // The run's id is the store's; without a store row the run still
+            // runs (and is logged), it just is not in the history.
+            let run_id = match store.begin_run(start).await {
+                Ok(run_id) => Some(run_id),
+                Err(e) => {
+                    tracing::error!(job = %id, "cannot record the run in the store: {e}");
+                    None
+                }
+            };
+            let log = RunLog { job: id.to_string(), run_id: run_id.unwrap_or(-1), cause: fire.cause };
+            let recorder = store.recorder();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            // The run's sinks: the log and the store, fed from one stream.
+            let sinks = async {
+                while let Some(event) = rx.recv().await {
+                    log.event(&event);
+                    if let Some(run_id) = run_id {
+                        recorder.record(run_id, event);
+                    }
+                }
+            };
+            let (outcome, ()) = tokio::join!(exec::run(job, ctx, tx), sinks);
+            Done { job: id, seq, semaphore, outcome }
         });
     }
 
     fn on_done(&mut self, done: Done) {
-        tracing::debug!(job = %done.job, run_id = done.run_id, status = %done.outcome.status, "run ended");
+        tracing::debug!(job = %done.job, seq = done.seq, status = %done.outcome.status, "run ended");
         let mut queued = None;
         if let Some(entry) = self.table.get_mut(&done.job) {
-            entry.running.retain(|r| r.run_id != done.run_id);
+            entry.running.retain(|r| r.seq != done.seq);
             if entry.running.is_empty() {
                 queued = entry.queued.take();
             }
@@ -451,8 +524,8 @@ impl Supervisor {
         for next in self.admission.release(done.semaphore.as_deref()) {
             self.start(next);
         }
-        if let Some(cause) = queued {
-            self.fire(done.job, cause);
+        if let Some((cause, due)) = queued {
+            self.fire(done.job, cause, due);
         }
         self.report_status();
     }
@@ -522,7 +595,7 @@ impl Supervisor {
             tokio::select! {
                 Some(done) = self.runs.join_next() => {
                     if let Ok(done) = done {
-                        tracing::debug!(job = %done.job, run_id = done.run_id, "run ended during shutdown");
+                        tracing::debug!(job = %done.job, seq = done.seq, "run ended during shutdown");
                     }
                 }
                 () = &mut deadline, if !cancelled => {

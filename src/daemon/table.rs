@@ -9,10 +9,10 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::delay_queue;
 
-use super::log_sink::Cause;
 use crate::job::Job;
 use crate::load::{self, LoadError, MAX_FILE_BYTES};
 use crate::schedule::Schedule;
+use crate::store::RunTrigger;
 
 /// A file's content hash (SHA-256): equal hashes mean an identical re-save.
 pub type Hash = [u8; 32];
@@ -48,8 +48,8 @@ pub fn read(path: &Path) -> std::io::Result<Loaded> {
 
 /// A run of a job that has started and not yet ended.
 pub struct Running {
-    /// Its id in the logs.
-    pub run_id: u64,
+    /// The supervisor's number for it.
+    pub seq: u64,
     /// Cancels it (file removed, `replace`, shutdown).
     pub cancel: CancellationToken,
 }
@@ -62,6 +62,8 @@ pub struct Entry {
     pub job: Option<Arc<Job>>,
     /// The content hash of the file as last read.
     pub hash: Option<Hash>,
+    /// The content hash of `job`, the version that runs.
+    pub valid_hash: Option<Hash>,
     /// Why the file as last read is invalid.
     pub invalid: Option<LoadError>,
     /// The content hash of the one-shot version that last ran.
@@ -74,6 +76,7 @@ pub struct Entry {
     pub timer: Option<delay_queue::Key>,
     /// Runs in flight.
     pub running: Vec<Running>,
-    /// A fire kept for when the current run ends (`overlap = "queue"`).
-    pub queued: Option<Cause>,
+    /// A fire kept for when the current run ends (`overlap = "queue"`), with
+    /// its nominal time.
+    pub queued: Option<(RunTrigger, DateTime<Utc>)>,
 }

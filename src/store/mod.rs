@@ -117,12 +117,15 @@ pub trait RunStore: Send + Sync {
     /// Records the current version of a job file (the "jobs seen" table).
     fn upsert_job(&self, job: JobRecord) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Whether a file-triggered run of this version of `job` reached its end
-    /// (any final status but `interrupted`): a restarted daemon must not run a
-    /// completed one-shot again. Sees what is committed; flush the recorder
-    /// first to see runs that just finished.
-    fn one_shot_done<'a>(&'a self, job: &'a str, content_hash: &'a [u8; 32])
-    -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// How the last file-triggered run of this version of `job` ended, if one
+    /// did (`interrupted` included): a restarted daemon neither runs a completed
+    /// one-shot again nor silently retries an interrupted one. Sees what is
+    /// committed; flush the recorder first to see runs that just finished.
+    fn one_shot_status<'a>(
+        &'a self,
+        job: &'a str,
+        content_hash: &'a [u8; 32],
+    ) -> BoxFuture<'a, Result<Option<RecordedStatus>, StoreError>>;
 
     /// Runs matching `filter`, newest first.
     fn runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRow>, StoreError>>;

@@ -240,10 +240,14 @@ async fn recover_interrupts_what_was_running_and_leaves_the_rest() {
     assert_eq!(status_of(elsewhere).await, RecordedStatus::Running, "another node's run is its own business");
     assert_eq!(store.run(done).await.unwrap().unwrap().steps[0].status, RecordedStatus::Running);
 
-    assert!(store.one_shot_done("a.toml", &[1; 32]).await.unwrap(), "finished (even failed) → done");
-    assert!(!store.one_shot_done("a.toml", &[2; 32]).await.unwrap(), "interrupted → not done");
-    assert!(!store.one_shot_done("a.toml", &[9; 32]).await.unwrap(), "another version");
-    assert!(!store.one_shot_done("c.toml", &[4; 32]).await.unwrap(), "not file-triggered");
+    assert_eq!(
+        store.one_shot_status("a.toml", &[1; 32]).await.unwrap(),
+        Some(RecordedStatus::Failed),
+        "finished, even failed"
+    );
+    assert_eq!(store.one_shot_status("a.toml", &[2; 32]).await.unwrap(), Some(RecordedStatus::Interrupted));
+    assert_eq!(store.one_shot_status("a.toml", &[9; 32]).await.unwrap(), None, "another version");
+    assert_eq!(store.one_shot_status("c.toml", &[4; 32]).await.unwrap(), None, "not file-triggered");
     assert!(store.recover("node-a", "again").await.unwrap().is_empty());
     store.close().await.unwrap();
 }

@@ -177,8 +177,18 @@ impl Daemon {
 
     /// Starts a daemon on `jobs` and waits until it is ready.
     pub fn start_in(jobs: tempfile::TempDir, args: &[&str], envs: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with(jobs, tempfile::tempdir().expect("state dir"), args, envs)
+    }
+
+    /// Starts a daemon on `jobs` with the state folder `state` (e.g. one a
+    /// previous daemon left) and waits until it is ready.
+    pub fn start_with(
+        jobs: tempfile::TempDir,
+        state: tempfile::TempDir,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Daemon {
         use std::io::BufRead;
-        let state = tempfile::tempdir().expect("state dir");
         let mut cmd = gatherd();
         cmd.arg("daemon")
             .arg("--jobs")
@@ -263,6 +273,17 @@ impl Daemon {
         // Let the reader thread take the last lines.
         thread::sleep(Duration::from_millis(100));
         (status.and_then(|s| s.code()), self.lines())
+    }
+
+    /// Ends the daemon with `signal` (SIGKILL for a crash), waits for it, and
+    /// hands back its folders for the next daemon.
+    pub fn end_with(mut self, signal: nix::sys::signal::Signal) -> (tempfile::TempDir, tempfile::TempDir) {
+        self.signal(signal);
+        let mut child = self.child.take().expect("running");
+        let _ = child.wait();
+        let jobs = std::mem::replace(&mut self.jobs, tempfile::tempdir().expect("temp"));
+        let state = std::mem::replace(&mut self.state, tempfile::tempdir().expect("temp"));
+        (jobs, state)
     }
 
     /// Writes `text` to `name` in the jobs folder the safe way: a temp name

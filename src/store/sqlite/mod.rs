@@ -214,13 +214,13 @@ impl RunStore for SqliteStore {
         self.write(move |conn| upsert_job(conn, &job)).boxed()
     }
 
-    fn one_shot_done<'a>(
+    fn one_shot_status<'a>(
         &'a self,
         job: &'a str,
         content_hash: &'a [u8; 32],
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+    ) -> BoxFuture<'a, Result<Option<RecordedStatus>, StoreError>> {
         let (job, hash) = (job.to_string(), *content_hash);
-        self.read(move |conn| read::one_shot_done(conn, &job, &hash)).boxed()
+        self.read(move |conn| read::one_shot_status(conn, &job, &hash)).boxed()
     }
 
     fn runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRow>, StoreError>> {

@@ -177,11 +177,17 @@ pub(super) fn run(conn: &Connection, id: RunId) -> Result<Option<RunDetail>, Sto
 }
 
 /// Whether a file-triggered run of this version of `job` reached its end.
-pub(super) fn one_shot_done(conn: &Connection, job: &str, content_hash: &[u8; 32]) -> Result<bool, StoreError> {
-    conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM runs WHERE job = ?1 AND content_hash = ?2 AND trigger = 'file' \
-         AND status NOT IN ('running', 'interrupted'))",
-    )
-    .and_then(|mut s| s.query_row(params![job, &content_hash[..]], |r| r.get(0)))
-    .map_err(StoreError::sqlite("look up a one-shot run"))
+pub(super) fn one_shot_status(
+    conn: &Connection,
+    job: &str,
+    content_hash: &[u8; 32],
+) -> Result<Option<RecordedStatus>, StoreError> {
+    let status: Option<String> = conn
+        .prepare_cached(
+            "SELECT status FROM runs WHERE job = ?1 AND content_hash = ?2 AND trigger = 'file' \
+             AND status <> 'running' ORDER BY id DESC LIMIT 1",
+        )
+        .and_then(|mut s| s.query_row(params![job, &content_hash[..]], |r| r.get(0)).optional())
+        .map_err(StoreError::sqlite("look up a one-shot run"))?;
+    Ok(status.as_deref().and_then(RecordedStatus::parse))
 }
