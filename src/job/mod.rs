@@ -41,6 +41,15 @@ pub struct Job {
     /// Upper bound of a delay added to each scheduled fire; the delay itself is
     /// derived from the job's identity, so it is the same across restarts.
     pub jitter: Option<Duration>,
+    /// What to do, at start, with the fires missed while the daemon was down.
+    pub catch_up: CatchUp,
+    /// Only missed fires this recent may be caught up (the rest are recorded
+    /// missed); `None` = the built-in default window.
+    pub catch_up_window: Option<Duration>,
+    /// Keep at most this many runs of this job in the history.
+    pub keep_runs: Option<u64>,
+    /// Keep runs of this job for this long.
+    pub keep_for: Option<Duration>,
     /// The root of the run tree: the first group, or the steps in sequence.
     pub root: Node,
 }
@@ -59,6 +68,10 @@ impl Job {
             overlap: Overlap::Skip,
             semaphore: None,
             jitter: None,
+            catch_up: CatchUp::Skip,
+            catch_up_window: None,
+            keep_runs: None,
+            keep_for: None,
             root,
         }
     }
@@ -92,6 +105,20 @@ pub enum Overlap {
     Replace,
     /// Run both.
     Allow,
+}
+
+/// What a scheduled job does after downtime with the fires it missed
+/// (systemd's `Persistent=`, bounded). Every missed fire that does not run is
+/// recorded as `missed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CatchUp {
+    /// Run none of them.
+    #[default]
+    Skip,
+    /// Run the most recent one, once, at start.
+    Latest,
+    /// Run each one inside the window, one after another.
+    All,
 }
 
 /// A node of the run tree.

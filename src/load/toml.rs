@@ -172,6 +172,10 @@ pub(crate) fn new_job(path: &Path, root: crate::job::Node) -> Job {
         overlap: Overlap::default(),
         semaphore: None,
         jitter: None,
+        catch_up: crate::job::CatchUp::Skip,
+        catch_up_window: None,
+        keep_runs: None,
+        keep_for: None,
         root,
     }
 }
