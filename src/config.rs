@@ -37,6 +37,12 @@ pub struct Config {
     /// A tracing filter such as `info` or `gatherd=debug` (`--log-level` and
     /// `RUST_LOG` win).
     pub log_level: Option<String>,
+    /// Keep at most this many runs per job in the history (a job's own
+    /// `keep_runs` wins). Default: all.
+    pub keep_runs: Option<u64>,
+    /// Keep runs this long (a job's own `keep_for` wins). Default: forever.
+    #[serde(default, deserialize_with = "humantime_opt")]
+    pub keep_for: Option<Duration>,
     /// This daemon's name in the run history (default: the host name). Keep it
     /// stable: on start, runs this node left running are marked interrupted.
     pub node: Option<String>,

@@ -362,3 +362,65 @@ fn a_daemon_restarted_cleanly_does_not_rerun_finished_one_shots_but_runs_changed
     let d = Daemon::start_with(jobs, state, &[], &[]);
     assert!(d.wait_for(LONG, |l| finished(l, "a.toml", "succeeded")), "a changed one-shot must run: {}", d.dump());
 }
+
+fn run_count(state: &std::path::Path, job: &str, status: Option<&str>) -> i64 {
+    let db =
+        rusqlite::Connection::open_with_flags(state.join("gatherd.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the run store");
+    let (sql, args): (&str, Vec<&str>) = match status {
+        Some(s) => ("SELECT count(*) FROM runs WHERE job = ?1 AND status = ?2", vec![job, s]),
+        None => ("SELECT count(*) FROM runs WHERE job = ?1", vec![job]),
+    };
+    db.query_row(sql, rusqlite::params_from_iter(args), |r| r.get(0)).expect("count runs")
+}
+
+fn catch_up_after_downtime(policy: &str) -> (Daemon, i64) {
+    let job = format!("every = \"1s\"\ncatch_up = \"{policy}\"\n[[step]]\nname = \"t\"\nsleep = \"10ms\"\n");
+    let d = Daemon::start(&[("tick.toml", &job)], &[], &[]);
+    assert!(d.wait_for(LONG, |l| finished(l, "tick.toml", "succeeded")), "{}", d.dump());
+    let (jobs, state) = d.end_with(Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(3500));
+    let d = Daemon::start_with(jobs, state, &[], &[]);
+    let line =
+        d.lines().into_iter().find(|l| l["message"] == "fires missed while the daemon was down; recorded as missed");
+    let missed = line.as_ref().and_then(|l| l["count"].as_i64()).unwrap_or(0);
+    (d, missed)
+}
+
+#[test]
+fn catch_up_latest_runs_the_last_missed_fire_once_and_records_the_rest() {
+    let (d, missed) = catch_up_after_downtime("latest");
+    assert!(missed >= 1, "{}", d.dump());
+    assert!(d.wait_for(LONG, |l| l["message"] == "catching up missed fires" && l["count"] == 1), "{}", d.dump());
+    assert!(d.wait_for(LONG, |l| is(l, "tick.toml", "run started") && l["cause"] == "interval"), "{}", d.dump());
+    assert_eq!(run_count(d.state.path(), "tick.toml", Some("missed")), missed);
+}
+
+#[test]
+fn catch_up_all_runs_each_missed_fire() {
+    let (d, missed) = catch_up_after_downtime("all");
+    assert_eq!(missed, 0, "inside the window nothing is left missed: {}", d.dump());
+    let caught =
+        d.lines().into_iter().find(|l| l["message"] == "catching up missed fires").and_then(|l| l["count"].as_i64());
+    let caught = caught.unwrap_or_else(|| panic!("no catch-up: {}", d.dump()));
+    assert!(caught >= 2, "{}", d.dump());
+}
+
+#[test]
+fn catch_up_skip_records_every_missed_fire() {
+    let (d, missed) = catch_up_after_downtime("skip");
+    assert!(missed >= 2, "{}", d.dump());
+    assert_eq!(d.count(|l| l["message"] == "catching up missed fires"), 0);
+    assert_eq!(run_count(d.state.path(), "tick.toml", Some("missed")), missed);
+}
+
+#[test]
+fn retention_keeps_the_newest_runs() {
+    let d = Daemon::start(
+        &[("tick.toml", "every = \"200ms\"\nkeep_runs = 2\n[[step]]\nname = \"t\"\nsleep = \"10ms\"\n")],
+        &[],
+        &[],
+    );
+    assert!(d.wait_for_n(LONG, 5, |l| finished(l, "tick.toml", "succeeded")), "{}", d.dump());
+    assert!(eventually(LONG, || run_count(d.state.path(), "tick.toml", None) <= 3), "not pruned");
+}

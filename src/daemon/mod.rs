@@ -18,6 +18,7 @@
 //! holds a child of the shutdown token, so shutdown can wait for all of them.
 
 pub mod admit;
+mod catch_up;
 mod log_sink;
 mod systemd;
 mod table;
@@ -43,7 +44,7 @@ use crate::config::Config;
 use crate::exec::{self, BlockingPool, Limits, RunContext, RunOutcome};
 use crate::job::{Overlap, Trigger};
 use crate::schedule::{Schedule, stable_jitter};
-use crate::store::{self, JobKind, JobRecord, RecordedStatus, RunStart, RunStore, RunTrigger};
+use crate::store::{self, JobKind, JobRecord, Missed, RecordedStatus, RunStart, RunStore, RunTrigger};
 use crate::watch::{JobFileEvent, JobId, Watcher};
 
 /// How the daemon was asked to run: the config file and the flags that win
@@ -313,6 +314,7 @@ impl Supervisor {
             }
         };
         let was_invalid = entry.invalid.take().is_some();
+        let first_version = entry.job.is_none();
         let same_timing = entry.job.as_ref().is_some_and(|old| old.trigger == job.trigger && old.jitter == job.jitter);
         tracing::info!(job = %id, trigger = %describe(&job.trigger), fixed = was_invalid, "job loaded");
         entry.job = Some(Arc::new(job));
@@ -343,16 +345,68 @@ impl Supervisor {
                 }
             }
             _ if same_timing && self.table.get(&id).is_some_and(|e| e.timer.is_some()) => {}
-            trigger => match Schedule::new(&trigger, Utc::now()) {
-                Ok(Some(schedule)) => {
-                    let entry = self.table.entry(id.clone()).or_default();
-                    entry.schedule = Some(schedule);
-                    entry.slot = None;
-                    self.schedule_next(&id);
+            trigger => {
+                // A job the store saw fire before the daemon stopped continues
+                // from its last fire: `every` keeps its grid, and the fires
+                // missed in between are caught up or recorded missed.
+                let last = if first_version {
+                    self.store.last_fire(id.as_str()).await.unwrap_or_else(|e| {
+                        tracing::error!(job = %id, "cannot read the job's last fire from the store: {e}");
+                        None
+                    })
+                } else {
+                    None
+                };
+                match Schedule::new(&trigger, last.unwrap_or_else(Utc::now)) {
+                    Ok(Some(schedule)) => {
+                        if let Some(last) = last {
+                            self.catch_up(&id, &schedule, last).await;
+                        }
+                        let entry = self.table.entry(id.clone()).or_default();
+                        entry.schedule = Some(schedule);
+                        entry.slot = None;
+                        self.schedule_next(&id);
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(job = %id, "cannot schedule the job: {e}"),
                 }
-                Ok(None) => {}
-                Err(e) => tracing::error!(job = %id, "cannot schedule the job: {e}"),
-            },
+            }
+        }
+    }
+
+    /// At start: records the fires missed since `last` and runs the ones the
+    /// job's `catch_up` asks for, one after another.
+    async fn catch_up(&mut self, id: &JobId, schedule: &Schedule, last: chrono::DateTime<Utc>) {
+        let Some(entry) = self.table.get_mut(id) else { return };
+        let (Some(job), Some(hash)) = (entry.job.clone(), entry.valid_hash) else { return };
+        let plan = catch_up::plan(schedule, last, Utc::now(), job.catch_up, job.catch_up_window);
+        let cause = match job.trigger {
+            Trigger::Cron { .. } => RunTrigger::Schedule,
+            _ => RunTrigger::Interval,
+        };
+        if let (Some(first), Some(latest)) = (plan.missed.first(), plan.missed.last()) {
+            tracing::warn!(job = %id, count = plan.missed.len(), first = %first, last = %latest, more = plan.uncounted, "fires missed while the daemon was down; recorded as missed");
+            let missed = Missed {
+                job: id.to_string(),
+                trigger: cause,
+                fire_times: plan.missed,
+                content_hash: hash,
+                node: self.node.clone(),
+            };
+            if let Err(e) = self.store.record_missed(missed).await {
+                tracing::error!(job = %id, "cannot record the missed fires: {e}");
+            }
+        }
+        if plan.run.is_empty() {
+            return;
+        }
+        tracing::info!(job = %id, count = plan.run.len(), policy = ?job.catch_up, "catching up missed fires");
+        let mut queue: std::collections::VecDeque<_> = plan.run.into();
+        let first = queue.pop_front();
+        entry.catch_up = queue;
+        entry.catch_up_cause = Some(cause);
+        if let Some(due) = first {
+            self.fire(id.clone(), cause, due);
         }
     }
 
@@ -476,6 +530,8 @@ impl Supervisor {
             script_limits: self.opts.config.script_limits(),
         };
         let semaphore = job.semaphore.clone();
+        let keep_runs = job.keep_runs.or(self.opts.config.keep_runs);
+        let keep_for = job.keep_for.or(self.opts.config.keep_for);
         let store = self.store.clone();
         let start = RunStart {
             job: fire.job.to_string(),
@@ -508,6 +564,18 @@ impl Supervisor {
                 }
             };
             let (outcome, ()) = tokio::join!(exec::run(job, ctx, tx), sinks);
+            // Retention, after this run is written: the job's oldest runs go.
+            if run_id.is_some() && (keep_runs.is_some() || keep_for.is_some()) {
+                let pruned = match recorder.flush().await {
+                    Ok(()) => store.prune(id.as_str(), keep_runs, keep_for).await,
+                    Err(e) => Err(e),
+                };
+                match pruned {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(job = %id, pruned = n, "old runs pruned"),
+                    Err(e) => tracing::warn!(job = %id, "cannot prune old runs: {e}"),
+                }
+            }
             Done { job: id, seq, semaphore, outcome }
         });
     }
@@ -525,6 +593,15 @@ impl Supervisor {
             self.start(next);
         }
         if let Some((cause, due)) = queued {
+            self.fire(done.job.clone(), cause, due);
+        }
+        // Caught-up fires run one after another.
+        let next_catch_up = self
+            .table
+            .get_mut(&done.job)
+            .filter(|e| e.running.is_empty())
+            .and_then(|e| Some((e.catch_up.pop_front()?, e.catch_up_cause?)));
+        if let Some((due, cause)) = next_catch_up {
             self.fire(done.job, cause, due);
         }
         self.report_status();

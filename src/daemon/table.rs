@@ -79,4 +79,9 @@ pub struct Entry {
     /// A fire kept for when the current run ends (`overlap = "queue"`), with
     /// its nominal time.
     pub queued: Option<(RunTrigger, DateTime<Utc>)>,
+    /// Missed fires still to catch up, oldest first, each started when the
+    /// previous run ends.
+    pub catch_up: std::collections::VecDeque<DateTime<Utc>>,
+    /// The trigger of those fires.
+    pub catch_up_cause: Option<RunTrigger>,
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
-use crate::job::{LimitOverrides, Node, Overlap, ScriptSource, ScriptStep, StepKind, Trigger};
+use crate::job::{CatchUp, LimitOverrides, Node, Overlap, ScriptSource, ScriptStep, StepKind, Trigger};
 
 const RHAI: &str = "jobs/test.rhai";
 const TOML: &str = "jobs/test.toml";
@@ -151,6 +151,44 @@ fn a_lower_expression_depth_is_checked_at_load() {
     assert!(e.diagnostics()[0].message().starts_with("invalid Rhai script"), "{e}");
     let fine = format!("const max_expr_depth = 100;\nlet x = {}1{};\n", "(".repeat(40), ")".repeat(40));
     assert_eq!(script_node(&load_rhai(&fine)).limits.max_expr_depth, Some(100));
+}
+
+#[test]
+fn a_rhai_job_reads_catch_up_and_retention() {
+    let job = load_rhai(
+        "const every = \"1h\";\nconst catch_up = \"all\";\nconst catch_up_window = \"6h\";\nconst keep_runs = 100;\nconst keep_for = \"30d\";\nsleep(1)\n",
+    );
+    assert_eq!(job.catch_up, CatchUp::All);
+    assert_eq!(job.catch_up_window, Some(Duration::from_secs(6 * 3600)));
+    assert_eq!(job.keep_runs, Some(100));
+    assert_eq!(job.keep_for, Some(Duration::from_secs(30 * 86400)));
+
+    let job = load_rhai("print(1);\n");
+    assert_eq!((job.catch_up, job.catch_up_window, job.keep_runs, job.keep_for), (CatchUp::Skip, None, None, None));
+}
+
+#[test]
+fn rhai_catch_up_mistakes() {
+    let e = load_str(
+        Path::new(RHAI),
+        "const catch_up = \"lastest\";\nconst catch_up_window = \"6h\";\nconst keep_runs = 0;\nconst keep_fro = \"30d\";\nsleep(1)\n",
+    )
+    .unwrap_err();
+    let messages: Vec<_> = e.diagnostics().iter().map(|d| d.one_line()).collect();
+    assert_eq!(
+        messages,
+        [
+            "jobs/test.rhai:1:7: `catch_up` without `schedule` or `every`; add `const schedule = \"...\";` or `const every = \"...\";`, or remove `catch_up`",
+            "jobs/test.rhai:1:18: invalid `catch_up` value \"lastest\"; did you mean `latest`?",
+            "jobs/test.rhai:3:19: `keep_runs` must be at least 1, found 0; `keep_runs` is how many runs of this job the history keeps; remove it for the default retention",
+            "jobs/test.rhai:4:7: unknown setting `keep_fro`; did you mean `keep_for`? (if `keep_fro` is the script's own constant, give it a name less like a setting's)",
+        ]
+    );
+}
+
+#[test]
+fn rhai_catch_up_window_without_catch_up() {
+    insta::assert_snapshot!(render(RHAI, "const every = \"1h\";\nconst catch_up_window = \"6h\";\nsleep(1)\n"));
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
-use crate::job::{GroupMode, Node, OnError, Overlap, StepKind, Trigger};
+use crate::job::{CatchUp, GroupMode, Node, OnError, Overlap, StepKind, Trigger};
 
 const FILE: &str = "jobs/test.toml";
 
@@ -639,6 +639,78 @@ fn semaphore_and_jitter() {
     let job = load("semaphore = \"db\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n");
     assert_eq!(job.semaphore.as_deref(), Some("db"));
     assert_eq!(job.jitter, None);
+}
+
+#[test]
+fn catch_up_and_retention() {
+    let job = load(
+        "schedule = \"0 3 * * *\"\ncatch_up = \"latest\"\ncatch_up_window = \"6h\"\nkeep_runs = 100\nkeep_for = \"30d\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n",
+    );
+    assert_eq!(job.catch_up, CatchUp::Latest);
+    assert_eq!(job.catch_up_window, Some(Duration::from_secs(6 * 3600)));
+    assert_eq!(job.keep_runs, Some(100));
+    assert_eq!(job.keep_for, Some(Duration::from_secs(30 * 86400)));
+
+    let job = load("every = \"1h\"\ncatch_up = \"all\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n");
+    assert_eq!(job.catch_up, CatchUp::All);
+    assert_eq!(job.catch_up_window, None);
+
+    let job = load("every = \"1h\"\ncatch_up = \"skip\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n");
+    assert_eq!(job.catch_up, CatchUp::Skip);
+
+    // Retention needs no trigger; catch-up defaults to skip.
+    let job = load("keep_runs = 1\nkeep_for = \"1h\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n");
+    assert_eq!((job.catch_up, job.catch_up_window), (CatchUp::Skip, None));
+    assert_eq!((job.keep_runs, job.keep_for), (Some(1), Some(Duration::from_secs(3600))));
+}
+
+#[test]
+fn misspelt_catch_up() {
+    insta::assert_snapshot!(render("every = \"1h\"\ncatch_up = \"lastest\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"));
+}
+
+#[test]
+fn catch_up_without_a_trigger() {
+    insta::assert_snapshot!(render("catch_up = \"all\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"));
+}
+
+#[test]
+fn catch_up_window_without_catch_up() {
+    insta::assert_snapshot!(render(
+        "every = \"1h\"\ncatch_up_window = \"6h\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"
+    ));
+}
+
+#[test]
+fn catch_up_window_with_catch_up_skip() {
+    insta::assert_snapshot!(render(
+        "every = \"1h\"\ncatch_up = \"skip\"\ncatch_up_window = \"6h\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"
+    ));
+}
+
+#[test]
+fn zero_catch_up_window() {
+    insta::assert_snapshot!(render(
+        "every = \"1h\"\ncatch_up = \"all\"\ncatch_up_window = \"0s\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"
+    ));
+}
+
+#[test]
+fn keep_runs_zero() {
+    insta::assert_snapshot!(render("keep_runs = 0\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"));
+}
+
+#[test]
+fn keep_for_zero_and_quoted_keep_runs() {
+    let e = error("keep_runs = \"5\"\nkeep_for = \"0d\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n");
+    let messages: Vec<_> = e.diagnostics().iter().map(|d| d.one_line()).collect();
+    assert_eq!(
+        messages,
+        [
+            "jobs/test.toml:1:13: `keep_runs` must be an integer, found a string; remove the quotes: `keep_runs = 5`",
+            "jobs/test.toml:2:12: `keep_for` must be longer than zero; remove `keep_for` for the default retention",
+        ]
+    );
 }
 
 #[test]

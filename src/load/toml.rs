@@ -21,7 +21,7 @@ use super::fields::{Ctx, Value, list};
 use super::limits::{LIMIT_KEYS, read_limits};
 use super::step::{RawStep, STEP_KEYS, StepEnv, parse_step, read_name};
 use super::tree;
-use crate::job::{GroupMode, Job, LimitOverrides, OnError, Overlap, Trigger};
+use crate::job::{CatchUp, GroupMode, Job, LimitOverrides, OnError, Overlap, Trigger};
 
 /// Every key allowed at the top of a job file.
 const JOB_KEYS: &[&str] = &[
@@ -33,14 +33,30 @@ const JOB_KEYS: &[&str] = &[
     "overlap",
     "semaphore",
     "jitter",
+    "catch_up",
+    "catch_up_window",
+    "keep_runs",
+    "keep_for",
     "script_limits",
     "group",
     "step",
 ];
 
 /// The top-level keys that are job settings, shared with Rhai jobs' `const`s.
-pub(crate) const SETTING_KEYS: &[&str] =
-    &["description", "timeout", "schedule", "timezone", "every", "overlap", "semaphore", "jitter"];
+pub(crate) const SETTING_KEYS: &[&str] = &[
+    "description",
+    "timeout",
+    "schedule",
+    "timezone",
+    "every",
+    "overlap",
+    "semaphore",
+    "jitter",
+    "catch_up",
+    "catch_up_window",
+    "keep_runs",
+    "keep_for",
+];
 
 /// Every key a `[[group]]` table may have.
 const GROUP_KEYS: &[&str] =
@@ -172,7 +188,7 @@ pub(crate) fn new_job(path: &Path, root: crate::job::Node) -> Job {
         overlap: Overlap::default(),
         semaphore: None,
         jitter: None,
-        catch_up: crate::job::CatchUp::Skip,
+        catch_up: CatchUp::Skip,
         catch_up_window: None,
         keep_runs: None,
         keep_for: None,
@@ -255,6 +271,19 @@ pub(crate) fn read_settings(ctx: &mut Ctx, doc: &DeTable<'_>, job: &mut Job) {
     }
     if let Some(v) = doc.get("jitter") {
         job.jitter = read_jitter(ctx, v);
+    }
+    read_catch_up(ctx, doc, schedule.is_some() || every.is_some(), job);
+    if let Some(v) = doc.get("keep_runs") {
+        job.keep_runs = read_keep_runs(ctx, v);
+    }
+    if let Some(v) = doc.get("keep_for") {
+        job.keep_for = positive_duration(
+            ctx,
+            "keep_for",
+            v,
+            "a zero `keep_for` would keep no run",
+            "remove `keep_for` for the default retention",
+        );
     }
     let tz = timezone.and_then(|(_, v)| read_timezone(ctx, v));
     if let Some(expr) = schedule.and_then(|(_, v)| read_cron(ctx, v)) {
@@ -359,6 +388,84 @@ fn read_jitter(ctx: &mut Ctx, v: &Value<'_>) -> Option<Duration> {
         ctx.error(v.span(), "`jitter` must be longer than zero")
             .label("a zero jitter delays nothing")
             .help("remove `jitter` to run exactly on schedule");
+        return None;
+    }
+    Some(d)
+}
+
+/// `catch_up = "skip" | "latest" | "all"` and `catch_up_window = "6h"`: what a
+/// scheduled job does with the fires missed while the daemon was down.
+/// `catch_up` needs a trigger that misses fires; the window only matters
+/// when missed fires are run.
+fn read_catch_up(ctx: &mut Ctx, doc: &DeTable<'_>, scheduled: bool, job: &mut Job) {
+    let catch_up = doc.get_key_value("catch_up");
+    if let (Some((k, _)), false) = (catch_up, scheduled) {
+        let help = format!(
+            "add `{}` or `{}`, or remove `catch_up`",
+            ctx.assignment("schedule", "\"...\""),
+            ctx.assignment("every", "\"...\"")
+        );
+        ctx.error(k.span(), "`catch_up` without `schedule` or `every`")
+            .label("only used with `schedule` or `every`")
+            .help(help);
+    }
+    // `None` when `catch_up` is set but invalid: already reported.
+    let mode = match catch_up {
+        None => Some(CatchUp::Skip),
+        Some((_, v)) => {
+            let choices = [("skip", CatchUp::Skip), ("latest", CatchUp::Latest), ("all", CatchUp::All)];
+            ctx.choice("catch_up", v, &choices)
+        }
+    };
+    if let Some(m) = mode {
+        job.catch_up = m;
+    }
+    let Some((k, v)) = doc.get_key_value("catch_up_window") else {
+        return;
+    };
+    if mode == Some(CatchUp::Skip) {
+        let message = match catch_up {
+            None => "`catch_up_window` has no effect without `catch_up`",
+            Some(_) => "`catch_up_window` has no effect when `catch_up` is \"skip\"",
+        };
+        let help = format!(
+            "set `{}` (or \"all\") to run missed fires within the window, or remove `catch_up_window`",
+            ctx.assignment("catch_up", "\"latest\"")
+        );
+        let d = ctx.error(k.span(), message).label("no missed fire is caught up").help(help);
+        if let Some((c, _)) = catch_up {
+            d.note(c.span(), "missed fires are skipped");
+        }
+        return;
+    }
+    job.catch_up_window = positive_duration(
+        ctx,
+        "catch_up_window",
+        v,
+        "a zero window catches up nothing",
+        "remove `catch_up_window` for the default window",
+    );
+}
+
+/// `keep_runs = 100`: how many runs of this job the history keeps, at least 1.
+fn read_keep_runs(ctx: &mut Ctx, v: &Value<'_>) -> Option<u64> {
+    let n = ctx.integer("keep_runs", v)?;
+    match u64::try_from(n) {
+        Ok(n) if n >= 1 => Some(n),
+        _ => {
+            ctx.error(v.span(), format!("`keep_runs` must be at least 1, found {n}")).label("expected 1 or more").help(
+                "`keep_runs` is how many runs of this job the history keeps; remove it for the default retention",
+            );
+            None
+        }
+    }
+}
+
+/// A duration longer than zero; `label` and `help` explain a zero one.
+fn positive_duration(ctx: &mut Ctx, key: &str, v: &Value<'_>, label: &str, help: &str) -> Option<Duration> {
+    let d = ctx.duration(key, v, true)?;
+    if d.is_zero() {
+        ctx.error(v.span(), format!("`{key}` must be longer than zero")).label(label).help(help);
         return None;
     }
     Some(d)

@@ -45,6 +45,9 @@ pub enum StoreError {
     /// A reader task panicked or was cancelled.
     #[error("run history: a read failed: {0}")]
     Worker(String),
+    /// A call's arguments make no sense (a bug of the caller).
+    #[error("run history: {0}")]
+    Invalid(String),
     /// The store was closed (or its writer stopped).
     #[error("the run history is closed")]
     Closed,

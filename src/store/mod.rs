@@ -60,7 +60,15 @@
 //! (one daemon per state folder, enforced by a lock file) the same statements
 //! run and always succeed; the table costs nothing until used.
 //!
-//! Retention is not here yet; `runs (job, started_at)` is indexed for it.
+//! ## Missed fires and retention
+//! A `schedule`/`interval` fire that came while the daemon was down is
+//! recorded as a run with status `missed` ([`RunStore::record_missed`]); the
+//! daemon finds them from [`RunStore::last_fire`], the latest fire recorded
+//! for the job (`runs (job, fire_time)` is indexed for it).
+//! [`RunStore::prune`] deletes a job's old finished runs (by count and by
+//! age, `runs (job, started_at)` is indexed for it), their steps, attempts and
+//! log lines with them (`ON DELETE CASCADE`; the writer's connection has
+//! foreign keys on).
 
 mod error;
 mod recorder;
@@ -72,13 +80,14 @@ mod tests;
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
 pub use self::error::StoreError;
 pub use self::recorder::Recorder;
 pub use self::rows::{
-    AttemptRow, ClaimKey, JobKind, JobRecord, LogRow, RecordedStatus, RunDetail, RunFilter, RunId, RunRow, RunStart,
-    RunTrigger, StepRow,
+    AttemptRow, ClaimKey, JobKind, JobRecord, LogRow, MISSED_ERROR, Missed, RecordedStatus, RunDetail, RunFilter,
+    RunId, RunRow, RunStart, RunTrigger, StepRow,
 };
 pub use self::sqlite::{SqliteStore, open_sqlite};
 
@@ -126,6 +135,31 @@ pub trait RunStore: Send + Sync {
         job: &'a str,
         content_hash: &'a [u8; 32],
     ) -> BoxFuture<'a, Result<Option<RecordedStatus>, StoreError>>;
+
+    /// Records fires of a job that were due while the daemon was not running:
+    /// one run per fire time, status `missed`, started and finished now,
+    /// duration 0, error [`MISSED_ERROR`]; all in one transaction. Nothing
+    /// for an empty `fire_times`; [`StoreError::Invalid`] for a trigger other
+    /// than `schedule` or `interval`.
+    fn record_missed(&self, missed: Missed) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The latest fire time of `job`'s `schedule` and `interval` runs, whatever
+    /// their status (`missed` and `interrupted` included); `None` if it has
+    /// none. At start, the fires due after it were missed. Sees what is
+    /// committed.
+    fn last_fire<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<Option<DateTime<Utc>>, StoreError>>;
+
+    /// Deletes `job`'s finished runs (any status but `running`) beyond the
+    /// newest `keep_runs` finished ones, and those that started more than
+    /// `keep_for` ago; with them their steps, attempts and log lines. A
+    /// `running` run is never deleted nor counted. `None` for both deletes
+    /// nothing. Returns how many runs were deleted; one transaction.
+    fn prune<'a>(
+        &'a self,
+        job: &'a str,
+        keep_runs: Option<u64>,
+        keep_for: Option<Duration>,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
 
     /// Runs matching `filter`, newest first.
     fn runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRow>, StoreError>>;

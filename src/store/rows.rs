@@ -43,7 +43,8 @@ impl RunTrigger {
 }
 
 /// A status as recorded: the executor's final [`Status`], or `running` (not
-/// finished yet) or `interrupted` (its daemon died while it ran).
+/// finished yet), `interrupted` (its daemon died while it ran) or `missed`
+/// (a fire that came while the daemon was not running).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordedStatus {
@@ -61,10 +62,13 @@ pub enum RecordedStatus {
     Skipped,
     /// Was running when its daemon died; set by [`recover`](super::RunStore::recover).
     Interrupted,
+    /// A scheduled or interval fire that never ran because the daemon was not
+    /// running when it was due; set by [`record_missed`](super::RunStore::record_missed).
+    Missed,
 }
 
 impl RecordedStatus {
-    const ALL: [RecordedStatus; 7] = [
+    const ALL: [RecordedStatus; 8] = [
         RecordedStatus::Running,
         RecordedStatus::Succeeded,
         RecordedStatus::Failed,
@@ -72,6 +76,7 @@ impl RecordedStatus {
         RecordedStatus::Cancelled,
         RecordedStatus::Skipped,
         RecordedStatus::Interrupted,
+        RecordedStatus::Missed,
     ];
 
     /// The word stored and shown (`running`, `timed_out`, …).
@@ -84,6 +89,7 @@ impl RecordedStatus {
             RecordedStatus::Cancelled => "cancelled",
             RecordedStatus::Skipped => "skipped",
             RecordedStatus::Interrupted => "interrupted",
+            RecordedStatus::Missed => "missed",
         }
     }
 
@@ -125,6 +131,26 @@ pub struct RunStart {
     /// The daemon running it (host name or configured node name).
     pub node: String,
 }
+
+/// What [`record_missed`](super::RunStore::record_missed) records: fires of
+/// one job that were due while the daemon was not running.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Missed {
+    /// The job: its `JobId`.
+    pub job: String,
+    /// [`RunTrigger::Schedule`] or [`RunTrigger::Interval`] (anything else is
+    /// refused with [`StoreError::Invalid`](super::StoreError::Invalid)).
+    pub trigger: RunTrigger,
+    /// The nominal times of the fires missed: one run row each.
+    pub fire_times: Vec<DateTime<Utc>>,
+    /// SHA-256 of the job file's content when the misses were found.
+    pub content_hash: [u8; 32],
+    /// The daemon recording them.
+    pub node: String,
+}
+
+/// The error recorded on a run with status `missed`.
+pub const MISSED_ERROR: &str = "missed: the daemon was not running";
 
 /// A job file's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -408,3 +408,169 @@ async fn recording_throughput() {
     let size = std::fs::metadata(dir.path().join(DB_FILE)).map(|m| m.len()).unwrap_or(0);
     println!("database file after one 10,000-step run: {size} bytes");
 }
+
+fn missed(job: &str, trigger: RunTrigger, fire_times: Vec<chrono::DateTime<Utc>>) -> Missed {
+    Missed { job: job.into(), trigger, fire_times, content_hash: [5; 32], node: "node-a".into() }
+}
+
+#[tokio::test]
+async fn missed_fires_are_listed_and_survive_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Utc::now().trunc_subsecs(6) - chrono::Duration::hours(3);
+    let fires = vec![t0, t0 + chrono::Duration::hours(1)];
+    {
+        let store = open(&dir).await;
+        store.record_missed(missed("a.toml", RunTrigger::Schedule, fires.clone())).await.unwrap();
+        store.record_missed(missed("a.toml", RunTrigger::Schedule, Vec::new())).await.unwrap();
+        let refused = store.record_missed(missed("a.toml", RunTrigger::Manual, fires.clone())).await;
+        assert!(matches!(refused, Err(StoreError::Invalid(_))), "{refused:?}");
+        store.close().await.unwrap();
+    }
+    let store = open(&dir).await;
+    assert!(store.recover("node-a", "down").await.unwrap().is_empty(), "a missed run is not running");
+    let rows = store.runs(RunFilter { job: Some("a.toml".into()), ..RunFilter::default() }).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.iter().rev().map(|r| r.fire_time).collect::<Vec<_>>(), fires);
+    for row in &rows {
+        assert_eq!(row.status, RecordedStatus::Missed);
+        assert_eq!(row.trigger, RunTrigger::Schedule);
+        assert_eq!(row.error.as_deref(), Some(MISSED_ERROR));
+        assert_eq!(row.duration_ms, Some(0));
+        assert_eq!(row.finished_at, Some(row.started_at));
+        assert_eq!((row.content_hash, row.node.as_str()), ([5; 32], "node-a"));
+    }
+    let only_missed = RunFilter { status: Some(RecordedStatus::Missed), ..RunFilter::default() };
+    assert_eq!(store.runs(only_missed).await.unwrap(), rows);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn last_fire_is_the_latest_scheduled_fire_whatever_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let t0 = Utc::now().trunc_subsecs(6) - chrono::Duration::hours(10);
+    let hours = |h| t0 + chrono::Duration::hours(h);
+    assert_eq!(store.last_fire("a.toml").await.unwrap(), None, "no runs at all");
+
+    // A finished interval run, then an interrupted schedule run, then misses.
+    let mut run = start("a.toml", RunTrigger::Interval, 1);
+    run.fire_time = hours(1);
+    let done = store.begin_run(run).await.unwrap();
+    store.recorder().record(
+        done,
+        RunEvent::RunFinished { status: Status::Succeeded, result: None, error: None, duration: Duration::ZERO },
+    );
+    store.recorder().flush().await.unwrap();
+    assert_eq!(store.last_fire("a.toml").await.unwrap(), Some(hours(1)));
+    let mut run = start("a.toml", RunTrigger::Schedule, 1);
+    run.fire_time = hours(3);
+    store.begin_run(run).await.unwrap();
+    store.recover("node-a", "down").await.unwrap();
+    assert_eq!(store.last_fire("a.toml").await.unwrap(), Some(hours(3)), "interrupted counts");
+    store.record_missed(missed("a.toml", RunTrigger::Schedule, vec![hours(4), hours(5)])).await.unwrap();
+    assert_eq!(store.last_fire("a.toml").await.unwrap(), Some(hours(5)), "missed counts");
+
+    // Runs of other triggers and of other jobs do not count.
+    for trigger in [RunTrigger::Manual, RunTrigger::File] {
+        let mut run = start("a.toml", trigger, 1);
+        run.fire_time = hours(9);
+        store.begin_run(run).await.unwrap();
+    }
+    store.record_missed(missed("b.toml", RunTrigger::Interval, vec![hours(8)])).await.unwrap();
+    assert_eq!(store.last_fire("a.toml").await.unwrap(), Some(hours(5)));
+    assert_eq!(store.last_fire("b.toml").await.unwrap(), Some(hours(8)));
+    let mut run = start("c.toml", RunTrigger::Manual, 1);
+    run.fire_time = hours(2);
+    store.begin_run(run).await.unwrap();
+    assert_eq!(store.last_fire("c.toml").await.unwrap(), None, "manual runs only");
+    store.close().await.unwrap();
+}
+
+/// Begins a run of `job` with one step and one log line, finished unless
+/// `running`; returns its id.
+async fn run_with_step(store: &SqliteStore, job: &str, running: bool) -> RunId {
+    let id = store.begin_run(start(job, RunTrigger::Schedule, 1)).await.unwrap();
+    let path: exec::NodePath = "main/x".into();
+    let mut events = vec![
+        RunEvent::NodeStarted { path: path.clone(), name: "x".into(), kind: "script", at: Duration::ZERO },
+        RunEvent::Log { path: path.clone(), debug: false, text: "hi".into(), at: Duration::from_millis(1) },
+        RunEvent::AttemptFailed {
+            path: path.clone(),
+            attempt: 1,
+            error: "no".into(),
+            at: Duration::from_millis(1),
+            retry_in: Duration::ZERO,
+        },
+    ];
+    if !running {
+        events.push(RunEvent::RunFinished {
+            status: Status::Succeeded,
+            result: None,
+            error: None,
+            duration: Duration::from_millis(2),
+        });
+    }
+    record_all(store, id, &events).await;
+    id
+}
+
+/// How many rows of each table belong to run `id`, read from the file.
+fn rows_of(dir: &tempfile::TempDir, id: RunId) -> [i64; 4] {
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    ["runs WHERE id", "steps WHERE run_id", "attempts WHERE run_id", "logs WHERE run_id"]
+        .map(|t| conn.query_row(&format!("SELECT count(*) FROM {t} = ?1"), [id], |r| r.get(0)).unwrap())
+}
+
+#[tokio::test]
+async fn prune_by_count_keeps_the_newest_and_running_runs_with_their_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let running = run_with_step(&store, "a.toml", true).await;
+    let mut finished = Vec::new();
+    for _ in 0..4 {
+        finished.push(run_with_step(&store, "a.toml", false).await);
+    }
+    store.record_missed(missed("a.toml", RunTrigger::Schedule, vec![Utc::now()])).await.unwrap();
+    let other = run_with_step(&store, "b.toml", false).await;
+    assert_eq!(rows_of(&dir, finished[0]), [1, 1, 1, 1]);
+
+    assert_eq!(store.prune("a.toml", None, None).await.unwrap(), 0, "no limits: nothing");
+    assert_eq!(store.prune("a.toml", Some(2), None).await.unwrap(), 3);
+    let ids: Vec<RunId> = store
+        .runs(RunFilter { job: Some("a.toml".into()), ..RunFilter::default() })
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    let missed_id = ids[0];
+    assert_eq!(ids, [missed_id, finished[3], running], "the newest two finished, and the running one");
+    for &gone in &finished[..3] {
+        assert_eq!(rows_of(&dir, gone), [0, 0, 0, 0], "run {gone} and its steps, attempts, logs");
+    }
+    assert_eq!(rows_of(&dir, running), [1, 1, 1, 1]);
+    assert_eq!(rows_of(&dir, other), [1, 1, 1, 1], "another job's runs are not touched");
+
+    assert_eq!(store.prune("a.toml", Some(0), None).await.unwrap(), 2);
+    assert_eq!(rows_of(&dir, running), [1, 1, 1, 1], "a running run is never pruned");
+    assert_eq!(store.runs(RunFilter::default()).await.unwrap().len(), 2);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn prune_by_age_removes_old_finished_runs_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let old = run_with_step(&store, "a.toml", false).await;
+    let old_running = run_with_step(&store, "a.toml", true).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let new = run_with_step(&store, "a.toml", false).await;
+
+    assert_eq!(store.prune("a.toml", None, Some(Duration::from_secs(3600))).await.unwrap(), 0, "all recent");
+    assert_eq!(store.prune("a.toml", Some(10), Some(Duration::from_millis(150))).await.unwrap(), 1);
+    assert_eq!(rows_of(&dir, old), [0, 0, 0, 0]);
+    assert_eq!(rows_of(&dir, old_running), [1, 1, 1, 1], "running: kept however old");
+    assert_eq!(rows_of(&dir, new), [1, 1, 1, 1]);
+    assert_eq!(store.prune("a.toml", None, Some(Duration::MAX)).await.unwrap(), 0, "forever keeps all");
+    store.close().await.unwrap();
+}

@@ -25,7 +25,10 @@ use tokio::sync::oneshot;
 use self::writer::{Stats, Writer};
 use super::recorder::{Msg, Recorder};
 pub(crate) use super::rows::ts;
-use super::{ClaimKey, JobRecord, RecordedStatus, RunDetail, RunFilter, RunId, RunRow, RunStart, RunStore, StoreError};
+use super::{
+    ClaimKey, JobRecord, MISSED_ERROR, Missed, RecordedStatus, RunDetail, RunFilter, RunId, RunRow, RunStart, RunStore,
+    RunTrigger, StoreError,
+};
 
 /// Opens (creating it and its tables if needed) the run history at `path` and
 /// starts its writer thread. The folder must exist.
@@ -156,6 +159,73 @@ fn begin_run(conn: &mut Connection, start: &RunStart) -> Result<RunId, StoreErro
     Ok(conn.last_insert_rowid())
 }
 
+fn record_missed(conn: &mut Connection, missed: &Missed) -> Result<(), StoreError> {
+    if !matches!(missed.trigger, RunTrigger::Schedule | RunTrigger::Interval) {
+        return Err(StoreError::Invalid(format!(
+            "a missed fire of {} has trigger {}, not schedule or interval",
+            missed.job,
+            missed.trigger.as_str()
+        )));
+    }
+    if missed.fire_times.is_empty() {
+        return Ok(());
+    }
+    let fail = StoreError::sqlite;
+    let now = ts(Utc::now());
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail("record missed fires"))?;
+    {
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO runs (job, trigger, fire_time, content_hash, node, status, started_at, finished_at,                  duration_ms, error) VALUES (?1, ?2, ?3, ?4, ?5, 'missed', ?6, ?6, 0, ?7)",
+            )
+            .map_err(fail("record missed fires"))?;
+        for fire_time in &missed.fire_times {
+            insert
+                .execute(params![
+                    missed.job,
+                    missed.trigger.as_str(),
+                    ts(*fire_time),
+                    &missed.content_hash[..],
+                    missed.node,
+                    now,
+                    MISSED_ERROR
+                ])
+                .map_err(fail("record a missed fire"))?;
+        }
+    }
+    tx.commit().map_err(fail("record missed fires"))
+}
+
+fn prune(
+    conn: &mut Connection,
+    job: &str,
+    keep_runs: Option<u64>,
+    keep_for: Option<Duration>,
+) -> Result<u64, StoreError> {
+    let fail = StoreError::sqlite;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail("prune runs"))?;
+    let mut deleted = 0;
+    if let Some(keep) = keep_runs {
+        deleted += tx
+            .prepare_cached(
+                "DELETE FROM runs WHERE job = ?1 AND status <> 'running' AND id NOT IN                  (SELECT id FROM runs WHERE job = ?1 AND status <> 'running' ORDER BY id DESC LIMIT ?2)",
+            )
+            .and_then(|mut s| s.execute(params![job, i64::try_from(keep).unwrap_or(i64::MAX)]))
+            .map_err(fail("prune runs by count"))?;
+    }
+    // A `keep_for` too long to subtract from now keeps everything.
+    let cutoff =
+        keep_for.and_then(|d| chrono::Duration::from_std(d).ok()).and_then(|d| Utc::now().checked_sub_signed(d));
+    if let Some(cutoff) = cutoff {
+        deleted += tx
+            .prepare_cached("DELETE FROM runs WHERE job = ?1 AND status <> 'running' AND started_at < ?2")
+            .and_then(|mut s| s.execute(params![job, ts(cutoff)]))
+            .map_err(fail("prune runs by age"))?;
+    }
+    tx.commit().map_err(fail("prune runs"))?;
+    Ok(deleted as u64)
+}
+
 fn upsert_job(conn: &mut Connection, job: &JobRecord) -> Result<(), StoreError> {
     let now = ts(Utc::now());
     conn.prepare_cached(
@@ -221,6 +291,25 @@ impl RunStore for SqliteStore {
     ) -> BoxFuture<'a, Result<Option<RecordedStatus>, StoreError>> {
         let (job, hash) = (job.to_string(), *content_hash);
         self.read(move |conn| read::one_shot_status(conn, &job, &hash)).boxed()
+    }
+
+    fn record_missed(&self, missed: Missed) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.write(move |conn| record_missed(conn, &missed)).boxed()
+    }
+
+    fn last_fire<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<Option<DateTime<Utc>>, StoreError>> {
+        let job = job.to_string();
+        self.read(move |conn| read::last_fire(conn, &job)).boxed()
+    }
+
+    fn prune<'a>(
+        &'a self,
+        job: &'a str,
+        keep_runs: Option<u64>,
+        keep_for: Option<Duration>,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let job = job.to_string();
+        self.write(move |conn| prune(conn, &job, keep_runs, keep_for)).boxed()
     }
 
     fn runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRow>, StoreError>> {

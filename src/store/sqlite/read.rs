@@ -191,3 +191,13 @@ pub(super) fn one_shot_status(
         .map_err(StoreError::sqlite("look up a one-shot run"))?;
     Ok(status.as_deref().and_then(RecordedStatus::parse))
 }
+
+/// The latest fire time of `job`'s `schedule` and `interval` runs, any status.
+pub(super) fn last_fire(conn: &Connection, job: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    conn.prepare_cached(
+        "SELECT fire_time FROM runs WHERE job = ?1 AND trigger IN ('schedule', 'interval') \
+         ORDER BY fire_time DESC LIMIT 1",
+    )
+    .and_then(|mut s| s.query_row([job], |r| time(r, 0)).optional())
+    .map_err(StoreError::sqlite("look up a job's last fire"))
+}

@@ -14,7 +14,8 @@ CREATE TABLE jobs (
     updated_at   TEXT NOT NULL
 );
 
--- One row per run. AUTOINCREMENT: an id is never reused, even after retention
+-- One row per run (a fire missed while the daemon was down is a row too, with
+-- status 'missed'). AUTOINCREMENT: an id is never reused, even after retention
 -- deletes the newest rows, because the daemon's logs name runs by id.
 CREATE TABLE runs (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -24,7 +25,8 @@ CREATE TABLE runs (
     content_hash    BLOB NOT NULL,          -- the version of the job file this run ran
     node            TEXT NOT NULL,          -- the daemon that ran it
     status          TEXT NOT NULL DEFAULT 'running'
-                    CHECK (status IN ('running', 'succeeded', 'failed', 'timed_out', 'cancelled', 'interrupted')),
+                    CHECK (status IN ('running', 'succeeded', 'failed', 'timed_out', 'cancelled', 'interrupted',
+                                      'missed')),
     started_at      TEXT NOT NULL,
     finished_at     TEXT,
     duration_ms     INTEGER,
@@ -35,6 +37,8 @@ CREATE TABLE runs (
 CREATE INDEX runs_job_started ON runs (job, started_at);
 CREATE INDEX runs_running ON runs (node) WHERE status = 'running';
 CREATE INDEX runs_one_shot ON runs (job, content_hash) WHERE trigger = 'file';
+-- The last fire of a job (to find the fires missed while the daemon was down).
+CREATE INDEX runs_job_fire ON runs (job, fire_time);
 
 -- One row per node path of a run (groups included), in the order first seen
 -- (rowid), upserted by (run_id, path): NodeStarted, then NodeFinished.
