@@ -88,7 +88,14 @@ impl Writer {
                         break;
                     }
                     Msg::Close(answer) => {
-                        let _ = answer.send(self.flush());
+                        let flushed = self.flush();
+                        // Leave a small database behind: fold the WAL into it
+                        // and truncate it (readers may still hold it; then this
+                        // is a harmless partial checkpoint).
+                        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+                            tracing::debug!("cannot checkpoint the run store's WAL at close: {e}");
+                        }
+                        let _ = answer.send(flushed);
                         return;
                     }
                 }
