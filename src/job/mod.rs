@@ -54,26 +54,32 @@ pub struct Job {
     pub root: Node,
 }
 
-#[cfg(test)]
 impl Job {
-    /// A job named `name` in `dir` with `root` and every setting at its default.
-    pub(crate) fn for_test(name: &str, dir: &std::path::Path, root: Node) -> Job {
+    /// A job loaded from `file` (in folder `dir`) named `name`, with `root`
+    /// and every setting at its default: the one place the defaults live.
+    pub fn new(name: impl Into<String>, file: PathBuf, dir: PathBuf, root: Node) -> Job {
         Job {
             name: name.into(),
-            file: dir.join(format!("{name}.toml")),
-            dir: dir.to_path_buf(),
+            file,
+            dir,
             description: None,
             timeout: None,
             trigger: Trigger::OnChange,
-            overlap: Overlap::Skip,
+            overlap: Overlap::default(),
             semaphore: None,
             jitter: None,
-            catch_up: CatchUp::Skip,
+            catch_up: CatchUp::default(),
             catch_up_window: None,
             keep_runs: None,
             keep_for: None,
             root,
         }
+    }
+
+    /// A job named `name` in `dir` with `root` and every setting at its default.
+    #[cfg(test)]
+    pub(crate) fn for_test(name: &str, dir: &std::path::Path, root: Node) -> Job {
+        Job::new(name, dir.join(format!("{name}.toml")), dir.to_path_buf(), root)
     }
 }
 

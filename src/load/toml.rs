@@ -23,24 +23,13 @@ use super::step::{RawStep, STEP_KEYS, StepEnv, parse_step, read_name};
 use super::tree;
 use crate::job::{CatchUp, GroupMode, Job, LimitOverrides, OnError, Overlap, Trigger};
 
-/// Every key allowed at the top of a job file.
-const JOB_KEYS: &[&str] = &[
-    "description",
-    "timeout",
-    "schedule",
-    "timezone",
-    "every",
-    "overlap",
-    "semaphore",
-    "jitter",
-    "catch_up",
-    "catch_up_window",
-    "keep_runs",
-    "keep_for",
-    "script_limits",
-    "group",
-    "step",
-];
+/// The keys at the top of a TOML job that are tables, not settings.
+const TABLE_KEYS: &[&str] = &["script_limits", "group", "step"];
+
+/// Every key allowed at the top of a job file: the settings and the tables.
+fn job_keys() -> impl Iterator<Item = &'static str> + Clone {
+    SETTING_KEYS.iter().chain(TABLE_KEYS).copied()
+}
 
 /// The top-level keys that are job settings, shared with Rhai jobs' `const`s.
 pub(crate) const SETTING_KEYS: &[&str] = &[
@@ -175,43 +164,30 @@ pub(crate) fn load(path: &Path, source: &str) -> Result<Job, LoadError> {
 /// A job from `path` with default settings: named for the file's stem, in
 /// the file's folder (`.` for a bare name).
 pub(crate) fn new_job(path: &Path, root: crate::job::Node) -> Job {
-    Job {
-        name: path.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
-        file: path.to_path_buf(),
-        dir: match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        },
-        description: None,
-        timeout: None,
-        trigger: Trigger::OnChange,
-        overlap: Overlap::default(),
-        semaphore: None,
-        jitter: None,
-        catch_up: CatchUp::Skip,
-        catch_up_window: None,
-        keep_runs: None,
-        keep_for: None,
-        root,
-    }
+    let name = path.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Job::new(name, path.to_path_buf(), dir, root)
 }
 
-/// Reports keys at the top of the file that are not [`JOB_KEYS`].
+/// Reports keys at the top of the file that are not [`job_keys`].
 fn check_top_keys(ctx: &mut Ctx, doc: &DeTable<'_>) {
     for (key, _) in doc.iter() {
         let name: &str = key.get_ref();
-        if JOB_KEYS.contains(&name) {
+        if job_keys().any(|k| k == name) {
             continue;
         }
         let d = ctx.error(key.span(), format!("unknown key `{name}` at the top of the job")).label("unknown key");
-        if let Some(k) = closest(name, JOB_KEYS.iter().copied()) {
+        if let Some(k) = closest(name, job_keys()) {
             d.help(format!("did you mean `{k}`?"));
         } else if STEP_KEYS.contains(&name) {
             d.help(format!("`{name}` belongs in a `[[step]]` table"));
         } else if GROUP_KEYS.contains(&name) {
             d.help(format!("`{name}` belongs in a `[[group]]` table"));
         } else {
-            d.help(format!("the keys allowed at the top are {}", list(JOB_KEYS)));
+            d.help(format!("the keys allowed at the top are {}", list(&job_keys().collect::<Vec<_>>())));
         }
     }
 }
