@@ -153,6 +153,13 @@ impl Config {
         })
     }
 
+    /// The state folder: `flag` (`--state`), else the config's, else
+    /// `$STATE_DIRECTORY` (systemd), else `$XDG_STATE_HOME/gatherd`, else
+    /// `~/.local/state/gatherd`.
+    pub fn state_dir(&self, flag: Option<PathBuf>) -> PathBuf {
+        flag.or_else(|| self.state_dir.clone()).unwrap_or_else(default_state_dir)
+    }
+
     /// The global limit on runs at once.
     pub fn max_concurrent_runs(&self) -> usize {
         self.max_concurrent_runs.unwrap_or(DEFAULT_MAX_CONCURRENT_RUNS)
@@ -181,6 +188,24 @@ impl Config {
             max_map_len: c.max_map_len.unwrap_or(d.max_map_len),
             wall_time: c.wall_time.unwrap_or(d.wall_time),
         }
+    }
+}
+
+/// Where state goes when neither `--state` nor the config says.
+fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+        // systemd may pass several, separated by ':'; the first is ours.
+        let dir = dir.to_string_lossy().split(':').next().map(PathBuf::from);
+        if let Some(dir) = dir {
+            return dir;
+        }
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("gatherd");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/state/gatherd"),
+        None => PathBuf::from(".gatherd-state"),
     }
 }
 

@@ -424,3 +424,60 @@ fn retention_keeps_the_newest_runs() {
     assert!(d.wait_for_n(LONG, 5, |l| finished(l, "tick.toml", "succeeded")), "{}", d.dump());
     assert!(eventually(LONG, || run_count(d.state.path(), "tick.toml", None) <= 3), "not pruned");
 }
+
+#[test]
+fn runs_show_and_logs_read_the_history_beside_a_running_daemon() {
+    let d = Daemon::start(&[], &[], &[]);
+    d.drop_file(
+        "hello.rhai",
+        "print(\"hi there\");\ngather([sleep(0.05, \"a\").named(\"a\"), sleep(0.01, \"b\").named(\"b\")])\n",
+    );
+    assert!(d.wait_for(LONG, |l| finished(l, "hello.rhai", "succeeded")), "{}", d.dump());
+    let run_id = d.lines().iter().find(|l| is(l, "hello.rhai", "run finished")).map(|l| l["run_id"].clone());
+    let run_id = run_id.and_then(|v| v.as_i64()).expect("a run id");
+    let state = d.state.path().to_str().expect("utf-8").to_string();
+    // The daemon may still be committing the last batch: poll until it shows.
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = gatherd().args(args).args(["--state", &state, "--json"]).output().expect("runs");
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    assert!(
+        eventually(LONG, || json(&["runs", "--job", "hello.rhai"])[0]["status"] == "succeeded"),
+        "the run never showed as succeeded"
+    );
+    let runs = json(&["runs"]);
+    assert_eq!(runs[0]["id"], run_id);
+    assert_eq!(runs[0]["trigger"], "file");
+    let shown = json(&["show", &run_id.to_string()]);
+    assert_eq!(shown["status"], "succeeded");
+    assert_eq!(shown["result"], serde_json::json!(["a", "b"]));
+    assert_eq!(step(&shown, "main/gather_1/a")["output"], "a");
+    assert_eq!(step(&shown, "main/gather_1/b")["status"], "succeeded");
+    let logs = json(&["logs", &run_id.to_string()]);
+    assert_eq!(logs[0]["text"], "hi there");
+    // The human forms.
+    let table = gatherd().args(["runs", "--state", &state]).output().expect("runs");
+    assert!(String::from_utf8_lossy(&table.stdout).contains("hello.rhai"));
+    let human = gatherd().args(["show", &run_id.to_string(), "--state", &state]).output().expect("runs");
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains("timeline") && text.contains("hi there"), "{text}");
+    // A run that does not exist, and a state folder without history.
+    let missing = gatherd().args(["show", "999999", "--state", &state]).output().expect("runs");
+    assert_eq!(missing.status.code(), Some(1));
+    let empty = tempfile::tempdir().expect("temp");
+    let none = gatherd().args(["runs", "--state"]).arg(empty.path()).output().expect("runs");
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no run history"));
+}
+
+#[test]
+fn completions_and_the_man_page_are_generated() {
+    let bash = gatherd().args(["completions", "bash"]).output().expect("runs");
+    assert_eq!(bash.status.code(), Some(0));
+    let bash = String::from_utf8_lossy(&bash.stdout);
+    assert!(bash.contains("gatherd") && bash.contains("daemon") && bash.contains("--json"), "{bash}");
+    let man = gatherd().arg("man").output().expect("runs");
+    assert_eq!(man.status.code(), Some(0));
+    let man = String::from_utf8_lossy(&man.stdout);
+    assert!(man.contains(".TH gatherd") && man.contains("daemon"), "{man}");
+}

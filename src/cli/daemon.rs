@@ -45,23 +45,6 @@ impl DaemonArgs {
     }
 }
 
-/// Where state goes when neither `--state` nor the config says.
-fn default_state_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
-        // systemd may pass several, separated by ':'; the first is ours.
-        let dir = PathBuf::from(dir);
-        let first = dir.to_string_lossy().split(':').next().map(PathBuf::from);
-        return first.unwrap_or(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("gatherd");
-    }
-    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        Some(home) => PathBuf::from(home).join(".local/state/gatherd"),
-        None => PathBuf::from(".gatherd-state"),
-    }
-}
-
 /// Runs the daemon; exit 0 after a clean stop, 2 for bad arguments or config,
 /// 1 when it cannot start.
 pub async fn daemon(args: DaemonArgs) -> u8 {
@@ -76,7 +59,7 @@ pub async fn daemon(args: DaemonArgs) -> u8 {
         tracing::error!("no jobs folder: pass --jobs DIR or set jobs_dir in the config");
         return exit::INVALID;
     };
-    let state = args.state.clone().or_else(|| config.state_dir.clone()).unwrap_or_else(default_state_dir);
+    let state = config.state_dir(args.state.clone());
     let opts = Options {
         jobs,
         state,

@@ -7,6 +7,7 @@
 
 pub mod check;
 pub mod daemon;
+pub mod history;
 pub mod logging;
 pub mod progress;
 pub mod render;
@@ -48,6 +49,20 @@ pub enum Command {
     /// Watch a jobs folder and run its jobs: on change, on a schedule, at an
     /// interval. The long-running service (systemd Type=notify).
     Daemon(daemon::DaemonArgs),
+    /// List recorded runs, newest first.
+    Runs(history::RunsArgs),
+    /// Show one recorded run: its steps and timeline.
+    Show(history::RunArgs),
+    /// Print the lines a recorded run's scripts printed.
+    Logs(history::RunArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout.
+    Man,
 }
 
 impl Cli {
@@ -80,6 +95,24 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(args).await,
         Command::Check(args) => check::check(&args),
         Command::Daemon(args) => daemon::daemon(args).await,
+        Command::Runs(args) => history::runs(args).await,
+        Command::Show(args) => history::show(args).await,
+        Command::Logs(args) => history::logs(args).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "gatherd", &mut std::io::stdout());
+            exit::OK
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => exit::OK,
+                Err(e) => {
+                    eprintln!("error: cannot write the man page: {e}");
+                    exit::FAILED
+                }
+            }
+        }
     };
     ExitCode::from(code)
 }

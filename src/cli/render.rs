@@ -61,6 +61,8 @@ fn symbol(status: Option<Status>) -> &'static str {
         Some(Status::TimedOut) => "⏱",
         Some(Status::Cancelled) => "⊘",
         Some(Status::Skipped) => "·",
+        Some(Status::Interrupted) => "↯",
+        Some(Status::Missed) => "○",
         None => "…",
     }
 }

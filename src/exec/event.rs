@@ -22,6 +22,12 @@ pub enum Status {
     Cancelled,
     /// Never started because of a cancel before its turn came.
     Skipped,
+    /// History only (the executor never reports it): the daemon stopped (a
+    /// crash, kill -9) while it ran.
+    Interrupted,
+    /// History only: a scheduled fire that came while the daemon was down
+    /// and was not caught up.
+    Missed,
 }
 
 impl Status {
@@ -33,6 +39,8 @@ impl Status {
             Status::TimedOut => "timed_out",
             Status::Cancelled => "cancelled",
             Status::Skipped => "skipped",
+            Status::Interrupted => "interrupted",
+            Status::Missed => "missed",
         }
     }
 }
@@ -137,4 +145,25 @@ pub enum RunEvent {
 pub fn is_group_kind(kind: &str) -> bool {
     use crate::job::GroupMode;
     [GroupMode::Gather, GroupMode::AsCompleted, GroupMode::Race, GroupMode::Sequence].iter().any(|m| m.key() == kind)
+}
+
+/// Every [`NodeKind`] there is: step kinds, then group modes.
+const KINDS: &[&str] = &[
+    "sleep",
+    "exec",
+    "shell",
+    "http",
+    "read_file",
+    "write_file",
+    "script",
+    "to_thread",
+    "gather",
+    "as_completed",
+    "race",
+    "sequence",
+];
+
+/// The [`NodeKind`] named `kind` (as stored in the history), or `"other"`.
+pub fn intern_kind(kind: &str) -> NodeKind {
+    KINDS.iter().copied().find(|k| *k == kind).unwrap_or("other")
 }

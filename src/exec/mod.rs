@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-pub use event::{NodeKind, NodePath, RunEvent, Status, is_group_kind};
+pub use event::{NodeKind, NodePath, RunEvent, Status, intern_kind, is_group_kind};
 pub use pool::BlockingPool;
 pub use report::{FailedAttempt, LogLine, RunReport, StepReport};
 

@@ -89,7 +89,7 @@ pub use self::rows::{
     AttemptRow, ClaimKey, JobKind, JobRecord, LogRow, MISSED_ERROR, Missed, RecordedStatus, RunDetail, RunFilter,
     RunId, RunRow, RunStart, RunTrigger, StepRow,
 };
-pub use self::sqlite::{SqliteStore, open_sqlite};
+pub use self::sqlite::{History, SqliteStore, open_sqlite};
 
 #[cfg(doc)]
 use crate::exec::RunEvent;

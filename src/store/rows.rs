@@ -107,6 +107,24 @@ impl From<Status> for RecordedStatus {
             Status::TimedOut => RecordedStatus::TimedOut,
             Status::Cancelled => RecordedStatus::Cancelled,
             Status::Skipped => RecordedStatus::Skipped,
+            Status::Interrupted => RecordedStatus::Interrupted,
+            Status::Missed => RecordedStatus::Missed,
+        }
+    }
+}
+
+impl RecordedStatus {
+    /// The final status, or `None` while running.
+    pub fn finished(self) -> Option<Status> {
+        match self {
+            RecordedStatus::Running => None,
+            RecordedStatus::Succeeded => Some(Status::Succeeded),
+            RecordedStatus::Failed => Some(Status::Failed),
+            RecordedStatus::TimedOut => Some(Status::TimedOut),
+            RecordedStatus::Cancelled => Some(Status::Cancelled),
+            RecordedStatus::Skipped => Some(Status::Skipped),
+            RecordedStatus::Interrupted => Some(Status::Interrupted),
+            RecordedStatus::Missed => Some(Status::Missed),
         }
     }
 }

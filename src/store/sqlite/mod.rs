@@ -7,9 +7,11 @@
 //!
 //! Architecture Invariant: only the writer thread writes to the database.
 
+mod history;
 mod read;
 mod schema;
 mod writer;
+pub use self::history::History;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
