@@ -481,3 +481,15 @@ fn completions_and_the_man_page_are_generated() {
     let man = String::from_utf8_lossy(&man.stdout);
     assert!(man.contains(".TH gatherd") && man.contains("daemon"), "{man}");
 }
+
+#[test]
+fn a_one_shot_removed_and_dropped_again_runs_again() {
+    let d = Daemon::start(&[], &[], &[]);
+    let job = "[[step]]\nname = \"t\"\nsleep = \"10ms\"\n";
+    d.drop_file("again.toml", job);
+    assert!(d.wait_for(LONG, |l| finished(l, "again.toml", "succeeded")), "{}", d.dump());
+    std::fs::remove_file(d.jobs.path().join("again.toml")).expect("remove");
+    assert!(d.wait_for(LONG, |l| is(l, "again.toml", "job file removed")), "{}", d.dump());
+    d.drop_file("again.toml", job);
+    assert!(d.wait_for_n(LONG, 2, |l| finished(l, "again.toml", "succeeded")), "{}", d.dump());
+}

@@ -129,6 +129,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut sup = Supervisor::new(opts, store, node);
     tracing::info!(jobs = %sup.opts.jobs.display(), state = %sup.opts.state.display(), "gatherd daemon starting");
     sup.rescan().await;
+    sup.started = true;
     sup.systemd.ready(&sup.status_line());
     tracing::info!(jobs = sup.table.len(), "ready");
 
@@ -197,6 +198,10 @@ struct Supervisor {
     store: Arc<dyn RunStore>,
     /// This daemon's name in the store.
     node: String,
+    /// Whether the start-up scan is done. Before it, a job file's history
+    /// decides (a one-shot that ran is not re-run; missed fires are caught
+    /// up); a file that appears later is new and runs as such.
+    started: bool,
 }
 
 impl Supervisor {
@@ -204,6 +209,7 @@ impl Supervisor {
         Supervisor {
             store,
             node,
+            started: false,
             pool: BlockingPool::new(opts.blocking_threads()),
             admission: Admission::new(opts.max_concurrent_runs(), opts.semaphores()),
             opts,
@@ -328,7 +334,12 @@ impl Supervisor {
                     return;
                 }
                 entry.last_run_hash = entry.hash;
-                // A version that ran to the end before a restart does not run again.
+                if self.started {
+                    // Appeared (again) while the daemon runs: run it.
+                    self.fire(id, RunTrigger::File, Utc::now());
+                    return;
+                }
+                // At start, a version that ran before the restart does not run again.
                 match self.store.one_shot_status(id.as_str(), &loaded.hash).await {
                     Ok(Some(RecordedStatus::Interrupted)) => tracing::warn!(
                         job = %id,
@@ -349,7 +360,7 @@ impl Supervisor {
                 // A job the store saw fire before the daemon stopped continues
                 // from its last fire: `every` keeps its grid, and the fires
                 // missed in between are caught up or recorded missed.
-                let last = if first_version {
+                let last = if first_version && !self.started {
                     self.store.last_fire(id.as_str()).await.unwrap_or_else(|e| {
                         tracing::error!(job = %id, "cannot read the job's last fire from the store: {e}");
                         None
