@@ -43,6 +43,11 @@ pub struct Config {
     /// Keep runs this long (a job's own `keep_for` wins). Default: forever.
     #[serde(default, deserialize_with = "humantime_opt")]
     pub keep_for: Option<Duration>,
+    /// Where the control API listens (default 127.0.0.1:7327). A non-loopback
+    /// address needs `api_token`.
+    pub api_listen: Option<std::net::SocketAddr>,
+    /// A token the API's clients must send as `Authorization: Bearer TOKEN`.
+    pub api_token: Option<String>,
     /// This daemon's name in the run history (default: the host name). Keep it
     /// stable: on start, runs this node left running are marked interrupted.
     pub node: Option<String>,
@@ -69,6 +74,10 @@ pub enum LogFormat {
 
 /// The default of `max_concurrent_runs`.
 pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 64;
+/// The default of `api_listen`: loopback only.
+pub const DEFAULT_API_LISTEN: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7327);
+
 /// The default of `shutdown_grace`.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -158,6 +167,11 @@ impl Config {
     /// `~/.local/state/gatherd`.
     pub fn state_dir(&self, flag: Option<PathBuf>) -> PathBuf {
         flag.or_else(|| self.state_dir.clone()).unwrap_or_else(default_state_dir)
+    }
+
+    /// Where the control API listens.
+    pub fn api_listen(&self) -> std::net::SocketAddr {
+        self.api_listen.unwrap_or(DEFAULT_API_LISTEN)
     }
 
     /// The global limit on runs at once.

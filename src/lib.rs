@@ -4,6 +4,7 @@
 //! files into [`job::Job`]s, `exec` runs them and emits [`exec::RunEvent`]s, and
 //! `cli` renders those events for people and programs.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -493,3 +493,87 @@ fn a_one_shot_removed_and_dropped_again_runs_again() {
     d.drop_file("again.toml", job);
     assert!(d.wait_for_n(LONG, 2, |l| finished(l, "again.toml", "succeeded")), "{}", d.dump());
 }
+
+#[test]
+fn the_control_api_triggers_shows_cancels_streams_and_counts_runs() {
+    let d = Daemon::start(
+        &[
+            ("quick.toml", "schedule = \"0 0 3 1 1 *\"\n[[step]]\nname = \"t\"\nsleep = \"10ms\"\noutput = \"done\"\n"),
+            ("slow.toml", "schedule = \"0 0 3 1 1 *\"\n[[step]]\nname = \"t\"\nsleep = \"300s\"\n"),
+        ],
+        &[],
+        &[],
+    );
+    let api = d.api();
+    assert_eq!(http(api, "GET", "/healthz", &[], "").0, 200);
+    let (status, jobs) = http(api, "GET", "/jobs", &[], "");
+    assert_eq!(status, 200, "{jobs}");
+    assert!(jobs.contains("quick.toml") && jobs.contains("slow.toml"), "{jobs}");
+
+    // Trigger a quick run, then read it back.
+    let (status, body) = http(api, "POST", "/jobs/quick.toml/trigger", &[], "");
+    assert_eq!(status, 201, "{body}");
+    let run: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let id = run["run_id"].as_i64().expect("a run id");
+    assert!(d.wait_for(LONG, |l| finished(l, "quick.toml", "succeeded")), "{}", d.dump());
+    assert!(
+        eventually(LONG, || {
+            let (s, b) = http(api, "GET", &format!("/runs/{id}"), &[], "");
+            s == 200 && serde_json::from_str::<serde_json::Value>(&b).is_ok_and(|r| r["status"] == "succeeded")
+        }),
+        "the run never showed as succeeded"
+    );
+    // A late client of the event stream still sees the run, in order, to its end.
+    let (status, events) = http(api, "GET", &format!("/runs/{id}/events"), &[], "");
+    assert_eq!(status, 200);
+    let finished_at = events.find("run_finished").expect("a run_finished event");
+    assert!(events.find("node_finished").is_some_and(|n| n < finished_at), "{events}");
+
+    // Cancel a slow run.
+    let (status, body) = http(api, "POST", "/jobs/slow.toml/trigger", &[], "");
+    assert_eq!(status, 201, "{body}");
+    let slow: i64 = serde_json::from_str::<serde_json::Value>(&body).expect("JSON")["run_id"].as_i64().expect("id");
+    assert!(d.wait_for(LONG, |l| is(l, "slow.toml", "run started")), "{}", d.dump());
+    assert_eq!(http(api, "POST", &format!("/runs/{slow}/cancel"), &[], "").0, 202);
+    assert!(d.wait_for(LONG, |l| finished(l, "slow.toml", "cancelled")), "{}", d.dump());
+    assert_eq!(http(api, "POST", &format!("/runs/{slow}/cancel"), &[], "").0, 409, "not running any more");
+    assert_eq!(http(api, "POST", "/jobs/nope.toml/trigger", &[], "").0, 404);
+
+    let (status, runs) = http(api, "GET", "/runs?job=quick.toml&limit=5", &[], "");
+    assert_eq!(status, 200, "{runs}");
+    assert!(runs.contains(&format!("{id}")), "{runs}");
+    let (status, metrics) = http(api, "GET", "/metrics", &[], "");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("gatherd_runs_total{job=\"quick.toml\",status=\"succeeded\"} 1"), "{metrics}");
+    assert!(metrics.contains("gatherd_runs_total{job=\"slow.toml\",status=\"cancelled\"} 1"), "{metrics}");
+}
+
+#[test]
+fn the_api_refuses_a_non_loopback_address_without_a_token() {
+    let jobs = tempfile::tempdir().expect("temp");
+    let state = tempfile::tempdir().expect("temp");
+    let output = gatherd()
+        .args(["daemon", "--api-listen", "0.0.0.0:0", "--jobs"])
+        .arg(jobs.path())
+        .arg("--state")
+        .arg(state.path())
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("api_token"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn with_a_token_the_api_wants_it() {
+    let dir = tempfile::tempdir().expect("temp");
+    let config = write(dir.path(), "config.toml", "api_token = \"s3cret\"\n");
+    let d = Daemon::start(&[], &["--config", config.to_str().expect("utf-8")], &[]);
+    let api = d.api();
+    assert_eq!(http(api, "GET", "/runs", &[], "").0, 401);
+    assert_eq!(http(api, "GET", "/runs", &[("authorization", "Bearer wrong")], "").0, 401);
+    assert_eq!(http(api, "GET", "/runs", &[("authorization", "Bearer s3cret")], "").0, 200);
+}

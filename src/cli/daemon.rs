@@ -33,6 +33,9 @@ pub struct DaemonArgs {
     /// At most this many runs at once (wins over the config).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_runs: Option<u32>,
+    /// Where the control API listens (default 127.0.0.1:7327; port 0 = any free port).
+    #[arg(long, value_name = "ADDR", env = "GATHERD_API_LISTEN")]
+    pub api_listen: Option<std::net::SocketAddr>,
 }
 
 impl DaemonArgs {
@@ -67,6 +70,7 @@ pub async fn daemon(args: DaemonArgs) -> u8 {
         config,
         blocking_threads: args.blocking_threads.map(usize::from),
         max_concurrent_runs: args.max_concurrent_runs.and_then(|n| usize::try_from(n).ok()),
+        api_listen: args.api_listen,
     };
     match daemon::run(opts).await {
         Ok(()) => exit::OK,

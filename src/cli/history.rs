@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{exit, render};
 use crate::config::Config;
-use crate::exec::{LogLine, RunReport, StepReport};
+use crate::exec::RunReport;
 use crate::store::{self, History, RecordedStatus, RunDetail, RunFilter, RunRow};
 
 /// Where the history is: shared by the history commands.
@@ -146,49 +146,6 @@ struct Shown {
     report: RunReport,
 }
 
-/// A stored run as the report `gatherd run` prints.
-fn report(detail: &RunDetail) -> RunReport {
-    let run = &detail.run;
-    let mut report = RunReport::new(run.job.clone(), PathBuf::from(&run.job));
-    report.status = run.status.finished();
-    report.started_at = Some(run.started_at);
-    report.duration_ms = run.duration_ms.unwrap_or(0);
-    report.result = run.result.clone();
-    report.error = run.error.clone();
-    report.steps = detail
-        .steps
-        .iter()
-        .map(|s| StepReport {
-            name: s.name.clone(),
-            path: s.path.clone(),
-            kind: crate::exec::intern_kind(&s.kind),
-            status: s.status.finished(),
-            attempts: s.attempts,
-            start_ms: s.start_ms,
-            end_ms: s.end_ms,
-            output: s.output.clone(),
-            error: s.error.clone(),
-            truncated: s.truncated,
-            retried: s
-                .retried
-                .iter()
-                .map(|a| crate::exec::FailedAttempt { attempt: a.attempt, error: a.error.clone(), at_ms: a.at_ms })
-                .collect(),
-        })
-        .collect();
-    report.logs = detail
-        .logs
-        .iter()
-        .map(|l| LogLine {
-            path: l.path.clone(),
-            at_ms: l.at_ms,
-            level: if l.level == "debug" { "debug" } else { "print" },
-            text: l.text.clone(),
-        })
-        .collect();
-    report
-}
-
 async fn detail(args: &RunArgs) -> Result<RunDetail, (u8, String)> {
     let history = open(&args.where_).await.map_err(|e| (exit::FAILED, e))?;
     match history.run(args.run).await {
@@ -208,7 +165,7 @@ pub async fn show(args: RunArgs) -> u8 {
         }
     };
     let run = &detail.run;
-    let report = report(&detail);
+    let report = RunReport::from_detail(&detail);
     if args.json {
         print_json(&Shown {
             id: run.id,
@@ -234,7 +191,7 @@ pub async fn logs(args: RunArgs) -> u8 {
         }
     };
     if args.json {
-        print_json(&report(&detail).logs);
+        print_json(&RunReport::from_detail(&detail).logs);
     } else {
         for l in &detail.logs {
             println!("{:>8}ms  {}  {}", l.at_ms, l.path, l.text);

@@ -19,6 +19,7 @@
 
 pub mod admit;
 mod catch_up;
+mod control;
 mod log_sink;
 mod systemd;
 mod table;
@@ -37,9 +38,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::time::DelayQueue;
 
 use self::admit::Admission;
+use self::control::{Command, DaemonControl, Live};
 use self::log_sink::RunLog;
 use self::systemd::Systemd;
 use self::table::{Entry, Loaded, Running};
+use crate::api::{ApiConfig, ControlError, JobView, Metrics};
 use crate::config::Config;
 use crate::exec::{self, BlockingPool, Limits, RunContext, RunOutcome};
 use crate::job::{Overlap, Trigger};
@@ -63,6 +66,8 @@ pub struct Options {
     pub blocking_threads: Option<usize>,
     /// `--max-concurrent-runs`, winning over the config.
     pub max_concurrent_runs: Option<usize>,
+    /// `--api-listen`, winning over the config.
+    pub api_listen: Option<std::net::SocketAddr>,
 }
 
 impl Options {
@@ -80,11 +85,13 @@ impl Options {
 }
 
 /// A run that is due: which job, why, and its nominal time.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Fire {
     job: JobId,
     cause: RunTrigger,
     due: chrono::DateTime<Utc>,
+    /// Who asked for it (a manual trigger) and waits for its run id.
+    reply: Option<tokio::sync::oneshot::Sender<Result<store::RunId, ControlError>>>,
 }
 
 /// A run that ended.
@@ -126,7 +133,31 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
 
+    let api_config = ApiConfig {
+        listen: opts.api_listen.unwrap_or_else(|| opts.config.api_listen()),
+        token: opts.config.api_token.clone(),
+        max_body: 64 * 1024,
+    };
+    crate::api::check(&api_config).map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(api_config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for the control API (api_listen)", api_config.listen))?;
+    let api_addr = listener.local_addr().context("the control API's address")?;
+
     let mut sup = Supervisor::new(opts, store, node);
+    let (commands_tx, mut commands) = tokio::sync::mpsc::channel(64);
+    let control = Arc::new(DaemonControl { commands: commands_tx, live: sup.live.clone() });
+    let api_stop = CancellationToken::new();
+    // Owned here and awaited at shutdown.
+    let api = tokio::spawn(crate::api::serve(
+        listener,
+        api_config,
+        control,
+        sup.store.clone(),
+        sup.metrics.clone(),
+        api_stop.clone(),
+    ));
+    tracing::info!(addr = %api_addr, "control API listening");
     tracing::info!(jobs = %sup.opts.jobs.display(), state = %sup.opts.state.display(), "gatherd daemon starting");
     sup.rescan().await;
     sup.started = true;
@@ -149,6 +180,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 }
             },
             Some(expired) = sup.timers.next() => sup.on_timer(expired.into_inner()),
+            Some(command) = commands.recv() => sup.on_command(command),
             Some(done) = sup.runs.join_next() => match done {
                 Ok(done) => sup.on_done(done),
                 Err(e) => tracing::error!("a run's task failed: {e}"),
@@ -159,6 +191,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
     drop(watcher);
+    // The API goes first: nothing would answer its requests any more.
+    api_stop.cancel();
+    match api.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("the control API stopped with an error: {e}"),
+        Err(e) => tracing::warn!("the control API's task failed: {e}"),
+    }
     let store = sup.store.clone();
     sup.shutdown(watchdog).await;
     store.close().await.context("cannot write the last of the run history")?;
@@ -198,6 +237,10 @@ struct Supervisor {
     store: Arc<dyn RunStore>,
     /// This daemon's name in the store.
     node: String,
+    /// Live event streams of runs in flight, for the API.
+    live: Live,
+    /// Prometheus metrics, fed by every run.
+    metrics: Arc<Metrics>,
     /// Whether the start-up scan is done. Before it, a job file's history
     /// decides (a one-shot that ran is not re-run; missed fires are caught
     /// up); a file that appears later is new and runs as such.
@@ -210,6 +253,8 @@ impl Supervisor {
             store,
             node,
             started: false,
+            live: Live::default(),
+            metrics: Arc::new(Metrics::new()),
             pool: BlockingPool::new(opts.blocking_threads()),
             admission: Admission::new(opts.max_concurrent_runs(), opts.semaphores()),
             opts,
@@ -237,6 +282,8 @@ impl Supervisor {
 
     fn report_status(&self) {
         self.systemd.status(&self.status_line());
+        self.metrics.set_invalid_jobs(self.table.values().filter(|e| e.invalid.is_some()).count());
+        self.metrics.set_pool_busy(self.pool.busy());
     }
 
     /// Reads every job file again and applies what changed: the start-up scan,
@@ -478,26 +525,56 @@ impl Supervisor {
 
     /// A run of `id` is due: apply its overlap policy, then admission.
     fn fire(&mut self, id: JobId, cause: RunTrigger, due: chrono::DateTime<Utc>) {
-        let Some(entry) = self.table.get_mut(&id) else { return };
-        let Some(job) = entry.job.clone() else { return };
+        self.fire_for(id, cause, due, None);
+    }
+
+    /// [`Supervisor::fire`], answering `reply` (a manual trigger) with the run's
+    /// id once it starts, or why it does not.
+    fn fire_for(
+        &mut self,
+        id: JobId,
+        cause: RunTrigger,
+        due: chrono::DateTime<Utc>,
+        reply: Option<tokio::sync::oneshot::Sender<Result<store::RunId, ControlError>>>,
+    ) {
+        let refuse = |reply: Option<tokio::sync::oneshot::Sender<_>>, why: ControlError| {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(why));
+            }
+        };
+        let Some(entry) = self.table.get_mut(&id) else {
+            return refuse(reply, ControlError::NoSuchJob(id.to_string()));
+        };
+        let Some(job) = entry.job.clone() else { return refuse(reply, ControlError::NotRunnable(id.to_string())) };
         if self.shutdown.is_cancelled() {
-            return;
+            return refuse(reply, ControlError::Stopping);
         }
         let busy = !entry.running.is_empty() || self.admission.is_waiting(|f| f.job == id);
         if busy {
             match job.overlap {
                 Overlap::Skip => {
                     tracing::info!(job = %id, cause = cause.as_str(), "skipped: the last run is still going (overlap = \"skip\")");
-                    return;
+                    return refuse(
+                        reply,
+                        ControlError::NotStarted("the last run is still going (overlap = \"skip\")".into()),
+                    );
                 }
                 Overlap::Queue => {
                     if entry.queued.is_some() {
                         tracing::info!(job = %id, cause = cause.as_str(), "skipped: a run already waits for the last one (overlap = \"queue\")");
-                    } else {
-                        tracing::info!(job = %id, cause = cause.as_str(), "queued behind the running one (overlap = \"queue\")");
-                        entry.queued = Some((cause, due));
+                        return refuse(
+                            reply,
+                            ControlError::NotStarted("a run already waits (overlap = \"queue\")".into()),
+                        );
                     }
-                    return;
+                    tracing::info!(job = %id, cause = cause.as_str(), "queued behind the running one (overlap = \"queue\")");
+                    entry.queued = Some((cause, due));
+                    return refuse(
+                        reply,
+                        ControlError::NotStarted(
+                            "queued: it starts when the running one ends (overlap = \"queue\")".into(),
+                        ),
+                    );
                 }
                 Overlap::Replace => {
                     tracing::info!(job = %id, cause = cause.as_str(), "cancelling the running one (overlap = \"replace\")");
@@ -509,11 +586,11 @@ impl Supervisor {
                 Overlap::Allow => {}
             }
         }
-        let fire = Fire { job: id, cause, due };
-        match self.admission.admit(job.semaphore.as_deref(), fire.clone()) {
+        let fire = Fire { job: id.clone(), cause, due, reply };
+        match self.admission.admit(job.semaphore.as_deref(), fire) {
             Some(fire) => self.start(fire),
             None => {
-                tracing::info!(job = %fire.job, semaphore = job.semaphore.as_deref().unwrap_or(""), "waiting for a free slot");
+                tracing::info!(job = %id, semaphore = job.semaphore.as_deref().unwrap_or(""), "waiting for a free slot");
             }
         }
     }
@@ -523,6 +600,9 @@ impl Supervisor {
         let version = self.table.get(&fire.job).and_then(|e| e.job.clone().zip(e.valid_hash));
         let Some((job, content_hash)) = version else {
             // The file went away while the run waited: give the slot back.
+            if let Some(reply) = fire.reply {
+                let _ = reply.send(Err(ControlError::NoSuchJob(fire.job.to_string())));
+            }
             for next in self.admission.release(None) {
                 self.start(next);
             }
@@ -531,9 +611,13 @@ impl Supervisor {
         self.next_seq += 1;
         let seq = self.next_seq;
         let cancel = self.shutdown.child_token();
+        let store_id = Arc::new(std::sync::OnceLock::new());
         if let Some(entry) = self.table.get_mut(&fire.job) {
-            entry.running.push(Running { seq, cancel: cancel.clone() });
+            entry.running.push(Running { seq, cancel: cancel.clone(), run_id: store_id.clone() });
         }
+        let live = self.live.clone();
+        let metrics = self.metrics.clone();
+        let reply = fire.reply;
         let ctx = RunContext {
             cancel,
             pool: self.pool.clone(),
@@ -562,19 +646,40 @@ impl Supervisor {
                     None
                 }
             };
+            if let Some(run_id) = run_id {
+                let _ = store_id.set(run_id);
+            }
+            if let Some(reply) = reply {
+                let _ = reply
+                    .send(run_id.ok_or_else(|| ControlError::NotStarted("the run store failed; see the log".into())));
+            }
             let log = RunLog { job: id.to_string(), run_id: run_id.unwrap_or(-1), cause: fire.cause };
             let recorder = store.recorder();
+            // Live subscribers (server-sent events) of this run.
+            let broadcast = run_id.map(|run_id| {
+                let (tx, _) = tokio::sync::broadcast::channel(1024);
+                live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(run_id, tx.clone());
+                tx
+            });
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            // The run's sinks: the log and the store, fed from one stream.
+            // The run's sinks — the log, the store, metrics and live
+            // subscribers — fed from one stream.
             let sinks = async {
                 while let Some(event) = rx.recv().await {
                     log.event(&event);
+                    observe(&metrics, id.as_str(), &event);
+                    if let Some(b) = broadcast.as_ref().filter(|b| b.receiver_count() > 0) {
+                        let _ = b.send(event.clone());
+                    }
                     if let Some(run_id) = run_id {
                         recorder.record(run_id, event);
                     }
                 }
             };
             let (outcome, ()) = tokio::join!(exec::run(job, ctx, tx), sinks);
+            if let Some(run_id) = run_id {
+                live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&run_id);
+            }
             // Retention, after this run is written: the job's oldest runs go.
             if run_id.is_some() && (keep_runs.is_some() || keep_for.is_some()) {
                 let pruned = match recorder.flush().await {
@@ -589,6 +694,49 @@ impl Supervisor {
             }
             Done { job: id, seq, semaphore, outcome }
         });
+    }
+
+    /// A request from the control API.
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Jobs(reply) => {
+                let views = self
+                    .table
+                    .iter()
+                    .map(|(id, e)| JobView {
+                        job: id.to_string(),
+                        trigger: e.job.as_ref().map_or_else(|| "none".to_string(), |j| describe(&j.trigger)),
+                        next_fire: e.slot,
+                        valid: e.invalid.is_none(),
+                        diagnostic: e.invalid.as_ref().map(ToString::to_string),
+                        runnable: e.job.is_some(),
+                        running: e.running.iter().filter_map(|r| r.run_id.get().copied()).collect(),
+                    })
+                    .collect();
+                let _ = reply.send(views);
+            }
+            Command::Trigger(job, reply) => match self.table.keys().find(|k| k.as_str() == job).cloned() {
+                Some(id) => {
+                    tracing::info!(job = %id, "triggered through the control API");
+                    self.fire_for(id, RunTrigger::Manual, Utc::now(), Some(reply));
+                }
+                None => {
+                    let _ = reply.send(Err(ControlError::NoSuchJob(job)));
+                }
+            },
+            Command::Cancel(run, reply) => {
+                let found = self.table.values().flat_map(|e| &e.running).find(|r| r.run_id.get() == Some(&run));
+                let answer = match found {
+                    Some(r) => {
+                        tracing::info!(run_id = run, "cancelled through the control API");
+                        r.cancel.cancel();
+                        Ok(())
+                    }
+                    None => Err(ControlError::NotRunning(run)),
+                };
+                let _ = reply.send(answer);
+            }
+        }
     }
 
     fn on_done(&mut self, done: Done) {
@@ -697,6 +845,18 @@ impl Supervisor {
             }
         }
         tracing::info!("stopped");
+    }
+}
+
+/// The metrics sink: what one event of a run changes in the counters.
+fn observe(metrics: &Metrics, job: &str, event: &exec::RunEvent) {
+    match event {
+        exec::RunEvent::RunStarted { .. } => metrics.run_started(job),
+        exec::RunEvent::NodeFinished { kind, started: Some(started), at, .. } if !exec::is_group_kind(kind) => {
+            metrics.step_finished(kind, at.saturating_sub(*started));
+        }
+        exec::RunEvent::RunFinished { status, duration, .. } => metrics.run_finished(job, status.as_str(), *duration),
+        _ => {}
     }
 }
 

@@ -50,6 +50,8 @@ pub fn read(path: &Path) -> std::io::Result<Loaded> {
 pub struct Running {
     /// The supervisor's number for it.
     pub seq: u64,
+    /// Its id in the store, once the store has given one.
+    pub run_id: std::sync::Arc<std::sync::OnceLock<crate::store::RunId>>,
     /// Cancels it (file removed, `replace`, shutdown).
     pub cancel: CancellationToken,
 }

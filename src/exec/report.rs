@@ -180,3 +180,50 @@ impl RunReport {
         &mut self.steps[i]
     }
 }
+
+impl RunReport {
+    /// A stored run as the report `gatherd run` prints: what `gatherd show
+    /// --json` and the API's `GET /runs/{id}` serialise, so a run read back
+    /// from the history has the shape of the same run's `--json`.
+    pub fn from_detail(detail: &crate::store::RunDetail) -> RunReport {
+        let run = &detail.run;
+        let mut report = RunReport::new(run.job.clone(), PathBuf::from(&run.job));
+        report.status = run.status.finished();
+        report.started_at = Some(run.started_at);
+        report.duration_ms = run.duration_ms.unwrap_or(0);
+        report.result = run.result.clone();
+        report.error = run.error.clone();
+        report.steps = detail
+            .steps
+            .iter()
+            .map(|s| StepReport {
+                name: s.name.clone(),
+                path: s.path.clone(),
+                kind: crate::exec::intern_kind(&s.kind),
+                status: s.status.finished(),
+                attempts: s.attempts,
+                start_ms: s.start_ms,
+                end_ms: s.end_ms,
+                output: s.output.clone(),
+                error: s.error.clone(),
+                truncated: s.truncated,
+                retried: s
+                    .retried
+                    .iter()
+                    .map(|a| crate::exec::FailedAttempt { attempt: a.attempt, error: a.error.clone(), at_ms: a.at_ms })
+                    .collect(),
+            })
+            .collect();
+        report.logs = detail
+            .logs
+            .iter()
+            .map(|l| LogLine {
+                path: l.path.clone(),
+                at_ms: l.at_ms,
+                level: if l.level == "debug" { "debug" } else { "print" },
+                text: l.text.clone(),
+            })
+            .collect();
+        report
+    }
+}

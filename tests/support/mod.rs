@@ -195,7 +195,7 @@ impl Daemon {
             .arg(jobs.path())
             .arg("--state")
             .arg(state.path())
-            .args(["--log-format", "json", "--log-level", "gatherd=debug"])
+            .args(["--log-format", "json", "--log-level", "gatherd=debug", "--api-listen", "127.0.0.1:0"])
             .args(args)
             .env_remove("RUST_LOG")
             .env_remove("NOTIFY_SOCKET")
@@ -336,4 +336,54 @@ pub fn interrupt_run(dir: &Path, file: &Path) -> (Option<i32>, Value, i32) {
     let doc: Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
     let pgid = std::fs::read_to_string(&pgid_file).expect("pgid").trim().parse().expect("a pid");
     (output.status.code(), doc, pgid)
+}
+
+impl Daemon {
+    /// The control API's address, from the daemon's log.
+    pub fn api(&self) -> SocketAddr {
+        self.lines()
+            .iter()
+            .find(|l| l["message"] == "control API listening")
+            .and_then(|l| l["addr"].as_str().and_then(|a| a.parse().ok()))
+            .unwrap_or_else(|| panic!("no API address in the log: {}", self.dump()))
+    }
+}
+
+/// One HTTP/1.1 request to `addr` (127.0.0.1 only); returns the status and
+/// the body (read until the server closes, so it suits server-sent events too).
+pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    assert!(addr.ip().is_loopback(), "tests only talk to loopback");
+    let mut stream = TcpStream::connect(addr).expect("connect to the API");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let chunked = response.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    (status, if chunked { dechunk(&body) } else { body })
+}
+
+/// The payload of a chunked body.
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || after.len() < n {
+            out.push_str(&after[..n.min(after.len())]);
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
 }

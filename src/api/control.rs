@@ -1,0 +1,64 @@
+//! What the API asks of the daemon: the job table, triggering a job,
+//! cancelling a run, and the live events of a run. The daemon implements
+//! [`Control`]; tests use a fake.
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::exec::RunEvent;
+use crate::store::RunId;
+
+/// One job as the daemon knows it now.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    /// Its identity: the path relative to the jobs folder.
+    pub job: String,
+    /// `on change`, `schedule ...`, `every ...`.
+    pub trigger: String,
+    /// When it fires next, for scheduled jobs.
+    pub next_fire: Option<DateTime<Utc>>,
+    /// Whether the file as last read is valid.
+    pub valid: bool,
+    /// Why not (one line per diagnostic, file:line:col).
+    pub diagnostic: Option<String>,
+    /// Whether a valid version is loaded (an invalid edit keeps the last one).
+    pub runnable: bool,
+    /// Its runs in flight (store ids).
+    pub running: Vec<RunId>,
+}
+
+/// Why the daemon did not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// No job file by that name.
+    #[error("no job `{0}`")]
+    NoSuchJob(String),
+    /// The file has never been valid, so there is nothing to run.
+    #[error("job `{0}` has no valid version to run")]
+    NotRunnable(String),
+    /// The job's overlap policy dropped the run.
+    #[error("not started: {0}")]
+    NotStarted(String),
+    /// No run in flight with that id.
+    #[error("run {0} is not running")]
+    NotRunning(RunId),
+    /// The daemon is shutting down.
+    #[error("the daemon is stopping")]
+    Stopping,
+}
+
+/// The daemon, as the API sees it.
+pub trait Control: Send + Sync {
+    /// Every job, sorted by id.
+    fn jobs(&self) -> BoxFuture<'_, Vec<JobView>>;
+    /// Starts a run of `job` now (trigger `manual`; its overlap policy and
+    /// the admission limits apply) and returns its id once it has one.
+    fn trigger<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<RunId, ControlError>>;
+    /// Cancels a run in flight.
+    fn cancel(&self, run: RunId) -> BoxFuture<'_, Result<(), ControlError>>;
+    /// The live events of a run in flight (`None` once it has ended: read the
+    /// store then).
+    fn events(&self, run: RunId) -> Option<broadcast::Receiver<RunEvent>>;
+}

@@ -1,0 +1,69 @@
+//! `GET /jobs`, `GET /jobs/{job}`, and triggering a job.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Serialize;
+
+use super::{ApiError, AppState, JobView};
+use crate::store::{RunFilter, RunId, RunRow};
+
+/// A job as the daemon knows it, with its last recorded run.
+#[derive(Debug, Serialize)]
+pub struct JobEntry {
+    /// What the daemon knows now.
+    #[serde(flatten)]
+    pub job: JobView,
+    /// Its newest run in the history, if any.
+    pub last_run: Option<RunRow>,
+}
+
+async fn entry(state: &AppState, job: JobView) -> Result<JobEntry, ApiError> {
+    let filter = RunFilter { job: Some(job.job.clone()), limit: 1, ..RunFilter::default() };
+    let last_run = state.store.runs(filter).await?.into_iter().next();
+    Ok(JobEntry { job, last_run })
+}
+
+/// `GET /jobs`: every job, sorted by id, each with its last run.
+pub(super) async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut jobs = Vec::new();
+    for job in state.control.jobs().await {
+        jobs.push(entry(&state, job).await?);
+    }
+    Ok(Json(serde_json::json!({ "jobs": jobs })))
+}
+
+/// `GET /jobs/{*job}`: one job; 404 if the daemon does not know it.
+pub(super) async fn show(State(state): State<AppState>, Path(job): Path<String>) -> Result<Json<JobEntry>, ApiError> {
+    let found = state.control.jobs().await.into_iter().find(|j| j.job == job);
+    let found = found.ok_or_else(|| ApiError::NotFound(format!("no job `{job}`")))?;
+    Ok(Json(entry(&state, found).await?))
+}
+
+/// `POST /jobs/{*job}/trigger`: the catch-all takes the whole rest of the
+/// path, so the `/trigger` suffix is parsed here.
+pub(super) async fn trigger_suffix(
+    State(state): State<AppState>,
+    Path(rest): Path<String>,
+) -> Result<(StatusCode, Json<Triggered>), ApiError> {
+    match rest.strip_suffix("/trigger") {
+        Some(job) if !job.is_empty() => trigger(State(state), Path(job.to_string())).await,
+        _ => Err(ApiError::NotFound(format!("no route POST /jobs/{rest} (did you mean /jobs/{rest}/trigger?)"))),
+    }
+}
+
+/// The answer to a trigger.
+#[derive(Debug, Serialize)]
+pub struct Triggered {
+    /// The new run's id.
+    pub run_id: RunId,
+}
+
+/// `POST /trigger/{*job}`: starts a run now; 201 with its id.
+pub(super) async fn trigger(
+    State(state): State<AppState>,
+    Path(job): Path<String>,
+) -> Result<(StatusCode, Json<Triggered>), ApiError> {
+    let run_id = state.control.trigger(&job).await?;
+    Ok((StatusCode::CREATED, Json(Triggered { run_id })))
+}

@@ -1,0 +1,205 @@
+//! The daemon's Prometheus metrics (prometheus-client), served on `GET
+//! /metrics` as OpenMetrics text.
+//!
+//! The daemon calls the methods of [`Metrics`] from its run sink; the API only
+//! renders. Label values are job ids and step kinds, both bounded by the jobs
+//! folder, so the series count stays small.
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use super::AppState;
+
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobStatus {
+    job: String,
+    status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabel {
+    job: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Run durations: 10 ms to about 3 h (doubling).
+fn run_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 21))
+}
+
+/// Step durations: 1 ms to about 9 min (doubling).
+fn step_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 20))
+}
+
+/// A source of the blocking pool's busy threads, read at scrape time.
+type PoolSource = Box<dyn Fn() -> i64 + Send + Sync>;
+
+/// Every metric of the daemon, in one registry.
+pub struct Metrics {
+    registry: Registry,
+    runs_total: Family<JobStatus, Counter>,
+    run_duration: HistogramFamily<JobLabel>,
+    step_duration: HistogramFamily<KindLabel>,
+    runs_in_flight: Gauge,
+    pool_busy: Gauge,
+    pool_source: Mutex<Option<PoolSource>>,
+    invalid_jobs: Gauge,
+    last_success: Family<JobLabel, Gauge<f64, AtomicU64>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric at zero.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let runs_total = Family::<JobStatus, Counter>::default();
+        // prometheus-client appends `_total` to a counter's name.
+        registry.register("gatherd_runs", "Runs finished, by job and final status", runs_total.clone());
+        let run_duration: HistogramFamily<JobLabel> = Family::new_with_constructor(run_histogram);
+        registry.register("gatherd_run_duration_seconds", "How long runs took, by job", run_duration.clone());
+        let step_duration: HistogramFamily<KindLabel> = Family::new_with_constructor(step_histogram);
+        registry.register("gatherd_step_duration_seconds", "How long steps took, by step kind", step_duration.clone());
+        let runs_in_flight = Gauge::default();
+        registry.register("gatherd_runs_in_flight", "Runs going now", runs_in_flight.clone());
+        let pool_busy = Gauge::default();
+        registry.register(
+            "gatherd_blocking_pool_busy_threads",
+            "Threads of the blocking pool running work now",
+            pool_busy.clone(),
+        );
+        let invalid_jobs = Gauge::default();
+        registry.register("gatherd_invalid_job_files", "Job files whose last version is invalid", invalid_jobs.clone());
+        let last_success = Family::<JobLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "gatherd_last_success_timestamp_seconds",
+            "When each job last finished successfully (Unix time)",
+            last_success.clone(),
+        );
+        Metrics {
+            registry,
+            runs_total,
+            run_duration,
+            step_duration,
+            runs_in_flight,
+            pool_busy,
+            pool_source: Mutex::new(None),
+            invalid_jobs,
+            last_success,
+        }
+    }
+
+    /// A run of `job` started.
+    pub fn run_started(&self, _job: &str) {
+        self.runs_in_flight.inc();
+    }
+
+    /// A run of `job` ended with `status` (`succeeded`, `failed`, …) after
+    /// `duration`. Call once per [`run_started`](Self::run_started).
+    pub fn run_finished(&self, job: &str, status: &str, duration: Duration) {
+        self.runs_in_flight.dec();
+        self.runs_total.get_or_create(&JobStatus { job: job.to_string(), status: status.to_string() }).inc();
+        let label = JobLabel { job: job.to_string() };
+        self.run_duration.get_or_create(&label).observe(duration.as_secs_f64());
+        if status == "succeeded" {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            self.last_success.get_or_create(&label).set(now.as_secs_f64());
+        }
+    }
+
+    /// A step of `kind` (`exec`, `http`, …) ended after `duration`.
+    pub fn step_finished(&self, kind: &str, duration: Duration) {
+        self.step_duration.get_or_create(&KindLabel { kind: kind.to_string() }).observe(duration.as_secs_f64());
+    }
+
+    /// How many job files are invalid now.
+    pub fn set_invalid_jobs(&self, n: usize) {
+        self.invalid_jobs.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// How many blocking pool threads are busy now (or see
+    /// [`read_pool_busy_from`](Self::read_pool_busy_from)).
+    pub fn set_pool_busy(&self, n: usize) {
+        self.pool_busy.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Reads the busy threads from `source` at each scrape instead.
+    pub fn read_pool_busy_from(&self, source: impl Fn() -> i64 + Send + Sync + 'static) {
+        if let Ok(mut slot) = self.pool_source.lock() {
+            *slot = Some(Box::new(source));
+        }
+    }
+
+    /// Every metric as OpenMetrics text (which Prometheus reads), served
+    /// with [`CONTENT_TYPE`].
+    pub fn render(&self) -> String {
+        if let Ok(slot) = self.pool_source.lock()
+            && let Some(source) = slot.as_ref()
+        {
+            self.pool_busy.set(source());
+        }
+        let mut text = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::warn!(error = %e, "cannot encode the metrics");
+        }
+        text
+    }
+}
+
+/// `GET /metrics`.
+pub(super) async fn serve_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], state.metrics.render())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_run_is_counted_by_job_and_status() {
+        let metrics = Metrics::new();
+        metrics.run_started("a.toml");
+        metrics.run_finished("a.toml", "succeeded", Duration::from_secs(1));
+        metrics.step_finished("sleep", Duration::from_millis(5));
+        metrics.set_invalid_jobs(2);
+        metrics.read_pool_busy_from(|| 3);
+        let text = metrics.render();
+        assert!(text.contains("gatherd_runs_total{job=\"a.toml\",status=\"succeeded\"} 1\n"), "{text}");
+        assert!(text.contains("gatherd_runs_in_flight 0\n"), "{text}");
+        assert!(text.contains("gatherd_invalid_job_files 2\n"), "{text}");
+        assert!(text.contains("gatherd_blocking_pool_busy_threads 3\n"), "{text}");
+        assert!(text.contains("gatherd_step_duration_seconds_count{kind=\"sleep\"} 1\n"), "{text}");
+        assert!(text.contains("gatherd_last_success_timestamp_seconds{job=\"a.toml\"}"), "{text}");
+    }
+}

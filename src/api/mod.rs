@@ -1,0 +1,162 @@
+//! The local HTTP API of a running daemon (axum): health, jobs, runs,
+//! trigger, cancel, the live events of a run (server-sent events) and
+//! Prometheus metrics.
+//!
+//! The API is a thin projection: what the daemon knows now comes from
+//! [`Control`] (the job table, runs in flight, their live events), what
+//! happened comes from the [`RunStore`]. A stored run is served in the shape of
+//! `gatherd run --json` ([`RunReport::from_detail`](crate::exec::RunReport::from_detail)),
+//! so a client needs one parser for both.
+//!
+//! ## Routes
+//! | route | answer |
+//! | --- | --- |
+//! | `GET /healthz` | `{"status":"ok"}` |
+//! | `GET /metrics` | [`Metrics::render`], OpenMetrics text |
+//! | `GET /jobs` | `{"jobs": [JobView + last_run]}` |
+//! | `GET /jobs/{job}` | one job + `last_run` (404 if unknown) |
+//! | `POST /jobs/{job}/trigger`, `POST /trigger/{job}` | 201 `{"run_id": N}` |
+//! | `GET /runs?job=&status=&limit=&before=` | `{"runs": [...], "next_before": id or null}` |
+//! | `GET /runs/{id}` | the run as `gatherd show --json` |
+//! | `POST /runs/{id}/cancel` | 202 `{"run_id": N, "cancelling": true}` |
+//! | `GET /runs/{id}/events` | server-sent events, see [`events`] |
+//!
+//! Job ids contain `/` (subfolders), so `{job}` is a catch-all: matchit (axum's
+//! router) allows a catch-all only at the end of a route, hence
+//! `POST /jobs/{*rest}` strips a final `/trigger` itself; `POST /trigger/{*job}`
+//! is the same without the parsing. A job whose own name ends in `/trigger`
+//! cannot exist (job files end in `.toml` or `.rhai`).
+//!
+//! Architecture Invariant: every answer that is not a success is JSON
+//! `{"error": "..."}` with a status that says why (see [`ApiError`]); the API
+//! never changes a job or a run except through [`Control`].
+//!
+//! Architecture Invariant: off loopback, the API does not start without a
+//! token ([`check`]), and with a token no route answers without it.
+
+mod auth;
+pub mod control;
+mod error;
+pub mod events;
+mod jobs;
+mod metrics;
+mod runs;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
+
+pub use self::control::{Control, ControlError, JobView};
+pub use self::error::ApiError;
+pub use self::metrics::Metrics;
+use crate::store::RunStore;
+
+/// The default address: loopback, so no token is needed.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7327";
+
+/// The default body limit: the API's requests carry no bodies worth more.
+pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+
+/// How the API listens and whom it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// The address to bind (the daemon binds it; [`serve`] takes the listener).
+    pub listen: SocketAddr,
+    /// With a token, every request needs `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
+    /// The largest request body accepted, in bytes (413 beyond).
+    pub max_body: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> ApiConfig {
+        ApiConfig {
+            listen: DEFAULT_LISTEN.parse().expect("DEFAULT_LISTEN is an address"),
+            token: None,
+            max_body: DEFAULT_MAX_BODY,
+        }
+    }
+}
+
+/// Refuses a configuration that would let anyone on the network steer the
+/// daemon: a non-loopback address without a (non-empty) token.
+pub fn check(config: &ApiConfig) -> Result<(), String> {
+    check_addr(config.listen, config.token.as_deref())
+}
+
+fn check_addr(listen: SocketAddr, token: Option<&str>) -> Result<(), String> {
+    let has_token = token.is_some_and(|t| !t.is_empty());
+    if listen.ip().to_canonical().is_loopback() || has_token {
+        Ok(())
+    } else {
+        Err(format!("the API listens on {listen}, which is not loopback: set api_token (or listen on 127.0.0.1)"))
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+struct AppState {
+    config: Arc<ApiConfig>,
+    control: Arc<dyn Control>,
+    store: Arc<dyn RunStore>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled, then lets the
+/// requests in progress finish (event streams end at once) and returns.
+///
+/// Takes a bound listener so the caller can bind port 0 and log the real
+/// address. Checks the listener's real address with [`check`] first.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: ApiConfig,
+    control: Arc<dyn Control>,
+    store: Arc<dyn RunStore>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    check_addr(listener.local_addr()?, config.token.as_deref())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let state = AppState { config: Arc::new(config), control, store, metrics, shutdown: shutdown.clone() };
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+fn router(state: AppState) -> Router {
+    let max_body = state.config.max_body;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::serve_metrics))
+        .route("/jobs", get(jobs::list))
+        .route("/jobs/{*rest}", get(jobs::show).post(jobs::trigger_suffix))
+        .route("/trigger/{*job}", post(jobs::trigger))
+        .route("/runs", get(runs::list))
+        .route("/runs/{id}", get(runs::show))
+        .route("/runs/{id}/cancel", post(runs::cancel))
+        .route("/runs/{id}/events", get(events::stream))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::limit_body))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .with_state(state)
+}
+
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no route {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}

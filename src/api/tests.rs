@@ -1,0 +1,437 @@
+//! The API against a fake daemon and a real SQLite store, over real HTTP.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::exec::{RunEvent, Status};
+use crate::store::{DB_FILE, RunId, RunStart, RunTrigger, open_sqlite};
+
+/// A daemon that knows `a.toml` and `sub/b.toml`; `busy.toml` is never
+/// started; run 7 is the only one running.
+#[derive(Default)]
+struct FakeControl {
+    live: Mutex<HashMap<RunId, broadcast::Sender<RunEvent>>>,
+}
+
+fn job_view(job: &str) -> JobView {
+    JobView {
+        job: job.into(),
+        trigger: "every 1m".into(),
+        next_fire: None,
+        valid: true,
+        diagnostic: None,
+        runnable: true,
+        running: vec![],
+    }
+}
+
+impl Control for FakeControl {
+    fn jobs(&self) -> BoxFuture<'_, Vec<JobView>> {
+        Box::pin(async { vec![job_view("a.toml"), job_view("sub/b.toml")] })
+    }
+    fn trigger<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<RunId, ControlError>> {
+        Box::pin(async move {
+            match job {
+                "a.toml" => Ok(42),
+                "sub/b.toml" => Ok(43),
+                "busy.toml" => Err(ControlError::NotStarted("overlap = skip and a run is going".into())),
+                other => Err(ControlError::NoSuchJob(other.into())),
+            }
+        })
+    }
+    fn cancel(&self, run: RunId) -> BoxFuture<'_, Result<(), ControlError>> {
+        Box::pin(async move { if run == 7 { Ok(()) } else { Err(ControlError::NotRunning(run)) } })
+    }
+    fn events(&self, run: RunId) -> Option<broadcast::Receiver<RunEvent>> {
+        self.live.lock().unwrap().get(&run).map(|tx| tx.subscribe())
+    }
+}
+
+struct Api {
+    addr: std::net::SocketAddr,
+    store: Arc<dyn RunStore>,
+    control: Arc<FakeControl>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Api {
+    async fn start(token: Option<&str>) -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn RunStore> = Arc::new(open_sqlite(dir.path().join(DB_FILE)).await.unwrap());
+        let control = Arc::new(FakeControl::default());
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = ApiConfig { listen: addr, token: token.map(String::from), max_body: 1024 };
+        let server =
+            tokio::spawn(serve(listener, config, control.clone(), store.clone(), metrics.clone(), shutdown.clone()));
+        Api { addr, store, control, metrics, shutdown, server, _dir: dir }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Client::new().get(self.url(path))).await
+    }
+
+    async fn post(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Client::new().post(self.url(path))).await
+    }
+
+    /// Records a finished run of `job` with one step `main/s` and returns its id.
+    async fn finished_run(&self, job: &str, status: Status) -> RunId {
+        let start = RunStart {
+            job: job.into(),
+            trigger: RunTrigger::Manual,
+            fire_time: Utc::now(),
+            content_hash: [1; 32],
+            node: "node-a".into(),
+        };
+        let id = self.store.begin_run(start).await.unwrap();
+        let recorder = self.store.recorder();
+        for event in run_events(job, status) {
+            recorder.record(id, event);
+        }
+        recorder.flush().await.unwrap();
+        id
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.server.await.unwrap().unwrap();
+    }
+}
+
+fn run_events(job: &str, status: Status) -> Vec<RunEvent> {
+    let error = (status != Status::Succeeded).then(|| "boom".to_string());
+    vec![
+        RunEvent::RunStarted { job: job.into(), started_at: Utc::now() },
+        RunEvent::NodeStarted { path: "main".into(), name: "main".into(), kind: "sequence", at: Duration::ZERO },
+        RunEvent::NodeStarted { path: "main/s".into(), name: "s".into(), kind: "sleep", at: Duration::ZERO },
+        RunEvent::NodeFinished {
+            path: "main/s".into(),
+            name: "s".into(),
+            kind: "sleep",
+            status,
+            attempts: 1,
+            started: Some(Duration::ZERO),
+            at: Duration::from_millis(10),
+            output: Some(json!("out")),
+            error: error.clone(),
+            truncated: false,
+        },
+        RunEvent::NodeFinished {
+            path: "main".into(),
+            name: "main".into(),
+            kind: "sequence",
+            status,
+            attempts: 1,
+            started: Some(Duration::ZERO),
+            at: Duration::from_millis(10),
+            output: None,
+            error: error.clone(),
+            truncated: false,
+        },
+        RunEvent::RunFinished { status, result: None, error, duration: Duration::from_millis(10) },
+    ]
+}
+
+#[tokio::test]
+async fn healthz_answers_ok() {
+    let api = Api::start(None).await;
+    assert_eq!(api.get("/healthz").await, (200, json!({"status": "ok"})));
+    let (status, body) = api.get("/nope").await;
+    assert_eq!(status, 404);
+    assert!(body["error"].is_string());
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn runs_are_paginated_newest_first_and_filtered() {
+    let api = Api::start(None).await;
+    let mut a = Vec::new();
+    for _ in 0..5 {
+        a.push(api.finished_run("a.toml", Status::Succeeded).await);
+    }
+    let b = api.finished_run("sub/b.toml", Status::Failed).await;
+
+    let (status, page) = api.get("/runs?job=a.toml&limit=2").await;
+    assert_eq!(status, 200);
+    let ids =
+        |page: &Value| page["runs"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect::<Vec<_>>();
+    assert_eq!(ids(&page), vec![a[4], a[3]]);
+    assert_eq!(page["next_before"], json!(a[3]));
+    let (_, page) = api.get(&format!("/runs?job=a.toml&limit=2&before={}", a[3])).await;
+    assert_eq!(ids(&page), vec![a[2], a[1]]);
+    let (_, page) = api.get(&format!("/runs?job=a.toml&limit=2&before={}", a[1])).await;
+    assert_eq!(ids(&page), vec![a[0]]);
+    assert_eq!(page["next_before"], Value::Null);
+
+    let (_, page) = api.get("/runs?status=failed").await;
+    assert_eq!(ids(&page), vec![b]);
+    let (_, page) = api.get("/runs").await;
+    assert_eq!(ids(&page).len(), 6);
+
+    for bad in ["/runs?status=great", "/runs?limit=0", "/runs?limit=1001", "/runs?before=x"] {
+        let (status, body) = api.get(bad).await;
+        assert_eq!(status, 400, "{bad}");
+        assert!(body["error"].is_string(), "{bad}");
+    }
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_run_has_the_shape_of_run_json_and_an_unknown_one_is_404() {
+    let api = Api::start(None).await;
+    let id = api.finished_run("a.toml", Status::Succeeded).await;
+    let (status, run) = api.get(&format!("/runs/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(run["id"], json!(id));
+    assert_eq!(run["job"], "a.toml");
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["trigger"], "manual");
+    assert_eq!(run["node"], "node-a");
+    assert!(run["fire_time"].is_string());
+    let step = run["steps"].as_array().unwrap().iter().find(|s| s["path"] == "main/s").unwrap();
+    for key in ["name", "path", "kind", "status", "attempts", "start_ms", "end_ms", "output"] {
+        assert!(step.get(key).is_some(), "step lacks {key}: {step}");
+    }
+    assert_eq!(step["output"], "out");
+
+    let (status, body) = api.get("/runs/999").await;
+    assert_eq!((status, body["error"].as_str().unwrap()), (404, "no run 999"));
+    assert_eq!(api.get("/runs/abc").await.0, 400);
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn jobs_are_listed_with_their_last_run_and_nested_ids_work() {
+    let api = Api::start(None).await;
+    let id = api.finished_run("sub/b.toml", Status::Failed).await;
+    let (status, body) = api.get("/jobs").await;
+    assert_eq!(status, 200);
+    let jobs = body["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(jobs[0]["last_run"], Value::Null);
+    assert_eq!(jobs[1]["last_run"]["id"], json!(id));
+    let (status, job) = api.get("/jobs/sub/b.toml").await;
+    assert_eq!((status, job["job"].as_str().unwrap()), (200, "sub/b.toml"));
+    assert_eq!(job["last_run"]["status"], "failed");
+    assert_eq!(api.get("/jobs/c.toml").await.0, 404);
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn trigger_returns_the_run_id_and_a_run_not_started_is_409() {
+    let api = Api::start(None).await;
+    assert_eq!(api.post("/jobs/a.toml/trigger").await, (201, json!({"run_id": 42})));
+    assert_eq!(api.post("/jobs/sub/b.toml/trigger").await, (201, json!({"run_id": 43})));
+    assert_eq!(api.post("/trigger/sub/b.toml").await, (201, json!({"run_id": 43})));
+    let (status, body) = api.post("/jobs/busy.toml/trigger").await;
+    assert_eq!(status, 409);
+    assert!(body["error"].as_str().unwrap().starts_with("not started"), "{body}");
+    assert_eq!(api.post("/trigger/c.toml").await.0, 404);
+    assert_eq!(api.post("/jobs/a.toml").await.0, 404);
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_is_accepted_and_a_run_not_running_is_409() {
+    let api = Api::start(None).await;
+    assert_eq!(api.post("/runs/7/cancel").await.0, 202);
+    let done = api.finished_run("a.toml", Status::Succeeded).await;
+    let (status, body) = api.post(&format!("/runs/{done}/cancel")).await;
+    assert_eq!((status, body["error"].as_str().unwrap()), (409, format!("run {done} is not running").as_str()));
+    assert_eq!(api.post("/runs/999/cancel").await.0, 404);
+    assert_eq!(api.get("/runs/7/cancel").await.0, 405);
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn with_a_token_every_request_needs_it() {
+    let api = Api::start(Some("s3cret")).await;
+    let client = reqwest::Client::new();
+    let (status, body) = api.get("/healthz").await;
+    assert_eq!(status, 401);
+    assert!(body["error"].is_string());
+    assert_eq!(api.send(client.get(api.url("/runs")).bearer_auth("wrong")).await.0, 401);
+    assert_eq!(api.send(client.get(api.url("/healthz")).bearer_auth("s3cret")).await.0, 200);
+    assert_eq!(api.send(client.get(api.url("/metrics")).bearer_auth("s3cret")).await.0, 200);
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_413() {
+    let api = Api::start(None).await;
+    let client = reqwest::Client::new();
+    let (status, body) = api.send(client.post(api.url("/trigger/a.toml")).body(vec![b'x'; 2048])).await;
+    assert_eq!(status, 413);
+    assert!(body["error"].is_string());
+    // Chunked (no Content-Length) is held to the same limit: a raw request.
+    let mut raw = String::from(
+        "POST /trigger/a.toml HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    );
+    for _ in 0..8 {
+        raw.push_str(&format!("200\r\n{}\r\n", "x".repeat(512)));
+    }
+    raw.push_str("0\r\n\r\n");
+    assert!(raw_status(api.addr, &raw).await.starts_with("HTTP/1.1 413"));
+    assert_eq!(api.send(client.post(api.url("/trigger/a.toml")).body("small")).await.0, 201);
+    api.stop().await;
+}
+
+/// Sends `raw` as is and returns the response's status line.
+async fn raw_status(addr: std::net::SocketAddr, raw: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may answer 413 and close before it has read everything.
+    let _ = stream.write_all(raw.as_bytes()).await;
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    String::from_utf8_lossy(&response).lines().next().unwrap_or("").to_string()
+}
+
+#[test]
+fn off_loopback_needs_a_token() {
+    let open = ApiConfig { listen: "0.0.0.0:7327".parse().unwrap(), token: None, max_body: 1024 };
+    let err = check(&open).unwrap_err();
+    assert_eq!(err, "the API listens on 0.0.0.0:7327, which is not loopback: set api_token (or listen on 127.0.0.1)");
+    assert!(check(&ApiConfig { token: Some(String::new()), ..open.clone() }).is_err());
+    assert!(check(&ApiConfig { token: Some("t".into()), ..open.clone() }).is_ok());
+    assert!(check(&ApiConfig::default()).is_ok());
+    assert!(check(&ApiConfig { listen: "[::1]:7327".parse().unwrap(), ..open }).is_ok());
+}
+
+#[tokio::test]
+async fn serve_refuses_a_non_loopback_listener_without_a_token() {
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn RunStore> = Arc::new(open_sqlite(dir.path().join(DB_FILE)).await.unwrap());
+    let config = ApiConfig { listen: listener.local_addr().unwrap(), token: None, max_body: 1024 };
+    let served = serve(
+        listener,
+        config,
+        Arc::new(FakeControl::default()),
+        store,
+        Arc::new(Metrics::new()),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(served.unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_count_runs() {
+    let api = Api::start(None).await;
+    api.metrics.run_started("a.toml");
+    api.metrics.run_finished("a.toml", "succeeded", Duration::from_secs(1));
+    let response = reqwest::get(api.url("/metrics")).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    let text = response.text().await.unwrap();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
+        assert!(value.parse::<f64>().is_ok(), "value of {line}");
+        let name = series.split('{').next().unwrap();
+        assert!(name.starts_with("gatherd_") && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line}");
+        if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
+            assert!(labels.starts_with('{') && labels.ends_with('}'), "labels of {line}");
+            for pair in labels[1..labels.len() - 1].split(',') {
+                let (key, value) = pair.split_once('=').unwrap_or_else(|| panic!("label of {line}"));
+                assert!(!key.is_empty() && value.starts_with('"') && value.ends_with('"'), "{line}");
+            }
+        }
+    }
+    assert!(text.contains("\ngatherd_runs_total{job=\"a.toml\",status=\"succeeded\"} 1\n"), "{text}");
+    assert!(text.contains("\ngatherd_run_duration_seconds_count{job=\"a.toml\"} 1\n"), "{text}");
+    api.stop().await;
+}
+
+/// Reads SSE frames until the stream ends: (event name, data JSON).
+async fn read_sse(response: reqwest::Response) -> Vec<(String, Value)> {
+    let text = tokio::time::timeout(Duration::from_secs(10), response.text()).await.expect("the stream ends").unwrap();
+    text.split("\n\n")
+        .filter_map(|frame| {
+            let mut name = None;
+            let mut data = None;
+            for line in frame.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = Some(n.to_string());
+                }
+                if let Some(d) = line.strip_prefix("data: ") {
+                    data = Some(serde_json::from_str(d).unwrap());
+                }
+            }
+            Some((name?, data?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn live_events_stream_in_order_and_end_with_the_run() {
+    let api = Api::start(None).await;
+    let (tx, _keep) = broadcast::channel(16);
+    api.control.live.lock().unwrap().insert(7, tx.clone());
+    let response = reqwest::get(api.url("/runs/7/events")).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    // The handler subscribed before it answered, so nothing sent now is lost.
+    let events = run_events("a.toml", Status::Succeeded);
+    for e in &events[3..] {
+        tx.send(e.clone()).unwrap();
+    }
+    let got = read_sse(response).await;
+    let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["node_finished", "node_finished", "run_finished"]);
+    assert_eq!(got[0].1["path"], "main/s");
+    assert_eq!(got[0].1["output"], "out");
+    assert_eq!(got[0].1["end_ms"], 10);
+    assert_eq!(got[2].1["status"], "succeeded");
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_late_client_gets_the_stored_run_replayed() {
+    let api = Api::start(None).await;
+    let id = api.finished_run("a.toml", Status::Failed).await;
+    let got = read_sse(reqwest::get(api.url(&format!("/runs/{id}/events"))).await.unwrap()).await;
+    let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["node_finished", "node_finished", "run_finished"]);
+    assert_eq!(got[2].1["status"], "failed");
+    assert_eq!(got[2].1["error"], "boom");
+    assert_eq!(api.get("/runs/999/events").await.0, 404);
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_event_streams() {
+    let api = Api::start(None).await;
+    let (tx, _keep) = broadcast::channel::<RunEvent>(16);
+    api.control.live.lock().unwrap().insert(7, tx);
+    let response = reqwest::get(api.url("/runs/7/events")).await.unwrap();
+    api.shutdown.cancel();
+    assert!(read_sse(response).await.is_empty());
+    tokio::time::timeout(Duration::from_secs(10), api.server).await.expect("the server stops").unwrap().unwrap();
+}

@@ -1,0 +1,59 @@
+//! The daemon's side of the control API: requests from the API become
+//! [`Command`]s on the supervisor's loop (which alone touches the job table),
+//! and the live events of runs in flight are broadcast for server-sent events.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::api::{Control, ControlError, JobView};
+use crate::exec::RunEvent;
+use crate::store::RunId;
+
+/// A request for the supervisor's loop.
+pub enum Command {
+    /// The job table.
+    Jobs(oneshot::Sender<Vec<JobView>>),
+    /// Start a run of a job now.
+    Trigger(String, oneshot::Sender<Result<RunId, ControlError>>),
+    /// Cancel a run in flight.
+    Cancel(RunId, oneshot::Sender<Result<(), ControlError>>),
+}
+
+/// Live event streams of the runs in flight, by store id.
+pub type Live = Arc<Mutex<HashMap<RunId, broadcast::Sender<RunEvent>>>>;
+
+/// What the API holds: a way into the supervisor's loop, and the live streams.
+pub struct DaemonControl {
+    pub(super) commands: mpsc::Sender<Command>,
+    pub(super) live: Live,
+}
+
+impl DaemonControl {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ControlError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| ControlError::Stopping)?;
+        rx.await.map_err(|_| ControlError::Stopping)
+    }
+}
+
+impl Control for DaemonControl {
+    fn jobs(&self) -> BoxFuture<'_, Vec<JobView>> {
+        async move { self.ask(Command::Jobs).await.unwrap_or_default() }.boxed()
+    }
+
+    fn trigger<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<RunId, ControlError>> {
+        async move { self.ask(|tx| Command::Trigger(job.to_string(), tx)).await? }.boxed()
+    }
+
+    fn cancel(&self, run: RunId) -> BoxFuture<'_, Result<(), ControlError>> {
+        async move { self.ask(|tx| Command::Cancel(run, tx)).await? }.boxed()
+    }
+
+    fn events(&self, run: RunId) -> Option<broadcast::Receiver<RunEvent>> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner).get(&run).map(broadcast::Sender::subscribe)
+    }
+}
