@@ -5,7 +5,7 @@
 //! The API is a thin projection: what the daemon knows now comes from
 //! [`Control`] (the job table, runs in flight, their live events), what
 //! happened comes from the [`RunStore`]. A stored run is served in the shape of
-//! `gatherd run --json` ([`RunReport::from_detail`](crate::exec::RunReport::from_detail)),
+//! `gatherd run --json` ([`RunDetail::document`](crate::store::RunDetail::document)),
 //! so a client needs one parser for both.
 //!
 //! ## Routes

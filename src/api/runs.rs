@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState};
-use crate::exec::RunReport;
+use crate::store::RunDocument;
 use crate::store::{RecordedStatus, RunFilter, RunId, RunRow};
 
 /// A page's size when the query gives none.
@@ -84,23 +84,6 @@ pub(super) async fn list(
     Ok(Json(RunsPage { runs, next_before }))
 }
 
-/// `GET /runs/{id}`: what `gatherd show --json` prints — the run's record
-/// and its report in the shape of `gatherd run --json`.
-#[derive(Debug, Serialize)]
-pub struct RunDocument {
-    /// The run's id.
-    pub id: RunId,
-    /// Why it ran.
-    pub trigger: &'static str,
-    /// When it was due.
-    pub fire_time: chrono::DateTime<chrono::Utc>,
-    /// The daemon that ran it.
-    pub node: String,
-    /// The `--json` report.
-    #[serde(flatten)]
-    pub report: RunReport,
-}
-
 /// A run id from the path; 400 if it is not one.
 pub(super) fn run_id(text: &str) -> Result<RunId, ApiError> {
     text.parse().map_err(|_| ApiError::BadRequest(format!("`{text}` is not a run id")))
@@ -109,14 +92,7 @@ pub(super) fn run_id(text: &str) -> Result<RunId, ApiError> {
 pub(super) async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<RunDocument>, ApiError> {
     let id = run_id(&id)?;
     let detail = state.store.run(id).await?.ok_or_else(|| ApiError::NotFound(format!("no run {id}")))?;
-    let run = &detail.run;
-    Ok(Json(RunDocument {
-        id: run.id,
-        trigger: run.trigger.as_str(),
-        fire_time: run.fire_time,
-        node: run.node.clone(),
-        report: RunReport::from_detail(&detail),
-    }))
+    Ok(Json(detail.document()))
 }
 
 /// `POST /runs/{id}/cancel`: 202, the run ends soon (watch its events); 409

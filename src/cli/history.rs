@@ -10,7 +10,6 @@ use serde::Serialize;
 
 use super::{exit, render};
 use crate::config::Config;
-use crate::exec::RunReport;
 use crate::store::{self, History, RecordedStatus, RunDetail, RunFilter, RunRow};
 
 /// Where the history is: shared by the history commands.
@@ -134,18 +133,6 @@ fn runs_table(rows: &[RunRow]) -> String {
     out
 }
 
-/// What `gatherd show --json` prints: the run's record and its report, in the
-/// same shape as `gatherd run --json`.
-#[derive(Serialize)]
-struct Shown {
-    id: i64,
-    trigger: &'static str,
-    fire_time: chrono::DateTime<chrono::Utc>,
-    node: String,
-    #[serde(flatten)]
-    report: RunReport,
-}
-
 async fn detail(args: &RunArgs) -> Result<RunDetail, (u8, String)> {
     let history = open(&args.where_).await.map_err(|e| (exit::FAILED, e))?;
     match history.run(args.run).await {
@@ -164,19 +151,12 @@ pub async fn show(args: RunArgs) -> u8 {
             return code;
         }
     };
-    let run = &detail.run;
-    let report = RunReport::from_detail(&detail);
     if args.json {
-        print_json(&Shown {
-            id: run.id,
-            trigger: run.trigger.as_str(),
-            fire_time: run.fire_time,
-            node: run.node.clone(),
-            report,
-        });
+        print_json(&detail.document());
     } else {
+        let run = &detail.run;
         println!("run {} of {} ({}, due {}, on {})", run.id, run.job, run.trigger.as_str(), run.fire_time, run.node);
-        print!("{}", render::report(&report, true));
+        print!("{}", render::report(&detail.report(), true));
     }
     exit::OK
 }
@@ -191,7 +171,7 @@ pub async fn logs(args: RunArgs) -> u8 {
         }
     };
     if args.json {
-        print_json(&RunReport::from_detail(&detail).logs);
+        print_json(&detail.report().logs);
     } else {
         for l in &detail.logs {
             println!("{:>8}ms  {}  {}", l.at_ms, l.path, l.text);

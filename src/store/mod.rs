@@ -86,8 +86,8 @@ use futures::future::BoxFuture;
 pub use self::error::StoreError;
 pub use self::recorder::Recorder;
 pub use self::rows::{
-    AttemptRow, ClaimKey, JobKind, JobRecord, LogRow, MISSED_ERROR, Missed, RecordedStatus, RunDetail, RunFilter,
-    RunId, RunRow, RunStart, RunTrigger, StepRow,
+    AttemptRow, ClaimKey, JobKind, JobRecord, LogRow, MISSED_ERROR, Missed, RecordedStatus, RunDetail, RunDocument,
+    RunFilter, RunId, RunRow, RunStart, RunTrigger, StepRow,
 };
 pub use self::sqlite::{History, SqliteStore, open_sqlite};
 

@@ -4,7 +4,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use crate::exec::Status;
+use crate::exec::{RunReport, Status};
 
 /// A run's id: assigned by the store, never reused, used as `run_id` in logs.
 pub type RunId = i64;
@@ -353,4 +353,82 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 fn hex_hash<S: Serializer>(hash: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&hex(hash))
+}
+
+impl RunDetail {
+    /// A stored run as the report `gatherd run` prints: what `gatherd show
+    /// --json` and the API's `GET /runs/{id}` serialise, so a run read back
+    /// from the history has the shape of the same run's `--json`.
+    pub fn report(&self) -> RunReport {
+        let detail = self;
+        let run = &detail.run;
+        let mut report = RunReport::new(run.job.clone(), std::path::PathBuf::from(&run.job));
+        report.status = run.status.finished();
+        report.started_at = Some(run.started_at);
+        report.duration_ms = run.duration_ms.unwrap_or(0);
+        report.result = run.result.clone();
+        report.error = run.error.clone();
+        report.steps = detail
+            .steps
+            .iter()
+            .map(|s| crate::exec::StepReport {
+                name: s.name.clone(),
+                path: s.path.clone(),
+                kind: crate::exec::intern_kind(&s.kind),
+                status: s.status.finished(),
+                attempts: s.attempts,
+                start_ms: s.start_ms,
+                end_ms: s.end_ms,
+                output: s.output.clone(),
+                error: s.error.clone(),
+                truncated: s.truncated,
+                retried: s
+                    .retried
+                    .iter()
+                    .map(|a| crate::exec::FailedAttempt { attempt: a.attempt, error: a.error.clone(), at_ms: a.at_ms })
+                    .collect(),
+            })
+            .collect();
+        report.logs = detail
+            .logs
+            .iter()
+            .map(|l| crate::exec::LogLine {
+                path: l.path.clone(),
+                at_ms: l.at_ms,
+                level: if l.level == "debug" { "debug" } else { "print" },
+                text: l.text.clone(),
+            })
+            .collect();
+        report
+    }
+}
+
+/// What `gatherd show --json` and the API's `GET /runs/{id}` print: the run's
+/// record and its report in the shape of `gatherd run --json`.
+#[derive(Debug, Serialize)]
+pub struct RunDocument {
+    /// The run's id.
+    pub id: RunId,
+    /// Why it ran.
+    pub trigger: &'static str,
+    /// When it was due.
+    pub fire_time: DateTime<Utc>,
+    /// The daemon that ran it.
+    pub node: String,
+    /// The `--json` report.
+    #[serde(flatten)]
+    pub report: RunReport,
+}
+
+impl RunDetail {
+    /// The run as [`RunDocument`].
+    pub fn document(&self) -> RunDocument {
+        RunDocument {
+            id: self.run.id,
+            trigger: self.run.trigger.as_str(),
+            fire_time: self.run.fire_time,
+            node: self.run.node.clone(),
+            report: self.report(),
+        }
+    }
 }
