@@ -577,3 +577,49 @@ fn with_a_token_the_api_wants_it() {
     assert_eq!(http(api, "GET", "/runs", &[("authorization", "Bearer wrong")], "").0, 401);
     assert_eq!(http(api, "GET", "/runs", &[("authorization", "Bearer s3cret")], "").0, 200);
 }
+
+#[test]
+fn the_cli_lists_jobs_triggers_waits_cancels_and_follows_through_the_api() {
+    let d = Daemon::start(
+        &[
+            (
+                "quick.rhai",
+                "const schedule = \"0 0 3 1 1 *\";\nprint(\"from the script\");\nawait_step(sleep(0.05, \"done\").named(\"nap\"))\n",
+            ),
+            ("slow.toml", "schedule = \"0 0 3 1 1 *\"\n[[step]]\nname = \"t\"\nsleep = \"300s\"\n"),
+        ],
+        &[],
+        &[],
+    );
+    let addr = d.api().to_string();
+    let cli = |args: &[&str]| gatherd().args(args).args(["--addr", &addr]).output().expect("runs");
+    let jobs = cli(&["jobs"]);
+    assert_eq!(jobs.status.code(), Some(0), "{}", String::from_utf8_lossy(&jobs.stderr));
+    let table = String::from_utf8_lossy(&jobs.stdout);
+    assert!(table.contains("quick.rhai") && table.contains("slow.toml"), "{table}");
+
+    let waited = cli(&["trigger", "quick.rhai", "--wait", "--json"]);
+    assert_eq!(waited.status.code(), Some(0), "{}", String::from_utf8_lossy(&waited.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&waited.stdout).expect("the run's document");
+    assert_eq!(doc["status"], "succeeded");
+    assert_eq!(doc["result"], "done");
+    assert_eq!(step(&doc, "main/nap")["status"], "succeeded");
+
+    let started = cli(&["trigger", "slow.toml"]);
+    let text = String::from_utf8_lossy(&started.stdout).to_string();
+    let run: i64 = text.split_whitespace().nth(2).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{text}"));
+    assert!(d.wait_for(LONG, |l| is(l, "slow.toml", "run started")), "{}", d.dump());
+    assert_eq!(cli(&["cancel", &run.to_string()]).status.code(), Some(0));
+    assert!(d.wait_for(LONG, |l| finished(l, "slow.toml", "cancelled")), "{}", d.dump());
+    assert_eq!(cli(&["cancel", &run.to_string()]).status.code(), Some(1), "no longer running");
+
+    // --follow on a finished run replays its lines and ends.
+    let quick_run = doc["id"].as_i64().expect("id").to_string();
+    let followed = cli(&["logs", &quick_run, "--follow"]);
+    assert_eq!(String::from_utf8_lossy(&followed.stdout), "from the script\n");
+    // No daemon at an address: a clear message.
+    let closed = format!("127.0.0.1:{}", closed_port());
+    let none = gatherd().args(["jobs", "--addr", &closed]).output().expect("runs");
+    assert_eq!(none.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no daemon answers"));
+}

@@ -46,7 +46,30 @@ pub struct RunsArgs {
     pub where_: StateArgs,
 }
 
-/// Arguments of `gatherd show` and `gatherd logs`.
+/// Arguments of `gatherd logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The run's id.
+    #[arg(value_name = "RUN")]
+    pub run: i64,
+    /// Follow a run in flight through the daemon's API, printing lines as
+    /// they come, until it ends.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// With --follow: the control API's address.
+    #[arg(long, value_name = "ADDR", env = "GATHERD_ADDR")]
+    pub addr: Option<String>,
+    /// With --follow: the API's Bearer token.
+    #[arg(long, value_name = "TOKEN", env = "GATHERD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub where_: StateArgs,
+}
+
+/// Arguments of `gatherd show`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The run's id (from `gatherd runs` or the logs' `run_id`).
@@ -161,9 +184,14 @@ pub async fn show(args: RunArgs) -> u8 {
     exit::OK
 }
 
-/// `gatherd logs RUN`: the lines a run's scripts printed.
-pub async fn logs(args: RunArgs) -> u8 {
-    let detail = match detail(&args).await {
+/// `gatherd logs RUN [--follow]`: the lines a run's scripts printed.
+pub async fn logs(args: LogsArgs) -> u8 {
+    if args.follow {
+        let api = super::client::ApiArgs { addr: args.addr, token: args.token, config: args.where_.config };
+        return super::client::follow_logs(args.run, &api).await;
+    }
+    let as_run = RunArgs { run: args.run, json: args.json, where_: args.where_ };
+    let detail = match detail(&as_run).await {
         Ok(d) => d,
         Err((code, e)) => {
             eprintln!("error: {e}");

@@ -6,6 +6,7 @@
 //! ([`crate::exec::RunReport`]).
 
 pub mod check;
+pub mod client;
 pub mod daemon;
 pub mod history;
 pub mod logging;
@@ -53,8 +54,14 @@ pub enum Command {
     Runs(history::RunsArgs),
     /// Show one recorded run: its steps and timeline.
     Show(history::RunArgs),
-    /// Print the lines a recorded run's scripts printed.
-    Logs(history::RunArgs),
+    /// Print the lines a recorded run's scripts printed (--follow: live).
+    Logs(history::LogsArgs),
+    /// List the running daemon's jobs (through its control API).
+    Jobs(client::JobsArgs),
+    /// Start a run of a job now (through the daemon's control API).
+    Trigger(client::TriggerArgs),
+    /// Cancel a run in flight (through the daemon's control API).
+    Cancel(client::CancelArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -98,6 +105,9 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         Command::Runs(args) => history::runs(args).await,
         Command::Show(args) => history::show(args).await,
         Command::Logs(args) => history::logs(args).await,
+        Command::Jobs(args) => client::jobs(args).await,
+        Command::Trigger(args) => client::trigger(args).await,
+        Command::Cancel(args) => client::cancel(args).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "gatherd", &mut std::io::stdout());
