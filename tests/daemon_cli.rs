@@ -613,6 +613,13 @@ fn the_cli_lists_jobs_triggers_waits_cancels_and_follows_through_the_api() {
     assert!(d.wait_for(LONG, |l| finished(l, "slow.toml", "cancelled")), "{}", d.dump());
     assert_eq!(cli(&["cancel", &run.to_string()]).status.code(), Some(1), "no longer running");
 
+    // The history commands ask the daemon first (no --state here).
+    let listed = cli(&["runs", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("runs JSON");
+    assert!(rows.as_array().is_some_and(|r| r.iter().any(|r| r["id"] == doc["id"])), "{rows}");
+    let shown = cli(&["show", &doc["id"].to_string()]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("nap") && text.contains("timeline") && text.contains("from the script"), "{text}");
     // --follow on a finished run replays its lines and ends.
     let quick_run = doc["id"].as_i64().expect("id").to_string();
     let followed = cli(&["logs", &quick_run, "--follow"]);

@@ -62,15 +62,31 @@ pub struct CancelArgs {
     pub api: ApiArgs,
 }
 
+/// Why a request got no answer it could use.
+pub(super) enum Failure {
+    /// Nothing listens at the address: no daemon runs there.
+    Unreachable(String),
+    /// The daemon answered, with an error.
+    Answer(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Unreachable(why) | Failure::Answer(why) => f.write_str(why),
+        }
+    }
+}
+
 /// A connection to the daemon's API.
-struct Client {
+pub(super) struct Client {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
 }
 
 impl Client {
-    fn new(args: &ApiArgs) -> Result<Client, String> {
+    pub(super) fn new(args: &ApiArgs) -> Result<Client, String> {
         let config = match &args.config {
             Some(path) => Config::load(path).map_err(|e| e.to_string())?,
             None => Config::default(),
@@ -82,13 +98,16 @@ impl Client {
         Ok(Client { base, token, http })
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str) -> Result<reqwest::Response, String> {
+    async fn send(&self, method: reqwest::Method, path: &str) -> Result<reqwest::Response, Failure> {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
         let response = request.send().await.map_err(|e| {
-            format!("no daemon answers at {} ({e}); is `gatherd daemon` running, and is --addr right?", self.base)
+            Failure::Unreachable(format!(
+                "no daemon answers at {} ({e}); is `gatherd daemon` running, and is --addr right?",
+                self.base
+            ))
         })?;
         if response.status().is_success() {
             return Ok(response);
@@ -97,19 +116,21 @@ impl Client {
         let body: Value =
             response.bytes().await.ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
         let why = body["error"].as_str().map_or_else(|| status.to_string(), str::to_string);
-        Err(why)
+        Err(Failure::Answer(why))
     }
 
-    async fn json(&self, method: reqwest::Method, path: &str) -> Result<Value, String> {
+    pub(super) async fn json(&self, method: reqwest::Method, path: &str) -> Result<Value, Failure> {
+        let response = self.send(method, path).await?;
         let bytes =
-            self.send(method, path).await?.bytes().await.map_err(|e| format!("the daemon's answer broke off: {e}"))?;
-        serde_json::from_slice(&bytes).map_err(|e| format!("the daemon's answer is not JSON: {e}"))
+            response.bytes().await.map_err(|e| Failure::Answer(format!("the daemon's answer broke off: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| Failure::Answer(format!("the daemon's answer is not JSON: {e}")))
     }
 
     /// Follows a run's server-sent events, calling `each(event, data)` until
     /// the stream ends.
     async fn follow(&self, run: i64, mut each: impl FnMut(&str, &Value)) -> Result<(), String> {
-        let mut response = self.send(reqwest::Method::GET, &format!("/runs/{run}/events")).await?;
+        let mut response =
+            self.send(reqwest::Method::GET, &format!("/runs/{run}/events")).await.map_err(|e| e.to_string())?;
         let mut buffer = String::new();
         let (mut event, mut data) = (String::new(), String::new());
         while let Some(chunk) = response.chunk().await.map_err(|e| format!("the event stream broke: {e}"))? {
@@ -134,7 +155,7 @@ impl Client {
     }
 }
 
-fn fail(e: String) -> u8 {
+fn fail(e: impl std::fmt::Display) -> u8 {
     eprintln!("error: {e}");
     exit::FAILED
 }
@@ -192,7 +213,7 @@ pub async fn trigger(args: TriggerArgs) -> u8 {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
-    let Some(run) = started["run_id"].as_i64() else { return fail("the daemon gave no run id".into()) };
+    let Some(run) = started["run_id"].as_i64() else { return fail("the daemon gave no run id") };
     if !args.wait {
         if args.json {
             println!("{started}");
@@ -223,8 +244,8 @@ pub async fn trigger(args: TriggerArgs) -> u8 {
     let status = document["status"].as_str().unwrap_or("").to_string();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&document).unwrap_or_default());
-    } else if let Ok(doc) = serde_json::from_value::<RunDocumentView>(document) {
-        print!("{}", render::report(&doc.into_report(), true));
+    } else {
+        print!("{}", render_document(&document));
     }
     match status.as_str() {
         "succeeded" => exit::OK,
@@ -267,7 +288,15 @@ pub async fn follow_logs(run: i64, api: &ApiArgs) -> u8 {
     }
 }
 
-/// The API's run document read back, for rendering it like `gatherd run`.
+/// A run document (from the API or the database) as `gatherd run` shows it.
+pub(super) fn render_document(document: &Value) -> String {
+    match serde_json::from_value::<RunDocumentView>(document.clone()) {
+        Ok(doc) => render::report(&doc.into_report(), true),
+        Err(e) => format!("(cannot read the run document: {e})\n"),
+    }
+}
+
+/// A run document read back, for rendering it like `gatherd run`.
 #[derive(serde::Deserialize)]
 struct RunDocumentView {
     job: String,
@@ -278,6 +307,16 @@ struct RunDocumentView {
     error: Option<String>,
     #[serde(default)]
     steps: Vec<StepView>,
+    #[serde(default)]
+    logs: Vec<LogView>,
+}
+
+#[derive(serde::Deserialize)]
+struct LogView {
+    path: String,
+    at_ms: u64,
+    level: String,
+    text: String,
 }
 
 #[derive(serde::Deserialize)]
@@ -319,6 +358,16 @@ impl RunDocumentView {
                 error: s.error,
                 truncated: false,
                 retried: Vec::new(),
+            })
+            .collect();
+        report.logs = self
+            .logs
+            .into_iter()
+            .map(|l| crate::exec::LogLine {
+                path: l.path,
+                at_ms: l.at_ms,
+                level: if l.level == "debug" { "debug" } else { "print" },
+                text: l.text,
             })
             .collect();
         report

@@ -1,26 +1,58 @@
-//! `gatherd runs`, `gatherd show RUN`, `gatherd logs RUN`: the run history,
-//! read straight from the store's database, read-only (safe beside a running
-//! daemon). The control API will answer these too; reading the database stays
-//! the fallback when no daemon answers.
+//! `gatherd runs`, `gatherd show RUN`, `gatherd logs RUN`: the run history.
+//! A thin client of the control API; when no daemon answers (or `--state`
+//! names a state folder), they read the store's database directly, read-only
+//! (safe beside a running daemon). Both sources give the same JSON, rendered
+//! the same way.
 
 use std::path::PathBuf;
 
 use clap::Args;
 use serde::Serialize;
+use serde_json::Value;
 
-use super::{exit, render};
+use super::client::{ApiArgs, Client, Failure, render_document};
+use super::exit;
 use crate::config::Config;
-use crate::store::{self, History, RecordedStatus, RunDetail, RunFilter, RunRow};
+use crate::store::{self, History, RecordedStatus, RunFilter};
 
-/// Where the history is: shared by the history commands.
+/// Where the history is: the daemon's API, or its state folder.
 #[derive(Debug, Args)]
 pub struct StateArgs {
-    /// The daemon's state folder (default as for `gatherd daemon`).
+    /// Read this state folder's database instead of asking the daemon.
     #[arg(long, value_name = "DIR", env = "GATHERD_STATE")]
     pub state: Option<PathBuf>,
-    /// The daemon's config file, for its `state_dir`.
+    /// The daemon's config file, for its `api_listen`, `api_token` and `state_dir`.
     #[arg(long, value_name = "FILE", env = "GATHERD_CONFIG")]
     pub config: Option<PathBuf>,
+    /// The control API's address (default: the config's `api_listen`).
+    #[arg(long, value_name = "ADDR", env = "GATHERD_ADDR")]
+    pub addr: Option<String>,
+    /// The API's Bearer token (default: the config's `api_token`).
+    #[arg(long, value_name = "TOKEN", env = "GATHERD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl StateArgs {
+    fn api(&self) -> ApiArgs {
+        ApiArgs { addr: self.addr.clone(), token: self.token.clone(), config: self.config.clone() }
+    }
+}
+
+/// Asks the daemon for `path` unless `--state` says to read the database;
+/// `None` when it should read the database (no daemon answers).
+async fn ask_daemon(args: &StateArgs, path: &str) -> Option<Result<Value, String>> {
+    if args.state.is_some() {
+        return None;
+    }
+    let client = match Client::new(&args.api()) {
+        Ok(c) => c,
+        Err(e) => return Some(Err(e)),
+    };
+    match client.json(reqwest::Method::GET, path).await {
+        Ok(v) => Some(Ok(v)),
+        Err(Failure::Unreachable(_)) => None,
+        Err(Failure::Answer(e)) => Some(Err(e)),
+    }
 }
 
 /// Arguments of `gatherd runs`.
@@ -56,12 +88,6 @@ pub struct LogsArgs {
     /// they come, until it ends.
     #[arg(long, short)]
     pub follow: bool,
-    /// With --follow: the control API's address.
-    #[arg(long, value_name = "ADDR", env = "GATHERD_ADDR")]
-    pub addr: Option<String>,
-    /// With --follow: the API's Bearer token.
-    #[arg(long, value_name = "TOKEN", env = "GATHERD_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -104,48 +130,79 @@ pub async fn runs(args: RunsArgs) -> u8 {
         Some(Ok(s)) => Some(s),
         None => None,
     };
-    let history = match open(&args.where_).await {
-        Ok(h) => h,
-        Err(e) => {
+    let mut query = format!("/runs?limit={}", args.limit.clamp(1, 1000));
+    if let Some(job) = &args.job {
+        query.push_str(&format!("&job={}", url_escape(job)));
+    }
+    if let Some(status) = status {
+        query.push_str(&format!("&status={}", status.as_str()));
+    }
+    if let Some(before) = args.before {
+        query.push_str(&format!("&before={before}"));
+    }
+    let rows = match ask_daemon(&args.where_, &query).await {
+        Some(Ok(page)) => page["runs"].clone(),
+        Some(Err(e)) => {
             eprintln!("error: {e}");
             return exit::FAILED;
         }
-    };
-    let filter = RunFilter { job: args.job, status, limit: args.limit, before: args.before };
-    let rows = match history.runs(filter).await {
-        Ok(rows) => rows,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::FAILED;
+        None => {
+            let filter = RunFilter { job: args.job, status, limit: args.limit, before: args.before };
+            match open(&args.where_).await {
+                Ok(history) => match history.runs(filter).await {
+                    Ok(rows) => serde_json::to_value(rows).unwrap_or_default(),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return exit::FAILED;
+                    }
+                },
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return exit::FAILED;
+                }
+            }
         }
     };
     if args.json {
         print_json(&rows);
     } else {
-        print!("{}", runs_table(&rows));
+        print!("{}", runs_table(rows.as_array().map_or(&[][..], Vec::as_slice)));
     }
     exit::OK
 }
 
+/// Escapes a job id for a query string.
+fn url_escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The human table of `gatherd runs`.
-fn runs_table(rows: &[RunRow]) -> String {
+fn runs_table(rows: &[Value]) -> String {
     use std::fmt::Write;
-    let job_width = rows.iter().map(|r| r.job.chars().count()).max().unwrap_or(3).max(3);
+    let text = |r: &Value, key: &str| r[key].as_str().unwrap_or("").to_string();
+    let job_width = rows.iter().map(|r| text(r, "job").chars().count()).max().unwrap_or(3).max(3);
     let mut out = format!(
         "{:>6}  {:job_width$}  {:9}  {:11}  {:20}  {:>9}  ERROR\n",
         "RUN", "JOB", "TRIGGER", "STATUS", "STARTED", "DURATION"
     );
     for r in rows {
-        let duration = r.duration_ms.map_or_else(|| "-".to_string(), |ms| format!("{:.2}s", ms as f64 / 1000.0));
-        let error = r.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("");
-        let error: String = error.chars().take(60).collect();
+        let duration =
+            r["duration_ms"].as_u64().map_or_else(|| "-".to_string(), |ms| format!("{:.2}s", ms as f64 / 1000.0));
+        let error = text(r, "error");
+        let error: String = error.lines().next().unwrap_or("").chars().take(60).collect();
+        let started: String = text(r, "started_at").chars().take(19).collect::<String>().replace('T', " ");
         let line = format!(
             "{:>6}  {:job_width$}  {:9}  {:11}  {:20}  {:>9}  {error}",
-            r.id,
-            r.job,
-            r.trigger.as_str(),
-            r.status.as_str(),
-            r.started_at.format("%Y-%m-%d %H:%M:%S"),
+            r["id"],
+            text(r, "job"),
+            text(r, "trigger"),
+            text(r, "status"),
+            started,
             duration,
         );
         let _ = writeln!(out, "{}", line.trim_end());
@@ -156,30 +213,40 @@ fn runs_table(rows: &[RunRow]) -> String {
     out
 }
 
-async fn detail(args: &RunArgs) -> Result<RunDetail, (u8, String)> {
-    let history = open(&args.where_).await.map_err(|e| (exit::FAILED, e))?;
-    match history.run(args.run).await {
-        Ok(Some(detail)) => Ok(detail),
-        Ok(None) => Err((exit::FAILED, format!("no run {}", args.run))),
-        Err(e) => Err((exit::FAILED, e.to_string())),
+/// A run's document, from the daemon or the database.
+async fn document(run: i64, where_: &StateArgs) -> Result<Value, String> {
+    if let Some(answer) = ask_daemon(where_, &format!("/runs/{run}")).await {
+        return answer;
+    }
+    let history = open(where_).await?;
+    match history.run(run).await {
+        Ok(Some(detail)) => serde_json::to_value(detail.document()).map_err(|e| e.to_string()),
+        Ok(None) => Err(format!("no run {run}")),
+        Err(e) => Err(e.to_string()),
     }
 }
 
 /// `gatherd show RUN`: one run's steps and timeline, as `gatherd run` shows it.
 pub async fn show(args: RunArgs) -> u8 {
-    let detail = match detail(&args).await {
+    let doc = match document(args.run, &args.where_).await {
         Ok(d) => d,
-        Err((code, e)) => {
+        Err(e) => {
             eprintln!("error: {e}");
-            return code;
+            return exit::FAILED;
         }
     };
     if args.json {
-        print_json(&detail.document());
+        print_json(&doc);
     } else {
-        let run = &detail.run;
-        println!("run {} of {} ({}, due {}, on {})", run.id, run.job, run.trigger.as_str(), run.fire_time, run.node);
-        print!("{}", render::report(&detail.report(), true));
+        println!(
+            "run {} of {} ({}, due {}, on {})",
+            doc["id"],
+            doc["job"].as_str().unwrap_or(""),
+            doc["trigger"].as_str().unwrap_or(""),
+            doc["fire_time"].as_str().unwrap_or(""),
+            doc["node"].as_str().unwrap_or("")
+        );
+        print!("{}", render_document(&doc));
     }
     exit::OK
 }
@@ -187,22 +254,21 @@ pub async fn show(args: RunArgs) -> u8 {
 /// `gatherd logs RUN [--follow]`: the lines a run's scripts printed.
 pub async fn logs(args: LogsArgs) -> u8 {
     if args.follow {
-        let api = super::client::ApiArgs { addr: args.addr, token: args.token, config: args.where_.config };
-        return super::client::follow_logs(args.run, &api).await;
+        return super::client::follow_logs(args.run, &args.where_.api()).await;
     }
-    let as_run = RunArgs { run: args.run, json: args.json, where_: args.where_ };
-    let detail = match detail(&as_run).await {
+    let doc = match document(args.run, &args.where_).await {
         Ok(d) => d,
-        Err((code, e)) => {
+        Err(e) => {
             eprintln!("error: {e}");
-            return code;
+            return exit::FAILED;
         }
     };
+    let logs = doc["logs"].as_array().cloned().unwrap_or_default();
     if args.json {
-        print_json(&detail.report().logs);
+        print_json(&logs);
     } else {
-        for l in &detail.logs {
-            println!("{:>8}ms  {}  {}", l.at_ms, l.path, l.text);
+        for l in &logs {
+            println!("{:>8}ms  {}  {}", l["at_ms"], l["path"].as_str().unwrap_or(""), l["text"].as_str().unwrap_or(""));
         }
     }
     exit::OK
