@@ -546,6 +546,8 @@ fn the_control_api_triggers_shows_cancels_streams_and_counts_runs() {
     assert_eq!(status, 200);
     assert!(metrics.contains("gatherd_runs_total{job=\"quick.toml\",status=\"succeeded\"} 1"), "{metrics}");
     assert!(metrics.contains("gatherd_runs_total{job=\"slow.toml\",status=\"cancelled\"} 1"), "{metrics}");
+    assert!(metrics.contains("gatherd_blocking_pool_busy_threads 0"), "{metrics}");
+    assert!(metrics.contains("gatherd_runs_in_flight 0"), "{metrics}");
 }
 
 #[test]
@@ -609,7 +611,10 @@ fn the_cli_lists_jobs_triggers_waits_cancels_and_follows_through_the_api() {
     let text = String::from_utf8_lossy(&started.stdout).to_string();
     let run: i64 = text.split_whitespace().nth(2).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{text}"));
     assert!(d.wait_for(LONG, |l| is(l, "slow.toml", "run started")), "{}", d.dump());
-    assert_eq!(cli(&["cancel", &run.to_string()]).status.code(), Some(0));
+    let cancelled = cli(&["cancel", &run.to_string(), "--json"]);
+    assert_eq!(cancelled.status.code(), Some(0));
+    let answer: serde_json::Value = serde_json::from_slice(&cancelled.stdout).expect("JSON");
+    assert_eq!(answer["run_id"], run);
     assert!(d.wait_for(LONG, |l| finished(l, "slow.toml", "cancelled")), "{}", d.dump());
     assert_eq!(cli(&["cancel", &run.to_string()]).status.code(), Some(1), "no longer running");
 

@@ -58,6 +58,9 @@ pub struct CancelArgs {
     /// The run's id.
     #[arg(value_name = "RUN")]
     pub run: i64,
+    /// Print the daemon's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub api: ApiArgs,
 }
@@ -260,7 +263,11 @@ pub async fn cancel(args: CancelArgs) -> u8 {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    match client.send(reqwest::Method::POST, &format!("/runs/{}/cancel", args.run)).await {
+    match client.json(reqwest::Method::POST, &format!("/runs/{}/cancel", args.run)).await {
+        Ok(answer) if args.json => {
+            println!("{answer}");
+            exit::OK
+        }
         Ok(_) => {
             println!("cancelling run {}", args.run);
             exit::OK

@@ -145,6 +145,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let api_addr = listener.local_addr().context("the control API's address")?;
 
     let mut sup = Supervisor::new(opts, store, node);
+    sup.watch_pool();
     let (commands_tx, mut commands) = tokio::sync::mpsc::channel(64);
     let control = Arc::new(DaemonControl { commands: commands_tx, live: sup.live.clone() });
     let api_stop = CancellationToken::new();
@@ -267,6 +268,12 @@ impl Supervisor {
         }
     }
 
+    /// Lets the metrics read the blocking pool's busy threads at each scrape.
+    fn watch_pool(&self) {
+        let pool = self.pool.clone();
+        self.metrics.read_pool_busy_from(move || i64::try_from(pool.busy()).unwrap_or(i64::MAX));
+    }
+
     fn status_line(&self) -> String {
         let invalid = self.table.values().filter(|e| e.invalid.is_some()).count();
         let scheduled = self.table.values().filter(|e| e.timer.is_some()).count();
@@ -283,7 +290,6 @@ impl Supervisor {
     fn report_status(&self) {
         self.systemd.status(&self.status_line());
         self.metrics.set_invalid_jobs(self.table.values().filter(|e| e.invalid.is_some()).count());
-        self.metrics.set_pool_busy(self.pool.busy());
     }
 
     /// Reads every job file again and applies what changed: the start-up scan,
@@ -797,6 +803,7 @@ impl Supervisor {
                     if self.pool.size() != self.opts.blocking_threads() {
                         // Runs in flight keep the old pool; new runs get the new one.
                         self.pool = BlockingPool::new(self.opts.blocking_threads());
+                        self.watch_pool();
                     }
                     self.admission.set_limits(self.opts.max_concurrent_runs(), self.opts.semaphores());
                     for fire in self.admission.start_waiting() {
