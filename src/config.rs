@@ -124,6 +124,12 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The config file at `path` when one is given, else the defaults: what
+    /// every command's `--config` means.
+    pub fn load_or_default(path: Option<&Path>) -> Result<Config, ConfigError> {
+        path.map_or_else(|| Ok(Config::default()), Config::load)
+    }
+
     /// Reads and validates the config file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;

@@ -148,13 +148,7 @@ impl Metrics {
         self.invalid_jobs.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
-    /// How many blocking pool threads are busy now (or see
-    /// [`read_pool_busy_from`](Self::read_pool_busy_from)).
-    pub fn set_pool_busy(&self, n: usize) {
-        self.pool_busy.set(i64::try_from(n).unwrap_or(i64::MAX));
-    }
-
-    /// Reads the busy threads from `source` at each scrape instead.
+    /// Reads the blocking pool's busy threads from `source` at each scrape.
     pub fn read_pool_busy_from(&self, source: impl Fn() -> i64 + Send + Sync + 'static) {
         if let Ok(mut slot) = self.pool_source.lock() {
             *slot = Some(Box::new(source));

@@ -90,10 +90,7 @@ pub(super) struct Client {
 
 impl Client {
     pub(super) fn new(args: &ApiArgs) -> Result<Client, String> {
-        let config = match &args.config {
-            Some(path) => Config::load(path).map_err(|e| e.to_string())?,
-            None => Config::default(),
-        };
+        let config = Config::load_or_default(args.config.as_deref()).map_err(|e| e.to_string())?;
         let addr = args.addr.clone().unwrap_or_else(|| config.api_listen().to_string());
         let base = if addr.starts_with("http://") { addr } else { format!("http://{addr}") };
         let token = args.token.clone().or(config.api_token);

@@ -41,10 +41,7 @@ pub struct DaemonArgs {
 impl DaemonArgs {
     /// The config file, or the defaults when none is given.
     pub fn load_config(&self) -> Result<Config, crate::config::ConfigError> {
-        match &self.config {
-            Some(path) => Config::load(path),
-            None => Ok(Config::default()),
-        }
+        Config::load_or_default(self.config.as_deref())
     }
 }
 

@@ -109,10 +109,7 @@ pub struct RunArgs {
 }
 
 async fn open(args: &StateArgs) -> Result<History, String> {
-    let config = match &args.config {
-        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
-        None => Config::default(),
-    };
+    let config = Config::load_or_default(args.config.as_deref()).map_err(|e| e.to_string())?;
     let db = config.state_dir(args.state.clone()).join(store::DB_FILE);
     if !db.exists() {
         return Err(format!("no run history at {} (is --state right?)", db.display()));

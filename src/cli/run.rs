@@ -45,15 +45,12 @@ pub async fn run(args: RunArgs) -> u8 {
             return exit::INVALID;
         }
     };
-    let config = match &args.config {
-        Some(path) => match Config::load(path) {
-            Ok(config) => config,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return exit::INVALID;
-            }
-        },
-        None => Config::default(),
+    let config = match Config::load_or_default(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
     };
     let pool_size = args.blocking_threads.map_or_else(|| config.blocking_threads(), usize::from);
     let mut ctx = RunContext::new(BlockingPool::new(pool_size));

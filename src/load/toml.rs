@@ -236,14 +236,7 @@ pub(crate) fn read_settings(ctx: &mut Ctx, doc: &DeTable<'_>, job: &mut Job) {
         ctx.error(tz.span(), "`timezone` without `schedule`").label("only used with `schedule`").help(help);
     }
     if let (Some((j, _)), None, None) = (doc.get_key_value("jitter"), schedule, every) {
-        let help = format!(
-            "add `{}` or `{}`, or remove `jitter`",
-            ctx.assignment("schedule", "\"...\""),
-            ctx.assignment("every", "\"...\"")
-        );
-        ctx.error(j.span(), "`jitter` without `schedule` or `every`")
-            .label("only used with `schedule` or `every`")
-            .help(help);
+        needs_a_trigger(ctx, "jitter", j.span());
     }
     if let Some(v) = doc.get("jitter") {
         job.jitter = read_jitter(ctx, v);
@@ -369,6 +362,18 @@ fn read_jitter(ctx: &mut Ctx, v: &Value<'_>) -> Option<Duration> {
     Some(d)
 }
 
+/// Reports `key` set on a job without `schedule` or `every`, which it needs.
+fn needs_a_trigger(ctx: &mut Ctx, key: &str, span: std::ops::Range<usize>) {
+    let help = format!(
+        "add `{}` or `{}`, or remove `{key}`",
+        ctx.assignment("schedule", "\"...\""),
+        ctx.assignment("every", "\"...\"")
+    );
+    ctx.error(span, format!("`{key}` without `schedule` or `every`"))
+        .label("only used with `schedule` or `every`")
+        .help(help);
+}
+
 /// `catch_up = "skip" | "latest" | "all"` and `catch_up_window = "6h"`: what a
 /// scheduled job does with the fires missed while the daemon was down.
 /// `catch_up` needs a trigger that misses fires; the window only matters
@@ -376,14 +381,7 @@ fn read_jitter(ctx: &mut Ctx, v: &Value<'_>) -> Option<Duration> {
 fn read_catch_up(ctx: &mut Ctx, doc: &DeTable<'_>, scheduled: bool, job: &mut Job) {
     let catch_up = doc.get_key_value("catch_up");
     if let (Some((k, _)), false) = (catch_up, scheduled) {
-        let help = format!(
-            "add `{}` or `{}`, or remove `catch_up`",
-            ctx.assignment("schedule", "\"...\""),
-            ctx.assignment("every", "\"...\"")
-        );
-        ctx.error(k.span(), "`catch_up` without `schedule` or `every`")
-            .label("only used with `schedule` or `every`")
-            .help(help);
+        needs_a_trigger(ctx, "catch_up", k.span());
     }
     // `None` when `catch_up` is set but invalid: already reported.
     let mode = match catch_up {
