@@ -352,8 +352,8 @@ impl RunDocumentView {
             .into_iter()
             .map(|s| crate::exec::StepReport {
                 status: status(s.status.as_deref()),
-                name: s.name,
-                path: s.path,
+                name: s.name.into(),
+                path: s.path.into(),
                 kind: crate::exec::intern_kind(&s.kind),
                 attempts: s.attempts,
                 start_ms: s.start_ms,

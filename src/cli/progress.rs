@@ -8,8 +8,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::exec::{RunEvent, is_group_kind};
 
-/// An indicatif bar on stderr, or nothing when stderr is not a terminal.
+/// An indicatif bar on stderr, or nothing at all when stderr is not a
+/// terminal (then events cost nothing here: a 100,000-step run with `--json`
+/// must not pay for a bar nobody sees).
 pub struct Progress {
+    live: Option<Live>,
+}
+
+struct Live {
     bar: ProgressBar,
     running: BTreeSet<std::sync::Arc<str>>,
 }
@@ -18,10 +24,12 @@ impl Progress {
     /// A bar for `steps` steps (a counter when a script decides how many),
     /// drawn only when `visible`.
     pub fn new(steps: Option<usize>, visible: bool) -> Progress {
-        let bar = match (visible, steps) {
-            (false, _) => ProgressBar::hidden(),
-            (true, Some(n)) => ProgressBar::new(n as u64),
-            (true, None) => ProgressBar::no_length(),
+        if !visible {
+            return Progress { live: None };
+        }
+        let bar = match steps {
+            Some(n) => ProgressBar::new(n as u64),
+            None => ProgressBar::no_length(),
         };
         let template = match steps {
             Some(_) => "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}",
@@ -32,34 +40,37 @@ impl Progress {
             bar.set_style(style);
         }
         bar.enable_steady_tick(Duration::from_millis(120));
-        Progress { bar, running: BTreeSet::new() }
+        Progress { live: Some(Live { bar, running: BTreeSet::new() }) }
     }
 
     /// Updates the bar from one event.
     pub fn apply(&mut self, event: &RunEvent) {
+        let Some(live) = &mut self.live else { return };
         match event {
             RunEvent::Log { text, .. } => {
-                self.bar.println(text);
+                live.bar.println(text);
                 return;
             }
             RunEvent::NodeStarted { path, kind, .. } if !is_group_kind(kind) => {
-                self.running.insert(path.clone());
+                live.running.insert(path.clone());
             }
             RunEvent::NodeFinished { path, kind, .. } if !is_group_kind(kind) => {
-                self.running.remove(path);
-                self.bar.inc(1);
+                live.running.remove(path);
+                live.bar.inc(1);
             }
             _ => return,
         }
-        let mut names: Vec<&str> = self.running.iter().take(4).map(|p| &**p).collect();
-        if self.running.len() > 4 {
+        let mut names: Vec<&str> = live.running.iter().take(4).map(|p| &**p).collect();
+        if live.running.len() > 4 {
             names.push("…");
         }
-        self.bar.set_message(format!("running: {}", names.join(", ")));
+        live.bar.set_message(format!("running: {}", names.join(", ")));
     }
 
     /// Removes the bar so the report prints on a clean screen.
     pub fn finish(&self) {
-        self.bar.finish_and_clear();
+        if let Some(live) = &self.live {
+            live.bar.finish_and_clear();
+        }
     }
 }

@@ -83,9 +83,14 @@ pub async fn run(args: RunArgs) -> u8 {
     );
 
     if args.json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
-            Err(e) => eprintln!("error: cannot write the JSON report: {e}"),
+        // Streamed, not built as one string: a 100,000-step report is tens of MB.
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let written = serde_json::to_writer_pretty(&mut out, &report)
+            .map_err(std::io::Error::from)
+            .and_then(|()| std::io::Write::write_all(&mut out, b"\n"))
+            .and_then(|()| std::io::Write::flush(&mut out));
+        if let Err(e) = written {
+            eprintln!("error: cannot write the JSON report: {e}");
         }
     } else {
         // Script lines were printed live above the progress bar on a terminal.

@@ -115,7 +115,11 @@ pub(crate) mod testing {
 
     /// The report's line at `path`.
     pub(crate) fn line<'a>(report: &'a RunReport, path: &str) -> &'a super::StepReport {
-        report.steps.iter().find(|s| s.path == path).unwrap_or_else(|| panic!("no step {path} in {:#?}", report.steps))
+        report
+            .steps
+            .iter()
+            .find(|s| &*s.path == path)
+            .unwrap_or_else(|| panic!("no step {path} in {:#?}", report.steps))
     }
 
     /// (status, start_ms, end_ms) of the line at `path`.

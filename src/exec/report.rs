@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -34,17 +35,19 @@ pub struct RunReport {
     /// Lines scripts printed, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<LogLine>,
+    /// Path → position in `steps`. foldhash: a 100,000-step run looks a path
+    /// up twice per step, and SipHash's DoS resistance buys nothing here.
     #[serde(skip)]
-    index: HashMap<std::sync::Arc<str>, usize>,
+    index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
 }
 
 /// One step or group of a report.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
-    /// Its name as written.
-    pub name: String,
-    /// Its place in the tree, e.g. `main/fetch`.
-    pub path: String,
+    /// Its name as written (shared with the run's events).
+    pub name: Arc<str>,
+    /// Its place in the tree, e.g. `main/fetch` (shared with the run's events).
+    pub path: Arc<str>,
     /// Step kind (`sleep`, `exec`, …) or group mode (`gather`, …).
     pub kind: &'static str,
     /// How it ended; `None` while running.
@@ -115,7 +118,7 @@ impl RunReport {
             error: None,
             steps: Vec::new(),
             logs: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
         }
     }
 
@@ -160,11 +163,11 @@ impl RunReport {
         }
     }
 
-    fn line(&mut self, path: &std::sync::Arc<str>, name: &str, kind: &'static str) -> &mut StepReport {
+    fn line(&mut self, path: &Arc<str>, name: &Arc<str>, kind: &'static str) -> &mut StepReport {
         let i = *self.index.entry(path.clone()).or_insert_with(|| {
             self.steps.push(StepReport {
-                name: name.to_string(),
-                path: path.to_string(),
+                name: name.clone(),
+                path: path.clone(),
                 kind,
                 status: None,
                 attempts: 0,

@@ -231,7 +231,7 @@ async fn cancelling_the_run_stops_the_script_and_its_steps() {
     let ((outcome, report), ()) = tokio::join!(run_with(script_job(code), ctx), stop);
     assert_eq!(outcome.status, Status::Cancelled);
     assert_eq!(timing(&report, "main/long"), (Status::Cancelled, Some(0), Some(500)));
-    assert!(report.steps.iter().all(|s| s.path != "main/never"));
+    assert!(report.steps.iter().all(|s| &*s.path != "main/never"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -247,7 +247,7 @@ async fn a_job_timeout_stops_a_waiting_script() {
 async fn unnamed_steps_are_named_by_kind_and_counter_and_names_stay_unique() {
     let code = r#"await_step(sleep(0)); await_step(sleep(0)); await_step(sleep(0).named("x")); await_step(sleep(0).named("x"));"#;
     let (_, report) = run_script(code).await;
-    let paths: Vec<&str> = report.steps.iter().map(|s| s.path.as_str()).collect();
+    let paths: Vec<&str> = report.steps.iter().map(|s| &*s.path).collect();
     assert_eq!(paths, vec!["main", "main/sleep_1", "main/sleep_2", "main/x", "main/x#2"]);
 }
 

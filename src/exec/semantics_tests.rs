@@ -310,10 +310,10 @@ async fn a_template_reads_an_earlier_output_and_each_reads_its_input() {
     let dir = tempfile::tempdir().expect("temp dir");
     let write = |name: &str, path: &str, content: &str| Step {
         name: name.into(),
-        kind: StepKind::WriteFile(WriteFileStep {
+        kind: StepKind::WriteFile(Box::new(WriteFileStep {
             path: Template::parse(path).expect("template"),
             content: Template::parse(content).expect("template"),
-        }),
+        })),
         blocking: false,
         timeout: None,
         retry: Retry::default(),
@@ -352,4 +352,18 @@ fn an_attempt_in_flight_costs_a_pointer_not_the_largest_kind() {
     let token = tokio_util::sync::CancellationToken::new();
     let attempt = step::run_attempt(&s, &env, &token);
     assert!(std::mem::size_of_val(&attempt) <= 128, "{} bytes", std::mem::size_of_val(&attempt));
+}
+
+/// A step in flight under a group costs its own future only: not a group's,
+/// not a timer for a timeout or a retry it does not have.
+#[test]
+fn a_step_in_flight_is_small() {
+    let s = sleep_step("a", 1.0, "x");
+    let j = Arc::new(job(group("main", GroupMode::Gather, vec![])));
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let runner = super::tree::Runner::for_test(j, RunContext::new(BlockingPool::new(1)), tx);
+    let node = Node::Step(s);
+    let fut = runner.node(&node, "main", tokio_util::sync::CancellationToken::new(), None);
+    let size = std::mem::size_of_val(&*fut);
+    assert!(size <= 512, "{size} bytes");
 }

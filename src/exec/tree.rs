@@ -164,9 +164,16 @@ fn referenced_names(root: &Node) -> Wanted {
 /// passes first, cancels `token`, waits for `fut` to wind down and reports that
 /// the timeout fired. The `asyncio.wait_for` of the executor.
 async fn guarded<F: Future>(timeout: Option<Duration>, token: &CancellationToken, fut: F) -> (F::Output, bool) {
-    let Some(limit) = timeout else {
-        return (fut.await, false);
-    };
+    match timeout {
+        None => (fut.await, false),
+        // Boxed: the race with a timer is big, and most steps have no
+        // timeout to pay for.
+        Some(limit) => Box::pin(race_timer(limit, token, fut)).await,
+    }
+}
+
+/// [`guarded`] with a timeout.
+async fn race_timer<F: Future>(limit: Duration, token: &CancellationToken, fut: F) -> (F::Output, bool) {
     tokio::pin!(fut);
     tokio::select! {
         biased;
@@ -196,6 +203,13 @@ enum Slot {
 }
 
 impl Runner {
+    /// A runner for `job` that keeps every output, for tests that poke at
+    /// single nodes.
+    #[cfg(test)]
+    pub(super) fn for_test(job: Arc<Job>, ctx: RunContext, events: UnboundedSender<RunEvent>) -> Runner {
+        Runner { wanted: Wanted::All, outputs: Mutex::new(HashMap::new()), start: Instant::now(), job, events, ctx }
+    }
+
     pub(super) fn emit(&self, event: RunEvent) {
         // A closed receiver is not our problem: the run goes on.
         let _ = self.events.send(event);
@@ -228,16 +242,13 @@ impl Runner {
         token: CancellationToken,
         input: Option<Value>,
     ) -> BoxFuture<'a, NodeResult> {
-        Box::pin(async move {
-            match node {
-                Node::Step(s) => {
-                    let path: Arc<str> = join(parent, &s.name).into();
-                    self.step(s, path, token, input).await
-                }
-                Node::Group(g) => self.group_node(g, join(parent, &g.name).into(), token).await,
-                Node::Script(s) => self.script_node(s, join(parent, &s.name).into(), token).await,
-            }
-        })
+        // One box per kind of node, so a step in flight costs the size of a
+        // step's future, not that of a group's or a script's.
+        match node {
+            Node::Step(s) => Box::pin(self.step(s, join(parent, &s.name), token, input)),
+            Node::Group(g) => Box::pin(self.group_node(g, join(parent, &g.name), token)),
+            Node::Script(s) => Box::pin(self.script_node(s, join(parent, &s.name), token)),
+        }
     }
 
     async fn group_node(&self, g: &Group, path: Arc<str>, token: CancellationToken) -> NodeResult {
@@ -320,7 +331,13 @@ impl Runner {
             while !stopping && next < n && running.len() < limit && !token.is_cancelled() {
                 let child = &g.children[next];
                 let i = next;
-                let child_token = children_token.child_token();
+                // A step never cancels its own token (its timeout cancels the
+                // attempt's), so steps share the group's; a group or script
+                // may cancel its own (a timeout), so it gets a child.
+                let child_token = match child {
+                    Node::Step(_) => children_token.clone(),
+                    Node::Group(_) | Node::Script(_) => children_token.child_token(),
+                };
                 let fut = self.node(child, path, child_token, None);
                 running.push(Box::pin(async move { (Slot::Child(i), fut.await) }));
                 next += 1;
@@ -345,7 +362,7 @@ impl Runner {
                             each_results.push(None);
                             let each_path: Arc<str> = format!("{path}/{}[{k}]", each.name).into();
                             let input = value.clone();
-                            let each_token = children_token.child_token();
+                            let each_token = children_token.clone();
                             running.push(Box::pin(async move {
                                 (Slot::Each(k), self.step(each, each_path, each_token, Some(input)).await)
                             }));
@@ -419,7 +436,7 @@ impl Runner {
             Node::Script(_) => "script",
         };
         let result = Err(Failure::new(Status::Skipped, "not started: cancelled before its turn"));
-        self.finish(path.into(), node.name().into(), kind, None, 0, &result, false);
+        self.finish(path, node.name().into(), kind, None, 0, &result, false);
     }
 
     /// Runs a step: attempts, each under the step's `timeout`, with retries.
@@ -439,7 +456,9 @@ impl Runner {
         let mut attempt = 0;
         let (result, truncated) = loop {
             attempt += 1;
-            let attempt_token = token.child_token();
+            // Only a timeout cancels an attempt alone; without one the attempt
+            // runs under the step's token and costs no token of its own.
+            let attempt_token = if s.timeout.is_some() { token.child_token() } else { token.clone() };
             let (result, timed_out) =
                 guarded(s.timeout, &attempt_token, step::run_attempt(s, &env, &attempt_token)).await;
             let failure = match result {
@@ -465,9 +484,8 @@ impl Runner {
                 retry_in,
                 at: self.now(),
             });
-            tokio::select! {
-                () = tokio::time::sleep(retry_in) => {}
-                () = token.cancelled() => break (Err(Failure::new(Status::Cancelled, "cancelled")), false),
+            if !wait_or_cancel(retry_in, &token).await {
+                break (Err(Failure::new(Status::Cancelled, "cancelled")), false);
             }
         };
         if let Ok(v) = &result {
@@ -478,6 +496,25 @@ impl Runner {
     }
 }
 
-fn join(parent: &str, name: &str) -> String {
-    if parent.is_empty() { name.to_string() } else { format!("{parent}/{name}") }
+/// Waits `d` unless `token` fires first; false if it did. Boxed, so a step's
+/// future does not carry a timer for retries it may never make.
+fn wait_or_cancel(d: Duration, token: &CancellationToken) -> BoxFuture<'_, bool> {
+    Box::pin(async move {
+        tokio::select! {
+            () = tokio::time::sleep(d) => true,
+            () = token.cancelled() => false,
+        }
+    })
+}
+
+/// The path of `name` under `parent`, built in one allocation.
+fn join(parent: &str, name: &str) -> Arc<str> {
+    if parent.is_empty() {
+        return name.into();
+    }
+    let mut path = String::with_capacity(parent.len() + 1 + name.len());
+    path.push_str(parent);
+    path.push('/');
+    path.push_str(name);
+    path.into()
 }

@@ -262,22 +262,25 @@ impl Retry {
 }
 
 /// What a step does. One file per kind lives under `crate::exec::step`.
+///
+/// The kinds bigger than a sleep are boxed, so a step costs what a sleep
+/// needs plus a pointer: a 100,000-step fan-out of sleeps stays small.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepKind {
     /// Wait, then return `output` (the seed's `await asyncio.sleep(1); return "x"`).
     Sleep(SleepStep),
     /// Run a program (argv, no shell).
-    Exec(ExecStep),
+    Exec(Box<ExecStep>),
     /// Run a command line with `sh -c`.
-    Shell(ShellStep),
+    Shell(Box<ShellStep>),
     /// An HTTP request.
-    Http(HttpStep),
+    Http(Box<HttpStep>),
     /// Read a text file.
     ReadFile(ReadFileStep),
     /// Write a text file atomically (temp file + rename).
-    WriteFile(WriteFileStep),
+    WriteFile(Box<WriteFileStep>),
     /// Run a Rhai script on the blocking pool; its value is the output.
-    Script(ScriptStep),
+    Script(Box<ScriptStep>),
     /// Call a closure on the blocking pool (a Rhai job's `to_thread`).
     Call(CallStep),
 }

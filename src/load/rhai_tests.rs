@@ -42,7 +42,7 @@ fn script_steps(job: &Job) -> Vec<&ScriptStep> {
         .iter()
         .filter_map(|c| match c {
             Node::Step(s) => match &s.kind {
-                StepKind::Script(script) => Some(script),
+                StepKind::Script(script) => Some(&**script),
                 _ => None,
             },
             _ => None,

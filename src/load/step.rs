@@ -223,9 +223,9 @@ fn parse_kind(
             let duration = ctx.duration("sleep", v, true)?;
             Some(StepKind::Sleep(SleepStep { duration, output }))
         }
-        "exec" => parse_exec(ctx, v, uses).map(StepKind::Exec),
-        "shell" => parse_shell(ctx, v, uses).map(StepKind::Shell),
-        "http" => parse_http(ctx, v, uses).map(StepKind::Http),
+        "exec" => parse_exec(ctx, v, uses).map(|e| StepKind::Exec(Box::new(e))),
+        "shell" => parse_shell(ctx, v, uses).map(|e| StepKind::Shell(Box::new(e))),
+        "http" => parse_http(ctx, v, uses).map(|e| StepKind::Http(Box::new(e))),
         "read_file" => match v.get_ref() {
             DeValue::Table(t) => {
                 ctx.unknown_keys(t, &["path"], "a `read_file` table");
@@ -252,9 +252,11 @@ fn parse_kind(
             let content = required(ctx, t, v, "write_file", "content");
             let path = path.and_then(|p| ctx.template("path", p, uses));
             let content = content.and_then(|c| ctx.template("content", c, uses));
-            Some(StepKind::WriteFile(WriteFileStep { path: path?, content: content? }))
+            Some(StepKind::WriteFile(Box::new(WriteFileStep { path: path?, content: content? })))
         }
-        "script" | "script_file" => super::script::parse_step(ctx, env, key, v, uses).map(StepKind::Script),
+        "script" | "script_file" => {
+            super::script::parse_step(ctx, env, key, v, uses).map(|e| StepKind::Script(Box::new(e)))
+        }
         _ => None,
     }
 }

@@ -48,9 +48,9 @@ struct Tree {
     children: Vec<Vec<usize>>,
     each: Vec<Option<usize>>,
     /// Name → id, for the first definition of each name.
-    by_name: HashMap<String, usize>,
-    /// All names in file order: did-you-mean candidates.
-    all_names: Vec<String>,
+    by_name: HashMap<String, usize, foldhash::fast::RandomState>,
+    /// The ids of all names in file order: did-you-mean candidates.
+    all_names: Vec<usize>,
     /// Names offered as did-you-mean for a misspelt use: not also "unused".
     suggested: HashSet<String>,
     suggestion_budget: usize,
@@ -80,7 +80,8 @@ impl Tree {
             return None;
         }
         self.suggestion_budget -= cost;
-        let c = closest(name, self.all_names.iter().map(String::as_str))?.to_string();
+        let candidates = self.all_names.iter().filter_map(|&id| self.names[id].as_ref().map(|(n, _)| n.as_str()));
+        let c = closest(name, candidates)?.to_string();
         let help = format!("did you mean `{c}`?");
         self.suggested.insert(c);
         Some(help)
@@ -124,7 +125,7 @@ pub(crate) fn build(ctx: &mut Ctx, mut steps: Vec<RawStep>, groups: Vec<RawGroup
         modes: if synthetic { vec![Some(GroupMode::Sequence)] } else { groups.iter().map(|g| g.mode).collect() },
         children: vec![Vec::new(); n_groups],
         each: vec![None; n_groups],
-        by_name: HashMap::with_capacity(total),
+        by_name: HashMap::with_capacity_and_hasher(total, Default::default()),
         suggestion_budget: SUGGESTION_BUDGET,
         suggested: HashSet::new(),
     };
@@ -217,7 +218,7 @@ fn check_names(ctx: &mut Ctx, tree: &mut Tree, synthetic: bool) -> Vec<bool> {
         let Some((name, span)) = tree.names[id].clone() else {
             continue;
         };
-        tree.all_names.push(name.clone());
+        tree.all_names.push(id);
         match tree.by_name.get(&name) {
             Some(&first) => {
                 duplicate[id] = true;

@@ -558,10 +558,10 @@ fn register_step_values(engine: &mut Engine) {
         StepValue::new(StepKind::ReadFile(ReadFileStep { path: Template::literal(path.as_str()) }))
     });
     engine.register_fn("write_file", |path: ImmutableString, content: ImmutableString| {
-        StepValue::new(StepKind::WriteFile(WriteFileStep {
+        StepValue::new(StepKind::WriteFile(Box::new(WriteFileStep {
             path: Template::literal(path.as_str()),
             content: Template::literal(content.as_str()),
-        }))
+        })))
     });
     engine.register_fn("exec", |argv: Array| -> RhaiResult<StepValue> {
         let argv = argv
@@ -573,23 +573,23 @@ fn register_step_values(engine: &mut Engine) {
         if argv.is_empty() {
             return Err(error("exec() needs a program: exec([\"prog\", \"arg\"])"));
         }
-        Ok(StepValue::new(StepKind::Exec(ExecStep { argv, process: ProcessSpec::default() })))
+        Ok(StepValue::new(StepKind::Exec(Box::new(ExecStep { argv, process: ProcessSpec::default() }))))
     });
     engine.register_fn("shell", |command: ImmutableString| {
-        StepValue::new(StepKind::Shell(ShellStep {
+        StepValue::new(StepKind::Shell(Box::new(ShellStep {
             command: Template::literal(command.as_str()),
             process: ProcessSpec::default(),
-        }))
+        })))
     });
 }
 
 fn http(method: &str, url: &str) -> StepKind {
-    StepKind::Http(HttpStep {
+    StepKind::Http(Box::new(HttpStep {
         method: method.to_string(),
         url: Template::literal(url),
         headers: Vec::new(),
         body: None,
         timeout: None,
         expect_status: Vec::new(),
-    })
+    }))
 }

@@ -372,8 +372,8 @@ impl RunDetail {
             .steps
             .iter()
             .map(|s| crate::exec::StepReport {
-                name: s.name.clone(),
-                path: s.path.clone(),
+                name: s.name.as_str().into(),
+                path: s.path.as_str().into(),
                 kind: crate::exec::intern_kind(&s.kind),
                 status: s.status.finished(),
                 attempts: s.attempts,

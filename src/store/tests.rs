@@ -107,11 +107,11 @@ async fn recorded_rows_match_the_report_folded_from_the_same_events() {
     let paths = |v: Vec<&str>| v.into_iter().map(String::from).collect::<Vec<_>>();
     assert_eq!(
         paths(detail.steps.iter().map(|s| s.path.as_str()).collect()),
-        paths(report.steps.iter().map(|s| s.path.as_str()).collect()),
+        paths(report.steps.iter().map(|s| &*s.path).collect()),
         "same lines in the same order"
     );
     for (row, line) in detail.steps.iter().zip(&report.steps) {
-        assert_eq!(row.name, line.name, "{}", line.path);
+        assert_eq!(*row.name, *line.name, "{}", line.path);
         assert_eq!(row.kind, line.kind, "{}", line.path);
         assert_eq!(Some(row.status), line.status.map(RecordedStatus::from), "{}", line.path);
         assert_eq!(row.attempts, line.attempts, "{}", line.path);

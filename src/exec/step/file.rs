@@ -214,7 +214,7 @@ mod tests {
     }
 
     fn write(path: &str, content: &str) -> StepKind {
-        StepKind::WriteFile(WriteFileStep { path: t(path), content: t(content) })
+        StepKind::WriteFile(Box::new(WriteFileStep { path: t(path), content: t(content) }))
     }
 
     fn entries(dir: &Path) -> Vec<String> {

@@ -254,7 +254,7 @@ mod tests {
     }
 
     async fn run(step: HttpStep) -> Result<StepOutput, StepError> {
-        attempt(StepKind::Http(step), false, Path::new("/")).await
+        attempt(StepKind::Http(Box::new(step)), false, Path::new("/")).await
     }
 
     #[tokio::test]
@@ -322,7 +322,7 @@ mod tests {
     #[tokio::test]
     async fn body_past_the_bound_is_truncated() {
         let addr = server(Reply::With("200 OK", "y".repeat(100_000))).await;
-        let s = step(StepKind::Http(get(&format!("http://{addr}/"))), false);
+        let s = step(StepKind::Http(Box::new(get(&format!("http://{addr}/")))), false);
         let limits = Limits { output_bytes: 10, ..limits() };
         let out =
             attempt_with(&s, Path::new("/"), BlockingPool::new(1), limits, &CancellationToken::new()).await.unwrap();
@@ -350,7 +350,7 @@ mod tests {
     #[tokio::test]
     async fn cancel_drops_the_request() {
         let addr = server(Reply::Silence).await;
-        let s = step(StepKind::Http(get(&format!("http://{addr}/"))), false);
+        let s = step(StepKind::Http(Box::new(get(&format!("http://{addr}/")))), false);
         let cancel = CancellationToken::new();
         let task = {
             let cancel = cancel.clone();

@@ -402,7 +402,10 @@ mod tests {
     }
 
     fn exec(argv: &[&str]) -> StepKind {
-        StepKind::Exec(ExecStep { argv: argv.iter().map(|a| t(a)).collect(), process: ProcessSpec::default() })
+        StepKind::Exec(Box::new(ExecStep {
+            argv: argv.iter().map(|a| t(a)).collect(),
+            process: ProcessSpec::default(),
+        }))
     }
 
     fn shell(command: &str) -> StepKind {
@@ -410,7 +413,7 @@ mod tests {
     }
 
     fn shell_with(command: &str, process: ProcessSpec) -> StepKind {
-        StepKind::Shell(ShellStep { command: t(command), process })
+        StepKind::Shell(Box::new(ShellStep { command: t(command), process }))
     }
 
     fn failed(r: Result<StepOutput, StepError>) -> String {

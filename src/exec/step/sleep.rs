@@ -19,7 +19,8 @@ pub(super) async fn run(
     cancel: &CancellationToken,
 ) -> Result<StepOutput, StepError> {
     if blocking {
-        env.ctx.pool.sleep(step.duration, cancel).await.map_err(|_| StepError::Cancelled)?;
+        // Boxed: the pool's future is big and most sleeps are async.
+        Box::pin(env.ctx.pool.sleep(step.duration, cancel)).await.map_err(|_| StepError::Cancelled)?;
     } else {
         tokio::select! {
             biased;
