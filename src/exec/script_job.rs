@@ -61,8 +61,8 @@ struct Iter {
     ready: VecDeque<Outcome>,
     /// Children still running.
     running: usize,
-    /// The script waiting for the next result.
-    waiting: Option<Sender<Option<Outcome>>>,
+    /// The script waiting for the next results.
+    waiting: Option<Sender<Vec<Outcome>>>,
     /// The group node the children are recorded under.
     group: OpenGroup,
     /// Failures become error maps (`return_exceptions=True`), not errors.
@@ -88,8 +88,8 @@ struct Spawned {
     waiting: Vec<Sender<Outcome>>,
 }
 
-/// A piece of work: its id, the name it runs under, its result.
-type Work<'a> = BoxFuture<'a, (u64, String, NodeResult)>;
+/// A piece of work: its id, the node it ran (for its name), its result.
+type Work<'a> = BoxFuture<'a, (u64, Node, NodeResult)>;
 
 /// The driver's state for one script run.
 struct Driver<'a> {
@@ -103,7 +103,10 @@ struct Driver<'a> {
     spawned: HashMap<u64, Spawned>,
     next_id: u64,
     /// Uses of each name, for unique paths (`sleep_1`, `fetch`, `fetch#2`).
+    /// An unnamed step counts under its kind and `_` (`sleep_`).
     names: HashMap<String, u32>,
+    /// Scratch space for the `sleep_` key, so counting needs no allocation.
+    key: String,
     /// Whether the script is blocked waiting for an answer.
     script_waits: bool,
 }
@@ -144,6 +147,7 @@ impl Runner {
             spawned: HashMap::new(),
             next_id: 0,
             names: HashMap::new(),
+            key: String::new(),
             script_waits: false,
         };
         let blocking = tokio::runtime::Handle::current().runtime_flavor() == RuntimeFlavor::CurrentThread;
@@ -156,8 +160,8 @@ impl Runner {
             } else {
                 tokio::select! {
                     request = requests.next() => request,
-                    Some((id, name, result)) = driver.work.next() => {
-                        driver.complete(id, &name, result);
+                    Some((id, node, result)) = driver.work.next() => {
+                        driver.complete(id, node.name(), result);
                         continue;
                     }
                 }
@@ -171,8 +175,8 @@ impl Runner {
         // `asyncio.run`: whatever the script left running is cancelled, and
         // every piece of work is awaited so its end is recorded.
         driver.children.cancel();
-        while let Some((id, name, result)) = driver.work.next().await {
-            driver.complete(id, &name, result);
+        while let Some((id, node, result)) = driver.work.next().await {
+            driver.complete(id, node.name(), result);
         }
         if thread.join().is_err() {
             return Err(Failure::new(Status::Failed, "the script's thread panicked"));
@@ -193,14 +197,33 @@ impl<'a> Driver<'a> {
 
     /// A unique name: the one given, or the kind and a counter.
     fn name(&mut self, given: &str, kind: &str) -> String {
-        if given.is_empty() {
-            let n = self.names.entry(format!("{kind}_")).or_insert(0);
-            *n += 1;
-            return format!("{kind}_{n}");
+        use std::fmt::Write as _;
+        let auto = given.is_empty();
+        if auto {
+            self.key.clear();
+            self.key.push_str(kind);
+            self.key.push('_');
         }
-        let n = self.names.entry(given.to_string()).or_insert(0);
-        *n += 1;
-        if *n == 1 { given.to_string() } else { format!("{given}#{n}") }
+        let key = if auto { self.key.as_str() } else { given };
+        // Only a name's first use allocates its key.
+        let n = match self.names.get_mut(key) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                self.names.insert(key.to_string(), 1);
+                1
+            }
+        };
+        let mut name = String::with_capacity(key.len() + 8);
+        name.push_str(key);
+        if auto {
+            let _ = write!(name, "{n}");
+        } else if n > 1 {
+            let _ = write!(name, "#{n}");
+        }
+        name
     }
 
     fn named(&mut self, mut step: Step) -> Step {
@@ -214,7 +237,7 @@ impl<'a> Driver<'a> {
         self.work.push(Box::pin(async move {
             let node = node;
             let result = runner.node(&node, &parent, token, None).await;
-            (id, node.name().to_string(), result)
+            (id, node, result)
         }));
     }
 
@@ -259,13 +282,15 @@ impl<'a> Driver<'a> {
                 let slots = vec![Value::Null; steps.len()];
                 self.collect(GroupMode::Gather, steps, true, Some((slots, reply)), token);
             }
+            // Every result already in is handed over at once: one round trip
+            // per batch, not per result. Empty: nothing more will come.
             Request::Next { iter, reply } => match self.iters.get_mut(&iter) {
-                Some(it) => match it.ready.pop_front() {
-                    Some(outcome) => self.answer(reply, Some(outcome)),
-                    None if it.running == 0 => self.answer(reply, None),
-                    None => it.waiting = Some(reply),
-                },
-                None => self.answer(reply, None),
+                Some(it) if !it.ready.is_empty() => {
+                    let batch: Vec<Outcome> = it.ready.drain(..).collect();
+                    self.answer(reply, batch);
+                }
+                Some(it) if it.running > 0 => it.waiting = Some(reply),
+                _ => self.answer(reply, Vec::new()),
             },
             Request::Spawn { step, reply } => {
                 let id = self.id();
@@ -327,7 +352,8 @@ impl<'a> Driver<'a> {
             let id = self.id();
             let node = Node::Step(self.named(step));
             self.pending.insert(id, Pending::Collect { iter, index });
-            self.start(id, node, path.clone(), token.child_token());
+            // Nothing cancels one child alone: they can share the token.
+            self.start(id, node, path.clone(), token.clone());
         }
         let group = OpenGroup {
             path,
@@ -353,11 +379,10 @@ impl<'a> Driver<'a> {
 
     /// A piece of work finished: route its result.
     fn complete(&mut self, id: u64, name: &str, result: NodeResult) {
-        let outcome = outcome(name, &result);
         match self.pending.remove(&id) {
-            Some(Pending::Reply(reply)) => self.answer(reply, outcome),
+            Some(Pending::Reply(reply)) => self.answer(reply, outcome(name, result)),
             Some(Pending::Single(reply)) => {
-                let single = outcome.map(|v| match v {
+                let single = outcome(name, result).map(|v| match v {
                     Value::Array(mut items) if items.len() == 1 => items.pop().unwrap_or_default(),
                     other => other,
                 });
@@ -366,21 +391,26 @@ impl<'a> Driver<'a> {
             Some(Pending::Collect { iter, index }) => {
                 let Some(it) = self.iters.get_mut(&iter) else { return };
                 it.running -= 1;
-                match &outcome {
-                    Ok(v) => it.group.results.push(v.clone()),
-                    Err(e) => it.group.failures.push(e.clone()),
-                }
-                let outcome = match (outcome, &result) {
-                    (Err(_), Err(f)) if it.settle => {
-                        Ok(serde_json::json!({ "step": name, "status": f.status, "error": f.error }))
+                let outcome = match result {
+                    Ok(v) => {
+                        it.group.results.push(v.clone());
+                        Ok(v)
                     }
-                    (outcome, _) => outcome,
+                    Err(f) => {
+                        let error = describe(name, &f);
+                        it.group.failures.push(error.clone());
+                        if it.settle {
+                            Ok(serde_json::json!({ "step": name, "status": f.status, "error": f.error }))
+                        } else {
+                            Err(error)
+                        }
+                    }
                 };
                 if let Some((slots, _)) = &mut it.ordered {
                     slots[index] = outcome.unwrap_or_default();
                 } else {
                     match it.waiting.take() {
-                        Some(reply) => self.answer(reply, Some(outcome)),
+                        Some(reply) => self.answer(reply, vec![outcome]),
                         None => it.ready.push_back(outcome),
                     }
                 }
@@ -390,6 +420,7 @@ impl<'a> Driver<'a> {
             }
             Some(Pending::Handle(handle)) => {
                 if let Some(s) = self.spawned.get_mut(&handle) {
+                    let outcome = outcome(name, result);
                     s.result = Some(outcome.clone());
                     let waiting = std::mem::take(&mut s.waiting);
                     for reply in waiting {
@@ -421,7 +452,7 @@ impl<'a> Driver<'a> {
         let waiting = it.waiting.take();
         let ordered = it.ordered.take();
         if let Some(reply) = waiting {
-            self.answer(reply, None);
+            self.answer(reply, Vec::new());
         }
         if let Some((slots, reply)) = ordered {
             self.answer(reply, Ok(Value::Array(slots)));
@@ -430,9 +461,11 @@ impl<'a> Driver<'a> {
 }
 
 /// A node's result as the script sees it; an error names the step.
-fn outcome(name: &str, result: &NodeResult) -> Outcome {
-    match result {
-        Ok(v) => Ok(v.clone()),
-        Err(f) => Err(format!("`{name}` {}: {}", f.status, f.error)),
-    }
+fn outcome(name: &str, result: NodeResult) -> Outcome {
+    result.map_err(|f| describe(name, &f))
+}
+
+/// A failure as the script sees it: the step named.
+fn describe(name: &str, f: &Failure) -> String {
+    format!("`{name}` {}: {}", f.status, f.error)
 }

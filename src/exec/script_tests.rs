@@ -156,6 +156,38 @@ async fn return_exceptions_hands_failures_on_as_error_maps() {
     assert_eq!(line(&report, "main/gather_1/bad").status, Some(Status::Failed));
 }
 
+// The binary's runtime (multi-threaded), where results that finish while the
+// script is busy are handed over in one batch: the ones the first loop left
+// must still reach the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_loop_over_as_completed_goes_on_where_the_first_stopped() {
+    let code = r#"let it = as_completed([sleep(0, "a"), sleep(0, "b"), sleep(0, "c")]);
+                  await_step(sleep(0.05));
+                  let first = [];
+                  for x in it { first.push(x); break; }
+                  let rest = [];
+                  for x in it { rest.push(x); }
+                  let all = first + rest;
+                  all.sort();
+                  [first.len(), all]"#;
+    let (outcome, _) = run_with(script_job(code), RunContext::new(BlockingPool::new(2))).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{:?}", outcome.error);
+    assert_eq!(outcome.result, Some(json!([1, ["a", "b", "c"]])));
+}
+
+#[tokio::test(start_paused = true)]
+async fn as_completed_hands_over_every_one_of_many_results() {
+    let code = r#"let steps = [];
+                  for i in 0..1000 { steps.push(sleep(i % 7 / 10.0, i)); }
+                  let seen = 0;
+                  let sum = 0;
+                  for x in as_completed(steps) { seen += 1; sum += x; }
+                  [seen, sum]"#;
+    let (outcome, report) = run_script(code).await;
+    assert_eq!(outcome.result, Some(json!([1000, 499_500])));
+    assert_eq!(report.duration_ms, 600);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failure_in_as_completed_raises_in_the_loop() {
     let code = r#"let seen = [];

@@ -10,8 +10,9 @@
 //! Architecture Invariant: nothing here runs a step or touches the host; it
 //! only describes steps and asks the driver. The driver lives in `crate::exec`.
 
+use std::collections::VecDeque;
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rhai::{AST, Array, Dynamic, Engine, EvalAltResult, FnPtr, ImmutableString, Map, Position};
@@ -75,12 +76,14 @@ pub enum Request {
         /// The id of the iterator.
         reply: Sender<u64>,
     },
-    /// The next result of an `as_completed`, in finish order; `None` when all are taken.
+    /// The next results of an `as_completed`, in finish order: every one
+    /// already in (waiting for one if none is), so a burst of finishes costs
+    /// one round trip; empty when all are taken.
     Next {
         /// The iterator.
         iter: u64,
-        /// The result.
-        reply: Sender<Option<Outcome>>,
+        /// The results.
+        reply: Sender<Vec<Outcome>>,
     },
     /// Start a step in the background (`spawn`).
     Spawn {
@@ -284,6 +287,9 @@ pub struct Handle {
 pub struct AsCompleted {
     id: u64,
     link: Link,
+    /// Results the driver handed over and the script has not taken yet,
+    /// shared by every copy so a second loop goes on where the first stopped.
+    taken: Arc<Mutex<VecDeque<Outcome>>>,
 }
 
 impl IntoIterator for AsCompleted {
@@ -302,10 +308,18 @@ pub struct AsCompletedIter {
 impl Iterator for AsCompletedIter {
     type Item = RhaiResult<Dynamic>;
     fn next(&mut self) -> Option<Self::Item> {
+        let mut taken = self.inner.taken.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(outcome) = taken.pop_front() {
+            return Some(to_script(outcome));
+        }
         let id = self.inner.id;
         match self.inner.link.ask(|reply| Request::Next { iter: id, reply }) {
-            Ok(None) => None,
-            Ok(Some(outcome)) => Some(to_script(outcome)),
+            Ok(batch) => {
+                let mut batch = batch.into_iter();
+                let first = batch.next()?;
+                taken.extend(batch);
+                Some(to_script(first))
+            }
             Err(e) => Some(Err(e)),
         }
     }
@@ -337,15 +351,18 @@ fn seconds(value: &Dynamic) -> RhaiResult<Duration> {
 }
 
 fn steps_of(items: Array) -> RhaiResult<Vec<Step>> {
-    items
-        .into_iter()
-        .map(|item| {
-            let type_name = item.type_name();
-            item.try_cast::<StepValue>()
-                .map(StepValue::into_step)
-                .ok_or_else(|| error(format!("expected steps (like sleep(1) or http_get(url)), found {type_name}")))
-        })
-        .collect()
+    // Sized up front: collecting into a `Result` would grow by doubling, and
+    // for a big fan-out the spare half is megabytes held for the whole run.
+    let mut steps = Vec::with_capacity(items.len());
+    for item in items {
+        let type_name = item.type_name();
+        let step = item
+            .try_cast::<StepValue>()
+            .map(StepValue::into_step)
+            .ok_or_else(|| error(format!("expected steps (like sleep(1) or http_get(url)), found {type_name}")))?;
+        steps.push(step);
+    }
+    Ok(steps)
 }
 
 fn text_of(map: &Map, key: &str) -> RhaiResult<Option<String>> {
@@ -421,7 +438,7 @@ pub fn register(engine: &mut Engine, link: &Link) {
         let start = move |items: Array, settle: bool| -> RhaiResult<AsCompleted> {
             let steps = steps_of(items)?;
             let id = l.ask(|reply| Request::AsCompleted { steps, settle, reply })?;
-            Ok(AsCompleted { id, link: l.clone() })
+            Ok(AsCompleted { id, link: l.clone(), taken: Arc::default() })
         };
         if settle {
             engine.register_fn("as_completed", move |items: Array, return_exceptions: bool| {
