@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GATHERD = ROOT / "target" / "release" / "gatherd"
 RAW_TOKIO = ROOT / "target" / "release" / "examples" / "raw_tokio"
 RESULTS = ROOT / "benches" / "RESULTS.md"
+NOTES = ROOT / "benches" / "NOTES.md"
 SIDES = ["Python asyncio", "raw tokio", "gatherd TOML", "gatherd Rhai"]
 POOL = 8
 TIMEOUT = 600  # seconds per process
@@ -375,6 +376,10 @@ def report(results, args, total):
     # The quick mode proves the harness works; it must not overwrite the
     # committed figures.
     out = RESULTS.with_name("RESULTS.quick.md") if args.quick else RESULTS
+    # The hand-written part (daemon figures, the optimisation log, the
+    # targets missed and why) lives in NOTES.md and follows the tables.
+    if not args.quick and NOTES.exists():
+        lines += ["", NOTES.read_text()]
     out.write_text("\n".join(lines))
 
 
