@@ -59,28 +59,33 @@ pub async fn run(args: RunArgs) -> u8 {
     let (tx, rx) = mpsc::unbounded_channel();
     let show_progress = !args.json && std::io::stderr().is_terminal();
     let progress = Progress::new(job.root.step_count(), show_progress);
-    let sink = fold_events(rx, RunReport::new(job.name.clone(), job.file.clone()), progress);
+    // On a task of its own, so the report is folded on another worker while
+    // the run goes on (and events do not pile up in the channel meanwhile).
+    let sink = tokio::spawn(fold_events(rx, RunReport::new(job.name.clone(), job.file.clone()), progress));
 
     let run = exec::run(job, ctx, tx);
     tokio::pin!(run);
     let mut interrupted = false;
-    let (_, report) = tokio::join!(
-        async {
-            loop {
-                tokio::select! {
-                    outcome = &mut run => break outcome,
-                    signal = tokio::signal::ctrl_c(), if !interrupted => {
-                        interrupted = true;
-                        if signal.is_ok() {
-                            eprintln!("cancelling: stopping every step (processes get SIGTERM, then SIGKILL)…");
-                        }
-                        cancel.cancel();
-                    }
+    loop {
+        tokio::select! {
+            _ = &mut run => break,
+            signal = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                if signal.is_ok() {
+                    eprintln!("cancelling: stopping every step (processes get SIGTERM, then SIGKILL)…");
                 }
+                cancel.cancel();
             }
-        },
-        sink
-    );
+        }
+    }
+    // The run is over and its sender dropped: the sink ends.
+    let report = match sink.await {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("error: the run's report was lost: {e}");
+            return exit::FAILED;
+        }
+    };
 
     if args.json {
         // Streamed, not built as one string: a 100,000-step report is tens of MB.

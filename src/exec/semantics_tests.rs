@@ -365,5 +365,5 @@ fn a_step_in_flight_is_small() {
     let node = Node::Step(s);
     let fut = runner.node(&node, "main", tokio_util::sync::CancellationToken::new(), None);
     let size = std::mem::size_of_val(&*fut);
-    assert!(size <= 512, "{size} bytes");
+    assert!(size <= 384, "{size} bytes (352 when this was written)");
 }

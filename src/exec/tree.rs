@@ -197,9 +197,26 @@ pub(super) struct Runner {
 
 /// Which of a group's futures finished: child `i`, or the `each` run for the
 /// `i`-th result to arrive.
+#[derive(Clone, Copy)]
 enum Slot {
     Child(usize),
     Each(usize),
+}
+
+/// A node's future tagged with its slot in the group: the tag travels with
+/// the box it wraps, so a child costs no second allocation.
+struct Tagged<'a> {
+    slot: Slot,
+    fut: BoxFuture<'a, NodeResult>,
+}
+
+impl Future for Tagged<'_> {
+    type Output = (Slot, NodeResult);
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let slot = self.slot;
+        self.fut.as_mut().poll(cx).map(|result| (slot, result))
+    }
 }
 
 impl Runner {
@@ -315,7 +332,7 @@ impl Runner {
         // Cancelling this one stops the children (on_error, a race won) without
         // marking the group itself cancelled.
         let children_token = token.child_token();
-        let mut running: FuturesUnordered<BoxFuture<'_, (Slot, NodeResult)>> = FuturesUnordered::new();
+        let mut running: FuturesUnordered<Tagged<'_>> = FuturesUnordered::new();
         let mut next = 0;
         let mut in_order: Vec<Option<Value>> = Vec::new();
         if matches!(g.mode, GroupMode::Gather | GroupMode::Sequence) {
@@ -338,8 +355,7 @@ impl Runner {
                     Node::Step(_) => children_token.clone(),
                     Node::Group(_) | Node::Script(_) => children_token.child_token(),
                 };
-                let fut = self.node(child, path, child_token, None);
-                running.push(Box::pin(async move { (Slot::Child(i), fut.await) }));
+                running.push(Tagged { slot: Slot::Child(i), fut: self.node(child, path, child_token, None) });
                 next += 1;
             }
             let Some((slot, result)) = running.next().await else { break };
@@ -363,9 +379,10 @@ impl Runner {
                             let each_path: Arc<str> = format!("{path}/{}[{k}]", each.name).into();
                             let input = value.clone();
                             let each_token = children_token.clone();
-                            running.push(Box::pin(async move {
-                                (Slot::Each(k), self.step(each, each_path, each_token, Some(input)).await)
-                            }));
+                            running.push(Tagged {
+                                slot: Slot::Each(k),
+                                fut: Box::pin(self.step(each, each_path, each_token, Some(input))),
+                            });
                         }
                         arrived.push(value);
                     }
@@ -459,8 +476,13 @@ impl Runner {
             // Only a timeout cancels an attempt alone; without one the attempt
             // runs under the step's token and costs no token of its own.
             let attempt_token = if s.timeout.is_some() { token.child_token() } else { token.clone() };
-            let (result, timed_out) =
-                guarded(s.timeout, &attempt_token, step::run_attempt(s, &env, &attempt_token)).await;
+            let attempt_run = step::run_attempt(s, &env, &attempt_token);
+            // `guarded` inlined: without a timeout the step holds the attempt
+            // alone (48 bytes), not guarded's state around it (128).
+            let (result, timed_out) = match s.timeout {
+                None => (attempt_run.await, false),
+                Some(limit) => Box::pin(race_timer(limit, &attempt_token, attempt_run)).await,
+            };
             let failure = match result {
                 Ok(out) => break (Ok(out.value), out.truncated),
                 Err(StepError::Cancelled) if timed_out => Failure::new(

@@ -27,6 +27,9 @@ pub(crate) struct Ctx {
     source: Arc<str>,
     lines: LineIndex,
     syntax: Syntax,
+    /// Where the text being read starts in the file: spans of a table parsed
+    /// on its own (`toml.rs`, read by table) are relative to it.
+    base: usize,
     pub(crate) diagnostics: Vec<Diagnostic>,
 }
 
@@ -51,7 +54,7 @@ pub(crate) struct TemplateUse {
 impl Ctx {
     pub(crate) fn new(file: Arc<str>, source: Arc<str>) -> Ctx {
         let lines = LineIndex::new(&source);
-        Ctx { file, source, lines, syntax: Syntax::Toml, diagnostics: Vec::new() }
+        Ctx { file, source, lines, syntax: Syntax::Toml, base: 0, diagnostics: Vec::new() }
     }
 
     /// A context for a Rhai file, whose settings are `const` statements.
@@ -64,14 +67,20 @@ impl Ctx {
         &self.file
     }
 
-    /// 1-based line and column of byte `offset`.
-    pub(crate) fn line_col(&self, offset: usize) -> (usize, usize) {
-        self.lines.line_col(&self.source, offset)
+    /// Spans from now on are relative to byte `base` of the file: the start
+    /// of the table being read on its own.
+    pub(crate) fn set_base(&mut self, base: usize) {
+        self.base = base;
     }
 
-    /// The byte offset of 1-based `line` and `col` (characters).
+    /// 1-based line and column (in the file) of byte `offset`.
+    pub(crate) fn line_col(&self, offset: usize) -> (usize, usize) {
+        self.lines.line_col(&self.source, self.base + offset)
+    }
+
+    /// The byte offset of 1-based `line` and `col` (characters) of the file.
     pub(crate) fn offset(&self, line: usize, col: usize) -> usize {
-        self.lines.offset(&self.source, line, col)
+        self.lines.offset(&self.source, line, col).saturating_sub(self.base)
     }
 
     /// How `key` is set to `value` in this file's language, for help texts:
@@ -83,13 +92,14 @@ impl Ctx {
         }
     }
 
-    /// The file's text.
+    /// The text being read: the file's, from `base` on.
     pub(crate) fn source(&self) -> &str {
-        &self.source
+        self.source.get(self.base..).unwrap_or_default()
     }
 
     /// Records a problem at `span` and returns it to add a label, help or notes.
     pub(crate) fn error(&mut self, span: Range<usize>, message: impl Into<String>) -> &mut Diagnostic {
+        let span = self.base + span.start..self.base + span.end;
         let line_col = self.lines.line_col(&self.source, span.start);
         self.diagnostics.push(Diagnostic::at(self.file.clone(), self.source.clone(), span, line_col, message));
         let last = self.diagnostics.len() - 1;
@@ -272,7 +282,7 @@ impl Ctx {
 
     /// The part of `span` where `needle` is written, or the whole span.
     fn narrow(&self, span: &Range<usize>, needle: &str) -> Range<usize> {
-        self.source
+        self.source()
             .get(span.clone())
             .and_then(|raw| raw.find(needle))
             .map_or(span.clone(), |at| span.start + at..span.start + at + needle.len())

@@ -5,6 +5,8 @@
 //! - `discover.rs`: which files under the given paths are job files.
 //! - `toml.rs`: the TOML format's top level and `[[group]]` tables.
 //! - `step.rs`: `[[step]]` tables and their kinds.
+//! - `sections.rs`: cutting a plain TOML job at its top-level headers, so a
+//!   big one is read a table at a time.
 //! - `rhai.rs`: Rhai job files: the script and its `const` settings.
 //! - `script.rs`: compiling scripts (never running them), placing their
 //!   errors in the file, and TOML `script` / `script_file` steps.
@@ -25,6 +27,7 @@ mod fields;
 mod limits;
 mod rhai;
 mod script;
+mod sections;
 mod step;
 mod toml;
 mod tree;

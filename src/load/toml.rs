@@ -19,6 +19,7 @@ use toml::de::{DeTable, DeValue};
 use super::diagnostic::{LoadError, closest, display_name};
 use super::fields::{Ctx, Value, list};
 use super::limits::{LIMIT_KEYS, read_limits};
+use super::sections::{self, Layout, Section};
 use super::step::{RawStep, STEP_KEYS, StepEnv, parse_step, read_name};
 use super::tree;
 use crate::job::{CatchUp, GroupMode, Job, LimitOverrides, OnError, Overlap, Trigger};
@@ -79,7 +80,70 @@ pub(crate) struct RawGroup {
 }
 
 /// Loads a job from TOML text; `path` names it in messages and in the `Job`.
+///
+/// A file of the plain layout (`sections.rs`) is read a table at a time; if
+/// that finds anything at all to report, or the layout is another, the whole
+/// document is parsed as one and the diagnostics come from there, so they
+/// are the same either way.
 pub(crate) fn load(path: &Path, source: &str) -> Result<Job, LoadError> {
+    if let Some(job) = sections::layout(source).and_then(|layout| load_by_table(path, source, &layout)) {
+        return Ok(job);
+    }
+    load_document(path, source)
+}
+
+/// The job, read a table at a time; `None` if there is anything to report.
+fn load_by_table(path: &Path, source: &str, layout: &Layout) -> Option<Job> {
+    let mut ctx = Ctx::new(display_name(path), Arc::from(source));
+    let preamble = DeTable::parse(&source[layout.preamble.clone()]).ok()?;
+    let preamble = preamble.get_ref();
+    if TABLE_KEYS.iter().any(|k| preamble.contains_key(*k)) {
+        return None;
+    }
+    let mut job = new_job(path, placeholder_root());
+    check_top_keys(&mut ctx, preamble);
+    read_settings(&mut ctx, preamble, &mut job);
+    let mut limits = LimitOverrides::default();
+    for (section, range) in &layout.tables {
+        if *section == Section::ScriptLimits {
+            ctx.set_base(range.start);
+            let table = DeTable::parse(&source[range.clone()]).ok()?;
+            let DeValue::Table(t) = table.get_ref().get("script_limits")?.get_ref() else { return None };
+            limits = script_limits(&mut ctx, t);
+        }
+    }
+    let env = StepEnv { dir: &job.dir, limits: &limits };
+    let count = |s: Section| layout.tables.iter().filter(|(t, _)| *t == s).count();
+    let mut steps = Vec::with_capacity(count(Section::Step));
+    let mut groups = Vec::with_capacity(count(Section::Group));
+    for (section, range) in &layout.tables {
+        let key = match section {
+            Section::Step => "step",
+            Section::Group => "group",
+            Section::ScriptLimits => continue,
+        };
+        // Spans are relative to the table's text (`ctx` knows where it
+        // starts). Those kept for the tree's checks are not shifted: they
+        // only place diagnostics, and a job with any is read again whole.
+        ctx.set_base(range.start);
+        let table = DeTable::parse(&source[range.clone()]).ok()?;
+        let mut found = tables(&mut ctx, table.get_ref(), key);
+        let (Some((t, header)), None) = (found.pop(), found.pop()) else { return None };
+        match section {
+            Section::Step => steps.push(parse_step(&mut ctx, &env, t, header)),
+            _ => groups.push(parse_group(&mut ctx, t, header)),
+        }
+    }
+    ctx.set_base(0);
+    if !ctx.diagnostics.is_empty() || (steps.is_empty() && groups.is_empty()) {
+        return None;
+    }
+    job.root = tree::build(&mut ctx, steps, groups).filter(|_| ctx.diagnostics.is_empty())?;
+    Some(job)
+}
+
+/// The job, parsed as one document: any layout, and every diagnostic.
+fn load_document(path: &Path, source: &str) -> Result<Job, LoadError> {
     let mut ctx = Ctx::new(display_name(path), Arc::from(source));
     let parsed = match DeTable::parse(source) {
         Ok(doc) => doc,
@@ -99,26 +163,12 @@ pub(crate) fn load(path: &Path, source: &str) -> Result<Job, LoadError> {
     let doc = parsed.get_ref();
 
     // The root is replaced below once the tree is built.
-    let mut job = new_job(
-        path,
-        crate::job::Node::Group(crate::job::Group {
-            name: String::new(),
-            mode: GroupMode::Sequence,
-            children: Vec::new(),
-            limit: None,
-            on_error: OnError::Cancel,
-            timeout: None,
-            each: None,
-        }),
-    );
+    let mut job = new_job(path, placeholder_root());
     check_top_keys(&mut ctx, doc);
     read_settings(&mut ctx, doc, &mut job);
     let limits = match doc.get("script_limits") {
         Some(v) => match v.get_ref() {
-            DeValue::Table(t) => {
-                ctx.unknown_keys(t, LIMIT_KEYS, "`[script_limits]`");
-                read_limits(&mut ctx, t)
-            }
+            DeValue::Table(t) => script_limits(&mut ctx, t),
             _ => {
                 ctx.wrong_type("script_limits", v, "a `[script_limits]` table");
                 LimitOverrides::default()
@@ -162,6 +212,25 @@ pub(crate) fn load(path: &Path, source: &str) -> Result<Job, LoadError> {
         // tree::build only returns None after reporting why.
         None => Err(LoadError::whole_file(path, "this job could not be built")),
     }
+}
+
+/// The root a job has until its tree is built.
+fn placeholder_root() -> crate::job::Node {
+    crate::job::Node::Group(crate::job::Group {
+        name: String::new(),
+        mode: GroupMode::Sequence,
+        children: Vec::new(),
+        limit: None,
+        on_error: OnError::Cancel,
+        timeout: None,
+        each: None,
+    })
+}
+
+/// Reads the `[script_limits]` table.
+fn script_limits(ctx: &mut Ctx, table: &DeTable<'_>) -> LimitOverrides {
+    ctx.unknown_keys(table, LIMIT_KEYS, "`[script_limits]`");
+    read_limits(ctx, table)
 }
 
 /// A job from `path` with default settings: named for the file's stem, in
@@ -582,4 +651,59 @@ fn read_children(ctx: &mut Ctx, key: &str, v: &Value<'_>, who: &str, ok: &mut bo
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::{load_by_table, load_document, sections};
+
+    /// Reading a table at a time and reading the whole document give the
+    /// same job, for every example job and for layouts with every section.
+    #[test]
+    fn by_table_and_whole_document_agree() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs");
+        let mut sources: Vec<(std::path::PathBuf, String)> = std::fs::read_dir(&dir)
+            .expect("jobs/")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .map(|p| {
+                let text = std::fs::read_to_string(&p).expect("readable");
+                (p, text)
+            })
+            .collect();
+        assert!(sources.len() >= 4, "the example jobs are there");
+        let mixed = "description = \"d\"\ntimeout = \"1m\"\n[[group]]\nname = \"main\"\nsequence = [\"a\", \"fan\"]\n\
+                     [script_limits]\nmax_operations = 1000\n[[step]]\nname = \"a\"\nsleep = \"1s\"\noutput = [1, [2]]\n\
+                     [[group]]\nname = \"fan\"\nas_completed = [\"b\", \"c\"]\neach = \"e\"\nlimit = 1\n\
+                     [[step]]\nname = \"b\"\nshell = '''\n[[step]]\necho {{ steps.a.output }}\n'''\n\
+                     [[step]]\nname = \"c\"\nscript = \"40 + 2\"\n[[step]]\nname = \"e\"\nexec = [\"echo\", \"{{ input }}\"]\n";
+        sources.push((dir.join("mixed.toml"), mixed.to_string()));
+        for (path, text) in &sources {
+            let whole = load_document(path, text).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+            let layout = sections::layout(text).unwrap_or_else(|| panic!("{} is of the plain layout", path.display()));
+            let by_table =
+                load_by_table(path, text, &layout).unwrap_or_else(|| panic!("{} read by table", path.display()));
+            assert_eq!(by_table, whole, "{}", path.display());
+        }
+    }
+
+    /// Anything to report sends the file to the whole-document reader, whose
+    /// spans are the file's own.
+    #[test]
+    fn a_job_with_a_mistake_is_not_read_by_table() {
+        for text in [
+            "[[step]]\nname = \"a\"\nslep = \"1s\"\n",
+            "[[group]]\nname = \"main\"\ngather = [\"a\", \"b\"]\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n",
+            "[[step]]\nname = \"a\"\nsleep = \"1s\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n",
+            "[[step]]\nname = \"a\"\nsleep = \"1s\"\n[script_limits]\nmax_operation = 1\n",
+            "tmeout = \"1s\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n",
+            "timeout = \"1s\"\n",
+        ] {
+            let layout = sections::layout(text).expect("plain layout");
+            assert_eq!(load_by_table(Path::new("j.toml"), text, &layout), None, "{text:?}");
+            assert!(load_document(Path::new("j.toml"), text).is_err(), "{text:?}");
+        }
+    }
 }

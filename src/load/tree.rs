@@ -171,7 +171,12 @@ pub(crate) fn build(ctx: &mut Ctx, mut steps: Vec<RawStep>, groups: Vec<RawGroup
             continue;
         }
         let g = id - n_steps;
-        let children = tree.children[g].iter().map(|&c| built[c].take()).collect::<Option<Vec<Node>>>()?;
+        // Sized up front (collecting into an Option<Vec> could not be): a
+        // 100,000-child group would otherwise double its way up.
+        let mut children = Vec::with_capacity(tree.children[g].len());
+        for &c in &tree.children[g] {
+            children.push(built[c].take()?);
+        }
         let each = match tree.each[g] {
             Some(e) => match built[e].take()? {
                 Node::Step(step) => Some(Box::new(step)),
