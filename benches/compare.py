@@ -103,8 +103,7 @@ def gather_sleeps(n, ms):
             "gatherd TOML": toml_job(d, name, [("main", "gather", [f"s{i}" for i in range(n)], "")],
                                      [(f"s{i}", f'sleep = "{ms}ms"\n') for i in range(n)]),
             "gatherd Rhai": rhai_job(d, name,
-                f"let steps = [];\nfor i in 0..{n} {{ steps.push(sleep({secs:.3f})); }}\n"
-                f"let r = gather(steps);\nr.len()\n"),
+                f"let r = gather((0..{n}).map(|i| sleep({secs:.3f})));\nr.len()\n"),
         }
     return gen
 
@@ -131,8 +130,8 @@ def as_completed_random(n):
             "gatherd TOML": toml_job(d, name, [("main", "as_completed", [f"s{i}" for i in range(n)], "")],
                                      [(f"s{i}", f'sleep = "{m}ms"\n') for i, m in enumerate(ms)]),
             "gatherd Rhai": rhai_job(d, name,
-                f"let ms = [{floats}];\nlet steps = [];\nfor m in ms {{ steps.push(sleep(m)); }}\n"
-                f"let seen = 0;\nfor r in as_completed(steps) {{ seen += 1; }}\nseen\n"),
+                f"let ms = [{floats}];\n"
+                f"let seen = 0;\nfor r in as_completed(ms.map(|m| sleep(m))) {{ seen += 1; }}\nseen\n"),
         }
     return gen
 

@@ -299,3 +299,26 @@ async fn more_scripts_than_pool_threads_never_deadlock() {
         assert_eq!(outcome.result, Some(json!(i)), "{:?}", outcome.error);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_range_maps_to_a_list_of_steps() {
+    let code = r#"let r = gather((0..3).map(|i| sleep(i * 0.5, i * 10)));
+                  r + (1..=2).map(|i| i * i)"#;
+    let (outcome, report) = run_script(code).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{:?}", outcome.error);
+    assert_eq!(outcome.result, Some(json!([0, 10, 20, 1, 4])));
+    assert_eq!(report.duration_ms, 1000, "the three sleeps ran together");
+    assert_eq!(timing(&report, "main/gather_1/sleep_3"), (Status::Succeeded, Some(0), Some(1000)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_range_map_longer_than_max_array_len_is_refused_before_it_runs() {
+    let limits = LimitOverrides { max_array_len: Some(10), ..LimitOverrides::default() };
+    let code = "let n = 0; let r = (0..11).map(|i| { n += 1; i }); n";
+    let (outcome, _) = run_with(script_job_with(code, limits), RunContext::new(BlockingPool::simulated(2))).await;
+    assert_eq!(outcome.status, Status::Failed);
+    let error = outcome.error.unwrap_or_default();
+    assert!(error.contains("max_array_len (10)"), "{error}");
+    let (outcome, _) = run_script("(0..0).map(|i| i).len() + (3..=2).map(|i| i).len()").await;
+    assert_eq!(outcome.result, Some(json!(0)), "{:?}", outcome.error);
+}

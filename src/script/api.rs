@@ -15,7 +15,7 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use rhai::{AST, Array, Dynamic, Engine, EvalAltResult, FnPtr, ImmutableString, Map, Position};
+use rhai::{AST, Array, Dynamic, Engine, EvalAltResult, FnPtr, INT, ImmutableString, Map, NativeCallContext, Position};
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -376,6 +376,7 @@ fn text_of(map: &Map, key: &str) -> RhaiResult<Option<String>> {
 /// Registers the whole API on the script's `engine`.
 pub fn register(engine: &mut Engine, link: &Link) {
     register_step_values(engine);
+    register_range_map(engine);
     register_blocking(engine, link, None);
     let l = link.clone();
     engine.on_print(move |text| l.log(false, text));
@@ -475,6 +476,7 @@ pub fn register(engine: &mut Engine, link: &Link) {
 fn sandbox_for_thread(sandbox_: &Sandbox, link: &Link, cancelled: CancelProbe) -> Engine {
     let mut engine = sandbox(sandbox_);
     register_step_values(&mut engine);
+    register_range_map(&mut engine);
     register_blocking(&mut engine, link, Some(cancelled));
     engine
 }
@@ -496,6 +498,34 @@ fn register_blocking(engine: &mut Engine, _link: &Link, cancelled: Option<Cancel
 }
 
 /// The step constructors and their modifiers: pure descriptions, no I/O.
+/// `(0..n).map(|i| ...)` (and `0..=n`): the array of what the closure gives
+/// for each number, Python's `[f(i) for i in range(n)]`. The way to build a
+/// big list of steps: Rhai re-measures an array after every in-place change
+/// such as `push` (its data-size limits), so filling one in a loop costs
+/// O(n²); this builds it in one call, checked against `max_array_len` first.
+fn register_range_map(engine: &mut Engine) {
+    /// The closure's values for `start`, `start + 1`, … (`len` of them).
+    fn map(ctx: &NativeCallContext, start: INT, len: u64, f: &FnPtr) -> RhaiResult<Array> {
+        let limit = ctx.engine().max_array_size();
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        if limit > 0 && len > limit {
+            return Err(error(format!(
+                "map over {len} numbers would make an array longer than max_array_len ({limit})"
+            )));
+        }
+        (0..len).map(|k| f.call_raw(ctx, None, [Dynamic::from(start.wrapping_add(k as INT))])).collect()
+    }
+    engine.register_fn("map", |ctx: NativeCallContext, r: std::ops::Range<INT>, f: FnPtr| {
+        let len = if r.end > r.start { r.end.abs_diff(r.start) } else { 0 };
+        map(&ctx, r.start, len, &f)
+    });
+    engine.register_fn("map", |ctx: NativeCallContext, r: std::ops::RangeInclusive<INT>, f: FnPtr| {
+        let (start, end) = (*r.start(), *r.end());
+        let len = if end >= start { end.abs_diff(start).saturating_add(1) } else { 0 };
+        map(&ctx, start, len, &f)
+    });
+}
+
 fn register_step_values(engine: &mut Engine) {
     engine
         .register_type_with_name::<StepValue>("Step")
