@@ -144,9 +144,12 @@ def pool_workload(blocking, asyncs, ms):
             "Python asyncio": py_script(d, name,
                 "async def main():\n"
                 f"    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers={POOL}))\n"
+                "    start = time.monotonic()\n"
+                "    async def asyncs():\n"
+                f"        await asyncio.gather(*[asyncio.sleep({secs}) for _ in range({asyncs})])\n"
+                "        print(f'ASYNC_DONE_MS {(time.monotonic() - start) * 1000:.1f}', file=sys.stderr)\n"
                 f"    jobs = [asyncio.to_thread(time.sleep, {secs}) for _ in range({blocking})]\n"
-                f"    jobs += [asyncio.sleep({secs}) for _ in range({asyncs})]\n"
-                "    await asyncio.gather(*jobs)"),
+                "    await asyncio.gather(*jobs, asyncs())"),
             "raw tokio": [str(RAW_TOKIO), "pool", str(blocking), str(POOL), str(ms), str(asyncs)],
             "gatherd TOML": toml_job(d, name,
                 [("main", "gather", ["blocking", "async"], ""),
@@ -230,6 +233,7 @@ def run_once(argv, side, tmp):
             kib = int(rss_path.read_text().split()[-1])
         except (OSError, ValueError, IndexError):
             kib = None
+    async_ms = None
     if code != 0:
         tail = err_path.read_bytes()[-400:].decode(errors="replace").strip()
         error = f"exit {code}: {tail}"
@@ -238,15 +242,33 @@ def run_once(argv, side, tmp):
             doc = json.loads(out_path.read_bytes())
             if doc.get("status") != "succeeded":
                 error = f"status {doc.get('status')}: {doc.get('error')}"
+            async_ms = async_done_ms(doc)
         except ValueError as e:
             error = f"no JSON on stdout: {e}"
-    return wall, kib, error
+    else:
+        for line in err_path.read_text(errors="replace").splitlines():
+            if line.startswith("ASYNC_DONE_MS "):
+                async_ms = float(line.split()[1])
+    return wall, kib, error, async_ms
+
+
+def async_done_ms(doc):
+    """Workload 4 in a gatherd report: when the async sleeps were all done (the
+    TOML job's `async` group, or a Rhai job's last `sleep`); None elsewhere."""
+    steps = doc.get("steps", [])
+    for s in steps:
+        if s.get("path") == "main/async":
+            return s.get("end_ms")
+    if any(s.get("kind") == "to_thread" for s in steps):
+        ends = [s.get("end_ms") for s in steps if s.get("kind") == "sleep" and s.get("end_ms") is not None]
+        return max(ends) if ends else None
+    return None
 
 
 def measure(argv, side, runs, tmp):
-    walls, rss, errors = [], [], []
+    walls, rss, errors, asyncs = [], [], [], []
     for _ in range(runs):
-        wall, kib, error = run_once(argv, side, tmp)
+        wall, kib, error, async_ms = run_once(argv, side, tmp)
         if error:
             errors.append(error)
         elif kib is None:
@@ -254,10 +276,13 @@ def measure(argv, side, runs, tmp):
         else:
             walls.append(wall)
             rss.append(kib)
+            if async_ms is not None:
+                asyncs.append(async_ms)
     return {
         "wall": statistics.median(walls) if walls else None,
         "walls": walls,
         "rss": statistics.median(rss) if rss else None,
+        "async_ms": statistics.median(asyncs) if asyncs else None,
         "errors": errors,
     }
 
@@ -353,6 +378,10 @@ def report(results, args, total):
         if n:
             head += " RSS / step |"
             rule += " ---: |"
+        pool = wid == "4"
+        if pool:
+            head += " async sleeps done |"
+            rule += " ---: |"
         head += " wall ÷ tokio | wall ÷ Python | excess ÷ tokio | excess ÷ Python | runs |"
         rule += " ---: | ---: | ---: | ---: | --- |"
         lines += [head, rule]
@@ -363,6 +392,9 @@ def report(results, args, total):
             row = f"| {side} | {fmt_s(r['wall'])} | {fmt_s(exc(r))} | {fmt_mib(r['rss'])} |"
             if n:
                 row += " —" if r["rss"] is None else f" {r['rss'] * 1024 / n:,.0f} B"
+                row += " |"
+            if pool:
+                row += " —" if r.get("async_ms") is None else f" {r['async_ms']:.1f} ms"
                 row += " |"
             row += (f" {fmt_ratio(r['wall'], tok['wall'])} | {fmt_ratio(r['wall'], py['wall'])} |"
                     f" {fmt_ratio(exc(r), exc(tok), 0.001)} | {fmt_ratio(exc(r), exc(py), 0.001)} |")

@@ -77,13 +77,22 @@ async fn main() {
                     tokio::task::spawn_blocking(move || std::thread::sleep(Duration::from_millis(ms))).await.is_ok()
                 });
             }
+            // When the last async sleep ended, from the start: the pool must
+            // not delay them (printed for benches/compare.py).
+            let start = std::time::Instant::now();
+            let async_done = Arc::new(std::sync::atomic::AtomicU64::new(0));
             for _ in 0..asyncs {
+                let async_done = async_done.clone();
                 set.spawn(async move {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
+                    let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    async_done.fetch_max(us, std::sync::atomic::Ordering::Relaxed);
                     true
                 });
             }
-            drain(set).await
+            let code = drain(set).await;
+            eprintln!("ASYNC_DONE_MS {:.1}", async_done.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0);
+            code
         }
         Some("exec") => {
             let n: usize = arg(&args, 2);
