@@ -7,6 +7,7 @@ use clap::Parser;
 use gatherd::cli::{self, Cli};
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     cli::logging::init(cli.log_settings());
     // Blocking-pool threads run `script` steps and `to_thread` closures (Rhai,
@@ -17,6 +18,24 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");
             ExitCode::from(cli::exit::FAILED)
+        }
+    }
+}
+
+/// glibc gives each thread that allocates its own heap ("arena"), up to eight
+/// per core. A run allocates on the runtime's workers, the report's task and
+/// a script's thread, and frees across them, so memory freed in one arena is
+/// not reused by another: a 100,000-step run peaked at 176 MB with the
+/// default and 146 MB with one arena, at the same speed (the per-thread
+/// caches serve small blocks without the lock). Two keep a little slack for
+/// the daemon's many threads; `MALLOC_ARENA_MAX` in the environment still wins.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a glibc tuning parameter; it is called
+        // before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
         }
     }
 }

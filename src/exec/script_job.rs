@@ -227,7 +227,7 @@ impl<'a> Driver<'a> {
     }
 
     fn named(&mut self, mut step: Step) -> Step {
-        step.name = self.name(&step.name, step.kind.key());
+        step.name = self.name(&step.name, step.kind.key()).into();
         step
     }
 

@@ -361,7 +361,7 @@ impl Runner {
             let Some((slot, result)) = running.next().await else { break };
             let who = match slot {
                 Slot::Child(i) => g.children[i].name().to_string(),
-                Slot::Each(k) => format!("{}[{k}]", g.each.as_ref().map_or("each", |e| e.name.as_str())),
+                Slot::Each(k) => format!("{}[{k}]", g.each.as_ref().map_or("each", |e| &*e.name)),
             };
             match result {
                 Ok(value) => match (g.mode, slot) {
@@ -465,7 +465,7 @@ impl Runner {
         input: Option<Value>,
     ) -> NodeResult {
         let started = self.now();
-        let name: Arc<str> = s.name.as_str().into();
+        let name = s.name.clone();
         let kind = s.kind.key();
         self.emit(RunEvent::NodeStarted { path: path.clone(), name: name.clone(), kind, at: started });
         let inputs = || self.inputs(input.as_ref());

@@ -224,7 +224,7 @@ pub enum OnError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     /// Unique among groups and steps of the job.
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     /// What the step does.
     pub kind: StepKind,
     /// Run on the bounded blocking pool (`asyncio.to_thread`).

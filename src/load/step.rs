@@ -203,7 +203,9 @@ pub(crate) fn parse_step(ctx: &mut Ctx, env: &StepEnv<'_>, table: &DeTable<'_>, 
     }
 
     let step = match (ok, name.as_ref(), kind) {
-        (true, Some((name, _)), Some(kind)) => Some(Step { name: name.clone(), kind, blocking, timeout, retry }),
+        (true, Some((name, _)), Some(kind)) => {
+            Some(Step { name: name.as_str().into(), kind, blocking, timeout, retry })
+        }
         _ => None,
     };
     RawStep { name, step, uses }

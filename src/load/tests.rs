@@ -305,7 +305,7 @@ shell = "echo {{ steps.fan.output }}"
     assert_eq!(fan.limit.map(|l| l.get()), Some(2));
     assert_eq!(names(fan), ["a", "b"]);
     let each = fan.each.as_ref().expect("each step");
-    assert_eq!(each.name, "report");
+    assert_eq!(&*each.name, "report");
     assert_eq!(job.root.step_count(), Some(4));
 }
 

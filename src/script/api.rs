@@ -266,7 +266,7 @@ pub struct StepValue {
 
 impl StepValue {
     fn new(kind: StepKind) -> StepValue {
-        StepValue { step: Step { name: String::new(), kind, blocking: false, timeout: None, retry: Retry::default() } }
+        StepValue { step: Step { name: "".into(), kind, blocking: false, timeout: None, retry: Retry::default() } }
     }
 
     /// The step it describes (name empty when unnamed).
@@ -530,7 +530,7 @@ fn register_step_values(engine: &mut Engine) {
     engine
         .register_type_with_name::<StepValue>("Step")
         .register_fn("named", |s: StepValue, name: ImmutableString| StepValue {
-            step: Step { name: name.to_string(), ..s.step },
+            step: Step { name: name.as_str().into(), ..s.step },
         })
         .register_fn("timeout", |s: StepValue, secs: Dynamic| -> RhaiResult<StepValue> {
             let t = seconds(&secs)?;
