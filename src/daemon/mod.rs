@@ -104,10 +104,10 @@ struct Done {
 }
 
 /// The debounce of file events. A close-after-write or a rename-into already
-/// says the file is complete; the debounce only folds a burst of events for one
-/// path (an editor's save) into one, and a duplicate would be harmless anyway
-/// (the content hash tells an unchanged file), so it is short: it is the floor
-/// of the drop → run latency.
+/// says the file is complete, so the watcher reports it at once; the debounce
+/// only folds what follows for the same path (an editor's second write) into
+/// one report once the path has been quiet this long. A duplicate would be
+/// harmless anyway (the content hash tells an unchanged file), so it is short.
 const DEBOUNCE: Duration = Duration::from_millis(10);
 
 /// Runs the daemon until SIGTERM or SIGINT; returns after every run has ended.
