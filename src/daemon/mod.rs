@@ -242,6 +242,9 @@ struct Supervisor {
     live: Live,
     /// Prometheus metrics, fed by every run.
     metrics: Arc<Metrics>,
+    /// How many entries of `table` are invalid (kept as a count so the status
+    /// reported after every event does not walk the table).
+    invalid_jobs: usize,
     /// Whether the start-up scan is done. Before it, a job file's history
     /// decides (a one-shot that ran is not re-run; missed fires are caught
     /// up); a file that appears later is new and runs as such.
@@ -265,6 +268,7 @@ impl Supervisor {
             shutdown: CancellationToken::new(),
             next_seq: 0,
             systemd: Systemd,
+            invalid_jobs: 0,
         }
     }
 
@@ -274,14 +278,16 @@ impl Supervisor {
         self.metrics.read_pool_busy_from(move || i64::try_from(pool.busy()).unwrap_or(i64::MAX));
     }
 
+    /// The one-line status; O(1), as it is reported after every event.
     fn status_line(&self) -> String {
-        let invalid = self.table.values().filter(|e| e.invalid.is_some()).count();
-        let scheduled = self.table.values().filter(|e| e.timer.is_some()).count();
+        debug_assert_eq!(self.invalid_jobs, self.table.values().filter(|e| e.invalid.is_some()).count());
+        // Every entry with a timer has its one key in `timers`.
+        debug_assert_eq!(self.timers.len(), self.table.values().filter(|e| e.timer.is_some()).count());
         format!(
             "{} jobs ({} scheduled, {} invalid); {} runs in flight, {} waiting",
             self.table.len(),
-            scheduled,
-            invalid,
+            self.timers.len(),
+            self.invalid_jobs,
             self.admission.running(),
             self.admission.waiting()
         )
@@ -289,7 +295,7 @@ impl Supervisor {
 
     fn report_status(&self) {
         self.systemd.status(&self.status_line());
-        self.metrics.set_invalid_jobs(self.table.values().filter(|e| e.invalid.is_some()).count());
+        self.metrics.set_invalid_jobs(self.invalid_jobs);
     }
 
     /// Reads every job file again and applies what changed: the start-up scan,
@@ -368,11 +374,16 @@ impl Supervisor {
                 if entry.job.is_some() {
                     tracing::warn!(job = %id, "keeping the last valid version until the file is fixed or removed");
                 }
-                entry.invalid = Some(e);
+                if entry.invalid.replace(e).is_none() {
+                    self.invalid_jobs += 1;
+                }
                 return;
             }
         };
         let was_invalid = entry.invalid.take().is_some();
+        if was_invalid {
+            self.invalid_jobs -= 1;
+        }
         let first_version = entry.job.is_none();
         let same_timing = entry.job.as_ref().is_some_and(|old| old.trigger == job.trigger && old.jitter == job.jitter);
         tracing::info!(job = %id, trigger = %describe(&job.trigger), fixed = was_invalid, "job loaded");
@@ -776,6 +787,9 @@ impl Supervisor {
     fn remove(&mut self, id: &JobId) {
         self.cancel_timer(id);
         let Some(entry) = self.table.remove(id) else { return };
+        if entry.invalid.is_some() {
+            self.invalid_jobs -= 1;
+        }
         let waiting = self.admission.forget(|f| &f.job == id);
         if !entry.running.is_empty() {
             tracing::info!(job = %id, runs = entry.running.len(), "job file removed; cancelling its runs");
