@@ -361,9 +361,7 @@ impl Supervisor {
             valid: loaded.job.is_ok(),
             diagnostic: loaded.job.as_ref().err().map(ToString::to_string),
         };
-        if let Err(e) = self.store.upsert_job(record).await {
-            tracing::error!(job = %id, "cannot record the job file in the store: {e}");
-        }
+        self.store.record_job(record);
         let entry = self.table.entry(id.clone()).or_default();
         let job = match loaded.job {
             Ok(job) => job,
