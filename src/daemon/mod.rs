@@ -110,6 +110,11 @@ struct Done {
 /// harmless anyway (the content hash tells an unchanged file), so it is short.
 const DEBOUNCE: Duration = Duration::from_millis(10);
 
+/// The most file events handled (their files read in one blocking call) in
+/// one turn of the loop, so timers, commands and ends of runs are not held
+/// up for long by a burst.
+const FILE_BATCH: usize = 256;
+
 /// Runs the daemon until SIGTERM or SIGINT; returns after every run has ended.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     if !opts.jobs.is_dir() {
@@ -173,7 +178,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = sigint.recv() => break,
             _ = sighup.recv() => sup.reload().await,
             event = async { match file_events.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => match event {
-                Some(event) => sup.on_file_event(event).await,
+                Some(event) => {
+                    // With those already waiting: a burst is read in batches.
+                    let mut events = vec![event];
+                    while events.len() < FILE_BATCH
+                        && let Some(event) = file_events.as_mut().and_then(|rx| rx.try_recv().ok())
+                    {
+                        events.push(event);
+                    }
+                    sup.on_file_events(events).await;
+                }
                 None => {
                     // Scheduled jobs go on; new files are found on SIGHUP.
                     tracing::error!("the folder watcher stopped: file changes are no longer seen until a reload (SIGHUP)");
@@ -326,24 +340,55 @@ impl Supervisor {
         self.report_status();
     }
 
-    async fn on_file_event(&mut self, event: JobFileEvent) {
-        match event {
-            JobFileEvent::Changed { id } => {
-                let path = id.path(&self.opts.jobs);
-                match tokio::task::spawn_blocking(move || table::read(&path)).await {
-                    Ok(Ok(loaded)) => self.apply(id, loaded).await,
-                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => self.remove(&id),
-                    Ok(Err(e)) => tracing::warn!(job = %id, "cannot read the job file: {e}"),
-                    Err(e) => tracing::error!(job = %id, "reading the job file failed: {e}"),
+    /// File events, in the order the watcher sent them. The files of
+    /// consecutive `Changed` events are read in one blocking call.
+    async fn on_file_events(&mut self, events: Vec<JobFileEvent>) {
+        let mut changed = Vec::new();
+        for event in events {
+            match event {
+                JobFileEvent::Changed { id } => changed.push(id),
+                JobFileEvent::Removed { id } => {
+                    self.read_and_apply(std::mem::take(&mut changed)).await;
+                    self.remove(&id);
+                }
+                JobFileEvent::Rescan { reason } => {
+                    self.read_and_apply(std::mem::take(&mut changed)).await;
+                    tracing::warn!("file events may have been lost ({reason}); rescanning the jobs folder");
+                    self.rescan().await;
                 }
             }
-            JobFileEvent::Removed { id } => self.remove(&id),
-            JobFileEvent::Rescan { reason } => {
-                tracing::warn!("file events may have been lost ({reason}); rescanning the jobs folder");
-                self.rescan().await;
+        }
+        self.read_and_apply(changed).await;
+        self.report_status();
+    }
+
+    /// Reads these job files (off the runtime, in one go) and applies each.
+    async fn read_and_apply(&mut self, ids: Vec<JobId>) {
+        if ids.is_empty() {
+            return;
+        }
+        let root = self.opts.jobs.clone();
+        let count = ids.len();
+        let read = tokio::task::spawn_blocking(move || {
+            ids.into_iter()
+                .map(|id| {
+                    let loaded = table::read(&id.path(&root));
+                    (id, loaded)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let found = match read {
+            Ok(found) => found,
+            Err(e) => return tracing::error!(files = count, "reading job files failed: {e}"),
+        };
+        for (id, loaded) in found {
+            match loaded {
+                Ok(loaded) => self.apply(id, loaded).await,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.remove(&id),
+                Err(e) => tracing::warn!(job = %id, "cannot read the job file: {e}"),
             }
         }
-        self.report_status();
     }
 
     /// A job file was read: take the new version (or report why not) and
