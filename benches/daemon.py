@@ -9,6 +9,8 @@ lines. Standard library only.
     python3 benches/daemon.py --quick    # a few seconds: proves the harness works
     python3 benches/daemon.py --only latency --only burst --repeat 3
                                          # some parts, several times (medians printed)
+    python3 benches/daemon.py --binary /tmp/old-gatherd --only burst
+                                         # another build (no cargo build), for before/after
 
 The numbers are for one run on one machine; the latency includes reading the
 log line back through a pipe, so it is an upper bound of the daemon's own.
@@ -26,8 +28,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BINARY = ROOT / "target" / "release" / "gatherd"
+BINARY = ROOT / "target" / "release" / "gatherd"  # --binary replaces it
 ONE_SHOT = '[[step]]\nname = "t"\nsleep = "0s"\n'
+binary = BINARY
 
 
 class Daemon:
@@ -37,7 +40,7 @@ class Daemon:
         self.lines = []
         self.cond = threading.Condition()
         self.proc = subprocess.Popen(
-            [str(BINARY), "daemon", "--jobs", str(jobs), "--state", str(state),
+            [str(binary), "daemon", "--jobs", str(jobs), "--state", str(state),
              "--log-format", "json", "--log-level", "info", "--api-listen", "127.0.0.1:0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             env={k: v for k, v in os.environ.items() if k not in ("RUST_LOG", "NOTIFY_SOCKET")},
@@ -186,8 +189,13 @@ def main():
     parser.add_argument("--only", action="append", choices=PARTS, help="run this part only (repeatable)")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="run each part N times; with N > 1 every run and the median of each figure are printed")
+    parser.add_argument("--binary", type=Path, help="run this gatherd instead of building target/release/gatherd")
     args = parser.parse_args()
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    global binary
+    if args.binary:
+        binary = args.binary.resolve()
+    else:
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     drops, files, jobs, seconds, steps = (50, 200, 100, 2, 500) if args.quick else (1000, 10000, 1000, 60, 10000)
     parts = {
         "recording": lambda: recording(steps),
