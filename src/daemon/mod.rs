@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::time::DelayQueue;
 
 use self::admit::Admission;
-use self::control::{Command, DaemonControl, Live};
+use self::control::{Command, DaemonControl, Live, LiveRun};
 use self::log_sink::RunLog;
 use self::systemd::Systemd;
 use self::table::{Entry, Loaded, Running};
@@ -715,11 +715,12 @@ impl Supervisor {
             }
             let log = RunLog { job: id.to_string(), run_id: run_id.unwrap_or(-1), cause: fire.cause };
             let recorder = store.recorder();
-            // Live subscribers (server-sent events) of this run.
+            // Live subscribers (server-sent events) of this run; the channel
+            // itself is made by the first subscriber.
             let broadcast = run_id.map(|run_id| {
-                let (tx, _) = tokio::sync::broadcast::channel(1024);
-                live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(run_id, tx.clone());
-                tx
+                let slot = LiveRun::default();
+                live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(run_id, slot.clone());
+                slot
             });
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             // The run's sinks — the log, the store, metrics and live
@@ -728,7 +729,7 @@ impl Supervisor {
                 while let Some(event) = rx.recv().await {
                     log.event(&event);
                     observe(&metrics, id.as_str(), &event);
-                    if let Some(b) = broadcast.as_ref().filter(|b| b.receiver_count() > 0) {
+                    if let Some(b) = broadcast.as_ref().and_then(|b| b.get()).filter(|b| b.receiver_count() > 0) {
                         let _ = b.send(event.clone());
                     }
                     if let Some(run_id) = run_id {
