@@ -609,7 +609,8 @@ impl Supervisor {
         if self.shutdown.is_cancelled() {
             return refuse(reply, ControlError::Stopping);
         }
-        let busy = !entry.running.is_empty() || self.admission.is_waiting(|f| f.job == id);
+        debug_assert_eq!(entry.waiting > 0, self.admission.is_waiting(|f| f.job == id));
+        let busy = !entry.running.is_empty() || entry.waiting > 0;
         if busy {
             match job.overlap {
                 Overlap::Skip => {
@@ -642,6 +643,7 @@ impl Supervisor {
                         r.cancel.cancel();
                     }
                     self.admission.forget(|f| f.job == id);
+                    entry.waiting = 0;
                 }
                 Overlap::Allow => {}
             }
@@ -651,7 +653,20 @@ impl Supervisor {
             Some(fire) => self.start(fire),
             None => {
                 tracing::info!(job = %id, semaphore = job.semaphore.as_deref().unwrap_or(""), "waiting for a free slot");
+                if let Some(entry) = self.table.get_mut(&id) {
+                    entry.waiting += 1;
+                }
             }
+        }
+    }
+
+    /// Starts runs that waited in admission and now hold their slots.
+    fn start_released(&mut self, fires: Vec<Fire>) {
+        for fire in fires {
+            if let Some(entry) = self.table.get_mut(&fire.job) {
+                entry.waiting = entry.waiting.saturating_sub(1);
+            }
+            self.start(fire);
         }
     }
 
@@ -663,9 +678,8 @@ impl Supervisor {
             if let Some(reply) = fire.reply {
                 let _ = reply.send(Err(ControlError::NoSuchJob(fire.job.to_string())));
             }
-            for next in self.admission.release(None) {
-                self.start(next);
-            }
+            let released = self.admission.release(None);
+            self.start_released(released);
             return;
         };
         self.next_seq += 1;
@@ -809,9 +823,8 @@ impl Supervisor {
                 queued = entry.queued.take();
             }
         }
-        for next in self.admission.release(done.semaphore.as_deref()) {
-            self.start(next);
-        }
+        let released = self.admission.release(done.semaphore.as_deref());
+        self.start_released(released);
         if let Some((cause, due)) = queued {
             self.fire(done.job.clone(), cause, due);
         }
@@ -864,9 +877,8 @@ impl Supervisor {
                         self.watch_pool();
                     }
                     self.admission.set_limits(self.opts.max_concurrent_runs(), self.opts.semaphores());
-                    for fire in self.admission.start_waiting() {
-                        self.start(fire);
-                    }
+                    let released = self.admission.start_waiting();
+                    self.start_released(released);
                     tracing::info!(
                         max_concurrent_runs = self.opts.max_concurrent_runs(),
                         blocking_threads = self.pool.size(),
