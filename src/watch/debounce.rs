@@ -219,10 +219,21 @@ impl Debouncer {
         due
     }
 
-    /// Whether `rel` has something of its own going on (a writer, or a report
-    /// waiting), so a folder scan that finds it should leave it to that.
-    pub(super) fn is_busy(&self, rel: &str) -> bool {
-        self.pending.get(rel).is_some_and(|p| p.writing || p.report.is_some())
+    /// A scan of a folder that arrived found the job file `rel` at `now`:
+    /// whether to report it changed. Not when it has something of its own
+    /// going on — a writer, a report waiting, or a report that went out within
+    /// the delay (reported at once on its close, before the scan) — so one file
+    /// is one report. But a removal waiting (the folder went away and came
+    /// back) is void: the file is here, reported changed, and the removal is
+    /// not sent.
+    pub(super) fn found_in_folder(&mut self, rel: &str, now: Instant) -> bool {
+        let Some(p) = self.pending.get_mut(rel) else { return true };
+        if !p.writing && p.report.is_some_and(|(r, _)| r.is_removal()) {
+            p.report = None;
+            p.coalesce_until = Some(now + self.delay);
+            return true;
+        }
+        !(p.writing || p.report.is_some() || p.coalesce_until.is_some_and(|until| now < until))
     }
 
     /// Records that `rel` was reported present (`true`) or gone.
@@ -267,7 +278,7 @@ mod tests {
         assert_eq!(d.next_deadline(), Some(ms(t0, 6_010)), "complete: due at once");
         assert_eq!(d.take_due(ms(t0, 6_010)), [Due::Changed(s("x.toml"))]);
         assert_eq!(d.next_deadline(), None);
-        assert!(!d.is_busy("x.toml"));
+        assert!(d.found_in_folder("x.toml", ms(t0, 6_200)), "nothing of its own going on any more");
         assert!(d.take_due(ms(t0, 6_500)).is_empty(), "reported once");
     }
 
@@ -288,6 +299,34 @@ mod tests {
         // Quiet for the delay since that report: at once again.
         d.observe(Fact::Closed(s("x.toml")), ms(t0, 400));
         assert_eq!(d.take_due(ms(t0, 400)), [Due::Changed(s("x.toml"))]);
+    }
+
+    #[test]
+    fn a_file_found_by_a_folder_scan_is_left_to_its_own_report() {
+        let t0 = Instant::now();
+        let mut d = Debouncer::new(D, []);
+        d.observe(Fact::FolderCreated(s("sub")), t0);
+        d.observe(Fact::Created(s("sub/a.toml")), ms(t0, 1));
+        d.observe(Fact::Closed(s("sub/a.toml")), ms(t0, 2));
+        assert_eq!(d.take_due(ms(t0, 2)), [Due::Changed(s("sub/a.toml"))]);
+        d.observe(Fact::Written(s("sub/b.toml")), ms(t0, 3));
+        assert_eq!(d.take_due(ms(t0, 100)), [Due::Arrived(s("sub"))]);
+        // The scan of sub finds all three.
+        assert!(!d.found_in_folder("sub/a.toml", ms(t0, 100)), "reported just now");
+        assert!(!d.found_in_folder("sub/b.toml", ms(t0, 100)), "still being written");
+        assert!(d.found_in_folder("sub/c.toml", ms(t0, 100)), "nothing of its own: the scan reports it");
+        assert!(d.found_in_folder("sub/a.toml", ms(t0, 200)), "its report is past the delay");
+    }
+
+    #[test]
+    fn a_folder_moved_out_and_straight_back_keeps_its_files() {
+        let t0 = Instant::now();
+        let mut d = Debouncer::new(D, [s("team/a.toml")]);
+        d.observe(Fact::Gone(s("team")), t0);
+        d.observe(Fact::Arrived(s("team")), ms(t0, 5));
+        assert_eq!(d.take_due(ms(t0, 5)), [Due::Arrived(s("team"))]);
+        assert!(d.found_in_folder("team/a.toml", ms(t0, 5)), "here again: changed");
+        assert!(d.take_due(ms(t0, 500)).is_empty(), "and its removal is not sent");
     }
 
     #[test]

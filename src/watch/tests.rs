@@ -208,6 +208,24 @@ async fn a_folder_moved_in_changes_each_job_and_moved_out_removes_each() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_moved_out_and_straight_back_keeps_its_jobs() {
+    let mut f = Folder::with(&[("team/a.toml", ""), ("team/deep/b.rhai", "")]);
+    let outside = f.tmp.path().join("team");
+    fs::rename(f.path("team"), &outside).unwrap();
+    fs::rename(&outside, f.path("team")).unwrap();
+    let events = f.events().await;
+    // However the two renames were taken (together or apart), each job's last
+    // word is that it is there.
+    for job in ["team/a.toml", "team/deep/b.rhai"] {
+        let last = events
+            .iter()
+            .rev()
+            .find(|e| matches!(e, JobFileEvent::Changed { id } | JobFileEvent::Removed { id } if id.as_str() == job));
+        assert_eq!(last, Some(&changed(job)), "{events:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folder_deleted_removes_each_job() {
     let mut f = Folder::with(&[("sub/a.toml", ""), ("sub/deep/b.toml", ""), ("c.toml", "")]);
     fs::remove_dir_all(f.path("sub")).unwrap();

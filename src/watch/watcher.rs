@@ -239,7 +239,7 @@ enum Seen {
 
 /// Turns due reports into events: looks at the disk (off the runtime) where a
 /// report needs it, drops folder-scan finds that have a report of their own
-/// coming, and orders them: a rescan, then removals, then changes.
+/// (coming, or just sent), and orders them: a rescan, then removals, then changes.
 async fn settle(root: &Path, debouncer: &mut Debouncer, due: Vec<Due>) -> Vec<JobFileEvent> {
     let mut rescan = None;
     let mut removed = BTreeSet::new();
@@ -262,6 +262,7 @@ async fn settle(root: &Path, debouncer: &mut Debouncer, due: Vec<Due>) -> Vec<Jo
         let rescanning = rescan.is_some();
         match tokio::task::spawn_blocking(move || look(&root_owned, to_look, rescanning)).await {
             Ok(seen) => {
+                let now = Instant::now();
                 for s in seen {
                     match s {
                         Seen::Changed(rel) => {
@@ -271,7 +272,7 @@ async fn settle(root: &Path, debouncer: &mut Debouncer, due: Vec<Due>) -> Vec<Jo
                             removed.insert(rel);
                         }
                         Seen::InFolder(rel) => {
-                            if !debouncer.is_busy(&rel) {
+                            if debouncer.found_in_folder(&rel, now) {
                                 changed.insert(rel);
                             }
                         }
