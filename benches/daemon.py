@@ -7,6 +7,10 @@ lines. Standard library only.
     python3 benches/daemon.py            # full: a 10,000-step run recorded, 1,000 drops,
                                          # 10,000 files, 60 s idle
     python3 benches/daemon.py --quick    # a few seconds: proves the harness works
+    python3 benches/daemon.py --only latency --only burst --repeat 3
+                                         # some parts, several times (medians printed)
+    python3 benches/daemon.py --binary /tmp/old-gatherd --only burst
+                                         # another build (no cargo build), for before/after
 
 The numbers are for one run on one machine; the latency includes reading the
 log line back through a pipe, so it is an upper bound of the daemon's own.
@@ -24,8 +28,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BINARY = ROOT / "target" / "release" / "gatherd"
+BINARY = ROOT / "target" / "release" / "gatherd"  # --binary replaces it
 ONE_SHOT = '[[step]]\nname = "t"\nsleep = "0s"\n'
+binary = BINARY
 
 
 class Daemon:
@@ -35,7 +40,7 @@ class Daemon:
         self.lines = []
         self.cond = threading.Condition()
         self.proc = subprocess.Popen(
-            [str(BINARY), "daemon", "--jobs", str(jobs), "--state", str(state),
+            [str(binary), "daemon", "--jobs", str(jobs), "--state", str(state),
              "--log-format", "json", "--log-level", "info", "--api-listen", "127.0.0.1:0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             env={k: v for k, v in os.environ.items() if k not in ("RUST_LOG", "NOTIFY_SOCKET")},
@@ -175,21 +180,39 @@ def idle(n, seconds):
             "cpu_ms_while_idle": round((cpu1 - cpu0) * 1000, 1)}
 
 
+PARTS = ("recording", "latency", "burst", "idle")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small numbers, a few seconds")
+    parser.add_argument("--only", action="append", choices=PARTS, help="run this part only (repeatable)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run each part N times; with N > 1 every run and the median of each figure are printed")
+    parser.add_argument("--binary", type=Path, help="run this gatherd instead of building target/release/gatherd")
     args = parser.parse_args()
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    global binary
+    if args.binary:
+        binary = args.binary.resolve()
+    else:
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     drops, files, jobs, seconds, steps = (50, 200, 100, 2, 500) if args.quick else (1000, 10000, 1000, 60, 10000)
-    results = {
-        "recording": recording(steps),
-        "latency": latency(drops),
-        "burst": burst(files),
-        "idle": idle(jobs, seconds),
-        "cores": os.cpu_count(),
+    parts = {
+        "recording": lambda: recording(steps),
+        "latency": lambda: latency(drops),
+        "burst": lambda: burst(files),
+        "idle": lambda: idle(jobs, seconds),
     }
+    results = {}
+    for name in args.only or PARTS:
+        runs = [parts[name]() for _ in range(max(1, args.repeat))]
+        results[name] = runs[0] if len(runs) == 1 else {
+            "runs": runs,
+            "median": {k: statistics.median(r[k] for r in runs) for k in runs[0]},
+        }
+    results["cores"] = os.cpu_count()
     print(json.dumps(results, indent=2))
-    if not all(results[k] for k in ("recording", "latency", "burst", "idle")):
+    if not all(results[k] for k in args.only or PARTS):
         sys.exit(1)
 
 

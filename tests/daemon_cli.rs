@@ -635,3 +635,66 @@ fn the_cli_lists_jobs_triggers_waits_cancels_and_follows_through_the_api() {
     assert_eq!(none.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&none.stderr).contains("no daemon answers"));
 }
+
+/// Writes `n` one-shot jobs under a hidden folder of the jobs folder (ignored
+/// by the daemon), then renames them all into place as fast as it can.
+fn drop_burst(jobs: &std::path::Path, n: usize, job: &str) -> Vec<String> {
+    let staging = jobs.join(".staging");
+    std::fs::create_dir(&staging).expect("staging folder");
+    let names: Vec<String> = (0..n).map(|i| format!("b{i}.toml")).collect();
+    for name in &names {
+        std::fs::write(staging.join(name), job).expect("write staged job");
+    }
+    for name in &names {
+        std::fs::rename(staging.join(name), jobs.join(name)).expect("rename into place");
+    }
+    names
+}
+
+#[test]
+fn a_burst_of_dropped_files_runs_each_once_records_every_run_and_none_again_after_a_restart() {
+    let d = Daemon::start(&[], &[], &[]);
+    let names = drop_burst(d.jobs.path(), 300, "[[step]]\nname = \"t\"\nsleep = \"0s\"\n");
+    let succeeded = |l: &serde_json::Value| l["message"] == "run finished" && l["status"] == "succeeded";
+    assert!(d.wait_for_n(Duration::from_secs(60), names.len(), succeeded), "{}", d.dump());
+    std::thread::sleep(Duration::from_millis(500));
+    let lines = d.lines();
+    for name in &names {
+        let started = lines.iter().filter(|l| is(l, name, "run started")).count();
+        assert_eq!(started, 1, "{name} started {started} times");
+    }
+    let (jobs, state) = d.end_with(Signal::SIGTERM);
+    for name in &names {
+        assert_eq!(run_count(state.path(), name, Some("succeeded")), 1, "{name} in the history");
+    }
+    let db = rusqlite::Connection::open(state.path().join("gatherd.db")).expect("open the run store");
+    let seen: i64 = db.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0)).expect("count jobs");
+    assert_eq!(seen, 300, "every job file's version recorded");
+
+    let d = Daemon::start_with(jobs, state, &[], &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.count(|l| l["message"] == "run started"), 0, "{}", d.dump());
+}
+
+#[test]
+fn after_kill_9_in_a_burst_every_run_that_started_is_in_the_history_as_interrupted() {
+    let d = Daemon::start(&[], &[], &[]);
+    let names = drop_burst(d.jobs.path(), 40, "[[step]]\nname = \"t\"\nsleep = \"300s\"\n");
+    assert!(d.wait_for_n(LONG, names.len(), |l| l["message"] == "run started"), "{}", d.dump());
+    let started: std::collections::BTreeSet<i64> =
+        d.lines().iter().filter(|l| l["message"] == "run started").filter_map(|l| l["run_id"].as_i64()).collect();
+    assert_eq!(started.len(), names.len(), "each run has its own id: {}", d.dump());
+    assert!(started.iter().all(|id| *id > 0), "every run has a row in the history: {}", d.dump());
+    let (jobs, state) = d.end_with(Signal::SIGKILL);
+
+    let d = Daemon::start_with(jobs, state, &[], &[]);
+    let interrupted: std::collections::BTreeSet<i64> = d
+        .lines()
+        .iter()
+        .filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with("run interrupted")))
+        .filter_map(|l| l["run_id"].as_i64())
+        .collect();
+    assert_eq!(interrupted, started, "{}", d.dump());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.count(|l| l["message"] == "run started"), 0, "not retried: {}", d.dump());
+}

@@ -3,7 +3,7 @@
 //! and the live events of runs in flight are broadcast for server-sent events.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -24,7 +24,16 @@ pub enum Command {
 }
 
 /// Live event streams of the runs in flight, by store id.
-pub type Live = Arc<Mutex<HashMap<RunId, broadcast::Sender<RunEvent>>>>;
+pub type Live = Arc<Mutex<HashMap<RunId, LiveRun>>>;
+
+/// The live event stream of one run: its broadcast channel is made by the
+/// first subscriber, so a run nobody watches costs no channel (a channel of
+/// [`LIVE_CAPACITY`] slots is allocated whole, which a burst of short runs
+/// felt).
+pub type LiveRun = Arc<OnceLock<broadcast::Sender<RunEvent>>>;
+
+/// How many events a live subscriber may fall behind before it lags.
+const LIVE_CAPACITY: usize = 1024;
 
 /// What the API holds: a way into the supervisor's loop, and the live streams.
 pub struct DaemonControl {
@@ -54,6 +63,7 @@ impl Control for DaemonControl {
     }
 
     fn events(&self, run: RunId) -> Option<broadcast::Receiver<RunEvent>> {
-        self.live.lock().unwrap_or_else(PoisonError::into_inner).get(&run).map(broadcast::Sender::subscribe)
+        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        live.get(&run).map(|run| run.get_or_init(|| broadcast::channel(LIVE_CAPACITY).0).subscribe())
     }
 }

@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::time::DelayQueue;
 
 use self::admit::Admission;
-use self::control::{Command, DaemonControl, Live};
+use self::control::{Command, DaemonControl, Live, LiveRun};
 use self::log_sink::RunLog;
 use self::systemd::Systemd;
 use self::table::{Entry, Loaded, Running};
@@ -104,11 +104,16 @@ struct Done {
 }
 
 /// The debounce of file events. A close-after-write or a rename-into already
-/// says the file is complete; the debounce only folds a burst of events for one
-/// path (an editor's save) into one, and a duplicate would be harmless anyway
-/// (the content hash tells an unchanged file), so it is short: it is the floor
-/// of the drop → run latency.
+/// says the file is complete, so the watcher reports it at once; the debounce
+/// only folds what follows for the same path (an editor's second write) into
+/// one report once the path has been quiet this long. A duplicate would be
+/// harmless anyway (the content hash tells an unchanged file), so it is short.
 const DEBOUNCE: Duration = Duration::from_millis(10);
+
+/// The most file events handled (their files read in one blocking call) in
+/// one turn of the loop, so timers, commands and ends of runs are not held
+/// up for long by a burst.
+const FILE_BATCH: usize = 256;
 
 /// Runs the daemon until SIGTERM or SIGINT; returns after every run has ended.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -173,7 +178,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = sigint.recv() => break,
             _ = sighup.recv() => sup.reload().await,
             event = async { match file_events.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => match event {
-                Some(event) => sup.on_file_event(event).await,
+                Some(event) => {
+                    // With those already waiting: a burst is read in batches.
+                    let mut events = vec![event];
+                    while events.len() < FILE_BATCH
+                        && let Some(event) = file_events.as_mut().and_then(|rx| rx.try_recv().ok())
+                    {
+                        events.push(event);
+                    }
+                    sup.on_file_events(events).await;
+                }
                 None => {
                     // Scheduled jobs go on; new files are found on SIGHUP.
                     tracing::error!("the folder watcher stopped: file changes are no longer seen until a reload (SIGHUP)");
@@ -242,6 +256,9 @@ struct Supervisor {
     live: Live,
     /// Prometheus metrics, fed by every run.
     metrics: Arc<Metrics>,
+    /// How many entries of `table` are invalid (kept as a count so the status
+    /// reported after every event does not walk the table).
+    invalid_jobs: usize,
     /// Whether the start-up scan is done. Before it, a job file's history
     /// decides (a one-shot that ran is not re-run; missed fires are caught
     /// up); a file that appears later is new and runs as such.
@@ -265,6 +282,7 @@ impl Supervisor {
             shutdown: CancellationToken::new(),
             next_seq: 0,
             systemd: Systemd,
+            invalid_jobs: 0,
         }
     }
 
@@ -274,14 +292,16 @@ impl Supervisor {
         self.metrics.read_pool_busy_from(move || i64::try_from(pool.busy()).unwrap_or(i64::MAX));
     }
 
+    /// The one-line status; O(1), as it is reported after every event.
     fn status_line(&self) -> String {
-        let invalid = self.table.values().filter(|e| e.invalid.is_some()).count();
-        let scheduled = self.table.values().filter(|e| e.timer.is_some()).count();
+        debug_assert_eq!(self.invalid_jobs, self.table.values().filter(|e| e.invalid.is_some()).count());
+        // Every entry with a timer has its one key in `timers`.
+        debug_assert_eq!(self.timers.len(), self.table.values().filter(|e| e.timer.is_some()).count());
         format!(
             "{} jobs ({} scheduled, {} invalid); {} runs in flight, {} waiting",
             self.table.len(),
-            scheduled,
-            invalid,
+            self.timers.len(),
+            self.invalid_jobs,
             self.admission.running(),
             self.admission.waiting()
         )
@@ -289,7 +309,7 @@ impl Supervisor {
 
     fn report_status(&self) {
         self.systemd.status(&self.status_line());
-        self.metrics.set_invalid_jobs(self.table.values().filter(|e| e.invalid.is_some()).count());
+        self.metrics.set_invalid_jobs(self.invalid_jobs);
     }
 
     /// Reads every job file again and applies what changed: the start-up scan,
@@ -320,24 +340,55 @@ impl Supervisor {
         self.report_status();
     }
 
-    async fn on_file_event(&mut self, event: JobFileEvent) {
-        match event {
-            JobFileEvent::Changed { id } => {
-                let path = id.path(&self.opts.jobs);
-                match tokio::task::spawn_blocking(move || table::read(&path)).await {
-                    Ok(Ok(loaded)) => self.apply(id, loaded).await,
-                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => self.remove(&id),
-                    Ok(Err(e)) => tracing::warn!(job = %id, "cannot read the job file: {e}"),
-                    Err(e) => tracing::error!(job = %id, "reading the job file failed: {e}"),
+    /// File events, in the order the watcher sent them. The files of
+    /// consecutive `Changed` events are read in one blocking call.
+    async fn on_file_events(&mut self, events: Vec<JobFileEvent>) {
+        let mut changed = Vec::new();
+        for event in events {
+            match event {
+                JobFileEvent::Changed { id } => changed.push(id),
+                JobFileEvent::Removed { id } => {
+                    self.read_and_apply(std::mem::take(&mut changed)).await;
+                    self.remove(&id);
+                }
+                JobFileEvent::Rescan { reason } => {
+                    self.read_and_apply(std::mem::take(&mut changed)).await;
+                    tracing::warn!("file events may have been lost ({reason}); rescanning the jobs folder");
+                    self.rescan().await;
                 }
             }
-            JobFileEvent::Removed { id } => self.remove(&id),
-            JobFileEvent::Rescan { reason } => {
-                tracing::warn!("file events may have been lost ({reason}); rescanning the jobs folder");
-                self.rescan().await;
+        }
+        self.read_and_apply(changed).await;
+        self.report_status();
+    }
+
+    /// Reads these job files (off the runtime, in one go) and applies each.
+    async fn read_and_apply(&mut self, ids: Vec<JobId>) {
+        if ids.is_empty() {
+            return;
+        }
+        let root = self.opts.jobs.clone();
+        let count = ids.len();
+        let read = tokio::task::spawn_blocking(move || {
+            ids.into_iter()
+                .map(|id| {
+                    let loaded = table::read(&id.path(&root));
+                    (id, loaded)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let found = match read {
+            Ok(found) => found,
+            Err(e) => return tracing::error!(files = count, "reading job files failed: {e}"),
+        };
+        for (id, loaded) in found {
+            match loaded {
+                Ok(loaded) => self.apply(id, loaded).await,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.remove(&id),
+                Err(e) => tracing::warn!(job = %id, "cannot read the job file: {e}"),
             }
         }
-        self.report_status();
     }
 
     /// A job file was read: take the new version (or report why not) and
@@ -355,9 +406,7 @@ impl Supervisor {
             valid: loaded.job.is_ok(),
             diagnostic: loaded.job.as_ref().err().map(ToString::to_string),
         };
-        if let Err(e) = self.store.upsert_job(record).await {
-            tracing::error!(job = %id, "cannot record the job file in the store: {e}");
-        }
+        self.store.record_job(record);
         let entry = self.table.entry(id.clone()).or_default();
         let job = match loaded.job {
             Ok(job) => job,
@@ -368,11 +417,16 @@ impl Supervisor {
                 if entry.job.is_some() {
                     tracing::warn!(job = %id, "keeping the last valid version until the file is fixed or removed");
                 }
-                entry.invalid = Some(e);
+                if entry.invalid.replace(e).is_none() {
+                    self.invalid_jobs += 1;
+                }
                 return;
             }
         };
         let was_invalid = entry.invalid.take().is_some();
+        if was_invalid {
+            self.invalid_jobs -= 1;
+        }
         let first_version = entry.job.is_none();
         let same_timing = entry.job.as_ref().is_some_and(|old| old.trigger == job.trigger && old.jitter == job.jitter);
         tracing::info!(job = %id, trigger = %describe(&job.trigger), fixed = was_invalid, "job loaded");
@@ -555,7 +609,8 @@ impl Supervisor {
         if self.shutdown.is_cancelled() {
             return refuse(reply, ControlError::Stopping);
         }
-        let busy = !entry.running.is_empty() || self.admission.is_waiting(|f| f.job == id);
+        debug_assert_eq!(entry.waiting > 0, self.admission.is_waiting(|f| f.job == id));
+        let busy = !entry.running.is_empty() || entry.waiting > 0;
         if busy {
             match job.overlap {
                 Overlap::Skip => {
@@ -588,6 +643,7 @@ impl Supervisor {
                         r.cancel.cancel();
                     }
                     self.admission.forget(|f| f.job == id);
+                    entry.waiting = 0;
                 }
                 Overlap::Allow => {}
             }
@@ -597,7 +653,20 @@ impl Supervisor {
             Some(fire) => self.start(fire),
             None => {
                 tracing::info!(job = %id, semaphore = job.semaphore.as_deref().unwrap_or(""), "waiting for a free slot");
+                if let Some(entry) = self.table.get_mut(&id) {
+                    entry.waiting += 1;
+                }
             }
+        }
+    }
+
+    /// Starts runs that waited in admission and now hold their slots.
+    fn start_released(&mut self, fires: Vec<Fire>) {
+        for fire in fires {
+            if let Some(entry) = self.table.get_mut(&fire.job) {
+                entry.waiting = entry.waiting.saturating_sub(1);
+            }
+            self.start(fire);
         }
     }
 
@@ -609,9 +678,8 @@ impl Supervisor {
             if let Some(reply) = fire.reply {
                 let _ = reply.send(Err(ControlError::NoSuchJob(fire.job.to_string())));
             }
-            for next in self.admission.release(None) {
-                self.start(next);
-            }
+            let released = self.admission.release(None);
+            self.start_released(released);
             return;
         };
         self.next_seq += 1;
@@ -661,11 +729,12 @@ impl Supervisor {
             }
             let log = RunLog { job: id.to_string(), run_id: run_id.unwrap_or(-1), cause: fire.cause };
             let recorder = store.recorder();
-            // Live subscribers (server-sent events) of this run.
+            // Live subscribers (server-sent events) of this run; the channel
+            // itself is made by the first subscriber.
             let broadcast = run_id.map(|run_id| {
-                let (tx, _) = tokio::sync::broadcast::channel(1024);
-                live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(run_id, tx.clone());
-                tx
+                let slot = LiveRun::default();
+                live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(run_id, slot.clone());
+                slot
             });
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             // The run's sinks — the log, the store, metrics and live
@@ -674,7 +743,7 @@ impl Supervisor {
                 while let Some(event) = rx.recv().await {
                     log.event(&event);
                     observe(&metrics, id.as_str(), &event);
-                    if let Some(b) = broadcast.as_ref().filter(|b| b.receiver_count() > 0) {
+                    if let Some(b) = broadcast.as_ref().and_then(|b| b.get()).filter(|b| b.receiver_count() > 0) {
                         let _ = b.send(event.clone());
                     }
                     if let Some(run_id) = run_id {
@@ -754,9 +823,8 @@ impl Supervisor {
                 queued = entry.queued.take();
             }
         }
-        for next in self.admission.release(done.semaphore.as_deref()) {
-            self.start(next);
-        }
+        let released = self.admission.release(done.semaphore.as_deref());
+        self.start_released(released);
         if let Some((cause, due)) = queued {
             self.fire(done.job.clone(), cause, due);
         }
@@ -776,6 +844,9 @@ impl Supervisor {
     fn remove(&mut self, id: &JobId) {
         self.cancel_timer(id);
         let Some(entry) = self.table.remove(id) else { return };
+        if entry.invalid.is_some() {
+            self.invalid_jobs -= 1;
+        }
         let waiting = self.admission.forget(|f| &f.job == id);
         if !entry.running.is_empty() {
             tracing::info!(job = %id, runs = entry.running.len(), "job file removed; cancelling its runs");
@@ -806,9 +877,8 @@ impl Supervisor {
                         self.watch_pool();
                     }
                     self.admission.set_limits(self.opts.max_concurrent_runs(), self.opts.semaphores());
-                    for fire in self.admission.start_waiting() {
-                        self.start(fire);
-                    }
+                    let released = self.admission.start_waiting();
+                    self.start_released(released);
                     tracing::info!(
                         max_concurrent_runs = self.opts.max_concurrent_runs(),
                         blocking_threads = self.pool.size(),

@@ -78,6 +78,9 @@ pub struct Entry {
     pub timer: Option<delay_queue::Key>,
     /// Runs in flight.
     pub running: Vec<Running>,
+    /// Its fires waiting in admission for a slot (kept here so the overlap
+    /// check need not search admission's queue, which a burst makes long).
+    pub waiting: usize,
     /// A fire kept for when the current run ends (`overlap = "queue"`), with
     /// its nominal time.
     pub queued: Option<(RunTrigger, DateTime<Utc>)>,

@@ -39,6 +39,15 @@ pub enum StoreError {
         /// Why it failed.
         source: rusqlite::Error,
     },
+    /// A write shared a transaction that could not be committed (the whole
+    /// batch is lost; the reason is the commit's error).
+    #[error("run history: {what}: the batch it was written in failed: {reason}")]
+    Batch {
+        /// What was being done.
+        what: &'static str,
+        /// Why the batch failed.
+        reason: String,
+    },
     /// The writer thread could not be started.
     #[error("cannot start the run history's writer thread: {0}")]
     Spawn(std::io::Error),

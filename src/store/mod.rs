@@ -32,10 +32,12 @@
 //!
 //! ## Writes: one writer, batched transactions
 //! Every write of a backend goes through one writer (for SQLite a thread that
-//! owns the only write connection): events are queued on an unbounded channel
-//! and written in one transaction when about [`BATCH_EVENTS`] are pending,
-//! [`BATCH_WINDOW`] after the first unflushed one, or at once when a run
-//! finishes. A slow disk slows recording, never running.
+//! owns the only write connection): events, job versions and run beginnings
+//! are queued on an unbounded channel and written in one transaction when
+//! about [`BATCH_EVENTS`] are pending, [`BATCH_WINDOW`] after the first
+//! unflushed one, or — when a run begins or finishes — as soon as nothing
+//! more is already queued (group commit: alone that is at once, and a burst of
+//! runs shares its commits). A slow disk slows recording, never running.
 //!
 //! Architecture Invariant: nothing in the executor's path waits for the store.
 //! [`Recorder::record`] never blocks; only [`Recorder::flush`] and
@@ -117,14 +119,20 @@ pub trait RunStore: Send + Sync {
     fn recover<'a>(&'a self, node: &'a str, reason: &'a str) -> BoxFuture<'a, Result<Vec<RunRow>, StoreError>>;
 
     /// Records that a run begins (status `running`) and returns its id. The
-    /// row is committed before this returns.
+    /// row is committed before this returns. Runs that begin together share
+    /// one commit (the writer's batch), so a burst of runs costs one round
+    /// trip, not one each.
     fn begin_run(&self, start: RunStart) -> BoxFuture<'_, Result<RunId, StoreError>>;
 
     /// A handle to give a run's events to. Cheap to clone.
     fn recorder(&self) -> Recorder;
 
-    /// Records the current version of a job file (the "jobs seen" table).
-    fn upsert_job(&self, job: JobRecord) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Queues the current version of a job file for the "jobs seen" table,
+    /// written with the writer's next batch (before any run begun after this
+    /// call). Never waits: nothing needs the row to go on; a failure is logged
+    /// by the writer. After [`close`](RunStore::close) it is dropped (logged at
+    /// debug level).
+    fn record_job(&self, job: JobRecord);
 
     /// How the last file-triggered run of this version of `job` ended, if one
     /// did (`interrupted` included): a restarted daemon neither runs a completed

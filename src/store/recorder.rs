@@ -5,7 +5,7 @@ use std::sync::mpsc;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
-use super::{RunId, StoreError};
+use super::{JobRecord, RunId, RunStart, StoreError};
 use crate::exec::RunEvent;
 
 /// What the writer is asked to do, in the order asked.
@@ -17,10 +17,16 @@ pub(crate) enum Msg {
         /// Wall-clock time it was handed over (the finish time of a run).
         at: DateTime<Utc>,
     },
+    /// A run begins: its row is written in the next batch, which is committed
+    /// as soon as nothing else is waiting; the id is answered after the commit.
+    Begin { start: RunStart, answer: oneshot::Sender<Result<RunId, StoreError>> },
+    /// The current version of a job file, for the jobs table: written with the
+    /// next batch; a failure is logged.
+    Job(JobRecord),
     /// Write what is pending, then answer.
     Flush(oneshot::Sender<Result<(), StoreError>>),
     /// Write what is pending, then run this on the write connection (a
-    /// backend's one-off write such as `begin_run`, which answers itself).
+    /// backend's one-off write such as `prune`, which answers itself).
     Call(Box<dyn FnOnce(&mut rusqlite::Connection) + Send>),
     /// Write what is pending, answer, and stop.
     Close(oneshot::Sender<Result<(), StoreError>>),

@@ -335,10 +335,10 @@ async fn jobs_are_upserted() {
     let store = open(&dir).await;
     let mut job =
         JobRecord { job: "a.toml".into(), kind: JobKind::Toml, content_hash: [1; 32], valid: true, diagnostic: None };
-    store.upsert_job(job.clone()).await.unwrap();
+    store.record_job(job.clone());
     job.valid = false;
     job.diagnostic = Some("a.toml:1:1: expected a table".into());
-    store.upsert_job(job).await.unwrap();
+    store.record_job(job);
     store.close().await.unwrap();
     let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
     let (n, valid, diag): (i64, bool, Option<String>) = conn
@@ -381,6 +381,66 @@ async fn reopening_keeps_the_history_and_ids_go_on() {
     let store: Arc<dyn RunStore> = Arc::new(store);
     store.close().await.unwrap();
     assert!(matches!(store.begin_run(start("a.toml", RunTrigger::Manual, 1)).await, Err(StoreError::Closed)));
+}
+
+/// Holds the writer thread busy until the returned sender is dropped (or
+/// sent to), so that what is queued meanwhile waits for it.
+async fn hold_writer(store: &SqliteStore) -> std::sync::mpsc::Sender<()> {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (busy_tx, busy) = tokio::sync::oneshot::channel();
+    store
+        .recorder()
+        .send(recorder::Msg::Call(Box::new(move |_conn| {
+            let _ = busy_tx.send(());
+            let _ = held.recv();
+        })))
+        .unwrap();
+    busy.await.unwrap();
+    release
+}
+
+#[tokio::test]
+async fn runs_begun_together_share_one_commit_and_each_gets_its_own_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let release = hold_writer(&store).await;
+    let before = store.batches_written();
+    let mut begins: Vec<_> =
+        (0..50u8).map(|i| store.begin_run(start(&format!("j{i}.toml"), RunTrigger::File, i))).collect();
+    for b in &mut begins {
+        assert!(futures::poll!(b).is_pending(), "answered only after the commit");
+    }
+    drop(release);
+    let ids: Vec<RunId> = futures::future::join_all(begins).await.into_iter().map(Result::unwrap).collect();
+    assert_eq!(store.batches_written() - before, 1, "one commit for the 50 runs queued together");
+    let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), 50);
+    // Committed when answered: another connection sees every row.
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let running: i64 = conn.query_row("SELECT count(*) FROM runs WHERE status = 'running'", [], |r| r.get(0)).unwrap();
+    assert_eq!(running, 50);
+    let job: String = conn.query_row("SELECT job FROM runs WHERE id = ?1", [ids[7]], |r| r.get(0)).unwrap();
+    assert_eq!(job, "j7.toml", "each answer is its own run's id");
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_job_version_recorded_without_waiting_is_committed_with_the_next_run_begun() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let job =
+        JobRecord { job: "a.toml".into(), kind: JobKind::Toml, content_hash: [3; 32], valid: true, diagnostic: None };
+    store.record_job(job);
+    store.begin_run(start("a.toml", RunTrigger::File, 3)).await.unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let hash: Vec<u8> = conn.query_row("SELECT content_hash FROM jobs WHERE job = 'a.toml'", [], |r| r.get(0)).unwrap();
+    assert_eq!(hash, [3; 32]);
+    store.close().await.unwrap();
+    let late =
+        JobRecord { job: "b.toml".into(), kind: JobKind::Toml, content_hash: [4; 32], valid: true, diagnostic: None };
+    store.record_job(late); // closed: dropped, not a panic
+    let jobs: i64 = conn.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0)).unwrap();
+    assert_eq!(jobs, 1);
 }
 
 /// `cargo test --release recording_throughput -- --ignored --nocapture`

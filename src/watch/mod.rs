@@ -7,8 +7,9 @@
 //! rename-saving editors and bind mounts work); editor and temporary files are
 //! ignored (`load::is_ignored_name`, the same rule as `gatherd check DIR`); and
 //! a half-written file is never reported — a file counts only once its writer
-//! closed it or it was renamed into place. Several events for one path within
-//! the debounce delay become one report.
+//! closed it or it was renamed into place. The first such event for a path is
+//! reported at once; what follows for it within the debounce delay becomes one
+//! report when the path is quiet.
 //!
 //! - `watcher.rs`: the [`Watcher`] — notify's watch, the task that owns the
 //!   debouncing, and which notify event kinds mean what.

@@ -12,7 +12,7 @@ use notify::{Event, EventKind, event::Flag};
 use tokio::sync::mpsc::Receiver;
 
 use super::debounce::Fact;
-use super::watcher::facts;
+use super::watcher::{Renames, facts};
 use super::*;
 
 const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -208,6 +208,24 @@ async fn a_folder_moved_in_changes_each_job_and_moved_out_removes_each() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_moved_out_and_straight_back_keeps_its_jobs() {
+    let mut f = Folder::with(&[("team/a.toml", ""), ("team/deep/b.rhai", "")]);
+    let outside = f.tmp.path().join("team");
+    fs::rename(f.path("team"), &outside).unwrap();
+    fs::rename(&outside, f.path("team")).unwrap();
+    let events = f.events().await;
+    // However the two renames were taken (together or apart), each job's last
+    // word is that it is there.
+    for job in ["team/a.toml", "team/deep/b.rhai"] {
+        let last = events
+            .iter()
+            .rev()
+            .find(|e| matches!(e, JobFileEvent::Changed { id } | JobFileEvent::Removed { id } if id.as_str() == job));
+        assert_eq!(last, Some(&changed(job)), "{events:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folder_deleted_removes_each_job() {
     let mut f = Folder::with(&[("sub/a.toml", ""), ("sub/deep/b.toml", ""), ("c.toml", "")]);
     fs::remove_dir_all(f.path("sub")).unwrap();
@@ -319,7 +337,7 @@ fn event_kinds_map_to_facts() {
         [Fact::Written(s("a.toml"))]
     );
     assert_eq!(ev(EventKind::Create(CreateKind::File), &["/jobs/a.toml"]), [Fact::Created(s("a.toml"))]);
-    assert_eq!(ev(EventKind::Create(CreateKind::Folder), &["/jobs/sub"]), [Fact::Arrived(s("sub"))]);
+    assert_eq!(ev(EventKind::Create(CreateKind::Folder), &["/jobs/sub"]), [Fact::FolderCreated(s("sub"))]);
     assert_eq!(
         ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &["/jobs/a.toml"]),
         [Fact::Arrived(s("a.toml"))]
@@ -335,4 +353,41 @@ fn event_kinds_map_to_facts() {
     assert_eq!(ev(EventKind::Access(AccessKind::Close(AccessMode::Write)), &["/jobs/.a.toml.swp"]), []);
     assert_eq!(ev(EventKind::Access(AccessKind::Open(AccessMode::Any)), &["/jobs/a.toml"]), []);
     assert_eq!(ev(EventKind::Modify(ModifyKind::Metadata(notify::event::MetadataKind::Any)), &["/jobs/a.toml"]), []);
+}
+
+#[test]
+fn the_both_event_repeating_a_rename_is_dropped_and_others_are_kept() {
+    let rename = |mode, tracker: usize, paths: &[&str]| {
+        let mut e = Event::new(EventKind::Modify(ModifyKind::Name(mode))).set_tracker(tracker);
+        for p in paths {
+            e = e.add_path(p.into());
+        }
+        Ok(e)
+    };
+    let mut r = Renames::default();
+    // notify's inotify backend: From, To, then Both, all with the cookie.
+    assert!(!r.is_repeat(&rename(RenameMode::From, 7, &["/jobs/.a.tmp"])));
+    assert!(!r.is_repeat(&rename(RenameMode::To, 7, &["/jobs/a.toml"])));
+    assert!(r.is_repeat(&rename(RenameMode::Both, 7, &["/jobs/.a.tmp", "/jobs/a.toml"])));
+    // A Both without its To (another backend) is the only report: kept.
+    assert!(!r.is_repeat(&rename(RenameMode::Both, 8, &["/jobs/b.tmp", "/jobs/b.toml"])));
+    assert!(!r.is_repeat(&Ok(Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::Both))))));
+    assert!(!r.is_repeat(&Err(notify::Error::generic("boom"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saving_again_right_after_a_drop_reports_the_drop_and_then_the_last_save() {
+    let mut f = Folder::with(&[]);
+    fs::write(f.path(".job.toml.tmp"), "description = \"one\"\n").unwrap();
+    fs::rename(f.path(".job.toml.tmp"), f.path("job.toml")).unwrap();
+    fs::write(f.path("job.toml"), "description = \"two\"\n").unwrap();
+    fs::write(f.path("job.toml"), "description = \"three\"\n").unwrap();
+    let events = f.events().await;
+    // The drop is reported at once; the saves that follow are coalesced. How
+    // many reports that makes depends on when the task saw each event (one to
+    // three: never more than the completions), but the last always follows
+    // the last save.
+    assert!(!events.is_empty() && events.len() <= 3, "{events:?}");
+    assert!(events.iter().all(|e| *e == changed("job.toml")), "{events:?}");
+    assert_eq!(fs::read_to_string(f.path("job.toml")).unwrap(), "description = \"three\"\n");
 }

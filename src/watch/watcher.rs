@@ -6,8 +6,13 @@
 //! - `Access(Close(Write))` [`IN_CLOSE_WRITE`]: a writer closed the file — complete.
 //! - `Modify(Data(_))` [`IN_MODIFY`]: written, possibly still open — remembered, not reported.
 //! - `Create(File)` [`IN_CREATE`]: new and open for writing, or a new link (probed).
-//! - `Modify(Name(To))` [`IN_MOVED_TO`], `Modify(Name(Both))` (a matched pair),
-//!   `Create(Folder)`: something complete arrived — a file, or a folder to scan.
+//! - `Modify(Name(To))` [`IN_MOVED_TO`], `Modify(Name(Both))` (a matched pair):
+//!   something complete arrived — a file, or a folder to scan. notify sends
+//!   `Both` right after the `To` (and the `From`) of the same rename, with the
+//!   same tracker (inotify's cookie); that repeat is dropped, so one rename is
+//!   one report even when the first is reported at once.
+//! - `Create(Folder)`: a folder arrived — scanned after the debounce delay, as
+//!   its files may still be being written.
 //! - `Modify(Name(From))` [`IN_MOVED_FROM`], `Remove(_)` [`IN_DELETE`]: gone,
 //!   with every job under it if it was a folder.
 //! - `Other` with `Flag::Rescan` [`IN_Q_OVERFLOW`], any notify error, the jobs
@@ -58,8 +63,10 @@ impl Drop for Watcher {
 
 impl Watcher {
     /// Starts watching `root` and every folder under it, now and later;
-    /// [`JobFileEvent`]s arrive on the returned receiver once a path has been
-    /// quiet for `debounce` (100 ms is a good value).
+    /// [`JobFileEvent`]s arrive on the returned receiver: a file complete
+    /// (closed after writing, renamed in) at once, and what follows for the
+    /// same path within `debounce` once the path has been quiet for it; a
+    /// removal, a new folder or lost events after `debounce`.
     ///
     /// Must be called within a tokio runtime. It blocks briefly while the
     /// watches are registered (one per folder) and the folder is scanned to learn
@@ -93,6 +100,11 @@ impl Watcher {
     }
 }
 
+/// How many raw events are taken in one go (those already waiting) before the
+/// reports they made due are sent: a burst is settled in batches, and a steady
+/// stream of events cannot hold reports back.
+const DRAIN: usize = 256;
+
 /// The task: raw events in, debounced job file events out, until the daemon
 /// drops its receiver or the Watcher is dropped. Sleeps only while a report is
 /// waiting for its deadline; otherwise it waits for an event and nothing else.
@@ -102,15 +114,35 @@ async fn run(
     mut raw: mpsc::Receiver<notify::Result<Event>>,
     out: mpsc::Sender<JobFileEvent>,
 ) {
+    let mut renames = Renames::default();
     loop {
         let deadline = debouncer.next_deadline();
+        if deadline.is_some_and(|at| at <= Instant::now()) {
+            let due = debouncer.take_due(Instant::now());
+            for event in settle(&root, &mut debouncer, due).await {
+                tracing::debug!(?event, "job file event");
+                if out.send(event).await.is_err() {
+                    return;
+                }
+            }
+            continue;
+        }
         tokio::select! {
             event = raw.recv() => match event {
                 Some(event) => {
+                    // This event and those already waiting behind it, so that
+                    // what one write or rename caused is reported together.
                     let now = Instant::now();
-                    for fact in facts(&root, event) {
-                        tracing::trace!(?fact, "watch");
-                        debouncer.observe(fact, now);
+                    let mut next = Some(event);
+                    for _ in 0..DRAIN {
+                        let Some(event) = next.take().or_else(|| raw.try_recv().ok()) else { break };
+                        if renames.is_repeat(&event) {
+                            continue;
+                        }
+                        for fact in facts(&root, event) {
+                            tracing::trace!(?fact, "watch");
+                            debouncer.observe(fact, now);
+                        }
                     }
                 }
                 None => {
@@ -120,16 +152,34 @@ async fn run(
                     return;
                 }
             },
-            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                let due = debouncer.take_due(Instant::now());
-                for event in settle(&root, &mut debouncer, due).await {
-                    tracing::debug!(?event, "job file event");
-                    if out.send(event).await.is_err() {
-                        return;
-                    }
-                }
-            }
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
             () = out.closed() => return,
+        }
+    }
+}
+
+/// Tells notify's `Both` event that repeats a rename already seen as `From`
+/// and `To` (inotify's backend sends all three, the last two with the same
+/// tracker): reported twice, one rename would make two reports.
+#[derive(Debug, Default)]
+pub(super) struct Renames {
+    /// The tracker of the last `To`.
+    last_to: Option<usize>,
+}
+
+impl Renames {
+    /// Whether `event` only repeats what was already seen.
+    pub(super) fn is_repeat(&mut self, event: &notify::Result<Event>) -> bool {
+        let Ok(event) = event else { return false };
+        match event.kind {
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
+                self.last_to = event.tracker();
+                false
+            }
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
+                event.tracker().is_some() && self.last_to.take() == event.tracker()
+            }
+            _ => false,
         }
     }
 }
@@ -158,7 +208,7 @@ pub(super) fn facts(root: &Path, event: notify::Result<Event>) -> Vec<Fact> {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => job(0).map(Fact::Closed).into_iter().collect(),
         EventKind::Modify(ModifyKind::Data(_)) => job(0).map(Fact::Written).into_iter().collect(),
         EventKind::Create(CreateKind::File) => job(0).map(Fact::Created).into_iter().collect(),
-        EventKind::Create(_) => inside(0).map(Fact::Arrived).into_iter().collect(),
+        EventKind::Create(_) => inside(0).map(Fact::FolderCreated).into_iter().collect(),
         EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
             inside(0).map(Fact::Gone).into_iter().chain(inside(1).map(Fact::Arrived)).collect()
         }
@@ -189,7 +239,7 @@ enum Seen {
 
 /// Turns due reports into events: looks at the disk (off the runtime) where a
 /// report needs it, drops folder-scan finds that have a report of their own
-/// coming, and orders them: a rescan, then removals, then changes.
+/// (coming, or just sent), and orders them: a rescan, then removals, then changes.
 async fn settle(root: &Path, debouncer: &mut Debouncer, due: Vec<Due>) -> Vec<JobFileEvent> {
     let mut rescan = None;
     let mut removed = BTreeSet::new();
@@ -212,6 +262,7 @@ async fn settle(root: &Path, debouncer: &mut Debouncer, due: Vec<Due>) -> Vec<Jo
         let rescanning = rescan.is_some();
         match tokio::task::spawn_blocking(move || look(&root_owned, to_look, rescanning)).await {
             Ok(seen) => {
+                let now = Instant::now();
                 for s in seen {
                     match s {
                         Seen::Changed(rel) => {
@@ -221,7 +272,7 @@ async fn settle(root: &Path, debouncer: &mut Debouncer, due: Vec<Due>) -> Vec<Jo
                             removed.insert(rel);
                         }
                         Seen::InFolder(rel) => {
-                            if !debouncer.is_busy(&rel) {
+                            if debouncer.found_in_folder(&rel, now) {
                                 changed.insert(rel);
                             }
                         }

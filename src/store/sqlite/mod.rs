@@ -82,9 +82,9 @@ impl SqliteStore {
         &self.path
     }
 
-    /// How many batches of events the writer has committed (a diagnostic: the
-    /// number of transactions recording has cost, not counting one-off writes
-    /// such as `begin_run`).
+    /// How many batches the writer has committed (a diagnostic: the number of
+    /// transactions recording events, job versions and runs' beginnings has
+    /// cost, not counting one-off writes such as `prune`).
     pub fn batches_written(&self) -> u64 {
         self.stats.batches.load(Ordering::Relaxed)
     }
@@ -142,7 +142,8 @@ fn recover(conn: &mut Connection, node: &str, reason: &str) -> Result<Vec<RunRow
     Ok(runs)
 }
 
-fn begin_run(conn: &mut Connection, start: &RunStart) -> Result<RunId, StoreError> {
+/// Inserts a run's row (in the writer's open batch) and returns its id.
+fn begin_run(conn: &Connection, start: &RunStart) -> Result<RunId, StoreError> {
     conn.prepare_cached(
         "INSERT INTO runs (job, trigger, fire_time, content_hash, node, status, started_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
@@ -228,7 +229,8 @@ fn prune(
     Ok(deleted as u64)
 }
 
-fn upsert_job(conn: &mut Connection, job: &JobRecord) -> Result<(), StoreError> {
+/// Records a job file's current version (in the writer's open batch).
+fn upsert_job(conn: &Connection, job: &JobRecord) -> Result<(), StoreError> {
     let now = ts(Utc::now());
     conn.prepare_cached(
         "INSERT INTO jobs (job, kind, content_hash, valid, diagnostic, first_seen, updated_at) \
@@ -275,15 +277,22 @@ impl RunStore for SqliteStore {
     }
 
     fn begin_run(&self, start: RunStart) -> BoxFuture<'_, Result<RunId, StoreError>> {
-        self.write(move |conn| begin_run(conn, &start)).boxed()
+        async move {
+            let (answer, rx) = oneshot::channel();
+            self.recorder.send(Msg::Begin { start, answer })?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        }
+        .boxed()
     }
 
     fn recorder(&self) -> Recorder {
         self.recorder.clone()
     }
 
-    fn upsert_job(&self, job: JobRecord) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.write(move |conn| upsert_job(conn, &job)).boxed()
+    fn record_job(&self, job: JobRecord) {
+        if self.recorder.send(Msg::Job(job)).is_err() {
+            tracing::debug!("run history closed; job file version not recorded");
+        }
     }
 
     fn one_shot_status<'a>(

@@ -1,43 +1,48 @@
 //! The writer thread: the only SQLite write connection, fed by the recorder's
-//! channel, writing events in batched transactions.
+//! channel, writing events, run rows and job rows in batched transactions.
 //!
-//! A batch ends when [`BATCH_EVENTS`] events are pending, [`BATCH_WINDOW`]
-//! after its first event, when a run finishes, or when a flush, a one-off
-//! write or close is asked; it is then written in one `BEGIN IMMEDIATE`
-//! transaction on cached prepared statements.
+//! A batch ends when [`BATCH_EVENTS`] writes are pending, [`BATCH_WINDOW`]
+//! after its first write, or when a flush, a one-off write or close is asked;
+//! it is then written in one `BEGIN IMMEDIATE` transaction on cached prepared
+//! statements. A batch holding a run's beginning (someone waits for its id) or
+//! a run's end (someone may read it) ends as soon as nothing more is already
+//! waiting in the channel: alone, that is at once; in a burst, every run that
+//! began or ended meanwhile shares one commit (group commit).
 //!
-//! Architecture Invariant: one bad event (say, for a run id that does not
-//! exist) loses that event only: a failed statement is logged and the batch
-//! goes on. Only a failed commit loses the batch (logged).
+//! Architecture Invariant: one bad write (say, an event for a run id that does
+//! not exist) loses that write only: a failed statement is logged (or answered)
+//! and the batch goes on. Only a failed commit loses the batch (logged, and
+//! answered to each `begin_run` in it).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use serde_json::Value;
+use tokio::sync::oneshot;
 
 use super::ts;
 use crate::exec::RunEvent;
 use crate::store::recorder::Msg;
-use crate::store::{BATCH_EVENTS, BATCH_WINDOW, OUTPUT_BOUND, RecordedStatus, RunId, StoreError};
+use crate::store::{BATCH_EVENTS, BATCH_WINDOW, JobRecord, OUTPUT_BOUND, RecordedStatus, RunId, RunStart, StoreError};
 
 /// Counters of the writer, for tests and (later) metrics.
 #[derive(Debug, Default)]
 pub(super) struct Stats {
-    /// Batches of events committed.
+    /// Batches committed.
     pub(super) batches: AtomicU64,
     /// Events written.
     pub(super) events: AtomicU64,
 }
 
-/// One event waiting for its batch.
-struct Pending {
-    run: RunId,
-    event: RunEvent,
-    at: DateTime<Utc>,
+/// One write waiting for its batch, in the order asked.
+enum Pending {
+    Event { run: RunId, event: RunEvent, at: DateTime<Utc> },
+    Begin { start: RunStart, answer: oneshot::Sender<Result<RunId, StoreError>> },
+    Job(JobRecord),
 }
 
 /// The writer's state: its connection and the batch being collected.
@@ -46,11 +51,14 @@ pub(super) struct Writer {
     rx: Receiver<Msg>,
     stats: Arc<Stats>,
     pending: Vec<Pending>,
+    /// The batch holds a run's beginning or end: commit once the channel is
+    /// momentarily empty rather than at the end of the window.
+    urgent: bool,
 }
 
 impl Writer {
     pub(super) fn new(conn: Connection, rx: Receiver<Msg>, stats: Arc<Stats>) -> Writer {
-        Writer { conn, rx, stats, pending: Vec::with_capacity(BATCH_EVENTS) }
+        Writer { conn, rx, stats, pending: Vec::with_capacity(BATCH_EVENTS), urgent: false }
     }
 
     /// Runs until [`Msg::Close`] or until every sender is gone.
@@ -64,6 +72,11 @@ impl Writer {
             loop {
                 let msg = match next.take() {
                     Some(msg) => msg,
+                    None if self.urgent => match self.rx.try_recv() {
+                        Ok(msg) => msg,
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => return self.flush_logged(),
+                    },
                     None => match self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                         Ok(msg) => msg,
                         Err(RecvTimeoutError::Timeout) => break,
@@ -72,12 +85,14 @@ impl Writer {
                 };
                 match msg {
                     Msg::Event { run, event, at } => {
-                        let finished = matches!(event, RunEvent::RunFinished { .. });
-                        self.pending.push(Pending { run, event, at });
-                        if finished || self.pending.len() >= BATCH_EVENTS {
-                            break;
-                        }
+                        self.urgent |= matches!(event, RunEvent::RunFinished { .. });
+                        self.pending.push(Pending::Event { run, event, at });
                     }
+                    Msg::Begin { start, answer } => {
+                        self.urgent = true;
+                        self.pending.push(Pending::Begin { start, answer });
+                    }
+                    Msg::Job(job) => self.pending.push(Pending::Job(job)),
                     Msg::Flush(answer) => {
                         let _ = answer.send(self.flush());
                         break;
@@ -99,6 +114,9 @@ impl Writer {
                         return;
                     }
                 }
+                if self.pending.len() >= BATCH_EVENTS {
+                    break;
+                }
             }
             self.flush_logged();
         }
@@ -110,26 +128,61 @@ impl Writer {
         }
     }
 
-    /// Writes the pending events in one transaction.
+    /// Writes the pending writes in one transaction, then answers the
+    /// beginnings of runs in it.
     fn flush(&mut self) -> Result<(), StoreError> {
+        self.urgent = false;
         if self.pending.is_empty() {
             return Ok(());
         }
-        let n = self.pending.len() as u64;
+        let mut events = 0;
+        let mut begun = Vec::new();
         let result = (|| {
             let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for p in &self.pending {
-                if let Err(e) = apply(&tx, p.run, &p.event, p.at) {
-                    tracing::warn!(run_id = p.run, "cannot record an event of the run: {e}");
+            for p in self.pending.drain(..) {
+                match p {
+                    Pending::Event { run, event, at } => {
+                        events += 1;
+                        if let Err(e) = apply(&tx, run, &event, at) {
+                            tracing::warn!(run_id = run, "cannot record an event of the run: {e}");
+                        }
+                    }
+                    Pending::Begin { start, answer } => {
+                        let id = super::begin_run(&tx, &start);
+                        begun.push((answer, id));
+                    }
+                    Pending::Job(job) => {
+                        if let Err(e) = super::upsert_job(&tx, &job) {
+                            tracing::error!(job = %job.job, "cannot record the job file in the store: {e}");
+                        }
+                    }
                 }
             }
             tx.commit()
         })();
-        self.pending.clear();
-        result.map_err(|source| StoreError::Sqlite { what: "write a batch of run events", source })?;
-        self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        self.stats.events.fetch_add(n, Ordering::Relaxed);
-        Ok(())
+        // What the transaction did not reach (it could not begin) fails with the batch.
+        for p in self.pending.drain(..) {
+            if let Pending::Begin { answer, .. } = p {
+                begun.push((answer, Err(StoreError::Closed)));
+            }
+        }
+        match result {
+            Ok(()) => {
+                for (answer, id) in begun {
+                    let _ = answer.send(id);
+                }
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                self.stats.events.fetch_add(events, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(source) => {
+                let reason = source.to_string();
+                for (answer, _) in begun {
+                    let _ = answer.send(Err(StoreError::Batch { what: "begin a run", reason: reason.clone() }));
+                }
+                Err(StoreError::Sqlite { what: "write a batch of run events", source })
+            }
+        }
     }
 }
 
