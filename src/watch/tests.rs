@@ -184,7 +184,12 @@ async fn a_subfolder_created_later_is_watched() {
     let mut f = Folder::with(&[]);
     fs::create_dir(f.path("sub")).unwrap();
     fs::write(f.path("sub/x.toml"), "").unwrap();
-    assert_eq!(f.events().await, [changed("sub/x.toml")]);
+    // The file's own close (reported at once) and the new folder's scan (after
+    // the delay) can both find it on a loaded box: a repeated report, which
+    // the daemon ignores (same content). Never none, never another path.
+    let mut got = f.events().await;
+    got.dedup();
+    assert_eq!(got, [changed("sub/x.toml")]);
     // and its files' later changes are seen too
     fs::write(f.path("sub/y.toml"), "").unwrap();
     assert_eq!(f.events().await, [changed("sub/y.toml")]);

@@ -168,11 +168,13 @@ impl Writer {
         }
         match result {
             Ok(()) => {
+                // Counted before anyone hears back, so a caller that saw its
+                // run begin also sees the commit counted.
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                self.stats.events.fetch_add(events, Ordering::Relaxed);
                 for (answer, id) in begun {
                     let _ = answer.send(id);
                 }
-                self.stats.batches.fetch_add(1, Ordering::Relaxed);
-                self.stats.events.fetch_add(events, Ordering::Relaxed);
                 Ok(())
             }
             Err(source) => {
