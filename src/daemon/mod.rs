@@ -686,8 +686,9 @@ impl Supervisor {
         let seq = self.next_seq;
         let cancel = self.shutdown.child_token();
         let store_id = Arc::new(std::sync::OnceLock::new());
+        let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
         if let Some(entry) = self.table.get_mut(&fire.job) {
-            entry.running.push(Running { seq, cancel: cancel.clone(), run_id: store_id.clone() });
+            entry.running.push(Running { seq, cancel: cancel.clone(), run_id: store_id.clone(), ended: ended.clone() });
         }
         let live = self.live.clone();
         let metrics = self.metrics.clone();
@@ -741,6 +742,9 @@ impl Supervisor {
             // subscribers — fed from one stream.
             let sinks = async {
                 while let Some(event) = rx.recv().await {
+                    if matches!(event, exec::RunEvent::RunFinished { .. }) {
+                        ended.store(true, std::sync::atomic::Ordering::Release);
+                    }
                     log.event(&event);
                     observe(&metrics, id.as_str(), &event);
                     if let Some(b) = broadcast.as_ref().and_then(|b| b.get()).filter(|b| b.receiver_count() > 0) {
@@ -800,7 +804,12 @@ impl Supervisor {
                 }
             },
             Command::Cancel(run, reply) => {
-                let found = self.table.values().flat_map(|e| &e.running).find(|r| r.run_id.get() == Some(&run));
+                let found = self
+                    .table
+                    .values()
+                    .flat_map(|e| &e.running)
+                    .find(|r| r.run_id.get() == Some(&run))
+                    .filter(|r| !r.ended.load(std::sync::atomic::Ordering::Acquire));
                 let answer = match found {
                     Some(r) => {
                         tracing::info!(run_id = run, "cancelled through the control API");

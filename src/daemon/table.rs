@@ -54,6 +54,10 @@ pub struct Running {
     pub run_id: std::sync::Arc<std::sync::OnceLock<crate::store::RunId>>,
     /// Cancels it (file removed, `replace`, shutdown).
     pub cancel: CancellationToken,
+    /// Set when its `RunFinished` event is handled, before it is logged: the
+    /// run is over for the API from then on, though its task still records
+    /// and prunes before the supervisor hears it ended.
+    pub ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One job file the daemon knows about.
