@@ -18,6 +18,12 @@
 //! file renamed away and back within the delay is reported as changed only;
 //! data written after a close cancels the pending report until the next close.
 //!
+//! Reports are at least once, not exactly once: a file written into a folder
+//! that just appeared can be reported by its own close and again by the
+//! folder's scan when the box is slow (the scan's dedup window is the delay).
+//! That is harmless by design: the supervisor acts on a change of content
+//! (SHA-256), so a repeated report of the same bytes runs nothing.
+//!
 //! Architecture Invariant: pure — no I/O, no tasks, the clock is passed in. What
 //! needs a look at the disk (was that rename a file or a folder?) comes out as a
 //! [`Due`] for the caller to resolve.
