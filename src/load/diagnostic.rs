@@ -254,6 +254,7 @@ pub(crate) fn display_name(file: &Path) -> Arc<str> {
 }
 
 /// Maps byte offsets to 1-based line and character column, in O(log lines).
+#[derive(Clone)]
 pub(crate) struct LineIndex {
     starts: Vec<usize>,
 }

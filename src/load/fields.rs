@@ -57,6 +57,19 @@ impl Ctx {
         Ctx { file, source, lines, syntax: Syntax::Toml, base: 0, diagnostics: Vec::new() }
     }
 
+    /// A context for reading another part of the same file on another
+    /// thread: the same file, no diagnostics yet.
+    pub(crate) fn fork(&self) -> Ctx {
+        Ctx {
+            file: self.file.clone(),
+            source: self.source.clone(),
+            lines: self.lines.clone(),
+            syntax: self.syntax,
+            base: 0,
+            diagnostics: Vec::new(),
+        }
+    }
+
     /// A context for a Rhai file, whose settings are `const` statements.
     pub(crate) fn rhai(file: Arc<str>, source: Arc<str>) -> Ctx {
         Ctx { syntax: Syntax::Rhai, ..Ctx::new(file, source) }

@@ -113,26 +113,40 @@ fn load_by_table(path: &Path, source: &str, layout: &Layout) -> Option<Job> {
         }
     }
     let env = StepEnv { dir: &job.dir, limits: &limits };
-    let count = |s: Section| layout.tables.iter().filter(|(t, _)| *t == s).count();
-    let mut steps = Vec::with_capacity(count(Section::Step));
-    let mut groups = Vec::with_capacity(count(Section::Group));
-    for (section, range) in &layout.tables {
-        let key = match section {
-            Section::Step => "step",
-            Section::Group => "group",
-            Section::ScriptLimits => continue,
-        };
-        // Spans are relative to the table's text (`ctx` knows where it
-        // starts). Those kept for the tree's checks are not shifted: they
-        // only place diagnostics, and a job with any is read again whole.
-        ctx.set_base(range.start);
-        let table = DeTable::parse(&source[range.clone()]).ok()?;
-        let mut found = tables(&mut ctx, table.get_ref(), key);
-        let (Some((t, header)), None) = (found.pop(), found.pop()) else { return None };
-        match section {
-            Section::Step => steps.push(parse_step(&mut ctx, &env, t, header)),
-            _ => groups.push(parse_group(&mut ctx, t, header)),
+    let to_read: Vec<&(Section, Range<usize>)> =
+        layout.tables.iter().filter(|(s, _)| *s != Section::ScriptLimits).collect();
+    // A big job's tables are read on every core: they are independent, and
+    // each part comes back in file order.
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let threads = cores.min(to_read.len() / TABLES_PER_THREAD).max(1);
+    let parts: Vec<Option<(Vec<RawStep>, Vec<RawGroup>)>> = if threads == 1 {
+        vec![read_tables(&mut ctx, source, &to_read, &env)]
+    } else {
+        // A thread that cannot be made or that panics leaves its part `None`:
+        // the whole-document parse then reads the file.
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = to_read
+                .chunks(to_read.len().div_ceil(threads))
+                .map(|part| {
+                    let mut ctx = ctx.fork();
+                    let env = &env;
+                    std::thread::Builder::new()
+                        .name("gatherd-load".into())
+                        .spawn_scoped(scope, move || read_tables(&mut ctx, source, part, env))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.ok().and_then(|h| h.join().ok().flatten())).collect()
+        })
+    };
+    let (mut steps, mut groups) = (Vec::new(), Vec::new());
+    for part in parts {
+        let (s, g) = part?;
+        if steps.is_empty() {
+            steps = s;
+        } else {
+            steps.extend(s);
         }
+        groups.extend(g);
     }
     ctx.set_base(0);
     if !ctx.diagnostics.is_empty() || (steps.is_empty() && groups.is_empty()) {
@@ -140,6 +154,37 @@ fn load_by_table(path: &Path, source: &str, layout: &Layout) -> Option<Job> {
     }
     job.root = tree::build(&mut ctx, steps, groups).filter(|_| ctx.diagnostics.is_empty())?;
     Some(job)
+}
+
+/// Below this many tables a job is read on one thread: a thread costs more
+/// than it saves.
+const TABLES_PER_THREAD: usize = 2_000;
+
+/// Reads `[[step]]` and `[[group]]` tables, each parsed on its own; `None`
+/// if one does not parse or there is anything to report.
+fn read_tables(
+    ctx: &mut Ctx,
+    source: &str,
+    part: &[&(Section, Range<usize>)],
+    env: &StepEnv<'_>,
+) -> Option<(Vec<RawStep>, Vec<RawGroup>)> {
+    let mut steps = Vec::with_capacity(part.iter().filter(|(s, _)| *s == Section::Step).count());
+    let mut groups = Vec::new();
+    for (section, range) in part {
+        let key = if *section == Section::Step { "step" } else { "group" };
+        // Spans are relative to the table's text (`ctx` knows where it
+        // starts). Those kept for the tree's checks are not shifted: they
+        // only place diagnostics, and a job with any is read again whole.
+        ctx.set_base(range.start);
+        let table = DeTable::parse(&source[range.clone()]).ok()?;
+        let mut found = tables(ctx, table.get_ref(), key);
+        let (Some((t, header)), None) = (found.pop(), found.pop()) else { return None };
+        match section {
+            Section::Step => steps.push(parse_step(ctx, env, t, header)),
+            _ => groups.push(parse_group(ctx, t, header)),
+        }
+    }
+    ctx.diagnostics.is_empty().then_some((steps, groups))
 }
 
 /// The job, parsed as one document: any layout, and every diagnostic.
@@ -687,6 +732,34 @@ mod tests {
                 load_by_table(path, text, &layout).unwrap_or_else(|| panic!("{} read by table", path.display()));
             assert_eq!(by_table, whole, "{}", path.display());
         }
+    }
+
+    /// A job big enough to be read on several threads (on a machine with
+    /// more than one core) gives the job the whole-document reader gives:
+    /// same steps, same order, scripts placed on their own lines.
+    #[test]
+    fn a_big_job_read_in_parts_is_the_same_job() {
+        let n = 2 * super::TABLES_PER_THREAD;
+        let names: Vec<String> = (0..n).map(|i| format!("\"s{i}\"")).collect();
+        let mut text = format!(
+            "[[group]]\nname = \"main\"\nsequence = [\"first\", \"fan\"]\n\
+             [[group]]\nname = \"fan\"\ngather = [{}]\nlimit = 8\n\
+             [[step]]\nname = \"first\"\nsleep = \"1ms\"\noutput = \"x\"\n",
+            names.join(", ")
+        );
+        for i in 0..n {
+            let body = match i % 3 {
+                0 => format!("sleep = \"{i}ms\""),
+                1 => "shell = \"echo {{ steps.first.output }}\"".to_string(),
+                _ => format!("script = \"\"\"\n{i} + 1\n\"\"\""),
+            };
+            text.push_str(&format!("[[step]]\nname = \"s{i}\"\n{body}\n"));
+        }
+        let path = Path::new("big.toml");
+        let layout = sections::layout(&text).expect("plain layout");
+        let by_table = load_by_table(path, &text, &layout).expect("read by table");
+        assert_eq!(by_table, load_document(path, &text).expect("valid"));
+        assert_eq!(by_table.root.step_count(), Some(n + 1));
     }
 
     /// Anything to report sends the file to the whole-document reader, whose
