@@ -36,12 +36,18 @@ pub struct DaemonArgs {
     /// Where the control API listens (default 127.0.0.1:7327; port 0 = any free port).
     #[arg(long, value_name = "ADDR", env = "GATHERD_API_LISTEN")]
     pub api_listen: Option<std::net::SocketAddr>,
+    /// The config file as read the first time it was asked for: logging is
+    /// set up from it before the daemon starts, and both see one reading.
+    #[arg(skip)]
+    loaded: std::sync::OnceLock<Box<Result<Config, crate::config::ConfigError>>>,
 }
 
 impl DaemonArgs {
-    /// The config file, or the defaults when none is given.
-    pub fn load_config(&self) -> Result<Config, crate::config::ConfigError> {
-        Config::load_or_default(self.config.as_deref())
+    /// The config file, or the defaults when none is given; read once.
+    pub fn load_config(&self) -> Result<&Config, &crate::config::ConfigError> {
+        let loaded: &Result<Config, _> =
+            self.loaded.get_or_init(|| Box::new(Config::load_or_default(self.config.as_deref())));
+        loaded.as_ref()
     }
 }
 
@@ -49,7 +55,7 @@ impl DaemonArgs {
 /// 1 when it cannot start.
 pub async fn daemon(args: DaemonArgs) -> u8 {
     let config = match args.load_config() {
-        Ok(config) => config,
+        Ok(config) => config.clone(),
         Err(e) => {
             tracing::error!("{e}");
             return exit::INVALID;

@@ -79,7 +79,7 @@ impl Cli {
     pub fn log_settings(&self) -> logging::LogSettings {
         match &self.command {
             Command::Daemon(args) => {
-                let config = args.load_config().unwrap_or_default();
+                let config = args.load_config().cloned().unwrap_or_default();
                 logging::LogSettings {
                     format: args.log_format.or(config.log_format),
                     level: args.log_level.clone(),
