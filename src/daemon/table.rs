@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
 use tokio_util::time::delay_queue;
 
 use crate::job::Job;
@@ -46,20 +45,6 @@ pub fn read(path: &Path) -> std::io::Result<Loaded> {
     Ok(Loaded { hash, job })
 }
 
-/// A run of a job that has started and not yet ended.
-pub struct Running {
-    /// The supervisor's number for it.
-    pub seq: u64,
-    /// Its id in the store, once the store has given one.
-    pub run_id: std::sync::Arc<std::sync::OnceLock<crate::store::RunId>>,
-    /// Cancels it (file removed, `replace`, shutdown).
-    pub cancel: CancellationToken,
-    /// Set when its `RunFinished` event is handled, before it is logged: the
-    /// run is over for the API from then on, though its task still records
-    /// and prunes before the supervisor hears it ended.
-    pub ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
 /// One job file the daemon knows about.
 #[derive(Default)]
 pub struct Entry {
@@ -80,8 +65,9 @@ pub struct Entry {
     pub slot: Option<DateTime<Utc>>,
     /// Its timer in the supervisor's delay queue.
     pub timer: Option<delay_queue::Key>,
-    /// Runs in flight.
-    pub running: Vec<Running>,
+    /// Its runs in flight: their tasks' ids (the supervisor's `in_flight`
+    /// has the rest).
+    pub running: Vec<tokio::task::Id>,
     /// Its fires waiting in admission for a slot (kept here so the overlap
     /// check need not search admission's queue, which a burst makes long).
     pub waiting: usize,

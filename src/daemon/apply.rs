@@ -1,0 +1,215 @@
+//! What a job file's new version does to the job table: an invalid version
+//! is reported (the last valid one keeps running), a one-shot runs unless
+//! this version already ran, a scheduled job is (re)scheduled — continuing
+//! from its last recorded fire at start, with missed fires caught up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::catch_up;
+use super::describe;
+use super::supervisor::Supervisor;
+use super::table::{Hash, Loaded};
+use crate::job::{Job, Trigger};
+use crate::load::LoadError;
+use crate::schedule::{Schedule, stable_jitter};
+use crate::store::{JobKind, JobRecord, Missed, RecordedStatus, RunTrigger};
+use crate::watch::JobId;
+
+impl Supervisor {
+    /// A job file was read: take the new version (or report why not) and
+    /// (re)schedule it.
+    pub async fn apply(&mut self, id: JobId, loaded: Loaded) {
+        let entry = self.table.entry(id.clone()).or_default();
+        if entry.hash == Some(loaded.hash) {
+            return; // Saved again, unchanged.
+        }
+        entry.hash = Some(loaded.hash);
+        self.store.record_job(JobRecord {
+            job: id.to_string(),
+            kind: if id.as_str().ends_with(".rhai") { JobKind::Rhai } else { JobKind::Toml },
+            content_hash: loaded.hash,
+            valid: loaded.job.is_ok(),
+            diagnostic: loaded.job.as_ref().err().map(ToString::to_string),
+        });
+        match loaded.job {
+            Ok(job) => self.apply_valid(id, loaded.hash, job).await,
+            Err(e) => self.apply_invalid(&id, e),
+        }
+    }
+
+    /// An invalid version: reported; the last valid one keeps its schedule.
+    fn apply_invalid(&mut self, id: &JobId, e: LoadError) {
+        for d in e.diagnostics() {
+            tracing::warn!(job = %id, "invalid job file: {}", d.one_line());
+        }
+        let entry = self.table.entry(id.clone()).or_default();
+        if entry.job.is_some() {
+            tracing::warn!(job = %id, "keeping the last valid version until the file is fixed or removed");
+        }
+        if entry.invalid.replace(e).is_none() {
+            self.invalid_jobs += 1;
+        }
+    }
+
+    /// A valid version: it replaces the last one, then runs or is scheduled
+    /// by its trigger.
+    async fn apply_valid(&mut self, id: JobId, hash: Hash, job: Job) {
+        let entry = self.table.entry(id.clone()).or_default();
+        let was_invalid = entry.invalid.take().is_some();
+        if was_invalid {
+            self.invalid_jobs -= 1;
+        }
+        let first_version = entry.job.is_none();
+        let same_timing = entry.job.as_ref().is_some_and(|old| old.trigger == job.trigger && old.jitter == job.jitter);
+        tracing::info!(job = %id, trigger = %describe(&job.trigger), fixed = was_invalid, "job loaded");
+        let trigger = job.trigger.clone();
+        entry.job = Some(Arc::new(job));
+        entry.valid_hash = Some(hash);
+        let scheduled = entry.timer.is_some();
+        match trigger {
+            Trigger::OnChange => self.apply_one_shot(id, hash).await,
+            // Same timing, already scheduled: the timer stands.
+            _ if same_timing && scheduled => {}
+            trigger => self.apply_scheduled(id, &trigger, first_version).await,
+        }
+    }
+
+    /// A one-shot version runs once: now, unless it ran already (this
+    /// daemon saw it, or — at start — the history says so).
+    async fn apply_one_shot(&mut self, id: JobId, hash: Hash) {
+        self.cancel_timer(&id);
+        let entry = self.table.entry(id.clone()).or_default();
+        if entry.last_run_hash == Some(hash) {
+            return;
+        }
+        entry.last_run_hash = Some(hash);
+        if self.started {
+            // Appeared (again) while the daemon runs: run it.
+            return self.fire(id, RunTrigger::File, Utc::now(), None);
+        }
+        // At start, a version that ran before the restart does not run again.
+        match self.store.one_shot_status(id.as_str(), &hash).await {
+            Ok(Some(RecordedStatus::Interrupted)) => tracing::warn!(
+                job = %id,
+                "this version's run was interrupted when the daemon stopped; not retried (save a new version to run it)"
+            ),
+            Ok(Some(_)) => tracing::info!(job = %id, "this version already ran to the end; not running it again"),
+            Ok(None) => self.fire(id, RunTrigger::File, Utc::now(), None),
+            Err(e) => {
+                tracing::error!(job = %id, "cannot ask the store whether this version ran: {e}; running it");
+                self.fire(id, RunTrigger::File, Utc::now(), None);
+            }
+        }
+    }
+
+    /// A scheduled version: (re)schedules it. A job the store saw fire
+    /// before the daemon stopped continues from its last fire: `every` keeps
+    /// its grid, and the fires missed in between are caught up or recorded
+    /// missed.
+    async fn apply_scheduled(&mut self, id: JobId, trigger: &Trigger, first_version: bool) {
+        let last = if first_version && !self.started {
+            self.store.last_fire(id.as_str()).await.unwrap_or_else(|e| {
+                tracing::error!(job = %id, "cannot read the job's last fire from the store: {e}");
+                None
+            })
+        } else {
+            None
+        };
+        match Schedule::new(trigger, last.unwrap_or_else(Utc::now)) {
+            Ok(Some(schedule)) => {
+                if let Some(last) = last {
+                    self.catch_up(&id, &schedule, last).await;
+                }
+                let entry = self.table.entry(id.clone()).or_default();
+                entry.schedule = Some(schedule);
+                entry.slot = None;
+                self.schedule_next(&id);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(job = %id, "cannot schedule the job: {e}"),
+        }
+    }
+
+    /// At start: records the fires missed since `last` and runs the ones the
+    /// job's `catch_up` asks for, one after another.
+    async fn catch_up(&mut self, id: &JobId, schedule: &Schedule, last: DateTime<Utc>) {
+        let Some(entry) = self.table.get_mut(id) else { return };
+        let (Some(job), Some(hash)) = (entry.job.clone(), entry.valid_hash) else { return };
+        let plan = catch_up::plan(schedule, last, Utc::now(), job.catch_up, job.catch_up_window);
+        let cause = scheduled_cause(&job.trigger);
+        if let (Some(first), Some(latest)) = (plan.missed.first(), plan.missed.last()) {
+            tracing::warn!(job = %id, count = plan.missed.len(), first = %first, last = %latest, more = plan.uncounted, "fires missed while the daemon was down; recorded as missed");
+            let missed = Missed {
+                job: id.to_string(),
+                trigger: cause,
+                fire_times: plan.missed,
+                content_hash: hash,
+                node: self.node.clone(),
+            };
+            if let Err(e) = self.store.record_missed(missed).await {
+                tracing::error!(job = %id, "cannot record the missed fires: {e}");
+            }
+        }
+        if plan.run.is_empty() {
+            return;
+        }
+        tracing::info!(job = %id, count = plan.run.len(), policy = ?job.catch_up, "catching up missed fires");
+        let mut queue: std::collections::VecDeque<_> = plan.run.into();
+        let first = queue.pop_front();
+        let Some(entry) = self.table.get_mut(id) else { return };
+        entry.catch_up = queue;
+        entry.catch_up_cause = Some(cause);
+        if let Some(due) = first {
+            self.fire(id.clone(), cause, due, None);
+        }
+    }
+
+    pub fn cancel_timer(&mut self, id: &JobId) {
+        if let Some(entry) = self.table.get_mut(id) {
+            if let Some(key) = entry.timer.take() {
+                self.timers.remove(&key);
+            }
+            entry.schedule = None;
+            entry.slot = None;
+        }
+    }
+
+    /// Sets the job's timer for its next slot after the last one (or now).
+    pub fn schedule_next(&mut self, id: &JobId) {
+        let Some(entry) = self.table.get_mut(id) else { return };
+        let (Some(schedule), Some(job)) = (&entry.schedule, &entry.job) else { return };
+        let now = Utc::now();
+        let jitter = job.jitter.map_or(Duration::ZERO, |max| stable_jitter(id.as_str(), max));
+        // The next slot after the last one, so an interval never drifts; but
+        // when the daemon fell behind (busy, suspended), the next one after now.
+        let after = entry.slot.unwrap_or(now);
+        let mut next = schedule.next_after(after);
+        if let Some(n) = next
+            && n + jitter < now
+        {
+            tracing::warn!(job = %id, missed_since = %n, "fell behind the schedule; skipping to the next slot");
+            next = schedule.next_after(now);
+        }
+        if let Some(key) = entry.timer.take() {
+            self.timers.remove(&key);
+        }
+        entry.slot = next;
+        if let Some(slot) = next {
+            let due = slot + jitter;
+            let delay = (due - now).to_std().unwrap_or(Duration::ZERO);
+            entry.timer = Some(self.timers.insert(id.clone(), delay));
+            tracing::debug!(job = %id, next = %due, "scheduled");
+        }
+    }
+}
+
+/// Why a scheduled job's fire runs: its cron schedule or its interval.
+pub(super) fn scheduled_cause(trigger: &Trigger) -> RunTrigger {
+    match trigger {
+        Trigger::Cron { .. } => RunTrigger::Schedule,
+        _ => RunTrigger::Interval,
+    }
+}

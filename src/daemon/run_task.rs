@@ -1,0 +1,120 @@
+//! One run, as the supervisor hands it to its `JoinSet`: a [`RunTask`] owns
+//! everything the run needs (the job, its context, its sinks' parts, the
+//! trigger's reply), so starting a run is building this value and spawning
+//! [`RunTask::run`].
+//!
+//! Architecture Invariant: a run task tells the supervisor what it learns
+//! (its store id, that it ended) by [`RunNote`]s on the loop's channel; it
+//! never writes state the loop reads.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::control::Live;
+use super::sinks::RunSinks;
+use crate::api::{ControlError, Metrics};
+use crate::exec::{self, RunContext, RunEvent, RunOutcome};
+use crate::job::Job;
+use crate::store::{RunId, RunStart, RunStore};
+use crate::watch::JobId;
+
+/// Where a manual trigger waits for its run's id, or for why it did not start.
+pub type Reply = oneshot::Sender<Result<RunId, ControlError>>;
+
+/// What a run task tells the supervisor's loop while it runs.
+#[derive(Debug)]
+pub enum RunNote {
+    /// The store gave the run this id (`None`: the store failed; the run
+    /// runs unrecorded).
+    Recorded { task: tokio::task::Id, run_id: Option<RunId> },
+    /// The run's `RunFinished` passed its sinks: it is over for the API
+    /// (cancel answers "not running"), though its task still records and
+    /// prunes before it ends.
+    Ended { task: tokio::task::Id },
+}
+
+/// A run that holds its admission slot, ready to be spawned.
+pub struct RunTask {
+    /// The job file.
+    pub id: JobId,
+    /// The version that runs.
+    pub job: Arc<Job>,
+    /// Its row in the history.
+    pub start: RunStart,
+    /// Cancel token, pool and limits.
+    pub ctx: RunContext,
+    /// Who triggered it and waits for the run id.
+    pub reply: Option<Reply>,
+    /// The run history.
+    pub store: Arc<dyn RunStore>,
+    /// Counters fed by the run's events.
+    pub metrics: Arc<Metrics>,
+    /// Where the API finds the run's live stream.
+    pub live: Live,
+    /// The loop's inbox.
+    pub notes: mpsc::UnboundedSender<RunNote>,
+    /// Retention after the run: at most this many runs of the job…
+    pub keep_runs: Option<u64>,
+    /// …and none older than this.
+    pub keep_for: Option<std::time::Duration>,
+    /// A failpoint for the supervisor's tests: the task panics once its run
+    /// is recorded.
+    #[cfg(test)]
+    pub panic: bool,
+}
+
+impl RunTask {
+    /// Records the run, runs it through its sinks, applies retention.
+    pub async fn run(self) -> RunOutcome {
+        let task = tokio::task::id();
+        let cause = self.start.trigger;
+        // The run's id is the store's; without a store row the run still
+        // runs (and is logged), it just is not in the history.
+        let run_id = match self.store.begin_run(self.start).await {
+            Ok(run_id) => Some(run_id),
+            Err(e) => {
+                tracing::error!(job = %self.id, "cannot record the run in the store: {e}");
+                None
+            }
+        };
+        // The loop hears of the id before the trigger's caller can use it.
+        let _ = self.notes.send(RunNote::Recorded { task, run_id });
+        if let Some(reply) = self.reply {
+            let _ =
+                reply.send(run_id.ok_or_else(|| ControlError::NotStarted("the run store failed; see the log".into())));
+        }
+        #[cfg(test)]
+        if self.panic {
+            panic!("failpoint: the run task of {} panics", self.id);
+        }
+        let sinks = RunSinks::new(self.id.clone(), run_id, cause, self.metrics, &self.live, self.store.recorder());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let feed = async {
+            while let Some(event) = rx.recv().await {
+                if matches!(event, RunEvent::RunFinished { .. }) {
+                    let _ = self.notes.send(RunNote::Ended { task });
+                }
+                sinks.event(event);
+            }
+        };
+        let (outcome, ()) = tokio::join!(exec::run(self.job, self.ctx, tx), feed);
+        let recorder = sinks.recorder().cloned();
+        drop(sinks);
+        // Retention, after this run is written: the job's oldest runs go.
+        if let Some(recorder) = recorder
+            && (self.keep_runs.is_some() || self.keep_for.is_some())
+        {
+            let pruned = match recorder.flush().await {
+                Ok(()) => self.store.prune(self.id.as_str(), self.keep_runs, self.keep_for).await,
+                Err(e) => Err(e),
+            };
+            match pruned {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(job = %self.id, pruned = n, "old runs pruned"),
+                Err(e) => tracing::warn!(job = %self.id, "cannot prune old runs: {e}"),
+            }
+        }
+        outcome
+    }
+}

@@ -1,0 +1,148 @@
+//! A run's sinks: everything the daemon makes of a run's events — the log,
+//! the metrics, the live stream for the API's subscribers and the run history
+//! — is fed here, from the one stream the executor emits, in that order.
+//!
+//! The log: every event becomes a structured tracing event with `job`,
+//! `run_id`, `step`, `status` and `duration_ms` fields, which the chosen
+//! subscriber writes as text, JSON lines or journald fields.
+
+use std::sync::Arc;
+
+use super::control::{Live, LiveRun};
+use crate::api::Metrics;
+use crate::exec::{RunEvent, Status, is_group_kind};
+use crate::store::{Recorder, RunId, RunTrigger};
+use crate::watch::JobId;
+
+/// Where one run's events go.
+pub struct RunSinks {
+    job: JobId,
+    log: RunLog,
+    metrics: Arc<Metrics>,
+    /// The run's live stream, when it has an id the API can name.
+    live: Option<(RunId, LiveRun, Live)>,
+    /// The run history, when the store gave the run an id.
+    recorder: Option<(RunId, Recorder)>,
+}
+
+impl RunSinks {
+    /// The sinks of a run of `job`; `run_id` is `None` when the store could
+    /// not record the run (it still runs, and is logged and counted).
+    pub fn new(
+        job: JobId,
+        run_id: Option<RunId>,
+        cause: RunTrigger,
+        metrics: Arc<Metrics>,
+        live: &Live,
+        recorder: Recorder,
+    ) -> RunSinks {
+        // Live subscribers (server-sent events) of this run; the channel
+        // itself is made by the first subscriber.
+        let live = run_id.map(|run_id| {
+            let slot = LiveRun::default();
+            live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(run_id, slot.clone());
+            (run_id, slot, live.clone())
+        });
+        RunSinks {
+            log: RunLog { job: job.to_string(), run_id: run_id.unwrap_or(-1), cause },
+            job,
+            metrics,
+            live,
+            recorder: run_id.map(|id| (id, recorder)),
+        }
+    }
+
+    /// One event of the run, to every sink.
+    pub fn event(&self, event: RunEvent) {
+        self.log.event(&event);
+        observe(&self.metrics, self.job.as_str(), &event);
+        if let Some(b) = self.live.as_ref().and_then(|(_, slot, _)| slot.get()).filter(|b| b.receiver_count() > 0) {
+            let _ = b.send(event.clone());
+        }
+        if let Some((run_id, recorder)) = &self.recorder {
+            recorder.record(*run_id, event);
+        }
+    }
+
+    /// The run history's writer for this run, if it has one.
+    pub fn recorder(&self) -> Option<&Recorder> {
+        self.recorder.as_ref().map(|(_, r)| r)
+    }
+}
+
+impl Drop for RunSinks {
+    /// The run is over (or its task is gone): no more live events.
+    fn drop(&mut self) {
+        if let Some((run_id, _, live)) = &self.live {
+            live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(run_id);
+        }
+    }
+}
+
+/// The metrics sink: what one event of a run changes in the counters.
+fn observe(metrics: &Metrics, job: &str, event: &RunEvent) {
+    match event {
+        RunEvent::RunStarted { .. } => metrics.run_started(job),
+        RunEvent::NodeFinished { kind, started: Some(started), at, .. } if !is_group_kind(kind) => {
+            metrics.step_finished(kind, at.saturating_sub(*started));
+        }
+        RunEvent::RunFinished { status, duration, .. } => metrics.run_finished(job, status.as_str(), *duration),
+        _ => {}
+    }
+}
+
+/// Logs the events of one run.
+pub struct RunLog {
+    /// The job (its path in the jobs folder).
+    pub job: String,
+    /// The run's id (the store's).
+    pub run_id: i64,
+    /// Why it runs.
+    pub cause: RunTrigger,
+}
+
+impl RunLog {
+    /// Writes one event to the log.
+    pub fn event(&self, event: &RunEvent) {
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let (job, run_id) = (&self.job, self.run_id);
+        match event {
+            RunEvent::RunStarted { .. } => {
+                tracing::info!(job = %job, run_id, cause = self.cause.as_str(), "run started");
+            }
+            RunEvent::NodeStarted { .. } => {}
+            RunEvent::AttemptFailed { path, attempt, error, retry_in, .. } => {
+                tracing::warn!(job = %job, run_id, step = %path, attempt, retry_in_ms = ms(*retry_in), error = %error, "attempt failed; retrying");
+            }
+            RunEvent::NodeFinished { path, kind, status, started, at, attempts, error, .. } if !is_group_kind(kind) => {
+                let duration_ms = started.map_or(0, |s| ms(at.saturating_sub(s)));
+                match status {
+                    Status::Succeeded => {
+                        tracing::info!(job = %job, run_id, step = %path, kind, status = %status, duration_ms, attempts, "step finished")
+                    }
+                    Status::Skipped | Status::Cancelled => {
+                        tracing::info!(job = %job, run_id, step = %path, kind, status = %status, duration_ms, "step finished")
+                    }
+                    _ => {
+                        tracing::warn!(job = %job, run_id, step = %path, kind, status = %status, duration_ms, attempts, error = error.as_deref().unwrap_or(""), "step finished")
+                    }
+                }
+            }
+            RunEvent::NodeFinished { .. } => {}
+            RunEvent::Log { path, text, .. } => {
+                tracing::info!(job = %job, run_id, step = %path, "script: {text}");
+            }
+            RunEvent::RunFinished { status, error, duration, .. } => {
+                let duration_ms = ms(*duration);
+                match status {
+                    Status::Succeeded => {
+                        tracing::info!(job = %job, run_id, status = %status, duration_ms, "run finished")
+                    }
+                    _ => {
+                        tracing::warn!(job = %job, run_id, status = %status, duration_ms, error = error.as_deref().unwrap_or(""), "run finished")
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Start-up: everything the supervisor needs before its loop — the state
+//! folder and its lock, the run history (with the runs a crash left
+//! `running` marked interrupted), the folder watcher, signals, the control
+//! API — then the first scan of the jobs folder, after which the daemon is
+//! ready.
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use super::control::DaemonControl;
+use super::supervisor::{Inputs, Supervisor};
+use super::{DEBOUNCE, Options};
+use crate::api::ApiConfig;
+use crate::store::{self, RunStore};
+use crate::watch::Watcher;
+
+/// Why runs found `running` at start are marked interrupted.
+const INTERRUPTED: &str = "the daemon stopped while it ran (crash, kill -9 or power loss); it was not retried";
+
+/// Starts everything and loads the jobs folder; the supervisor is ready.
+pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)> {
+    if !opts.jobs.is_dir() {
+        bail!("the jobs folder {} does not exist or is not a folder", opts.jobs.display());
+    }
+    std::fs::create_dir_all(&opts.state)
+        .with_context(|| format!("cannot create the state folder {}", opts.state.display()))?;
+    let lock = lock_state(&opts.state)?;
+    let db = opts.state.join(store::DB_FILE);
+    let store: Arc<dyn RunStore> =
+        Arc::new(store::open_sqlite(&db).await.with_context(|| format!("cannot open the run store {}", db.display()))?);
+    let node = opts.config.node();
+    for run in store.recover(&node, INTERRUPTED).await.context("cannot recover runs left running")? {
+        tracing::warn!(job = %run.job, run_id = run.id, started_at = %run.started_at, "run interrupted: {INTERRUPTED}");
+    }
+    let (watcher, file_events) = Watcher::start(&opts.jobs, DEBOUNCE)
+        .with_context(|| format!("cannot watch the jobs folder {}", opts.jobs.display()))?;
+    let sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+
+    let api_config = ApiConfig {
+        listen: opts.api_listen.unwrap_or_else(|| opts.config.api_listen()),
+        token: opts.config.api_token.clone(),
+        max_body: 64 * 1024,
+    };
+    crate::api::check(&api_config).map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(api_config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for the control API (api_listen)", api_config.listen))?;
+    let api_addr = listener.local_addr().context("the control API's address")?;
+
+    let mut sup = Supervisor::new(opts, store, node);
+    sup.lock = Some(lock);
+    let (commands_tx, commands) = tokio::sync::mpsc::channel(64);
+    let control = Arc::new(DaemonControl { commands: commands_tx, live: sup.live.clone() });
+    let api_stop = CancellationToken::new();
+    // Owned by the loop's inputs and awaited when the loop ends.
+    let api = tokio::spawn(crate::api::serve(
+        listener,
+        api_config,
+        control,
+        sup.store.clone(),
+        sup.metrics.clone(),
+        api_stop.clone(),
+    ));
+    tracing::info!(addr = %api_addr, "control API listening");
+    tracing::info!(jobs = %sup.opts.jobs.display(), state = %sup.opts.state.display(), "gatherd daemon starting");
+    sup.rescan().await;
+    sup.started = true;
+    sup.systemd.ready(&sup.status_line());
+    tracing::info!(jobs = sup.table.len(), "ready");
+    let inputs =
+        Inputs { file_events: Some(file_events), commands, sigterm, sigint, sighup, watcher, api: (api, api_stop) };
+    Ok((sup, inputs))
+}
+
+/// Takes an exclusive lock on the state folder, so two daemons never share it.
+fn lock_state(state: &std::path::Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = state.join("gatherd.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        anyhow::anyhow!(
+            "another gatherd daemon uses the state folder {} ({}): stop it or pass another --state",
+            state.display(),
+            e.desc()
+        )
+    })
+}

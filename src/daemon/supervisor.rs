@@ -1,0 +1,655 @@
+//! The supervisor's state and its loop: one `select!` over file events,
+//! timers, commands from the API, notes and ends of runs, signals and the
+//! watchdog. Each input has its handler here; what a job file's new version
+//! does is in `apply.rs`, how a run is built in `run_task.rs`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::Utc;
+use futures::StreamExt;
+use tokio::signal::unix::Signal;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::time::DelayQueue;
+
+use super::admit::Admission;
+use super::apply::scheduled_cause;
+use super::control::{Command, Live};
+use super::overlap::{self, Busy, Decision};
+use super::run_task::{Reply, RunNote, RunTask};
+use super::systemd::Systemd;
+use super::table::{self, Entry, Loaded};
+use super::{FILE_BATCH, Options, describe};
+use crate::api::{ControlError, JobView, Metrics};
+use crate::config::Config;
+use crate::exec::{BlockingPool, Limits, RunContext, RunEvent, RunOutcome, Status};
+use crate::store::{RunId, RunStart, RunStore, RunTrigger};
+use crate::watch::{JobFileEvent, JobId, Watcher};
+
+/// A run that is due: which job, why, and its nominal time.
+#[derive(Debug)]
+pub(super) struct Fire {
+    pub job: JobId,
+    pub cause: RunTrigger,
+    pub due: chrono::DateTime<Utc>,
+    /// Who asked for it (a manual trigger) and waits for its run id.
+    pub reply: Option<Reply>,
+}
+
+/// A run in flight, by the id of its task in [`Supervisor::runs`].
+#[derive(Debug)]
+pub(super) struct InFlight {
+    pub job: JobId,
+    /// The admission slot it holds, given back when it ends.
+    pub semaphore: Option<String>,
+    /// Its id in the store, once the task has said it ([`RunNote`]).
+    pub run_id: Option<RunId>,
+    /// Its `RunFinished` was handled: it is over for the API.
+    pub ended: bool,
+    /// Cancels it (file removed, `replace`, the API, shutdown).
+    pub cancel: CancellationToken,
+    /// When it was spawned, for the duration of a run whose task failed.
+    pub spawned: tokio::time::Instant,
+}
+
+/// What the loop listens to besides its own state, and the services it
+/// stops on the way out.
+pub(super) struct Inputs {
+    pub file_events: Option<mpsc::Receiver<JobFileEvent>>,
+    pub commands: mpsc::Receiver<Command>,
+    pub sigterm: Signal,
+    pub sigint: Signal,
+    pub sighup: Signal,
+    /// Dropped when the loop ends: no file events after that.
+    pub watcher: Watcher,
+    /// The control API's task and its stop token.
+    pub api: (tokio::task::JoinHandle<std::io::Result<()>>, CancellationToken),
+}
+
+pub(super) struct Supervisor {
+    pub opts: Options,
+    pub pool: BlockingPool,
+    pub table: BTreeMap<JobId, Entry>,
+    pub timers: DelayQueue<JobId>,
+    pub admission: Admission<Fire>,
+    /// Every run's task; each one's bookkeeping is in `in_flight`.
+    pub runs: JoinSet<RunOutcome>,
+    pub in_flight: HashMap<tokio::task::Id, InFlight>,
+    /// What runs tell the loop (their store ids, their ends).
+    pub notes: mpsc::UnboundedReceiver<RunNote>,
+    pub notes_tx: mpsc::UnboundedSender<RunNote>,
+    /// Parent of every run's token.
+    pub shutdown: CancellationToken,
+    pub systemd: Systemd,
+    pub watchdog: Option<tokio::time::Interval>,
+    /// Run history.
+    pub store: Arc<dyn RunStore>,
+    /// This daemon's name in the store.
+    pub node: String,
+    /// Live event streams of runs in flight, for the API.
+    pub live: Live,
+    /// Prometheus metrics, fed by every run.
+    pub metrics: Arc<Metrics>,
+    /// How many entries of `table` are invalid (kept as a count so the status
+    /// reported after every event does not walk the table).
+    pub invalid_jobs: usize,
+    /// Whether the start-up scan is done. Before it, a job file's history
+    /// decides (a one-shot that ran is not re-run; missed fires are caught
+    /// up); a file that appears later is new and runs as such.
+    pub started: bool,
+    /// Whether shutdown has begun: no run starts any more.
+    pub stopping: bool,
+    /// The state folder's lock, held until the supervisor is gone.
+    pub lock: Option<nix::fcntl::Flock<std::fs::File>>,
+    /// Jobs whose run tasks panic (the supervisor's tests).
+    #[cfg(test)]
+    pub panic_jobs: std::collections::HashSet<JobId>,
+}
+
+impl Supervisor {
+    pub fn new(opts: Options, store: Arc<dyn RunStore>, node: String) -> Supervisor {
+        let (notes_tx, notes) = mpsc::unbounded_channel();
+        let sup = Supervisor {
+            store,
+            node,
+            started: false,
+            stopping: false,
+            live: Live::default(),
+            metrics: Arc::new(Metrics::new()),
+            pool: BlockingPool::new(opts.blocking_threads()),
+            admission: Admission::new(opts.max_concurrent_runs(), opts.semaphores()),
+            opts,
+            table: BTreeMap::new(),
+            timers: DelayQueue::new(),
+            runs: JoinSet::new(),
+            in_flight: HashMap::new(),
+            notes,
+            notes_tx,
+            shutdown: CancellationToken::new(),
+            systemd: Systemd,
+            watchdog: Systemd.watchdog_interval().map(tokio::time::interval),
+            invalid_jobs: 0,
+            lock: None,
+            #[cfg(test)]
+            panic_jobs: Default::default(),
+        };
+        sup.watch_pool();
+        sup
+    }
+
+    /// Handles every input until SIGTERM or SIGINT, then stops the watcher
+    /// and the API and hands itself to [`Supervisor::shutdown`].
+    pub async fn serve(mut self, inputs: Inputs) -> anyhow::Result<Supervisor> {
+        let Inputs { mut file_events, mut commands, mut sigterm, mut sigint, mut sighup, watcher, api } = inputs;
+        loop {
+            tokio::select! {
+                _ = sigterm.recv() => break,
+                _ = sigint.recv() => break,
+                _ = sighup.recv() => self.reload().await,
+                event = recv_or_pending(file_events.as_mut()) => match event {
+                    Some(event) => {
+                        // With those already waiting: a burst is read in batches.
+                        let mut events = vec![event];
+                        while events.len() < FILE_BATCH
+                            && let Some(event) = file_events.as_mut().and_then(|rx| rx.try_recv().ok())
+                        {
+                            events.push(event);
+                        }
+                        self.on_file_events(events).await;
+                    }
+                    None => {
+                        // Scheduled jobs go on; new files are found on SIGHUP.
+                        tracing::error!("the folder watcher stopped: file changes are no longer seen until a reload (SIGHUP)");
+                        file_events = None;
+                    }
+                },
+                Some(expired) = self.timers.next() => self.on_timer(expired.into_inner()),
+                Some(command) = commands.recv() => self.on_command(command),
+                Some(note) = self.notes.recv() => self.on_note(note),
+                Some(ended) = self.runs.join_next_with_id() => self.on_run_end(ended),
+                () = tick(self.watchdog.as_mut()) => self.systemd.watchdog(),
+            }
+        }
+        drop(watcher);
+        // The API goes first: nothing would answer its requests any more.
+        let (api, api_stop) = api;
+        api_stop.cancel();
+        match api.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("the control API stopped with an error: {e}"),
+            Err(e) => tracing::warn!("the control API's task failed: {e}"),
+        }
+        Ok(self)
+    }
+
+    /// Lets the metrics read the blocking pool's busy threads at each scrape.
+    pub fn watch_pool(&self) {
+        let pool = self.pool.clone();
+        self.metrics.read_pool_busy_from(move || i64::try_from(pool.busy()).unwrap_or(i64::MAX));
+    }
+
+    /// The one-line status; O(1), as it is reported after every event.
+    pub fn status_line(&self) -> String {
+        debug_assert_eq!(self.invalid_jobs, self.table.values().filter(|e| e.invalid.is_some()).count());
+        // Every entry with a timer has its one key in `timers`.
+        debug_assert_eq!(self.timers.len(), self.table.values().filter(|e| e.timer.is_some()).count());
+        format!(
+            "{} jobs ({} scheduled, {} invalid); {} runs in flight, {} waiting",
+            self.table.len(),
+            self.timers.len(),
+            self.invalid_jobs,
+            self.admission.running(),
+            self.admission.waiting()
+        )
+    }
+
+    pub fn report_status(&self) {
+        self.systemd.status(&self.status_line());
+        self.metrics.set_invalid_jobs(self.invalid_jobs);
+    }
+
+    /// Reads every job file again and applies what changed: the start-up scan,
+    /// SIGHUP, and the answer to lost events.
+    pub async fn rescan(&mut self) {
+        let root = self.opts.jobs.clone();
+        let found = tokio::task::spawn_blocking(move || -> Result<Vec<(JobId, std::io::Result<Loaded>)>, String> {
+            let ids = crate::watch::scan(&root).map_err(|e| e.to_string())?;
+            Ok(ids.into_iter().map(|id| (id.clone(), table::read(&id.path(&root)))).collect())
+        })
+        .await;
+        let found = match found {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => return tracing::error!("cannot scan the jobs folder: {e}"),
+            Err(e) => return tracing::error!("the scan of the jobs folder failed: {e}"),
+        };
+        let present: std::collections::HashSet<JobId> = found.iter().map(|(id, _)| id.clone()).collect();
+        let gone: Vec<JobId> = self.table.keys().filter(|id| !present.contains(*id)).cloned().collect();
+        for id in gone {
+            self.remove(&id);
+        }
+        for (id, loaded) in found {
+            match loaded {
+                Ok(loaded) => self.apply(id, loaded).await,
+                Err(e) => tracing::warn!(job = %id, "cannot read the job file: {e}"),
+            }
+        }
+        self.report_status();
+    }
+
+    /// File events, in the order the watcher sent them. The files of
+    /// consecutive `Changed` events are read in one blocking call.
+    pub async fn on_file_events(&mut self, events: Vec<JobFileEvent>) {
+        let mut changed = Vec::new();
+        for event in events {
+            match event {
+                JobFileEvent::Changed { id } => changed.push(id),
+                JobFileEvent::Removed { id } => {
+                    self.read_and_apply(std::mem::take(&mut changed)).await;
+                    self.remove(&id);
+                }
+                JobFileEvent::Rescan { reason } => {
+                    self.read_and_apply(std::mem::take(&mut changed)).await;
+                    tracing::warn!("file events may have been lost ({reason}); rescanning the jobs folder");
+                    self.rescan().await;
+                }
+            }
+        }
+        self.read_and_apply(changed).await;
+        self.report_status();
+    }
+
+    /// Reads these job files (off the runtime, in one go) and applies each.
+    async fn read_and_apply(&mut self, ids: Vec<JobId>) {
+        if ids.is_empty() {
+            return;
+        }
+        let root = self.opts.jobs.clone();
+        let count = ids.len();
+        let read = tokio::task::spawn_blocking(move || {
+            ids.into_iter()
+                .map(|id| {
+                    let loaded = table::read(&id.path(&root));
+                    (id, loaded)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let found = match read {
+            Ok(found) => found,
+            Err(e) => return tracing::error!(files = count, "reading job files failed: {e}"),
+        };
+        for (id, loaded) in found {
+            match loaded {
+                Ok(loaded) => self.apply(id, loaded).await,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.remove(&id),
+                Err(e) => tracing::warn!(job = %id, "cannot read the job file: {e}"),
+            }
+        }
+    }
+
+    fn on_timer(&mut self, id: JobId) {
+        let Some(entry) = self.table.get_mut(&id) else { return };
+        entry.timer = None;
+        let cause = entry.job.as_ref().map_or(RunTrigger::Interval, |j| scheduled_cause(&j.trigger));
+        let due = entry.slot.unwrap_or_else(Utc::now);
+        self.fire(id.clone(), cause, due, None);
+        self.schedule_next(&id);
+        self.report_status();
+    }
+
+    /// A run of `id` is due: apply its overlap policy, then admission.
+    /// `reply` (a manual trigger) gets the run's id once it starts, or why it
+    /// does not.
+    pub fn fire(&mut self, id: JobId, cause: RunTrigger, due: chrono::DateTime<Utc>, reply: Option<Reply>) {
+        let refuse = |reply: Option<Reply>, why: ControlError| {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(why));
+            }
+        };
+        let Some(entry) = self.table.get_mut(&id) else {
+            return refuse(reply, ControlError::NoSuchJob(id.to_string()));
+        };
+        let Some(job) = entry.job.clone() else { return refuse(reply, ControlError::NotRunnable(id.to_string())) };
+        if self.stopping {
+            return refuse(reply, ControlError::Stopping);
+        }
+        debug_assert_eq!(entry.waiting > 0, self.admission.is_waiting(|f| f.job == id));
+        let busy = Busy { running: entry.running.len(), waiting: entry.waiting, queued: entry.queued.is_some() };
+        let cause_str = cause.as_str();
+        match overlap::decide(job.overlap, busy) {
+            Decision::Start => {}
+            Decision::Drop(why) => {
+                tracing::info!(job = %id, cause = cause_str, "skipped: {}", why.reason());
+                return refuse(reply, ControlError::NotStarted(why.reason().into()));
+            }
+            Decision::Queue => {
+                tracing::info!(job = %id, cause = cause_str, "queued behind the running one (overlap = \"queue\")");
+                entry.queued = Some((cause, due));
+                return refuse(
+                    reply,
+                    ControlError::NotStarted(
+                        "queued: it starts when the running one ends (overlap = \"queue\")".into(),
+                    ),
+                );
+            }
+            Decision::Replace => {
+                tracing::info!(job = %id, cause = cause_str, "cancelling the running one (overlap = \"replace\")");
+                for task in &entry.running {
+                    if let Some(run) = self.in_flight.get(task) {
+                        run.cancel.cancel();
+                    }
+                }
+                self.admission.forget(|f| f.job == id);
+                entry.waiting = 0;
+            }
+        }
+        let fire = Fire { job: id.clone(), cause, due, reply };
+        match self.admission.admit(job.semaphore.as_deref(), fire) {
+            Some(fire) => self.start(fire),
+            None => {
+                tracing::info!(job = %id, semaphore = job.semaphore.as_deref().unwrap_or(""), "waiting for a free slot");
+                if let Some(entry) = self.table.get_mut(&id) {
+                    entry.waiting += 1;
+                }
+            }
+        }
+    }
+
+    /// Starts runs that waited in admission and now hold their slots.
+    fn start_released(&mut self, fires: Vec<Fire>) {
+        for fire in fires {
+            if let Some(entry) = self.table.get_mut(&fire.job) {
+                entry.waiting = entry.waiting.saturating_sub(1);
+            }
+            self.start(fire);
+        }
+    }
+
+    /// Starts a run that holds its admission slot.
+    fn start(&mut self, fire: Fire) {
+        let version = self.table.get(&fire.job).and_then(|e| e.job.clone().zip(e.valid_hash));
+        let Some((job, content_hash)) = version else {
+            // The file went away while the run waited: give the slot back.
+            if let Some(reply) = fire.reply {
+                let _ = reply.send(Err(ControlError::NoSuchJob(fire.job.to_string())));
+            }
+            let released = self.admission.release(None);
+            self.start_released(released);
+            return;
+        };
+        let cancel = self.shutdown.child_token();
+        let semaphore = job.semaphore.clone();
+        let task = RunTask {
+            id: fire.job.clone(),
+            start: RunStart {
+                job: fire.job.to_string(),
+                trigger: fire.cause,
+                fire_time: fire.due,
+                content_hash,
+                node: self.node.clone(),
+            },
+            ctx: RunContext {
+                cancel: cancel.clone(),
+                pool: self.pool.clone(),
+                limits: Limits::default(),
+                script_limits: self.opts.config.script_limits(),
+            },
+            reply: fire.reply,
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            live: self.live.clone(),
+            notes: self.notes_tx.clone(),
+            keep_runs: job.keep_runs.or(self.opts.config.keep_runs),
+            keep_for: job.keep_for.or(self.opts.config.keep_for),
+            #[cfg(test)]
+            panic: self.panic_jobs.contains(&fire.job),
+            job,
+        };
+        let task = self.runs.spawn(task.run()).id();
+        if let Some(entry) = self.table.get_mut(&fire.job) {
+            entry.running.push(task);
+        }
+        let spawned = tokio::time::Instant::now();
+        self.in_flight.insert(task, InFlight { job: fire.job, semaphore, run_id: None, ended: false, cancel, spawned });
+    }
+
+    /// What a run task says of itself.
+    fn on_note(&mut self, note: RunNote) {
+        match note {
+            RunNote::Recorded { task, run_id } => {
+                if let Some(run) = self.in_flight.get_mut(&task) {
+                    run.run_id = run_id;
+                }
+            }
+            RunNote::Ended { task } => {
+                if let Some(run) = self.in_flight.get_mut(&task) {
+                    run.ended = true;
+                }
+            }
+        }
+    }
+
+    /// Takes in every note sent so far, so what a run said before someone
+    /// acted on it (a trigger's caller cancelling the run it was given, a
+    /// run's end) is known before that act is handled.
+    fn take_notes(&mut self) {
+        while let Ok(note) = self.notes.try_recv() {
+            self.on_note(note);
+        }
+    }
+
+    /// A request from the control API.
+    pub fn on_command(&mut self, command: Command) {
+        self.take_notes();
+        match command {
+            Command::Jobs(reply) => {
+                let views = self
+                    .table
+                    .iter()
+                    .map(|(id, e)| JobView {
+                        job: id.to_string(),
+                        trigger: e.job.as_ref().map_or_else(|| "none".to_string(), |j| describe(&j.trigger)),
+                        next_fire: e.slot,
+                        valid: e.invalid.is_none(),
+                        diagnostic: e.invalid.as_ref().map(ToString::to_string),
+                        runnable: e.job.is_some(),
+                        running: e.running.iter().filter_map(|t| self.in_flight.get(t)?.run_id).collect(),
+                    })
+                    .collect();
+                let _ = reply.send(views);
+            }
+            Command::Trigger(job, reply) => match self.table.keys().find(|k| k.as_str() == job).cloned() {
+                Some(id) => {
+                    tracing::info!(job = %id, "triggered through the control API");
+                    self.fire(id, RunTrigger::Manual, Utc::now(), Some(reply));
+                }
+                None => {
+                    let _ = reply.send(Err(ControlError::NoSuchJob(job)));
+                }
+            },
+            Command::Cancel(run, reply) => {
+                let found = self.in_flight.values().find(|r| r.run_id == Some(run) && !r.ended);
+                let answer = match found {
+                    Some(r) => {
+                        tracing::info!(run_id = run, "cancelled through the control API");
+                        r.cancel.cancel();
+                        Ok(())
+                    }
+                    None => Err(ControlError::NotRunning(run)),
+                };
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    /// A run's task ended — normally, or by a panic, in which case the run
+    /// is recorded failed with "internal error". Either way its slot is
+    /// given back and what waited for it starts.
+    pub fn on_run_end(&mut self, ended: Result<(tokio::task::Id, RunOutcome), tokio::task::JoinError>) {
+        self.take_notes();
+        let (task, ended) = match ended {
+            Ok((task, outcome)) => (task, Ok(outcome.status)),
+            Err(e) => (e.id(), Err(e)),
+        };
+        let Some(run) = self.in_flight.remove(&task) else {
+            return tracing::error!("a run task the supervisor does not know ended");
+        };
+        match ended {
+            Ok(status) => tracing::debug!(job = %run.job, run_id = run.run_id, %status, "run ended"),
+            Err(e) => self.record_failed_task(&run, e),
+        }
+        let mut queued = None;
+        if let Some(entry) = self.table.get_mut(&run.job) {
+            entry.running.retain(|t| *t != task);
+            if entry.running.is_empty() {
+                queued = entry.queued.take();
+            }
+        }
+        let released = self.admission.release(run.semaphore.as_deref());
+        self.start_released(released);
+        if let Some((cause, due)) = queued {
+            self.fire(run.job.clone(), cause, due, None);
+        }
+        // Caught-up fires run one after another.
+        let next_catch_up = self
+            .table
+            .get_mut(&run.job)
+            .filter(|e| e.running.is_empty())
+            .and_then(|e| Some((e.catch_up.pop_front()?, e.catch_up_cause?)));
+        if let Some((due, cause)) = next_catch_up {
+            self.fire(run.job, cause, due, None);
+        }
+        self.report_status();
+    }
+
+    /// A run's task panicked (or was aborted): its events stopped, so the
+    /// history, the metrics and the log hear of its end from here.
+    fn record_failed_task(&self, run: &InFlight, e: tokio::task::JoinError) {
+        let why = match e.try_into_panic() {
+            Ok(p) => p
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic")
+                .to_string(),
+            Err(e) => e.to_string(),
+        };
+        let error = format!("internal error: the run's task failed ({why})");
+        tracing::error!(job = %run.job, run_id = run.run_id, status = "failed", error = %error, "run finished");
+        if run.ended {
+            return; // Its end is recorded already.
+        }
+        let duration = run.spawned.elapsed();
+        self.metrics.run_finished(run.job.as_str(), Status::Failed.as_str(), duration);
+        if let Some(run_id) = run.run_id {
+            let event = RunEvent::RunFinished { status: Status::Failed, result: None, error: Some(error), duration };
+            self.store.recorder().record(run_id, event);
+        }
+    }
+
+    /// The job file is gone: unschedule it and cancel its runs.
+    pub fn remove(&mut self, id: &JobId) {
+        self.cancel_timer(id);
+        let Some(entry) = self.table.remove(id) else { return };
+        if entry.invalid.is_some() {
+            self.invalid_jobs -= 1;
+        }
+        let waiting = self.admission.forget(|f| &f.job == id);
+        if !entry.running.is_empty() {
+            tracing::info!(job = %id, runs = entry.running.len(), "job file removed; cancelling its runs");
+        } else {
+            tracing::info!(job = %id, "job file removed");
+        }
+        for task in &entry.running {
+            if let Some(run) = self.in_flight.get(task) {
+                run.cancel.cancel();
+            }
+        }
+        if !waiting.is_empty() {
+            tracing::info!(job = %id, "dropped {} waiting runs", waiting.len());
+        }
+    }
+
+    /// SIGHUP: re-read the config (keeping the old one if the new one is
+    /// invalid) and rescan the folder.
+    pub async fn reload(&mut self) {
+        self.systemd.reloading();
+        tracing::info!("reloading (SIGHUP)");
+        if let Some(path) = self.opts.config_path.clone() {
+            match tokio::task::spawn_blocking(move || Config::load(&path)).await {
+                Ok(Ok(config)) => self.set_config(config),
+                Ok(Err(e)) => tracing::error!("keeping the old config: {e}"),
+                Err(e) => tracing::error!("keeping the old config: reading it failed: {e}"),
+            }
+        }
+        self.rescan().await;
+        self.systemd.ready(&self.status_line());
+    }
+
+    /// Takes a new config: new runs get its pool and limits, and runs that
+    /// waited start if the new limits let them.
+    pub fn set_config(&mut self, config: Config) {
+        self.opts.config = config;
+        if self.pool.size() != self.opts.blocking_threads() {
+            // Runs in flight keep the old pool; new runs get the new one.
+            self.pool = BlockingPool::new(self.opts.blocking_threads());
+            self.watch_pool();
+        }
+        self.admission.set_limits(self.opts.max_concurrent_runs(), self.opts.semaphores());
+        let released = self.admission.start_waiting();
+        self.start_released(released);
+        tracing::info!(
+            max_concurrent_runs = self.opts.max_concurrent_runs(),
+            blocking_threads = self.pool.size(),
+            "config reloaded"
+        );
+    }
+
+    /// SIGTERM: stop firing, let runs finish for up to `shutdown_grace`, then
+    /// cancel what is left and wait for it to wind down; then write the last
+    /// of the history.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.systemd.stopping();
+        self.stopping = true;
+        self.timers.clear();
+        let dropped = self.admission.forget(|_| true).len();
+        let grace = self.opts.config.shutdown_grace();
+        tracing::info!(runs = self.runs.len(), dropped, grace = %humantime::format_duration(grace), "stopping: letting runs in flight finish");
+        let deadline = tokio::time::sleep(grace);
+        tokio::pin!(deadline);
+        let mut cancelled = false;
+        while !self.runs.is_empty() {
+            tokio::select! {
+                Some(ended) = self.runs.join_next_with_id() => self.on_run_end(ended),
+                () = &mut deadline, if !cancelled => {
+                    tracing::warn!(runs = self.runs.len(), "the shutdown grace is over; cancelling the runs still going");
+                    self.shutdown.cancel();
+                    cancelled = true;
+                }
+                () = tick(self.watchdog.as_mut()) => self.systemd.watchdog(),
+            }
+        }
+        tracing::info!("stopped");
+        anyhow::Context::context(self.store.close().await, "cannot write the last of the run history")
+    }
+}
+
+/// The next message of `rx`, or never when there is none.
+async fn recv_or_pending<T>(rx: Option<&mut mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The watchdog's next tick, or never when systemd does not watch us.
+async fn tick(watchdog: Option<&mut tokio::time::Interval>) {
+    match watchdog {
+        Some(w) => {
+            w.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}

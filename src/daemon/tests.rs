@@ -1,0 +1,283 @@
+//! The supervisor's decisions, driven by hand on tokio's paused clock: no
+//! signals, no API server, no watcher — a real job folder and a real run
+//! history in a temp folder, file events and commands handed to the
+//! handlers, and each run's end awaited from the `JoinSet` and handed to
+//! `on_run_end` as the loop would. A job that sleeps an hour holds its run in
+//! flight for as long as a test needs it; nothing waits on real time.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::control::Command;
+use super::supervisor::Supervisor;
+use super::{Options, table};
+use crate::api::ControlError;
+use crate::config::Config;
+use crate::exec::Status;
+use crate::store::{RunFilter, RunId, RunStore};
+use crate::watch::{JobFileEvent, JobId};
+
+/// The id of the job file `name` at the top of the jobs folder.
+fn id(name: &str) -> JobId {
+    JobId::from_path(std::path::Path::new("/jobs"), &std::path::Path::new("/jobs").join(name)).expect("a job file name")
+}
+
+/// One hour of sleep: a run that stays in flight until the test ends it.
+const LONG: &str = "[[step]]\nname = \"nap\"\nsleep = \"1h\"\n";
+
+struct Harness {
+    sup: Supervisor,
+    store: Arc<dyn RunStore>,
+    jobs: tempfile::TempDir,
+    _state: tempfile::TempDir,
+}
+
+impl Harness {
+    /// A supervisor past its start-up scan, with `config` (TOML) as its config.
+    async fn new(config: &str) -> Harness {
+        let jobs = tempfile::tempdir().expect("temp folder");
+        let state = tempfile::tempdir().expect("temp folder");
+        let config = Config::parse(std::path::Path::new("config.toml"), config).expect("a valid test config");
+        let store: Arc<dyn RunStore> =
+            Arc::new(crate::store::open_sqlite(state.path().join("gatherd.db")).await.expect("store"));
+        let opts = Options {
+            jobs: jobs.path().to_path_buf(),
+            state: state.path().to_path_buf(),
+            config_path: None,
+            config,
+            blocking_threads: Some(2),
+            max_concurrent_runs: None,
+            api_listen: None,
+        };
+        let mut sup = Supervisor::new(opts, store.clone(), "test-node".into());
+        sup.started = true;
+        Harness { sup, store, jobs, _state: state }
+    }
+
+    /// Writes a job file and hands the supervisor its event.
+    async fn drop_job(&mut self, name: &str, content: &str) -> JobId {
+        std::fs::write(self.jobs.path().join(name), content).expect("write a job file");
+        let id = id(name);
+        self.sup.on_file_events(vec![JobFileEvent::Changed { id: id.clone() }]).await;
+        id
+    }
+
+    /// Awaits the next run to end and hands it to the supervisor; returns
+    /// its status (`None`: its task failed).
+    async fn end_next(&mut self) -> Option<Status> {
+        let ended = self.sup.runs.join_next_with_id().await.expect("a run in flight");
+        let status = ended.as_ref().ok().map(|(_, outcome)| outcome.status);
+        self.sup.on_run_end(ended);
+        status
+    }
+
+    /// Cancels every run of `id` in flight (as the API would).
+    fn cancel_all(&self, id: &JobId) {
+        for task in &self.sup.table[id].running {
+            self.sup.in_flight[task].cancel.cancel();
+        }
+    }
+
+    fn running(&self, id: &JobId) -> usize {
+        self.sup.table.get(id).map_or(0, |e| e.running.len())
+    }
+
+    async fn trigger(&mut self, job: &str) -> Result<RunId, ControlError> {
+        let (tx, rx) = oneshot::channel();
+        self.sup.on_command(Command::Trigger(job.into(), tx));
+        rx.await.expect("the trigger is answered")
+    }
+
+    async fn cancel(&mut self, run: RunId) -> Result<(), ControlError> {
+        let (tx, rx) = oneshot::channel();
+        self.sup.on_command(Command::Cancel(run, tx));
+        rx.await.expect("the cancel is answered")
+    }
+
+    /// `job`'s runs in the history, oldest first: (status, error).
+    async fn history(&self, job: &str) -> Vec<(String, Option<String>)> {
+        self.store.recorder().flush().await.expect("flush the history");
+        let filter = RunFilter { job: Some(job.into()), ..RunFilter::default() };
+        let mut rows = self.store.runs(filter).await.expect("read the history");
+        rows.reverse();
+        rows.into_iter().map(|r| (r.status.to_string(), r.error)).collect()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_run_gives_its_slot_back_and_is_recorded_failed() {
+    let mut h = Harness::new("max_concurrent_runs = 1\n").await;
+    let boom = id("boom.toml");
+    h.sup.panic_jobs.insert(boom.clone());
+    h.drop_job("boom.toml", LONG).await;
+    let next = h.drop_job("next.toml", "[[step]]\nname = \"t\"\nsleep = \"0s\"\n").await;
+    assert_eq!((h.sup.admission.running(), h.sup.admission.waiting()), (1, 1));
+
+    assert_eq!(h.end_next().await, None, "the panicking task ends without an outcome");
+    assert_eq!(h.running(&boom), 0, "its running entry is gone");
+    assert_eq!(h.running(&next), 1, "the slot went to the run that waited");
+    assert!(h.sup.in_flight.values().all(|r| r.job == next));
+    assert_eq!(h.end_next().await, Some(Status::Succeeded));
+    assert_eq!((h.sup.admission.running(), h.sup.admission.waiting()), (0, 0));
+
+    let history = h.history("boom.toml").await;
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0].0, "failed");
+    let error = history[0].1.as_deref().unwrap_or_default();
+    assert!(error.starts_with("internal error") && error.contains("failpoint"), "{error}");
+    assert!(h.sup.live.lock().expect("live").is_empty(), "no live stream is left behind");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_skip_job_whose_run_panicked_runs_again() {
+    let mut h = Harness::new("").await;
+    let boom = id("boom.toml");
+    h.sup.panic_jobs.insert(boom.clone());
+    h.drop_job("boom.toml", LONG).await;
+    assert_eq!(h.end_next().await, None);
+    h.sup.panic_jobs.clear();
+    let run = h.trigger("boom.toml").await;
+    assert!(run.is_ok(), "not skipped forever: {run:?}");
+    assert_eq!(h.running(&boom), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn overlap_skip_refuses_a_trigger_while_the_run_goes_on() {
+    let mut h = Harness::new("").await;
+    let id = h.drop_job("j.toml", LONG).await;
+    let refused = h.trigger("j.toml").await;
+    assert!(matches!(&refused, Err(ControlError::NotStarted(why)) if why.contains("\"skip\"")), "{refused:?}");
+    assert_eq!(h.running(&id), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn overlap_queue_keeps_one_fire_and_starts_it_when_the_run_ends() {
+    let mut h = Harness::new("").await;
+    let id = h.drop_job("j.toml", &format!("overlap = \"queue\"\n{LONG}")).await;
+    let queued = h.trigger("j.toml").await;
+    assert!(matches!(&queued, Err(ControlError::NotStarted(why)) if why.starts_with("queued")), "{queued:?}");
+    let dropped = h.trigger("j.toml").await;
+    assert!(matches!(&dropped, Err(ControlError::NotStarted(why)) if why.contains("already waits")), "{dropped:?}");
+    assert!(h.sup.table[&id].queued.is_some());
+
+    h.cancel_all(&id);
+    assert_eq!(h.end_next().await, Some(Status::Cancelled));
+    assert_eq!(h.running(&id), 1, "the queued fire started when the run ended");
+    assert!(h.sup.table[&id].queued.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn overlap_replace_cancels_the_running_one_and_starts_anew() {
+    let mut h = Harness::new("").await;
+    let id = h.drop_job("j.toml", &format!("overlap = \"replace\"\n{LONG}")).await;
+    let second = h.trigger("j.toml").await;
+    assert!(second.is_ok(), "{second:?}");
+    assert_eq!(h.running(&id), 2, "the new run starts while the old one winds down");
+    assert_eq!(h.end_next().await, Some(Status::Cancelled));
+    assert_eq!(h.running(&id), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn overlap_allow_runs_side_by_side() {
+    let mut h = Harness::new("").await;
+    let id = h.drop_job("j.toml", &format!("overlap = \"allow\"\n{LONG}")).await;
+    assert!(h.trigger("j.toml").await.is_ok());
+    assert!(h.trigger("j.toml").await.is_ok());
+    assert_eq!(h.running(&id), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_removed_while_its_run_waits_for_a_slot_never_starts() {
+    let mut h = Harness::new("max_concurrent_runs = 1\n").await;
+    let first = h.drop_job("first.toml", LONG).await;
+    let waiting = h.drop_job("waiting.toml", LONG).await;
+    assert_eq!(h.sup.admission.waiting(), 1);
+    std::fs::remove_file(waiting.path(h.jobs.path())).expect("remove");
+    h.sup.on_file_events(vec![JobFileEvent::Removed { id: waiting.clone() }]).await;
+    assert_eq!(h.sup.admission.waiting(), 0, "its waiting run is dropped");
+
+    h.cancel_all(&first);
+    assert_eq!(h.end_next().await, Some(Status::Cancelled));
+    assert!(h.sup.runs.is_empty(), "nothing started in its place");
+    assert!(h.history("waiting.toml").await.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_job_cancels_its_run_in_flight() {
+    let mut h = Harness::new("").await;
+    let id = h.drop_job("j.toml", LONG).await;
+    std::fs::remove_file(id.path(h.jobs.path())).expect("remove");
+    h.sup.on_file_events(vec![JobFileEvent::Removed { id: id.clone() }]).await;
+    assert_eq!(h.end_next().await, Some(Status::Cancelled));
+    assert!(!h.sup.table.contains_key(&id));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_with_a_higher_limit_starts_the_runs_that_waited() {
+    let mut h = Harness::new("max_concurrent_runs = 1\n").await;
+    h.drop_job("a.toml", LONG).await;
+    let b = h.drop_job("b.toml", LONG).await;
+    assert_eq!(h.running(&b), 0);
+    let config = Config::parse(std::path::Path::new("config.toml"), "max_concurrent_runs = 2\n").expect("config");
+    h.sup.set_config(config);
+    assert_eq!(h.running(&b), 1, "the waiting run started under the new limit");
+    assert_eq!(h.sup.admission.waiting(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn trigger_answers_with_the_run_id_and_cancel_stops_only_a_run_in_flight() {
+    let mut h = Harness::new("").await;
+    h.drop_job("j.toml", &format!("schedule = \"0 0 3 1 1 *\"\n{LONG}")).await;
+    assert!(matches!(h.trigger("nope.toml").await, Err(ControlError::NoSuchJob(j)) if j == "nope.toml"));
+
+    let run = h.trigger("j.toml").await.expect("started");
+    let (tx, rx) = oneshot::channel();
+    h.sup.on_command(Command::Jobs(tx));
+    let jobs = rx.await.expect("jobs");
+    assert_eq!(jobs[0].running, vec![run], "the run's id is known as soon as the trigger has it");
+
+    assert_eq!(h.cancel(run).await, Ok(()));
+    assert_eq!(h.end_next().await, Some(Status::Cancelled));
+    assert_eq!(h.cancel(run).await, Err(ControlError::NotRunning(run)));
+    assert_eq!(h.history("j.toml").await[0].0, "cancelled");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_is_over_for_cancel_once_its_end_passed_its_sinks() {
+    let mut h = Harness::new("").await;
+    h.drop_job("j.toml", "schedule = \"0 0 3 1 1 *\"\n[[step]]\nname = \"t\"\nsleep = \"0s\"\n").await;
+    let run = h.trigger("j.toml").await.expect("started");
+    // The history says it finished; its task has not been joined yet (it
+    // may still be pruning): cancel must say it is not running.
+    while h.history("j.toml").await[0].0 == "running" {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(h.sup.runs.len(), 1, "the supervisor has not heard the task end");
+    assert_eq!(h.cancel(run).await, Err(ControlError::NotRunning(run)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalid_version_keeps_the_last_valid_one_and_is_counted() {
+    let mut h = Harness::new("").await;
+    let id = h.drop_job("j.toml", &format!("schedule = \"0 0 3 1 1 *\"\n{LONG}")).await;
+    let slot = h.sup.table[&id].slot;
+    h.drop_job("j.toml", "[[step]]\nname = \"t\"\nslep = \"1s\"\n").await;
+    assert_eq!(h.sup.invalid_jobs, 1);
+    assert!(h.sup.table[&id].job.is_some(), "the last valid version stays");
+    assert_eq!(h.sup.table[&id].slot, slot, "and keeps its schedule");
+    h.drop_job("j.toml", &format!("schedule = \"0 0 3 1 1 *\"\n{LONG}\n")).await;
+    assert_eq!(h.sup.invalid_jobs, 0);
+}
+
+#[test]
+fn a_job_file_is_read_with_its_hash_and_diagnostics() {
+    let dir = tempfile::tempdir().expect("temp folder");
+    let path = dir.path().join("j.toml");
+    std::fs::write(&path, LONG).expect("write");
+    let a = table::read(&path).expect("read");
+    std::fs::write(&path, "[[step]]\nname = \"t\"\nslep = \"1s\"\n").expect("write");
+    let b = table::read(&path).expect("read");
+    assert!(a.job.is_ok() && b.job.is_err());
+    assert_ne!(a.hash, b.hash);
+}
