@@ -75,7 +75,8 @@ fn an_invalid_file_is_reported_and_the_others_keep_running_until_it_is_fixed() {
     d.drop_file("bad.toml", "[[step]]\nname = \"a\"\nslep = \"1s\"\n");
     assert!(
         d.wait_for(LONG, |l| l["job"] == "bad.toml"
-            && l["message"].as_str().is_some_and(|m| m.contains("bad.toml:3:1") && m.contains("slep"))),
+            && l["message"] == "invalid job file"
+            && l["diagnostic"].as_str().is_some_and(|m| m.contains("bad.toml:3:1") && m.contains("slep"))),
         "{}",
         d.dump()
     );
@@ -137,7 +138,12 @@ fn overlap_job(policy: &str) -> String {
 fn overlap_skip_drops_fires_while_a_run_goes_on() {
     let d = Daemon::start(&[("j.toml", &overlap_job("skip"))], &[], &[]);
     assert!(d.wait_for_n(LONG, 2, |l| finished(l, "j.toml", "succeeded")), "{}", d.dump());
-    assert!(d.count(|l| l["job"] == "j.toml" && l["message"].as_str().is_some_and(|m| m.starts_with("skipped"))) > 0);
+    assert!(
+        d.count(|l| l["job"] == "j.toml"
+            && l["message"] == "skipped"
+            && l["reason"].as_str().is_some_and(|r| r.contains("\"skip\"")))
+            > 0
+    );
     let (code, lines) = d.stop();
     assert_eq!(code, Some(0));
     assert_no_overlap(&lines, "j.toml");
@@ -254,7 +260,8 @@ fn sighup_reloads_the_config_and_rescans() {
     write(dir.path(), "config.toml", "max_concurrent_runs = \"lots\"\n");
     d.signal(Signal::SIGHUP);
     assert!(
-        d.wait_for(LONG, |l| l["message"].as_str().is_some_and(|m| m.starts_with("keeping the old config"))),
+        d.wait_for(LONG, |l| l["message"] == "keeping the old config"
+            && l["error"].as_str().is_some_and(|e| e.contains("lots"))),
         "{}",
         d.dump()
     );
@@ -330,8 +337,7 @@ fn after_kill_9_a_run_in_flight_is_interrupted_and_a_finished_one_shot_does_not_
     let (jobs, state) = d.end_with(Signal::SIGKILL);
 
     let d = Daemon::start_with(jobs, state, &[], &[]);
-    let interrupted =
-        d.lines().into_iter().find(|l| l["message"].as_str().is_some_and(|m| m.starts_with("run interrupted")));
+    let interrupted = d.lines().into_iter().find(|l| l["message"] == "run interrupted");
     let interrupted = interrupted.unwrap_or_else(|| panic!("no interrupted run reported: {}", d.dump()));
     assert_eq!(interrupted["job"], "long.toml");
     assert_eq!(Some(interrupted["run_id"].clone()), long_run);
@@ -688,12 +694,8 @@ fn after_kill_9_in_a_burst_every_run_that_started_is_in_the_history_as_interrupt
     let (jobs, state) = d.end_with(Signal::SIGKILL);
 
     let d = Daemon::start_with(jobs, state, &[], &[]);
-    let interrupted: std::collections::BTreeSet<i64> = d
-        .lines()
-        .iter()
-        .filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with("run interrupted")))
-        .filter_map(|l| l["run_id"].as_i64())
-        .collect();
+    let interrupted: std::collections::BTreeSet<i64> =
+        d.lines().iter().filter(|l| l["message"] == "run interrupted").filter_map(|l| l["run_id"].as_i64()).collect();
     assert_eq!(interrupted, started, "{}", d.dump());
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(d.count(|l| l["message"] == "run started"), 0, "not retried: {}", d.dump());

@@ -43,7 +43,7 @@ impl Supervisor {
     /// An invalid version: reported; the last valid one keeps its schedule.
     fn apply_invalid(&mut self, id: &JobId, e: LoadError) {
         for d in e.diagnostics() {
-            tracing::warn!(job = %id, "invalid job file: {}", d.one_line());
+            tracing::warn!(job = %id, diagnostic = %d.one_line(), "invalid job file");
         }
         let entry = self.table.entry(id.clone()).or_default();
         if entry.job.is_some() {
@@ -99,7 +99,7 @@ impl Supervisor {
             Ok(Some(_)) => tracing::info!(job = %id, "this version already ran to the end; not running it again"),
             Ok(None) => self.fire(id, RunTrigger::File, Utc::now(), None),
             Err(e) => {
-                tracing::error!(job = %id, "cannot ask the store whether this version ran: {e}; running it");
+                tracing::error!(job = %id, error = %e, "cannot ask the store whether this version ran; running it");
                 self.fire(id, RunTrigger::File, Utc::now(), None);
             }
         }
@@ -112,7 +112,7 @@ impl Supervisor {
     async fn apply_scheduled(&mut self, id: JobId, trigger: &Trigger, first_version: bool) {
         let last = if first_version && !self.started {
             self.store.last_fire(id.as_str()).await.unwrap_or_else(|e| {
-                tracing::error!(job = %id, "cannot read the job's last fire from the store: {e}");
+                tracing::error!(job = %id, error = %e, "cannot read the job's last fire from the store");
                 None
             })
         } else {
@@ -129,7 +129,7 @@ impl Supervisor {
                 self.schedule_next(&id);
             }
             Ok(None) => {}
-            Err(e) => tracing::error!(job = %id, "cannot schedule the job: {e}"),
+            Err(e) => tracing::error!(job = %id, error = %e, "cannot schedule the job"),
         }
     }
 
@@ -150,7 +150,7 @@ impl Supervisor {
                 node: self.node.clone(),
             };
             if let Err(e) = self.store.record_missed(missed).await {
-                tracing::error!(job = %id, "cannot record the missed fires: {e}");
+                tracing::error!(job = %id, error = %e, "cannot record the missed fires");
             }
         }
         if plan.run.is_empty() {

@@ -74,7 +74,7 @@ impl RunTask {
         let run_id = match self.store.begin_run(self.start).await {
             Ok(run_id) => Some(run_id),
             Err(e) => {
-                tracing::error!(job = %self.id, "cannot record the run in the store: {e}");
+                tracing::error!(job = %self.id, error = %e, "cannot record the run in the store");
                 None
             }
         };
@@ -112,7 +112,7 @@ impl RunTask {
             match pruned {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(job = %self.id, pruned = n, "old runs pruned"),
-                Err(e) => tracing::warn!(job = %self.id, "cannot prune old runs: {e}"),
+                Err(e) => tracing::warn!(job = %self.id, error = %e, "cannot prune old runs"),
             }
         }
         outcome

@@ -33,7 +33,7 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
         Arc::new(store::open_sqlite(&db).await.with_context(|| format!("cannot open the run store {}", db.display()))?);
     let node = opts.config.node();
     for run in store.recover(&node, INTERRUPTED).await.context("cannot recover runs left running")? {
-        tracing::warn!(job = %run.job, run_id = run.id, started_at = %run.started_at, "run interrupted: {INTERRUPTED}");
+        tracing::warn!(job = %run.job, run_id = run.id, started_at = %run.started_at, reason = INTERRUPTED, "run interrupted");
     }
     let (watcher, file_events) = Watcher::start(&opts.jobs, DEBOUNCE)
         .with_context(|| format!("cannot watch the jobs folder {}", opts.jobs.display()))?;

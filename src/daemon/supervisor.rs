@@ -178,8 +178,8 @@ impl Supervisor {
         api_stop.cancel();
         match api.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("the control API stopped with an error: {e}"),
-            Err(e) => tracing::warn!("the control API's task failed: {e}"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "the control API stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "the control API's task failed"),
         }
         Ok(self)
     }
@@ -221,8 +221,8 @@ impl Supervisor {
         .await;
         let found = match found {
             Ok(Ok(found)) => found,
-            Ok(Err(e)) => return tracing::error!("cannot scan the jobs folder: {e}"),
-            Err(e) => return tracing::error!("the scan of the jobs folder failed: {e}"),
+            Ok(Err(e)) => return tracing::error!(error = %e, "cannot scan the jobs folder"),
+            Err(e) => return tracing::error!(error = %e, "the scan of the jobs folder failed"),
         };
         let present: std::collections::HashSet<JobId> = found.iter().map(|(id, _)| id.clone()).collect();
         let gone: Vec<JobId> = self.table.keys().filter(|id| !present.contains(*id)).cloned().collect();
@@ -232,7 +232,7 @@ impl Supervisor {
         for (id, loaded) in found {
             match loaded {
                 Ok(loaded) => self.apply(id, loaded).await,
-                Err(e) => tracing::warn!(job = %id, "cannot read the job file: {e}"),
+                Err(e) => tracing::warn!(job = %id, error = %e, "cannot read the job file"),
             }
         }
         self.report_status();
@@ -251,7 +251,7 @@ impl Supervisor {
                 }
                 JobFileEvent::Rescan { reason } => {
                     self.read_and_apply(std::mem::take(&mut changed)).await;
-                    tracing::warn!("file events may have been lost ({reason}); rescanning the jobs folder");
+                    tracing::warn!(reason = %reason, "file events may have been lost; rescanning the jobs folder");
                     self.rescan().await;
                 }
             }
@@ -278,13 +278,13 @@ impl Supervisor {
         .await;
         let found = match read {
             Ok(found) => found,
-            Err(e) => return tracing::error!(files = count, "reading job files failed: {e}"),
+            Err(e) => return tracing::error!(files = count, error = %e, "reading job files failed"),
         };
         for (id, loaded) in found {
             match loaded {
                 Ok(loaded) => self.apply(id, loaded).await,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.remove(&id),
-                Err(e) => tracing::warn!(job = %id, "cannot read the job file: {e}"),
+                Err(e) => tracing::warn!(job = %id, error = %e, "cannot read the job file"),
             }
         }
     }
@@ -321,7 +321,7 @@ impl Supervisor {
         match overlap::decide(job.overlap, busy) {
             Decision::Start => {}
             Decision::Drop(why) => {
-                tracing::info!(job = %id, cause = cause_str, "skipped: {}", why.reason());
+                tracing::info!(job = %id, cause = cause_str, reason = why.reason(), "skipped");
                 return refuse(reply, ControlError::NotStarted(why.reason().into()));
             }
             Decision::Queue => {
@@ -568,7 +568,7 @@ impl Supervisor {
             }
         }
         if !waiting.is_empty() {
-            tracing::info!(job = %id, "dropped {} waiting runs", waiting.len());
+            tracing::info!(job = %id, runs = waiting.len(), "dropped its runs waiting for a slot");
         }
     }
 
@@ -580,8 +580,8 @@ impl Supervisor {
         if let Some(path) = self.opts.config_path.clone() {
             match tokio::task::spawn_blocking(move || Config::load(&path)).await {
                 Ok(Ok(config)) => self.set_config(config),
-                Ok(Err(e)) => tracing::error!("keeping the old config: {e}"),
-                Err(e) => tracing::error!("keeping the old config: reading it failed: {e}"),
+                Ok(Err(e)) => tracing::error!(error = %e, "keeping the old config"),
+                Err(e) => tracing::error!(error = %e, "keeping the old config"),
             }
         }
         self.rescan().await;
