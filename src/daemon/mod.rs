@@ -16,6 +16,14 @@
 //!
 //! Architecture Invariant: every run is owned by the supervisor's `JoinSet` and
 //! holds a child of the shutdown token, so shutdown can wait for all of them.
+//! A run task that panics is an ended run like any other: its slot is given
+//! back and it is recorded failed.
+//!
+//! Where things are: `start.rs` (start-up), `supervisor.rs` (the state, the
+//! loop, its handlers, shutdown), `apply.rs` (a job file's new version),
+//! `run_task.rs` (one run), `sinks.rs` (a run's events to the log, metrics,
+//! live subscribers and the history); the pure decisions `overlap.rs`,
+//! `admit.rs` and `catch_up.rs`; `table.rs`, `control.rs`, `systemd.rs`.
 
 pub mod admit;
 mod apply;

@@ -68,6 +68,7 @@ pub(super) struct Inputs {
     pub api: (tokio::task::JoinHandle<std::io::Result<()>>, CancellationToken),
 }
 
+/// The daemon's state, written only by its loop ([`Supervisor::serve`]).
 pub(super) struct Supervisor {
     pub opts: Options,
     pub pool: BlockingPool,
