@@ -9,6 +9,9 @@
 //!                                   beside A async sleeps of MS ms
 //!     raw_tokio exec N LIMIT        N × `true`, at most LIMIT at once
 
+// A benchmark tool run by compare.py: its usage and timings go to stderr.
+#![allow(clippy::print_stderr)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

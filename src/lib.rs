@@ -5,6 +5,8 @@
 //! `cli` renders those events for people and programs.
 
 pub mod api;
+// The CLI renders for people and programs: the one module that prints.
+#[allow(clippy::print_stdout, clippy::print_stderr)]
 pub mod cli;
 pub mod config;
 pub mod daemon;
