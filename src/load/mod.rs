@@ -43,6 +43,7 @@ use std::sync::Arc;
 
 pub use diagnostic::{Diagnostic, LoadError};
 pub use discover::{DiscoverError, discover, is_ignored_name};
+pub(crate) use limits::check_limits;
 
 use crate::job::Job;
 
