@@ -74,10 +74,6 @@ pub enum LogFormat {
 
 /// The default of `max_concurrent_runs`.
 pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 64;
-/// The default of `api_listen`: loopback only.
-pub const DEFAULT_API_LISTEN: std::net::SocketAddr =
-    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7327);
-
 /// The default of `shutdown_grace`.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -194,9 +190,9 @@ impl Config {
         flag.or_else(|| self.state_dir.clone()).unwrap_or_else(default_state_dir)
     }
 
-    /// Where the control API listens.
+    /// Where the control API listens: the config's, else the API's default.
     pub fn api_listen(&self) -> std::net::SocketAddr {
-        self.api_listen.unwrap_or(DEFAULT_API_LISTEN)
+        self.api_listen.unwrap_or_else(|| crate::api::ApiConfig::default().listen)
     }
 
     /// The global limit on runs at once.
@@ -263,6 +259,7 @@ mod tests {
         let config = Config::parse(Path::new("c.toml"), "").expect("valid");
         assert_eq!(config.script_limits(), ScriptLimits::default());
         assert_eq!(config.blocking_threads(), BlockingPool::default_size());
+        assert_eq!(config.api_listen(), std::net::SocketAddr::from(([127, 0, 0, 1], 7327)));
     }
 
     #[test]

@@ -141,7 +141,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let api_config = ApiConfig {
         listen: opts.api_listen.unwrap_or_else(|| opts.config.api_listen()),
         token: opts.config.api_token.clone(),
-        max_body: 64 * 1024,
+        max_body: crate::api::DEFAULT_MAX_BODY,
     };
     crate::api::check(&api_config).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(api_config.listen)
@@ -401,7 +401,7 @@ impl Supervisor {
         entry.hash = Some(loaded.hash);
         let record = JobRecord {
             job: id.to_string(),
-            kind: if id.as_str().ends_with(".rhai") { JobKind::Rhai } else { JobKind::Toml },
+            kind: if id.format() == crate::job::JobFormat::Rhai { JobKind::Rhai } else { JobKind::Toml },
             content_hash: loaded.hash,
             valid: loaded.job.is_ok(),
             diagnostic: loaded.job.as_ref().err().map(ToString::to_string),

@@ -45,7 +45,7 @@ pub use diagnostic::{Diagnostic, LoadError};
 pub use discover::{DiscoverError, discover, is_ignored_name};
 pub(crate) use limits::check_limits;
 
-use crate::job::Job;
+use crate::job::{Job, JobFormat};
 
 /// Job files larger than this are refused before they are read: a job file
 /// is a few kilobytes, and the daemon must not load a runaway log by mistake.
@@ -55,15 +55,13 @@ pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 ///
 /// The size is checked before anything is read, and the text must be UTF-8.
 pub fn load_file(path: &Path) -> Result<Job, LoadError> {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("toml" | "rhai") => {}
-        other => {
-            let what = other.map_or_else(|| "no extension".to_string(), |e| format!("`.{e}`"));
-            return Err(LoadError::whole_file(
-                path,
-                format!("not a job file ({what}): job files end in `.toml` or `.rhai`"),
-            ));
-        }
+    if JobFormat::of(path).is_none() {
+        let what = path.extension().and_then(|e| e.to_str());
+        let what = what.map_or_else(|| "no extension".to_string(), |e| format!("`.{e}`"));
+        return Err(LoadError::whole_file(
+            path,
+            format!("not a job file ({what}): job files end in `.toml` or `.rhai`"),
+        ));
     }
     let bytes = read_bounded(path).map_err(|why| LoadError::whole_file(path, why.describe("a job file")))?;
     let text = match String::from_utf8(bytes) {
@@ -81,9 +79,9 @@ pub fn load_str(path: &Path, source: &str) -> Result<Job, LoadError> {
     if source.len() as u64 > MAX_FILE_BYTES {
         return Err(LoadError::whole_file(path, ReadError::TooLarge(source.len() as u64).describe("a job file")));
     }
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("rhai") => rhai::load(path, source),
-        _ => toml::load(path, source),
+    match JobFormat::of(path) {
+        Some(JobFormat::Rhai) => rhai::load(path, source),
+        Some(JobFormat::Toml) | None => toml::load(path, source),
     }
 }
 

@@ -712,7 +712,7 @@ mod tests {
         let mut sources: Vec<(std::path::PathBuf, String)> = std::fs::read_dir(&dir)
             .expect("jobs/")
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .filter(|p| crate::job::JobFormat::of(p) == Some(crate::job::JobFormat::Toml))
             .map(|p| {
                 let text = std::fs::read_to_string(&p).expect("readable");
                 (p, text)
