@@ -30,7 +30,7 @@ use serde_json::Value;
 use tokio::runtime::RuntimeFlavor;
 use tokio_util::sync::CancellationToken;
 
-use super::tree::{Failure, NodeResult, Runner};
+use super::tree::{NodeFailure, NodeResult, Runner};
 use super::{RunEvent, Status};
 use crate::job::{Group, GroupMode, Node, OnError, ScriptNode, Step};
 use crate::script::Sandbox;
@@ -135,7 +135,7 @@ impl Runner {
             .name("gatherd-script".into())
             .stack_size(SCRIPT_STACK)
             .spawn(move || api::run_script(&code, link))
-            .map_err(|e| Failure::new(Status::Failed, format!("cannot start the script's thread: {e}")))?;
+            .map_err(|e| NodeFailure::new(Status::Failed, format!("cannot start the script's thread: {e}")))?;
 
         let mut driver = Driver {
             runner: self,
@@ -179,12 +179,12 @@ impl Runner {
             driver.complete(id, node.name(), result);
         }
         if thread.join().is_err() {
-            return Err(Failure::new(Status::Failed, "the script's thread panicked"));
+            return Err(NodeFailure::new(Status::Failed, "the script's thread panicked"));
         }
         match end {
             ScriptEnd::Returned(value) => Ok(value),
-            ScriptEnd::Failed(error) => Err(Failure::new(Status::Failed, error)),
-            ScriptEnd::Cancelled => Err(Failure::new(Status::Cancelled, "cancelled")),
+            ScriptEnd::Failed(error) => Err(NodeFailure::new(Status::Failed, error)),
+            ScriptEnd::Cancelled => Err(NodeFailure::new(Status::Cancelled, "cancelled")),
         }
     }
 }
@@ -443,7 +443,7 @@ impl<'a> Driver<'a> {
             (None, 0) => Ok(Value::Array(g.results.clone())),
             // Settled: the failures were handed on; the group did its job.
             (None, _) if it.settle => Ok(Value::Array(g.results.clone())),
-            (None, n) => Err(Failure::new(
+            (None, n) => Err(NodeFailure::new(
                 Status::Failed,
                 format!("{n} of its steps did not succeed: {}", g.failures.join("; ")),
             )),
@@ -466,6 +466,6 @@ fn outcome(name: &str, result: NodeResult) -> Outcome {
 }
 
 /// A failure as the script sees it: the step named.
-fn describe(name: &str, f: &Failure) -> String {
+fn describe(name: &str, f: &NodeFailure) -> String {
     format!("`{name}` {}: {}", f.status, f.error)
 }

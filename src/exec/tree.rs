@@ -28,18 +28,18 @@ use crate::job::{Group, GroupMode, Job, Node, OnError, Step, StepKind, Template}
 
 /// Why a node did not produce a value.
 #[derive(Debug, Clone)]
-pub(super) struct Failure {
+pub(super) struct NodeFailure {
     pub(super) status: Status,
     pub(super) error: String,
 }
 
-impl Failure {
-    pub(super) fn new(status: Status, error: impl Into<String>) -> Failure {
-        Failure { status, error: error.into() }
+impl NodeFailure {
+    pub(super) fn new(status: Status, error: impl Into<String>) -> NodeFailure {
+        NodeFailure { status, error: error.into() }
     }
 }
 
-pub(super) type NodeResult = Result<Value, Failure>;
+pub(super) type NodeResult = Result<Value, NodeFailure>;
 
 /// Runs the whole job; see [`super::run`].
 pub(super) async fn run(job: Arc<Job>, ctx: RunContext, events: UnboundedSender<RunEvent>) -> RunOutcome {
@@ -74,7 +74,7 @@ pub(super) async fn run(job: Arc<Job>, ctx: RunContext, events: UnboundedSender<
 }
 
 impl RunOutcome {
-    fn with_cause(mut self, f: &Failure) -> RunOutcome {
+    fn with_cause(mut self, f: &NodeFailure) -> RunOutcome {
         if f.status != Status::Cancelled {
             if let Some(e) = &mut self.error {
                 e.push_str(&format!(" ({})", f.error));
@@ -275,7 +275,7 @@ impl Runner {
         self.emit(RunEvent::NodeStarted { path: path.clone(), name: name.clone(), kind, at: started });
         let (result, timed_out) = guarded(g.timeout, &token, self.group(g, &path, &token)).await;
         let result = match result {
-            Err(_) if timed_out => Err(Failure::new(
+            Err(_) if timed_out => Err(NodeFailure::new(
                 Status::TimedOut,
                 format!(
                     "group `{}` timed out after {}",
@@ -340,7 +340,7 @@ impl Runner {
         }
         let mut arrived: Vec<Value> = Vec::new();
         let mut each_results: Vec<Option<Value>> = Vec::new();
-        let mut failures: Vec<(String, Failure)> = Vec::new();
+        let mut failures: Vec<(String, NodeFailure)> = Vec::new();
         let mut winner: Option<Value> = None;
         let mut stopping = false;
 
@@ -408,12 +408,12 @@ impl Runner {
             self.skip(child, path);
         }
         if token.is_cancelled() {
-            return Err(Failure::new(Status::Cancelled, "cancelled"));
+            return Err(NodeFailure::new(Status::Cancelled, "cancelled"));
         }
         if g.mode == GroupMode::Race {
             return winner.ok_or_else(|| {
                 let all = failures.iter().map(|(w, f)| format!("`{w}`: {}", f.error)).collect::<Vec<_>>().join("; ");
-                Failure::new(Status::Failed, format!("every child of race `{}` failed: {all}", g.name))
+                NodeFailure::new(Status::Failed, format!("every child of race `{}` failed: {all}", g.name))
             });
         }
         if let Some((who, first)) = failures.first() {
@@ -427,7 +427,7 @@ impl Runner {
                     .join("; ");
                 format!("{} children of `{}` did not succeed: {all}", failures.len(), g.name)
             };
-            return Err(Failure::new(Status::Failed, error));
+            return Err(NodeFailure::new(Status::Failed, error));
         }
         let list = match g.mode {
             GroupMode::AsCompleted if g.each.is_some() => {
@@ -452,7 +452,7 @@ impl Runner {
             Node::Step(s) => s.kind.key(),
             Node::Script(_) => "script",
         };
-        let result = Err(Failure::new(Status::Skipped, "not started: cancelled before its turn"));
+        let result = Err(NodeFailure::new(Status::Skipped, "not started: cancelled before its turn"));
         self.finish(path, node.name().into(), kind, None, 0, &result, false);
     }
 
@@ -485,15 +485,15 @@ impl Runner {
             };
             let failure = match result {
                 Ok(out) => break (Ok(out.value), out.truncated),
-                Err(StepError::Cancelled) if timed_out => Failure::new(
+                Err(StepError::Cancelled) if timed_out => NodeFailure::new(
                     Status::TimedOut,
                     format!("timed out after {}", humantime::format_duration(s.timeout.unwrap_or_default())),
                 ),
-                Err(StepError::Cancelled) => break (Err(Failure::new(Status::Cancelled, "cancelled")), false),
-                Err(StepError::Failed(e)) => Failure::new(Status::Failed, e),
+                Err(StepError::Cancelled) => break (Err(NodeFailure::new(Status::Cancelled, "cancelled")), false),
+                Err(StepError::Failed(e)) => NodeFailure::new(Status::Failed, e),
             };
             if token.is_cancelled() {
-                break (Err(Failure::new(Status::Cancelled, "cancelled")), false);
+                break (Err(NodeFailure::new(Status::Cancelled, "cancelled")), false);
             }
             if attempt > s.retry.retries {
                 break (Err(failure), false);
@@ -507,7 +507,7 @@ impl Runner {
                 at: self.now(),
             });
             if !wait_or_cancel(retry_in, &token).await {
-                break (Err(Failure::new(Status::Cancelled, "cancelled")), false);
+                break (Err(NodeFailure::new(Status::Cancelled, "cancelled")), false);
             }
         };
         if let Ok(v) = &result {

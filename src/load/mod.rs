@@ -3,14 +3,15 @@
 //! exactly where and what is wrong (rustc-style, with did-you-mean).
 //!
 //! - `discover.rs`: which files under the given paths are job files.
-//! - `toml.rs`: the TOML format's top level and `[[group]]` tables.
+//! - `toml_job.rs`: the TOML format's top level and `[[group]]` tables.
 //! - `step.rs`: `[[step]]` tables and their kinds.
 //! - `sections.rs`: cutting a plain TOML job at its top-level headers, so a
 //!   big one is read a table at a time.
-//! - `rhai.rs`: Rhai job files: the script and its `const` settings.
+//! - `rhai_job.rs`: Rhai job files: the script and its `const` settings.
 //! - `script.rs`: compiling scripts (never running them), placing their
 //!   errors in the file, and TOML `script` / `script_file` steps.
-//! - `limits.rs`: the sandbox limits a job sets, in either format.
+//! - `limits.rs`: the sandbox limits a job sets, in either format, and the
+//!   ranges the config's defaults are checked against too.
 //! - `fields.rs`: typed field readers shared by all of them.
 //! - `tree.rs`: names, uses, cycles and template ordering; builds the tree.
 //! - `diagnostic.rs`: [`Diagnostic`] and [`LoadError`], one-line and rendered.
@@ -25,11 +26,11 @@ mod diagnostic;
 mod discover;
 mod fields;
 mod limits;
-mod rhai;
+mod rhai_job;
 mod script;
 mod sections;
 mod step;
-mod toml;
+mod toml_job;
 mod tree;
 
 #[cfg(test)]
@@ -80,8 +81,8 @@ pub fn load_str(path: &Path, source: &str) -> Result<Job, LoadError> {
         return Err(LoadError::whole_file(path, ReadError::TooLarge(source.len() as u64).describe("a job file")));
     }
     match JobFormat::of(path) {
-        Some(JobFormat::Rhai) => rhai::load(path, source),
-        Some(JobFormat::Toml) | None => toml::load(path, source),
+        Some(JobFormat::Rhai) => rhai_job::load(path, source),
+        Some(JobFormat::Toml) | None => toml_job::load(path, source),
     }
 }
 

@@ -19,8 +19,9 @@ use crate::job::{
 pub(crate) const KIND_KEYS: &[&str] =
     &["sleep", "exec", "shell", "http", "read_file", "write_file", "script", "script_file"];
 
-/// What every step of one job shares.
-pub(crate) struct StepEnv<'a> {
+/// What every step of one job shares while it is loaded (the executor's
+/// `exec::step::StepEnv` is what a step uses when it runs).
+pub(crate) struct LoadEnv<'a> {
     /// The job's folder: `script_file` paths are relative to it.
     pub(crate) dir: &'a Path,
     /// The job's `[script_limits]`, given to each script step.
@@ -94,7 +95,7 @@ pub(crate) fn read_name(
 }
 
 /// Reads one `[[step]]` table.
-pub(crate) fn parse_step(ctx: &mut Ctx, env: &StepEnv<'_>, table: &DeTable<'_>, header: Range<usize>) -> RawStep {
+pub(crate) fn parse_step(ctx: &mut Ctx, env: &LoadEnv<'_>, table: &DeTable<'_>, header: Range<usize>) -> RawStep {
     ctx.unknown_keys(table, STEP_KEYS, "a step");
     let mut ok = true;
     let name = read_name(ctx, table, &header, "step", &mut ok);
@@ -214,7 +215,7 @@ pub(crate) fn parse_step(ctx: &mut Ctx, env: &StepEnv<'_>, table: &DeTable<'_>, 
 /// The value of a kind key → the [`StepKind`].
 fn parse_kind(
     ctx: &mut Ctx,
-    env: &StepEnv<'_>,
+    env: &LoadEnv<'_>,
     key: &str,
     v: &Value<'_>,
     output: Option<serde_json::Value>,
@@ -257,7 +258,7 @@ fn parse_kind(
             Some(StepKind::WriteFile(Box::new(WriteFileStep { path: path?, content: content? })))
         }
         "script" | "script_file" => {
-            super::script::parse_step(ctx, env, key, v, uses).map(|e| StepKind::Script(Box::new(e)))
+            super::script::parse_script_step(ctx, env, key, v, uses).map(|e| StepKind::Script(Box::new(e)))
         }
         _ => None,
     }

@@ -18,7 +18,7 @@ use std::ops::Range;
 use super::diagnostic::closest;
 use super::fields::Ctx;
 use super::step::RawStep;
-use super::toml::RawGroup;
+use super::toml_job::RawGroup;
 use crate::job::{Group, GroupMode, Node, OnError};
 
 /// Groups nested deeper than this are refused: a tree this deep is a mistake,

@@ -20,7 +20,7 @@ use super::diagnostic::{LoadError, closest, display_name};
 use super::fields::{Ctx, Value, list};
 use super::limits::{LIMIT_KEYS, read_limits};
 use super::sections::{self, Layout, Section};
-use super::step::{RawStep, STEP_KEYS, StepEnv, parse_step, read_name};
+use super::step::{LoadEnv, RawStep, STEP_KEYS, parse_step, read_name};
 use super::tree;
 use crate::job::{CatchUp, GroupMode, Job, LimitOverrides, OnError, Overlap, Trigger};
 
@@ -112,7 +112,7 @@ fn load_by_table(path: &Path, source: &str, layout: &Layout) -> Option<Job> {
             limits = script_limits(&mut ctx, t);
         }
     }
-    let env = StepEnv { dir: &job.dir, limits: &limits };
+    let env = LoadEnv { dir: &job.dir, limits: &limits };
     let to_read: Vec<&(Section, Range<usize>)> =
         layout.tables.iter().filter(|(s, _)| *s != Section::ScriptLimits).collect();
     // A big job's tables are read on every core: they are independent, and
@@ -166,7 +166,7 @@ fn read_tables(
     ctx: &mut Ctx,
     source: &str,
     part: &[&(Section, Range<usize>)],
-    env: &StepEnv<'_>,
+    env: &LoadEnv<'_>,
 ) -> Option<(Vec<RawStep>, Vec<RawGroup>)> {
     let mut steps = Vec::with_capacity(part.iter().filter(|(s, _)| *s == Section::Step).count());
     let mut groups = Vec::new();
@@ -221,7 +221,7 @@ fn load_document(path: &Path, source: &str) -> Result<Job, LoadError> {
         },
         None => LimitOverrides::default(),
     };
-    let env = StepEnv { dir: &job.dir, limits: &limits };
+    let env = LoadEnv { dir: &job.dir, limits: &limits };
 
     let before_tables = ctx.diagnostics.len();
     let steps: Vec<RawStep> =
