@@ -614,8 +614,7 @@ fn tables<'d, 'i>(ctx: &mut Ctx, doc: &'d DeTable<'i>, key: &str) -> Vec<(&'d De
 fn parse_group(ctx: &mut Ctx, table: &DeTable<'_>, header: Range<usize>) -> RawGroup {
     ctx.unknown_keys(table, GROUP_KEYS, "a group");
     // A bad name is reported by read_name and does not hide the children.
-    let mut name_ok = true;
-    let name = read_name(ctx, table, &header, "group", &mut name_ok);
+    let name = read_name(ctx, table, &header, "group");
     let mut ok = true;
     let who = name.as_ref().map_or_else(|| "this group".to_string(), |(n, _)| format!("group `{n}`"));
 

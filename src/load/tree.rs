@@ -150,29 +150,7 @@ impl Tree {
 pub(crate) fn build(ctx: &mut Ctx, mut steps: Vec<RawStep>, groups: Vec<RawGroup>) -> Option<Node> {
     let n_steps = steps.len();
     let synthetic = groups.is_empty();
-    let n_groups = groups.len().max(1);
-    let total = n_steps + n_groups;
-    let mut names: Vec<Option<(String, Range<usize>)>> = steps.iter().map(|s| s.name.clone()).collect();
-    if synthetic {
-        names.push(Some(("main".to_string(), 0..0)));
-    } else {
-        names.extend(groups.iter().map(|g| g.name.clone()));
-    }
-    let mut tree = Tree {
-        n_steps,
-        all_names: Vec::with_capacity(total),
-        names,
-        parent: vec![None; total],
-        use_span: vec![None; total],
-        index: vec![0; total],
-        each_of: vec![None; total],
-        modes: if synthetic { vec![Some(GroupMode::Sequence)] } else { groups.iter().map(|g| g.mode).collect() },
-        children: vec![Vec::new(); n_groups],
-        each: vec![None; n_groups],
-        by_name: HashMap::with_capacity_and_hasher(total, Default::default()),
-        suggestion_budget: SUGGESTION_BUDGET,
-        suggested: HashSet::new(),
-    };
+    let mut tree = Tree::new(&steps, &groups);
     let root = n_steps;
     let errors_before = ctx.diagnostics.len();
 
@@ -205,8 +183,47 @@ pub(crate) fn build(ctx: &mut Ctx, mut steps: Vec<RawStep>, groups: Vec<RawGroup
     if !ctx.diagnostics.is_empty() {
         return None;
     }
+    assemble(&tree, &mut steps, &groups, &order)
+}
 
-    // Build bottom-up so deep trees need no recursion here.
+impl Tree {
+    /// The names of `steps` and `groups` (or of the synthetic root `main`
+    /// when there are no groups), nothing linked yet.
+    fn new(steps: &[RawStep], groups: &[RawGroup]) -> Tree {
+        let n_steps = steps.len();
+        let synthetic = groups.is_empty();
+        let n_groups = groups.len().max(1);
+        let total = n_steps + n_groups;
+        let mut names: Vec<Option<(String, Range<usize>)>> = steps.iter().map(|s| s.name.clone()).collect();
+        if synthetic {
+            names.push(Some(("main".to_string(), 0..0)));
+        } else {
+            names.extend(groups.iter().map(|g| g.name.clone()));
+        }
+        Tree {
+            n_steps,
+            all_names: Vec::with_capacity(total),
+            names,
+            parent: vec![None; total],
+            use_span: vec![None; total],
+            index: vec![0; total],
+            each_of: vec![None; total],
+            modes: if synthetic { vec![Some(GroupMode::Sequence)] } else { groups.iter().map(|g| g.mode).collect() },
+            children: vec![Vec::new(); n_groups],
+            each: vec![None; n_groups],
+            by_name: HashMap::with_capacity_and_hasher(total, Default::default()),
+            suggestion_budget: SUGGESTION_BUDGET,
+            suggested: HashSet::new(),
+        }
+    }
+}
+
+/// Builds the root [`Node`] of a checked tree from its steps (taken out of
+/// `steps`), bottom-up along `order` so deep trees need no recursion here.
+fn assemble(tree: &Tree, steps: &mut [RawStep], groups: &[RawGroup], order: &[usize]) -> Option<Node> {
+    let n_steps = tree.n_steps;
+    let total = tree.names.len();
+    let synthetic = groups.is_empty();
     let mut built: Vec<Option<Node>> = Vec::with_capacity(total);
     built.extend(steps.iter_mut().map(|s| s.step.take().map(Node::Step)));
     built.resize_with(total, || None);
@@ -252,7 +269,7 @@ pub(crate) fn build(ctx: &mut Ctx, mut steps: Vec<RawStep>, groups: Vec<RawGroup
         };
         built[id] = Some(Node::Group(group));
     }
-    built[root].take()
+    built[n_steps].take()
 }
 
 /// Registers every name; reports duplicates (at the later one). Returns, per
