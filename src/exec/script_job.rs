@@ -30,7 +30,7 @@ use serde_json::Value;
 use tokio::runtime::RuntimeFlavor;
 use tokio_util::sync::CancellationToken;
 
-use super::tree::{NodeFailure, NodeResult, Runner};
+use super::tree::{NodeFailure, NodeResult, NodeStart, Runner};
 use super::{RunEvent, Status};
 use crate::job::{Group, GroupMode, Node, OnError, ScriptNode, Step};
 use crate::script::Sandbox;
@@ -114,14 +114,12 @@ struct Driver<'a> {
 impl Runner {
     /// Runs a Rhai job's body under `token`, emitting its start and end.
     pub(super) async fn script_node(&self, s: &ScriptNode, path: Arc<str>, token: CancellationToken) -> NodeResult {
-        let started = self.now();
-        let name: Arc<str> = s.name.as_str().into();
-        self.emit(RunEvent::NodeStarted { path: path.clone(), name: name.clone(), kind: "script", at: started });
-        let result = self.drive(s, &path, &token).await;
+        let node = self.start_node(path, s.name.as_str().into(), "script");
+        let result = self.drive(s, &node.path, &token).await;
         if let Ok(v) = &result {
             self.remember(&s.name, v);
         }
-        self.finish(path, name, "script", Some(started), 1, &result, false);
+        self.finish(node, 1, &result, false);
         result
     }
 
@@ -448,7 +446,8 @@ impl<'a> Driver<'a> {
                 format!("{n} of its steps did not succeed: {}", g.failures.join("; ")),
             )),
         };
-        self.runner.finish(g.path.clone(), g.name.clone(), g.kind, Some(g.started), 1, &result, false);
+        let node = NodeStart { path: g.path.clone(), name: g.name.clone(), kind: g.kind, started: Some(g.started) };
+        self.runner.finish(node, 1, &result, false);
         let waiting = it.waiting.take();
         let ordered = it.ordered.take();
         if let Some(reply) = waiting {
