@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::exec::BlockingPool;
-use crate::job::ScriptLimits;
+use crate::job::{LimitOverrides, ScriptLimits};
 
 /// The parsed configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -74,10 +74,6 @@ pub enum LogFormat {
 
 /// The default of `max_concurrent_runs`.
 pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 64;
-/// The default of `api_listen`: loopback only.
-pub const DEFAULT_API_LISTEN: std::net::SocketAddr =
-    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7327);
-
 /// The default of `shutdown_grace`.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -93,6 +89,21 @@ pub struct ScriptLimitsConfig {
     max_map_len: Option<usize>,
     #[serde(default, deserialize_with = "humantime_opt")]
     wall_time: Option<Duration>,
+}
+
+impl ScriptLimitsConfig {
+    /// The limits set here, in place of the built-in ones.
+    fn overrides(&self) -> LimitOverrides {
+        LimitOverrides {
+            max_operations: self.max_operations,
+            max_call_depth: self.max_call_depth,
+            max_expr_depth: self.max_expr_depth,
+            max_string_bytes: self.max_string_bytes,
+            max_array_len: self.max_array_len,
+            max_map_len: self.max_map_len,
+            wall_time: self.wall_time,
+        }
+    }
 }
 
 fn humantime_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -150,6 +161,10 @@ impl Config {
         if let Some((name, _)) = config.semaphores.iter().find(|(_, n)| **n == 0) {
             return invalid(format!("semaphore `{name}` must count at least 1"));
         }
+        // The same ranges as a job's own limits: one table in `load`.
+        if let Err(message) = crate::load::check_limits(&config.script_limits.overrides(), "script_limits.") {
+            return invalid(message);
+        }
         Ok(config)
     }
 
@@ -175,9 +190,9 @@ impl Config {
         flag.or_else(|| self.state_dir.clone()).unwrap_or_else(default_state_dir)
     }
 
-    /// Where the control API listens.
+    /// Where the control API listens: the config's, else the API's default.
     pub fn api_listen(&self) -> std::net::SocketAddr {
-        self.api_listen.unwrap_or(DEFAULT_API_LISTEN)
+        self.api_listen.unwrap_or_else(|| crate::api::ApiConfig::default().listen)
     }
 
     /// The global limit on runs at once.
@@ -197,17 +212,7 @@ impl Config {
 
     /// The sandbox's default limits: the built-in ones with the config's in place.
     pub fn script_limits(&self) -> ScriptLimits {
-        let c = &self.script_limits;
-        let d = ScriptLimits::default();
-        ScriptLimits {
-            max_operations: c.max_operations.unwrap_or(d.max_operations),
-            max_call_depth: c.max_call_depth.unwrap_or(d.max_call_depth),
-            max_expr_depth: c.max_expr_depth.unwrap_or(d.max_expr_depth),
-            max_string_bytes: c.max_string_bytes.unwrap_or(d.max_string_bytes),
-            max_array_len: c.max_array_len.unwrap_or(d.max_array_len),
-            max_map_len: c.max_map_len.unwrap_or(d.max_map_len),
-            wall_time: c.wall_time.unwrap_or(d.wall_time),
-        }
+        ScriptLimits::default().merged(&self.script_limits.overrides())
     }
 }
 
@@ -254,6 +259,7 @@ mod tests {
         let config = Config::parse(Path::new("c.toml"), "").expect("valid");
         assert_eq!(config.script_limits(), ScriptLimits::default());
         assert_eq!(config.blocking_threads(), BlockingPool::default_size());
+        assert_eq!(config.api_listen(), std::net::SocketAddr::from(([127, 0, 0, 1], 7327)));
     }
 
     #[test]
@@ -269,5 +275,31 @@ mod tests {
         assert!(err.to_string().contains("xml"), "{err}");
         let err = Config::parse(Path::new("c.toml"), "[semaphores]\nbackup = 0\n").expect_err("invalid");
         assert!(err.to_string().contains("semaphore `backup`"), "{err}");
+    }
+
+    /// `max_operations = 0` is "unlimited" to Rhai: the config must refuse it
+    /// as a job's `[script_limits]` does.
+    #[test]
+    fn script_limits_of_zero_are_refused() {
+        let err = Config::parse(Path::new("c.toml"), "[script_limits]\nmax_operations = 0\n").expect_err("invalid");
+        let text = err.to_string();
+        assert!(text.contains("c.toml"), "{text}");
+        assert!(text.contains("`script_limits.max_operations` must be a positive integer, found 0"), "{text}");
+        let err = Config::parse(Path::new("c.toml"), "[script_limits]\nwall_time = \"0s\"\n").expect_err("invalid");
+        assert!(err.to_string().contains("`script_limits.wall_time` must be longer than zero"), "{err}");
+    }
+
+    /// A deep `max_expr_depth` lets a crafted script overflow the parser's
+    /// stack: the config allows what a job may set, no more.
+    #[test]
+    fn script_limits_beyond_the_job_range_are_refused() {
+        let err =
+            Config::parse(Path::new("c.toml"), "[script_limits]\nmax_expr_depth = 100000\n").expect_err("invalid");
+        assert!(
+            err.to_string().contains("`script_limits.max_expr_depth` must be from 1 to 128, found 100000"),
+            "{err}"
+        );
+        let config = Config::parse(Path::new("c.toml"), "[script_limits]\nmax_expr_depth = 128\n").expect("valid");
+        assert_eq!(config.script_limits().max_expr_depth, 128);
     }
 }

@@ -38,12 +38,23 @@ const RULES: &[(&str, &[&str], &str)] = &[
     // scripts with script's checking engine, but never reaches exec.
     ("load", &["job", "schedule", "script"], "the loader never runs anything: job, schedule and script only"),
     // The configuration file's defaults are those of the types it configures
-    // (the blocking pool's size, the script limits); it decides nothing.
-    ("config", &["exec", "job"], "the config only names the settings types of exec and job"),
+    // (the blocking pool's size, the script limits and the ranges the loader
+    // checks them with, the API's address); it decides nothing and runs
+    // nothing.
+    (
+        "config",
+        &["api", "exec", "job", "load"],
+        "the config only names (and checks) the settings types of api, exec, job and load",
+    ),
     // notify → JobFileEvents: facts about files, no policy. It shares the
-    // loader's rule for what is a job file (`discover`, `is_ignored_name`) so
-    // the two never disagree, but never decides or runs anything.
-    ("watch", &["load"], "watch reports facts about files: it may share load's file rules, never run or decide"),
+    // loader's rule for what is a job file (`discover`, `is_ignored_name`,
+    // `JobFormat`) so the two never disagree, but never decides or runs
+    // anything.
+    (
+        "watch",
+        &["job", "load"],
+        "watch reports facts about files: it may share job's and load's file rules, never run or decide",
+    ),
     // One more sink of the RunEvent stream: it knows exec's events and report
     // and the job model, never who drives it (daemon, api, cli).
     ("store", &["exec", "job"], "the store is a sink of exec's events: never the daemon, the API or the CLI"),

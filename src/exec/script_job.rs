@@ -30,7 +30,7 @@ use serde_json::Value;
 use tokio::runtime::RuntimeFlavor;
 use tokio_util::sync::CancellationToken;
 
-use super::tree::{Failure, NodeResult, Runner};
+use super::tree::{NodeFailure, NodeResult, NodeStart, Runner};
 use super::{RunEvent, Status};
 use crate::job::{Group, GroupMode, Node, OnError, ScriptNode, Step};
 use crate::script::Sandbox;
@@ -114,14 +114,12 @@ struct Driver<'a> {
 impl Runner {
     /// Runs a Rhai job's body under `token`, emitting its start and end.
     pub(super) async fn script_node(&self, s: &ScriptNode, path: Arc<str>, token: CancellationToken) -> NodeResult {
-        let started = self.now();
-        let name: Arc<str> = s.name.as_str().into();
-        self.emit(RunEvent::NodeStarted { path: path.clone(), name: name.clone(), kind: "script", at: started });
-        let result = self.drive(s, &path, &token).await;
+        let node = self.start_node(path, s.name.as_str().into(), "script");
+        let result = self.drive(s, &node.path, &token).await;
         if let Ok(v) = &result {
             self.remember(&s.name, v);
         }
-        self.finish(path, name, "script", Some(started), 1, &result, false);
+        self.finish(node, 1, &result, false);
         result
     }
 
@@ -135,7 +133,7 @@ impl Runner {
             .name("gatherd-script".into())
             .stack_size(SCRIPT_STACK)
             .spawn(move || api::run_script(&code, link))
-            .map_err(|e| Failure::new(Status::Failed, format!("cannot start the script's thread: {e}")))?;
+            .map_err(|e| NodeFailure::new(Status::Failed, format!("cannot start the script's thread: {e}")))?;
 
         let mut driver = Driver {
             runner: self,
@@ -179,12 +177,12 @@ impl Runner {
             driver.complete(id, node.name(), result);
         }
         if thread.join().is_err() {
-            return Err(Failure::new(Status::Failed, "the script's thread panicked"));
+            return Err(NodeFailure::new(Status::Failed, "the script's thread panicked"));
         }
         match end {
             ScriptEnd::Returned(value) => Ok(value),
-            ScriptEnd::Failed(error) => Err(Failure::new(Status::Failed, error)),
-            ScriptEnd::Cancelled => Err(Failure::new(Status::Cancelled, "cancelled")),
+            ScriptEnd::Failed(error) => Err(NodeFailure::new(Status::Failed, error)),
+            ScriptEnd::Cancelled => Err(NodeFailure::new(Status::Cancelled, "cancelled")),
         }
     }
 }
@@ -443,12 +441,13 @@ impl<'a> Driver<'a> {
             (None, 0) => Ok(Value::Array(g.results.clone())),
             // Settled: the failures were handed on; the group did its job.
             (None, _) if it.settle => Ok(Value::Array(g.results.clone())),
-            (None, n) => Err(Failure::new(
+            (None, n) => Err(NodeFailure::new(
                 Status::Failed,
                 format!("{n} of its steps did not succeed: {}", g.failures.join("; ")),
             )),
         };
-        self.runner.finish(g.path.clone(), g.name.clone(), g.kind, Some(g.started), 1, &result, false);
+        let node = NodeStart { path: g.path.clone(), name: g.name.clone(), kind: g.kind, started: Some(g.started) };
+        self.runner.finish(node, 1, &result, false);
         let waiting = it.waiting.take();
         let ordered = it.ordered.take();
         if let Some(reply) = waiting {
@@ -466,6 +465,6 @@ fn outcome(name: &str, result: NodeResult) -> Outcome {
 }
 
 /// A failure as the script sees it: the step named.
-fn describe(name: &str, f: &Failure) -> String {
+fn describe(name: &str, f: &NodeFailure) -> String {
     format!("`{name}` {}: {}", f.status, f.error)
 }

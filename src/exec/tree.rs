@@ -28,18 +28,18 @@ use crate::job::{Group, GroupMode, Job, Node, OnError, Step, StepKind, Template}
 
 /// Why a node did not produce a value.
 #[derive(Debug, Clone)]
-pub(super) struct Failure {
+pub(super) struct NodeFailure {
     pub(super) status: Status,
     pub(super) error: String,
 }
 
-impl Failure {
-    pub(super) fn new(status: Status, error: impl Into<String>) -> Failure {
-        Failure { status, error: error.into() }
+impl NodeFailure {
+    pub(super) fn new(status: Status, error: impl Into<String>) -> NodeFailure {
+        NodeFailure { status, error: error.into() }
     }
 }
 
-pub(super) type NodeResult = Result<Value, Failure>;
+pub(super) type NodeResult = Result<Value, NodeFailure>;
 
 /// Runs the whole job; see [`super::run`].
 pub(super) async fn run(job: Arc<Job>, ctx: RunContext, events: UnboundedSender<RunEvent>) -> RunOutcome {
@@ -74,7 +74,7 @@ pub(super) async fn run(job: Arc<Job>, ctx: RunContext, events: UnboundedSender<
 }
 
 impl RunOutcome {
-    fn with_cause(mut self, f: &Failure) -> RunOutcome {
+    fn with_cause(mut self, f: &NodeFailure) -> RunOutcome {
         if f.status != Status::Cancelled {
             if let Some(e) = &mut self.error {
                 e.push_str(&format!(" ({})", f.error));
@@ -185,6 +185,16 @@ async fn race_timer<F: Future>(limit: Duration, token: &CancellationToken, fut: 
     }
 }
 
+/// A node as its `NodeStarted` named it: what its `NodeFinished` repeats.
+#[derive(Debug, Clone)]
+pub(super) struct NodeStart {
+    pub(super) path: Arc<str>,
+    pub(super) name: Arc<str>,
+    pub(super) kind: &'static str,
+    /// When it started; `None` for a node skipped before its turn.
+    pub(super) started: Option<Duration>,
+}
+
 pub(super) struct Runner {
     pub(super) job: Arc<Job>,
     pub(super) ctx: RunContext,
@@ -216,6 +226,118 @@ impl Future for Tagged<'_> {
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
         let slot = self.slot;
         self.fut.as_mut().poll(cx).map(|result| (slot, result))
+    }
+}
+
+/// The name of the child (or `each` run) in `slot`, for a failure's message.
+fn who(g: &Group, slot: Slot) -> String {
+    match slot {
+        Slot::Child(i) => g.children[i].name().to_string(),
+        Slot::Each(k) => format!("{}[{k}]", g.each.as_ref().map_or("each", |e| &*e.name)),
+    }
+}
+
+/// The failure of a group (not a race) whose children did not all succeed:
+/// `failures` (who, why), at least one.
+fn group_failure(g: &Group, failures: &[(String, NodeFailure)]) -> NodeFailure {
+    let error = match failures {
+        [(who, only)] => format!("`{who}` {}: {}", only.status, only.error),
+        _ => {
+            let all =
+                failures.iter().map(|(w, f)| format!("`{w}` {}: {}", f.status, f.error)).collect::<Vec<_>>().join("; ");
+            format!("{} children of `{}` did not succeed: {all}", failures.len(), g.name)
+        }
+    };
+    NodeFailure::new(Status::Failed, error)
+}
+
+/// What a group keeps of its children's results: the one part of a group's
+/// loop that differs by mode. Each variant holds only what its mode returns.
+enum Collector {
+    /// gather, sequence: the results by child, in the order written.
+    InOrder(Vec<Option<Value>>),
+    /// as_completed: the results in the order they arrive.
+    Arrived(Vec<Value>),
+    /// as_completed with `each`: the `each` results, by the arrival of the
+    /// child that started them.
+    Each(Vec<Option<Value>>),
+    /// race: the first success.
+    Race(Option<Value>),
+}
+
+/// What became of a success given to [`Collector::add`].
+enum Added {
+    /// Kept (or dropped: a result that arrived after the group stopped).
+    Kept,
+    /// The first success of a race: stop the others.
+    Won,
+    /// Run the `each` step as run `k`, with this input.
+    RunEach(usize, Value),
+}
+
+impl Collector {
+    fn new(g: &Group) -> Collector {
+        match g.mode {
+            GroupMode::Gather | GroupMode::Sequence => Collector::InOrder(vec![None; g.children.len()]),
+            GroupMode::AsCompleted if g.each.is_some() => Collector::Each(Vec::new()),
+            GroupMode::AsCompleted => Collector::Arrived(Vec::new()),
+            GroupMode::Race => Collector::Race(None),
+        }
+    }
+
+    /// Takes the success of the child or `each` run in `slot`; `stopping`:
+    /// the group is winding down and starts nothing more.
+    fn add(&mut self, slot: Slot, value: Value, stopping: bool) -> Added {
+        match (self, slot) {
+            (Collector::Race(winner), _) => {
+                if winner.is_some() {
+                    return Added::Kept;
+                }
+                *winner = Some(value);
+                Added::Won
+            }
+            (Collector::Each(results), Slot::Child(_)) => {
+                if stopping {
+                    return Added::Kept;
+                }
+                results.push(None);
+                Added::RunEach(results.len() - 1, value)
+            }
+            (Collector::Each(results), Slot::Each(k)) => {
+                results[k] = Some(value);
+                Added::Kept
+            }
+            (Collector::Arrived(results), _) => {
+                results.push(value);
+                Added::Kept
+            }
+            (Collector::InOrder(results), Slot::Child(i)) => {
+                results[i] = Some(value);
+                Added::Kept
+            }
+            // Only an `each` group starts `each` runs.
+            (Collector::InOrder(_), Slot::Each(_)) => Added::Kept,
+        }
+    }
+
+    /// The group's result once every child is done: the collected list, or
+    /// the failures (`who`, why) in one message.
+    fn result(self, g: &Group, failures: &[(String, NodeFailure)]) -> NodeResult {
+        let list = match self {
+            Collector::Race(winner) => {
+                return winner.ok_or_else(|| {
+                    let all =
+                        failures.iter().map(|(w, f)| format!("`{w}`: {}", f.error)).collect::<Vec<_>>().join("; ");
+                    NodeFailure::new(Status::Failed, format!("every child of race `{}` failed: {all}", g.name))
+                });
+            }
+            _ if !failures.is_empty() => return Err(group_failure(g, failures)),
+            Collector::Arrived(results) => results,
+            Collector::InOrder(results) | Collector::Each(results) => {
+                results.into_iter().map(Option::unwrap_or_default).collect()
+            }
+        };
+        Ok(Value::Array(list))
     }
 }
 
@@ -269,13 +391,10 @@ impl Runner {
     }
 
     async fn group_node(&self, g: &Group, path: Arc<str>, token: CancellationToken) -> NodeResult {
-        let started = self.now();
-        let name: Arc<str> = g.name.as_str().into();
-        let kind = g.mode.key();
-        self.emit(RunEvent::NodeStarted { path: path.clone(), name: name.clone(), kind, at: started });
-        let (result, timed_out) = guarded(g.timeout, &token, self.group(g, &path, &token)).await;
+        let node = self.start_node(path, g.name.as_str().into(), g.mode.key());
+        let (result, timed_out) = guarded(g.timeout, &token, self.group(g, &node.path, &token)).await;
         let result = match result {
-            Err(_) if timed_out => Err(Failure::new(
+            Err(_) if timed_out => Err(NodeFailure::new(
                 Status::TimedOut,
                 format!(
                     "group `{}` timed out after {}",
@@ -288,25 +407,25 @@ impl Runner {
         if let Ok(v) = &result {
             self.remember(&g.name, v);
         }
-        self.finish(path, name, kind, Some(started), 1, &result, false);
+        self.finish(node, 1, &result, false);
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn finish(
-        &self,
-        path: Arc<str>,
-        name: Arc<str>,
-        kind: &'static str,
-        started: Option<Duration>,
-        attempts: u32,
-        result: &NodeResult,
-        truncated: bool,
-    ) {
+    /// Emits the `NodeStarted` of a node, now; the value names it for its
+    /// [`finish`](Runner::finish).
+    pub(super) fn start_node(&self, path: Arc<str>, name: Arc<str>, kind: &'static str) -> NodeStart {
+        let at = self.now();
+        self.emit(RunEvent::NodeStarted { path: path.clone(), name: name.clone(), kind, at });
+        NodeStart { path, name, kind, started: Some(at) }
+    }
+
+    /// Emits the `NodeFinished` of `node` after `attempts` attempts.
+    pub(super) fn finish(&self, node: NodeStart, attempts: u32, result: &NodeResult, truncated: bool) {
         let (status, output, error) = match result {
             Ok(v) => (Status::Succeeded, Some(v.clone()), None),
             Err(f) => (f.status, None, Some(f.error.clone())),
         };
+        let NodeStart { path, name, kind, started } = node;
         self.emit(RunEvent::NodeFinished {
             path,
             name,
@@ -334,20 +453,13 @@ impl Runner {
         let children_token = token.child_token();
         let mut running: FuturesUnordered<Tagged<'_>> = FuturesUnordered::new();
         let mut next = 0;
-        let mut in_order: Vec<Option<Value>> = Vec::new();
-        if matches!(g.mode, GroupMode::Gather | GroupMode::Sequence) {
-            in_order.resize(n, None);
-        }
-        let mut arrived: Vec<Value> = Vec::new();
-        let mut each_results: Vec<Option<Value>> = Vec::new();
-        let mut failures: Vec<(String, Failure)> = Vec::new();
-        let mut winner: Option<Value> = None;
+        let mut collected = Collector::new(g);
+        let mut failures: Vec<(String, NodeFailure)> = Vec::new();
         let mut stopping = false;
 
         loop {
             while !stopping && next < n && running.len() < limit && !token.is_cancelled() {
                 let child = &g.children[next];
-                let i = next;
                 // A step never cancels its own token (its timeout cancels the
                 // attempt's), so steps share the group's; a group or script
                 // may cancel its own (a timeout), so it gets a child.
@@ -355,45 +467,33 @@ impl Runner {
                     Node::Step(_) => children_token.clone(),
                     Node::Group(_) | Node::Script(_) => children_token.child_token(),
                 };
-                running.push(Tagged { slot: Slot::Child(i), fut: self.node(child, path, child_token, None) });
+                running.push(Tagged { slot: Slot::Child(next), fut: self.node(child, path, child_token, None) });
                 next += 1;
             }
             let Some((slot, result)) = running.next().await else { break };
-            let who = match slot {
-                Slot::Child(i) => g.children[i].name().to_string(),
-                Slot::Each(k) => format!("{}[{k}]", g.each.as_ref().map_or("each", |e| &*e.name)),
-            };
             match result {
-                Ok(value) => match (g.mode, slot) {
-                    (GroupMode::Race, _) => {
-                        if winner.is_none() {
-                            winner = Some(value);
-                            stopping = true;
-                            children_token.cancel();
-                        }
+                Ok(value) => match collected.add(slot, value, stopping) {
+                    Added::Kept => {}
+                    Added::Won => {
+                        stopping = true;
+                        children_token.cancel();
                     }
-                    (GroupMode::AsCompleted, Slot::Child(_)) => {
-                        if let Some(each) = g.each.as_deref().filter(|_| !stopping) {
-                            let k = each_results.len();
-                            each_results.push(None);
-                            let each_path: Arc<str> = format!("{path}/{}[{k}]", each.name).into();
-                            let input = value.clone();
-                            let each_token = children_token.clone();
-                            running.push(Tagged {
-                                slot: Slot::Each(k),
-                                fut: Box::pin(self.step(each, each_path, each_token, Some(input))),
-                            });
-                        }
-                        arrived.push(value);
+                    Added::RunEach(k, input) => {
+                        // Only a group with an `each` asks for a run of it.
+                        let Some(each) = g.each.as_deref() else { continue };
+                        let each_path: Arc<str> = format!("{path}/{}[{k}]", each.name).into();
+                        let each_token = children_token.clone();
+                        running.push(Tagged {
+                            slot: Slot::Each(k),
+                            fut: Box::pin(self.step(each, each_path, each_token, Some(input))),
+                        });
                     }
-                    (_, Slot::Each(k)) => each_results[k] = Some(value),
-                    (_, Slot::Child(i)) => in_order[i] = Some(value),
                 },
                 Err(failure) => {
                     // A child cancelled by our own stop is a consequence, not a cause.
                     let consequence = failure.status == Status::Cancelled && (stopping || token.is_cancelled());
                     if !consequence {
-                        failures.push((who, failure));
+                        failures.push((who(g, slot), failure));
                         if g.mode != GroupMode::Race && g.on_error == OnError::Cancel && !stopping {
                             stopping = true;
                             children_token.cancel();
@@ -408,35 +508,9 @@ impl Runner {
             self.skip(child, path);
         }
         if token.is_cancelled() {
-            return Err(Failure::new(Status::Cancelled, "cancelled"));
+            return Err(NodeFailure::new(Status::Cancelled, "cancelled"));
         }
-        if g.mode == GroupMode::Race {
-            return winner.ok_or_else(|| {
-                let all = failures.iter().map(|(w, f)| format!("`{w}`: {}", f.error)).collect::<Vec<_>>().join("; ");
-                Failure::new(Status::Failed, format!("every child of race `{}` failed: {all}", g.name))
-            });
-        }
-        if let Some((who, first)) = failures.first() {
-            let error = if failures.len() == 1 {
-                format!("`{who}` {}: {}", first.status, first.error)
-            } else {
-                let all = failures
-                    .iter()
-                    .map(|(w, f)| format!("`{w}` {}: {}", f.status, f.error))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                format!("{} children of `{}` did not succeed: {all}", failures.len(), g.name)
-            };
-            return Err(Failure::new(Status::Failed, error));
-        }
-        let list = match g.mode {
-            GroupMode::AsCompleted if g.each.is_some() => {
-                each_results.into_iter().map(Option::unwrap_or_default).collect()
-            }
-            GroupMode::AsCompleted => arrived,
-            _ => in_order.into_iter().map(Option::unwrap_or_default).collect(),
-        };
-        Ok(Value::Array(list))
+        collected.result(g, &failures)
     }
 
     /// Records `node` and everything under it as skipped.
@@ -452,8 +526,8 @@ impl Runner {
             Node::Step(s) => s.kind.key(),
             Node::Script(_) => "script",
         };
-        let result = Err(Failure::new(Status::Skipped, "not started: cancelled before its turn"));
-        self.finish(path, node.name().into(), kind, None, 0, &result, false);
+        let result = Err(NodeFailure::new(Status::Skipped, "not started: cancelled before its turn"));
+        self.finish(NodeStart { path, name: node.name().into(), kind, started: None }, 0, &result, false);
     }
 
     /// Runs a step: attempts, each under the step's `timeout`, with retries.
@@ -464,10 +538,7 @@ impl Runner {
         token: CancellationToken,
         input: Option<Value>,
     ) -> NodeResult {
-        let started = self.now();
-        let name = s.name.clone();
-        let kind = s.kind.key();
-        self.emit(RunEvent::NodeStarted { path: path.clone(), name: name.clone(), kind, at: started });
+        let node = self.start_node(path, s.name.clone(), s.kind.key());
         let inputs = || self.inputs(input.as_ref());
         let env = StepEnv { job: &self.job, ctx: &self.ctx, inputs: &inputs };
         let mut attempt = 0;
@@ -485,35 +556,35 @@ impl Runner {
             };
             let failure = match result {
                 Ok(out) => break (Ok(out.value), out.truncated),
-                Err(StepError::Cancelled) if timed_out => Failure::new(
+                Err(StepError::Cancelled) if timed_out => NodeFailure::new(
                     Status::TimedOut,
                     format!("timed out after {}", humantime::format_duration(s.timeout.unwrap_or_default())),
                 ),
-                Err(StepError::Cancelled) => break (Err(Failure::new(Status::Cancelled, "cancelled")), false),
-                Err(StepError::Failed(e)) => Failure::new(Status::Failed, e),
+                Err(StepError::Cancelled) => break (Err(NodeFailure::new(Status::Cancelled, "cancelled")), false),
+                Err(StepError::Failed(e)) => NodeFailure::new(Status::Failed, e),
             };
             if token.is_cancelled() {
-                break (Err(Failure::new(Status::Cancelled, "cancelled")), false);
+                break (Err(NodeFailure::new(Status::Cancelled, "cancelled")), false);
             }
             if attempt > s.retry.retries {
                 break (Err(failure), false);
             }
             let retry_in = s.retry.delay_before(attempt);
             self.emit(RunEvent::AttemptFailed {
-                path: path.clone(),
+                path: node.path.clone(),
                 attempt,
                 error: failure.error,
                 retry_in,
                 at: self.now(),
             });
             if !wait_or_cancel(retry_in, &token).await {
-                break (Err(Failure::new(Status::Cancelled, "cancelled")), false);
+                break (Err(NodeFailure::new(Status::Cancelled, "cancelled")), false);
             }
         };
         if let Ok(v) = &result {
             self.remember(&s.name, v);
         }
-        self.finish(path, name, kind, Some(started), attempt, &result, truncated);
+        self.finish(node, attempt, &result, truncated);
         result
     }
 }

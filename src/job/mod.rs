@@ -8,6 +8,7 @@
 //! Architecture Invariant: this module is pure data. No I/O, no tokio, no
 //! parsing of files: anything here can be built by hand in a unit test.
 
+mod format;
 mod script;
 mod template;
 
@@ -15,6 +16,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use format::JobFormat;
 pub use script::{CallFn, CallStep, CancelProbe, LimitOverrides, ScriptLimits, ScriptNode, ScriptSource, ScriptStep};
 pub use template::Template;
 

@@ -7,6 +7,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use crate::job::JobFormat;
+
 /// A path that could not be listed.
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {source}", path.display())]
@@ -36,12 +38,6 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, DiscoverError> {
         }
     }
     Ok(out)
-}
-
-/// Whether a file name is a job file's (`*.toml`, `*.rhai`), once it is not
-/// ignored.
-fn is_job_name(name: &str) -> bool {
-    name.ends_with(".toml") || name.ends_with(".rhai")
 }
 
 /// Whether a file or folder name is hidden or an editor's temporary file
@@ -82,7 +78,7 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>, seen: &mut HashSet<PathBuf>) -> Re
         };
         if meta.is_dir() {
             walk(&path, found, seen)?;
-        } else if meta.is_file() && is_job_name(name) {
+        } else if meta.is_file() && JobFormat::of(name).is_some() {
             found.push(path);
         }
     }

@@ -28,7 +28,7 @@ pub(crate) struct Ctx {
     lines: LineIndex,
     syntax: Syntax,
     /// Where the text being read starts in the file: spans of a table parsed
-    /// on its own (`toml.rs`, read by table) are relative to it.
+    /// on its own (`toml_job.rs`, read by table) are relative to it.
     base: usize,
     pub(crate) diagnostics: Vec<Diagnostic>,
 }

@@ -3,14 +3,15 @@
 //! exactly where and what is wrong (rustc-style, with did-you-mean).
 //!
 //! - `discover.rs`: which files under the given paths are job files.
-//! - `toml.rs`: the TOML format's top level and `[[group]]` tables.
+//! - `toml_job.rs`: the TOML format's top level and `[[group]]` tables.
 //! - `step.rs`: `[[step]]` tables and their kinds.
 //! - `sections.rs`: cutting a plain TOML job at its top-level headers, so a
 //!   big one is read a table at a time.
-//! - `rhai.rs`: Rhai job files: the script and its `const` settings.
+//! - `rhai_job.rs`: Rhai job files: the script and its `const` settings.
 //! - `script.rs`: compiling scripts (never running them), placing their
 //!   errors in the file, and TOML `script` / `script_file` steps.
-//! - `limits.rs`: the sandbox limits a job sets, in either format.
+//! - `limits.rs`: the sandbox limits a job sets, in either format, and the
+//!   ranges the config's defaults are checked against too.
 //! - `fields.rs`: typed field readers shared by all of them.
 //! - `tree.rs`: names, uses, cycles and template ordering; builds the tree.
 //! - `diagnostic.rs`: [`Diagnostic`] and [`LoadError`], one-line and rendered.
@@ -25,11 +26,11 @@ mod diagnostic;
 mod discover;
 mod fields;
 mod limits;
-mod rhai;
+mod rhai_job;
 mod script;
 mod sections;
 mod step;
-mod toml;
+mod toml_job;
 mod tree;
 
 #[cfg(test)]
@@ -43,8 +44,9 @@ use std::sync::Arc;
 
 pub use diagnostic::{Diagnostic, LoadError};
 pub use discover::{DiscoverError, discover, is_ignored_name};
+pub(crate) use limits::check_limits;
 
-use crate::job::Job;
+use crate::job::{Job, JobFormat};
 
 /// Job files larger than this are refused before they are read: a job file
 /// is a few kilobytes, and the daemon must not load a runaway log by mistake.
@@ -54,15 +56,13 @@ pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 ///
 /// The size is checked before anything is read, and the text must be UTF-8.
 pub fn load_file(path: &Path) -> Result<Job, LoadError> {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("toml" | "rhai") => {}
-        other => {
-            let what = other.map_or_else(|| "no extension".to_string(), |e| format!("`.{e}`"));
-            return Err(LoadError::whole_file(
-                path,
-                format!("not a job file ({what}): job files end in `.toml` or `.rhai`"),
-            ));
-        }
+    if JobFormat::of(path).is_none() {
+        let what = path.extension().and_then(|e| e.to_str());
+        let what = what.map_or_else(|| "no extension".to_string(), |e| format!("`.{e}`"));
+        return Err(LoadError::whole_file(
+            path,
+            format!("not a job file ({what}): job files end in `.toml` or `.rhai`"),
+        ));
     }
     let bytes = read_bounded(path).map_err(|why| LoadError::whole_file(path, why.describe("a job file")))?;
     let text = match String::from_utf8(bytes) {
@@ -80,9 +80,9 @@ pub fn load_str(path: &Path, source: &str) -> Result<Job, LoadError> {
     if source.len() as u64 > MAX_FILE_BYTES {
         return Err(LoadError::whole_file(path, ReadError::TooLarge(source.len() as u64).describe("a job file")));
     }
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("rhai") => rhai::load(path, source),
-        _ => toml::load(path, source),
+    match JobFormat::of(path) {
+        Some(JobFormat::Rhai) => rhai_job::load(path, source),
+        Some(JobFormat::Toml) | None => toml_job::load(path, source),
     }
 }
 

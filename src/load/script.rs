@@ -16,7 +16,7 @@ use toml::de::DeValue;
 
 use super::diagnostic::{Diagnostic, display_name};
 use super::fields::{Ctx, TemplateUse, Value};
-use super::step::StepEnv;
+use super::step::LoadEnv;
 use crate::job::{ScriptLimits, ScriptSource, ScriptStep};
 use crate::script::{Sandbox, sandbox};
 
@@ -279,9 +279,9 @@ pub(crate) fn step_refs(ast: &AST) -> Vec<StepRef> {
 
 /// `script = "..."` or `script_file = "x.rhai"` of a step: the script,
 /// compiled to check it, with its `steps.NAME` reads added to `uses`.
-pub(crate) fn parse_step(
+pub(crate) fn parse_script_step(
     ctx: &mut Ctx,
-    env: &StepEnv<'_>,
+    env: &LoadEnv<'_>,
     key: &str,
     v: &Value<'_>,
     uses: &mut Vec<TemplateUse>,
@@ -344,7 +344,7 @@ pub(crate) fn parse_step(
 /// `script = "..."`: compiled in place, errors pointing into the TOML file.
 fn inline(
     ctx: &mut Ctx,
-    env: &StepEnv<'_>,
+    env: &LoadEnv<'_>,
     v: &Value<'_>,
     code: String,
     uses: &mut Vec<TemplateUse>,

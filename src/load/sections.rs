@@ -3,7 +3,7 @@
 //!
 //! A big job is thousands of small tables. Parsing the whole document at once
 //! keeps a spanned tree of every one of them alive together (~1 KiB a step,
-//! plus the token list), so `toml.rs` reads a job of this plain layout one
+//! plus the token list), so `toml_job.rs` reads a job of this plain layout one
 //! table at a time instead, and frees each table once it is read.
 //!
 //! Found with `toml_parser`'s lexer (the one `toml` itself uses), so strings,

@@ -19,8 +19,9 @@ use crate::job::{
 pub(crate) const KIND_KEYS: &[&str] =
     &["sleep", "exec", "shell", "http", "read_file", "write_file", "script", "script_file"];
 
-/// What every step of one job shares.
-pub(crate) struct StepEnv<'a> {
+/// What every step of one job shares while it is loaded (the executor's
+/// `exec::step::StepEnv` is what a step uses when it runs).
+pub(crate) struct LoadEnv<'a> {
     /// The job's folder: `script_file` paths are relative to it.
     pub(crate) dir: &'a Path,
     /// The job's `[script_limits]`, given to each script step.
@@ -65,19 +66,14 @@ pub(crate) fn read_name(
     table: &DeTable<'_>,
     header: &Range<usize>,
     what: &str,
-    ok: &mut bool,
 ) -> Option<(String, Range<usize>)> {
     let Some(v) = table.get("name") else {
         ctx.error(header.clone(), format!("this {what} has no `name`"))
             .label(format!("this {what} needs `name = \"...\"`"))
             .help("groups and templates refer to steps and groups by name, e.g. `name = \"fetch\"`");
-        *ok = false;
         return None;
     };
-    let Some(name) = ctx.string("name", v) else {
-        *ok = false;
-        return None;
-    };
+    let name = ctx.string("name", v)?;
     if !is_identifier(name) {
         let fixed: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
         let fixed = if fixed.starts_with(|c: char| c.is_ascii_digit()) || fixed.is_empty() {
@@ -88,120 +84,26 @@ pub(crate) fn read_name(
         ctx.error(v.span(), format!("invalid {what} name \"{name}\""))
             .label("expected letters, digits and `_`, not starting with a digit")
             .help(format!("names are used in templates as `steps.NAME.output`; try `{fixed}`"));
-        *ok = false;
     }
     Some((name.to_string(), v.span()))
 }
 
-/// Reads one `[[step]]` table.
-pub(crate) fn parse_step(ctx: &mut Ctx, env: &StepEnv<'_>, table: &DeTable<'_>, header: Range<usize>) -> RawStep {
+/// Reads one `[[step]]` table. The step is built only when reading it
+/// reported nothing (unknown keys aside: they are reported, and harmless).
+pub(crate) fn parse_step(ctx: &mut Ctx, env: &LoadEnv<'_>, table: &DeTable<'_>, header: Range<usize>) -> RawStep {
     ctx.unknown_keys(table, STEP_KEYS, "a step");
-    let mut ok = true;
-    let name = read_name(ctx, table, &header, "step", &mut ok);
+    let errors_before = ctx.diagnostics.len();
+    let name = read_name(ctx, table, &header, "step");
     let mut uses = Vec::new();
-
-    let kinds: Vec<_> = table.iter().filter(|(k, _)| KIND_KEYS.contains(&k.get_ref().as_ref())).collect();
     let who = name.as_ref().map_or_else(|| "this step".to_string(), |(n, _)| format!("step `{n}`"));
-    let kind_key = match kinds.as_slice() {
-        [] => {
-            ctx.error(header.clone(), format!("{who} has no kind: it does nothing"))
-                .label(format!("expected one of {}", list(KIND_KEYS)))
-                .help("add e.g. `sleep = \"1s\"`, `exec = [\"prog\", \"arg\"]`, `shell = \"cmd\"`, `http = \"URL\"`,\n`read_file = \"PATH\"`, `write_file = { path = \"PATH\", content = \"...\" }`, `script = \"...\"`");
-            ok = false;
-            None
-        }
-        [(k, v)] => Some((k.get_ref().to_string(), *v)),
-        [(first, _), (second, _), ..] => {
-            ctx.error(second.span(), format!("{who} has two kinds: `{}` and `{}`", first.get_ref(), second.get_ref()))
-                .label("second kind")
-                .note(first.span(), "first kind")
-                .help("a step does one thing; make two steps and list both in a group");
-            ok = false;
-            None
-        }
-    };
+    let kind_key = read_kind_key(ctx, table, &header, &who);
+    let output = read_output(ctx, table, kind_key.as_ref().map(|(k, _)| k.as_str()));
+    let kind = kind_key.and_then(|(key, v)| parse_kind(ctx, env, &key, v, output, &mut uses));
+    let blocking = read_blocking(ctx, table, kind.as_ref());
+    let retry = read_retry(ctx, table);
+    let timeout = table.get("timeout").and_then(|v| ctx.duration("timeout", v, false));
 
-    let output = match table.get_key_value("output") {
-        Some((k, v)) => {
-            if kind_key.as_ref().is_some_and(|(kk, _)| kk != "sleep") {
-                let kind = kind_key.as_ref().map_or("", |(kk, _)| kk.as_str());
-                ctx.error(k.span(), "`output` is only allowed on `sleep` steps")
-                    .label("not allowed here")
-                    .help(format!("the result of a `{kind}` step is what it produces; remove `output`"));
-                ok = false;
-            }
-            Some(to_json(v.get_ref()))
-        }
-        None => None,
-    };
-
-    let kind = kind_key.and_then(|(key, v)| parse_kind(ctx, env, &key, v, output.clone(), &mut uses));
-    if kind.is_none() {
-        ok = false;
-    }
-
-    // On a script step `blocking` is redundant but harmless: scripts always
-    // run on the blocking pool.
-    let mut blocking = false;
-    if let Some(v) = table.get("blocking") {
-        match ctx.boolean("blocking", v) {
-            Some(true) if matches!(kind, Some(StepKind::Http(_))) => {
-                ctx.error(v.span(), "`blocking` means nothing on an `http` step")
-                    .label("http requests never block the scheduler")
-                    .help("remove `blocking = true`");
-                ok = false;
-            }
-            Some(b) => blocking = b,
-            None => ok = false,
-        }
-    }
-
-    let mut retry = Retry::default();
-    if let Some(v) = table.get("retries") {
-        match ctx.integer("retries", v) {
-            Some(n) => match u32::try_from(n) {
-                Ok(n) => retry.retries = n,
-                Err(_) => {
-                    let message = if n < 0 {
-                        format!("`retries` must be 0 or more, found {n}")
-                    } else {
-                        format!("`retries` is too large: {n}")
-                    };
-                    ctx.error(v.span(), message)
-                        .label("expected 0 or more")
-                        .help("`retries` is how many more attempts follow a failure; 0 means no retry");
-                    ok = false;
-                }
-            },
-            None => ok = false,
-        }
-    }
-    if let Some(v) = table.get("retry_delay") {
-        match ctx.duration("retry_delay", v, true) {
-            Some(d) => retry.delay = d,
-            None => ok = false,
-        }
-    }
-    if let Some(v) = table.get("backoff") {
-        match ctx.number("backoff", v) {
-            Some(b) if b.is_finite() && b >= 1.0 => retry.backoff = b,
-            Some(b) => {
-                ctx.error(v.span(), format!("`backoff` must be at least 1, found {b}"))
-                    .label("expected a number ≥ 1")
-                    .help("1 keeps the delay between retries constant; 2 doubles it each time");
-                ok = false;
-            }
-            None => ok = false,
-        }
-    }
-    let mut timeout = None;
-    if let Some(v) = table.get("timeout") {
-        match ctx.duration("timeout", v, false) {
-            Some(d) => timeout = Some(d),
-            None => ok = false,
-        }
-    }
-
+    let ok = ctx.diagnostics.len() == errors_before;
     let step = match (ok, name.as_ref(), kind) {
         (true, Some((name, _)), Some(kind)) => {
             Some(Step { name: name.as_str().into(), kind, blocking, timeout, retry })
@@ -211,10 +113,106 @@ pub(crate) fn parse_step(ctx: &mut Ctx, env: &StepEnv<'_>, table: &DeTable<'_>, 
     RawStep { name, step, uses }
 }
 
+/// The one kind key of a step (`sleep`, `exec`, ...) and its value; reports
+/// none or two.
+fn read_kind_key<'t, 'i>(
+    ctx: &mut Ctx,
+    table: &'t DeTable<'i>,
+    header: &Range<usize>,
+    who: &str,
+) -> Option<(String, &'t Value<'i>)> {
+    let kinds: Vec<_> = table.iter().filter(|(k, _)| KIND_KEYS.contains(&k.get_ref().as_ref())).collect();
+    match kinds.as_slice() {
+        [] => {
+            ctx.error(header.clone(), format!("{who} has no kind: it does nothing"))
+                .label(format!("expected one of {}", list(KIND_KEYS)))
+                .help("add e.g. `sleep = \"1s\"`, `exec = [\"prog\", \"arg\"]`, `shell = \"cmd\"`, `http = \"URL\"`,\n`read_file = \"PATH\"`, `write_file = { path = \"PATH\", content = \"...\" }`, `script = \"...\"`");
+            None
+        }
+        [(k, v)] => Some((k.get_ref().to_string(), *v)),
+        [(first, _), (second, _), ..] => {
+            ctx.error(second.span(), format!("{who} has two kinds: `{}` and `{}`", first.get_ref(), second.get_ref()))
+                .label("second kind")
+                .note(first.span(), "first kind")
+                .help("a step does one thing; make two steps and list both in a group");
+            None
+        }
+    }
+}
+
+/// `output = ...`, which only a `sleep` step may have (`kind_key`: the
+/// step's kind, when it has one).
+fn read_output(ctx: &mut Ctx, table: &DeTable<'_>, kind_key: Option<&str>) -> Option<serde_json::Value> {
+    let (k, v) = table.get_key_value("output")?;
+    if let Some(kind) = kind_key.filter(|&kind| kind != "sleep") {
+        ctx.error(k.span(), "`output` is only allowed on `sleep` steps")
+            .label("not allowed here")
+            .help(format!("the result of a `{kind}` step is what it produces; remove `output`"));
+    }
+    Some(to_json(v.get_ref()))
+}
+
+/// `blocking = true|false` (default false); meaningless on an `http` step.
+/// On a script step it is redundant but harmless: scripts always run on the
+/// blocking pool.
+fn read_blocking(ctx: &mut Ctx, table: &DeTable<'_>, kind: Option<&StepKind>) -> bool {
+    let Some(v) = table.get("blocking") else {
+        return false;
+    };
+    match ctx.boolean("blocking", v) {
+        Some(true) if matches!(kind, Some(StepKind::Http(_))) => {
+            ctx.error(v.span(), "`blocking` means nothing on an `http` step")
+                .label("http requests never block the scheduler")
+                .help("remove `blocking = true`");
+            false
+        }
+        Some(b) => b,
+        None => false,
+    }
+}
+
+/// `retries`, `retry_delay` and `backoff`, each defaulted when unset (or
+/// invalid, which is reported).
+fn read_retry(ctx: &mut Ctx, table: &DeTable<'_>) -> Retry {
+    let mut retry = Retry::default();
+    if let Some(v) = table.get("retries")
+        && let Some(n) = ctx.integer("retries", v)
+    {
+        match u32::try_from(n) {
+            Ok(n) => retry.retries = n,
+            Err(_) => {
+                let message = if n < 0 {
+                    format!("`retries` must be 0 or more, found {n}")
+                } else {
+                    format!("`retries` is too large: {n}")
+                };
+                ctx.error(v.span(), message)
+                    .label("expected 0 or more")
+                    .help("`retries` is how many more attempts follow a failure; 0 means no retry");
+            }
+        }
+    }
+    if let Some(d) = table.get("retry_delay").and_then(|v| ctx.duration("retry_delay", v, true)) {
+        retry.delay = d;
+    }
+    if let Some(v) = table.get("backoff")
+        && let Some(b) = ctx.number("backoff", v)
+    {
+        if b.is_finite() && b >= 1.0 {
+            retry.backoff = b;
+        } else {
+            ctx.error(v.span(), format!("`backoff` must be at least 1, found {b}"))
+                .label("expected a number ≥ 1")
+                .help("1 keeps the delay between retries constant; 2 doubles it each time");
+        }
+    }
+    retry
+}
+
 /// The value of a kind key → the [`StepKind`].
 fn parse_kind(
     ctx: &mut Ctx,
-    env: &StepEnv<'_>,
+    env: &LoadEnv<'_>,
     key: &str,
     v: &Value<'_>,
     output: Option<serde_json::Value>,
@@ -257,7 +255,7 @@ fn parse_kind(
             Some(StepKind::WriteFile(Box::new(WriteFileStep { path: path?, content: content? })))
         }
         "script" | "script_file" => {
-            super::script::parse_step(ctx, env, key, v, uses).map(|e| StepKind::Script(Box::new(e)))
+            super::script::parse_script_step(ctx, env, key, v, uses).map(|e| StepKind::Script(Box::new(e)))
         }
         _ => None,
     }
@@ -317,36 +315,23 @@ fn parse_argv(ctx: &mut Ctx, key: &str, v: &Value<'_>, uses: &mut Vec<TemplateUs
             .help(format!("e.g. `{key} = [\"echo\", \"hello\"]`"));
         return None;
     }
+    let errors_before = ctx.diagnostics.len();
     let mut argv = Vec::with_capacity(items.len());
-    let mut ok = true;
-    for item in items.iter() {
-        match ctx.template(key, item, uses) {
-            Some(t) => argv.push(t),
-            None => ok = false,
-        }
-    }
-    ok.then_some(argv)
+    argv.extend(items.iter().filter_map(|item| ctx.template(key, item, uses)));
+    (ctx.diagnostics.len() == errors_before).then_some(argv)
 }
 
 /// `env`, `cwd` and `stdin` of an `exec` or `shell` table.
 fn parse_process(ctx: &mut Ctx, t: &DeTable<'_>, uses: &mut Vec<TemplateUse>) -> Option<ProcessSpec> {
+    let errors_before = ctx.diagnostics.len();
     let mut spec = ProcessSpec::default();
-    let mut ok = true;
-    if let Some(v) = t.get("env") {
-        match ctx.template_map("env", v, uses, check_env_name) {
-            Some(env) => spec.env = env,
-            None => ok = false,
-        }
+    if let Some(env) = t.get("env").and_then(|v| ctx.template_map("env", v, uses, check_env_name)) {
+        spec.env = env;
     }
     for (key, slot) in [("cwd", &mut spec.cwd), ("stdin", &mut spec.stdin)] {
-        if let Some(v) = t.get(key) {
-            match ctx.template(key, v, uses) {
-                Some(tmpl) => *slot = Some(tmpl),
-                None => ok = false,
-            }
-        }
+        *slot = t.get(key).and_then(|v| ctx.template(key, v, uses));
     }
-    ok.then_some(spec)
+    (ctx.diagnostics.len() == errors_before).then_some(spec)
 }
 
 fn check_env_name(name: &str) -> Result<(), String> {
@@ -399,66 +384,46 @@ fn parse_http(ctx: &mut Ctx, v: &Value<'_>, uses: &mut Vec<TemplateUse>) -> Opti
         }
     };
     ctx.unknown_keys(t, HTTP_KEYS, "an `http` table");
-    let mut ok = true;
+    let errors_before = ctx.diagnostics.len();
     let url = required(ctx, t, v, "http", "url").and_then(|u| ctx.template("url", u, uses));
     let mut method = "GET".to_string();
-    if let Some(m) = t.get("method") {
-        match ctx.string("method", m) {
-            Some(s) if !s.is_empty() && s.chars().all(is_token_char) => method = s.to_ascii_uppercase(),
-            Some(s) => {
-                ctx.error(m.span(), format!("invalid HTTP method \"{s}\""))
-                    .label("expected a method such as \"GET\" or \"POST\"");
-                ok = false;
-            }
-            None => ok = false,
+    if let Some(m) = t.get("method")
+        && let Some(s) = ctx.string("method", m)
+    {
+        if !s.is_empty() && s.chars().all(is_token_char) {
+            method = s.to_ascii_uppercase();
+        } else {
+            ctx.error(m.span(), format!("invalid HTTP method \"{s}\""))
+                .label("expected a method such as \"GET\" or \"POST\"");
         }
     }
-    let mut headers = Vec::new();
-    if let Some(h) = t.get("headers") {
-        match ctx.template_map("headers", h, uses, check_header_name) {
-            Some(hs) => headers = hs,
-            None => ok = false,
-        }
-    }
-    let mut body = None;
-    if let Some(b) = t.get("body") {
-        match ctx.template("body", b, uses) {
-            Some(tmpl) => body = Some(tmpl),
-            None => ok = false,
-        }
-    }
-    let mut timeout = None;
-    if let Some(d) = t.get("timeout") {
-        match ctx.duration("timeout", d, false) {
-            Some(d) => timeout = Some(d),
-            None => ok = false,
-        }
-    }
-    let mut expect_status = Vec::new();
-    if let Some(s) = t.get("expect_status") {
-        match s.get_ref() {
-            DeValue::Array(items) if !items.is_empty() => {
-                for item in items.iter() {
-                    match status(ctx, item) {
-                        Some(code) => expect_status.push(code),
-                        None => ok = false,
-                    }
-                }
-            }
-            DeValue::Array(_) => {
-                ctx.error(s.span(), "`expect_status` is empty")
-                    .label("expected at least one status")
-                    .help("remove `expect_status` to accept any 2xx status");
-                ok = false;
-            }
-            _ => match status(ctx, s) {
-                Some(code) => expect_status.push(code),
-                None => ok = false,
-            },
-        }
-    }
+    let headers = t.get("headers").and_then(|h| ctx.template_map("headers", h, uses, check_header_name));
+    let body = t.get("body").and_then(|b| ctx.template("body", b, uses));
+    let timeout = t.get("timeout").and_then(|d| ctx.duration("timeout", d, false));
+    let expect_status = t.get("expect_status").map(|s| read_expect_status(ctx, s)).unwrap_or_default();
     let url = url?;
-    ok.then_some(HttpStep { method, url, headers, body, timeout, expect_status })
+    (ctx.diagnostics.len() == errors_before).then(|| HttpStep {
+        method,
+        url,
+        headers: headers.unwrap_or_default(),
+        body,
+        timeout,
+        expect_status,
+    })
+}
+
+/// `expect_status = 204` or `= [200, 204]`: the statuses read (problems reported).
+fn read_expect_status(ctx: &mut Ctx, s: &Value<'_>) -> Vec<u16> {
+    match s.get_ref() {
+        DeValue::Array(items) if !items.is_empty() => items.iter().filter_map(|item| status(ctx, item)).collect(),
+        DeValue::Array(_) => {
+            ctx.error(s.span(), "`expect_status` is empty")
+                .label("expected at least one status")
+                .help("remove `expect_status` to accept any 2xx status");
+            Vec::new()
+        }
+        _ => status(ctx, s).into_iter().collect(),
+    }
 }
 
 /// One HTTP status code, 100 to 599.

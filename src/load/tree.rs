@@ -18,7 +18,7 @@ use std::ops::Range;
 use super::diagnostic::closest;
 use super::fields::Ctx;
 use super::step::RawStep;
-use super::toml::RawGroup;
+use super::toml_job::RawGroup;
 use crate::job::{Group, GroupMode, Node, OnError};
 
 /// Groups nested deeper than this are refused: a tree this deep is a mistake,
@@ -87,6 +87,50 @@ impl Tree {
         Some(help)
     }
 
+    /// How many ancestors `n` has.
+    fn depth(&self, mut n: usize) -> usize {
+        let mut d = 0;
+        while let Some(p) = self.parent[n] {
+            d += 1;
+            n = p;
+        }
+        d
+    }
+
+    /// The lowest common ancestor of `a` and `b` (neither an ancestor of the
+    /// other), with its children on each side; `None` when they are not in
+    /// one tree. Climbs at most the depth of the tree.
+    fn lca(&self, mut a: usize, mut b: usize) -> Option<Lca> {
+        let (mut da, mut db) = (self.depth(a), self.depth(b));
+        while da > db {
+            a = self.parent[a].unwrap_or(a);
+            da -= 1;
+        }
+        while db > da {
+            b = self.parent[b].unwrap_or(b);
+            db -= 1;
+        }
+        while self.parent[a] != self.parent[b] {
+            a = self.parent[a]?;
+            b = self.parent[b]?;
+        }
+        Some(Lca { node: self.parent[a]?, a, b })
+    }
+
+    /// The nearest `race` group above `n` and below its ancestor `top`, if any.
+    fn race_between(&self, mut n: usize, top: usize) -> Option<usize> {
+        while let Some(p) = self.parent[n] {
+            if p == top {
+                break;
+            }
+            if self.mode(p) == Some(GroupMode::Race) {
+                return Some(p);
+            }
+            n = p;
+        }
+        None
+    }
+
     /// Whether `a` is `b` or one of its ancestors.
     fn is_ancestor_or_self(&self, a: usize, mut b: usize) -> bool {
         loop {
@@ -106,29 +150,7 @@ impl Tree {
 pub(crate) fn build(ctx: &mut Ctx, mut steps: Vec<RawStep>, groups: Vec<RawGroup>) -> Option<Node> {
     let n_steps = steps.len();
     let synthetic = groups.is_empty();
-    let n_groups = groups.len().max(1);
-    let total = n_steps + n_groups;
-    let mut names: Vec<Option<(String, Range<usize>)>> = steps.iter().map(|s| s.name.clone()).collect();
-    if synthetic {
-        names.push(Some(("main".to_string(), 0..0)));
-    } else {
-        names.extend(groups.iter().map(|g| g.name.clone()));
-    }
-    let mut tree = Tree {
-        n_steps,
-        all_names: Vec::with_capacity(total),
-        names,
-        parent: vec![None; total],
-        use_span: vec![None; total],
-        index: vec![0; total],
-        each_of: vec![None; total],
-        modes: if synthetic { vec![Some(GroupMode::Sequence)] } else { groups.iter().map(|g| g.mode).collect() },
-        children: vec![Vec::new(); n_groups],
-        each: vec![None; n_groups],
-        by_name: HashMap::with_capacity_and_hasher(total, Default::default()),
-        suggestion_budget: SUGGESTION_BUDGET,
-        suggested: HashSet::new(),
-    };
+    let mut tree = Tree::new(&steps, &groups);
     let root = n_steps;
     let errors_before = ctx.diagnostics.len();
 
@@ -161,8 +183,47 @@ pub(crate) fn build(ctx: &mut Ctx, mut steps: Vec<RawStep>, groups: Vec<RawGroup
     if !ctx.diagnostics.is_empty() {
         return None;
     }
+    assemble(&tree, &mut steps, &groups, &order)
+}
 
-    // Build bottom-up so deep trees need no recursion here.
+impl Tree {
+    /// The names of `steps` and `groups` (or of the synthetic root `main`
+    /// when there are no groups), nothing linked yet.
+    fn new(steps: &[RawStep], groups: &[RawGroup]) -> Tree {
+        let n_steps = steps.len();
+        let synthetic = groups.is_empty();
+        let n_groups = groups.len().max(1);
+        let total = n_steps + n_groups;
+        let mut names: Vec<Option<(String, Range<usize>)>> = steps.iter().map(|s| s.name.clone()).collect();
+        if synthetic {
+            names.push(Some(("main".to_string(), 0..0)));
+        } else {
+            names.extend(groups.iter().map(|g| g.name.clone()));
+        }
+        Tree {
+            n_steps,
+            all_names: Vec::with_capacity(total),
+            names,
+            parent: vec![None; total],
+            use_span: vec![None; total],
+            index: vec![0; total],
+            each_of: vec![None; total],
+            modes: if synthetic { vec![Some(GroupMode::Sequence)] } else { groups.iter().map(|g| g.mode).collect() },
+            children: vec![Vec::new(); n_groups],
+            each: vec![None; n_groups],
+            by_name: HashMap::with_capacity_and_hasher(total, Default::default()),
+            suggestion_budget: SUGGESTION_BUDGET,
+            suggested: HashSet::new(),
+        }
+    }
+}
+
+/// Builds the root [`Node`] of a checked tree from its steps (taken out of
+/// `steps`), bottom-up along `order` so deep trees need no recursion here.
+fn assemble(tree: &Tree, steps: &mut [RawStep], groups: &[RawGroup], order: &[usize]) -> Option<Node> {
+    let n_steps = tree.n_steps;
+    let total = tree.names.len();
+    let synthetic = groups.is_empty();
     let mut built: Vec<Option<Node>> = Vec::with_capacity(total);
     built.extend(steps.iter_mut().map(|s| s.step.take().map(Node::Step)));
     built.resize_with(total, || None);
@@ -208,7 +269,7 @@ pub(crate) fn build(ctx: &mut Ctx, mut steps: Vec<RawStep>, groups: Vec<RawGroup
         };
         built[id] = Some(Node::Group(group));
     }
-    built[root].take()
+    built[n_steps].take()
 }
 
 /// Registers every name; reports duplicates (at the later one). Returns, per
@@ -457,126 +518,149 @@ fn check_references(ctx: &mut Ctx, tree: &mut Tree, s: usize, raw: &RawStep) {
 
 /// Whether step `s` may read the result of `t`; reports why not.
 fn check_reference(ctx: &mut Ctx, tree: &Tree, s: usize, each_group: Option<usize>, t: usize, span: &Range<usize>) {
-    let (sn, tn) = (tree.name(s), tree.name(t));
-    if t == s {
-        ctx.error(span.clone(), format!("step `{sn}` cannot use its own output"))
-            .label("this step's own result")
-            .help("a step's result exists only after it finishes");
-        return;
+    if let Some(problem) = reference_problem(tree, s, each_group, t) {
+        problem.report(ctx, tree, s, t, span);
     }
-    if let Some(g) = tree.each_of[t] {
-        ctx.error(
-            span.clone(),
-            format!(
-                "`{tn}` is the `each` step of group `{}`: it runs once per result and has no single output",
-                tree.name(g)
-            ),
-        )
-        .label("no single result")
-        .help(format!("use the group's result instead: `steps.{}.output`", tree.name(g)));
-        return;
+}
+
+/// Why step `s` may not read the result of `t`, or `None` when it may (the
+/// rule is the module docs').
+fn reference_problem(tree: &Tree, s: usize, each_group: Option<usize>, t: usize) -> Option<RefProblem> {
+    if t == s {
+        return Some(RefProblem::OwnOutput);
+    }
+    if let Some(group) = tree.each_of[t] {
+        return Some(RefProblem::EachStep { group });
     }
     // An `each` step runs while its group runs: check as if it stood there.
     let pos = each_group.unwrap_or(s);
     if tree.is_ancestor_or_self(t, pos) {
-        ctx.error(span.clone(), format!("`{tn}` contains step `{sn}`, so it is still running when `{sn}` starts"))
-            .label("not finished yet")
-            .help(match each_group {
-                Some(_) => "in an `each` step, `{{ input }}` is the result of the child that just finished".to_string(),
-                None => format!(
-                    "a step can only use results of steps that finished before it; `{tn}` finishes after `{sn}`"
-                ),
-            });
-        return;
+        return Some(RefProblem::Contains { from_each: each_group.is_some() });
     }
-    if let Some(g) = each_group.filter(|&g| tree.is_ancestor_or_self(g, t)) {
-        ctx.error(
-            span.clone(),
-            format!("the `each` step `{sn}` cannot use the results of `{}`'s children", tree.name(g)),
-        )
-        .label("may not have finished yet")
-        .help("`{{ input }}` is the result of the child that just finished");
-        return;
+    if let Some(group) = each_group.filter(|&g| tree.is_ancestor_or_self(g, t)) {
+        return Some(RefProblem::ChildOfEach { group });
     }
-    // Climb to the lowest common ancestor, remembering the children on each side.
-    let depth = |mut n: usize| {
-        let mut d = 0;
-        while let Some(p) = tree.parent[n] {
-            d += 1;
-            n = p;
-        }
-        d
-    };
-    let (mut a, mut b) = (pos, t);
-    let (mut da, mut db) = (depth(a), depth(b));
-    while da > db {
-        a = tree.parent[a].unwrap_or(a);
-        da -= 1;
-    }
-    while db > da {
-        b = tree.parent[b].unwrap_or(b);
-        db -= 1;
-    }
-    while tree.parent[a] != tree.parent[b] {
-        match (tree.parent[a], tree.parent[b]) {
-            (Some(pa), Some(pb)) => {
-                a = pa;
-                b = pb;
-            }
-            _ => return, // not in one tree: already reported as unused
-        }
-    }
-    let Some(lca) = tree.parent[a] else {
-        return;
-    };
-    let ln = tree.name(lca);
-    let (an, bn) = (tree.name(a), tree.name(b));
-    let mode = tree.mode(lca).unwrap_or(GroupMode::Sequence);
-    match mode {
-        GroupMode::Sequence if tree.index[b] < tree.index[a] => {}
-        GroupMode::Sequence => {
-            let help = if a == pos && b == t {
-                format!("move `{tn}` before `{sn}` in the list of `{ln}`")
-            } else {
-                format!("move `{bn}` before `{an}` in the list of `{ln}`")
-            };
-            let message = if a == pos && b == t {
-                format!("`{tn}` has not run yet when `{sn}` starts: it comes later in sequence `{ln}`")
-            } else {
-                format!("`{tn}` has not run yet when `{sn}` starts: `{bn}` comes after `{an}` in sequence `{ln}`")
-            };
-            ctx.error(span.clone(), message).label("runs later").help(help);
-            return;
-        }
-        _ => {
-            let how = mode.key();
-            let detail = if a == pos && b == t {
-                format!("`{sn}` and `{tn}` run at the same time in {how} group `{ln}`")
-            } else {
-                format!("`{an}` and `{bn}` run at the same time in {how} group `{ln}`")
-            };
-            ctx.error(span.clone(), format!("`{tn}` may not have finished when `{sn}` starts"))
-                .label("may still be running")
-                .help(format!("{detail}; to use its result, run them in a `sequence` group with `{bn}` first"));
-            return;
-        }
+    // Not in one tree: already reported as unused.
+    let lca = tree.lca(pos, t)?;
+    let direct = lca.a == pos && lca.b == t;
+    match tree.mode(lca.node).unwrap_or(GroupMode::Sequence) {
+        GroupMode::Sequence if tree.index[lca.b] < tree.index[lca.a] => {}
+        GroupMode::Sequence => return Some(RefProblem::LaterInSequence { lca, direct }),
+        mode => return Some(RefProblem::Concurrent { lca, mode, direct }),
     }
     // Below the common sequence, a race may have cancelled `t`.
-    let mut n = t;
-    while let Some(p) = tree.parent[n] {
-        if p == lca {
-            break;
+    tree.race_between(t, lca.node).map(|race| RefProblem::InRace { race })
+}
+
+/// The lowest common ancestor of two nodes, and its children that hold each.
+#[derive(Debug, Clone, Copy)]
+struct Lca {
+    /// The common ancestor.
+    node: usize,
+    /// Its child that is or holds the first node.
+    a: usize,
+    /// Its child that is or holds the second node.
+    b: usize,
+}
+
+/// Why a step may not read a result: one variant per rule, so the wording
+/// lives in [`RefProblem::report`] alone.
+#[derive(Debug)]
+enum RefProblem {
+    /// The step reads itself.
+    OwnOutput,
+    /// The result is an `each` step's, which has one per child of `group`.
+    EachStep { group: usize },
+    /// The result's node contains the step (or its `each` group).
+    Contains { from_each: bool },
+    /// An `each` step reads a child of its own `group`.
+    ChildOfEach { group: usize },
+    /// The result comes later in the sequence `lca.node`; `direct` when the
+    /// step and the result are themselves the sequence's children.
+    LaterInSequence { lca: Lca, direct: bool },
+    /// The two run at once in a group of `mode`.
+    Concurrent { lca: Lca, mode: GroupMode, direct: bool },
+    /// The result is inside `race`, which may cancel it.
+    InRace { race: usize },
+}
+
+impl RefProblem {
+    /// Reports the problem of step `s` reading `t` at `span`.
+    fn report(&self, ctx: &mut Ctx, tree: &Tree, s: usize, t: usize, span: &Range<usize>) {
+        let (sn, tn) = (tree.name(s), tree.name(t));
+        let span = span.clone();
+        match *self {
+            RefProblem::OwnOutput => {
+                ctx.error(span, format!("step `{sn}` cannot use its own output"))
+                    .label("this step's own result")
+                    .help("a step's result exists only after it finishes");
+            }
+            RefProblem::EachStep { group } => {
+                let gn = tree.name(group);
+                ctx.error(
+                    span,
+                    format!(
+                        "`{tn}` is the `each` step of group `{gn}`: it runs once per result and has no single output"
+                    ),
+                )
+                .label("no single result")
+                .help(format!("use the group's result instead: `steps.{gn}.output`"));
+            }
+            RefProblem::Contains { from_each } => {
+                let help = if from_each {
+                    "in an `each` step, `{{ input }}` is the result of the child that just finished".to_string()
+                } else {
+                    format!(
+                        "a step can only use results of steps that finished before it; `{tn}` finishes after `{sn}`"
+                    )
+                };
+                ctx.error(span, format!("`{tn}` contains step `{sn}`, so it is still running when `{sn}` starts"))
+                    .label("not finished yet")
+                    .help(help);
+            }
+            RefProblem::ChildOfEach { group } => {
+                ctx.error(
+                    span,
+                    format!("the `each` step `{sn}` cannot use the results of `{}`'s children", tree.name(group)),
+                )
+                .label("may not have finished yet")
+                .help("`{{ input }}` is the result of the child that just finished");
+            }
+            RefProblem::LaterInSequence { lca, direct } => {
+                let (ln, an, bn) = (tree.name(lca.node), tree.name(lca.a), tree.name(lca.b));
+                let (message, help) = if direct {
+                    (
+                        format!("`{tn}` has not run yet when `{sn}` starts: it comes later in sequence `{ln}`"),
+                        format!("move `{tn}` before `{sn}` in the list of `{ln}`"),
+                    )
+                } else {
+                    (
+                        format!(
+                            "`{tn}` has not run yet when `{sn}` starts: `{bn}` comes after `{an}` in sequence `{ln}`"
+                        ),
+                        format!("move `{bn}` before `{an}` in the list of `{ln}`"),
+                    )
+                };
+                ctx.error(span, message).label("runs later").help(help);
+            }
+            RefProblem::Concurrent { lca, mode, direct } => {
+                let (ln, an, bn) = (tree.name(lca.node), tree.name(lca.a), tree.name(lca.b));
+                let how = mode.key();
+                let detail = if direct {
+                    format!("`{sn}` and `{tn}` run at the same time in {how} group `{ln}`")
+                } else {
+                    format!("`{an}` and `{bn}` run at the same time in {how} group `{ln}`")
+                };
+                ctx.error(span, format!("`{tn}` may not have finished when `{sn}` starts"))
+                    .label("may still be running")
+                    .help(format!("{detail}; to use its result, run them in a `sequence` group with `{bn}` first"));
+            }
+            RefProblem::InRace { race } => {
+                let rn = tree.name(race);
+                ctx.error(span, format!("`{tn}` is inside race group `{rn}`: it may lose the race and be cancelled"))
+                    .label("may have been cancelled")
+                    .help(format!("use the race's result instead: `steps.{rn}.output`"));
+            }
         }
-        if tree.mode(p) == Some(GroupMode::Race) {
-            let rn = tree.name(p);
-            ctx.error(
-                span.clone(),
-                format!("`{tn}` is inside race group `{rn}`: it may lose the race and be cancelled"),
-            )
-            .label("may have been cancelled")
-            .help(format!("use the race's result instead: `steps.{rn}.output`"));
-            return;
-        }
-        n = p;
     }
 }

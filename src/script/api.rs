@@ -526,7 +526,14 @@ fn register_range_map(engine: &mut Engine) {
     });
 }
 
+/// The `Step` type: its modifiers, then its constructors.
 fn register_step_values(engine: &mut Engine) {
+    register_modifiers(engine);
+    register_constructors(engine);
+}
+
+/// `Step` and the modifiers chained on it (`.named`, `.timeout`, ...).
+fn register_modifiers(engine: &mut Engine) {
     engine
         .register_type_with_name::<StepValue>("Step")
         .register_fn("named", |s: StepValue, name: ImmutableString| StepValue {
@@ -555,7 +562,11 @@ fn register_step_values(engine: &mut Engine) {
         })
         .register_fn("name", |s: &mut StepValue| s.step.name.clone())
         .register_fn("to_string", |s: &mut StepValue| format!("<{} step {}>", s.step.kind.key(), s.step.name));
+}
 
+/// The step constructors: `sleep`, `http_get`, `http`, `read_file`,
+/// `write_file`, `exec`, `shell`.
+fn register_constructors(engine: &mut Engine) {
     // Typed overloads: they must win over Rhai's own blocking `sleep(INT|FLOAT)`.
     fn sleep_step(secs: Dynamic, value: Option<Dynamic>) -> RhaiResult<StepValue> {
         let output = value.map(|v| to_json(&v).map_err(error)).transpose()?;
@@ -567,40 +578,7 @@ fn register_step_values(engine: &mut Engine) {
         .register_fn("sleep", |secs: i64, value: Dynamic| sleep_step(Dynamic::from(secs), Some(value)))
         .register_fn("sleep", |secs: f64, value: Dynamic| sleep_step(Dynamic::from(secs), Some(value)));
     engine.register_fn("http_get", |url: ImmutableString| StepValue::new(http("GET", &url)));
-    engine.register_fn("http", |spec: Map| -> RhaiResult<StepValue> {
-        let url = text_of(&spec, "url")?.ok_or_else(|| error("http(#{...}) needs a `url`"))?;
-        let method = text_of(&spec, "method")?.unwrap_or_else(|| "GET".into()).to_ascii_uppercase();
-        let StepKind::Http(mut h) = http(&method, &url) else { unreachable!("http() builds an http step") };
-        h.body = text_of(&spec, "body")?.map(Template::literal);
-        if let Some(headers) = spec.get("headers") {
-            let headers = headers.clone().try_cast::<Map>().ok_or_else(|| error("`headers` must be a map"))?;
-            for (k, v) in headers {
-                let v = v.into_string().map_err(|t| error(format!("header `{k}` must be a string, found {t}")))?;
-                h.headers.push((k.to_string(), Template::literal(v)));
-            }
-        }
-        if let Some(t) = spec.get("timeout") {
-            h.timeout = Some(seconds(t)?);
-        }
-        if let Some(s) = spec.get("expect_status") {
-            let codes: Vec<Dynamic> = match s.clone().try_cast::<Array>() {
-                Some(list) => list,
-                None => vec![s.clone()],
-            };
-            for c in codes {
-                let code = c.as_int().ok().and_then(|c| u16::try_from(c).ok()).filter(|c| (100..600).contains(c));
-                h.expect_status.push(code.ok_or_else(|| error("`expect_status` must be HTTP status codes"))?);
-            }
-        }
-        for key in spec.keys() {
-            if !["url", "method", "body", "headers", "timeout", "expect_status"].contains(&key.as_str()) {
-                return Err(error(format!(
-                    "http(#{{...}}) has no key `{key}`; keys are url, method, headers, body, timeout, expect_status"
-                )));
-            }
-        }
-        Ok(StepValue::new(StepKind::Http(h)))
-    });
+    engine.register_fn("http", http_from_map);
     engine.register_fn("read_file", |path: ImmutableString| {
         StepValue::new(StepKind::ReadFile(ReadFileStep { path: Template::literal(path.as_str()) }))
     });
@@ -628,6 +606,42 @@ fn register_step_values(engine: &mut Engine) {
             process: ProcessSpec::default(),
         })))
     });
+}
+
+/// `http(#{ url, method, headers, body, timeout, expect_status })`.
+fn http_from_map(spec: Map) -> RhaiResult<StepValue> {
+    let url = text_of(&spec, "url")?.ok_or_else(|| error("http(#{...}) needs a `url`"))?;
+    let method = text_of(&spec, "method")?.unwrap_or_else(|| "GET".into()).to_ascii_uppercase();
+    let StepKind::Http(mut h) = http(&method, &url) else { unreachable!("http() builds an http step") };
+    h.body = text_of(&spec, "body")?.map(Template::literal);
+    if let Some(headers) = spec.get("headers") {
+        let headers = headers.clone().try_cast::<Map>().ok_or_else(|| error("`headers` must be a map"))?;
+        for (k, v) in headers {
+            let v = v.into_string().map_err(|t| error(format!("header `{k}` must be a string, found {t}")))?;
+            h.headers.push((k.to_string(), Template::literal(v)));
+        }
+    }
+    if let Some(t) = spec.get("timeout") {
+        h.timeout = Some(seconds(t)?);
+    }
+    if let Some(s) = spec.get("expect_status") {
+        let codes: Vec<Dynamic> = match s.clone().try_cast::<Array>() {
+            Some(list) => list,
+            None => vec![s.clone()],
+        };
+        for c in codes {
+            let code = c.as_int().ok().and_then(|c| u16::try_from(c).ok()).filter(|c| (100..600).contains(c));
+            h.expect_status.push(code.ok_or_else(|| error("`expect_status` must be HTTP status codes"))?);
+        }
+    }
+    for key in spec.keys() {
+        if !["url", "method", "body", "headers", "timeout", "expect_status"].contains(&key.as_str()) {
+            return Err(error(format!(
+                "http(#{{...}}) has no key `{key}`; keys are url, method, headers, body, timeout, expect_status"
+            )));
+        }
+    }
+    Ok(StepValue::new(StepKind::Http(h)))
 }
 
 fn http(method: &str, url: &str) -> StepKind {

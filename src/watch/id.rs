@@ -5,6 +5,7 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
+use crate::job::JobFormat;
 use crate::load::is_ignored_name;
 
 /// A job's identity: its file's path relative to the jobs folder, with `/`
@@ -31,6 +32,11 @@ impl JobId {
     /// The id as text: the relative path with `/` separators.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The job file's format (every id names a `*.toml` or `*.rhai` file).
+    pub fn format(&self) -> JobFormat {
+        JobFormat::of(&self.0).expect("a JobId is made only from a job file's name")
     }
 
     /// The job file's path under `root`.
@@ -65,10 +71,10 @@ impl AsRef<str> for JobId {
 
 /// Whether a relative path (or a file name) names a job file: `*.toml` or `*.rhai`.
 ///
-/// (The ignore rules are `load::is_ignored_name`'s; this is only the extension
-/// test, which `load` keeps private.)
+/// (The ignore rules are `load::is_ignored_name`'s; the extension rule is
+/// [`JobFormat::of`]'s.)
 pub(super) fn is_job_name(rel: &str) -> bool {
-    rel.ends_with(".toml") || rel.ends_with(".rhai")
+    JobFormat::of(rel).is_some()
 }
 
 /// Where a path is, seen from the jobs folder.

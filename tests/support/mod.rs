@@ -28,7 +28,7 @@ pub fn jobs_copy() -> tempfile::TempDir {
         let entry = entry.expect("dir entry");
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let job = name.ends_with(".toml") || name.ends_with(".rhai");
+        let job = gatherd::job::JobFormat::of(&*name).is_some();
         let data =
             name.ends_with(".txt") && !name.contains("report") && !name.contains("last") && !name.contains("summary");
         if job || data {

@@ -20,7 +20,7 @@ use super::diagnostic::{LoadError, closest, display_name};
 use super::fields::{Ctx, Value, list};
 use super::limits::{LIMIT_KEYS, read_limits};
 use super::sections::{self, Layout, Section};
-use super::step::{RawStep, STEP_KEYS, StepEnv, parse_step, read_name};
+use super::step::{LoadEnv, RawStep, STEP_KEYS, parse_step, read_name};
 use super::tree;
 use crate::job::{CatchUp, GroupMode, Job, LimitOverrides, OnError, Overlap, Trigger};
 
@@ -112,7 +112,7 @@ fn load_by_table(path: &Path, source: &str, layout: &Layout) -> Option<Job> {
             limits = script_limits(&mut ctx, t);
         }
     }
-    let env = StepEnv { dir: &job.dir, limits: &limits };
+    let env = LoadEnv { dir: &job.dir, limits: &limits };
     let to_read: Vec<&(Section, Range<usize>)> =
         layout.tables.iter().filter(|(s, _)| *s != Section::ScriptLimits).collect();
     // A big job's tables are read on every core: they are independent, and
@@ -166,7 +166,7 @@ fn read_tables(
     ctx: &mut Ctx,
     source: &str,
     part: &[&(Section, Range<usize>)],
-    env: &StepEnv<'_>,
+    env: &LoadEnv<'_>,
 ) -> Option<(Vec<RawStep>, Vec<RawGroup>)> {
     let mut steps = Vec::with_capacity(part.iter().filter(|(s, _)| *s == Section::Step).count());
     let mut groups = Vec::new();
@@ -221,7 +221,7 @@ fn load_document(path: &Path, source: &str) -> Result<Job, LoadError> {
         },
         None => LimitOverrides::default(),
     };
-    let env = StepEnv { dir: &job.dir, limits: &limits };
+    let env = LoadEnv { dir: &job.dir, limits: &limits };
 
     let before_tables = ctx.diagnostics.len();
     let steps: Vec<RawStep> =
@@ -614,8 +614,7 @@ fn tables<'d, 'i>(ctx: &mut Ctx, doc: &'d DeTable<'i>, key: &str) -> Vec<(&'d De
 fn parse_group(ctx: &mut Ctx, table: &DeTable<'_>, header: Range<usize>) -> RawGroup {
     ctx.unknown_keys(table, GROUP_KEYS, "a group");
     // A bad name is reported by read_name and does not hide the children.
-    let mut name_ok = true;
-    let name = read_name(ctx, table, &header, "group", &mut name_ok);
+    let name = read_name(ctx, table, &header, "group");
     let mut ok = true;
     let who = name.as_ref().map_or_else(|| "this group".to_string(), |(n, _)| format!("group `{n}`"));
 
@@ -712,7 +711,7 @@ mod tests {
         let mut sources: Vec<(std::path::PathBuf, String)> = std::fs::read_dir(&dir)
             .expect("jobs/")
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .filter(|p| crate::job::JobFormat::of(p) == Some(crate::job::JobFormat::Toml))
             .map(|p| {
                 let text = std::fs::read_to_string(&p).expect("readable");
                 (p, text)

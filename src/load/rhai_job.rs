@@ -4,7 +4,7 @@
 //! Settings are read from the syntax tree, never by running the script, so a
 //! script whose body would fail still loads and keeps its schedule. Their
 //! values go through the same readers as the TOML format's top-level keys
-//! and `[script_limits]` (`toml::read_settings`, `limits::read_limits`), so
+//! and `[script_limits]` (`toml_job::read_settings`, `limits::read_limits`), so
 //! a value means the same and fails the same way in either format.
 //!
 //! Architecture Invariant: nothing of the script runs here: no statement,
@@ -24,7 +24,7 @@ use super::diagnostic::{LoadError, display_name};
 use super::fields::Ctx;
 use super::limits::{LIMIT_KEYS, MAX_EXPR_DEPTH, read_limits};
 use super::script::{Dialect, Placement, compile, syntax_error};
-use super::toml::{SETTING_KEYS, new_job, read_settings};
+use super::toml_job::{SETTING_KEYS, new_job, read_settings};
 use crate::job::{Job, LimitOverrides, Node, ScriptLimits, ScriptNode, ScriptSource};
 
 /// Loads a Rhai job from `source`; `path` names it in messages and gives the

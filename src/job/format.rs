@@ -1,0 +1,40 @@
+//! Which format a job file is written in, by its extension: the one place
+//! that rule lives (the loader, the folder walk, the watcher and the
+//! daemon's history all ask here).
+
+use std::path::Path;
+
+/// A job file's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobFormat {
+    /// `*.toml`: a declared tree of groups and steps.
+    Toml,
+    /// `*.rhai`: a script with the asyncio-style API.
+    Rhai,
+}
+
+impl JobFormat {
+    /// The format of the file at `path` (a path or a bare file name), or
+    /// `None` when its extension is not a job file's.
+    pub fn of(path: impl AsRef<Path>) -> Option<JobFormat> {
+        match path.as_ref().extension()?.to_str()? {
+            "toml" => Some(JobFormat::Toml),
+            "rhai" => Some(JobFormat::Rhai),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JobFormat;
+
+    #[test]
+    fn the_extension_says_the_format() {
+        assert_eq!(JobFormat::of("a.toml"), Some(JobFormat::Toml));
+        assert_eq!(JobFormat::of("sub/b.rhai"), Some(JobFormat::Rhai));
+        assert_eq!(JobFormat::of("x.toml.part"), None);
+        assert_eq!(JobFormat::of("notes.txt"), None);
+        assert_eq!(JobFormat::of("toml"), None);
+    }
+}
