@@ -23,7 +23,7 @@ fn a_file_dropped_by_rename_runs_once() {
     let out = d.state.path().join("out.txt");
     d.drop_file("hello.toml", &append_job(&out, "hello"));
     assert!(d.wait_for(LONG, |l| finished(l, "hello.toml", "succeeded")), "{}", d.dump());
-    std::thread::sleep(Duration::from_millis(700));
+    d.barrier();
     assert_eq!(d.count(|l| is(l, "hello.toml", "run started")), 1, "{}", d.dump());
     assert_eq!(std::fs::read_to_string(&out).expect("ran"), "hello\n");
 }
@@ -34,6 +34,7 @@ fn a_file_written_slowly_runs_once_with_its_full_content() {
     let out = d.state.path().join("out.txt");
     let path = d.jobs.path().join("slow.toml");
     let mut f = std::fs::File::create(&path).expect("create");
+    // The pauses are the scenario: a writer that takes its time.
     f.write_all(b"[[step]]\nname = \"mark\"\n").expect("part 1");
     f.flush().expect("flush");
     std::thread::sleep(Duration::from_millis(700));
@@ -43,7 +44,7 @@ fn a_file_written_slowly_runs_once_with_its_full_content() {
     f.write_all(format!("shell = \"echo complete >> {}\"\n", out.display()).as_bytes()).expect("part 3");
     drop(f);
     assert!(d.wait_for(LONG, |l| finished(l, "slow.toml", "succeeded")), "{}", d.dump());
-    std::thread::sleep(Duration::from_millis(700));
+    d.barrier();
     assert_eq!(d.count(|l| is(l, "slow.toml", "run started")), 1, "{}", d.dump());
     assert_eq!(
         d.count(|l| l["job"] == "slow.toml" && l["level"] == "WARN"),
@@ -62,7 +63,7 @@ fn changed_content_runs_again_and_an_identical_save_does_not() {
     assert!(d.wait_for(LONG, |l| finished(l, "job.toml", "succeeded")), "{}", d.dump());
     // Saved again, unchanged: no run.
     d.drop_file("job.toml", &append_job(&out, "one"));
-    std::thread::sleep(Duration::from_millis(1000));
+    d.barrier();
     assert_eq!(d.count(|l| is(l, "job.toml", "run started")), 1, "{}", d.dump());
     d.drop_file("job.toml", &append_job(&out, "two"));
     assert!(d.wait_for_n(LONG, 2, |l| finished(l, "job.toml", "succeeded")), "{}", d.dump());
@@ -106,19 +107,36 @@ fn an_invalid_edit_keeps_the_last_valid_schedule() {
 
 #[test]
 fn a_cron_job_fires_every_second_and_stops_when_removed() {
-    let d = Daemon::start(
-        &[(
-            "cron.toml",
-            "schedule = \"*/1 * * * * *\"\noverlap = \"allow\"\n[[step]]\nname = \"t\"\nsleep = \"10ms\"\n",
-        )],
-        &[],
-        &[],
-    );
+    let every_second = "schedule = \"*/1 * * * * *\"\noverlap = \"allow\"\n[[step]]\nname = \"t\"\nsleep = \"10ms\"\n";
+    // `clock.toml` fires on the same seconds: the test's clock, in events.
+    let d = Daemon::start(&[("cron.toml", every_second), ("clock.toml", every_second)], &[], &[]);
     assert!(d.wait_for(LONG, |l| finished(l, "cron.toml", "succeeded")), "{}", d.dump());
     let before = d.count(|l| is(l, "cron.toml", "run started"));
-    std::thread::sleep(Duration::from_millis(3500));
-    let fired = d.count(|l| is(l, "cron.toml", "run started")) - before;
-    assert!((2..=5).contains(&fired), "fired {fired} times in 3.5 s: {}", d.dump());
+    assert!(d.wait_for_n(LONG, before + 3, |l| is(l, "cron.toml", "run started")), "{}", d.dump());
+    // Every second: the fires' nominal times are whole seconds one apart
+    // (never two in a second, none left out), unless the daemon says it fell
+    // behind and skipped slots; and no run starts before its second has come
+    // (a few ms of leeway for the two clocks read), so fires keep to real time.
+    let fired = d.count(|l| is(l, "cron.toml", "run started"));
+    let mut times = Vec::new();
+    assert!(
+        eventually(LONG, || {
+            times = fire_times(d.state.path(), "cron.toml");
+            times.len() >= fired
+        }),
+        "runs missing from the history: {times:?}"
+    );
+    let fell_behind = d.count(|l| is(l, "cron.toml", "fell behind the schedule; skipping to the next slot")) > 0;
+    for (fire, start) in &times {
+        assert!(*start - *fire > -chrono::TimeDelta::milliseconds(50), "started before its time: {times:?}");
+    }
+    let fires: Vec<_> = times.iter().map(|(fire, _)| *fire).collect();
+    for pair in fires.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(pair[0].timestamp_subsec_micros() == 0 && gap.subsec_nanos() == 0, "off the grid: {times:?}");
+        assert!(gap.num_seconds() >= 1, "fired twice in a second: {times:?}");
+        assert!(gap.num_seconds() == 1 || fell_behind, "left out a second: {times:?}\n{}", d.dump());
+    }
     // A slow version: the run in flight when the file goes is cancelled.
     d.drop_file("cron.toml", "schedule = \"*/1 * * * * *\"\n[[step]]\nname = \"t\"\nsleep = \"30s\"\n");
     let started = d.count(|l| is(l, "cron.toml", "run started"));
@@ -126,8 +144,33 @@ fn a_cron_job_fires_every_second_and_stops_when_removed() {
     std::fs::remove_file(d.jobs.path().join("cron.toml")).expect("remove");
     assert!(d.wait_for(LONG, |l| finished(l, "cron.toml", "cancelled")), "{}", d.dump());
     let after = d.count(|l| is(l, "cron.toml", "run started"));
-    std::thread::sleep(Duration::from_millis(2000));
+    // Time passes by the clock job: of its runs logged from now on, the first
+    // may be of a second before the removal; the fourth is of a second at
+    // least two later. Then the barrier lets every fire of that second in.
+    let ticks = d.count(|l| is(l, "clock.toml", "run started"));
+    assert!(d.wait_for_n(LONG, ticks + 4, |l| is(l, "clock.toml", "run started")), "{}", d.dump());
+    d.barrier();
     assert_eq!(d.count(|l| is(l, "cron.toml", "run started")), after, "still firing after removal: {}", d.dump());
+}
+
+/// The nominal fire time and the start of each of `job`'s runs in the
+/// history, by fire time.
+fn fire_times(
+    state: &std::path::Path,
+    job: &str,
+) -> Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+    let db =
+        rusqlite::Connection::open_with_flags(state.join("gatherd.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the run store");
+    let mut query =
+        db.prepare("SELECT fire_time, started_at FROM runs WHERE job = ?1 ORDER BY fire_time").expect("query");
+    let rows = query.query_map([job], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).expect("fire times");
+    let time = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap_or_else(|e| panic!("{t}: {e}")).to_utc();
+    rows.map(|row| {
+        let (fire, start) = row.expect("a run's times");
+        (time(&fire), time(&start))
+    })
+    .collect()
 }
 
 fn overlap_job(policy: &str) -> String {
@@ -141,7 +184,7 @@ fn overlap_skip_drops_fires_while_a_run_goes_on() {
     assert!(
         d.count(|l| l["job"] == "j.toml"
             && l["message"] == "skipped"
-            && l["reason"].as_str().is_some_and(|r| r.contains("\"skip\"")))
+            && l["reason"] == "the last run is still going (overlap = \"skip\")")
             > 0
     );
     let (code, lines) = d.stop();
@@ -348,14 +391,16 @@ fn after_kill_9_a_run_in_flight_is_interrupted_and_a_finished_one_shot_does_not_
     );
     // The interrupted one-shot is reported, not silently retried.
     assert!(
-        d.count(|l| l["job"] == "long.toml"
-            && l["message"].as_str().is_some_and(|m| m.starts_with("this version's run was interrupted")))
-            == 1,
+        d.count(|l| is(
+            l,
+            "long.toml",
+            "this version's run was interrupted when the daemon stopped; not retried (save a new version to run it)"
+        )) == 1,
         "{}",
         d.dump()
     );
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(d.count(|l| l["message"] == "run started"), 0, "{}", d.dump());
+    d.barrier();
+    assert_eq!(d.count(|l| l["message"] == "run started" && !is_barrier(l)), 0, "{}", d.dump());
 }
 
 #[test]
@@ -663,7 +708,7 @@ fn a_burst_of_dropped_files_runs_each_once_records_every_run_and_none_again_afte
     let names = drop_burst(d.jobs.path(), 300, "[[step]]\nname = \"t\"\nsleep = \"0s\"\n");
     let succeeded = |l: &serde_json::Value| l["message"] == "run finished" && l["status"] == "succeeded";
     assert!(d.wait_for_n(Duration::from_secs(60), names.len(), succeeded), "{}", d.dump());
-    std::thread::sleep(Duration::from_millis(500));
+    d.barrier();
     let lines = d.lines();
     for name in &names {
         let started = lines.iter().filter(|l| is(l, name, "run started")).count();
@@ -674,12 +719,14 @@ fn a_burst_of_dropped_files_runs_each_once_records_every_run_and_none_again_afte
         assert_eq!(run_count(state.path(), name, Some("succeeded")), 1, "{name} in the history");
     }
     let db = rusqlite::Connection::open(state.path().join("gatherd.db")).expect("open the run store");
-    let seen: i64 = db.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0)).expect("count jobs");
+    let seen: i64 = db
+        .query_row("SELECT count(*) FROM jobs WHERE job NOT LIKE ?1", [format!("{BARRIER_PREFIX}%")], |r| r.get(0))
+        .expect("count jobs");
     assert_eq!(seen, 300, "every job file's version recorded");
 
     let d = Daemon::start_with(jobs, state, &[], &[]);
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(d.count(|l| l["message"] == "run started"), 0, "{}", d.dump());
+    d.barrier();
+    assert_eq!(d.count(|l| l["message"] == "run started" && !is_barrier(l)), 0, "{}", d.dump());
 }
 
 #[test]
@@ -697,6 +744,6 @@ fn after_kill_9_in_a_burst_every_run_that_started_is_in_the_history_as_interrupt
     let interrupted: std::collections::BTreeSet<i64> =
         d.lines().iter().filter(|l| l["message"] == "run interrupted").filter_map(|l| l["run_id"].as_i64()).collect();
     assert_eq!(interrupted, started, "{}", d.dump());
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(d.count(|l| l["message"] == "run started"), 0, "not retried: {}", d.dump());
+    d.barrier();
+    assert_eq!(d.count(|l| l["message"] == "run started" && !is_barrier(l)), 0, "not retried: {}", d.dump());
 }

@@ -158,6 +158,9 @@ pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub struct Daemon {
     child: Option<std::process::Child>,
     lines: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    /// Set by the reader thread at the end of the daemon's stderr: every
+    /// line the daemon wrote is in `lines`.
+    eof: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The jobs folder.
     pub jobs: tempfile::TempDir,
     /// The state folder.
@@ -209,13 +212,16 @@ impl Daemon {
         let stderr = child.stderr.take().expect("piped stderr");
         let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = lines.clone();
+        let eof = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let at_eof = eof.clone();
         thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
                 let value = serde_json::from_str(&line).unwrap_or_else(|_| serde_json::json!({ "message": line }));
                 sink.lock().expect("log lines").push(value);
             }
+            at_eof.store(true, std::sync::atomic::Ordering::SeqCst);
         });
-        let daemon = Daemon { child: Some(child), lines, jobs, state };
+        let daemon = Daemon { child: Some(child), lines, eof, jobs, state };
         assert!(
             daemon.wait_for(Duration::from_secs(20), |l| l["message"] == "ready"),
             "never ready:\n{}",
@@ -270,8 +276,13 @@ impl Daemon {
             }
             thread::sleep(Duration::from_millis(20));
         };
-        // Let the reader thread take the last lines.
-        thread::sleep(Duration::from_millis(100));
+        // The daemon is gone, so its stderr ends (steps' processes have pipes
+        // of their own): wait for the reader thread to take the last lines.
+        let eof = self.eof.clone();
+        assert!(
+            eventually(Duration::from_secs(20), || eof.load(std::sync::atomic::Ordering::SeqCst)),
+            "the daemon's stderr never ended"
+        );
         (status.and_then(|s| s.code()), self.lines())
     }
 
@@ -301,6 +312,85 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// The name of every sentinel job [`Daemon::barrier`] drops: `zz-barrier-N.toml`.
+/// `zz` sorts it after every job name the tests use (see `barrier`).
+pub const BARRIER_PREFIX: &str = "zz-barrier-";
+
+/// A log line about one of [`Daemon::barrier`]'s sentinel jobs: assertions
+/// about "every run" leave these out.
+pub fn is_barrier(line: &Value) -> bool {
+    line["job"].as_str().is_some_and(|job| job.starts_with(BARRIER_PREFIX))
+}
+
+/// The watcher's debounce (`daemon::DEBOUNCE`): it holds a report back at
+/// most this long after it observed the path's last event.
+pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(10);
+
+impl Daemon {
+    /// Returns once the daemon has handled every change the test made to the
+    /// jobs folder before the call, and started every run those changes led
+    /// to: the event-based replacement for "sleep, then check that nothing
+    /// more happened", which passes vacuously on a slow box and wastes time on
+    /// a fast one.
+    ///
+    /// How: it renames a fresh one-shot job `zz-barrier-N.toml` (N unused in
+    /// the folder, so it is a new job even after a restart), whose one step
+    /// sleeps twice the watcher's debounce, into the folder and waits for its
+    /// `run finished`; then does the same with a second one. Why that proves
+    /// it:
+    /// - The kernel queues the folder's inotify events in the order things
+    ///   happened, and the watcher observes them in that order, so it has
+    ///   observed every earlier change by the time it observes the first
+    ///   sentinel, and so before that sentinel runs and the test sees it end.
+    /// - The watcher reports a file renamed in at once, but holds back a
+    ///   removal, or a save of a path it reported less than the debounce ago,
+    ///   until [`WATCH_DEBOUNCE`] after it observed it. The first sentinel's
+    ///   run starts after the watcher observed it and lasts twice that (its
+    ///   step sleeps on the daemon's own timer), and the second sentinel is
+    ///   renamed only after that run ended: by the time the watcher observes
+    ///   the second, every report held back has fallen due, so it goes out
+    ///   no later than the second's. In one batch the watcher sends removals
+    ///   first, then changes sorted by name, and `zz-barrier-` sorts after the
+    ///   tests' job names.
+    /// - The supervisor handles file events one at a time on its one loop, in
+    ///   the order received: the second sentinel is read and applied, and its
+    ///   run spawned, only after every earlier file event was applied,
+    ///   including the runs those events started (a run is spawned on the
+    ///   loop, while the event that caused it is handled).
+    /// - Its `run finished` is logged at its run's end, so seeing it means the
+    ///   loop is past all of that.
+    ///
+    /// What it does not order:
+    /// - Timers. A fire that falls due while the barrier travels may be
+    ///   handled before or after it; for "this job fires no more", let time
+    ///   pass by events first (another job's fires), then use the barrier.
+    /// - The `run started` line of a run spawned before the sentinels: its own
+    ///   task logs it once its history row is begun. That task had a head
+    ///   start over the sentinels' whole journey (watcher, read, apply, their
+    ///   own rows, their runs) and waits for no timer, so its line comes first
+    ///   in practice, but only the scheduler orders the two tasks.
+    pub fn barrier(&self) {
+        self.sentinel();
+        self.sentinel();
+    }
+
+    /// Drops one fresh sentinel job, which runs for twice the watcher's
+    /// debounce, and waits (up to 20 s) for its end.
+    fn sentinel(&self) {
+        let name = (0..)
+            .map(|n| format!("{BARRIER_PREFIX}{n}.toml"))
+            .find(|name| !self.jobs.path().join(name).exists())
+            .expect("an unused barrier name");
+        let job = format!("[[step]]\nname = \"barrier\"\nsleep = \"{}ms\"\n", (WATCH_DEBOUNCE * 2).as_millis());
+        self.drop_file(&name, &job);
+        assert!(
+            self.wait_for(Duration::from_secs(20), |l| finished(l, &name, "succeeded")),
+            "the barrier {name} never finished: {}",
+            self.dump()
+        );
     }
 }
 
