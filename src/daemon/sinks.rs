@@ -130,7 +130,7 @@ impl RunLog {
             }
             RunEvent::NodeFinished { .. } => {}
             RunEvent::Log { path, text, .. } => {
-                tracing::info!(job = %job, run_id, step = %path, "script: {text}");
+                tracing::info!(job = %job, run_id, step = %path, text = %text, "script output");
             }
             RunEvent::RunFinished { status, error, duration, .. } => {
                 let duration_ms = ms(*duration);

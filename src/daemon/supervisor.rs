@@ -409,6 +409,7 @@ impl Supervisor {
             job,
         };
         let task = self.runs.spawn(task.run()).id();
+        tracing::debug!(job = %fire.job, cause = fire.cause.as_str(), "run spawned");
         if let Some(entry) = self.table.get_mut(&fire.job) {
             entry.running.push(task);
         }
