@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{exit, render};
@@ -294,86 +295,8 @@ pub async fn follow_logs(run: i64, api: &ApiArgs) -> u8 {
 
 /// A run document (from the API or the database) as `gatherd run` shows it.
 pub(super) fn render_document(document: &Value) -> String {
-    match serde_json::from_value::<RunDocumentView>(document.clone()) {
-        Ok(doc) => render::report(&doc.into_report(), true),
+    match crate::store::RunDocument::deserialize(document) {
+        Ok(doc) => render::report(&doc.report, true),
         Err(e) => format!("(cannot read the run document: {e})\n"),
-    }
-}
-
-/// A run document read back, for rendering it like `gatherd run`.
-#[derive(serde::Deserialize)]
-struct RunDocumentView {
-    job: String,
-    status: Option<String>,
-    duration_ms: u64,
-    #[serde(default)]
-    result: Value,
-    error: Option<String>,
-    #[serde(default)]
-    steps: Vec<StepView>,
-    #[serde(default)]
-    logs: Vec<LogView>,
-}
-
-#[derive(serde::Deserialize)]
-struct LogView {
-    path: String,
-    at_ms: u64,
-    level: String,
-    text: String,
-}
-
-#[derive(serde::Deserialize)]
-struct StepView {
-    name: String,
-    path: String,
-    kind: String,
-    status: Option<String>,
-    attempts: u32,
-    start_ms: Option<u64>,
-    end_ms: Option<u64>,
-    #[serde(default)]
-    output: Value,
-    error: Option<String>,
-}
-
-impl RunDocumentView {
-    fn into_report(self) -> crate::exec::RunReport {
-        let status = |s: Option<&str>| {
-            s.and_then(crate::store::RecordedStatus::parse).and_then(crate::store::RecordedStatus::finished)
-        };
-        let mut report = crate::exec::RunReport::new(self.job.clone(), PathBuf::from(&self.job));
-        report.status = status(self.status.as_deref());
-        report.duration_ms = self.duration_ms;
-        report.result = self.result;
-        report.error = self.error;
-        report.steps = self
-            .steps
-            .into_iter()
-            .map(|s| crate::exec::StepReport {
-                status: status(s.status.as_deref()),
-                name: s.name.into(),
-                path: s.path.into(),
-                kind: crate::exec::intern_kind(&s.kind),
-                attempts: s.attempts,
-                start_ms: s.start_ms,
-                end_ms: s.end_ms,
-                output: s.output,
-                error: s.error,
-                truncated: false,
-                retried: Vec::new(),
-            })
-            .collect();
-        report.logs = self
-            .logs
-            .into_iter()
-            .map(|l| crate::exec::LogLine {
-                path: l.path,
-                at_ms: l.at_ms,
-                level: if l.level == "debug" { "debug" } else { "print" },
-                text: l.text,
-            })
-            .collect();
-        report
     }
 }

@@ -11,7 +11,7 @@ use super::exit;
 use super::progress::Progress;
 use super::render;
 use crate::config::Config;
-use crate::exec::{self, BlockingPool, RunContext, RunEvent, RunReport, Status};
+use crate::exec::{self, BlockingPool, RecordedStatus, RunContext, RunEvent, RunReport, Status};
 use crate::load;
 
 /// Arguments of `gatherd run`.
@@ -102,8 +102,8 @@ pub async fn run(args: RunArgs) -> u8 {
         print!("{}", render::report(&report, !show_progress));
     }
     match report.status {
-        Some(Status::Succeeded) => exit::OK,
-        Some(Status::Cancelled) => exit::CANCELLED,
+        RecordedStatus::Finished(Status::Succeeded) => exit::OK,
+        RecordedStatus::Finished(Status::Cancelled) => exit::CANCELLED,
         _ => exit::FAILED,
     }
 }

@@ -2,7 +2,7 @@
 //! `job`, `run_id`, `step`, `status` and `duration_ms` fields, which the chosen
 //! subscriber writes as text, JSON lines or journald fields.
 
-use crate::exec::{RunEvent, Status, is_group_kind};
+use crate::exec::{RunEvent, Status};
 use crate::store::RunTrigger;
 
 /// Logs the events of one run.
@@ -28,17 +28,17 @@ impl RunLog {
             RunEvent::AttemptFailed { path, attempt, error, retry_in, .. } => {
                 tracing::warn!(job = %job, run_id, step = %path, attempt, retry_in_ms = ms(*retry_in), error = %error, "attempt failed; retrying");
             }
-            RunEvent::NodeFinished { path, kind, status, started, at, attempts, error, .. } if !is_group_kind(kind) => {
+            RunEvent::NodeFinished { path, kind, status, started, at, attempts, error, .. } if !kind.is_group() => {
                 let duration_ms = started.map_or(0, |s| ms(at.saturating_sub(s)));
                 match status {
                     Status::Succeeded => {
-                        tracing::info!(job = %job, run_id, step = %path, kind, status = %status, duration_ms, attempts, "step finished")
+                        tracing::info!(job = %job, run_id, step = %path, kind = kind.as_str(), status = %status, duration_ms, attempts, "step finished")
                     }
                     Status::Skipped | Status::Cancelled => {
-                        tracing::info!(job = %job, run_id, step = %path, kind, status = %status, duration_ms, "step finished")
+                        tracing::info!(job = %job, run_id, step = %path, kind = kind.as_str(), status = %status, duration_ms, "step finished")
                     }
                     _ => {
-                        tracing::warn!(job = %job, run_id, step = %path, kind, status = %status, duration_ms, attempts, error = error.as_deref().unwrap_or(""), "step finished")
+                        tracing::warn!(job = %job, run_id, step = %path, kind = kind.as_str(), status = %status, duration_ms, attempts, error = error.as_deref().unwrap_or(""), "step finished")
                     }
                 }
             }

@@ -938,8 +938,8 @@ impl Supervisor {
 fn observe(metrics: &Metrics, job: &str, event: &exec::RunEvent) {
     match event {
         exec::RunEvent::RunStarted { .. } => metrics.run_started(job),
-        exec::RunEvent::NodeFinished { kind, started: Some(started), at, .. } if !exec::is_group_kind(kind) => {
-            metrics.step_finished(kind, at.saturating_sub(*started));
+        exec::RunEvent::NodeFinished { kind, started: Some(started), at, .. } if !kind.is_group() => {
+            metrics.step_finished(kind.as_str(), at.saturating_sub(*started));
         }
         exec::RunEvent::RunFinished { status, duration, .. } => metrics.run_finished(job, status.as_str(), *duration),
         _ => {}

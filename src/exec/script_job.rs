@@ -31,7 +31,7 @@ use tokio::runtime::RuntimeFlavor;
 use tokio_util::sync::CancellationToken;
 
 use super::tree::{Failure, NodeResult, Runner};
-use super::{RunEvent, Status};
+use super::{LogLevel, NodeKind, RunEvent, Status};
 use crate::job::{Group, GroupMode, Node, OnError, ScriptNode, Step};
 use crate::script::Sandbox;
 use crate::script::api::{self, Outcome, Request, ScriptEnd};
@@ -75,7 +75,7 @@ struct Iter {
 struct OpenGroup {
     path: Arc<str>,
     name: Arc<str>,
-    kind: &'static str,
+    kind: NodeKind,
     started: Duration,
     failures: Vec<String>,
     results: Vec<Value>,
@@ -116,12 +116,17 @@ impl Runner {
     pub(super) async fn script_node(&self, s: &ScriptNode, path: Arc<str>, token: CancellationToken) -> NodeResult {
         let started = self.now();
         let name: Arc<str> = s.name.as_str().into();
-        self.emit(RunEvent::NodeStarted { path: path.clone(), name: name.clone(), kind: "script", at: started });
+        self.emit(RunEvent::NodeStarted {
+            path: path.clone(),
+            name: name.clone(),
+            kind: NodeKind::Script,
+            at: started,
+        });
         let result = self.drive(s, &path, &token).await;
         if let Ok(v) = &result {
             self.remember(&s.name, v);
         }
-        self.finish(path, name, "script", Some(started), 1, &result, false);
+        self.finish(path, name, NodeKind::Script, Some(started), 1, &result, false);
         result
     }
 
@@ -321,7 +326,12 @@ impl<'a> Driver<'a> {
             Request::Log { debug: from_debug, text } => {
                 let at = self.runner.now();
                 tracing::info!(job = %self.runner.job.name, path = %self.path, from_debug, "{text}");
-                self.runner.emit(RunEvent::Log { path: self.path.clone(), debug: from_debug, text, at });
+                self.runner.emit(RunEvent::Log {
+                    path: self.path.clone(),
+                    level: if from_debug { LogLevel::Debug } else { LogLevel::Print },
+                    text,
+                    at,
+                });
             }
             Request::Finished(_) => unreachable!("the driver's loop ends on Finished"),
         }
@@ -344,7 +354,7 @@ impl<'a> Driver<'a> {
         self.runner.emit(RunEvent::NodeStarted {
             path: path.clone(),
             name: name.as_str().into(),
-            kind: mode.key(),
+            kind: mode.node_kind(),
             at: started,
         });
         let running = steps.len();
@@ -358,7 +368,7 @@ impl<'a> Driver<'a> {
         let group = OpenGroup {
             path,
             name: name.as_str().into(),
-            kind: mode.key(),
+            kind: mode.node_kind(),
             started,
             failures: Vec::new(),
             results: Vec::new(),

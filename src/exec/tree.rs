@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::step::{self, Inputs, StepEnv, StepError};
-use super::{RunContext, RunEvent, RunOutcome, Status};
+use super::{NodeKind, RunContext, RunEvent, RunOutcome, Status};
 use crate::job::{Group, GroupMode, Job, Node, OnError, Step, StepKind, Template};
 
 /// Why a node did not produce a value.
@@ -271,7 +271,7 @@ impl Runner {
     async fn group_node(&self, g: &Group, path: Arc<str>, token: CancellationToken) -> NodeResult {
         let started = self.now();
         let name: Arc<str> = g.name.as_str().into();
-        let kind = g.mode.key();
+        let kind = g.mode.node_kind();
         self.emit(RunEvent::NodeStarted { path: path.clone(), name: name.clone(), kind, at: started });
         let (result, timed_out) = guarded(g.timeout, &token, self.group(g, &path, &token)).await;
         let result = match result {
@@ -297,7 +297,7 @@ impl Runner {
         &self,
         path: Arc<str>,
         name: Arc<str>,
-        kind: &'static str,
+        kind: NodeKind,
         started: Option<Duration>,
         attempts: u32,
         result: &NodeResult,
@@ -448,9 +448,9 @@ impl Runner {
             }
         }
         let kind = match node {
-            Node::Group(g) => g.mode.key(),
-            Node::Step(s) => s.kind.key(),
-            Node::Script(_) => "script",
+            Node::Group(g) => g.mode.node_kind(),
+            Node::Step(s) => s.kind.node_kind(),
+            Node::Script(_) => NodeKind::Script,
         };
         let result = Err(Failure::new(Status::Skipped, "not started: cancelled before its turn"));
         self.finish(path, node.name().into(), kind, None, 0, &result, false);
@@ -466,7 +466,7 @@ impl Runner {
     ) -> NodeResult {
         let started = self.now();
         let name = s.name.clone();
-        let kind = s.kind.key();
+        let kind = s.kind.node_kind();
         self.emit(RunEvent::NodeStarted { path: path.clone(), name: name.clone(), kind, at: started });
         let inputs = || self.inputs(input.as_ref());
         let env = StepEnv { job: &self.job, ctx: &self.ctx, inputs: &inputs };
