@@ -136,6 +136,13 @@ async fn recorded_rows_match_the_report_folded_from_the_same_events() {
     assert_eq!(row("main/stuck").status, RecordedStatus::Finished(Status::TimedOut));
     assert_eq!(row("main/b").output, json!({"n": 1, "list": [1, 2]}));
     assert_eq!(detail.run.status, RecordedStatus::Finished(Status::Failed));
+    // The document the API serves reads back into the same types without
+    // losing anything (the CLI renders `show` and `trigger --wait` from it).
+    let served = serde_json::to_value(detail.document()).unwrap();
+    assert!(served["steps"].as_array().unwrap().iter().any(|s| s["retried"].is_array()), "{served:#}");
+    let read: RunDocument = serde_json::from_value(served.clone()).unwrap();
+    assert_eq!(read.report.steps, detail.steps);
+    assert_eq!(serde_json::to_value(&read).unwrap(), served);
     store.close().await.unwrap();
 }
 
