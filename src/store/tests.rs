@@ -647,3 +647,23 @@ async fn prune_by_age_removes_old_finished_runs_only() {
     assert_eq!(store.prune("a.toml", None, Some(Duration::MAX)).await.unwrap(), 0, "forever keeps all");
     store.close().await.unwrap();
 }
+
+/// The words the schema's CHECK constraints accept for `column` in `table`.
+fn checked_words(table: &str, column: &str) -> Vec<String> {
+    let sql = include_str!("migrations/sqlite/0001_init.sql");
+    let body = sql.split(&format!("CREATE TABLE {table} (")).nth(1).expect("the table").split("\n);").next().unwrap();
+    let after = body.split(&format!("\n    {column} ")).nth(1).expect("the column");
+    let list = after.split("CHECK (").nth(1).expect("a CHECK").split(')').next().unwrap();
+    list.split('\'').skip(1).step_by(2).map(str::to_string).collect()
+}
+
+#[test]
+fn the_schema_and_the_enums_spell_the_same_words() {
+    let words = |it: &mut dyn Iterator<Item = &'static str>| it.map(str::to_string).collect::<Vec<_>>();
+    let all: Vec<String> = words(&mut RecordedStatus::all().map(RecordedStatus::as_str));
+    let except = |skip: &str| all.iter().filter(|w| *w != skip).cloned().collect::<Vec<_>>();
+    assert_eq!(checked_words("runs", "status"), except("skipped"), "a run is never skipped");
+    assert_eq!(checked_words("steps", "status"), except("missed"), "a step is never missed");
+    assert_eq!(checked_words("runs", "trigger"), words(&mut RunTrigger::ALL.iter().map(|t| t.as_str())));
+    assert_eq!(checked_words("jobs", "kind"), words(&mut JobKind::ALL.iter().map(|k| k.as_str())));
+}
