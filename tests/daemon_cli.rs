@@ -359,7 +359,12 @@ fn a_rhai_job_runs_under_the_daemon() {
     let d = Daemon::start(&[], &[], &[]);
     d.drop_file("script.rhai", "print(\"hello from rhai\");\ngather([sleep(0.1, 1), sleep(0.1, 2)])\n");
     assert!(d.wait_for(LONG, |l| finished(l, "script.rhai", "succeeded")), "{}", d.dump());
-    assert!(d.count(|l| l["job"] == "script.rhai" && l["message"] == "script output" && l["text"] == "hello from rhai") == 1, "{}", d.dump());
+    assert!(
+        d.count(|l| l["job"] == "script.rhai" && l["message"] == "script output" && l["text"] == "hello from rhai")
+            == 1,
+        "{}",
+        d.dump()
+    );
 }
 
 #[test]

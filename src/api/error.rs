@@ -83,6 +83,7 @@ impl From<ControlError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
-        ApiError::Internal(format!("run history: {e}"))
+        // A store error already says it is about the run history.
+        ApiError::Internal(e.to_string())
     }
 }

@@ -20,18 +20,19 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::{ApiError, AppState};
-use crate::exec::RunEvent;
-use crate::store::{RecordedStatus, RunDetail};
+use crate::exec::{LogLevel, LogLine, NodeKind, RecordedStatus, RunEvent, StepReport, millis};
+use crate::store::RunDetail;
 
 /// The JSON of one event: a projection of [`RunEvent`] (which is not
-/// `Serialize`), times in milliseconds from the run's start, field names as
-/// in the `--json` report. The `event` field repeats the SSE event name.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// `Serialize`) with the report's types and field names, times in
+/// milliseconds from the run's start. The `event` field repeats the SSE event
+/// name. The CLI reads it back (`trigger --wait`, `logs --follow`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum EventView {
     /// The run began.
@@ -48,7 +49,7 @@ pub enum EventView {
         /// Its name.
         name: String,
         /// Step kind or group mode.
-        kind: String,
+        kind: NodeKind,
         /// When, in ms.
         start_ms: Option<u64>,
     },
@@ -72,9 +73,9 @@ pub enum EventView {
         /// Its name.
         name: String,
         /// Step kind or group mode.
-        kind: String,
+        kind: NodeKind,
         /// How it ended.
-        status: String,
+        status: RecordedStatus,
         /// Attempts made.
         attempts: u32,
         /// Start, in ms; `null` if it never started.
@@ -93,7 +94,7 @@ pub enum EventView {
         /// The script node.
         path: String,
         /// `print` or `debug`.
-        level: String,
+        level: LogLevel,
         /// The line.
         text: String,
         /// When, in ms.
@@ -102,7 +103,7 @@ pub enum EventView {
     /// The run ended; always the last event.
     RunFinished {
         /// How it ended.
-        status: String,
+        status: RecordedStatus,
         /// The root's result (`null` when none).
         result: Value,
         /// Why it did not succeed.
@@ -110,10 +111,6 @@ pub enum EventView {
         /// Its length, in ms.
         duration_ms: Option<u64>,
     },
-}
-
-fn ms(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl EventView {
@@ -138,84 +135,75 @@ impl EventView {
             RunEvent::NodeStarted { path, name, kind, at } => EventView::NodeStarted {
                 path: path.to_string(),
                 name: name.to_string(),
-                kind: kind.to_string(),
-                start_ms: Some(ms(*at)),
+                kind: *kind,
+                start_ms: Some(millis(*at)),
             },
             RunEvent::AttemptFailed { path, attempt, error, retry_in, at } => EventView::AttemptFailed {
                 path: path.to_string(),
                 attempt: *attempt,
                 error: error.clone(),
-                retry_in_ms: ms(*retry_in),
-                at_ms: ms(*at),
+                retry_in_ms: millis(*retry_in),
+                at_ms: millis(*at),
             },
             RunEvent::NodeFinished { path, name, kind, status, attempts, started, at, output, error, truncated } => {
                 EventView::NodeFinished {
                     path: path.to_string(),
                     name: name.to_string(),
-                    kind: kind.to_string(),
-                    status: status.as_str().to_string(),
+                    kind: *kind,
+                    status: RecordedStatus::Finished(*status),
                     attempts: *attempts,
-                    start_ms: started.map(ms),
-                    end_ms: Some(ms(*at)),
+                    start_ms: started.map(millis),
+                    end_ms: Some(millis(*at)),
                     output: output.clone().unwrap_or(Value::Null),
                     error: error.clone(),
                     truncated: *truncated,
                 }
             }
-            RunEvent::Log { path, debug, text, at } => EventView::Log {
-                path: path.to_string(),
-                level: if *debug { "debug" } else { "print" }.to_string(),
-                text: text.clone(),
-                at_ms: ms(*at),
-            },
+            RunEvent::Log { path, level, text, at } => {
+                EventView::Log { path: path.to_string(), level: *level, text: text.clone(), at_ms: millis(*at) }
+            }
             RunEvent::RunFinished { status, result, error, duration } => EventView::RunFinished {
-                status: status.as_str().to_string(),
+                status: RecordedStatus::Finished(*status),
                 result: result.clone().unwrap_or(Value::Null),
                 error: error.clone(),
-                duration_ms: Some(ms(*duration)),
+                duration_ms: Some(millis(*duration)),
             },
         }
     }
 
+    /// A stored step: `node_started` while it is `running`, else `node_finished`.
+    fn of_step(s: &StepReport) -> EventView {
+        let (path, name, kind) = (s.path.to_string(), s.name.to_string(), s.kind);
+        if s.status == RecordedStatus::Running {
+            return EventView::NodeStarted { path, name, kind, start_ms: s.start_ms };
+        }
+        EventView::NodeFinished {
+            path,
+            name,
+            kind,
+            status: s.status,
+            attempts: s.attempts,
+            start_ms: s.start_ms,
+            end_ms: s.end_ms,
+            output: s.output.clone(),
+            error: s.error.clone(),
+            truncated: s.truncated,
+        }
+    }
+
+    /// A stored log line.
+    fn of_line(l: &LogLine) -> EventView {
+        EventView::Log { path: l.path.clone(), level: l.level, text: l.text.clone(), at_ms: l.at_ms }
+    }
+
     /// The replay of a stored run (see the module doc).
     pub fn replay(detail: &RunDetail) -> Vec<EventView> {
-        let mut views: Vec<EventView> = detail
-            .steps
-            .iter()
-            .map(|s| {
-                if s.status == RecordedStatus::Running {
-                    EventView::NodeStarted {
-                        path: s.path.clone(),
-                        name: s.name.clone(),
-                        kind: s.kind.clone(),
-                        start_ms: s.start_ms,
-                    }
-                } else {
-                    EventView::NodeFinished {
-                        path: s.path.clone(),
-                        name: s.name.clone(),
-                        kind: s.kind.clone(),
-                        status: s.status.as_str().to_string(),
-                        attempts: s.attempts,
-                        start_ms: s.start_ms,
-                        end_ms: s.end_ms,
-                        output: s.output.clone(),
-                        error: s.error.clone(),
-                        truncated: s.truncated,
-                    }
-                }
-            })
-            .collect();
-        views.extend(detail.logs.iter().map(|l| EventView::Log {
-            path: l.path.clone(),
-            level: l.level.clone(),
-            text: l.text.clone(),
-            at_ms: l.at_ms,
-        }));
+        let mut views: Vec<EventView> = detail.steps.iter().map(EventView::of_step).collect();
+        views.extend(detail.logs.iter().map(EventView::of_line));
         let run = &detail.run;
         if run.status != RecordedStatus::Running {
             views.push(EventView::RunFinished {
-                status: run.status.as_str().to_string(),
+                status: run.status,
                 result: run.result.clone(),
                 error: run.error.clone(),
                 duration_ms: run.duration_ms,

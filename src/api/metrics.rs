@@ -132,7 +132,7 @@ impl Metrics {
         self.runs_total.get_or_create(&JobStatus { job: job.to_string(), status: status.to_string() }).inc();
         let label = JobLabel { job: job.to_string() };
         self.run_duration.get_or_create(&label).observe(duration.as_secs_f64());
-        if status == "succeeded" {
+        if status == crate::exec::Status::Succeeded.as_str() {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
             self.last_success.get_or_create(&label).set(now.as_secs_f64());
         }

@@ -38,9 +38,9 @@ impl RunsQuery {
         let status = match self.status.as_deref() {
             None | Some("") => None,
             Some(s) => Some(RecordedStatus::parse(s).ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "unknown status `{s}` (expected running, succeeded, failed, timed_out, cancelled, skipped, interrupted or missed)"
-                ))
+                let words: Vec<&str> = RecordedStatus::all().map(RecordedStatus::as_str).collect();
+                let (last, rest) = words.split_last().expect("there are statuses");
+                ApiError::BadRequest(format!("unknown status `{s}` (expected {} or {last})", rest.join(", ")))
             })?),
         };
         let limit = match self.limit.as_deref() {

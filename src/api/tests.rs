@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::exec::{RunEvent, Status};
+use crate::exec::{NodeKind, RunEvent, Status};
 use crate::store::{DB_FILE, RunId, RunStart, RunTrigger, open_sqlite};
 
 /// A daemon that knows `a.toml` and `sub/b.toml`; `busy.toml` is never
@@ -127,12 +127,17 @@ fn run_events(job: &str, status: Status) -> Vec<RunEvent> {
     let error = (status != Status::Succeeded).then(|| "boom".to_string());
     vec![
         RunEvent::RunStarted { job: job.into(), started_at: Utc::now() },
-        RunEvent::NodeStarted { path: "main".into(), name: "main".into(), kind: "sequence", at: Duration::ZERO },
-        RunEvent::NodeStarted { path: "main/s".into(), name: "s".into(), kind: "sleep", at: Duration::ZERO },
+        RunEvent::NodeStarted {
+            path: "main".into(),
+            name: "main".into(),
+            kind: NodeKind::Sequence,
+            at: Duration::ZERO,
+        },
+        RunEvent::NodeStarted { path: "main/s".into(), name: "s".into(), kind: NodeKind::Sleep, at: Duration::ZERO },
         RunEvent::NodeFinished {
             path: "main/s".into(),
             name: "s".into(),
-            kind: "sleep",
+            kind: NodeKind::Sleep,
             status,
             attempts: 1,
             started: Some(Duration::ZERO),
@@ -144,7 +149,7 @@ fn run_events(job: &str, status: Status) -> Vec<RunEvent> {
         RunEvent::NodeFinished {
             path: "main".into(),
             name: "main".into(),
-            kind: "sequence",
+            kind: NodeKind::Sequence,
             status,
             attempts: 1,
             started: Some(Duration::ZERO),

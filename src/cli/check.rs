@@ -4,6 +4,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Args;
 
 use super::exit;
@@ -18,14 +19,8 @@ pub struct CheckArgs {
 }
 
 /// Checks every file; exit 1 if any is invalid (or a path can't be read).
-pub fn check(args: &CheckArgs) -> u8 {
-    let files = match load::discover(&args.paths) {
-        Ok(files) => files,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::FAILED;
-        }
-    };
+pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
+    let files = load::discover(&args.paths).context("cannot list the job files")?;
     let color = std::io::stderr().is_terminal();
     let mut invalid = 0;
     for file in &files {
@@ -44,14 +39,13 @@ pub fn check(args: &CheckArgs) -> u8 {
         }
     }
     if files.is_empty() {
-        eprintln!("error: no job files found in {}", display_paths(&args.paths));
-        return exit::FAILED;
+        anyhow::bail!("no job files found in {}", display_paths(&args.paths));
     }
     if invalid > 0 {
         eprintln!("{invalid} of {} job files invalid", files.len());
-        exit::FAILED
+        Ok(exit::FAILED)
     } else {
-        exit::OK
+        Ok(exit::OK)
     }
 }
 

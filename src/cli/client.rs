@@ -4,11 +4,17 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Args;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{exit, render};
+use crate::api::events::EventView;
 use crate::config::Config;
+use crate::exec::{RecordedStatus, Status};
+use crate::store::RunDocument;
 
 /// How to reach the daemon.
 #[derive(Debug, Args)]
@@ -65,20 +71,29 @@ pub struct CancelArgs {
     pub api: ApiArgs,
 }
 
-/// Why a request got no answer it could use.
-pub(super) enum Failure {
+/// Why a request to the daemon got no answer it could use.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RequestError {
     /// Nothing listens at the address: no daemon runs there.
-    Unreachable(String),
+    #[error("no daemon answers at {base} ({cause}); is `gatherd daemon` running, and is --addr right?")]
+    Unreachable {
+        /// The API's base URL.
+        base: String,
+        /// The connection's error (in the message, not a source: its own
+        /// causes would only repeat what the message says).
+        cause: reqwest::Error,
+    },
     /// The daemon answered, with an error.
+    #[error("{0}")]
     Answer(String),
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Unreachable(why) | Failure::Answer(why) => f.write_str(why),
-        }
-    }
+    /// The answer broke off or is not what was asked for.
+    #[error("the daemon's answer {what}: {source}")]
+    Unreadable {
+        /// What is wrong with it.
+        what: &'static str,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// A connection to the daemon's API.
@@ -89,26 +104,22 @@ pub(super) struct Client {
 }
 
 impl Client {
-    pub(super) fn new(args: &ApiArgs) -> Result<Client, String> {
-        let config = Config::load_or_default(args.config.as_deref()).map_err(|e| e.to_string())?;
+    pub(super) fn new(args: &ApiArgs) -> anyhow::Result<Client> {
+        let config = Config::load_or_default(args.config.as_deref())?;
         let addr = args.addr.clone().unwrap_or_else(|| config.api_listen().to_string());
         let base = if addr.starts_with("http://") { addr } else { format!("http://{addr}") };
         let token = args.token.clone().or(config.api_token);
-        let http = reqwest::Client::builder().build().map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+        let http = reqwest::Client::builder().build().context("cannot make an HTTP client")?;
         Ok(Client { base, token, http })
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str) -> Result<reqwest::Response, Failure> {
+    async fn send(&self, method: reqwest::Method, path: &str) -> Result<reqwest::Response, RequestError> {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await.map_err(|e| {
-            Failure::Unreachable(format!(
-                "no daemon answers at {} ({e}); is `gatherd daemon` running, and is --addr right?",
-                self.base
-            ))
-        })?;
+        let response =
+            request.send().await.map_err(|cause| RequestError::Unreachable { base: self.base.clone(), cause })?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -116,36 +127,39 @@ impl Client {
         let body: Value =
             response.bytes().await.ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
         let why = body["error"].as_str().map_or_else(|| status.to_string(), str::to_string);
-        Err(Failure::Answer(why))
+        Err(RequestError::Answer(why))
     }
 
-    pub(super) async fn json(&self, method: reqwest::Method, path: &str) -> Result<Value, Failure> {
+    /// The daemon's JSON answer to `method path`.
+    pub(super) async fn json<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<T, RequestError> {
         let response = self.send(method, path).await?;
         let bytes =
-            response.bytes().await.map_err(|e| Failure::Answer(format!("the daemon's answer broke off: {e}")))?;
-        serde_json::from_slice(&bytes).map_err(|e| Failure::Answer(format!("the daemon's answer is not JSON: {e}")))
+            response.bytes().await.map_err(|e| RequestError::Unreadable { what: "broke off", source: Box::new(e) })?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| RequestError::Unreadable { what: "is not the JSON expected", source: Box::new(e) })
     }
 
-    /// Follows a run's server-sent events, calling `each(event, data)` until
-    /// the stream ends.
-    async fn follow(&self, run: i64, mut each: impl FnMut(&str, &Value)) -> Result<(), String> {
-        let mut response =
-            self.send(reqwest::Method::GET, &format!("/runs/{run}/events")).await.map_err(|e| e.to_string())?;
+    /// Follows a run's server-sent events, calling `each` with every event
+    /// until the stream ends.
+    async fn follow(&self, run: i64, mut each: impl FnMut(&EventView)) -> anyhow::Result<()> {
+        let mut response = self.send(reqwest::Method::GET, &format!("/runs/{run}/events")).await?;
         let mut buffer = String::new();
-        let (mut event, mut data) = (String::new(), String::new());
-        while let Some(chunk) = response.chunk().await.map_err(|e| format!("the event stream broke: {e}"))? {
+        let mut data = String::new();
+        while let Some(chunk) = response.chunk().await.context("the event stream broke")? {
             buffer.push_str(&String::from_utf8_lossy(&chunk));
             while let Some(end) = buffer.find('\n') {
                 let line: String = buffer.drain(..=end).collect();
                 let line = line.trim_end_matches(['\n', '\r']);
                 if line.is_empty() {
-                    if !data.is_empty() {
-                        each(&event, &serde_json::from_str(&data).unwrap_or(Value::Null));
+                    // Events this client does not know (`lagged`) are passed over.
+                    if let Ok(event) = serde_json::from_str::<EventView>(&data) {
+                        each(&event);
                     }
-                    event.clear();
                     data.clear();
-                } else if let Some(e) = line.strip_prefix("event:") {
-                    event = e.trim().to_string();
                 } else if let Some(d) = line.strip_prefix("data:") {
                     data.push_str(d.trim_start());
                 }
@@ -155,24 +169,13 @@ impl Client {
     }
 }
 
-fn fail(e: impl std::fmt::Display) -> u8 {
-    eprintln!("error: {e}");
-    exit::FAILED
-}
-
 /// `gatherd jobs`: the daemon's jobs now.
-pub async fn jobs(args: JobsArgs) -> u8 {
-    let client = match Client::new(&args.api) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
-    let jobs = match client.json(reqwest::Method::GET, "/jobs").await {
-        Ok(v) => v,
-        Err(e) => return fail(e),
-    };
+pub async fn jobs(args: JobsArgs) -> anyhow::Result<u8> {
+    let client = Client::new(&args.api)?;
+    let jobs: Value = client.json(reqwest::Method::GET, "/jobs").await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&jobs).unwrap_or_default());
-        return exit::OK;
+        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        return Ok(exit::OK);
     }
     let list = jobs["jobs"].as_array().cloned().unwrap_or_default();
     let width = list.iter().filter_map(|j| j["job"].as_str()).map(|j| j.chars().count()).max().unwrap_or(3).max(3);
@@ -200,180 +203,76 @@ pub async fn jobs(args: JobsArgs) -> u8 {
             println!("    {}", why.lines().next().unwrap_or(""));
         }
     }
-    exit::OK
+    Ok(exit::OK)
 }
 
 /// `gatherd trigger JOB [--wait]`.
-pub async fn trigger(args: TriggerArgs) -> u8 {
-    let client = match Client::new(&args.api) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
-    let started = match client.json(reqwest::Method::POST, &format!("/jobs/{}/trigger", args.job)).await {
-        Ok(v) => v,
-        Err(e) => return fail(e),
-    };
-    let Some(run) = started["run_id"].as_i64() else { return fail("the daemon gave no run id") };
+pub async fn trigger(args: TriggerArgs) -> anyhow::Result<u8> {
+    let client = Client::new(&args.api)?;
+    let started: Value = client
+        .json(reqwest::Method::POST, &format!("/jobs/{}/trigger", args.job))
+        .await
+        .with_context(|| format!("cannot trigger {}", args.job))?;
+    let run = started["run_id"].as_i64().context("the daemon gave no run id")?;
     if !args.wait {
         if args.json {
             println!("{started}");
         } else {
             println!("started run {run} of {}", args.job);
         }
-        return exit::OK;
+        return Ok(exit::OK);
     }
     if !args.json {
         eprintln!("run {run} of {} started; waiting for it…", args.job);
     }
     let quiet = args.json;
-    let followed = client
-        .follow(run, |event, data| {
-            if !quiet && event == "node_finished" {
-                eprintln!("  {} {}", data["status"].as_str().unwrap_or(""), data["path"].as_str().unwrap_or(""));
-            }
+    client
+        .follow(run, |event| match event {
+            EventView::NodeFinished { status, path, .. } if !quiet => eprintln!("  {status} {path}"),
+            _ => {}
         })
-        .await;
-    if let Err(e) = followed {
-        return fail(e);
-    }
+        .await
+        .with_context(|| format!("cannot follow run {run}"))?;
     // The stream ended with the run; the history has the whole of it.
-    let document = match client.json(reqwest::Method::GET, &format!("/runs/{run}")).await {
-        Ok(v) => v,
-        Err(e) => return fail(e),
-    };
-    let status = document["status"].as_str().unwrap_or("").to_string();
+    let document: Value = client.json(reqwest::Method::GET, &format!("/runs/{run}")).await?;
+    let read = RunDocument::deserialize(&document).with_context(|| format!("cannot read run {run}'s document"))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&document).unwrap_or_default());
+        println!("{}", serde_json::to_string_pretty(&document)?);
     } else {
-        print!("{}", render_document(&document));
+        print!("{}", render::report(&read.report, true));
     }
-    match status.as_str() {
-        "succeeded" => exit::OK,
-        "cancelled" => exit::CANCELLED,
+    Ok(match read.report.status {
+        RecordedStatus::Finished(Status::Succeeded) => exit::OK,
+        RecordedStatus::Finished(Status::Cancelled) => exit::CANCELLED,
         _ => exit::FAILED,
-    }
+    })
 }
 
 /// `gatherd cancel RUN`.
-pub async fn cancel(args: CancelArgs) -> u8 {
-    let client = match Client::new(&args.api) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
-    match client.json(reqwest::Method::POST, &format!("/runs/{}/cancel", args.run)).await {
-        Ok(answer) if args.json => {
-            println!("{answer}");
-            exit::OK
-        }
-        Ok(_) => {
-            println!("cancelling run {}", args.run);
-            exit::OK
-        }
-        Err(e) => fail(e),
+pub async fn cancel(args: CancelArgs) -> anyhow::Result<u8> {
+    let client = Client::new(&args.api)?;
+    let answer: Value = client
+        .json(reqwest::Method::POST, &format!("/runs/{}/cancel", args.run))
+        .await
+        .with_context(|| format!("cannot cancel run {}", args.run))?;
+    if args.json {
+        println!("{answer}");
+    } else {
+        println!("cancelling run {}", args.run);
     }
+    Ok(exit::OK)
 }
 
 /// `gatherd logs RUN --follow`: the run's script lines as they come.
-pub async fn follow_logs(run: i64, api: &ApiArgs) -> u8 {
-    let client = match Client::new(api) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
-    let followed = client
-        .follow(run, |event, data| {
-            if event == "log" {
-                println!("{}", data["text"].as_str().unwrap_or(""));
+pub async fn follow_logs(run: i64, api: &ApiArgs) -> anyhow::Result<u8> {
+    let client = Client::new(api)?;
+    client
+        .follow(run, |event| {
+            if let EventView::Log { text, .. } = event {
+                println!("{text}");
             }
         })
-        .await;
-    match followed {
-        Ok(()) => exit::OK,
-        Err(e) => fail(e),
-    }
-}
-
-/// A run document (from the API or the database) as `gatherd run` shows it.
-pub(super) fn render_document(document: &Value) -> String {
-    match serde_json::from_value::<RunDocumentView>(document.clone()) {
-        Ok(doc) => render::report(&doc.into_report(), true),
-        Err(e) => format!("(cannot read the run document: {e})\n"),
-    }
-}
-
-/// A run document read back, for rendering it like `gatherd run`.
-#[derive(serde::Deserialize)]
-struct RunDocumentView {
-    job: String,
-    status: Option<String>,
-    duration_ms: u64,
-    #[serde(default)]
-    result: Value,
-    error: Option<String>,
-    #[serde(default)]
-    steps: Vec<StepView>,
-    #[serde(default)]
-    logs: Vec<LogView>,
-}
-
-#[derive(serde::Deserialize)]
-struct LogView {
-    path: String,
-    at_ms: u64,
-    level: String,
-    text: String,
-}
-
-#[derive(serde::Deserialize)]
-struct StepView {
-    name: String,
-    path: String,
-    kind: String,
-    status: Option<String>,
-    attempts: u32,
-    start_ms: Option<u64>,
-    end_ms: Option<u64>,
-    #[serde(default)]
-    output: Value,
-    error: Option<String>,
-}
-
-impl RunDocumentView {
-    fn into_report(self) -> crate::exec::RunReport {
-        let status = |s: Option<&str>| {
-            s.and_then(crate::store::RecordedStatus::parse).and_then(crate::store::RecordedStatus::finished)
-        };
-        let mut report = crate::exec::RunReport::new(self.job.clone(), PathBuf::from(&self.job));
-        report.status = status(self.status.as_deref());
-        report.duration_ms = self.duration_ms;
-        report.result = self.result;
-        report.error = self.error;
-        report.steps = self
-            .steps
-            .into_iter()
-            .map(|s| crate::exec::StepReport {
-                status: status(s.status.as_deref()),
-                name: s.name.into(),
-                path: s.path.into(),
-                kind: crate::exec::intern_kind(&s.kind),
-                attempts: s.attempts,
-                start_ms: s.start_ms,
-                end_ms: s.end_ms,
-                output: s.output,
-                error: s.error,
-                truncated: false,
-                retried: Vec::new(),
-            })
-            .collect();
-        report.logs = self
-            .logs
-            .into_iter()
-            .map(|l| crate::exec::LogLine {
-                path: l.path,
-                at_ms: l.at_ms,
-                level: if l.level == "debug" { "debug" } else { "print" },
-                text: l.text,
-            })
-            .collect();
-        report
-    }
+        .await
+        .with_context(|| format!("cannot follow run {run}"))?;
+    Ok(exit::OK)
 }

@@ -21,7 +21,7 @@ pub struct DaemonArgs {
     /// A configuration file (see examples/config.toml); re-read on SIGHUP.
     #[arg(long, value_name = "FILE", env = "GATHERD_CONFIG")]
     pub config: Option<PathBuf>,
-    /// How to write logs; default journald when stdout is the journal, else pretty.
+    /// How to write logs (on stderr); default journald when stderr is the journal, else pretty.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
     /// Log filter, e.g. `info` or `gatherd=debug` (RUST_LOG works too).
@@ -53,17 +53,10 @@ impl DaemonArgs {
 
 /// Runs the daemon; exit 0 after a clean stop, 2 for bad arguments or config,
 /// 1 when it cannot start.
-pub async fn daemon(args: DaemonArgs) -> u8 {
-    let config = match args.load_config() {
-        Ok(config) => config.clone(),
-        Err(e) => {
-            tracing::error!("{e}");
-            return exit::INVALID;
-        }
-    };
+pub async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
+    let config = args.load_config().map_err(|e| super::invalid(anyhow::anyhow!("{e}")))?.clone();
     let Some(jobs) = args.jobs.clone().or_else(|| config.jobs_dir.clone()) else {
-        tracing::error!("no jobs folder: pass --jobs DIR or set jobs_dir in the config");
-        return exit::INVALID;
+        return Err(super::invalid(anyhow::anyhow!("no jobs folder: pass --jobs DIR or set jobs_dir in the config")));
     };
     let state = config.state_dir(args.state.clone());
     let opts = Options {
@@ -75,11 +68,6 @@ pub async fn daemon(args: DaemonArgs) -> u8 {
         max_concurrent_runs: args.max_concurrent_runs.and_then(|n| usize::try_from(n).ok()),
         api_listen: args.api_listen,
     };
-    match daemon::run(opts).await {
-        Ok(()) => exit::OK,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            exit::FAILED
-        }
-    }
+    daemon::run(opts).await?;
+    Ok(exit::OK)
 }

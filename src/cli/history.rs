@@ -6,14 +6,15 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Args;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::client::{ApiArgs, Client, Failure, render_document};
-use super::exit;
+use super::client::{ApiArgs, Client, RequestError};
+use super::{exit, render};
 use crate::config::Config;
-use crate::store::{self, History, RecordedStatus, RunFilter};
+use crate::store::{self, History, RecordedStatus, RunDocument, RunFilter};
 
 /// Where the history is: the daemon's API, or its state folder.
 #[derive(Debug, Args)]
@@ -40,7 +41,7 @@ impl StateArgs {
 
 /// Asks the daemon for `path` unless `--state` says to read the database;
 /// `None` when it should read the database (no daemon answers).
-async fn ask_daemon(args: &StateArgs, path: &str) -> Option<Result<Value, String>> {
+async fn ask_daemon(args: &StateArgs, path: &str) -> Option<anyhow::Result<Value>> {
     if args.state.is_some() {
         return None;
     }
@@ -50,8 +51,8 @@ async fn ask_daemon(args: &StateArgs, path: &str) -> Option<Result<Value, String
     };
     match client.json(reqwest::Method::GET, path).await {
         Ok(v) => Some(Ok(v)),
-        Err(Failure::Unreachable(_)) => None,
-        Err(Failure::Answer(e)) => Some(Err(e)),
+        Err(RequestError::Unreachable { .. }) => None,
+        Err(e) => Some(Err(e.into())),
     }
 }
 
@@ -97,7 +98,7 @@ pub struct LogsArgs {
 
 /// Arguments of `gatherd show`.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub struct ShowArgs {
     /// The run's id (from `gatherd runs` or the logs' `run_id`).
     #[arg(value_name = "RUN")]
     pub run: i64,
@@ -108,23 +109,21 @@ pub struct RunArgs {
     pub where_: StateArgs,
 }
 
-async fn open(args: &StateArgs) -> Result<History, String> {
-    let config = Config::load_or_default(args.config.as_deref()).map_err(|e| e.to_string())?;
+async fn open(args: &StateArgs) -> anyhow::Result<History> {
+    let config = Config::load_or_default(args.config.as_deref())?;
     let db = config.state_dir(args.state.clone()).join(store::DB_FILE);
     if !db.exists() {
-        return Err(format!("no run history at {} (is --state right?)", db.display()));
+        anyhow::bail!("no run history at {} (is --state right?)", db.display());
     }
-    History::open(&db).await.map_err(|e| e.to_string())
+    Ok(History::open(&db).await?)
 }
 
 /// `gatherd runs`: a table of runs, newest first.
-pub async fn runs(args: RunsArgs) -> u8 {
-    let status = match args.status.as_deref().map(|s| RecordedStatus::parse(s).ok_or(s)) {
-        Some(Err(s)) => {
-            eprintln!("error: unknown status `{s}`");
-            return exit::INVALID;
+pub async fn runs(args: RunsArgs) -> anyhow::Result<u8> {
+    let status = match args.status.as_deref() {
+        Some(s) => {
+            Some(RecordedStatus::parse(s).ok_or_else(|| super::invalid(anyhow::anyhow!("unknown status `{s}`")))?)
         }
-        Some(Ok(s)) => Some(s),
         None => None,
     };
     let mut query = format!("/runs?limit={}", args.limit.clamp(1, 1000));
@@ -138,34 +137,19 @@ pub async fn runs(args: RunsArgs) -> u8 {
         query.push_str(&format!("&before={before}"));
     }
     let rows = match ask_daemon(&args.where_, &query).await {
-        Some(Ok(page)) => page["runs"].clone(),
-        Some(Err(e)) => {
-            eprintln!("error: {e}");
-            return exit::FAILED;
-        }
+        Some(page) => page?["runs"].clone(),
         None => {
             let filter = RunFilter { job: args.job, status, limit: args.limit, before: args.before };
-            match open(&args.where_).await {
-                Ok(history) => match history.runs(filter).await {
-                    Ok(rows) => serde_json::to_value(rows).unwrap_or_default(),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return exit::FAILED;
-                    }
-                },
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return exit::FAILED;
-                }
-            }
+            let rows = open(&args.where_).await?.runs(filter).await?;
+            serde_json::to_value(rows)?
         }
     };
     if args.json {
-        print_json(&rows);
+        print_json(&rows)?;
     } else {
         print!("{}", runs_table(rows.as_array().map_or(&[][..], Vec::as_slice)));
     }
-    exit::OK
+    Ok(exit::OK)
 }
 
 /// Escapes a job id for a query string.
@@ -210,70 +194,56 @@ fn runs_table(rows: &[Value]) -> String {
     out
 }
 
-/// A run's document, from the daemon or the database.
-async fn document(run: i64, where_: &StateArgs) -> Result<Value, String> {
-    if let Some(answer) = ask_daemon(where_, &format!("/runs/{run}")).await {
-        return answer;
-    }
-    let history = open(where_).await?;
-    match history.run(run).await {
-        Ok(Some(detail)) => serde_json::to_value(detail.document()).map_err(|e| e.to_string()),
-        Ok(None) => Err(format!("no run {run}")),
-        Err(e) => Err(e.to_string()),
-    }
+/// A run's document, from the daemon or the database: as JSON (what
+/// `--json` prints, as it came) and read into its type (what is rendered).
+async fn document(run: i64, where_: &StateArgs) -> anyhow::Result<(Value, RunDocument)> {
+    let json = match ask_daemon(where_, &format!("/runs/{run}")).await {
+        Some(answer) => answer?,
+        None => {
+            let detail = open(where_).await?.run(run).await?.with_context(|| format!("no run {run}"))?;
+            serde_json::to_value(detail.document())?
+        }
+    };
+    let read = RunDocument::deserialize(&json).with_context(|| format!("cannot read run {run}'s document"))?;
+    Ok((json, read))
 }
 
 /// `gatherd show RUN`: one run's steps and timeline, as `gatherd run` shows it.
-pub async fn show(args: RunArgs) -> u8 {
-    let doc = match document(args.run, &args.where_).await {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::FAILED;
-        }
-    };
+pub async fn show(args: ShowArgs) -> anyhow::Result<u8> {
+    let (json, doc) = document(args.run, &args.where_).await?;
     if args.json {
-        print_json(&doc);
+        print_json(&json)?;
     } else {
         println!(
             "run {} of {} ({}, due {}, on {})",
-            doc["id"],
-            doc["job"].as_str().unwrap_or(""),
-            doc["trigger"].as_str().unwrap_or(""),
-            doc["fire_time"].as_str().unwrap_or(""),
-            doc["node"].as_str().unwrap_or("")
+            doc.id,
+            doc.report.job,
+            doc.trigger,
+            json["fire_time"].as_str().unwrap_or(""),
+            doc.node
         );
-        print!("{}", render_document(&doc));
+        print!("{}", render::report(&doc.report, true));
     }
-    exit::OK
+    Ok(exit::OK)
 }
 
 /// `gatherd logs RUN [--follow]`: the lines a run's scripts printed.
-pub async fn logs(args: LogsArgs) -> u8 {
+pub async fn logs(args: LogsArgs) -> anyhow::Result<u8> {
     if args.follow {
         return super::client::follow_logs(args.run, &args.where_.api()).await;
     }
-    let doc = match document(args.run, &args.where_).await {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::FAILED;
-        }
-    };
-    let logs = doc["logs"].as_array().cloned().unwrap_or_default();
+    let (json, doc) = document(args.run, &args.where_).await?;
     if args.json {
-        print_json(&logs);
+        print_json(&json["logs"].as_array().cloned().unwrap_or_default())?;
     } else {
-        for l in &logs {
-            println!("{:>8}ms  {}  {}", l["at_ms"], l["path"].as_str().unwrap_or(""), l["text"].as_str().unwrap_or(""));
+        for l in &doc.report.logs {
+            println!("{}ms  {}  {}", l.at_ms, l.path, l.text);
         }
     }
-    exit::OK
+    Ok(exit::OK)
 }
 
-fn print_json(value: &impl Serialize) {
-    match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
-        Err(e) => eprintln!("error: cannot write JSON: {e}"),
-    }
+fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value).context("cannot write JSON")?);
+    Ok(())
 }

@@ -4,6 +4,11 @@
 //! Architecture Invariant: this is the only module that prints to stdout; what
 //! it prints about a run is a projection of the run's events
 //! ([`crate::exec::RunReport`]).
+//!
+//! Errors: every command returns `anyhow::Result<u8>` (the exit code when it
+//! gets to decide one) and [`dispatch`] prints an error once, as
+//! `error: what: why`. An error wrapped in [`InvalidInput`] exits 2, any
+//! other 1.
 
 pub mod check;
 pub mod client;
@@ -18,7 +23,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Exit codes, the contract of SPEC.md.
+/// Exit codes, the contract the README documents ("Exit codes").
 pub mod exit {
     /// The run succeeded, or every checked file is valid.
     pub const OK: u8 = 0;
@@ -53,7 +58,7 @@ pub enum Command {
     /// List recorded runs, newest first.
     Runs(history::RunsArgs),
     /// Show one recorded run: its steps and timeline.
-    Show(history::RunArgs),
+    Show(history::ShowArgs),
     /// Print the lines a recorded run's scripts printed (--follow: live).
     Logs(history::LogsArgs),
     /// List the running daemon's jobs (through its control API).
@@ -96,9 +101,69 @@ impl Cli {
     }
 }
 
-/// Runs the chosen subcommand and returns the process's exit code.
+/// Marks an error as the user's input being invalid — a job file, the
+/// config, an argument — so the command exits 2 (as clap does for usage
+/// errors) rather than 1.
+#[derive(Debug)]
+pub struct InvalidInput(pub anyhow::Error);
+
+impl std::fmt::Display for InvalidInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&message(&self.0))
+    }
+}
+
+impl std::error::Error for InvalidInput {}
+
+/// `e` marked as invalid input (exit 2).
+pub(crate) fn invalid(e: impl Into<anyhow::Error>) -> anyhow::Error {
+    InvalidInput(e.into()).into()
+}
+
+/// An error and its causes on one line, `what: why: because`; a cause whose
+/// text its parent already includes (an error that writes its `source` into
+/// its own message) is not repeated.
+pub fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// The exit code for a command that failed with `e`.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<InvalidInput>().is_some() { exit::INVALID } else { exit::FAILED }
+}
+
+/// Runs the chosen subcommand and returns the process's exit code. The one
+/// place a command's error is printed: on stderr, or for the daemon in its
+/// log (which may be the journal).
 pub async fn dispatch(cli: Cli) -> ExitCode {
-    let code = match cli.command {
+    let daemon = matches!(cli.command, Command::Daemon(_));
+    let code = match command(cli.command).await {
+        Ok(code) => code,
+        Err(e) if daemon => {
+            tracing::error!("{}", message(&e));
+            exit_code(&e)
+        }
+        Err(e) => {
+            eprintln!("error: {}", message(&e));
+            exit_code(&e)
+        }
+    };
+    ExitCode::from(code)
+}
+
+async fn command(command: Command) -> anyhow::Result<u8> {
+    match command {
         Command::Run(args) => run::run(args).await,
         Command::Check(args) => check::check(&args),
         Command::Daemon(args) => daemon::daemon(args).await,
@@ -111,18 +176,15 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "gatherd", &mut std::io::stdout());
-            exit::OK
+            Ok(exit::OK)
         }
         Command::Man => {
+            use anyhow::Context;
             use clap::CommandFactory;
-            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-                Ok(()) => exit::OK,
-                Err(e) => {
-                    eprintln!("error: cannot write the man page: {e}");
-                    exit::FAILED
-                }
-            }
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .context("cannot write the man page")?;
+            Ok(exit::OK)
         }
-    };
-    ExitCode::from(code)
+    }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::exec::{RunEvent, is_group_kind};
+use crate::exec::RunEvent;
 
 /// An indicatif bar on stderr, or nothing at all when stderr is not a
 /// terminal (then events cost nothing here: a 100,000-step run with `--json`
@@ -51,10 +51,10 @@ impl Progress {
                 live.bar.println(text);
                 return;
             }
-            RunEvent::NodeStarted { path, kind, .. } if !is_group_kind(kind) => {
+            RunEvent::NodeStarted { path, kind, .. } if !kind.is_group() => {
                 live.running.insert(path.clone());
             }
-            RunEvent::NodeFinished { path, kind, .. } if !is_group_kind(kind) => {
+            RunEvent::NodeFinished { path, kind, .. } if !kind.is_group() => {
                 live.running.remove(path);
                 live.bar.inc(1);
             }

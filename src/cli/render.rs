@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use crate::exec::{RunReport, Status, StepReport};
+use crate::exec::{RecordedStatus, RunReport, Status, StepReport};
 
 /// Width of the timeline's bars, in characters.
 const TIMELINE_WIDTH: usize = 50;
@@ -19,10 +19,10 @@ const CELL_CHARS: usize = 60;
 /// shown live), steps, timeline.
 pub fn report(r: &RunReport, with_logs: bool) -> String {
     let mut out = String::new();
-    let status = r.status.map_or("running", Status::as_str);
+    let status = r.status.as_str();
     let _ = writeln!(out, "{} {} {status} in {}", symbol(r.status), r.job, seconds(r.duration_ms));
     match r.status {
-        Some(Status::Succeeded) => {
+        RecordedStatus::Finished(Status::Succeeded) => {
             let _ = writeln!(out, "result: {}", one_line(&r.result, 200));
         }
         _ => {
@@ -51,19 +51,23 @@ fn shown_lines(r: &RunReport) -> Vec<&StepReport> {
     if r.steps.len() <= MAX_LINES {
         return r.steps.iter().collect();
     }
-    r.steps.iter().filter(|s| depth(&s.path) == 0 || s.status != Some(Status::Succeeded)).take(MAX_LINES).collect()
+    r.steps
+        .iter()
+        .filter(|s| depth(&s.path) == 0 || s.status != RecordedStatus::Finished(Status::Succeeded))
+        .take(MAX_LINES)
+        .collect()
 }
 
-fn symbol(status: Option<Status>) -> &'static str {
+fn symbol(status: RecordedStatus) -> &'static str {
     match status {
-        Some(Status::Succeeded) => "✓",
-        Some(Status::Failed) => "✗",
-        Some(Status::TimedOut) => "⏱",
-        Some(Status::Cancelled) => "⊘",
-        Some(Status::Skipped) => "·",
-        Some(Status::Interrupted) => "↯",
-        Some(Status::Missed) => "○",
-        None => "…",
+        RecordedStatus::Finished(Status::Succeeded) => "✓",
+        RecordedStatus::Finished(Status::Failed) => "✗",
+        RecordedStatus::Finished(Status::TimedOut) => "⏱",
+        RecordedStatus::Finished(Status::Cancelled) => "⊘",
+        RecordedStatus::Finished(Status::Skipped) => "·",
+        RecordedStatus::Interrupted => "↯",
+        RecordedStatus::Missed => "○",
+        RecordedStatus::Running => "…",
     }
 }
 
@@ -118,7 +122,7 @@ pub fn steps(r: &RunReport, shown: &[&StepReport]) -> String {
             (None, _) => one_line(&s.output, CELL_CHARS),
         };
         let attempts = if s.attempts > 1 { format!(" ×{}", s.attempts) } else { String::new() };
-        let status = s.status.map_or("running", Status::as_str);
+        let status = s.status.as_str();
         let line = format!(
             "{} {name:<name_width$}  {:<12} {status:<9} {time:>7}{attempts}  {detail}",
             symbol(s.status),
@@ -134,8 +138,8 @@ pub fn steps(r: &RunReport, shown: &[&StepReport]) -> String {
 
 fn counts(r: &RunReport) -> String {
     let mut parts = Vec::new();
-    for status in [Status::Succeeded, Status::Failed, Status::TimedOut, Status::Cancelled, Status::Skipped] {
-        let n = r.steps.iter().filter(|s| s.status == Some(status)).count();
+    for &status in Status::ALL {
+        let n = r.steps.iter().filter(|s| s.status == RecordedStatus::Finished(status)).count();
         if n > 0 {
             parts.push(format!("{n} {status}"));
         }
@@ -158,9 +162,9 @@ pub fn timeline(r: &RunReport, shown: &[&StepReport]) -> String {
                 let (from, to) = (col(a), col(b).max(col(a) + 1).min(TIMELINE_WIDTH));
                 let from = from.min(to.saturating_sub(1));
                 let fill = match s.status {
-                    Some(Status::Succeeded) => '#',
-                    Some(Status::Failed) => 'x',
-                    Some(Status::TimedOut) => '!',
+                    RecordedStatus::Finished(Status::Succeeded) => '#',
+                    RecordedStatus::Finished(Status::Failed) => 'x',
+                    RecordedStatus::Finished(Status::TimedOut) => '!',
                     _ => '-',
                 };
                 format!("{}{}{}", " ".repeat(from), fill.to_string().repeat(to - from), " ".repeat(TIMELINE_WIDTH - to))
@@ -181,7 +185,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::exec::RunEvent;
+    use crate::exec::{NodeKind, RunEvent};
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -199,7 +203,7 @@ mod tests {
         RunEvent::NodeFinished {
             path: Arc::from(path),
             name: Arc::from(path.rsplit('/').next().unwrap_or(path)),
-            kind,
+            kind: NodeKind::parse(kind).expect("a kind"),
             status,
             attempts: u32::from(start.is_some()),
             started: start.map(ms),
@@ -213,7 +217,12 @@ mod tests {
     fn seed_report() -> RunReport {
         let mut r = RunReport::new("seed-gather", "jobs/seed-gather.toml");
         let events = [
-            RunEvent::NodeStarted { path: Arc::from("main"), name: Arc::from("main"), kind: "gather", at: ms(0) },
+            RunEvent::NodeStarted {
+                path: Arc::from("main"),
+                name: Arc::from("main"),
+                kind: NodeKind::Gather,
+                at: ms(0),
+            },
             finished("main/read", "sleep", Status::Succeeded, Some(0), 500, json!("file_content"), None),
             finished("main/fetch", "sleep", Status::Succeeded, Some(0), 1000, json!("url_content"), None),
             finished(

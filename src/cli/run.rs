@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use anyhow::Context;
 use clap::Args;
 use tokio::sync::mpsc;
 
@@ -11,7 +12,7 @@ use super::exit;
 use super::progress::Progress;
 use super::render;
 use crate::config::Config;
-use crate::exec::{self, BlockingPool, RunContext, RunEvent, RunReport, Status};
+use crate::exec::{self, BlockingPool, RecordedStatus, RunContext, RunEvent, RunReport, Status};
 use crate::load;
 
 /// Arguments of `gatherd run`.
@@ -34,24 +35,19 @@ pub struct RunArgs {
 
 /// Runs the job; returns the exit code (0 succeeded, 1 failed or timed out,
 /// 2 invalid file, 130 cancelled).
-pub async fn run(args: RunArgs) -> u8 {
+pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let job = match load::load_file(&args.file) {
         Ok(job) => Arc::new(job),
         Err(e) => {
+            // Diagnostics are this command's output (rustc-style), not an error line.
             let color = std::io::stderr().is_terminal();
             for d in e.diagnostics() {
                 eprintln!("{}", d.render(color));
             }
-            return exit::INVALID;
+            return Ok(exit::INVALID);
         }
     };
-    let config = match Config::load_or_default(args.config.as_deref()) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
-        }
-    };
+    let config = Config::load_or_default(args.config.as_deref()).map_err(super::invalid)?;
     let pool_size = args.blocking_threads.map_or_else(|| config.blocking_threads(), usize::from);
     let mut ctx = RunContext::new(BlockingPool::new(pool_size));
     ctx.script_limits = config.script_limits();
@@ -79,33 +75,25 @@ pub async fn run(args: RunArgs) -> u8 {
         }
     }
     // The run is over and its sender dropped: the sink ends.
-    let report = match sink.await {
-        Ok(report) => report,
-        Err(e) => {
-            eprintln!("error: the run's report was lost: {e}");
-            return exit::FAILED;
-        }
-    };
+    let report = sink.await.context("the run's report was lost")?;
 
     if args.json {
         // Streamed, not built as one string: a 100,000-step report is tens of MB.
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        let written = serde_json::to_writer_pretty(&mut out, &report)
+        serde_json::to_writer_pretty(&mut out, &report)
             .map_err(std::io::Error::from)
             .and_then(|()| std::io::Write::write_all(&mut out, b"\n"))
-            .and_then(|()| std::io::Write::flush(&mut out));
-        if let Err(e) = written {
-            eprintln!("error: cannot write the JSON report: {e}");
-        }
+            .and_then(|()| std::io::Write::flush(&mut out))
+            .context("cannot write the JSON report")?;
     } else {
         // Script lines were printed live above the progress bar on a terminal.
         print!("{}", render::report(&report, !show_progress));
     }
-    match report.status {
-        Some(Status::Succeeded) => exit::OK,
-        Some(Status::Cancelled) => exit::CANCELLED,
+    Ok(match report.status {
+        RecordedStatus::Finished(Status::Succeeded) => exit::OK,
+        RecordedStatus::Finished(Status::Cancelled) => exit::CANCELLED,
         _ => exit::FAILED,
-    }
+    })
 }
 
 /// The CLI's sink: folds every event into the report and the progress bar.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::control::{Live, LiveRun};
 use crate::api::Metrics;
-use crate::exec::{RunEvent, Status, is_group_kind};
+use crate::exec::{RunEvent, Status, millis as ms};
 use crate::store::{Recorder, RunId, RunTrigger};
 use crate::watch::JobId;
 
@@ -83,8 +83,8 @@ impl Drop for RunSinks {
 fn observe(metrics: &Metrics, job: &str, event: &RunEvent) {
     match event {
         RunEvent::RunStarted { .. } => metrics.run_started(job),
-        RunEvent::NodeFinished { kind, started: Some(started), at, .. } if !is_group_kind(kind) => {
-            metrics.step_finished(kind, at.saturating_sub(*started));
+        RunEvent::NodeFinished { kind, started: Some(started), at, .. } if !kind.is_group() => {
+            metrics.step_finished(kind.as_str(), at.saturating_sub(*started));
         }
         RunEvent::RunFinished { status, duration, .. } => metrics.run_finished(job, status.as_str(), *duration),
         _ => {}
@@ -104,7 +104,6 @@ pub struct RunLog {
 impl RunLog {
     /// Writes one event to the log.
     pub fn event(&self, event: &RunEvent) {
-        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let (job, run_id) = (&self.job, self.run_id);
         match event {
             RunEvent::RunStarted { .. } => {
@@ -114,17 +113,17 @@ impl RunLog {
             RunEvent::AttemptFailed { path, attempt, error, retry_in, .. } => {
                 tracing::warn!(job = %job, run_id, step = %path, attempt, retry_in_ms = ms(*retry_in), error = %error, "attempt failed; retrying");
             }
-            RunEvent::NodeFinished { path, kind, status, started, at, attempts, error, .. } if !is_group_kind(kind) => {
+            RunEvent::NodeFinished { path, kind, status, started, at, attempts, error, .. } if !kind.is_group() => {
                 let duration_ms = started.map_or(0, |s| ms(at.saturating_sub(s)));
                 match status {
                     Status::Succeeded => {
-                        tracing::info!(job = %job, run_id, step = %path, kind, status = %status, duration_ms, attempts, "step finished")
+                        tracing::info!(job = %job, run_id, step = %path, kind = kind.as_str(), status = %status, duration_ms, attempts, "step finished")
                     }
                     Status::Skipped | Status::Cancelled => {
-                        tracing::info!(job = %job, run_id, step = %path, kind, status = %status, duration_ms, "step finished")
+                        tracing::info!(job = %job, run_id, step = %path, kind = kind.as_str(), status = %status, duration_ms, "step finished")
                     }
                     _ => {
-                        tracing::warn!(job = %job, run_id, step = %path, kind, status = %status, duration_ms, attempts, error = error.as_deref().unwrap_or(""), "step finished")
+                        tracing::warn!(job = %job, run_id, step = %path, kind = kind.as_str(), status = %status, duration_ms, attempts, error = error.as_deref().unwrap_or(""), "step finished")
                     }
                 }
             }

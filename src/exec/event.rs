@@ -1,63 +1,35 @@
-//! The events a run emits. Everything anyone sees of a run — the terminal, `--json`,
-//! later the log, the store and metrics — is a projection of this one stream.
+//! The events a run emits. Everything anyone sees of a run — the terminal,
+//! `--json`, the log, the store, metrics and the API's event stream — is a
+//! projection of this one stream.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use serde_json::Value;
 
-/// The final state of a step, a group or a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Finished and returned a result.
-    Succeeded,
-    /// Returned an error (after its retries).
-    Failed,
-    /// Stopped by its own `timeout` (or an enclosing group's or the job's).
-    TimedOut,
-    /// Stopped because something else asked: a sibling's failure, a race lost,
-    /// Ctrl-C, the file removed.
-    Cancelled,
-    /// Never started because of a cancel before its turn came.
-    Skipped,
-    /// History only (the executor never reports it): the daemon stopped (a
-    /// crash, kill -9) while it ran.
-    Interrupted,
-    /// History only: a scheduled fire that came while the daemon was down
-    /// and was not caught up.
-    Missed,
-}
-
-impl Status {
-    /// The word used in reports and JSON (`succeeded`, `timed_out`, …).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Succeeded => "succeeded",
-            Status::Failed => "failed",
-            Status::TimedOut => "timed_out",
-            Status::Cancelled => "cancelled",
-            Status::Skipped => "skipped",
-            Status::Interrupted => "interrupted",
-            Status::Missed => "missed",
-        }
-    }
-}
-
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use super::status::Status;
+pub use crate::job::NodeKind;
+use crate::job::word::word_enum;
 
 /// Identifies one node run within a run: its path from the root, like
 /// `main/fetch`; an `each` run of step `p` adds its index: `main/p[2]`.
 pub type NodePath = Arc<str>;
 
-/// What a node is, for reports: a step kind (`sleep`, `exec`, …) or a group mode
-/// (`gather`, `race`, …).
-pub type NodeKind = &'static str;
+word_enum! {
+    /// Which script function printed a log line.
+    pub enum LogLevel {
+        /// `print(...)`.
+        Print = "print",
+        /// `debug(...)`.
+        Debug = "debug",
+    }
+}
+
+/// A duration in whole milliseconds, as every report, row, view and log line
+/// gives times (saturating; a run does not last 584 million years).
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// One thing that happened in a run. Times are offsets from the run's start,
 /// measured with `tokio::time` (exact under a paused clock).
@@ -121,8 +93,8 @@ pub enum RunEvent {
     Log {
         /// The script node that printed it.
         path: NodePath,
-        /// From `debug` rather than `print`.
-        debug: bool,
+        /// `print` or `debug`.
+        level: LogLevel,
         /// The line.
         text: String,
         /// When, from the run's start.
@@ -139,31 +111,4 @@ pub enum RunEvent {
         /// Its length.
         duration: Duration,
     },
-}
-
-/// Whether a [`NodeKind`] names a group mode rather than a step kind.
-pub fn is_group_kind(kind: &str) -> bool {
-    use crate::job::GroupMode;
-    [GroupMode::Gather, GroupMode::AsCompleted, GroupMode::Race, GroupMode::Sequence].iter().any(|m| m.key() == kind)
-}
-
-/// Every [`NodeKind`] there is: step kinds, then group modes.
-const KINDS: &[&str] = &[
-    "sleep",
-    "exec",
-    "shell",
-    "http",
-    "read_file",
-    "write_file",
-    "script",
-    "to_thread",
-    "gather",
-    "as_completed",
-    "race",
-    "sequence",
-];
-
-/// The [`NodeKind`] named `kind` (as stored in the history), or `"other"`.
-pub fn intern_kind(kind: &str) -> NodeKind {
-    KINDS.iter().copied().find(|k| *k == kind).unwrap_or("other")
 }

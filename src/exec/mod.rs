@@ -15,6 +15,7 @@ mod event;
 pub mod pool;
 pub mod report;
 mod script_job;
+mod status;
 pub mod step;
 mod tree;
 
@@ -24,9 +25,10 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-pub use event::{NodeKind, NodePath, RunEvent, Status, intern_kind, is_group_kind};
+pub use event::{LogLevel, NodeKind, NodePath, RunEvent, Status, millis};
 pub use pool::BlockingPool;
 pub use report::{FailedAttempt, LogLine, RunReport, StepReport};
+pub use status::RecordedStatus;
 
 use crate::job::{Job, ScriptLimits};
 
@@ -125,7 +127,7 @@ pub(crate) mod testing {
     /// (status, start_ms, end_ms) of the line at `path`.
     pub(crate) fn timing(report: &RunReport, path: &str) -> (super::Status, Option<u64>, Option<u64>) {
         let l = line(report, path);
-        (l.status.expect("finished"), l.start_ms, l.end_ms)
+        (l.status.finished().expect("finished"), l.start_ms, l.end_ms)
     }
 }
 

@@ -31,7 +31,7 @@ use tokio::runtime::RuntimeFlavor;
 use tokio_util::sync::CancellationToken;
 
 use super::tree::{NodeFailure, NodeResult, NodeStart, Runner};
-use super::{RunEvent, Status};
+use super::{LogLevel, NodeKind, RunEvent, Status};
 use crate::job::{Group, GroupMode, Node, OnError, ScriptNode, Step};
 use crate::script::Sandbox;
 use crate::script::api::{self, Outcome, Request, ScriptEnd};
@@ -75,7 +75,7 @@ struct Iter {
 struct OpenGroup {
     path: Arc<str>,
     name: Arc<str>,
-    kind: &'static str,
+    kind: NodeKind,
     started: Duration,
     failures: Vec<String>,
     results: Vec<Value>,
@@ -114,7 +114,7 @@ struct Driver<'a> {
 impl Runner {
     /// Runs a Rhai job's body under `token`, emitting its start and end.
     pub(super) async fn script_node(&self, s: &ScriptNode, path: Arc<str>, token: CancellationToken) -> NodeResult {
-        let node = self.start_node(path, s.name.as_str().into(), "script");
+        let node = self.start_node(path, s.name.as_str().into(), NodeKind::Script);
         let result = self.drive(s, &node.path, &token).await;
         if let Ok(v) = &result {
             self.remember(&s.name, v);
@@ -319,7 +319,12 @@ impl<'a> Driver<'a> {
             Request::Log { debug: from_debug, text } => {
                 let at = self.runner.now();
                 tracing::info!(job = %self.runner.job.name, path = %self.path, from_debug, "{text}");
-                self.runner.emit(RunEvent::Log { path: self.path.clone(), debug: from_debug, text, at });
+                self.runner.emit(RunEvent::Log {
+                    path: self.path.clone(),
+                    level: if from_debug { LogLevel::Debug } else { LogLevel::Print },
+                    text,
+                    at,
+                });
             }
             Request::Finished(_) => unreachable!("the driver's loop ends on Finished"),
         }
@@ -342,7 +347,7 @@ impl<'a> Driver<'a> {
         self.runner.emit(RunEvent::NodeStarted {
             path: path.clone(),
             name: name.as_str().into(),
-            kind: mode.key(),
+            kind: mode.node_kind(),
             at: started,
         });
         let running = steps.len();
@@ -356,7 +361,7 @@ impl<'a> Driver<'a> {
         let group = OpenGroup {
             path,
             name: name.as_str().into(),
-            kind: mode.key(),
+            kind: mode.node_kind(),
             started,
             failures: Vec::new(),
             results: Vec::new(),

@@ -38,7 +38,7 @@ async fn gather_returns_results_in_the_order_given() {
     assert_eq!(outcome.result, Some(json!(["url_content", "file_content"])));
     assert_eq!(report.duration_ms, 1000);
     assert_eq!(timing(&report, "main/gather_1/sleep_2"), (Status::Succeeded, Some(0), Some(500)));
-    assert_eq!(line(&report, "main").kind, "script");
+    assert_eq!(line(&report, "main").kind, NodeKind::Script);
 }
 
 #[tokio::test(start_paused = true)]
@@ -128,7 +128,7 @@ async fn to_thread_runs_a_closure_beside_async_steps() {
                   gather([sleep(1, "async"), to_thread(|| n * 2)])"#;
     let (outcome, report) = run_script(code).await;
     assert_eq!(outcome.result, Some(json!(["async", 42])));
-    assert_eq!(line(&report, "main/gather_1/to_thread_1").kind, "to_thread");
+    assert_eq!(line(&report, "main/gather_1/to_thread_1").kind, NodeKind::ToThread);
     assert_eq!(report.duration_ms, 1000);
 }
 
@@ -152,8 +152,8 @@ async fn return_exceptions_hands_failures_on_as_error_maps() {
     let (outcome, report) = run_script(code).await;
     assert_eq!(outcome.status, Status::Succeeded, "{:?}", outcome.error);
     assert_eq!(outcome.result, Some(json!(["ok", true, "failed", ["error from bad#2", "late"]])));
-    assert_eq!(line(&report, "main/gather_1").status, Some(Status::Succeeded));
-    assert_eq!(line(&report, "main/gather_1/bad").status, Some(Status::Failed));
+    assert_eq!(line(&report, "main/gather_1").status, RecordedStatus::Finished(Status::Succeeded));
+    assert_eq!(line(&report, "main/gather_1/bad").status, RecordedStatus::Finished(Status::Failed));
 }
 
 // The binary's runtime (multi-threaded), where results that finish while the
@@ -205,7 +205,7 @@ async fn an_uncaught_failure_fails_the_job_and_names_the_line() {
     assert_eq!(outcome.status, Status::Failed);
     let error = outcome.error.expect("an error");
     assert!(error.contains("`read_file_1` failed") && error.contains("line 2"), "{error}");
-    assert_eq!(line(&report, "main").status, Some(Status::Failed));
+    assert_eq!(line(&report, "main").status, RecordedStatus::Finished(Status::Failed));
 }
 
 #[tokio::test(start_paused = true)]
@@ -245,7 +245,7 @@ async fn a_string_doubling_forever_is_stopped_by_the_size_limit() {
 #[tokio::test(start_paused = true)]
 async fn print_lines_are_recorded_with_the_run() {
     let (_, report) = run_script("print(\"hello\"); debug(\"detail\"); 1").await;
-    let lines: Vec<(&str, &str)> = report.logs.iter().map(|l| (l.level, l.text.as_str())).collect();
+    let lines: Vec<(&str, &str)> = report.logs.iter().map(|l| (l.level.as_str(), l.text.as_str())).collect();
     assert_eq!(lines[0], ("print", "hello"));
     assert_eq!(lines[1].0, "debug");
     assert!(lines[1].1.contains("detail"));

@@ -228,7 +228,7 @@ async fn job_timeout_times_out_the_run() {
     j.timeout = Some(secs(1.5));
     let (outcome, report) = run_job(j).await;
     assert_eq!(outcome.status, Status::TimedOut);
-    assert_eq!(report.status, Some(Status::TimedOut));
+    assert_eq!(report.status, RecordedStatus::Finished(Status::TimedOut));
     assert_eq!(report.duration_ms, 1500);
     assert_eq!(timing(&report, "main/b"), (Status::Cancelled, Some(1000), Some(1500)));
     assert!(outcome.error.expect("an error").starts_with("job timed out after 1s 500ms"));

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::step::{self, Inputs, StepEnv, StepError};
-use super::{RunContext, RunEvent, RunOutcome, Status};
+use super::{NodeKind, RunContext, RunEvent, RunOutcome, Status};
 use crate::job::{Group, GroupMode, Job, Node, OnError, Step, StepKind, Template};
 
 /// Why a node did not produce a value.
@@ -190,7 +190,7 @@ async fn race_timer<F: Future>(limit: Duration, token: &CancellationToken, fut: 
 pub(super) struct NodeStart {
     pub(super) path: Arc<str>,
     pub(super) name: Arc<str>,
-    pub(super) kind: &'static str,
+    pub(super) kind: NodeKind,
     /// When it started; `None` for a node skipped before its turn.
     pub(super) started: Option<Duration>,
 }
@@ -391,7 +391,7 @@ impl Runner {
     }
 
     async fn group_node(&self, g: &Group, path: Arc<str>, token: CancellationToken) -> NodeResult {
-        let node = self.start_node(path, g.name.as_str().into(), g.mode.key());
+        let node = self.start_node(path, g.name.as_str().into(), g.mode.node_kind());
         let (result, timed_out) = guarded(g.timeout, &token, self.group(g, &node.path, &token)).await;
         let result = match result {
             Err(_) if timed_out => Err(NodeFailure::new(
@@ -413,7 +413,7 @@ impl Runner {
 
     /// Emits the `NodeStarted` of a node, now; the value names it for its
     /// [`finish`](Runner::finish).
-    pub(super) fn start_node(&self, path: Arc<str>, name: Arc<str>, kind: &'static str) -> NodeStart {
+    pub(super) fn start_node(&self, path: Arc<str>, name: Arc<str>, kind: NodeKind) -> NodeStart {
         let at = self.now();
         self.emit(RunEvent::NodeStarted { path: path.clone(), name: name.clone(), kind, at });
         NodeStart { path, name, kind, started: Some(at) }
@@ -522,9 +522,9 @@ impl Runner {
             }
         }
         let kind = match node {
-            Node::Group(g) => g.mode.key(),
-            Node::Step(s) => s.kind.key(),
-            Node::Script(_) => "script",
+            Node::Group(g) => g.mode.node_kind(),
+            Node::Step(s) => s.kind.node_kind(),
+            Node::Script(_) => NodeKind::Script,
         };
         let result = Err(NodeFailure::new(Status::Skipped, "not started: cancelled before its turn"));
         self.finish(NodeStart { path, name: node.name().into(), kind, started: None }, 0, &result, false);
@@ -538,7 +538,7 @@ impl Runner {
         token: CancellationToken,
         input: Option<Value>,
     ) -> NodeResult {
-        let node = self.start_node(path, s.name.clone(), s.kind.key());
+        let node = self.start_node(path, s.name.clone(), s.kind.node_kind());
         let inputs = || self.inputs(input.as_ref());
         let env = StepEnv { job: &self.job, ctx: &self.ctx, inputs: &inputs };
         let mut attempt = 0;

@@ -9,14 +9,17 @@
 //! parsing of files: anything here can be built by hand in a unit test.
 
 mod format;
+mod kind;
 mod script;
 mod template;
+pub(crate) mod word;
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use format::JobFormat;
+pub use kind::NodeKind;
 pub use script::{CallFn, CallStep, CancelProbe, LimitOverrides, ScriptLimits, ScriptNode, ScriptSource, ScriptStep};
 pub use template::Template;
 
@@ -200,18 +203,6 @@ pub enum GroupMode {
     Sequence,
 }
 
-impl GroupMode {
-    /// The key that selects this mode in a job file (`gather`, `as_completed`, …).
-    pub fn key(self) -> &'static str {
-        match self {
-            GroupMode::Gather => "gather",
-            GroupMode::AsCompleted => "as_completed",
-            GroupMode::Race => "race",
-            GroupMode::Sequence => "sequence",
-        }
-    }
-}
-
 /// What a child's failure does to the rest of its group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnError {
@@ -285,22 +276,6 @@ pub enum StepKind {
     Script(Box<ScriptStep>),
     /// Call a closure on the blocking pool (a Rhai job's `to_thread`).
     Call(CallStep),
-}
-
-impl StepKind {
-    /// The kind's key in a job file, also shown in reports (`sleep`, `exec`, …).
-    pub fn key(&self) -> &'static str {
-        match self {
-            StepKind::Sleep(_) => "sleep",
-            StepKind::Exec(_) => "exec",
-            StepKind::Shell(_) => "shell",
-            StepKind::Http(_) => "http",
-            StepKind::ReadFile(_) => "read_file",
-            StepKind::WriteFile(_) => "write_file",
-            StepKind::Script(_) => "script",
-            StepKind::Call(_) => "to_thread",
-        }
-    }
 }
 
 /// `sleep = "1s"` with an optional `output`.

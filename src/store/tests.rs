@@ -7,7 +7,7 @@ use chrono::{SubsecRound, Utc};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::exec::{self, BlockingPool, RunContext, RunEvent, RunReport, Status};
+use crate::exec::{self, BlockingPool, LogLevel, NodeKind, RunContext, RunEvent, RunReport, Status};
 use crate::job::*;
 
 fn sleep(name: &str, ms: u64, output: Value) -> Node {
@@ -98,7 +98,7 @@ async fn recorded_rows_match_the_report_folded_from_the_same_events() {
     record_all(&store, id, &events).await;
     let detail = store.run(id).await.unwrap().expect("the run is there");
 
-    assert_eq!(detail.run.status, RecordedStatus::from(report.status.expect("finished")));
+    assert_eq!(detail.run.status, RecordedStatus::from(report.status.finished().expect("finished")));
     assert_eq!(detail.run.duration_ms, Some(report.duration_ms));
     assert_eq!(detail.run.error, report.error);
     assert_eq!(detail.run.result, report.result);
@@ -106,14 +106,14 @@ async fn recorded_rows_match_the_report_folded_from_the_same_events() {
     assert!(detail.run.finished_at.is_some());
     let paths = |v: Vec<&str>| v.into_iter().map(String::from).collect::<Vec<_>>();
     assert_eq!(
-        paths(detail.steps.iter().map(|s| s.path.as_str()).collect()),
+        paths(detail.steps.iter().map(|s| &*s.path).collect()),
         paths(report.steps.iter().map(|s| &*s.path).collect()),
         "same lines in the same order"
     );
     for (row, line) in detail.steps.iter().zip(&report.steps) {
         assert_eq!(*row.name, *line.name, "{}", line.path);
         assert_eq!(row.kind, line.kind, "{}", line.path);
-        assert_eq!(Some(row.status), line.status.map(RecordedStatus::from), "{}", line.path);
+        assert_eq!(Some(row.status), line.status.finished().map(RecordedStatus::from), "{}", line.path);
         assert_eq!(row.attempts, line.attempts, "{}", line.path);
         assert_eq!(row.start_ms, line.start_ms, "{}", line.path);
         assert_eq!(row.end_ms, line.end_ms, "{}", line.path);
@@ -127,12 +127,22 @@ async fn recorded_rows_match_the_report_folded_from_the_same_events() {
         assert_eq!(retried, expected, "{}", line.path);
     }
     // The run really exercised retries, a timeout and a failure.
-    let row = |p: &str| detail.steps.iter().find(|s| s.path == p).unwrap_or_else(|| panic!("{p}"));
-    assert_eq!((row("main/missing").status, row("main/missing").attempts), (RecordedStatus::Failed, 3));
+    let row = |p: &str| detail.steps.iter().find(|s| &*s.path == p).unwrap_or_else(|| panic!("{p}"));
+    assert_eq!(
+        (row("main/missing").status, row("main/missing").attempts),
+        (RecordedStatus::Finished(Status::Failed), 3)
+    );
     assert_eq!(row("main/missing").retried.len(), 2);
-    assert_eq!(row("main/stuck").status, RecordedStatus::TimedOut);
+    assert_eq!(row("main/stuck").status, RecordedStatus::Finished(Status::TimedOut));
     assert_eq!(row("main/b").output, json!({"n": 1, "list": [1, 2]}));
-    assert_eq!(detail.run.status, RecordedStatus::Failed);
+    assert_eq!(detail.run.status, RecordedStatus::Finished(Status::Failed));
+    // The document the API serves reads back into the same types without
+    // losing anything (the CLI renders `show` and `trigger --wait` from it).
+    let served = serde_json::to_value(detail.document()).unwrap();
+    assert!(served["steps"].as_array().unwrap().iter().any(|s| s["retried"].is_array()), "{served:#}");
+    let read: RunDocument = serde_json::from_value(served.clone()).unwrap();
+    assert_eq!(read.report.steps, detail.steps);
+    assert_eq!(serde_json::to_value(&read).unwrap(), served);
     store.close().await.unwrap();
 }
 
@@ -145,13 +155,13 @@ async fn logs_are_kept_in_order_and_big_outputs_are_bounded() {
     let big = "é".repeat(OUTPUT_BOUND); // 2 bytes each: twice the bound
     let events = vec![
         RunEvent::RunStarted { job: "s".into(), started_at: Utc::now() },
-        RunEvent::NodeStarted { path: path.clone(), name: "big".into(), kind: "script", at: Duration::ZERO },
-        RunEvent::Log { path: path.clone(), debug: false, text: "one".into(), at: Duration::from_millis(1) },
-        RunEvent::Log { path: path.clone(), debug: true, text: "two".into(), at: Duration::from_millis(2) },
+        RunEvent::NodeStarted { path: path.clone(), name: "big".into(), kind: NodeKind::Script, at: Duration::ZERO },
+        RunEvent::Log { path: path.clone(), level: LogLevel::Print, text: "one".into(), at: Duration::from_millis(1) },
+        RunEvent::Log { path: path.clone(), level: LogLevel::Debug, text: "two".into(), at: Duration::from_millis(2) },
         RunEvent::NodeFinished {
             path: path.clone(),
             name: "big".into(),
-            kind: "script",
+            kind: NodeKind::Script,
             status: Status::Succeeded,
             attempts: 1,
             started: Some(Duration::ZERO),
@@ -198,7 +208,7 @@ async fn recover_interrupts_what_was_running_and_leaves_the_rest() {
         let started = |name: &str| RunEvent::NodeStarted {
             path: format!("main/{name}").into(),
             name: name.into(),
-            kind: "sleep",
+            kind: NodeKind::Sleep,
             at: Duration::from_millis(1),
         };
         let recorder = store.recorder();
@@ -211,7 +221,7 @@ async fn recover_interrupts_what_was_running_and_leaves_the_rest() {
             RunEvent::NodeFinished {
                 path: "main/y".into(),
                 name: "y".into(),
-                kind: "sleep",
+                kind: NodeKind::Sleep,
                 status: Status::Succeeded,
                 attempts: 1,
                 started: Some(Duration::from_millis(1)),
@@ -233,16 +243,19 @@ async fn recover_interrupts_what_was_running_and_leaves_the_rest() {
 
     let detail = store.run(crashed).await.unwrap().unwrap();
     assert_eq!(detail.run, recovered[0]);
-    let steps: Vec<(&str, RecordedStatus)> = detail.steps.iter().map(|s| (s.path.as_str(), s.status)).collect();
-    assert_eq!(steps, [("main/x", RecordedStatus::Interrupted), ("main/y", RecordedStatus::Succeeded)]);
+    let steps: Vec<(&str, RecordedStatus)> = detail.steps.iter().map(|s| (&*s.path, s.status)).collect();
+    assert_eq!(
+        steps,
+        [("main/x", RecordedStatus::Interrupted), ("main/y", RecordedStatus::Finished(Status::Succeeded))]
+    );
     let status_of = async |id| store.run(id).await.unwrap().unwrap().run.status;
-    assert_eq!(status_of(done).await, RecordedStatus::Failed);
+    assert_eq!(status_of(done).await, RecordedStatus::Finished(Status::Failed));
     assert_eq!(status_of(elsewhere).await, RecordedStatus::Running, "another node's run is its own business");
     assert_eq!(store.run(done).await.unwrap().unwrap().steps[0].status, RecordedStatus::Running);
 
     assert_eq!(
         store.one_shot_status("a.toml", &[1; 32]).await.unwrap(),
-        Some(RecordedStatus::Failed),
+        Some(RecordedStatus::Finished(Status::Failed)),
         "finished, even failed"
     );
     assert_eq!(store.one_shot_status("a.toml", &[2; 32]).await.unwrap(), Some(RecordedStatus::Interrupted));
@@ -269,8 +282,8 @@ async fn ten_thousand_steps_are_written_in_few_transactions() {
     assert!(batches <= 2 * n / BATCH_EVENTS as u64 + 2, "{batches} transactions for {n} events");
     let detail = store.run(id).await.unwrap().unwrap();
     assert_eq!(detail.steps.len(), 10_000);
-    assert!(detail.steps.iter().all(|s| s.status == RecordedStatus::Succeeded && s.attempts == 1));
-    assert_eq!(detail.run.status, RecordedStatus::Succeeded);
+    assert!(detail.steps.iter().all(|s| s.status == RecordedStatus::Finished(Status::Succeeded) && s.attempts == 1));
+    assert_eq!(detail.run.status, RecordedStatus::Finished(Status::Succeeded));
     assert!(matches!(recorder.flush().await, Err(StoreError::Closed)));
 }
 
@@ -281,11 +294,11 @@ fn many_step_events(n: usize) -> Vec<RunEvent> {
         let path: exec::NodePath = format!("main/s{i}").into();
         let name: Arc<str> = format!("s{i}").into();
         let at = Duration::from_millis(i as u64);
-        events.push(RunEvent::NodeStarted { path: path.clone(), name: name.clone(), kind: "sleep", at });
+        events.push(RunEvent::NodeStarted { path: path.clone(), name: name.clone(), kind: NodeKind::Sleep, at });
         events.push(RunEvent::NodeFinished {
             path,
             name,
-            kind: "sleep",
+            kind: NodeKind::Sleep,
             status: Status::Succeeded,
             attempts: 1,
             started: Some(at),
@@ -324,7 +337,7 @@ async fn runs_are_listed_newest_first_and_filtered() {
     assert_eq!(list(a.clone()).await, [ids[3], ids[2], ids[0]]);
     assert_eq!(list(RunFilter { limit: 1, ..a.clone() }).await, [ids[3]]);
     assert_eq!(list(RunFilter { before: Some(ids[3]), limit: 1, ..a.clone() }).await, [ids[2]]);
-    assert_eq!(list(RunFilter { status: Some(RecordedStatus::Succeeded), ..a }).await, [ids[0]]);
+    assert_eq!(list(RunFilter { status: Some(RecordedStatus::Finished(Status::Succeeded)), ..a }).await, [ids[0]]);
     assert!(store.run(9999).await.unwrap().is_none());
     store.close().await.unwrap();
 }
@@ -552,8 +565,8 @@ async fn run_with_step(store: &SqliteStore, job: &str, running: bool) -> RunId {
     let id = store.begin_run(start(job, RunTrigger::Schedule, 1)).await.unwrap();
     let path: exec::NodePath = "main/x".into();
     let mut events = vec![
-        RunEvent::NodeStarted { path: path.clone(), name: "x".into(), kind: "script", at: Duration::ZERO },
-        RunEvent::Log { path: path.clone(), debug: false, text: "hi".into(), at: Duration::from_millis(1) },
+        RunEvent::NodeStarted { path: path.clone(), name: "x".into(), kind: NodeKind::Script, at: Duration::ZERO },
+        RunEvent::Log { path: path.clone(), level: LogLevel::Print, text: "hi".into(), at: Duration::from_millis(1) },
         RunEvent::AttemptFailed {
             path: path.clone(),
             attempt: 1,
@@ -633,4 +646,24 @@ async fn prune_by_age_removes_old_finished_runs_only() {
     assert_eq!(rows_of(&dir, new), [1, 1, 1, 1]);
     assert_eq!(store.prune("a.toml", None, Some(Duration::MAX)).await.unwrap(), 0, "forever keeps all");
     store.close().await.unwrap();
+}
+
+/// The words the schema's CHECK constraints accept for `column` in `table`.
+fn checked_words(table: &str, column: &str) -> Vec<String> {
+    let sql = include_str!("migrations/sqlite/0001_init.sql");
+    let body = sql.split(&format!("CREATE TABLE {table} (")).nth(1).expect("the table").split("\n);").next().unwrap();
+    let after = body.split(&format!("\n    {column} ")).nth(1).expect("the column");
+    let list = after.split("CHECK (").nth(1).expect("a CHECK").split(')').next().unwrap();
+    list.split('\'').skip(1).step_by(2).map(str::to_string).collect()
+}
+
+#[test]
+fn the_schema_and_the_enums_spell_the_same_words() {
+    let words = |it: &mut dyn Iterator<Item = &'static str>| it.map(str::to_string).collect::<Vec<_>>();
+    let all: Vec<String> = words(&mut RecordedStatus::all().map(RecordedStatus::as_str));
+    let except = |skip: &str| all.iter().filter(|w| *w != skip).cloned().collect::<Vec<_>>();
+    assert_eq!(checked_words("runs", "status"), except("skipped"), "a run is never skipped");
+    assert_eq!(checked_words("steps", "status"), except("missed"), "a step is never missed");
+    assert_eq!(checked_words("runs", "trigger"), words(&mut RunTrigger::ALL.iter().map(|t| t.as_str())));
+    assert_eq!(checked_words("jobs", "kind"), words(&mut JobKind::ALL.iter().map(|k| k.as_str())));
 }

@@ -8,9 +8,8 @@ use rusqlite::types::{FromSql, FromSqlError, Type, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 use serde_json::Value;
 
-use crate::store::{
-    AttemptRow, LogRow, RecordedStatus, RunDetail, RunFilter, RunId, RunRow, RunTrigger, StepRow, StoreError,
-};
+use crate::exec::{FailedAttempt, LogLevel, LogLine, NodeKind, StepReport};
+use crate::store::{RecordedStatus, RunDetail, RunFilter, RunId, RunRow, RunTrigger, StoreError};
 
 /// The columns [`run_row`] reads, in its order.
 pub(super) const RUN_COLUMNS: &str =
@@ -38,6 +37,11 @@ fn opt_time(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>
 fn status(row: &Row<'_>, idx: usize) -> rusqlite::Result<RecordedStatus> {
     let s: String = row.get(idx)?;
     RecordedStatus::parse(&s).ok_or_else(|| bad(idx, format!("status {s:?}")))
+}
+
+fn level(row: &Row<'_>, idx: usize) -> rusqlite::Result<LogLevel> {
+    let s: String = row.get(idx)?;
+    LogLevel::parse(&s).ok_or_else(|| bad(idx, format!("log level {s:?}")))
 }
 
 fn json(row: &Row<'_>, idx: usize) -> rusqlite::Result<Value> {
@@ -119,13 +123,13 @@ pub(super) fn run(conn: &Connection, id: RunId) -> Result<Option<RunDetail>, Sto
         .map_err(read("read a run"))?;
     let Some(run) = run else { return Ok(None) };
 
-    let mut retried: HashMap<String, Vec<AttemptRow>> = HashMap::new();
+    let mut retried: HashMap<String, Vec<FailedAttempt>> = HashMap::new();
     conn.prepare_cached("SELECT path, attempt, error, at_ms FROM attempts WHERE run_id = ?1 ORDER BY path, attempt")
         .and_then(|mut s| {
             let rows = s.query_map([id], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
-                    AttemptRow { attempt: r.get(1)?, error: r.get(2)?, at_ms: opt_u64(r, 3)?.unwrap_or(0) },
+                    FailedAttempt { attempt: r.get(1)?, error: r.get(2)?, at_ms: opt_u64(r, 3)?.unwrap_or(0) },
                 ))
             })?;
             for row in rows {
@@ -144,12 +148,13 @@ pub(super) fn run(conn: &Connection, id: RunId) -> Result<Option<RunDetail>, Sto
         .and_then(|mut s| {
             s.query_map([id], |r| {
                 let path: String = r.get(1)?;
-                Ok(StepRow {
-                    run_id: r.get(0)?,
+                let name: String = r.get(2)?;
+                let kind: String = r.get(3)?;
+                Ok(StepReport {
                     retried: retried.remove(&path).unwrap_or_default(),
-                    path,
-                    name: r.get(2)?,
-                    kind: r.get(3)?,
+                    path: path.into(),
+                    name: name.into(),
+                    kind: NodeKind::parse_or_other(&kind),
                     status: status(r, 4)?,
                     attempts: r.get(5)?,
                     start_ms: opt_u64(r, 6)?,
@@ -167,7 +172,12 @@ pub(super) fn run(conn: &Connection, id: RunId) -> Result<Option<RunDetail>, Sto
         .prepare_cached("SELECT path, at_ms, level, text FROM logs WHERE run_id = ?1 ORDER BY id")
         .and_then(|mut s| {
             s.query_map([id], |r| {
-                Ok(LogRow { path: r.get(0)?, at_ms: opt_u64(r, 1)?.unwrap_or(0), level: r.get(2)?, text: r.get(3)? })
+                Ok(LogLine {
+                    path: r.get(0)?,
+                    at_ms: opt_u64(r, 1)?.unwrap_or(0),
+                    level: level(r, 2)?,
+                    text: r.get(3)?,
+                })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
         })

@@ -25,9 +25,9 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::ts;
-use crate::exec::RunEvent;
+use crate::exec::{RecordedStatus, RunEvent, millis};
 use crate::store::recorder::Msg;
-use crate::store::{BATCH_EVENTS, BATCH_WINDOW, JobRecord, OUTPUT_BOUND, RecordedStatus, RunId, RunStart, StoreError};
+use crate::store::{BATCH_EVENTS, BATCH_WINDOW, JobRecord, OUTPUT_BOUND, RunId, RunStart, StoreError};
 
 /// Counters of the writer, for tests and (later) metrics.
 #[derive(Debug, Default)]
@@ -188,9 +188,9 @@ impl Writer {
     }
 }
 
-/// Milliseconds as SQLite's integer.
-pub(super) fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+/// Milliseconds ([`millis`]) as SQLite's integer.
+fn ms(d: Duration) -> i64 {
+    i64::try_from(millis(d)).unwrap_or(i64::MAX)
 }
 
 /// A JSON value as stored: its JSON text, at most [`OUTPUT_BOUND`] bytes of
@@ -225,10 +225,17 @@ fn apply(tx: &Transaction<'_>, run: RunId, event: &RunEvent, at_wall: DateTime<U
         RunEvent::NodeStarted { path, name, kind, at } => {
             tx.prepare_cached(
                 "INSERT INTO steps (run_id, path, name, kind, status, attempts, start_ms) \
-                 VALUES (?1, ?2, ?3, ?4, 'running', 1, ?5) \
+                 VALUES (?1, ?2, ?3, ?4, ?6, 1, ?5) \
                  ON CONFLICT (run_id, path) DO UPDATE SET attempts = 1, start_ms = excluded.start_ms",
             )?
-            .execute(params![run, &**path, &**name, *kind, ms(*at)])?;
+            .execute(params![
+                run,
+                &**path,
+                &**name,
+                kind.as_str(),
+                ms(*at),
+                RecordedStatus::Running.as_str()
+            ])?;
         }
         RunEvent::AttemptFailed { path, attempt, error, at, .. } => {
             let changed = tx
@@ -254,8 +261,8 @@ fn apply(tx: &Transaction<'_>, run: RunId, event: &RunEvent, at_wall: DateTime<U
                 run,
                 &**path,
                 &**name,
-                *kind,
-                RecordedStatus::from(*status).as_str(),
+                kind.as_str(),
+                status.as_str(),
                 attempts,
                 started.map(ms),
                 ms(*at),
@@ -264,9 +271,9 @@ fn apply(tx: &Transaction<'_>, run: RunId, event: &RunEvent, at_wall: DateTime<U
                 error,
             ])?;
         }
-        RunEvent::Log { path, debug, text, at } => {
+        RunEvent::Log { path, level, text, at } => {
             tx.prepare_cached("INSERT INTO logs (run_id, path, at_ms, level, text) VALUES (?1, ?2, ?3, ?4, ?5)")?
-                .execute(params![run, &**path, ms(*at), if *debug { "debug" } else { "print" }, text])?;
+                .execute(params![run, &**path, ms(*at), level.as_str(), text])?;
         }
         RunEvent::RunFinished { status, result, error, duration } => {
             let (result, cut) = bounded_json(result.as_ref());
@@ -274,15 +281,7 @@ fn apply(tx: &Transaction<'_>, run: RunId, event: &RunEvent, at_wall: DateTime<U
                 "UPDATE runs SET status = ?2, finished_at = ?3, duration_ms = ?4, error = ?5, result = ?6, \
                  result_truncated = ?7 WHERE id = ?1",
             )?
-            .execute(params![
-                run,
-                RecordedStatus::from(*status).as_str(),
-                ts(at_wall),
-                ms(*duration),
-                error,
-                result,
-                cut
-            ])?;
+            .execute(params![run, status.as_str(), ts(at_wall), ms(*duration), error, result, cut])?;
         }
     }
     Ok(())
