@@ -12,10 +12,10 @@ use super::catch_up;
 use super::describe;
 use super::supervisor::Supervisor;
 use super::table::{Hash, Loaded};
-use crate::job::{Job, JobFormat, Trigger};
+use crate::job::{Job, Trigger};
 use crate::load::LoadError;
 use crate::schedule::{Schedule, stable_jitter};
-use crate::store::{JobKind, JobRecord, Missed, RecordedStatus, RunTrigger};
+use crate::store::{JobRecord, Missed, RecordedStatus, RunTrigger};
 use crate::watch::JobId;
 
 impl Supervisor {
@@ -29,7 +29,7 @@ impl Supervisor {
         entry.hash = Some(loaded.hash);
         self.store.record_job(JobRecord {
             job: id.to_string(),
-            kind: if id.format() == JobFormat::Rhai { JobKind::Rhai } else { JobKind::Toml },
+            kind: id.format(),
             content_hash: loaded.hash,
             valid: loaded.job.is_ok(),
             diagnostic: loaded.job.as_ref().err().map(ToString::to_string),

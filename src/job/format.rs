@@ -4,24 +4,24 @@
 
 use std::path::Path;
 
-/// A job file's format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobFormat {
-    /// `*.toml`: a declared tree of groups and steps.
-    Toml,
-    /// `*.rhai`: a script with the asyncio-style API.
-    Rhai,
+use super::word::word_enum;
+
+word_enum! {
+    /// A job file's format, named by its extension (and so in the run
+    /// history's `jobs.kind`).
+    pub enum JobFormat {
+        /// `*.toml`: a declared tree of groups and steps.
+        Toml = "toml",
+        /// `*.rhai`: a script with the asyncio-style API.
+        Rhai = "rhai",
+    }
 }
 
 impl JobFormat {
     /// The format of the file at `path` (a path or a bare file name), or
     /// `None` when its extension is not a job file's.
     pub fn of(path: impl AsRef<Path>) -> Option<JobFormat> {
-        match path.as_ref().extension()?.to_str()? {
-            "toml" => Some(JobFormat::Toml),
-            "rhai" => Some(JobFormat::Rhai),
-            _ => None,
-        }
+        JobFormat::parse(path.as_ref().extension()?.to_str()?)
     }
 }
 

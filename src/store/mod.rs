@@ -88,8 +88,8 @@ use futures::future::BoxFuture;
 pub use self::error::StoreError;
 pub use self::recorder::Recorder;
 pub use self::rows::{
-    ClaimKey, JobKind, JobRecord, MISSED_ERROR, Missed, RecordedStatus, RunDetail, RunDocument, RunFilter, RunId,
-    RunRow, RunStart, RunTrigger,
+    ClaimKey, JobRecord, MISSED_ERROR, Missed, RecordedStatus, RunDetail, RunDocument, RunFilter, RunId, RunRow,
+    RunStart, RunTrigger,
 };
 pub use self::sqlite::{History, SqliteStore, open_sqlite};
 

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 pub use crate::exec::RecordedStatus;
 use crate::exec::{LogLine, RunReport, StepReport};
+use crate::job::JobFormat;
 use crate::job::word::word_enum;
 
 /// A run's id: assigned by the store, never reused, used as `run_id` in logs.
@@ -60,23 +61,13 @@ pub struct Missed {
 /// The error recorded on a run with status `missed`.
 pub const MISSED_ERROR: &str = "missed: the daemon was not running";
 
-word_enum! {
-    /// A job file's format.
-    pub enum JobKind {
-        /// `*.toml`.
-        Toml = "toml",
-        /// `*.rhai`.
-        Rhai = "rhai",
-    }
-}
-
 /// A version of a job file as seen by the daemon.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRecord {
     /// The `JobId`.
     pub job: String,
     /// Its format.
-    pub kind: JobKind,
+    pub kind: JobFormat,
     /// SHA-256 of its content.
     pub content_hash: [u8; 32],
     /// Whether it loaded.

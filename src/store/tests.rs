@@ -347,7 +347,7 @@ async fn jobs_are_upserted() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
     let mut job =
-        JobRecord { job: "a.toml".into(), kind: JobKind::Toml, content_hash: [1; 32], valid: true, diagnostic: None };
+        JobRecord { job: "a.toml".into(), kind: JobFormat::Toml, content_hash: [1; 32], valid: true, diagnostic: None };
     store.record_job(job.clone());
     job.valid = false;
     job.diagnostic = Some("a.toml:1:1: expected a table".into());
@@ -442,7 +442,7 @@ async fn a_job_version_recorded_without_waiting_is_committed_with_the_next_run_b
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
     let job =
-        JobRecord { job: "a.toml".into(), kind: JobKind::Toml, content_hash: [3; 32], valid: true, diagnostic: None };
+        JobRecord { job: "a.toml".into(), kind: JobFormat::Toml, content_hash: [3; 32], valid: true, diagnostic: None };
     store.record_job(job);
     store.begin_run(start("a.toml", RunTrigger::File, 3)).await.unwrap();
     let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
@@ -450,7 +450,7 @@ async fn a_job_version_recorded_without_waiting_is_committed_with_the_next_run_b
     assert_eq!(hash, [3; 32]);
     store.close().await.unwrap();
     let late =
-        JobRecord { job: "b.toml".into(), kind: JobKind::Toml, content_hash: [4; 32], valid: true, diagnostic: None };
+        JobRecord { job: "b.toml".into(), kind: JobFormat::Toml, content_hash: [4; 32], valid: true, diagnostic: None };
     store.record_job(late); // closed: dropped, not a panic
     let jobs: i64 = conn.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0)).unwrap();
     assert_eq!(jobs, 1);
@@ -665,5 +665,5 @@ fn the_schema_and_the_enums_spell_the_same_words() {
     assert_eq!(checked_words("runs", "status"), except("skipped"), "a run is never skipped");
     assert_eq!(checked_words("steps", "status"), except("missed"), "a step is never missed");
     assert_eq!(checked_words("runs", "trigger"), words(&mut RunTrigger::ALL.iter().map(|t| t.as_str())));
-    assert_eq!(checked_words("jobs", "kind"), words(&mut JobKind::ALL.iter().map(|k| k.as_str())));
+    assert_eq!(checked_words("jobs", "kind"), words(&mut JobFormat::ALL.iter().map(|k| k.as_str())));
 }
