@@ -192,7 +192,7 @@ impl Config {
 
     /// Where the control API listens: the config's, else the API's default.
     pub fn api_listen(&self) -> std::net::SocketAddr {
-        self.api_listen.unwrap_or_else(|| crate::api::ApiConfig::default().listen)
+        self.api_listen.unwrap_or(crate::api::DEFAULT_LISTEN)
     }
 
     /// The global limit on runs at once.
