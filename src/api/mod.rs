@@ -59,8 +59,7 @@ pub use self::metrics::Metrics;
 use crate::store::RunStore;
 
 /// The default address: loopback, so no token is needed.
-pub const DEFAULT_LISTEN: SocketAddr =
-    SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 7327));
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 7327));
 
 /// The default body limit: the API's requests carry no bodies worth more.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
@@ -78,11 +77,7 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> ApiConfig {
-        ApiConfig {
-            listen: DEFAULT_LISTEN,
-            token: None,
-            max_body: DEFAULT_MAX_BODY,
-        }
+        ApiConfig { listen: DEFAULT_LISTEN, token: None, max_body: DEFAULT_MAX_BODY }
     }
 }
 
