@@ -28,24 +28,13 @@ pub(crate) struct LoadEnv<'a> {
     pub(crate) limits: &'a LimitOverrides,
 }
 
-/// Every key a `[[step]]` table may have.
-pub(crate) const STEP_KEYS: &[&str] = &[
-    "name",
-    "sleep",
-    "exec",
-    "shell",
-    "http",
-    "read_file",
-    "write_file",
-    "script",
-    "script_file",
-    "blocking",
-    "retries",
-    "retry_delay",
-    "backoff",
-    "timeout",
-    "output",
-];
+/// The keys every step may have besides its name and its kind key.
+const SHARED_KEYS: &[&str] = &["blocking", "retries", "retry_delay", "backoff", "timeout", "output"];
+
+/// Every key a `[[step]]` table may have: `name`, a kind key, the shared ones.
+pub(crate) static STEP_KEYS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    std::iter::once("name").chain(KIND_KEYS.iter().copied()).chain(SHARED_KEYS.iter().copied()).collect()
+});
 
 /// A `[[step]]` as read, before the tree is checked.
 #[derive(Debug)]
@@ -91,7 +80,7 @@ pub(crate) fn read_name(
 /// Reads one `[[step]]` table. The step is built only when reading it
 /// reported nothing (unknown keys aside: they are reported, and harmless).
 pub(crate) fn parse_step(ctx: &mut Ctx, env: &LoadEnv<'_>, table: &DeTable<'_>, header: Range<usize>) -> RawStep {
-    ctx.unknown_keys(table, STEP_KEYS, "a step");
+    ctx.unknown_keys(table, &STEP_KEYS, "a step");
     let errors_before = ctx.diagnostics.len();
     let name = read_name(ctx, table, &header, "step");
     let mut uses = Vec::new();
