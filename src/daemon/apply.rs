@@ -98,10 +98,13 @@ impl Supervisor {
             ),
             Ok(Some(_)) => tracing::info!(job = %id, "this version already ran to the end; not running it again"),
             Ok(None) => self.fire(id, RunTrigger::File, Utc::now(), None),
-            Err(e) => {
-                tracing::error!(job = %id, error = %e, "cannot ask the store whether this version ran; running it");
-                self.fire(id, RunTrigger::File, Utc::now(), None);
-            }
+            // Fail closed: a version that cannot be proved new is not run
+            // (a broken history must not re-run every one-shot that ran).
+            Err(e) => tracing::error!(
+                job = %id,
+                error = %e,
+                "cannot ask the run history whether this version ran; not running it (save a new version to run it)"
+            ),
         }
     }
 

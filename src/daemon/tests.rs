@@ -15,7 +15,14 @@ use super::{Options, table};
 use crate::api::ControlError;
 use crate::config::Config;
 use crate::exec::Status;
-use crate::store::{RunFilter, RunId, RunStore};
+use futures::future::BoxFuture;
+
+use crate::store::{
+    ClaimKey, JobRecord, Missed, RecordedStatus, Recorder, RunDetail, RunFilter, RunId, RunRow, RunStart, RunStore,
+    StoreError,
+};
+
+type StoreResult<T> = Result<T, StoreError>;
 use crate::watch::{JobFileEvent, JobId};
 
 /// The id of the job file `name` at the top of the jobs folder.
@@ -268,6 +275,80 @@ async fn an_invalid_version_keeps_the_last_valid_one_and_is_counted() {
     assert_eq!(h.sup.table[&id].slot, slot, "and keeps its schedule");
     h.drop_job("j.toml", &format!("schedule = \"0 0 3 1 1 *\"\n{LONG}\n")).await;
     assert_eq!(h.sup.invalid_jobs, 0);
+}
+
+/// A run history whose one-shot lookups fail (a corrupt page, a deleted
+/// file); everything else is the real store's.
+struct UnreadableHistory(Arc<dyn RunStore>);
+
+impl RunStore for UnreadableHistory {
+    fn recover<'a>(&'a self, node: &'a str, reason: &'a str) -> BoxFuture<'a, StoreResult<Vec<RunRow>>> {
+        self.0.recover(node, reason)
+    }
+    fn begin_run(&self, start: RunStart) -> BoxFuture<'_, StoreResult<RunId>> {
+        self.0.begin_run(start)
+    }
+    fn recorder(&self) -> Recorder {
+        self.0.recorder()
+    }
+    fn record_job(&self, job: JobRecord) {
+        self.0.record_job(job)
+    }
+    fn one_shot_status<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a [u8; 32],
+    ) -> BoxFuture<'a, StoreResult<Option<RecordedStatus>>> {
+        Box::pin(async { Err(StoreError::Worker("database disk image is malformed".into())) })
+    }
+    fn record_missed(&self, missed: Missed) -> BoxFuture<'_, StoreResult<()>> {
+        self.0.record_missed(missed)
+    }
+    fn last_fire<'a>(&'a self, job: &'a str) -> BoxFuture<'a, StoreResult<Option<chrono::DateTime<chrono::Utc>>>> {
+        self.0.last_fire(job)
+    }
+    fn prune<'a>(
+        &'a self,
+        job: &'a str,
+        keep_runs: Option<u64>,
+        keep_for: Option<std::time::Duration>,
+    ) -> BoxFuture<'a, StoreResult<u64>> {
+        self.0.prune(job, keep_runs, keep_for)
+    }
+    fn runs(&self, filter: RunFilter) -> BoxFuture<'_, StoreResult<Vec<RunRow>>> {
+        self.0.runs(filter)
+    }
+    fn run(&self, id: RunId) -> BoxFuture<'_, StoreResult<Option<RunDetail>>> {
+        self.0.run(id)
+    }
+    fn claim<'a>(
+        &'a self,
+        key: &'a ClaimKey,
+        node: &'a str,
+        lease: std::time::Duration,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        self.0.claim(key, node, lease)
+    }
+    fn renew_claims<'a>(&'a self, node: &'a str, lease: std::time::Duration) -> BoxFuture<'a, StoreResult<()>> {
+        self.0.renew_claims(node, lease)
+    }
+    fn close(&self) -> BoxFuture<'_, StoreResult<()>> {
+        self.0.close()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_start_a_one_shot_the_history_cannot_vouch_for_does_not_run() {
+    let mut h = Harness::new("").await;
+    h.sup.store = Arc::new(UnreadableHistory(h.store.clone()));
+    h.sup.started = false;
+    let id = h.drop_job("once.toml", LONG).await;
+    assert_eq!(h.running(&id), 0, "a history that cannot answer must not re-run one-shots (fail closed)");
+    assert!(h.sup.runs.is_empty());
+    // A new version is new whatever the history says: it runs.
+    h.sup.started = true;
+    h.drop_job("once.toml", &format!("{LONG}\n")).await;
+    assert_eq!(h.running(&id), 1);
 }
 
 #[test]
