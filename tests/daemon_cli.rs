@@ -752,3 +752,61 @@ fn after_kill_9_in_a_burst_every_run_that_started_is_in_the_history_as_interrupt
     d.barrier();
     assert_eq!(d.count(|l| l["message"] == "run started" && !is_barrier(l)), 0, "not retried: {}", d.dump());
 }
+
+/// Replaces the daemon's jobs folder by `replace` (which leaves an empty
+/// folder at the same path), then checks the daemon follows the new folder:
+/// the old folder's job is removed, a file that was in the new folder from
+/// the start runs, and a file dropped later runs too.
+fn follows_a_replaced_jobs_folder(replace: impl FnOnce(&Daemon)) {
+    let d = Daemon::start(
+        &[("old.toml", "schedule = \"0 0 3 1 1 *\"\n[[step]]\nname = \"t\"\nsleep = \"10ms\"\n")],
+        &[],
+        &[],
+    );
+    assert!(d.wait_for(LONG, |l| is(l, "old.toml", "job loaded")), "{}", d.dump());
+    replace(&d);
+    assert!(d.jobs.path().is_dir(), "the replacement leaves a folder at the same path");
+    // Written as a deploy would: under an ignored name, then renamed.
+    d.drop_file("first.toml", "[[step]]\nname = \"t\"\nsleep = \"10ms\"\n");
+    assert!(d.wait_for(LONG, |l| finished(l, "first.toml", "succeeded")), "{}", d.dump());
+    assert!(d.wait_for(LONG, |l| is(l, "old.toml", "job file removed")), "the old folder's job stays: {}", d.dump());
+    d.drop_file("later.toml", "[[step]]\nname = \"t\"\nsleep = \"10ms\"\n");
+    assert!(d.wait_for(LONG, |l| finished(l, "later.toml", "succeeded")), "blind after the replacement: {}", d.dump());
+    // The API lists what the folder holds now.
+    let (status, jobs) = http(d.api(), "GET", "/jobs", &[], "");
+    assert_eq!(status, 200);
+    assert!(!jobs.contains("old.toml") && jobs.contains("later.toml"), "{jobs}");
+}
+
+#[test]
+fn a_jobs_folder_moved_aside_and_replaced_by_another_is_followed() {
+    follows_a_replaced_jobs_folder(|d| {
+        let jobs = d.jobs.path();
+        let aside = jobs.with_extension("old");
+        std::fs::rename(jobs, &aside).expect("move the jobs folder aside");
+        std::fs::create_dir(jobs).expect("a new jobs folder");
+        std::fs::remove_dir_all(&aside).expect("clean up");
+    });
+}
+
+#[test]
+fn a_jobs_folder_removed_and_created_again_is_followed() {
+    follows_a_replaced_jobs_folder(|d| {
+        std::fs::remove_dir_all(d.jobs.path()).expect("remove the jobs folder");
+        std::fs::create_dir(d.jobs.path()).expect("create it again");
+    });
+}
+
+#[test]
+fn a_jobs_folder_gone_for_a_while_is_waited_for_and_followed_when_it_returns() {
+    follows_a_replaced_jobs_folder(|d| {
+        std::fs::remove_dir_all(d.jobs.path()).expect("remove the jobs folder");
+        // It stays away until the daemon has said it waits for it.
+        assert!(
+            d.wait_for(LONG, |l| l["message"] == "the jobs folder is missing: waiting for it to come back"),
+            "{}",
+            d.dump()
+        );
+        std::fs::create_dir(d.jobs.path()).expect("create it again");
+    });
+}

@@ -45,14 +45,13 @@ const EVENT_CAPACITY: usize = 1024;
 
 /// Watches a jobs folder and reports its job files' comings and goings.
 ///
-/// Owns everything it starts: notify's watcher (its inotify thread stops when
-/// this is dropped) and the tokio task that debounces (aborted on drop). After
+/// Owns everything it starts: the tokio task that debounces (aborted on
+/// drop), which owns notify's watcher (its inotify thread stops when the task
+/// is gone, as the task re-arms the watch when the folder is replaced). After
 /// the drop the receiver yields `None`.
 #[derive(Debug)]
 pub struct Watcher {
     task: JoinHandle<()>,
-    // Dropped after `task` is aborted: notify's thread then shuts down.
-    _notify: notify::RecommendedWatcher,
 }
 
 impl Drop for Watcher {
@@ -95,8 +94,9 @@ impl Watcher {
         let debouncer = Debouncer::new(debounce, known);
 
         let (tx, rx) = mpsc::channel(EVENT_CAPACITY);
-        let task = runtime.spawn(run(root, debouncer, raw_rx, tx));
-        Ok((Watcher { task, _notify: notify }, rx))
+        let arming = Arming { notify, root: root.clone(), waiting_in: None };
+        let task = runtime.spawn(run(root, arming, debouncer, raw_rx, tx));
+        Ok((Watcher { task }, rx))
     }
 }
 
@@ -110,6 +110,7 @@ const DRAIN: usize = 256;
 /// waiting for its deadline; otherwise it waits for an event and nothing else.
 async fn run(
     root: PathBuf,
+    mut arming: Arming,
     mut debouncer: Debouncer,
     mut raw: mpsc::Receiver<notify::Result<Event>>,
     out: mpsc::Sender<JobFileEvent>,
@@ -139,6 +140,10 @@ async fn run(
                         if renames.is_repeat(&event) {
                             continue;
                         }
+                        if let Some(reason) = arming.follow(&event) {
+                            debouncer.observe(Fact::Lost(reason), now);
+                            continue;
+                        }
                         for fact in facts(&root, event) {
                             tracing::trace!(?fact, "watch");
                             debouncer.observe(fact, now);
@@ -155,6 +160,85 @@ async fn run(
             () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
             () = out.closed() => return,
         }
+    }
+}
+
+/// Keeps the jobs folder's path watched when the folder itself is replaced:
+/// `mv jobs jobs.old; mv new jobs`, or `rm -rf jobs; mkdir jobs` (a deploy).
+/// An inotify watch follows the folder's inode, not its path: once the
+/// folder is moved away or deleted, nothing more would be seen. So when the
+/// folder goes, its old watch is dropped and its path watched again at once
+/// if something is there already, else its parent is watched (one folder,
+/// not recursively) until the path appears again. Either way a rescan
+/// follows, which reports what changed between the two folders.
+///
+/// Watching registers inotify watches (a little blocking I/O, once per
+/// folder); it happens only when the jobs folder itself is replaced.
+struct Arming {
+    notify: notify::RecommendedWatcher,
+    /// The jobs folder's path, as watched.
+    root: PathBuf,
+    /// The parent watched while the jobs folder is missing.
+    waiting_in: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Arming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Arming").field("root", &self.root).field("waiting_in", &self.waiting_in).finish()
+    }
+}
+
+impl Arming {
+    /// Looks at one event for the jobs folder itself: gone (then re-arms and
+    /// says why a rescan is due) or back while it was awaited (the same).
+    /// `None` for every other event, which goes on to [`facts`].
+    fn follow(&mut self, event: &notify::Result<Event>) -> Option<String> {
+        let Ok(event) = event else { return None };
+        let on_root = event.paths.first().is_some_and(|p| p == &self.root);
+        let target_is_root = event.paths.get(1).is_some_and(|p| p == &self.root);
+        match event.kind {
+            EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From)) if on_root => {
+                Some(self.rearm(format!("the jobs folder {} was removed or moved away", self.root.display())))
+            }
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) if on_root => {
+                Some(self.rearm(format!("the jobs folder {} was moved away", self.root.display())))
+            }
+            EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_))
+                if self.waiting_in.is_some() && (on_root || target_is_root) =>
+            {
+                Some(self.rearm(format!("the jobs folder {} is back", self.root.display())))
+            }
+            _ => None,
+        }
+    }
+
+    /// Drops the watches of what is no longer the jobs folder and watches its
+    /// path again, or its parent until it comes back; returns `why`, with
+    /// what it did.
+    fn rearm(&mut self, why: String) -> String {
+        // The old folder's watches (moved away: still alive on its inode).
+        let _ = self.notify.unwatch(&self.root);
+        if let Some(parent) = self.waiting_in.take() {
+            let _ = self.notify.unwatch(&parent);
+        }
+        if self.root.is_dir() && self.notify.watch(&self.root, RecursiveMode::Recursive).is_ok() {
+            tracing::warn!(jobs = %self.root.display(), reason = %why, "watching the jobs folder now at its path");
+            return why;
+        }
+        let parent = self.root.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+        match self.notify.watch(&parent, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                tracing::error!(jobs = %self.root.display(), reason = %why, "the jobs folder is missing: waiting for it to come back");
+                self.waiting_in = Some(parent);
+            }
+            Err(e) => tracing::error!(
+                jobs = %self.root.display(),
+                reason = %why,
+                error = %e,
+                "the jobs folder is missing and its parent cannot be watched: changes are no longer seen until a restart"
+            ),
+        }
+        why
     }
 }
 
