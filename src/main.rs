@@ -6,6 +6,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use gatherd::cli::{self, Cli};
 
+/// How long the process waits at exit for blocking threads still busy (see
+/// `main`); the README's "Signals and logs" says it.
+const ABANDONED_THREADS_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
@@ -14,7 +18,16 @@ fn main() -> ExitCode {
     // which recurses deeply): give them the stack a script thread gets.
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(16 * 1024 * 1024).build();
     match runtime {
-        Ok(runtime) => runtime.block_on(cli::dispatch(cli)),
+        Ok(runtime) => {
+            let code = runtime.block_on(cli::dispatch(cli));
+            // Everything that can end has ended (runs, the history's writer).
+            // What is left is a blocking step abandoned on cancel that no
+            // signal can interrupt (a read of a FIFO, a hung mount): dropping
+            // the runtime would wait for its thread forever, so give such
+            // threads a moment, then exit without them.
+            runtime.shutdown_timeout(ABANDONED_THREADS_GRACE);
+            code
+        }
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");
             ExitCode::from(cli::exit::FAILED)

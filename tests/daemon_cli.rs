@@ -810,3 +810,15 @@ fn a_jobs_folder_gone_for_a_while_is_waited_for_and_followed_when_it_returns() {
         std::fs::create_dir(d.jobs.path()).expect("create it again");
     });
 }
+
+#[test]
+fn a_blocking_read_stuck_on_a_fifo_does_not_keep_the_daemon_from_exiting() {
+    let d = Daemon::start(&[], &[], &[]);
+    let fifo = d.jobs.path().join("pipe");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    // Nobody ever writes: the read blocks its pool thread for good.
+    d.drop_file("stuck.toml", "[[step]]\nname = \"r\"\nread_file = \"pipe\"\nblocking = true\ntimeout = \"300ms\"\n");
+    assert!(d.wait_for(LONG, |l| finished(l, "stuck.toml", "failed")), "{}", d.dump());
+    let (code, lines) = d.stop();
+    assert_eq!(code, Some(0), "the daemon did not exit after SIGTERM: {lines:#?}");
+}
