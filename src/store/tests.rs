@@ -743,3 +743,38 @@ async fn a_stored_value_that_is_not_readable_json_reads_as_a_marker() {
     }
     store.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_run_in_flight_says_running_in_its_history_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let id = run_with_step(&store, "slow.rhai", true).await;
+    let detail = store.run(id).await.unwrap().unwrap();
+    let served = serde_json::to_value(detail.document()).unwrap();
+    assert_eq!(served["status"], "running", "{served:#}");
+    assert_eq!(served["steps"][0]["status"], "running", "{served:#}");
+    let read: RunDocument = serde_json::from_value(served.clone()).unwrap();
+    assert_eq!(read.report.status, RecordedStatus::Running);
+    assert_eq!(serde_json::to_value(&read).unwrap(), served);
+    // `gatherd run --json`'s shape is unchanged: a report not yet ended has no status.
+    assert_eq!(serde_json::to_value(detail.report()).unwrap()["status"], Value::Null);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_history_document_is_the_report_plus_the_run_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let id = run_with_step(&store, "done.rhai", false).await;
+    let detail = store.run(id).await.unwrap().unwrap();
+    let mut served = serde_json::to_value(detail.document()).unwrap();
+    let record = served.as_object_mut().unwrap();
+    for key in ["id", "trigger", "fire_time", "node"] {
+        assert!(record.remove(key).is_some(), "{key}");
+    }
+    // The run ended but its step did not: compare with the step said `running`.
+    let mut report = serde_json::to_value(detail.report()).unwrap();
+    report["steps"][0]["status"] = json!("running");
+    assert_eq!(served, report);
+    store.close().await.unwrap();
+}
