@@ -778,3 +778,22 @@ async fn the_history_document_is_the_report_plus_the_run_record() {
     assert_eq!(served, report);
     store.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_damaged_database_is_refused_at_open_with_the_file_and_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    for n in 0..200 {
+        run_with_step(&store, &format!("job-{n}.toml"), false).await;
+    }
+    store.close().await.unwrap();
+    let path = dir.path().join(DB_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 16 * 4096, "{} bytes: too small to damage past its first pages", bytes.len());
+    let middle = bytes.len() / 2;
+    bytes[middle..middle + 8192].fill(0x5a);
+    std::fs::write(&path, &bytes).unwrap();
+    let err = open_sqlite(&path).await.expect_err("a damaged file is refused").to_string();
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(err.contains("move it aside"), "{err}");
+}
