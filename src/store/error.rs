@@ -13,6 +13,19 @@ pub enum StoreError {
         /// Why.
         source: rusqlite::Error,
     },
+    /// The database opened but cannot serve as the run history: it is
+    /// damaged (`PRAGMA quick_check`) or cannot be written.
+    #[error(
+        "the run history {p} cannot be used: {reason}. To start afresh, stop gatherd and move it aside \
+         (with its -wal and -shm files, if any), e.g. `mv {p} {p}.broken`: the next start creates a new one",
+        p = path.display()
+    )]
+    Unusable {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A migration failed; the database is left at the version before it.
     #[error("cannot migrate the run history to version {version} ({name}): {source}")]
     Migrate {

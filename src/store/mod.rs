@@ -73,6 +73,7 @@
 //! foreign keys on).
 
 mod error;
+mod json;
 mod recorder;
 mod rows;
 mod sqlite;
@@ -105,6 +106,12 @@ pub const BATCH_WINDOW: Duration = Duration::from_millis(50);
 
 /// The most bytes of a step's output (or a run's result) kept, as JSON text.
 pub const OUTPUT_BOUND: usize = 64 * 1024;
+
+/// The deepest a stored JSON value nests: deeper parts are replaced by a
+/// marker string. History is data: every reader (this crate's, with serde_json's
+/// recursion limit of 128, and others) must be able to read back what any run
+/// returned, with room to spare for the document that wraps it.
+pub const JSON_DEPTH_BOUND: usize = 64;
 
 /// The file name of the embedded database in the state folder.
 pub const DB_FILE: &str = "gatherd.db";

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
 pub use crate::exec::RecordedStatus;
-use crate::exec::{LogLine, RunReport, StepReport};
+use crate::exec::{FailedAttempt, LogLine, NodeKind, RunReport, StepReport};
 use crate::job::JobFormat;
 use crate::job::word::word_enum;
 
@@ -192,10 +192,13 @@ impl RunDetail {
 }
 
 /// What `gatherd show --json` and the API's `GET /runs/{id}` print: the run's
-/// record and its report in the shape of `gatherd run --json`.
+/// record and its report in the shape of `gatherd run --json`, except that a
+/// run or step still going says `"status": "running"` (the history knows it;
+/// `gatherd run --json`, whose document is final, says `null`).
 ///
-/// It reads back too: the CLI renders a document from the API as this type.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// It reads back too: the CLI renders a document from the API as this type
+/// (`null` or `"running"` alike).
+#[derive(Debug, Clone, Deserialize)]
 pub struct RunDocument {
     /// The run's id.
     pub id: RunId,
@@ -219,6 +222,87 @@ impl RunDetail {
             fire_time: self.run.fire_time,
             node: self.run.node.clone(),
             report: self.report(),
+        }
+    }
+}
+
+/// [`RunDocument`] as served: [`RunReport`]'s and [`StepReport`]'s fields in
+/// their order, with the status as its word, `running` included. Spelled out
+/// because serde has no way to override one field of a flattened struct; the
+/// test `the_history_document_is_the_report_plus_the_run_record` keeps the
+/// two in step.
+impl Serialize for RunDocument {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let report = &self.report;
+        HistoryDocument {
+            id: self.id,
+            trigger: self.trigger,
+            fire_time: self.fire_time,
+            node: &self.node,
+            job: &report.job,
+            file: &report.file,
+            status: report.status,
+            started_at: report.started_at,
+            duration_ms: report.duration_ms,
+            result: &report.result,
+            error: &report.error,
+            steps: report.steps.iter().map(HistoryStep::from).collect(),
+            logs: &report.logs,
+        }
+        .serialize(s)
+    }
+}
+
+#[derive(Serialize)]
+struct HistoryDocument<'a> {
+    id: RunId,
+    trigger: RunTrigger,
+    fire_time: DateTime<Utc>,
+    node: &'a str,
+    job: &'a str,
+    file: &'a std::path::Path,
+    status: RecordedStatus,
+    started_at: Option<DateTime<Utc>>,
+    duration_ms: u64,
+    result: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: &'a Option<String>,
+    steps: Vec<HistoryStep<'a>>,
+    #[serde(skip_serializing_if = "<[LogLine]>::is_empty")]
+    logs: &'a [LogLine],
+}
+
+#[derive(Serialize)]
+struct HistoryStep<'a> {
+    name: &'a str,
+    path: &'a str,
+    kind: NodeKind,
+    status: RecordedStatus,
+    attempts: u32,
+    start_ms: Option<u64>,
+    end_ms: Option<u64>,
+    output: &'a Value,
+    error: &'a Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
+    #[serde(skip_serializing_if = "<[FailedAttempt]>::is_empty")]
+    retried: &'a [FailedAttempt],
+}
+
+impl<'a> From<&'a StepReport> for HistoryStep<'a> {
+    fn from(step: &'a StepReport) -> HistoryStep<'a> {
+        HistoryStep {
+            name: &step.name,
+            path: &step.path,
+            kind: step.kind,
+            status: step.status,
+            attempts: step.attempts,
+            start_ms: step.start_ms,
+            end_ms: step.end_ms,
+            output: &step.output,
+            error: &step.error,
+            truncated: step.truncated,
+            retried: &step.retried,
         }
     }
 }

@@ -667,3 +667,133 @@ fn the_schema_and_the_enums_spell_the_same_words() {
     assert_eq!(checked_words("runs", "trigger"), words(&mut RunTrigger::ALL.iter().map(|t| t.as_str())));
     assert_eq!(checked_words("jobs", "kind"), words(&mut JobFormat::ALL.iter().map(|k| k.as_str())));
 }
+
+/// `[[[…]]]`, `depth` arrays deep.
+fn nested(depth: usize) -> Value {
+    (0..depth).fold(json!([]), |v, _| json!([v]))
+}
+
+/// How deep `value` nests (a scalar or an empty array is 1).
+fn depth_of(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth_of).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth_of).max().unwrap_or(0),
+        _ => 1,
+    }
+}
+
+#[tokio::test]
+async fn a_value_nested_200_deep_is_stored_cut_at_the_depth_bound_and_every_read_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let id = store.begin_run(start("deep.rhai", RunTrigger::Manual, 1)).await.unwrap();
+    let path: exec::NodePath = "main".into();
+    let events = vec![
+        RunEvent::NodeStarted { path: path.clone(), name: "main".into(), kind: NodeKind::Script, at: Duration::ZERO },
+        RunEvent::NodeFinished {
+            path: path.clone(),
+            name: "main".into(),
+            kind: NodeKind::Script,
+            status: Status::Succeeded,
+            attempts: 1,
+            started: Some(Duration::ZERO),
+            at: Duration::from_millis(1),
+            output: Some(nested(200)),
+            error: None,
+            truncated: false,
+        },
+        RunEvent::RunFinished {
+            status: Status::Succeeded,
+            result: Some(nested(200)),
+            error: None,
+            duration: Duration::from_millis(1),
+        },
+    ];
+    record_all(&store, id, &events).await;
+    let runs = store.runs(RunFilter::default()).await.expect("the run list reads");
+    assert_eq!(runs.len(), 1);
+    let detail = store.run(id).await.expect("the run reads").expect("it exists");
+    for value in [&runs[0].result, &detail.run.result, &detail.steps[0].output] {
+        assert_eq!(depth_of(value), JSON_DEPTH_BOUND, "cut at the bound");
+        assert!(value.to_string().contains(&format!("nested deeper than {JSON_DEPTH_BOUND} levels")), "{value}");
+    }
+    assert!(detail.steps[0].truncated, "the step says its output was cut");
+    serde_json::from_value::<RunDocument>(serde_json::to_value(detail.document()).unwrap())
+        .expect("the document reads back");
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stored_value_that_is_not_readable_json_reads_as_a_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let id = run_with_step(&store, "old.rhai", false).await;
+    let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+    {
+        // As an older gatherd (or a hand edit) could have left them.
+        let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.execute("UPDATE runs SET result = ?2 WHERE id = ?1", rusqlite::params![id, deep]).unwrap();
+        conn.execute("UPDATE steps SET output = 'not {json' WHERE run_id = ?1", [id]).unwrap();
+    }
+    let runs = store.runs(RunFilter::default()).await.expect("the run list reads");
+    let detail = store.run(id).await.expect("the run reads").expect("it exists");
+    for value in [&runs[0].result, &detail.run.result, &detail.steps[0].output] {
+        let marker = value.as_str().unwrap_or_else(|| panic!("a marker string, not {value}"));
+        assert!(marker.starts_with("unreadable stored JSON"), "{marker}");
+    }
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_run_in_flight_says_running_in_its_history_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let id = run_with_step(&store, "slow.rhai", true).await;
+    let detail = store.run(id).await.unwrap().unwrap();
+    let served = serde_json::to_value(detail.document()).unwrap();
+    assert_eq!(served["status"], "running", "{served:#}");
+    assert_eq!(served["steps"][0]["status"], "running", "{served:#}");
+    let read: RunDocument = serde_json::from_value(served.clone()).unwrap();
+    assert_eq!(read.report.status, RecordedStatus::Running);
+    assert_eq!(serde_json::to_value(&read).unwrap(), served);
+    // `gatherd run --json`'s shape is unchanged: a report not yet ended has no status.
+    assert_eq!(serde_json::to_value(detail.report()).unwrap()["status"], Value::Null);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_history_document_is_the_report_plus_the_run_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let id = run_with_step(&store, "done.rhai", false).await;
+    let detail = store.run(id).await.unwrap().unwrap();
+    let mut served = serde_json::to_value(detail.document()).unwrap();
+    let record = served.as_object_mut().unwrap();
+    for key in ["id", "trigger", "fire_time", "node"] {
+        assert!(record.remove(key).is_some(), "{key}");
+    }
+    // The run ended but its step did not: compare with the step said `running`.
+    let mut report = serde_json::to_value(detail.report()).unwrap();
+    report["steps"][0]["status"] = json!("running");
+    assert_eq!(served, report);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_damaged_database_is_refused_at_open_with_the_file_and_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    for n in 0..200 {
+        run_with_step(&store, &format!("job-{n}.toml"), false).await;
+    }
+    store.close().await.unwrap();
+    let path = dir.path().join(DB_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 16 * 4096, "{} bytes: too small to damage past its first pages", bytes.len());
+    let middle = bytes.len() / 2;
+    bytes[middle..middle + 8192].fill(0x5a);
+    std::fs::write(&path, &bytes).unwrap();
+    let err = open_sqlite(&path).await.expect_err("a damaged file is refused").to_string();
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(err.contains("move it aside"), "{err}");
+}

@@ -60,6 +60,7 @@ impl SqliteStore {
     fn open_blocking(path: PathBuf) -> Result<SqliteStore, StoreError> {
         let mut conn = schema::open_writer(&path)?;
         schema::migrate(&mut conn)?;
+        schema::check(&mut conn, &path)?;
         let reader = schema::open_reader(&path)?;
         let stats = Arc::new(Stats::default());
         let (tx, rx) = std::sync::mpsc::channel();

@@ -9,6 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 use serde_json::Value;
 
 use crate::exec::{FailedAttempt, LogLevel, LogLine, NodeKind, StepReport};
+use crate::store::json::read_stored;
 use crate::store::{RecordedStatus, RunDetail, RunFilter, RunId, RunRow, RunTrigger, StoreError};
 
 /// The columns [`run_row`] reads, in its order.
@@ -44,12 +45,10 @@ fn level(row: &Row<'_>, idx: usize) -> rusqlite::Result<LogLevel> {
     LogLevel::parse(&s).ok_or_else(|| bad(idx, format!("log level {s:?}")))
 }
 
+/// A stored JSON value; whatever the text, a value (see `store::json`).
 fn json(row: &Row<'_>, idx: usize) -> rusqlite::Result<Value> {
     let s: Option<String> = row.get(idx)?;
-    match s {
-        None => Ok(Value::Null),
-        Some(s) => serde_json::from_str(&s).map_err(|e| bad(idx, format!("JSON: {e}"))),
-    }
+    Ok(s.map_or(Value::Null, |s| read_stored(&s)))
 }
 
 fn opt_u64(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<u64>> {

@@ -65,3 +65,27 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tracing::debug!(version = next, name, "run history migrated");
     }
 }
+
+/// Checks that the run history at `path` (open on `conn`, the write
+/// connection, migrated) can be used: `PRAGMA quick_check` finds no damage,
+/// and a write goes through (`user_version` set to itself in a transaction
+/// rolled back), so a read-only or damaged file stops the start instead of
+/// a daemon that records nothing. `quick_check` reads the whole file: a
+/// start costs about one read of the history.
+pub(super) fn check(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let unusable = |reason: String| StoreError::Unusable { path: path.to_path_buf(), reason };
+    let damage: Vec<String> = conn
+        .prepare("PRAGMA quick_check(5)")
+        .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())
+        .map_err(|e| unusable(format!("it is damaged ({e})")))?;
+    if damage != ["ok"] {
+        return Err(unusable(format!("it is damaged ({})", damage.join("; ").replace('\n', " "))));
+    }
+    let write = |conn: &mut Connection| -> rusqlite::Result<()> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.rollback()
+    };
+    write(conn).map_err(|e| unusable(format!("it cannot be written ({e})")))
+}

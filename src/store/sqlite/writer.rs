@@ -26,6 +26,7 @@ use tokio::sync::oneshot;
 
 use super::ts;
 use crate::exec::{RecordedStatus, RunEvent, millis};
+use crate::store::json::depth_bounded;
 use crate::store::recorder::Msg;
 use crate::store::{BATCH_EVENTS, BATCH_WINDOW, JobRecord, OUTPUT_BOUND, RunId, RunStart, StoreError};
 
@@ -193,12 +194,17 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(millis(d)).unwrap_or(i64::MAX)
 }
 
-/// A JSON value as stored: its JSON text, at most [`OUTPUT_BOUND`] bytes of
-/// content. A longer string keeps its first bytes (still a string); another
-/// long value becomes a JSON string of the start of its JSON text. Returns the
-/// text and whether it was cut.
+/// A JSON value as stored: its JSON text, at most
+/// [`JSON_DEPTH_BOUND`](crate::store::JSON_DEPTH_BOUND) levels deep (deeper
+/// parts become a marker string, see `store::json`) and at most
+/// [`OUTPUT_BOUND`] bytes of content. A longer string keeps its first bytes
+/// (still a string); another long value becomes a JSON string of the start of
+/// its JSON text. Returns the text and whether it was cut.
 pub(super) fn bounded_json(value: Option<&Value>) -> (Option<String>, bool) {
     let Some(value) = value else { return (None, false) };
+    let shallow = depth_bounded(value);
+    let deep = shallow.is_some();
+    let value = shallow.as_ref().unwrap_or(value);
     let cut = |s: &str| {
         let mut end = OUTPUT_BOUND.min(s.len());
         while !s.is_char_boundary(end) {
@@ -210,7 +216,7 @@ pub(super) fn bounded_json(value: Option<&Value>) -> (Option<String>, bool) {
         Value::String(s) if s.len() > OUTPUT_BOUND => (Some(cut(s)), true),
         _ => {
             let text = value.to_string();
-            if text.len() > OUTPUT_BOUND { (Some(cut(&text)), true) } else { (Some(text), false) }
+            if text.len() > OUTPUT_BOUND { (Some(cut(&text)), true) } else { (Some(text), deep) }
         }
     }
 }
