@@ -9,14 +9,10 @@ use axum::response::{IntoResponse, Response};
 use super::{ApiError, AppState};
 
 /// With a token configured, answers 401 unless the request carries
-/// `Authorization: Bearer TOKEN`.
+/// `Authorization: Bearer TOKEN` (the scheme in any case).
 pub(super) async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if let Some(token) = state.config.token.as_deref() {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+        let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
         match given {
             None => return ApiError::Unauthorized("missing `Authorization: Bearer <token>`".into()).into_response(),
             Some(given) if !same(given.trim().as_bytes(), token.as_bytes()) => {
@@ -26,6 +22,13 @@ pub(super) async fn require_token(State(state): State<AppState>, request: Reques
         }
     }
     next.run(request).await
+}
+
+/// The credentials of `Authorization: Bearer TOKEN`; the scheme is
+/// case-insensitive (RFC 7235 §2.1), so `bearer TOKEN` counts too.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("Bearer").then_some(credentials)
 }
 
 /// Compares in time that depends on the lengths only, so the token cannot

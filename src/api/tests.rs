@@ -287,6 +287,22 @@ async fn with_a_token_every_request_needs_it() {
 }
 
 #[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    // RFC 7235 §2.1: the auth-scheme is case-insensitive.
+    let api = Api::start(Some("s3cret")).await;
+    let client = reqwest::Client::new();
+    for scheme in ["bearer", "BEARER", "Bearer", "bEaReR"] {
+        let request = client.get(api.url("/healthz")).header("Authorization", format!("{scheme} s3cret"));
+        assert_eq!(api.send(request).await.0, 200, "scheme {scheme:?}");
+    }
+    let wrong = client.get(api.url("/healthz")).header("Authorization", "bearer wrong");
+    assert_eq!(api.send(wrong).await.0, 401);
+    let basic = client.get(api.url("/healthz")).header("Authorization", "Basic s3cret");
+    assert_eq!(api.send(basic).await.0, 401);
+    api.stop().await;
+}
+
+#[tokio::test]
 async fn an_oversized_body_is_413() {
     let api = Api::start(None).await;
     let client = reqwest::Client::new();
