@@ -46,7 +46,8 @@ pub struct Config {
     /// Where the control API listens (default 127.0.0.1:7327). A non-loopback
     /// address needs `api_token`.
     pub api_listen: Option<std::net::SocketAddr>,
-    /// A token the API's clients must send as `Authorization: Bearer TOKEN`.
+    /// A token the API's clients must send as `Authorization: Bearer TOKEN`:
+    /// printable ASCII without spaces, not empty.
     pub api_token: Option<String>,
     /// This daemon's name in the run history (default: the host name). Keep it
     /// stable: on start, runs this node left running are marked interrupted.
@@ -160,6 +161,15 @@ impl Config {
         }
         if let Some((name, _)) = config.semaphores.iter().find(|(_, n)| **n == 0) {
             return invalid(format!("semaphore `{name}` must count at least 1"));
+        }
+        // What `Authorization: Bearer TOKEN` can carry: a blank token or one
+        // with spaces or non-ASCII could never be sent.
+        if let Some(token) = &config.api_token
+            && (token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return invalid(
+                "`api_token` must be non-blank printable ASCII without spaces (what an HTTP header can carry)".into(),
+            );
         }
         // The same ranges as a job's own limits: one table in `load`.
         if let Err(message) = crate::load::check_limits(&config.script_limits.overrides(), "script_limits.") {
@@ -275,6 +285,19 @@ mod tests {
         assert!(err.to_string().contains("xml"), "{err}");
         let err = Config::parse(Path::new("c.toml"), "[semaphores]\nbackup = 0\n").expect_err("invalid");
         assert!(err.to_string().contains("semaphore `backup`"), "{err}");
+    }
+
+    /// A token an HTTP header cannot carry could never be sent: refused.
+    #[test]
+    fn an_api_token_must_be_printable_ascii_without_spaces() {
+        for bad in [" ", "", "   ", "two words", "tab\there", "caf\u{e9}", "new\nline"] {
+            let text = format!("api_token = {}\n", toml::Value::String(bad.into()));
+            let err = Config::parse(Path::new("c.toml"), &text).expect_err(bad);
+            let message = err.to_string();
+            assert!(message.contains("c.toml") && message.contains("`api_token` must be"), "{bad:?}: {message}");
+        }
+        let config = Config::parse(Path::new("c.toml"), "api_token = \"s3cret-~!._\"\n").expect("valid");
+        assert_eq!(config.api_token.as_deref(), Some("s3cret-~!._"));
     }
 
     /// `max_operations = 0` is "unlimited" to Rhai: the config must refuse it
