@@ -49,6 +49,11 @@ pub struct Config {
     /// A token the API's clients must send as `Authorization: Bearer TOKEN`:
     /// printable ASCII without spaces, not empty.
     pub api_token: Option<String>,
+    /// Host names the API answers to besides its listen address and
+    /// `localhost` (a request with another `Host` is refused, against DNS
+    /// rebinding): e.g. the name a reverse proxy forwards.
+    #[serde(default)]
+    pub api_hosts: Vec<String>,
     /// This daemon's name in the run history (default: the host name). Keep it
     /// stable: on start, runs this node left running are marked interrupted.
     pub node: Option<String>,
@@ -170,6 +175,13 @@ impl Config {
             return invalid(
                 "`api_token` must be non-blank printable ASCII without spaces (what an HTTP header can carry)".into(),
             );
+        }
+        if let Some(bad) = config
+            .api_hosts
+            .iter()
+            .find(|h| h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic()) || h.contains(['/', ':']))
+        {
+            return invalid(format!("`api_hosts` holds host names without port or scheme, found {bad:?}"));
         }
         // The same ranges as a job's own limits: one table in `load`.
         if let Err(message) = crate::load::check_limits(&config.script_limits.overrides(), "script_limits.") {
@@ -298,6 +310,16 @@ mod tests {
         }
         let config = Config::parse(Path::new("c.toml"), "api_token = \"s3cret-~!._\"\n").expect("valid");
         assert_eq!(config.api_token.as_deref(), Some("s3cret-~!._"));
+    }
+
+    #[test]
+    fn api_hosts_are_bare_names() {
+        let config = Config::parse(Path::new("c.toml"), "api_hosts = [\"gatherd.lan\"]\n").expect("valid");
+        assert_eq!(config.api_hosts, ["gatherd.lan"]);
+        for bad in ["\"\"", "\"http://x\"", "\"x:80\"", "\"a b\""] {
+            let err = Config::parse(Path::new("c.toml"), &format!("api_hosts = [{bad}]\n")).expect_err(bad);
+            assert!(err.to_string().contains("`api_hosts`"), "{err}");
+        }
     }
 
     /// `max_operations = 0` is "unlimited" to Rhai: the config must refuse it

@@ -33,6 +33,11 @@
 //!
 //! Architecture Invariant: off loopback, the API does not start without a
 //! token ([`check`]), and with a token no route answers without it.
+//!
+//! Architecture Invariant: no route answers a `Host` that is not the API's
+//! (listen address, `localhost`, `api_hosts`), and no state change is made
+//! for a request whose `Origin` is foreign: a web page the user visits can
+//! neither drive the loopback API nor, re-bound by DNS, read it.
 
 mod auth;
 pub mod control;
@@ -73,11 +78,15 @@ pub struct ApiConfig {
     pub token: Option<String>,
     /// The largest request body accepted, in bytes (413 beyond).
     pub max_body: usize,
+    /// Host names a request's `Host` (any port) may carry besides the listen
+    /// address and `localhost:PORT` (`api_hosts`): a name a proxy or DNS
+    /// gives the daemon. See `auth::guard_origin`.
+    pub hosts: Vec<String>,
 }
 
 impl Default for ApiConfig {
     fn default() -> ApiConfig {
-        ApiConfig { listen: DEFAULT_LISTEN, token: None, max_body: DEFAULT_MAX_BODY }
+        ApiConfig { listen: DEFAULT_LISTEN, token: None, max_body: DEFAULT_MAX_BODY, hosts: Vec::new() }
     }
 }
 
@@ -119,8 +128,11 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    check_addr(listener.local_addr()?, config.token.as_deref())
+    let listen = listener.local_addr()?;
+    check_addr(listen, config.token.as_deref())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // The real address (port 0 is bound by now): requests name it in `Host`.
+    let config = ApiConfig { listen, ..config };
     let state = AppState { config: Arc::new(config), control, store, metrics, shutdown: shutdown.clone() };
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
@@ -142,6 +154,7 @@ fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::limit_body))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard_origin))
         .with_state(state)
 }
 

@@ -19,6 +19,7 @@ use crate::store::{DB_FILE, RunId, RunStart, RunTrigger, open_sqlite};
 #[derive(Default)]
 struct FakeControl {
     live: Mutex<HashMap<RunId, broadcast::Sender<RunEvent>>>,
+    triggered: Mutex<Vec<String>>,
 }
 
 fn job_view(job: &str) -> JobView {
@@ -38,6 +39,7 @@ impl Control for FakeControl {
         Box::pin(async { vec![job_view("a.toml"), job_view("sub/b.toml")] })
     }
     fn trigger<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<RunId, ControlError>> {
+        self.triggered.lock().unwrap().push(job.to_string());
         Box::pin(async move {
             match job {
                 "a.toml" => Ok(42),
@@ -67,6 +69,10 @@ struct Api {
 
 impl Api {
     async fn start(token: Option<&str>) -> Api {
+        Api::start_with(token, vec![]).await
+    }
+
+    async fn start_with(token: Option<&str>, hosts: Vec<String>) -> Api {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn RunStore> = Arc::new(open_sqlite(dir.path().join(DB_FILE)).await.unwrap());
         let control = Arc::new(FakeControl::default());
@@ -74,7 +80,7 @@ impl Api {
         let shutdown = CancellationToken::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let config = ApiConfig { listen: addr, token: token.map(String::from), max_body: 1024 };
+        let config = ApiConfig { listen: addr, token: token.map(String::from), max_body: 1024, hosts };
         let server =
             tokio::spawn(serve(listener, config, control.clone(), store.clone(), metrics.clone(), shutdown.clone()));
         Api { addr, store, control, metrics, shutdown, server, _dir: dir }
@@ -310,8 +316,9 @@ async fn an_oversized_body_is_413() {
     assert_eq!(status, 413);
     assert!(body["error"].is_string());
     // Chunked (no Content-Length) is held to the same limit: a raw request.
-    let mut raw = String::from(
-        "POST /trigger/a.toml HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    let mut raw = format!(
+        "POST /trigger/a.toml HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        api.addr
     );
     for _ in 0..8 {
         raw.push_str(&format!("200\r\n{}\r\n", "x".repeat(512)));
@@ -319,6 +326,60 @@ async fn an_oversized_body_is_413() {
     raw.push_str("0\r\n\r\n");
     assert!(raw_status(api.addr, &raw).await.starts_with("HTTP/1.1 413"));
     assert_eq!(api.send(client.post(api.url("/trigger/a.toml")).body("small")).await.0, 201);
+    api.stop().await;
+}
+
+/// A web page the user visits must not drive the loopback API: a browser's
+/// cross-origin POST carries `Origin` (and a text/plain one needs no
+/// preflight), a DNS-rebound name arrives as a foreign `Host`.
+#[tokio::test]
+async fn a_cross_origin_post_is_refused_and_nothing_is_triggered() {
+    let api = Api::start(None).await;
+    let client = reqwest::Client::new();
+    let evil = client
+        .post(api.url("/jobs/a.toml/trigger"))
+        .header("Origin", "http://evil.example")
+        .header("Content-Type", "text/plain")
+        .body("x");
+    let (status, body) = api.send(evil).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("Origin"), "{body}");
+    let (status, _) = api.send(client.post(api.url("/runs/7/cancel")).header("Origin", "null")).await;
+    assert_eq!(status, 403);
+    assert!(api.control.triggered.lock().unwrap().is_empty(), "triggered anyway");
+    // The CLI's way (no Origin) and a same-origin page still work.
+    assert_eq!(api.post("/jobs/a.toml/trigger").await.0, 201);
+    let same = client.post(api.url("/trigger/a.toml")).header("Origin", format!("http://{}", api.addr));
+    assert_eq!(api.send(same).await.0, 201);
+    let local =
+        client.post(api.url("/trigger/a.toml")).header("Origin", format!("http://localhost:{}", api.addr.port()));
+    assert_eq!(api.send(local).await.0, 201);
+    // A GET with an Origin reads nothing it could not read anyway.
+    assert_eq!(api.send(client.get(api.url("/healthz")).header("Origin", "http://evil.example")).await.0, 200);
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_foreign_host_is_refused() {
+    let api = Api::start(None).await;
+    let port = api.addr.port();
+    let request = |host: &str| format!("GET /runs HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let refused = raw_status(api.addr, &request(&format!("evil.example:{port}"))).await;
+    assert!(refused.starts_with("HTTP/1.1 421") || refused.starts_with("HTTP/1.1 403"), "{refused}");
+    assert!(raw_status(api.addr, &request("evil.example")).await.starts_with("HTTP/1.1 4"));
+    assert!(raw_status(api.addr, "GET /runs HTTP/1.0\r\n\r\n").await.starts_with("HTTP/1.0 4"));
+    assert!(raw_status(api.addr, &request(&api.addr.to_string())).await.starts_with("HTTP/1.1 200"));
+    assert!(raw_status(api.addr, &request(&format!("localhost:{port}"))).await.starts_with("HTTP/1.1 200"));
+    assert!(raw_status(api.addr, &request(&format!("LocalHost:{port}"))).await.starts_with("HTTP/1.1 200"));
+    assert!(raw_status(api.addr, &request(&format!("127.0.0.1:{}", port + 1))).await.starts_with("HTTP/1.1 4"));
+    api.stop().await;
+
+    // A configured name is allowed, with or without a port (a proxy in front).
+    let api = Api::start_with(None, vec!["gatherd.example".into()]).await;
+    assert!(raw_status(api.addr, &request("gatherd.example")).await.starts_with("HTTP/1.1 200"));
+    assert!(raw_status(api.addr, &request(&format!("gatherd.example:{port}"))).await.starts_with("HTTP/1.1 200"));
+    let trusted = reqwest::Client::new().post(api.url("/trigger/a.toml")).header("Origin", "https://gatherd.example");
+    assert_eq!(api.send(trusted).await.0, 201);
     api.stop().await;
 }
 
@@ -335,7 +396,8 @@ async fn raw_status(addr: std::net::SocketAddr, raw: &str) -> String {
 
 #[test]
 fn off_loopback_needs_a_token() {
-    let open = ApiConfig { listen: "0.0.0.0:7327".parse().unwrap(), token: None, max_body: 1024 };
+    let open =
+        ApiConfig { listen: "0.0.0.0:7327".parse().unwrap(), token: None, max_body: 1024, ..ApiConfig::default() };
     let err = check(&open).unwrap_err();
     assert_eq!(err, "the API listens on 0.0.0.0:7327, which is not loopback: set api_token (or listen on 127.0.0.1)");
     assert!(check(&ApiConfig { token: Some(String::new()), ..open.clone() }).is_err());
@@ -349,7 +411,8 @@ async fn serve_refuses_a_non_loopback_listener_without_a_token() {
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn RunStore> = Arc::new(open_sqlite(dir.path().join(DB_FILE)).await.unwrap());
-    let config = ApiConfig { listen: listener.local_addr().unwrap(), token: None, max_body: 1024 };
+    let config =
+        ApiConfig { listen: listener.local_addr().unwrap(), token: None, max_body: 1024, ..ApiConfig::default() };
     let served = serve(
         listener,
         config,
