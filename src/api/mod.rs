@@ -40,6 +40,7 @@
 //! neither drive the loopback API nor, re-bound by DNS, read it.
 
 mod auth;
+mod conn;
 pub mod control;
 mod error;
 pub mod events;
@@ -82,11 +83,31 @@ pub struct ApiConfig {
     /// address and `localhost:PORT` (`api_hosts`): a name a proxy or DNS
     /// gives the daemon. See `auth::guard_origin`.
     pub hosts: Vec<String>,
+    /// A connection that reads and writes nothing this long is closed
+    /// (a stalled header, an idle keep-alive): [`DEFAULT_IDLE_TIMEOUT`].
+    pub idle_timeout: std::time::Duration,
+    /// Connections served at once; more wait in the kernel's backlog:
+    /// [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
 }
+
+/// The default of [`ApiConfig::idle_timeout`]: above SSE's 15 s keep-alive.
+pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The default of [`ApiConfig::max_connections`]: far below the default
+/// limit of 1024 open files, so the watcher and the store keep theirs.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 impl Default for ApiConfig {
     fn default() -> ApiConfig {
-        ApiConfig { listen: DEFAULT_LISTEN, token: None, max_body: DEFAULT_MAX_BODY, hosts: Vec::new() }
+        ApiConfig {
+            listen: DEFAULT_LISTEN,
+            token: None,
+            max_body: DEFAULT_MAX_BODY,
+            hosts: Vec::new(),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
     }
 }
 
@@ -134,6 +155,7 @@ pub async fn serve(
     // The real address (port 0 is bound by now): requests name it in `Host`.
     let config = ApiConfig { listen, ..config };
     let state = AppState { config: Arc::new(config), control, store, metrics, shutdown: shutdown.clone() };
+    let listener = conn::Guarded::new(listener, state.config.max_connections, state.config.idle_timeout);
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 

@@ -73,6 +73,11 @@ impl Api {
     }
 
     async fn start_with(token: Option<&str>, hosts: Vec<String>) -> Api {
+        Api::start_config(ApiConfig { token: token.map(String::from), max_body: 1024, hosts, ..ApiConfig::default() })
+            .await
+    }
+
+    async fn start_config(config: ApiConfig) -> Api {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn RunStore> = Arc::new(open_sqlite(dir.path().join(DB_FILE)).await.unwrap());
         let control = Arc::new(FakeControl::default());
@@ -80,7 +85,7 @@ impl Api {
         let shutdown = CancellationToken::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let config = ApiConfig { listen: addr, token: token.map(String::from), max_body: 1024, hosts };
+        let config = ApiConfig { listen: addr, ..config };
         let server =
             tokio::spawn(serve(listener, config, control.clone(), store.clone(), metrics.clone(), shutdown.clone()));
         Api { addr, store, control, metrics, shutdown, server, _dir: dir }
@@ -380,6 +385,41 @@ async fn a_foreign_host_is_refused() {
     assert!(raw_status(api.addr, &request(&format!("gatherd.example:{port}"))).await.starts_with("HTTP/1.1 200"));
     let trusted = reqwest::Client::new().post(api.url("/trigger/a.toml")).header("Origin", "https://gatherd.example");
     assert_eq!(api.send(trusted).await.0, 201);
+    api.stop().await;
+}
+
+/// An idle connection (no request at all, or a kept-alive one) must not hold
+/// a file descriptor forever.
+#[tokio::test]
+async fn an_idle_connection_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let idle = Duration::from_millis(200);
+    let api = Api::start_config(ApiConfig { idle_timeout: idle, ..ApiConfig::default() }).await;
+    let mut silent = tokio::net::TcpStream::connect(api.addr).await.unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "a silent connection still open after 10 s (idle_timeout {idle:?})");
+    // Kept alive after an answer: closed too, once idle.
+    let mut kept = tokio::net::TcpStream::connect(api.addr).await.unwrap();
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", api.addr);
+    tokio::io::AsyncWriteExt::write_all(&mut kept, request.as_bytes()).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), kept.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "a kept-alive connection still open after 10 s");
+    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let api = Api::start_config(ApiConfig { max_connections: 1, ..ApiConfig::default() }).await;
+    let first = tokio::net::TcpStream::connect(api.addr).await.unwrap();
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", api.addr);
+    let second = tokio::spawn(async move { raw_status(api.addr, &request).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "a second connection was served while the only slot was taken");
+    drop(first);
+    let status = tokio::time::timeout(Duration::from_secs(10), second).await.unwrap().unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     api.stop().await;
 }
 
