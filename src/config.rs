@@ -46,8 +46,14 @@ pub struct Config {
     /// Where the control API listens (default 127.0.0.1:7327). A non-loopback
     /// address needs `api_token`.
     pub api_listen: Option<std::net::SocketAddr>,
-    /// A token the API's clients must send as `Authorization: Bearer TOKEN`.
+    /// A token the API's clients must send as `Authorization: Bearer TOKEN`:
+    /// printable ASCII without spaces, not empty.
     pub api_token: Option<String>,
+    /// Host names the API answers to besides its listen address and
+    /// `localhost` (a request with another `Host` is refused, against DNS
+    /// rebinding): e.g. the name a reverse proxy forwards.
+    #[serde(default)]
+    pub api_hosts: Vec<String>,
     /// This daemon's name in the run history (default: the host name). Keep it
     /// stable: on start, runs this node left running are marked interrupted.
     pub node: Option<String>,
@@ -160,6 +166,22 @@ impl Config {
         }
         if let Some((name, _)) = config.semaphores.iter().find(|(_, n)| **n == 0) {
             return invalid(format!("semaphore `{name}` must count at least 1"));
+        }
+        // What `Authorization: Bearer TOKEN` can carry: a blank token or one
+        // with spaces or non-ASCII could never be sent.
+        if let Some(token) = &config.api_token
+            && (token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return invalid(
+                "`api_token` must be non-blank printable ASCII without spaces (what an HTTP header can carry)".into(),
+            );
+        }
+        if let Some(bad) = config
+            .api_hosts
+            .iter()
+            .find(|h| h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic()) || h.contains(['/', ':']))
+        {
+            return invalid(format!("`api_hosts` holds host names without port or scheme, found {bad:?}"));
         }
         // The same ranges as a job's own limits: one table in `load`.
         if let Err(message) = crate::load::check_limits(&config.script_limits.overrides(), "script_limits.") {
@@ -275,6 +297,29 @@ mod tests {
         assert!(err.to_string().contains("xml"), "{err}");
         let err = Config::parse(Path::new("c.toml"), "[semaphores]\nbackup = 0\n").expect_err("invalid");
         assert!(err.to_string().contains("semaphore `backup`"), "{err}");
+    }
+
+    /// A token an HTTP header cannot carry could never be sent: refused.
+    #[test]
+    fn an_api_token_must_be_printable_ascii_without_spaces() {
+        for bad in [" ", "", "   ", "two words", "tab\there", "caf\u{e9}", "new\nline"] {
+            let text = format!("api_token = {}\n", toml::Value::String(bad.into()));
+            let err = Config::parse(Path::new("c.toml"), &text).expect_err(bad);
+            let message = err.to_string();
+            assert!(message.contains("c.toml") && message.contains("`api_token` must be"), "{bad:?}: {message}");
+        }
+        let config = Config::parse(Path::new("c.toml"), "api_token = \"s3cret-~!._\"\n").expect("valid");
+        assert_eq!(config.api_token.as_deref(), Some("s3cret-~!._"));
+    }
+
+    #[test]
+    fn api_hosts_are_bare_names() {
+        let config = Config::parse(Path::new("c.toml"), "api_hosts = [\"gatherd.lan\"]\n").expect("valid");
+        assert_eq!(config.api_hosts, ["gatherd.lan"]);
+        for bad in ["\"\"", "\"http://x\"", "\"x:80\"", "\"a b\""] {
+            let err = Config::parse(Path::new("c.toml"), &format!("api_hosts = [{bad}]\n")).expect_err(bad);
+            assert!(err.to_string().contains("`api_hosts`"), "{err}");
+        }
     }
 
     /// `max_operations = 0` is "unlimited" to Rhai: the config must refuse it

@@ -1,4 +1,5 @@
-//! The two gates every request passes: the bearer token, then the body limit.
+//! The gates every request passes: its `Host` and `Origin`, the bearer
+//! token, then the body limit.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -6,17 +7,99 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, AppState};
+use super::{ApiConfig, ApiError, AppState};
+
+/// Answers 403 to a request whose `Host` is not this API's (DNS rebinding:
+/// a page at `evil.example`, re-pointed to 127.0.0.1, reads the API as its
+/// own origin), and to a state change (any method but GET, HEAD, OPTIONS,
+/// TRACE) whose `Origin` is not this API's (a web page's cross-site POST; a
+/// `text/plain` one needs no preflight). The CLI and curl send no `Origin`.
+///
+/// This API's hosts: the listen address itself (with an unspecified address,
+/// any IP literal: an IP cannot be re-bound), `localhost`, both with the listen
+/// port, and the names of `api_hosts` with any port (a proxy's).
+pub(super) async fn guard_origin(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    match host {
+        Some(host) if ours(&state.config, host) => {}
+        Some(host) => {
+            return ApiError::Forbidden(format!(
+                "the Host `{host}` is not this API's address (add the name to api_hosts if it is)"
+            ))
+            .into_response();
+        }
+        None => return ApiError::Forbidden("a request needs a Host header".into()).into_response(),
+    }
+    if !request.method().is_safe()
+        && let Some(origin) = request.headers().get(header::ORIGIN)
+    {
+        let text = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+        if !origin_host(&text).is_some_and(|host| ours(&state.config, &host)) {
+            return ApiError::Forbidden(format!(
+                "a state change from the web page at Origin `{text}` is refused (add its host to api_hosts if it is this API)"
+            ))
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Whether `host` (`name[:port]`, `[v6][:port]`) names this API.
+fn ours(config: &ApiConfig, host: &str) -> bool {
+    let (name, port) = split_host(host);
+    if config.hosts.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+        return true;
+    }
+    if port != Some(config.listen.port()) {
+        return false;
+    }
+    let listen = config.listen.ip().to_canonical();
+    match name.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_canonical() == listen || listen.is_unspecified(),
+        Err(_) => name.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// `host:port` → (`host`, port); an IPv6 literal keeps its brackets.
+fn split_host(host: &str) -> (&str, Option<u16>) {
+    let colon = if host.starts_with('[') {
+        host.find(']').and_then(|end| host[end..].find(':').map(|c| end + c))
+    } else {
+        host.rfind(':')
+    };
+    match colon {
+        Some(at) => (&host[..at], host[at + 1..].parse().ok()),
+        None => (host, None),
+    }
+}
+
+/// The `host:port` of an `Origin` (`scheme://host[:port]`), the port from
+/// the scheme when it is not written; `None` for `null` and the like.
+fn origin_host(origin: &str) -> Option<String> {
+    let (scheme, rest) = origin.split_once("://")?;
+    if rest.is_empty() || rest.contains('/') {
+        return None;
+    }
+    if split_host(rest).1.is_some() {
+        return Some(rest.to_string());
+    }
+    let port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    Some(format!("{rest}:{port}"))
+}
 
 /// With a token configured, answers 401 unless the request carries
-/// `Authorization: Bearer TOKEN`.
+/// `Authorization: Bearer TOKEN` (the scheme in any case).
 pub(super) async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if let Some(token) = state.config.token.as_deref() {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+        let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
         match given {
             None => return ApiError::Unauthorized("missing `Authorization: Bearer <token>`".into()).into_response(),
             Some(given) if !same(given.trim().as_bytes(), token.as_bytes()) => {
@@ -26,6 +109,13 @@ pub(super) async fn require_token(State(state): State<AppState>, request: Reques
         }
     }
     next.run(request).await
+}
+
+/// The credentials of `Authorization: Bearer TOKEN`; the scheme is
+/// case-insensitive (RFC 7235 §2.1), so `bearer TOKEN` counts too.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("Bearer").then_some(credentials)
 }
 
 /// Compares in time that depends on the lengths only, so the token cannot

@@ -16,6 +16,9 @@ pub enum ApiError {
     /// 401: no token, or the wrong one.
     #[error("{0}")]
     Unauthorized(String),
+    /// 403: a foreign `Host`, or a state change from a foreign `Origin`.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: no such job, run or route.
     #[error("{0}")]
     NotFound(String),
@@ -42,6 +45,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,

@@ -55,6 +55,24 @@ fn step_histogram() -> Histogram {
 /// A source of the blocking pool's busy threads, read at scrape time.
 type PoolSource = Box<dyn Fn() -> i64 + Send + Sync>;
 
+/// `value` as a label value of the text format: prometheus-client writes
+/// label values as they are (prometheus/client_rust#151), and a job id is a
+/// file name, which may hold `"`, `\\` or a newline. Unescaped, one such name
+/// makes Prometheus reject the whole scrape, or injects samples. The text
+/// format's three escapes: `\\` → `\\\\`, `"` → `\\"`, newline → `\\n`.
+fn escaped(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Every metric of the daemon, in one registry.
 pub struct Metrics {
     registry: Registry,
@@ -129,8 +147,8 @@ impl Metrics {
     /// `duration`. Call once per [`run_started`](Self::run_started).
     pub fn run_finished(&self, job: &str, status: &str, duration: Duration) {
         self.runs_in_flight.dec();
-        self.runs_total.get_or_create(&JobStatus { job: job.to_string(), status: status.to_string() }).inc();
-        let label = JobLabel { job: job.to_string() };
+        self.runs_total.get_or_create(&JobStatus { job: escaped(job), status: escaped(status) }).inc();
+        let label = JobLabel { job: escaped(job) };
         self.run_duration.get_or_create(&label).observe(duration.as_secs_f64());
         if status == crate::exec::Status::Succeeded.as_str() {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -140,7 +158,7 @@ impl Metrics {
 
     /// A step of `kind` (`exec`, `http`, …) ended after `duration`.
     pub fn step_finished(&self, kind: &str, duration: Duration) {
-        self.step_duration.get_or_create(&KindLabel { kind: kind.to_string() }).observe(duration.as_secs_f64());
+        self.step_duration.get_or_create(&KindLabel { kind: escaped(kind) }).observe(duration.as_secs_f64());
     }
 
     /// How many job files are invalid now.
@@ -195,5 +213,94 @@ mod tests {
         assert!(text.contains("gatherd_blocking_pool_busy_threads 3\n"), "{text}");
         assert!(text.contains("gatherd_step_duration_seconds_count{kind=\"sleep\"} 1\n"), "{text}");
         assert!(text.contains("gatherd_last_success_timestamp_seconds{job=\"a.toml\"}"), "{text}");
+    }
+
+    /// One sample line of the text format: the metric name and its labels
+    /// (values unescaped), or why the line does not parse. The grammar of
+    /// Prometheus' and OpenMetrics' text formats: a label value is `"`-quoted
+    /// and holds no raw `"`, `\` or newline; `\\`, `\"` and `\n` are its escapes.
+    fn parse_sample(line: &str) -> Result<(String, Vec<(String, String)>), String> {
+        let mut chars = line.chars().peekable();
+        let mut name = String::new();
+        while let Some(&c) = chars.peek() {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                name.push(c);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(format!("no metric name: {line:?}"));
+        }
+        let mut labels = Vec::new();
+        if chars.peek() == Some(&'{') {
+            chars.next();
+            loop {
+                if chars.peek() == Some(&'}') {
+                    chars.next();
+                    break;
+                }
+                let mut key = String::new();
+                while let Some(&c) = chars.peek() {
+                    if c.is_ascii_alphanumeric() || c == '_' {
+                        key.push(c);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                if key.is_empty() || chars.next() != Some('=') || chars.next() != Some('"') {
+                    return Err(format!("bad label in {line:?}"));
+                }
+                let mut value = String::new();
+                loop {
+                    match chars.next() {
+                        None => return Err(format!("unterminated label value in {line:?}")),
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some('\\') => value.push('\\'),
+                            Some('"') => value.push('"'),
+                            Some('n') => value.push('\n'),
+                            other => return Err(format!("bad escape {other:?} in {line:?}")),
+                        },
+                        Some(c) => value.push(c),
+                    }
+                }
+                labels.push((key, value));
+                match chars.next() {
+                    Some(',') => {}
+                    Some('}') => break,
+                    other => return Err(format!("expected `,` or `}}`, got {other:?} in {line:?}")),
+                }
+            }
+        }
+        if chars.next() != Some(' ') {
+            return Err(format!("no space before the value in {line:?}"));
+        }
+        let value: String = chars.collect();
+        let number = value.split(' ').next().unwrap_or_default();
+        if number.parse::<f64>().is_err() && !["+Inf", "-Inf", "NaN"].contains(&number) {
+            return Err(format!("bad value {number:?} in {line:?}"));
+        }
+        Ok((name, labels))
+    }
+
+    #[test]
+    fn label_values_are_escaped_so_every_line_parses() {
+        let job = "q\"uote\\back\ngatherd_injected 1\n.toml";
+        let metrics = Metrics::new();
+        metrics.run_started(job);
+        metrics.run_finished(job, "succeeded", Duration::from_secs(1));
+        metrics.step_finished("we\"ird\nkind", Duration::from_millis(5));
+        let text = metrics.render();
+        let mut jobs = Vec::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, labels) = parse_sample(line).unwrap_or_else(|e| panic!("{e}\nin the scrape:\n{text}"));
+            assert!(name.starts_with("gatherd_") && name != "gatherd_injected", "an injected sample {line:?}:\n{text}");
+            jobs.extend(labels.into_iter().filter(|(k, _)| k == "job").map(|(_, v)| v));
+        }
+        assert!(!jobs.is_empty() && jobs.iter().all(|j| j == job), "job labels {jobs:?}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

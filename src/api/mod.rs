@@ -33,8 +33,14 @@
 //!
 //! Architecture Invariant: off loopback, the API does not start without a
 //! token ([`check`]), and with a token no route answers without it.
+//!
+//! Architecture Invariant: no route answers a `Host` that is not the API's
+//! (listen address, `localhost`, `api_hosts`), and no state change is made
+//! for a request whose `Origin` is foreign: a web page the user visits can
+//! neither drive the loopback API nor, re-bound by DNS, read it.
 
 mod auth;
+mod conn;
 pub mod control;
 mod error;
 pub mod events;
@@ -73,11 +79,35 @@ pub struct ApiConfig {
     pub token: Option<String>,
     /// The largest request body accepted, in bytes (413 beyond).
     pub max_body: usize,
+    /// Host names a request's `Host` (any port) may carry besides the listen
+    /// address and `localhost:PORT` (`api_hosts`): a name a proxy or DNS
+    /// gives the daemon. See `auth::guard_origin`.
+    pub hosts: Vec<String>,
+    /// A connection that reads and writes nothing this long is closed
+    /// (a stalled header, an idle keep-alive): [`DEFAULT_IDLE_TIMEOUT`].
+    pub idle_timeout: std::time::Duration,
+    /// Connections served at once; more wait in the kernel's backlog:
+    /// [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
 }
+
+/// The default of [`ApiConfig::idle_timeout`]: above SSE's 15 s keep-alive.
+pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The default of [`ApiConfig::max_connections`]: far below the default
+/// limit of 1024 open files, so the watcher and the store keep theirs.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 impl Default for ApiConfig {
     fn default() -> ApiConfig {
-        ApiConfig { listen: DEFAULT_LISTEN, token: None, max_body: DEFAULT_MAX_BODY }
+        ApiConfig {
+            listen: DEFAULT_LISTEN,
+            token: None,
+            max_body: DEFAULT_MAX_BODY,
+            hosts: Vec::new(),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
     }
 }
 
@@ -119,9 +149,13 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    check_addr(listener.local_addr()?, config.token.as_deref())
+    let listen = listener.local_addr()?;
+    check_addr(listen, config.token.as_deref())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // The real address (port 0 is bound by now): requests name it in `Host`.
+    let config = ApiConfig { listen, ..config };
     let state = AppState { config: Arc::new(config), control, store, metrics, shutdown: shutdown.clone() };
+    let listener = conn::Guarded::new(listener, state.config.max_connections, state.config.idle_timeout);
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
@@ -142,6 +176,7 @@ fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::limit_body))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard_origin))
         .with_state(state)
 }
 

@@ -19,6 +19,7 @@ use crate::store::{DB_FILE, RunId, RunStart, RunTrigger, open_sqlite};
 #[derive(Default)]
 struct FakeControl {
     live: Mutex<HashMap<RunId, broadcast::Sender<RunEvent>>>,
+    triggered: Mutex<Vec<String>>,
 }
 
 fn job_view(job: &str) -> JobView {
@@ -38,6 +39,7 @@ impl Control for FakeControl {
         Box::pin(async { vec![job_view("a.toml"), job_view("sub/b.toml")] })
     }
     fn trigger<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<RunId, ControlError>> {
+        self.triggered.lock().unwrap().push(job.to_string());
         Box::pin(async move {
             match job {
                 "a.toml" => Ok(42),
@@ -67,6 +69,15 @@ struct Api {
 
 impl Api {
     async fn start(token: Option<&str>) -> Api {
+        Api::start_with(token, vec![]).await
+    }
+
+    async fn start_with(token: Option<&str>, hosts: Vec<String>) -> Api {
+        Api::start_config(ApiConfig { token: token.map(String::from), max_body: 1024, hosts, ..ApiConfig::default() })
+            .await
+    }
+
+    async fn start_config(config: ApiConfig) -> Api {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn RunStore> = Arc::new(open_sqlite(dir.path().join(DB_FILE)).await.unwrap());
         let control = Arc::new(FakeControl::default());
@@ -74,7 +85,7 @@ impl Api {
         let shutdown = CancellationToken::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let config = ApiConfig { listen: addr, token: token.map(String::from), max_body: 1024 };
+        let config = ApiConfig { listen: addr, ..config };
         let server =
             tokio::spawn(serve(listener, config, control.clone(), store.clone(), metrics.clone(), shutdown.clone()));
         Api { addr, store, control, metrics, shutdown, server, _dir: dir }
@@ -287,6 +298,22 @@ async fn with_a_token_every_request_needs_it() {
 }
 
 #[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    // RFC 7235 §2.1: the auth-scheme is case-insensitive.
+    let api = Api::start(Some("s3cret")).await;
+    let client = reqwest::Client::new();
+    for scheme in ["bearer", "BEARER", "Bearer", "bEaReR"] {
+        let request = client.get(api.url("/healthz")).header("Authorization", format!("{scheme} s3cret"));
+        assert_eq!(api.send(request).await.0, 200, "scheme {scheme:?}");
+    }
+    let wrong = client.get(api.url("/healthz")).header("Authorization", "bearer wrong");
+    assert_eq!(api.send(wrong).await.0, 401);
+    let basic = client.get(api.url("/healthz")).header("Authorization", "Basic s3cret");
+    assert_eq!(api.send(basic).await.0, 401);
+    api.stop().await;
+}
+
+#[tokio::test]
 async fn an_oversized_body_is_413() {
     let api = Api::start(None).await;
     let client = reqwest::Client::new();
@@ -294,8 +321,9 @@ async fn an_oversized_body_is_413() {
     assert_eq!(status, 413);
     assert!(body["error"].is_string());
     // Chunked (no Content-Length) is held to the same limit: a raw request.
-    let mut raw = String::from(
-        "POST /trigger/a.toml HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    let mut raw = format!(
+        "POST /trigger/a.toml HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        api.addr
     );
     for _ in 0..8 {
         raw.push_str(&format!("200\r\n{}\r\n", "x".repeat(512)));
@@ -303,6 +331,95 @@ async fn an_oversized_body_is_413() {
     raw.push_str("0\r\n\r\n");
     assert!(raw_status(api.addr, &raw).await.starts_with("HTTP/1.1 413"));
     assert_eq!(api.send(client.post(api.url("/trigger/a.toml")).body("small")).await.0, 201);
+    api.stop().await;
+}
+
+/// A web page the user visits must not drive the loopback API: a browser's
+/// cross-origin POST carries `Origin` (and a text/plain one needs no
+/// preflight), a DNS-rebound name arrives as a foreign `Host`.
+#[tokio::test]
+async fn a_cross_origin_post_is_refused_and_nothing_is_triggered() {
+    let api = Api::start(None).await;
+    let client = reqwest::Client::new();
+    let evil = client
+        .post(api.url("/jobs/a.toml/trigger"))
+        .header("Origin", "http://evil.example")
+        .header("Content-Type", "text/plain")
+        .body("x");
+    let (status, body) = api.send(evil).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("Origin"), "{body}");
+    let (status, _) = api.send(client.post(api.url("/runs/7/cancel")).header("Origin", "null")).await;
+    assert_eq!(status, 403);
+    assert!(api.control.triggered.lock().unwrap().is_empty(), "triggered anyway");
+    // The CLI's way (no Origin) and a same-origin page still work.
+    assert_eq!(api.post("/jobs/a.toml/trigger").await.0, 201);
+    let same = client.post(api.url("/trigger/a.toml")).header("Origin", format!("http://{}", api.addr));
+    assert_eq!(api.send(same).await.0, 201);
+    let local =
+        client.post(api.url("/trigger/a.toml")).header("Origin", format!("http://localhost:{}", api.addr.port()));
+    assert_eq!(api.send(local).await.0, 201);
+    // A GET with an Origin reads nothing it could not read anyway.
+    assert_eq!(api.send(client.get(api.url("/healthz")).header("Origin", "http://evil.example")).await.0, 200);
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_foreign_host_is_refused() {
+    let api = Api::start(None).await;
+    let port = api.addr.port();
+    let request = |host: &str| format!("GET /runs HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let refused = raw_status(api.addr, &request(&format!("evil.example:{port}"))).await;
+    assert!(refused.starts_with("HTTP/1.1 421") || refused.starts_with("HTTP/1.1 403"), "{refused}");
+    assert!(raw_status(api.addr, &request("evil.example")).await.starts_with("HTTP/1.1 4"));
+    assert!(raw_status(api.addr, "GET /runs HTTP/1.0\r\n\r\n").await.starts_with("HTTP/1.0 4"));
+    assert!(raw_status(api.addr, &request(&api.addr.to_string())).await.starts_with("HTTP/1.1 200"));
+    assert!(raw_status(api.addr, &request(&format!("localhost:{port}"))).await.starts_with("HTTP/1.1 200"));
+    assert!(raw_status(api.addr, &request(&format!("LocalHost:{port}"))).await.starts_with("HTTP/1.1 200"));
+    assert!(raw_status(api.addr, &request(&format!("127.0.0.1:{}", port + 1))).await.starts_with("HTTP/1.1 4"));
+    api.stop().await;
+
+    // A configured name is allowed, with or without a port (a proxy in front).
+    let api = Api::start_with(None, vec!["gatherd.example".into()]).await;
+    assert!(raw_status(api.addr, &request("gatherd.example")).await.starts_with("HTTP/1.1 200"));
+    assert!(raw_status(api.addr, &request(&format!("gatherd.example:{port}"))).await.starts_with("HTTP/1.1 200"));
+    let trusted = reqwest::Client::new().post(api.url("/trigger/a.toml")).header("Origin", "https://gatherd.example");
+    assert_eq!(api.send(trusted).await.0, 201);
+    api.stop().await;
+}
+
+/// An idle connection (no request at all, or a kept-alive one) must not hold
+/// a file descriptor forever.
+#[tokio::test]
+async fn an_idle_connection_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let idle = Duration::from_millis(200);
+    let api = Api::start_config(ApiConfig { idle_timeout: idle, ..ApiConfig::default() }).await;
+    let mut silent = tokio::net::TcpStream::connect(api.addr).await.unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "a silent connection still open after 10 s (idle_timeout {idle:?})");
+    // Kept alive after an answer: closed too, once idle.
+    let mut kept = tokio::net::TcpStream::connect(api.addr).await.unwrap();
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", api.addr);
+    tokio::io::AsyncWriteExt::write_all(&mut kept, request.as_bytes()).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), kept.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "a kept-alive connection still open after 10 s");
+    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let api = Api::start_config(ApiConfig { max_connections: 1, ..ApiConfig::default() }).await;
+    let first = tokio::net::TcpStream::connect(api.addr).await.unwrap();
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", api.addr);
+    let second = tokio::spawn(async move { raw_status(api.addr, &request).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "a second connection was served while the only slot was taken");
+    drop(first);
+    let status = tokio::time::timeout(Duration::from_secs(10), second).await.unwrap().unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     api.stop().await;
 }
 
@@ -319,7 +436,8 @@ async fn raw_status(addr: std::net::SocketAddr, raw: &str) -> String {
 
 #[test]
 fn off_loopback_needs_a_token() {
-    let open = ApiConfig { listen: "0.0.0.0:7327".parse().unwrap(), token: None, max_body: 1024 };
+    let open =
+        ApiConfig { listen: "0.0.0.0:7327".parse().unwrap(), token: None, max_body: 1024, ..ApiConfig::default() };
     let err = check(&open).unwrap_err();
     assert_eq!(err, "the API listens on 0.0.0.0:7327, which is not loopback: set api_token (or listen on 127.0.0.1)");
     assert!(check(&ApiConfig { token: Some(String::new()), ..open.clone() }).is_err());
@@ -333,7 +451,8 @@ async fn serve_refuses_a_non_loopback_listener_without_a_token() {
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn RunStore> = Arc::new(open_sqlite(dir.path().join(DB_FILE)).await.unwrap());
-    let config = ApiConfig { listen: listener.local_addr().unwrap(), token: None, max_body: 1024 };
+    let config =
+        ApiConfig { listen: listener.local_addr().unwrap(), token: None, max_body: 1024, ..ApiConfig::default() };
     let served = serve(
         listener,
         config,

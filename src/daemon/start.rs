@@ -44,7 +44,8 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
     let api_config = ApiConfig {
         listen: opts.api_listen.unwrap_or_else(|| opts.config.api_listen()),
         token: opts.config.api_token.clone(),
-        max_body: crate::api::DEFAULT_MAX_BODY,
+        hosts: opts.config.api_hosts.clone(),
+        ..ApiConfig::default()
     };
     crate::api::check(&api_config).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(api_config.listen)
