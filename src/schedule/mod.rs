@@ -10,7 +10,8 @@
 //! Daylight saving time follows the Vixie cron / croner rules, which depend
 //! on the job's kind, read from its second, minute and hour fields:
 //! - a *fixed-time* job names its times (`30 2 * * *`, `0 0 9,17 * * *`,
-//!   `0 0-30 2 * * *`): no `*` and no `/` step in those three fields;
+//!   `0 0-30 2 * * *`): no `*` and no `/` step in those three fields (any
+//!   `/` counts, a step of one such as `2/1` too);
 //! - an *interval* job has a `*` or a step in at least one of them
 //!   (`*/10 * * * * *`, `0 * * * *`, `*/30 2 * * *`).
 //!
