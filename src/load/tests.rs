@@ -607,6 +607,19 @@ fn invalid_cron() {
 }
 
 #[test]
+fn cron_nicknames_load() {
+    for nick in ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"] {
+        let job = load(&format!("schedule = \"{nick}\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"));
+        assert!(matches!(job.trigger, Trigger::Cron { ref expr, .. } if expr == nick), "{nick}");
+    }
+}
+
+#[test]
+fn cron_reboot_nickname() {
+    insta::assert_snapshot!(render("schedule = \"@reboot\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"));
+}
+
+#[test]
 fn cron_with_wrong_field_count() {
     insta::assert_snapshot!(render("schedule = \"* * *\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"));
 }

@@ -390,6 +390,12 @@ fn read_cron(ctx: &mut Ctx, v: &Value<'_>) -> Option<String> {
             .help("fields: [second] minute hour day-of-month month day-of-week");
         return None;
     }
+    if expr.eq_ignore_ascii_case("@reboot") {
+        ctx.error(v.span(), "`@reboot` is not a schedule")
+            .label("a one-shot job needs no schedule")
+            .help("remove `schedule`: a job without `schedule` or `every` runs once when its file appears");
+        return None;
+    }
     match crate::schedule::parse_cron(expr) {
         Ok(_) => Some(expr.to_string()),
         Err(e) => {
