@@ -620,6 +620,17 @@ fn cron_reboot_nickname() {
 }
 
 #[test]
+fn every_below_the_floor() {
+    insta::assert_snapshot!(render("every = \"1ns\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"));
+}
+
+#[test]
+fn every_at_the_floor_loads() {
+    let job = load("every = \"100ms\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n");
+    assert_eq!(job.trigger, Trigger::Every(Duration::from_millis(100)));
+}
+
+#[test]
 fn cron_with_wrong_field_count() {
     insta::assert_snapshot!(render("schedule = \"* * *\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"));
 }
