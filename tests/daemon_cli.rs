@@ -752,3 +752,19 @@ fn after_kill_9_in_a_burst_every_run_that_started_is_in_the_history_as_interrupt
     d.barrier();
     assert_eq!(d.count(|l| l["message"] == "run started" && !is_barrier(l)), 0, "not retried: {}", d.dump());
 }
+
+#[test]
+fn an_unparsable_log_level_exits_2_with_a_message() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = gatherd()
+        .args(["daemon", "--jobs"])
+        .arg(dir.path())
+        .arg("--state")
+        .arg(dir.path())
+        .args(["--log-level", "gatherd=loud"])
+        .output()
+        .expect("gatherd runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("invalid log filter \"gatherd=loud\""), "{stderr}");
+}

@@ -30,15 +30,42 @@ fn stderr_is_journal() -> bool {
     stream.to_string_lossy() == format!("{}:{}", meta.dev(), meta.ino())
 }
 
-/// Installs the global subscriber.
-pub fn init(settings: LogSettings) {
-    let filter = settings
-        .level
-        .clone()
-        .map(EnvFilter::new)
-        .or_else(|| EnvFilter::try_from_default_env().ok())
-        .or_else(|| settings.config_level.clone().map(EnvFilter::new))
-        .unwrap_or_else(|| EnvFilter::new(settings.default_level));
+/// A log filter as written by a user: `EnvFilter` directives, except that
+/// journald's and syslog's level word `warning` means `warn` (tracing reads a
+/// bare `warning` as a target name, which silenced every log line). An
+/// unparsable filter is an error, never an empty filter.
+pub fn parse_filter(filter: &str) -> Result<EnvFilter, String> {
+    let directives: Vec<String> = filter
+        .split(',')
+        .map(|d| match d.trim().rsplit_once('=') {
+            Some((target, level)) if level.trim().eq_ignore_ascii_case("warning") => format!("{target}=warn"),
+            None if d.trim().eq_ignore_ascii_case("warning") => "warn".to_string(),
+            _ => d.to_string(),
+        })
+        .collect();
+    EnvFilter::builder()
+        .parse(directives.join(","))
+        .map_err(|e| format!("invalid log filter \"{filter}\": {e} (or directives such as \"info,gatherd=debug\")"))
+}
+
+/// Installs the global subscriber. An unparsable `--log-level` or config
+/// `log_level` is reported on stderr and gives the exit code to stop with
+/// (2, invalid input), rather than running with no logs. A bad `RUST_LOG`
+/// is passed over, as before, for the next source.
+pub fn init(settings: LogSettings) -> Result<(), std::process::ExitCode> {
+    let given = |filter: Option<&String>| -> Result<Option<EnvFilter>, std::process::ExitCode> {
+        filter.map(|f| parse_filter(f)).transpose().map_err(|e| {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(super::exit::INVALID)
+        })
+    };
+    let filter = match given(settings.level.as_ref())? {
+        Some(filter) => filter,
+        None => match std::env::var("RUST_LOG").ok().and_then(|f| parse_filter(&f).ok()) {
+            Some(filter) => filter,
+            None => given(settings.config_level.as_ref())?.unwrap_or_else(|| EnvFilter::new(settings.default_level)),
+        },
+    };
     let format = settings.format.unwrap_or(if stderr_is_journal() { LogFormat::Journald } else { LogFormat::Pretty });
     let registry = tracing_subscriber::registry().with(filter);
     match format {
@@ -61,5 +88,29 @@ pub fn init(settings: LogSettings) {
                 tracing::warn!("cannot reach the journal ({e}); logging to stderr");
             }
         },
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warning_is_read_as_warn() {
+        for (given, read) in [
+            ("warning", "warn"),
+            ("WARNING", "warn"),
+            ("gatherd=warning", "gatherd=warn"),
+            ("info,gatherd::daemon=Warning", "gatherd::daemon=warn,info"),
+        ] {
+            assert_eq!(parse_filter(given).map(|f| f.to_string()), Ok(read.to_string()), "{given}");
+        }
+    }
+
+    #[test]
+    fn an_unparsable_filter_is_an_error() {
+        let err = parse_filter("gatherd=loud").map(|f| f.to_string()).unwrap_err();
+        assert!(err.contains("gatherd=loud"), "{err}");
     }
 }
