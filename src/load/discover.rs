@@ -20,21 +20,50 @@ pub struct DiscoverError {
     pub source: std::io::Error,
 }
 
+/// What a walk found: the job files, and the entries that look like job
+/// files but cannot be one, each with why (never skipped in silence).
+#[derive(Debug, Default)]
+pub struct Discovered {
+    /// The job files, sorted per folder given.
+    pub files: Vec<PathBuf>,
+    /// Job-looking entries refused.
+    pub refused: Vec<Refused>,
+}
+
+/// An entry that looks like a job file but is not loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {reason}", path.display())]
+pub struct Refused {
+    /// The entry (shown lossily when not text).
+    pub path: PathBuf,
+    /// Why it is not loaded.
+    pub reason: &'static str,
+}
+
 /// The job files at `paths`: a file is taken as given (whatever its name);
 /// a folder gives every `*.toml` and `*.rhai` inside it, recursively, sorted by path,
 /// skipping dotfiles, dot-folders and editor temp files ([`is_ignored_name`]).
+/// What is refused (see [`discover_all`]) is left out.
 pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, DiscoverError> {
-    let mut out = Vec::new();
+    discover_all(paths).map(|found| found.files)
+}
+
+/// [`discover`], with the entries refused: a job file or folder whose name
+/// is not UTF-8 (a job's name is its path, which must be text).
+pub fn discover_all(paths: &[PathBuf]) -> Result<Discovered, DiscoverError> {
+    let mut out = Discovered::default();
     for path in paths {
         let meta = std::fs::metadata(path).map_err(|source| DiscoverError { path: path.clone(), source })?;
         if meta.is_dir() {
-            let mut found = Vec::new();
+            let mut found = Discovered::default();
             let mut seen = HashSet::new();
             walk(path, &mut found, &mut seen)?;
-            found.sort();
-            out.extend(found);
+            found.files.sort();
+            found.refused.sort_by(|a, b| a.path.cmp(&b.path));
+            out.files.extend(found.files);
+            out.refused.extend(found.refused);
         } else {
-            out.push(path.clone());
+            out.files.push(path.clone());
         }
     }
     Ok(out)
@@ -53,7 +82,7 @@ pub fn is_ignored_name(name: &str) -> bool {
 
 /// Collects `*.toml` and `*.rhai` under `dir`; `seen` holds folders already walked, so a
 /// symlink loop ends.
-fn walk(dir: &Path, found: &mut Vec<PathBuf>, seen: &mut HashSet<PathBuf>) -> Result<(), DiscoverError> {
+fn walk(dir: &Path, found: &mut Discovered, seen: &mut HashSet<PathBuf>) -> Result<(), DiscoverError> {
     let err = |source| DiscoverError { path: dir.to_path_buf(), source };
     let canonical = std::fs::canonicalize(dir).map_err(err)?;
     if !seen.insert(canonical) {
@@ -66,7 +95,18 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>, seen: &mut HashSet<PathBuf>) -> Re
     for entry in entries {
         let name = entry.file_name();
         let Some(name) = name.to_str() else {
-            continue; // a job's name must be text
+            // A job's name must be text; say so for what would be a job or hold jobs.
+            let lossy = name.to_string_lossy();
+            let path = entry.path();
+            let job_like =
+                JobFormat::of(lossy.as_ref()).is_some() || std::fs::metadata(&path).is_ok_and(|m| m.is_dir());
+            if job_like && !is_ignored_name(&lossy) {
+                found.refused.push(Refused {
+                    path,
+                    reason: "the name is not valid UTF-8 and a job's name must be text; rename it",
+                });
+            }
+            continue;
         };
         if is_ignored_name(name) {
             continue;
@@ -79,7 +119,7 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>, seen: &mut HashSet<PathBuf>) -> Re
         if meta.is_dir() {
             walk(&path, found, seen)?;
         } else if meta.is_file() && JobFormat::of(name).is_some() {
-            found.push(path);
+            found.files.push(path);
         }
     }
     Ok(())
@@ -132,6 +172,23 @@ mod tests {
         let f = dir.path().join("job.txt");
         std::fs::write(&f, "").unwrap();
         assert_eq!(discover(std::slice::from_ref(&f)).unwrap(), [f]);
+    }
+
+    #[test]
+    fn a_job_file_whose_name_is_not_text_is_refused_not_skipped() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("a.toml"), "").unwrap();
+        let bad = d.join(std::ffi::OsStr::from_bytes(b"caf\xe9.toml"));
+        std::fs::write(&bad, "").unwrap();
+        std::fs::write(d.join(std::ffi::OsStr::from_bytes(b"notes\xe9.txt")), "").unwrap();
+        let found = discover_all(&[d.to_path_buf()]).unwrap();
+        assert_eq!(found.files, [d.join("a.toml")]);
+        assert_eq!(found.refused.len(), 1, "{:?}", found.refused);
+        assert_eq!(found.refused[0].path, bad);
+        let message = found.refused[0].to_string();
+        assert!(message.contains("caf\u{fffd}.toml") && message.contains("not valid UTF-8"), "{message}");
     }
 
     #[test]
