@@ -20,7 +20,7 @@ pub struct CheckArgs {
 
 /// Checks every file; exit 1 if any is invalid (or a path can't be read).
 pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
-    let found = load::discover_all(&args.paths).context("cannot list the job files")?;
+    let found = load::discover_confined(&args.paths).context("cannot list the job files")?;
     let files = found.files;
     let color = std::io::stderr().is_terminal();
     let mut invalid = 0;

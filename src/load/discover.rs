@@ -40,6 +40,15 @@ pub struct Refused {
     pub reason: &'static str,
 }
 
+/// [`discover_all`] for `gatherd check`, which runs as whoever asks (root,
+/// say) and prints a caret excerpt of each bad file: inside a folder given,
+/// a symlink (to a file or a folder) whose target is outside that folder is
+/// refused, so no line of the target is ever read. A file named on the
+/// command line is still taken as given.
+pub fn discover_confined(paths: &[PathBuf]) -> Result<Discovered, DiscoverError> {
+    discover_paths(paths, true)
+}
+
 /// The job files at `paths`: a file is taken as given (whatever its name);
 /// a folder gives every `*.toml` and `*.rhai` inside it, recursively, sorted by path,
 /// skipping dotfiles, dot-folders and editor temp files ([`is_ignored_name`]).
@@ -51,13 +60,23 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, DiscoverError> {
 /// [`discover`], with the entries refused: a job file or folder whose name
 /// is not UTF-8 (a job's name is its path, which must be text).
 pub fn discover_all(paths: &[PathBuf]) -> Result<Discovered, DiscoverError> {
+    discover_paths(paths, false)
+}
+
+/// [`discover_all`], refusing symlinks out of each folder when `confine`.
+fn discover_paths(paths: &[PathBuf], confine: bool) -> Result<Discovered, DiscoverError> {
     let mut out = Discovered::default();
     for path in paths {
         let meta = std::fs::metadata(path).map_err(|source| DiscoverError { path: path.clone(), source })?;
         if meta.is_dir() {
             let mut found = Discovered::default();
             let mut seen = HashSet::new();
-            walk(path, &mut found, &mut seen)?;
+            let root = if confine {
+                Some(std::fs::canonicalize(path).map_err(|source| DiscoverError { path: path.clone(), source })?)
+            } else {
+                None
+            };
+            walk(path, root.as_deref(), &mut found, &mut seen)?;
             found.files.sort();
             found.refused.sort_by(|a, b| a.path.cmp(&b.path));
             out.files.extend(found.files);
@@ -81,8 +100,14 @@ pub fn is_ignored_name(name: &str) -> bool {
 }
 
 /// Collects `*.toml` and `*.rhai` under `dir`; `seen` holds folders already walked, so a
-/// symlink loop ends.
-fn walk(dir: &Path, found: &mut Discovered, seen: &mut HashSet<PathBuf>) -> Result<(), DiscoverError> {
+/// symlink loop ends. With `root` (canonical), a symlink whose target is
+/// outside it is refused.
+fn walk(
+    dir: &Path,
+    root: Option<&Path>,
+    found: &mut Discovered,
+    seen: &mut HashSet<PathBuf>,
+) -> Result<(), DiscoverError> {
     let err = |source| DiscoverError { path: dir.to_path_buf(), source };
     let canonical = std::fs::canonicalize(dir).map_err(err)?;
     if !seen.insert(canonical) {
@@ -116,8 +141,20 @@ fn walk(dir: &Path, found: &mut Discovered, seen: &mut HashSet<PathBuf>) -> Resu
         let Ok(meta) = std::fs::metadata(&path) else {
             continue;
         };
+        let job_like = meta.is_dir() || (meta.is_file() && JobFormat::of(name).is_some());
+        if let Some(root) = root
+            && job_like
+            && entry.file_type().is_ok_and(|t| t.is_symlink())
+            && !std::fs::canonicalize(&path).is_ok_and(|target| target.starts_with(root))
+        {
+            found.refused.push(Refused {
+                path,
+                reason: "a symlink to outside the folder; `check` does not follow it (name the target itself to check it)",
+            });
+            continue;
+        }
         if meta.is_dir() {
-            walk(&path, found, seen)?;
+            walk(&path, root, found, seen)?;
         } else if meta.is_file() && JobFormat::of(name).is_some() {
             found.files.push(path);
         }
@@ -189,6 +226,28 @@ mod tests {
         assert_eq!(found.refused[0].path, bad);
         let message = found.refused[0].to_string();
         assert!(message.contains("caf\u{fffd}.toml") && message.contains("not valid UTF-8"), "{message}");
+    }
+
+    #[test]
+    fn a_confined_walk_refuses_symlinks_out_of_the_folder() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.toml"), "").unwrap();
+        std::fs::create_dir(outside.path().join("more")).unwrap();
+        std::fs::write(outside.path().join("more/x.toml"), "").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        std::fs::write(d.join("sub/a.toml"), "").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.toml"), d.join("link.toml")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("more"), d.join("more")).unwrap();
+        std::os::unix::fs::symlink(d.join("sub/a.toml"), d.join("inside.toml")).unwrap();
+        let found = discover_confined(&[d.to_path_buf()]).unwrap();
+        assert_eq!(found.files, [d.join("inside.toml"), d.join("sub/a.toml")]);
+        let refused: Vec<_> = found.refused.iter().map(|r| r.path.clone()).collect();
+        assert_eq!(refused, [d.join("link.toml"), d.join("more")]);
+        assert!(found.refused[0].to_string().contains("outside the folder"), "{}", found.refused[0]);
+        // The daemon's scan still follows them.
+        assert_eq!(discover(&[d.to_path_buf()]).unwrap().len(), 4);
     }
 
     #[test]
