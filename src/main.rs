@@ -13,7 +13,9 @@ const ABANDONED_THREADS_GRACE: std::time::Duration = std::time::Duration::from_s
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
-    cli::logging::init(cli.log_settings());
+    if let Err(code) = cli::logging::init(cli.log_settings()) {
+        return code;
+    }
     // Blocking-pool threads run `script` steps and `to_thread` closures (Rhai,
     // which recurses deeply): give them the stack a script thread gets.
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(16 * 1024 * 1024).build();

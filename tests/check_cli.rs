@@ -180,3 +180,32 @@ fn check_runs_nothing() {
     assert_eq!(output.status.code(), Some(0));
     assert!(!dir.path().join("touched").exists());
 }
+
+#[test]
+fn a_job_file_whose_name_is_not_text_is_invalid() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(dir.path(), "a.toml", STEP_A);
+    std::fs::write(dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9.toml")), STEP_A).expect("write");
+    let output = gatherd().arg("check").arg(dir.path()).output().expect("runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("invalid ") && stdout.contains("caf\u{fffd}.toml"), "{stdout}");
+    assert!(stderr.contains("not valid UTF-8"), "{stderr}");
+    assert!(stderr.contains("1 of 2 job files invalid"), "{stderr}");
+}
+
+#[test]
+fn a_symlink_out_of_the_folder_is_refused_and_its_content_never_printed() {
+    let outside = tempfile::tempdir().expect("temp dir");
+    let secret = write(outside.path(), "secret.toml", "root:SECRET-HASH:19000:0:99999:7:::\n");
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(dir.path(), "a.toml", STEP_A);
+    std::os::unix::fs::symlink(&secret, dir.path().join("shadow.toml")).expect("symlink");
+    let output = gatherd().arg("check").arg(dir.path()).output().expect("runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("SECRET") && !stderr.contains("SECRET"), "{stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("invalid {}", dir.path().join("shadow.toml").display())), "{stdout}");
+    assert!(stderr.contains("outside the folder"), "{stderr}");
+}

@@ -822,3 +822,19 @@ fn a_blocking_read_stuck_on_a_fifo_does_not_keep_the_daemon_from_exiting() {
     let (code, lines) = d.stop();
     assert_eq!(code, Some(0), "the daemon did not exit after SIGTERM: {lines:#?}");
 }
+
+#[test]
+fn an_unparsable_log_level_exits_2_with_a_message() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = gatherd()
+        .args(["daemon", "--jobs"])
+        .arg(dir.path())
+        .arg("--state")
+        .arg(dir.path())
+        .args(["--log-level", "gatherd=loud"])
+        .output()
+        .expect("gatherd runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("invalid log filter \"gatherd=loud\""), "{stderr}");
+}

@@ -20,9 +20,15 @@ pub struct CheckArgs {
 
 /// Checks every file; exit 1 if any is invalid (or a path can't be read).
 pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
-    let files = load::discover(&args.paths).context("cannot list the job files")?;
+    let found = load::discover_confined(&args.paths).context("cannot list the job files")?;
+    let files = found.files;
     let color = std::io::stderr().is_terminal();
     let mut invalid = 0;
+    for refused in &found.refused {
+        invalid += 1;
+        println!("invalid {}", refused.path.display());
+        eprintln!("error: {refused}");
+    }
     for file in &files {
         match load::load_file(file) {
             Ok(job) => match job.root.step_count() {
@@ -38,11 +44,11 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
             }
         }
     }
-    if files.is_empty() {
+    if files.is_empty() && found.refused.is_empty() {
         anyhow::bail!("no job files found in {}", display_paths(&args.paths));
     }
     if invalid > 0 {
-        eprintln!("{invalid} of {} job files invalid", files.len());
+        eprintln!("{invalid} of {} job files invalid", files.len() + found.refused.len());
         Ok(exit::FAILED)
     } else {
         Ok(exit::OK)

@@ -20,21 +20,69 @@ pub struct DiscoverError {
     pub source: std::io::Error,
 }
 
+/// What a walk found: the job files, and the entries that look like job
+/// files but cannot be one, each with why (never skipped in silence).
+#[derive(Debug, Default)]
+pub struct Discovered {
+    /// The job files, sorted per folder given.
+    pub files: Vec<PathBuf>,
+    /// Job-looking entries refused.
+    pub refused: Vec<Refused>,
+}
+
+/// An entry that looks like a job file but is not loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {reason}", path.display())]
+pub struct Refused {
+    /// The entry (shown lossily when not text).
+    pub path: PathBuf,
+    /// Why it is not loaded.
+    pub reason: &'static str,
+}
+
+/// [`discover_all`] for `gatherd check`, which runs as whoever asks (root,
+/// say) and prints a caret excerpt of each bad file: inside a folder given,
+/// a symlink (to a file or a folder) whose target is outside that folder is
+/// refused, so no line of the target is ever read. A file named on the
+/// command line is still taken as given.
+pub fn discover_confined(paths: &[PathBuf]) -> Result<Discovered, DiscoverError> {
+    discover_paths(paths, true)
+}
+
 /// The job files at `paths`: a file is taken as given (whatever its name);
 /// a folder gives every `*.toml` and `*.rhai` inside it, recursively, sorted by path,
 /// skipping dotfiles, dot-folders and editor temp files ([`is_ignored_name`]).
+/// What is refused (see [`discover_all`]) is left out.
 pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, DiscoverError> {
-    let mut out = Vec::new();
+    discover_all(paths).map(|found| found.files)
+}
+
+/// [`discover`], with the entries refused: a job file or folder whose name
+/// is not UTF-8 (a job's name is its path, which must be text).
+pub fn discover_all(paths: &[PathBuf]) -> Result<Discovered, DiscoverError> {
+    discover_paths(paths, false)
+}
+
+/// [`discover_all`], refusing symlinks out of each folder when `confine`.
+fn discover_paths(paths: &[PathBuf], confine: bool) -> Result<Discovered, DiscoverError> {
+    let mut out = Discovered::default();
     for path in paths {
         let meta = std::fs::metadata(path).map_err(|source| DiscoverError { path: path.clone(), source })?;
         if meta.is_dir() {
-            let mut found = Vec::new();
+            let mut found = Discovered::default();
             let mut seen = HashSet::new();
-            walk(path, &mut found, &mut seen)?;
-            found.sort();
-            out.extend(found);
+            let root = if confine {
+                Some(std::fs::canonicalize(path).map_err(|source| DiscoverError { path: path.clone(), source })?)
+            } else {
+                None
+            };
+            walk(path, root.as_deref(), &mut found, &mut seen)?;
+            found.files.sort();
+            found.refused.sort_by(|a, b| a.path.cmp(&b.path));
+            out.files.extend(found.files);
+            out.refused.extend(found.refused);
         } else {
-            out.push(path.clone());
+            out.files.push(path.clone());
         }
     }
     Ok(out)
@@ -52,8 +100,14 @@ pub fn is_ignored_name(name: &str) -> bool {
 }
 
 /// Collects `*.toml` and `*.rhai` under `dir`; `seen` holds folders already walked, so a
-/// symlink loop ends.
-fn walk(dir: &Path, found: &mut Vec<PathBuf>, seen: &mut HashSet<PathBuf>) -> Result<(), DiscoverError> {
+/// symlink loop ends. With `root` (canonical), a symlink whose target is
+/// outside it is refused.
+fn walk(
+    dir: &Path,
+    root: Option<&Path>,
+    found: &mut Discovered,
+    seen: &mut HashSet<PathBuf>,
+) -> Result<(), DiscoverError> {
     let err = |source| DiscoverError { path: dir.to_path_buf(), source };
     let canonical = std::fs::canonicalize(dir).map_err(err)?;
     if !seen.insert(canonical) {
@@ -66,7 +120,18 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>, seen: &mut HashSet<PathBuf>) -> Re
     for entry in entries {
         let name = entry.file_name();
         let Some(name) = name.to_str() else {
-            continue; // a job's name must be text
+            // A job's name must be text; say so for what would be a job or hold jobs.
+            let lossy = name.to_string_lossy();
+            let path = entry.path();
+            let job_like =
+                JobFormat::of(lossy.as_ref()).is_some() || std::fs::metadata(&path).is_ok_and(|m| m.is_dir());
+            if job_like && !is_ignored_name(&lossy) {
+                found.refused.push(Refused {
+                    path,
+                    reason: "the name is not valid UTF-8 and a job's name must be text; rename it",
+                });
+            }
+            continue;
         };
         if is_ignored_name(name) {
             continue;
@@ -76,10 +141,22 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>, seen: &mut HashSet<PathBuf>) -> Re
         let Ok(meta) = std::fs::metadata(&path) else {
             continue;
         };
+        let job_like = meta.is_dir() || (meta.is_file() && JobFormat::of(name).is_some());
+        if let Some(root) = root
+            && job_like
+            && entry.file_type().is_ok_and(|t| t.is_symlink())
+            && !std::fs::canonicalize(&path).is_ok_and(|target| target.starts_with(root))
+        {
+            found.refused.push(Refused {
+                path,
+                reason: "a symlink to outside the folder; `check` does not follow it (name the target itself to check it)",
+            });
+            continue;
+        }
         if meta.is_dir() {
-            walk(&path, found, seen)?;
+            walk(&path, root, found, seen)?;
         } else if meta.is_file() && JobFormat::of(name).is_some() {
-            found.push(path);
+            found.files.push(path);
         }
     }
     Ok(())
@@ -132,6 +209,45 @@ mod tests {
         let f = dir.path().join("job.txt");
         std::fs::write(&f, "").unwrap();
         assert_eq!(discover(std::slice::from_ref(&f)).unwrap(), [f]);
+    }
+
+    #[test]
+    fn a_job_file_whose_name_is_not_text_is_refused_not_skipped() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("a.toml"), "").unwrap();
+        let bad = d.join(std::ffi::OsStr::from_bytes(b"caf\xe9.toml"));
+        std::fs::write(&bad, "").unwrap();
+        std::fs::write(d.join(std::ffi::OsStr::from_bytes(b"notes\xe9.txt")), "").unwrap();
+        let found = discover_all(&[d.to_path_buf()]).unwrap();
+        assert_eq!(found.files, [d.join("a.toml")]);
+        assert_eq!(found.refused.len(), 1, "{:?}", found.refused);
+        assert_eq!(found.refused[0].path, bad);
+        let message = found.refused[0].to_string();
+        assert!(message.contains("caf\u{fffd}.toml") && message.contains("not valid UTF-8"), "{message}");
+    }
+
+    #[test]
+    fn a_confined_walk_refuses_symlinks_out_of_the_folder() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.toml"), "").unwrap();
+        std::fs::create_dir(outside.path().join("more")).unwrap();
+        std::fs::write(outside.path().join("more/x.toml"), "").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        std::fs::write(d.join("sub/a.toml"), "").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.toml"), d.join("link.toml")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("more"), d.join("more")).unwrap();
+        std::os::unix::fs::symlink(d.join("sub/a.toml"), d.join("inside.toml")).unwrap();
+        let found = discover_confined(&[d.to_path_buf()]).unwrap();
+        assert_eq!(found.files, [d.join("inside.toml"), d.join("sub/a.toml")]);
+        let refused: Vec<_> = found.refused.iter().map(|r| r.path.clone()).collect();
+        assert_eq!(refused, [d.join("link.toml"), d.join("more")]);
+        assert!(found.refused[0].to_string().contains("outside the folder"), "{}", found.refused[0]);
+        // The daemon's scan still follows them.
+        assert_eq!(discover(&[d.to_path_buf()]).unwrap().len(), 4);
     }
 
     #[test]

@@ -43,7 +43,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use diagnostic::{Diagnostic, LoadError};
-pub use discover::{DiscoverError, discover, is_ignored_name};
+pub use discover::{DiscoverError, Discovered, Refused, discover, discover_all, discover_confined, is_ignored_name};
 pub(crate) use limits::check_limits;
 
 use crate::job::{Job, JobFormat};

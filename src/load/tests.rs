@@ -607,6 +607,30 @@ fn invalid_cron() {
 }
 
 #[test]
+fn cron_nicknames_load() {
+    for nick in ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"] {
+        let job = load(&format!("schedule = \"{nick}\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"));
+        assert!(matches!(job.trigger, Trigger::Cron { ref expr, .. } if expr == nick), "{nick}");
+    }
+}
+
+#[test]
+fn cron_reboot_nickname() {
+    insta::assert_snapshot!(render("schedule = \"@reboot\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"));
+}
+
+#[test]
+fn every_below_the_floor() {
+    insta::assert_snapshot!(render("every = \"1ns\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"));
+}
+
+#[test]
+fn every_at_the_floor_loads() {
+    let job = load("every = \"100ms\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n");
+    assert_eq!(job.trigger, Trigger::Every(Duration::from_millis(100)));
+}
+
+#[test]
 fn cron_with_wrong_field_count() {
     insta::assert_snapshot!(render("schedule = \"* * *\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"));
 }

@@ -375,9 +375,28 @@ pub(crate) fn read_settings(ctx: &mut Ctx, doc: &DeTable<'_>, job: &mut Job) {
     if let Some(expr) = schedule.and_then(|(_, v)| read_cron(ctx, v)) {
         job.trigger = Trigger::Cron { expr, timezone: tz };
     }
-    if let Some(d) = every.and_then(|(_, v)| ctx.duration("every", v, false)) {
+    if let Some(d) = every.and_then(|(_, v)| read_every(ctx, v)) {
         job.trigger = Trigger::Every(d);
     }
+}
+
+/// The shortest `every` a job may have. Each fire is a run with its own log
+/// lines and history row; 100 ms keeps one job to ten runs a second, well
+/// below what floods the log and the store (`"1ns"` made 420 runs a second),
+/// while the daemon's own tests still tick fast. A finer loop belongs inside
+/// one run (a script's `sleep`).
+const MIN_EVERY: Duration = Duration::from_millis(100);
+
+/// `every = "..."`: a duration of at least [`MIN_EVERY`].
+fn read_every(ctx: &mut Ctx, v: &Value<'_>) -> Option<Duration> {
+    let d = ctx.duration("every", v, false)?;
+    if d < MIN_EVERY {
+        ctx.error(v.span(), format!("`every` must be at least {}", humantime::format_duration(MIN_EVERY)))
+            .label(format!("{} is below the floor", humantime::format_duration(d)))
+            .help("a job runs at most ten times a second; for a faster loop, loop inside one run");
+        return None;
+    }
+    Some(d)
 }
 
 /// `schedule = "..."`: 5 fields, or 6 with seconds first; `@daily` and the like.
@@ -388,6 +407,12 @@ fn read_cron(ctx: &mut Ctx, v: &Value<'_>) -> Option<String> {
         ctx.error(v.span(), format!("a cron schedule has 5 or 6 fields; this one has {fields}"))
             .label("expected e.g. \"*/10 * * * *\"")
             .help("fields: [second] minute hour day-of-month month day-of-week");
+        return None;
+    }
+    if expr.eq_ignore_ascii_case("@reboot") {
+        ctx.error(v.span(), "`@reboot` is not a schedule")
+            .label("a one-shot job needs no schedule")
+            .help("remove `schedule`: a job without `schedule` or `every` runs once when its file appears");
         return None;
     }
     match crate::schedule::parse_cron(expr) {

@@ -44,12 +44,17 @@ impl CronRule {
     }
 }
 
-/// Whether the job names its times: no `*` and no step in the second,
+/// Whether the job names its times: no `*` and no `/` step in the second,
 /// minute and hour fields (Vixie cron's rule; croner's own counts a list as
-/// an interval).
+/// an interval). Any `/` counts, even `2/1`: croner keeps no step of one,
+/// so the fields' text is read for it.
 fn is_fixed_time(cron: &Cron) -> bool {
     let p = &cron.pattern;
-    [&p.seconds, &p.minutes, &p.hours].iter().all(|field| !field.from_wildcard && field.step <= 1)
+    let fields: Vec<&str> = cron.as_str().split_whitespace().collect();
+    // Six fields have seconds first; a nickname is one word with no `/`.
+    let time_fields = if fields.len() == 6 { 3 } else { 2 };
+    let stepped = fields.iter().take(time_fields).any(|field| field.contains('/'));
+    !stepped && [&p.seconds, &p.minutes, &p.hours].iter().all(|field| !field.from_wildcard && field.step <= 1)
 }
 
 /// The first fire of `cron` in `tz` strictly after `after`.
@@ -163,6 +168,27 @@ mod tests {
         assert!(!fixed("@hourly"));
         assert!(!fixed("*/30 2 * * *"));
         assert!(!fixed("0 0 0-23/2 * * *"));
+    }
+
+    #[test]
+    fn any_step_makes_a_field_interval_like_even_a_step_of_one() {
+        assert!(!fixed("30 2/1 28 3 *"), "30 2/1 28 3 *");
+        assert!(!fixed("30/1 2 * * *"), "30/1 2 * * *");
+        assert!(!fixed("0 30 2-4/1 * * *"), "0 30 2-4/1 * * *");
+        assert!(!fixed("5/1 30 2 * * *"), "5/1 30 2 * * *");
+        // A step in the date fields does not make the time interval-like.
+        assert!(fixed("30 2 1/1 * *"), "30 2 1/1 * *");
+    }
+
+    #[test]
+    fn a_step_of_one_in_the_spring_gap_is_skipped_like_an_interval() {
+        // Berlin springs forward at 2026-03-29 02:00 CET (01:00 UTC): 02:30
+        // does not exist; an interval job goes on at 03:30 CEST, where a
+        // fixed-time job would run at 03:00.
+        let cron = parse_cron("30 2/1 29 3 *").unwrap();
+        let rule = CronRule::new(cron, Some(chrono_tz::Europe::Berlin));
+        let from = "2026-03-29T00:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(rule.next_after(from), Some("2026-03-29T01:30:00Z".parse::<DateTime<Utc>>().unwrap()));
     }
 
     /// The fires in `(from, to]` by the rules of the module doc, found the

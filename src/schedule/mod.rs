@@ -10,7 +10,8 @@
 //! Daylight saving time follows the Vixie cron / croner rules, which depend
 //! on the job's kind, read from its second, minute and hour fields:
 //! - a *fixed-time* job names its times (`30 2 * * *`, `0 0 9,17 * * *`,
-//!   `0 0-30 2 * * *`): no `*` and no `/` step in those three fields;
+//!   `0 0-30 2 * * *`): no `*` and no `/` step in those three fields (any
+//!   `/` counts, a step of one such as `2/1` too);
 //! - an *interval* job has a `*` or a step in at least one of them
 //!   (`*/10 * * * * *`, `0 * * * *`, `*/30 2 * * *`).
 //!
@@ -63,11 +64,27 @@ pub use jitter::stable_jitter;
 use crate::job::Trigger;
 
 /// Parses a cron expression the one way gatherd reads them: 5 fields, or 6
-/// with seconds first; no year field; `@daily` and the other nicknames.
+/// with seconds first; no year field; the nicknames croniter and Debian cron
+/// accept (`@yearly`, `@annually`, `@monthly`, `@weekly`, `@daily`,
+/// `@midnight`, `@hourly`, in any case). `@reboot` is refused: a job with no
+/// `schedule` already runs once when its file appears.
 ///
 /// The loader validates `schedule` with this and [`Schedule`] runs it, so a
 /// job that loads always schedules.
 pub fn parse_cron(expr: &str) -> Result<croner::Cron, croner::errors::CronError> {
+    let expr = expr.trim();
+    let expr = if expr.eq_ignore_ascii_case("@midnight") {
+        // croner knows every other nickname, not this one.
+        "@daily"
+    } else if expr.eq_ignore_ascii_case("@reboot") {
+        return Err(croner::errors::CronError::InvalidPattern(
+            "`@reboot` is not a schedule; remove `schedule` to make a one-shot job, which runs once when \
+             its file appears"
+                .to_string(),
+        ));
+    } else {
+        expr
+    };
     croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Optional)
         .year(croner::parser::Year::Disallowed)

@@ -81,6 +81,29 @@ fn nicknames_fields_and_names_parse_like_in_the_loader() {
 }
 
 #[test]
+fn every_cron_nickname_parses() {
+    let monday_noon = at("2026-05-04T12:00:00Z");
+    for (nick, next) in [
+        ("@yearly", "2027-01-01T00:00:00Z"),
+        ("@annually", "2027-01-01T00:00:00Z"),
+        ("@monthly", "2026-06-01T00:00:00Z"),
+        ("@weekly", "2026-05-10T00:00:00Z"),
+        ("@daily", "2026-05-05T00:00:00Z"),
+        ("@midnight", "2026-05-05T00:00:00Z"),
+        ("@Midnight", "2026-05-05T00:00:00Z"),
+        ("@hourly", "2026-05-04T13:00:00Z"),
+    ] {
+        assert_eq!(cron(nick, Some(Tz::UTC)).next_after(monday_noon), Some(at(next)), "{nick}");
+    }
+}
+
+#[test]
+fn reboot_is_refused_with_the_one_shot_job_instead() {
+    let err = parse_cron("@reboot").map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("one-shot job"), "{err}");
+}
+
+#[test]
 fn cron_times_are_wall_times_in_the_timezone() {
     let s = berlin("0 9 * * *");
     // CET (+01:00) in winter, CEST (+02:00) in summer.

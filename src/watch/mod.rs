@@ -108,7 +108,11 @@ pub fn scan(root: &Path) -> Result<Vec<JobId>, WatchError> {
     if !meta.is_dir() {
         return Err(WatchError::NotAFolder { path: root.to_path_buf() });
     }
-    let files = crate::load::discover(&[root.to_path_buf()])?;
+    let found = crate::load::discover_all(&[root.to_path_buf()])?;
+    for refused in &found.refused {
+        tracing::warn!(path = %refused.path.display(), "job file not loaded: {}", refused.reason);
+    }
+    let files = found.files;
     let mut ids: Vec<JobId> = files.iter().filter_map(|f| JobId::from_path(root, f)).collect();
     ids.sort();
     ids.dedup();
