@@ -211,3 +211,41 @@ fn human_output_lists_steps_and_draws_a_timeline() {
     assert!(stdout.contains("timeline"), "{stdout}");
     assert!(stdout.lines().filter(|l| l.contains('|') && l.contains('#')).count() >= 3, "{stdout}");
 }
+
+/// Runs `gatherd run FILE --json`, killing it if it is still going after `limit`.
+fn run_json_within(file: &std::path::Path, limit: Duration) -> (i32, serde_json::Value) {
+    let mut child = gatherd()
+        .arg("run")
+        .arg(file)
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("gatherd runs");
+    let finished = eventually(limit, || child.try_wait().ok().flatten().is_some());
+    if !finished {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("gatherd run was still going after {limit:?}");
+    }
+    let output = child.wait_with_output().expect("output");
+    let doc = serde_json::from_slice(&output.stdout).expect("one JSON document");
+    (output.status.code().unwrap_or(-1), doc)
+}
+
+#[test]
+fn a_runaway_template_fails_its_step_with_the_budget_error() {
+    let dir = tempfile::tempdir().expect("temp");
+    let file = write(
+        dir.path(),
+        "runaway.toml",
+        "[[group]]\nname = \"main\"\nsequence = [\"list\", \"huge\"]\n\n\
+         [[step]]\nname = \"list\"\nscript = \"let a = []; for i in 0..1000 { a.push(i); } a\"\n\n\
+         [[step]]\nname = \"huge\"\nshell = \"echo {% for a in steps.list.output %}{% for b in steps.list.output %}\
+         {% for c in steps.list.output %}x{% endfor %}{% endfor %}{% endfor %}\"\n",
+    );
+    let (code, doc) = run_json_within(&file, Duration::from_secs(30));
+    assert_eq!(code, 1);
+    let error = step(&doc, "main/huge")["error"].as_str().expect("error").to_string();
+    assert!(error.contains("`command`") && error.contains("budget"), "{error}");
+}

@@ -32,6 +32,9 @@ pub use status::RecordedStatus;
 
 use crate::job::{Job, ScriptLimits};
 
+/// An `http` request's limit when neither its table nor its step sets a `timeout`.
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Bounds that keep one run from eating the host.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -42,11 +45,19 @@ pub struct Limits {
     pub stderr_tail_bytes: usize,
     /// Between SIGTERM and SIGKILL when a process group is cancelled.
     pub kill_grace: Duration,
+    /// How long one `http` request may take when neither the http table nor
+    /// the step sets a `timeout`, so a silent server cannot hang a run.
+    pub http_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { output_bytes: 1024 * 1024, stderr_tail_bytes: 4096, kill_grace: Duration::from_secs(5) }
+        Limits {
+            output_bytes: 1024 * 1024,
+            stderr_tail_bytes: 4096,
+            kill_grace: Duration::from_secs(5),
+            http_timeout: DEFAULT_HTTP_TIMEOUT,
+        }
     }
 }
 

@@ -4,10 +4,24 @@
 //! Templates are Jinja (minijinja). Parsing happens once, at load time, to learn
 //! which steps a template refers to so the loader can check they are guaranteed
 //! to have finished; rendering happens when the step starts.
+//!
+//! Architecture Invariant: a render is bounded. It runs with minijinja's fuel
+//! ([`RENDER_FUEL`] operations) and its output stops at [`RENDER_OUTPUT_BYTES`],
+//! so a runaway template (nested loops over a large output) fails its step in
+//! well under a second instead of holding an async worker and eating memory
+//! past every timeout, cancel and shutdown. Plain strings never reach the engine.
 
 use std::collections::BTreeSet;
 
-use minijinja::{Environment, UndefinedBehavior, Value};
+use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
+
+/// How many engine operations one render may take (minijinja fuel): about a
+/// million loop iterations, far beyond any real template, a fraction of a
+/// second of CPU.
+pub const RENDER_FUEL: u64 = 5_000_000;
+
+/// The most bytes one render may produce, like a step's output bound.
+pub const RENDER_OUTPUT_BYTES: usize = 1024 * 1024;
 
 /// A string field of a step, possibly a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +97,44 @@ impl Template {
         if !self.dynamic {
             return Ok(self.source.clone());
         }
-        environment().render_str(&self.source, ctx()).map_err(|e| describe(&e))
+        let mut env = environment();
+        env.set_fuel(Some(RENDER_FUEL));
+        let tmpl = env.template_from_str(&self.source).map_err(|e| describe(&e))?;
+        let mut out = BoundedOutput { bytes: Vec::new(), overflowed: false };
+        match tmpl.render_captured_to(ctx(), &mut out) {
+            Ok(_) => {
+                Ok(String::from_utf8(out.bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+            }
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(format!(
+                "the template ran out of its budget of {RENDER_FUEL} operations (loops over too many items?)"
+            )),
+            Err(_) if out.overflowed => {
+                Err(format!("the template's output passed its budget of {} bytes (1 MiB)", RENDER_OUTPUT_BYTES))
+            }
+            Err(e) => Err(describe(&e)),
+        }
+    }
+}
+
+/// Collects a render's output and refuses to grow past [`RENDER_OUTPUT_BYTES`],
+/// which stops the render.
+struct BoundedOutput {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for BoundedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > RENDER_OUTPUT_BYTES {
+            self.overflowed = true;
+            return Err(std::io::Error::other("render output budget exceeded"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -132,6 +183,42 @@ mod tests {
     fn unknown_variable_is_an_error() {
         let err = Template::parse("{{ nope }}").unwrap_err();
         assert!(err.contains("unknown variable `nope`"), "{err}");
+    }
+
+    /// A context where `steps.list.output` is `0..n`.
+    fn list(n: usize) -> Value {
+        let items: Vec<usize> = (0..n).collect();
+        minijinja::context! { steps => minijinja::context!{ list => minijinja::context!{ output => items } } }
+    }
+
+    #[test]
+    fn a_runaway_render_runs_out_of_its_budget_quickly() {
+        let t = Template::parse(
+            "{% for a in steps.list.output %}{% for b in steps.list.output %}\
+             {% for c in steps.list.output %}{% endfor %}{% endfor %}{% endfor %}",
+        )
+        .unwrap();
+        let start = std::time::Instant::now();
+        let err = t.render(|| list(1000)).unwrap_err();
+        assert!(err.contains("ran out of its budget"), "{err}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "took {:?}", start.elapsed());
+    }
+
+    #[test]
+    fn a_large_render_within_the_budget_works() {
+        // 100,000 iterations and 700 KB of output.
+        let t = Template::parse("{% for a in steps.list.output %}{{ a }} {% endfor %}").unwrap();
+        let out = t.render(|| list(100_000)).unwrap();
+        assert_eq!(out.split_whitespace().count(), 100_000);
+        assert!(out.len() > 500_000);
+    }
+
+    #[test]
+    fn output_past_the_limit_fails() {
+        let t = Template::parse("{% for a in steps.list.output %}0123456789abcdefghij{% endfor %}").unwrap();
+        assert_eq!(t.render(|| list(50_000)).unwrap().len(), 1_000_000);
+        let err = t.render(|| list(60_000)).unwrap_err();
+        assert!(err.contains("output passed its budget of 1048576 bytes"), "{err}");
     }
 
     #[test]

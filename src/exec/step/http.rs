@@ -38,22 +38,37 @@ fn client() -> Result<&'static reqwest::Client, StepError> {
 }
 
 /// Runs one attempt of an `http` step. Cancel drops the request.
+///
+/// The request's limit is the http table's `timeout`; failing that, a step
+/// with its own `timeout` is bounded by the run tree's cancel alone; failing
+/// both, `Limits::http_timeout` applies, so a silent server cannot hang a run.
 pub(super) async fn run(
     step: &HttpStep,
+    step_timeout: Option<Duration>,
     env: &StepEnv<'_>,
     cancel: &CancellationToken,
 ) -> Result<StepOutput, StepError> {
+    let timeout = match (step.timeout, step_timeout) {
+        (Some(d), _) => Some(d),
+        (None, Some(_)) => None,
+        (None, None) => Some(env.ctx.limits.http_timeout),
+    };
     let url = env.render("url", &step.url)?;
-    let request = build(step, &url, env)?;
+    let request = build(step, &url, timeout, env)?;
     tokio::select! {
         biased;
         _ = cancel.cancelled() => Err(StepError::Cancelled),
-        r = send(request, step, &url, env.ctx.limits.output_bytes) => r,
+        r = send(request, step, timeout, &url, env.ctx.limits.output_bytes) => r,
     }
 }
 
 /// The request with every template rendered and every part checked.
-fn build(step: &HttpStep, url: &str, env: &StepEnv<'_>) -> Result<reqwest::RequestBuilder, StepError> {
+fn build(
+    step: &HttpStep,
+    url: &str,
+    timeout: Option<Duration>,
+    env: &StepEnv<'_>,
+) -> Result<reqwest::RequestBuilder, StepError> {
     let parsed = Url::parse(url).map_err(|e| StepError::Failed(format!("invalid URL `{url}`: {e}")))?;
     let method = Method::from_bytes(step.method.as_bytes())
         .map_err(|_| StepError::Failed(format!("invalid HTTP method `{}`", step.method)))?;
@@ -69,7 +84,7 @@ fn build(step: &HttpStep, url: &str, env: &StepEnv<'_>) -> Result<reqwest::Reque
     if let Some(t) = &step.body {
         request = request.body(env.render("body", t)?);
     }
-    if let Some(d) = step.timeout {
+    if let Some(d) = timeout {
         request = request.timeout(d);
     }
     Ok(request)
@@ -78,10 +93,11 @@ fn build(step: &HttpStep, url: &str, env: &StepEnv<'_>) -> Result<reqwest::Reque
 async fn send(
     request: reqwest::RequestBuilder,
     step: &HttpStep,
+    timeout: Option<Duration>,
     url: &str,
     limit: usize,
 ) -> Result<StepOutput, StepError> {
-    let fail = |e: reqwest::Error| StepError::Failed(describe(&e, url, step.timeout));
+    let fail = |e: reqwest::Error| StepError::Failed(describe(&e, url, timeout));
     let mut response = request.send().await.map_err(fail)?;
     let status = response.status();
     let accepted =
@@ -287,6 +303,47 @@ mod tests {
         let step = HttpStep { timeout: Some(Duration::from_millis(200)), ..get(&url) };
         let r = run(step).await;
         assert_eq!(r, Err(StepError::Failed(format!("timed out after 200ms waiting for {url}"))));
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out_by_default() {
+        let addr = server(Reply::Silence).await;
+        let url = format!("http://{addr}/");
+        let s = step(StepKind::Http(Box::new(get(&url))), false);
+        let limits = Limits { http_timeout: Duration::from_millis(200), ..limits() };
+        let cancel = CancellationToken::new();
+        let r = attempt_with(&s, Path::new("/"), BlockingPool::new(1), limits, &cancel);
+        let r = tokio::time::timeout(Duration::from_secs(10), r)
+            .await
+            .expect("an http step with no timeout still waiting for a silent server after 10s");
+        assert_eq!(r, Err(StepError::Failed(format!("timed out after 200ms waiting for {url}"))));
+    }
+
+    #[tokio::test]
+    async fn the_http_tables_timeout_overrides_the_default() {
+        let addr = server(Reply::Silence).await;
+        let url = format!("http://{addr}/");
+        let http = HttpStep { timeout: Some(Duration::from_millis(100)), ..get(&url) };
+        let s = step(StepKind::Http(Box::new(http)), false);
+        let limits = Limits { http_timeout: Duration::from_secs(3600), ..limits() };
+        let cancel = CancellationToken::new();
+        let r = attempt_with(&s, Path::new("/"), BlockingPool::new(1), limits, &cancel);
+        let r = tokio::time::timeout(Duration::from_secs(10), r).await.expect("the table's timeout applies");
+        assert_eq!(r, Err(StepError::Failed(format!("timed out after 100ms waiting for {url}"))));
+    }
+
+    #[tokio::test]
+    async fn the_steps_timeout_replaces_the_default() {
+        let addr = server(Reply::Silence).await;
+        let url = format!("http://{addr}/");
+        let mut s = step(StepKind::Http(Box::new(get(&url))), false);
+        s.timeout = Some(Duration::from_secs(3600));
+        let limits = Limits { http_timeout: Duration::from_millis(100), ..limits() };
+        let cancel = CancellationToken::new();
+        let r = attempt_with(&s, Path::new("/"), BlockingPool::new(1), limits, &cancel);
+        // The step's own timeout is measured by the run tree (as a cancel), so
+        // the attempt is still waiting when the default would have fired.
+        assert!(tokio::time::timeout(Duration::from_millis(500), r).await.is_err(), "the default applied");
     }
 
     #[tokio::test]

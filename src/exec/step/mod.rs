@@ -107,7 +107,7 @@ pub async fn run_attempt(step: &Step, env: &StepEnv<'_>, cancel: &CancellationTo
         StepKind::Sleep(s) => Box::pin(sleep::run(s, step.blocking, env, cancel)),
         StepKind::Exec(s) => Box::pin(process::run_exec(s, step.blocking, env, cancel)),
         StepKind::Shell(s) => Box::pin(process::run_shell(s, step.blocking, env, cancel)),
-        StepKind::Http(s) => Box::pin(http::run(s, env, cancel)),
+        StepKind::Http(s) => Box::pin(http::run(s, step.timeout, env, cancel)),
         StepKind::ReadFile(s) => Box::pin(file::read(s, step.blocking, env, cancel)),
         StepKind::WriteFile(s) => Box::pin(file::write(s, step.blocking, env, cancel)),
         StepKind::Script(s) => Box::pin(script::run(s, env, cancel)),
