@@ -42,6 +42,24 @@ pub fn sandbox(sandbox: &Sandbox) -> Engine {
         .set_max_modules(0)
         .set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new())
         .disable_symbol("eval");
+    // Rhai measures a collection after a call on it (`m.len()`, `a.push(x)`)
+    // but not after `m[key] = v` adds a key, so a map filled by index grew
+    // past `max_map_len` unchecked. Every read of a variable looks at the
+    // length of the array or map it holds (O(1), not the whole tree), so a
+    // loop growing one stops at its next turn.
+    let (max_array, max_map) = (limits.max_array_len, limits.max_map_len);
+    engine.on_var(move |name, _, context| {
+        let Some(value) = context.scope().get(name) else {
+            return Ok(None);
+        };
+        if max_map > 0 && value.is_map() && value.read_lock::<rhai::Map>().is_some_and(|m| m.len() > max_map) {
+            return Err(EvalAltResult::ErrorDataTooLarge("Size of object map".into(), Position::NONE).into());
+        }
+        if max_array > 0 && value.is_array() && value.read_lock::<rhai::Array>().is_some_and(|a| a.len() > max_array) {
+            return Err(EvalAltResult::ErrorDataTooLarge("Size of array".into(), Position::NONE).into());
+        }
+        Ok(None)
+    });
     engine.on_print(|_| {});
     engine.on_debug(|_, _, _| {});
     let started = Instant::now();
@@ -156,6 +174,26 @@ mod tests {
         let limits = ScriptLimits { max_array_len: 100, ..ScriptLimits::default() };
         let out = run("let a = [];\nloop { a.push(1); }", limits);
         assert!(out.contains("size limit (100 items)"), "{out}");
+    }
+
+    #[test]
+    fn a_map_growing_by_index_stops_at_the_size_limit() {
+        let limits = ScriptLimits { max_map_len: 10, ..ScriptLimits::default() };
+        let out = run("let m = #{};\nfor i in 0..100000 { m[\"k\" + i] = i; }\nm.len()", limits.clone());
+        assert!(out.contains("size limit (10 entries) (line 2"), "{out}");
+        let out = run("let m = #{};\nfor i in 0..100000 { m[\"k\" + i] = i; }\n1", limits.clone());
+        assert!(out.contains("size limit (10 entries) (line 2"), "{out}");
+        let out = run("let m = #{};\nfor i in 0..100000 { m[\"k\" + i] = i; }", limits);
+        assert!(out.contains("size limit (10 entries) (line 2"), "{out}");
+    }
+
+    #[test]
+    fn an_array_growing_by_index_ops_stops_at_the_size_limit() {
+        let limits = ScriptLimits { max_array_len: 10, ..ScriptLimits::default() };
+        let out = run("let a = [];\nfor i in 0..100000 { a += [i]; }\na.len()", limits.clone());
+        assert!(out.contains("size limit (10 items)"), "{out}");
+        let out = run("let a = [[]];\nfor i in 0..100000 { a[0].push(i); }\na[0].len()", limits);
+        assert!(out.contains("size limit (10 items)"), "{out}");
     }
 
     #[test]
