@@ -329,3 +329,14 @@ async fn a_sleep_too_long_to_represent_says_so_and_gives_the_maximum() {
     let error = outcome.error.expect("an error");
     assert!(error.contains("too long") && error.contains("at most"), "{error}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_wall_time_limit_counts_the_time_spent_waiting_for_steps() {
+    let limits = LimitOverrides { wall_time: Some(Duration::from_secs(2)), ..LimitOverrides::default() };
+    let code = r#"try { await_step(sleep(6).named("long")) } catch { await_step(sleep(6).named("again")) }"#;
+    let (outcome, report) = run_with(script_job_with(code, limits), RunContext::new(BlockingPool::simulated(2))).await;
+    assert_eq!(outcome.status, Status::Failed);
+    let error = outcome.error.expect("an error");
+    assert!(error.contains("wall-time limit (2s)"), "{error}");
+    assert_eq!(timing(&report, "main/long"), (Status::Cancelled, Some(0), Some(2000)));
+}

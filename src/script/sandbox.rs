@@ -105,11 +105,7 @@ pub fn describe_error(err: &EvalAltResult, limits: &ScriptLimits) -> String {
             format!("stopped: {what} grew past the size limit ({limit}){}", at(*pos))
         }
         EvalAltResult::ErrorTerminated(why, pos) if why.clone().into_string().as_deref() == Ok(WALL_TIME) => {
-            format!(
-                "stopped: the wall-time limit ({}) was reached{}",
-                humantime::format_duration(limits.wall_time),
-                at(*pos)
-            )
+            format!("{}{}", wall_time_reached(limits), at(*pos))
         }
         EvalAltResult::ErrorTerminated(_, pos) => format!("cancelled{}", at(*pos)),
         EvalAltResult::ErrorInFunctionCall(name, _, inner, _) if name.is_empty() || name.starts_with('$') => {
@@ -118,6 +114,12 @@ pub fn describe_error(err: &EvalAltResult, limits: &ScriptLimits) -> String {
         EvalAltResult::ErrorRuntime(value, pos) => format!("{}{}", plain(value), at(*pos)),
         other => other.to_string(),
     }
+}
+
+/// What a script stopped by its wall-time limit fails with (the script's
+/// own probe, or its driver when the limit passes during a wait).
+pub fn wall_time_reached(limits: &ScriptLimits) -> String {
+    format!("stopped: the wall-time limit ({}) was reached", humantime::format_duration(limits.wall_time))
 }
 
 /// A thrown value as text: strings without quotes.
