@@ -1,9 +1,10 @@
 //! Building a Rhai engine that can't reach the host and stops a runaway script.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use rhai::{Dynamic, Engine, EvalAltResult, Position};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, NativeCallContext, Position};
 
 use crate::job::ScriptLimits;
 
@@ -48,6 +49,8 @@ pub fn sandbox(sandbox: &Sandbox) -> Engine {
     // length of the array or map it holds (O(1), not the whole tree), so a
     // loop growing one stops at its next turn.
     let (max_array, max_map) = (limits.max_array_len, limits.max_map_len);
+    // Rhai marks `on_var` deprecated only to say it is volatile (its own note).
+    #[allow(deprecated)]
     engine.on_var(move |name, _, context| {
         let Some(value) = context.scope().get(name) else {
             return Ok(None);
@@ -59,6 +62,21 @@ pub fn sandbox(sandbox: &Sandbox) -> Engine {
             return Err(EvalAltResult::ErrorDataTooLarge("Size of array".into(), Position::NONE).into());
         }
         Ok(None)
+    });
+    // Rhai re-measures an array after every call on it (its size limit), so
+    // `push` costs the array's length, not one operation: a push loop to the
+    // default limit took minutes of CPU with `max_operations` far off. Each
+    // push is charged its length on top of the operations Rhai counts.
+    let charged = Arc::new(AtomicU64::new(0));
+    let max_operations = limits.max_operations;
+    engine.register_fn("push", move |ctx: NativeCallContext, array: &mut Array, item: Dynamic| {
+        let len = array.len() as u64;
+        let spent = charged.fetch_add(len, Ordering::Relaxed).saturating_add(len);
+        if max_operations > 0 && ctx.global_runtime_state().num_operations().saturating_add(spent) > max_operations {
+            return Err(Box::new(EvalAltResult::ErrorTooManyOperations(ctx.call_position())));
+        }
+        array.push(item);
+        Ok(())
     });
     engine.on_print(|_| {});
     engine.on_debug(|_, _, _| {});
@@ -196,6 +214,17 @@ mod tests {
         assert!(out.contains("size limit (10 items)"), "{out}");
         let out = run("let a = [[]];\nfor i in 0..100000 { a[0].push(i); }\na[0].len()", limits);
         assert!(out.contains("size limit (10 items)"), "{out}");
+    }
+
+    #[test]
+    fn a_push_loop_is_charged_for_re_measuring_its_array() {
+        // 3,000 pushes are ~12,000 operations, but Rhai re-measures the array
+        // after each: ~4.5 million element visits, charged as operations.
+        let code = "let a = [];\nfor i in 0..3000 { a.push(i); }\na.len()";
+        assert_eq!(run(code, ScriptLimits::default()), "ok: 3000");
+        let limits = ScriptLimits { max_operations: 1_000_000, ..ScriptLimits::default() };
+        let out = run(code, limits);
+        assert!(out.starts_with("stopped: the operations limit (1000000) was reached (line 2"), "{out}");
     }
 
     #[test]
