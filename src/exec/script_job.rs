@@ -21,6 +21,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
@@ -126,7 +127,17 @@ impl Runner {
     async fn drive(&self, s: &ScriptNode, path: &Arc<str>, token: &CancellationToken) -> NodeResult {
         let probe = token.clone();
         let limits = self.ctx.script_limits.merged(&s.limits);
-        let sandbox = Sandbox { limits, cancelled: Arc::new(move || probe.is_cancelled()) };
+        // The wall-time limit counts waits too: the script's own probe
+        // counts only while it computes, so the driver watches the deadline
+        // while the script waits, and on it stops the script (`expired`) and
+        // cancels its steps.
+        let expired = Arc::new(AtomicBool::new(false));
+        let flag = expired.clone();
+        let wall_time_message = crate::script::wall_time_reached(&limits);
+        let deadline = tokio::time::sleep(limits.wall_time);
+        tokio::pin!(deadline);
+        let sandbox =
+            Sandbox { limits, cancelled: Arc::new(move || probe.is_cancelled() || flag.load(Ordering::Relaxed)) };
         let (link, mut requests) = api::connect(sandbox);
         let code = s.code.clone();
         let thread = std::thread::Builder::new()
@@ -154,7 +165,10 @@ impl Runner {
                 // The script is computing: hold the loop, as asyncio does.
                 requests.next_blocking()
             } else if driver.work.is_empty() {
-                requests.next().await
+                tokio::select! {
+                    request = requests.next() => request,
+                    () = &mut deadline => break ScriptEnd::Failed(wall_time_message),
+                }
             } else {
                 tokio::select! {
                     request = requests.next() => request,
@@ -162,6 +176,7 @@ impl Runner {
                         driver.complete(id, node.name(), result);
                         continue;
                     }
+                    () = &mut deadline => break ScriptEnd::Failed(wall_time_message),
                 }
             };
             match request {
@@ -172,10 +187,15 @@ impl Runner {
         };
         // `asyncio.run`: whatever the script left running is cancelled, and
         // every piece of work is awaited so its end is recorded.
+        expired.store(matches!(end, ScriptEnd::Failed(_)), Ordering::Relaxed);
         driver.children.cancel();
         while let Some((id, node, result)) = driver.work.next().await {
             driver.complete(id, node.name(), result);
         }
+        // A script stopped mid-wait may ask for more before its probe stops
+        // it: with nobody left to answer, its asks fail at once.
+        drop(driver);
+        drop(requests);
         if thread.join().is_err() {
             return Err(NodeFailure::new(Status::Failed, "the script's thread panicked"));
         }

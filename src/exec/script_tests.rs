@@ -322,3 +322,21 @@ async fn a_range_map_longer_than_max_array_len_is_refused_before_it_runs() {
     let (outcome, _) = run_script("(0..0).map(|i| i).len() + (3..=2).map(|i| i).len()").await;
     assert_eq!(outcome.result, Some(json!(0)), "{:?}", outcome.error);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_sleep_too_long_to_represent_says_so_and_gives_the_maximum() {
+    let (outcome, _) = run_script("await_step(sleep(1e300))").await;
+    let error = outcome.error.expect("an error");
+    assert!(error.contains("too long") && error.contains("at most"), "{error}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_wall_time_limit_counts_the_time_spent_waiting_for_steps() {
+    let limits = LimitOverrides { wall_time: Some(Duration::from_secs(2)), ..LimitOverrides::default() };
+    let code = r#"try { await_step(sleep(6).named("long")) } catch { await_step(sleep(6).named("again")) }"#;
+    let (outcome, report) = run_with(script_job_with(code, limits), RunContext::new(BlockingPool::simulated(2))).await;
+    assert_eq!(outcome.status, Status::Failed);
+    let error = outcome.error.expect("an error");
+    assert!(error.contains("wall-time limit (2s)"), "{error}");
+    assert_eq!(timing(&report, "main/long"), (Status::Cancelled, Some(0), Some(2000)));
+}

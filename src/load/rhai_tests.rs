@@ -212,6 +212,19 @@ fn rhai_syntax_error() {
 }
 
 #[test]
+fn rhai_import() {
+    insta::assert_snapshot!(render(RHAI, "const every = \"1m\";\nlet x = 1;\nimport \"tools\" as t;\nt::run(x);\n"));
+}
+
+#[test]
+fn inline_script_import() {
+    insta::assert_snapshot!(render(
+        TOML,
+        "[[step]]\nname = \"calc\"\nscript = \"\"\"\nfn f() { import \"m\" as m; 1 }\nf()\n\"\"\"\n"
+    ));
+}
+
+#[test]
 fn rhai_non_literal_setting() {
     insta::assert_snapshot!(render(RHAI, "const timeout = \"3\" + \"0s\";\nsleep(1)\n"));
 }

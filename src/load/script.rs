@@ -11,7 +11,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use rhai::{AST, ASTNode, Expr, OptimizationLevel, ParseError, ParseErrorType};
+use rhai::{AST, ASTNode, Expr, LexError, OptimizationLevel, ParseError, ParseErrorType, Stmt};
 use toml::de::DeValue;
 
 use super::diagnostic::{Diagnostic, display_name};
@@ -38,7 +38,33 @@ pub(crate) fn compile(code: &str, limits: &ScriptLimits, dialect: Dialect) -> Re
         Dialect::Step => sandbox(&Sandbox { limits: limits.clone(), cancelled: Arc::new(|| false) }),
     };
     engine.set_optimization_level(OptimizationLevel::None);
-    engine.compile(code)
+    let ast = engine.compile(code)?;
+    refuse_imports(&ast)?;
+    Ok(ast)
+}
+
+/// The sandbox has no modules (`max_modules` is 0, no resolver), so an
+/// `import` could only fail at run time: it is refused here, at its line and
+/// column, like a syntax error.
+fn refuse_imports(ast: &AST) -> Result<(), ParseError> {
+    let mut at = None;
+    ast.walk(&mut |path: &[ASTNode]| {
+        if let Some(ASTNode::Stmt(Stmt::Import(_, pos))) = path.last() {
+            at = Some(*pos);
+            return false;
+        }
+        true
+    });
+    match at {
+        None => Ok(()),
+        Some(pos) => Err(ParseError(
+            Box::new(ParseErrorType::BadInput(LexError::ImproperSymbol(
+                "import".into(),
+                "`import` is not available: scripts run in a sandbox without modules".into(),
+            ))),
+            pos,
+        )),
+    }
 }
 
 /// Where a script's text lies in the file it is written in: maps the
@@ -204,6 +230,9 @@ pub(crate) fn syntax_error<'c>(
             Some(gap) => (gap..gap, format!("expected `{token}` here")),
             None => (token_at(ctx.source(), offset), "the Rhai syntax breaks here".to_string()),
         },
+        ParseErrorType::BadInput(LexError::ImproperSymbol(symbol, _)) if symbol == "import" => {
+            (token_at(ctx.source(), offset), "the sandbox has no modules to import".to_string())
+        }
         _ => (token_at(ctx.source(), offset), "the Rhai syntax breaks here".to_string()),
     };
     ctx.error(span, format!("invalid Rhai script: {}", sentence_case(&e.0.to_string()))).label(label)

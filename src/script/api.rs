@@ -347,7 +347,12 @@ fn seconds(value: &Dynamic) -> RhaiResult<Duration> {
     } else {
         return Err(error(format!("expected a number of seconds, found {}", value.type_name())));
     };
-    Duration::try_from_secs_f64(secs).map_err(|_| error(format!("expected a number of seconds ≥ 0, found {secs}")))
+    if secs.is_nan() || secs < 0.0 {
+        return Err(error(format!("expected a number of seconds ≥ 0, found {secs}")));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| {
+        error(format!("{secs} seconds is too long: a duration is at most {} seconds", Duration::MAX.as_secs()))
+    })
 }
 
 fn steps_of(items: Array) -> RhaiResult<Vec<Step>> {

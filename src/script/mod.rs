@@ -9,4 +9,4 @@
 pub mod api;
 mod sandbox;
 
-pub use sandbox::{Sandbox, describe_error, is_cancellation, sandbox};
+pub use sandbox::{Sandbox, describe_error, is_cancellation, sandbox, wall_time_reached};

@@ -1,9 +1,10 @@
 //! Building a Rhai engine that can't reach the host and stops a runaway script.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use rhai::{Dynamic, Engine, EvalAltResult, Position};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, NativeCallContext, Position};
 
 use crate::job::ScriptLimits;
 
@@ -42,6 +43,41 @@ pub fn sandbox(sandbox: &Sandbox) -> Engine {
         .set_max_modules(0)
         .set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new())
         .disable_symbol("eval");
+    // Rhai measures a collection after a call on it (`m.len()`, `a.push(x)`)
+    // but not after `m[key] = v` adds a key, so a map filled by index grew
+    // past `max_map_len` unchecked. Every read of a variable looks at the
+    // length of the array or map it holds (O(1), not the whole tree), so a
+    // loop growing one stops at its next turn.
+    let (max_array, max_map) = (limits.max_array_len, limits.max_map_len);
+    // Rhai marks `on_var` deprecated only to say it is volatile (its own note).
+    #[allow(deprecated)]
+    engine.on_var(move |name, _, context| {
+        let Some(value) = context.scope().get(name) else {
+            return Ok(None);
+        };
+        if max_map > 0 && value.is_map() && value.read_lock::<rhai::Map>().is_some_and(|m| m.len() > max_map) {
+            return Err(EvalAltResult::ErrorDataTooLarge("Size of object map".into(), Position::NONE).into());
+        }
+        if max_array > 0 && value.is_array() && value.read_lock::<rhai::Array>().is_some_and(|a| a.len() > max_array) {
+            return Err(EvalAltResult::ErrorDataTooLarge("Size of array".into(), Position::NONE).into());
+        }
+        Ok(None)
+    });
+    // Rhai re-measures an array after every call on it (its size limit), so
+    // `push` costs the array's length, not one operation: a push loop to the
+    // default limit took minutes of CPU with `max_operations` far off. Each
+    // push is charged its length on top of the operations Rhai counts.
+    let charged = Arc::new(AtomicU64::new(0));
+    let max_operations = limits.max_operations;
+    engine.register_fn("push", move |ctx: NativeCallContext, array: &mut Array, item: Dynamic| {
+        let len = array.len() as u64;
+        let spent = charged.fetch_add(len, Ordering::Relaxed).saturating_add(len);
+        if max_operations > 0 && ctx.global_runtime_state().num_operations().saturating_add(spent) > max_operations {
+            return Err(Box::new(EvalAltResult::ErrorTooManyOperations(ctx.call_position())));
+        }
+        array.push(item);
+        Ok(())
+    });
     engine.on_print(|_| {});
     engine.on_debug(|_, _, _| {});
     let started = Instant::now();
@@ -87,11 +123,7 @@ pub fn describe_error(err: &EvalAltResult, limits: &ScriptLimits) -> String {
             format!("stopped: {what} grew past the size limit ({limit}){}", at(*pos))
         }
         EvalAltResult::ErrorTerminated(why, pos) if why.clone().into_string().as_deref() == Ok(WALL_TIME) => {
-            format!(
-                "stopped: the wall-time limit ({}) was reached{}",
-                humantime::format_duration(limits.wall_time),
-                at(*pos)
-            )
+            format!("{}{}", wall_time_reached(limits), at(*pos))
         }
         EvalAltResult::ErrorTerminated(_, pos) => format!("cancelled{}", at(*pos)),
         EvalAltResult::ErrorInFunctionCall(name, _, inner, _) if name.is_empty() || name.starts_with('$') => {
@@ -100,6 +132,12 @@ pub fn describe_error(err: &EvalAltResult, limits: &ScriptLimits) -> String {
         EvalAltResult::ErrorRuntime(value, pos) => format!("{}{}", plain(value), at(*pos)),
         other => other.to_string(),
     }
+}
+
+/// What a script stopped by its wall-time limit fails with (the script's
+/// own probe, or its driver when the limit passes during a wait).
+pub fn wall_time_reached(limits: &ScriptLimits) -> String {
+    format!("stopped: the wall-time limit ({}) was reached", humantime::format_duration(limits.wall_time))
 }
 
 /// A thrown value as text: strings without quotes.
@@ -156,6 +194,37 @@ mod tests {
         let limits = ScriptLimits { max_array_len: 100, ..ScriptLimits::default() };
         let out = run("let a = [];\nloop { a.push(1); }", limits);
         assert!(out.contains("size limit (100 items)"), "{out}");
+    }
+
+    #[test]
+    fn a_map_growing_by_index_stops_at_the_size_limit() {
+        let limits = ScriptLimits { max_map_len: 10, ..ScriptLimits::default() };
+        let out = run("let m = #{};\nfor i in 0..100000 { m[\"k\" + i] = i; }\nm.len()", limits.clone());
+        assert!(out.contains("size limit (10 entries) (line 2"), "{out}");
+        let out = run("let m = #{};\nfor i in 0..100000 { m[\"k\" + i] = i; }\n1", limits.clone());
+        assert!(out.contains("size limit (10 entries) (line 2"), "{out}");
+        let out = run("let m = #{};\nfor i in 0..100000 { m[\"k\" + i] = i; }", limits);
+        assert!(out.contains("size limit (10 entries) (line 2"), "{out}");
+    }
+
+    #[test]
+    fn an_array_growing_by_index_ops_stops_at_the_size_limit() {
+        let limits = ScriptLimits { max_array_len: 10, ..ScriptLimits::default() };
+        let out = run("let a = [];\nfor i in 0..100000 { a += [i]; }\na.len()", limits.clone());
+        assert!(out.contains("size limit (10 items)"), "{out}");
+        let out = run("let a = [[]];\nfor i in 0..100000 { a[0].push(i); }\na[0].len()", limits);
+        assert!(out.contains("size limit (10 items)"), "{out}");
+    }
+
+    #[test]
+    fn a_push_loop_is_charged_for_re_measuring_its_array() {
+        // 3,000 pushes are ~12,000 operations, but Rhai re-measures the array
+        // after each: ~4.5 million element visits, charged as operations.
+        let code = "let a = [];\nfor i in 0..3000 { a.push(i); }\na.len()";
+        assert_eq!(run(code, ScriptLimits::default()), "ok: 3000");
+        let limits = ScriptLimits { max_operations: 1_000_000, ..ScriptLimits::default() };
+        let out = run(code, limits);
+        assert!(out.starts_with("stopped: the operations limit (1000000) was reached (line 2"), "{out}");
     }
 
     #[test]
