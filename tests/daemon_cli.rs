@@ -637,6 +637,20 @@ fn with_a_token_the_api_wants_it() {
 }
 
 #[test]
+fn a_token_changed_in_the_config_applies_on_sighup_and_the_old_one_stops_working() {
+    let dir = tempfile::tempdir().expect("temp");
+    let config = write(dir.path(), "config.toml", "api_token = \"old-token\"\n");
+    let d = Daemon::start(&[], &["--config", config.to_str().expect("utf-8")], &[]);
+    let api = d.api();
+    assert_eq!(http(api, "GET", "/runs", &[("authorization", "Bearer old-token")], "").0, 200);
+    write(dir.path(), "config.toml", "api_token = \"new-token\"\n");
+    d.signal(Signal::SIGHUP);
+    assert!(d.wait_for(LONG, |l| l["message"] == "config reloaded"), "{}", d.dump());
+    assert_eq!(http(api, "GET", "/runs", &[("authorization", "Bearer old-token")], "").0, 401, "a revoked token");
+    assert_eq!(http(api, "GET", "/runs", &[("authorization", "Bearer new-token")], "").0, 200);
+}
+
+#[test]
 fn the_cli_lists_jobs_triggers_waits_cancels_and_follows_through_the_api() {
     let d = Daemon::start(
         &[

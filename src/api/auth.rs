@@ -98,17 +98,17 @@ fn origin_host(origin: &str) -> Option<String> {
 /// With a token configured, answers 401 unless the request carries
 /// `Authorization: Bearer TOKEN` (the scheme in any case).
 pub(super) async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(token) = state.config.token.as_deref() {
-        let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
-        match given {
-            None => return ApiError::Unauthorized("missing `Authorization: Bearer <token>`".into()).into_response(),
-            Some(given) if !same(given.trim().as_bytes(), token.as_bytes()) => {
-                return ApiError::Unauthorized("wrong token".into()).into_response();
-            }
-            Some(_) => {}
-        }
+    let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
+    let refused = state.config.token.with(|token| match (token, given) {
+        (None, _) => None,
+        (Some(_), None) => Some("missing `Authorization: Bearer <token>`"),
+        (Some(token), Some(given)) if !same(given.trim().as_bytes(), token.as_bytes()) => Some("wrong token"),
+        (Some(_), Some(_)) => None,
+    });
+    match refused {
+        Some(why) => ApiError::Unauthorized(why.into()).into_response(),
+        None => next.run(request).await,
     }
-    next.run(request).await
 }
 
 /// The credentials of `Authorization: Bearer TOKEN`; the scheme is

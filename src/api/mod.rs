@@ -76,7 +76,8 @@ pub struct ApiConfig {
     /// The address to bind (the daemon binds it; [`serve`] takes the listener).
     pub listen: SocketAddr,
     /// With a token, every request needs `Authorization: Bearer TOKEN`.
-    pub token: Option<String>,
+    /// Shared with the daemon, which sets a new one on reload (SIGHUP).
+    pub token: SharedToken,
     /// The largest request body accepted, in bytes (413 beyond).
     pub max_body: usize,
     /// Host names a request's `Host` (any port) may carry besides the listen
@@ -102,7 +103,7 @@ impl Default for ApiConfig {
     fn default() -> ApiConfig {
         ApiConfig {
             listen: DEFAULT_LISTEN,
-            token: None,
+            token: SharedToken::default(),
             max_body: DEFAULT_MAX_BODY,
             hosts: Vec::new(),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
@@ -111,10 +112,53 @@ impl Default for ApiConfig {
     }
 }
 
+/// The API's token (or none), shared between the API, which reads it on
+/// every request, and the daemon, which replaces it when its config is
+/// reloaded: a revoked token stops working at once. Its `Debug` never shows
+/// the value.
+#[derive(Clone, Default)]
+pub struct SharedToken(Arc<std::sync::RwLock<Option<String>>>);
+
+impl SharedToken {
+    /// A token shared from now on.
+    pub fn new(token: Option<String>) -> SharedToken {
+        SharedToken(Arc::new(std::sync::RwLock::new(token)))
+    }
+
+    /// The current token.
+    pub fn get(&self) -> Option<String> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Replaces the token; the next request needs the new one.
+    pub fn set(&self, token: Option<String>) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = token;
+    }
+
+    /// Runs `f` on the current token without copying it.
+    fn with<T>(&self, f: impl FnOnce(Option<&str>) -> T) -> T {
+        f(self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).as_deref())
+    }
+}
+
+impl std::fmt::Debug for SharedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.with(|t| t.is_some()) { "SharedToken(set)" } else { "SharedToken(none)" })
+    }
+}
+
+impl PartialEq for SharedToken {
+    fn eq(&self, other: &SharedToken) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for SharedToken {}
+
 /// Refuses a configuration that would let anyone on the network steer the
 /// daemon: a non-loopback address without a (non-empty) token.
 pub fn check(config: &ApiConfig) -> Result<(), String> {
-    check_addr(config.listen, config.token.as_deref())
+    check_addr(config.listen, config.token.get().as_deref())
 }
 
 fn check_addr(listen: SocketAddr, token: Option<&str>) -> Result<(), String> {
@@ -150,7 +194,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let listen = listener.local_addr()?;
-    check_addr(listen, config.token.as_deref())
+    check_addr(listen, config.token.get().as_deref())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     // The real address (port 0 is bound by now): requests name it in `Host`.
     let config = ApiConfig { listen, ..config };

@@ -73,8 +73,13 @@ impl Api {
     }
 
     async fn start_with(token: Option<&str>, hosts: Vec<String>) -> Api {
-        Api::start_config(ApiConfig { token: token.map(String::from), max_body: 1024, hosts, ..ApiConfig::default() })
-            .await
+        Api::start_config(ApiConfig {
+            token: SharedToken::new(token.map(String::from)),
+            max_body: 1024,
+            hosts,
+            ..ApiConfig::default()
+        })
+        .await
     }
 
     async fn start_config(config: ApiConfig) -> Api {
@@ -436,12 +441,16 @@ async fn raw_status(addr: std::net::SocketAddr, raw: &str) -> String {
 
 #[test]
 fn off_loopback_needs_a_token() {
-    let open =
-        ApiConfig { listen: "0.0.0.0:7327".parse().unwrap(), token: None, max_body: 1024, ..ApiConfig::default() };
+    let open = ApiConfig {
+        listen: "0.0.0.0:7327".parse().unwrap(),
+        token: SharedToken::default(),
+        max_body: 1024,
+        ..ApiConfig::default()
+    };
     let err = check(&open).unwrap_err();
     assert_eq!(err, "the API listens on 0.0.0.0:7327, which is not loopback: set api_token (or listen on 127.0.0.1)");
-    assert!(check(&ApiConfig { token: Some(String::new()), ..open.clone() }).is_err());
-    assert!(check(&ApiConfig { token: Some("t".into()), ..open.clone() }).is_ok());
+    assert!(check(&ApiConfig { token: SharedToken::new(Some(String::new())), ..open.clone() }).is_err());
+    assert!(check(&ApiConfig { token: SharedToken::new(Some("t".into())), ..open.clone() }).is_ok());
     assert!(check(&ApiConfig::default()).is_ok());
     assert!(check(&ApiConfig { listen: "[::1]:7327".parse().unwrap(), ..open }).is_ok());
 }
@@ -451,8 +460,12 @@ async fn serve_refuses_a_non_loopback_listener_without_a_token() {
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn RunStore> = Arc::new(open_sqlite(dir.path().join(DB_FILE)).await.unwrap());
-    let config =
-        ApiConfig { listen: listener.local_addr().unwrap(), token: None, max_body: 1024, ..ApiConfig::default() };
+    let config = ApiConfig {
+        listen: listener.local_addr().unwrap(),
+        token: SharedToken::default(),
+        max_body: 1024,
+        ..ApiConfig::default()
+    };
     let served = serve(
         listener,
         config,

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::control::DaemonControl;
 use super::supervisor::{Inputs, Supervisor};
 use super::{DEBOUNCE, Options};
-use crate::api::ApiConfig;
+use crate::api::{ApiConfig, SharedToken};
 use crate::store::{self, RunStore};
 use crate::watch::Watcher;
 
@@ -43,7 +43,7 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
 
     let api_config = ApiConfig {
         listen: opts.api_listen.unwrap_or_else(|| opts.config.api_listen()),
-        token: opts.config.api_token.clone(),
+        token: SharedToken::new(opts.config.api_token.clone()),
         hosts: opts.config.api_hosts.clone(),
         ..ApiConfig::default()
     };
@@ -55,6 +55,7 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
 
     let mut sup = Supervisor::new(opts, store, node);
     sup.lock = Some(lock);
+    sup.api = Some((api_addr, api_config.token.clone()));
     let (commands_tx, commands) = tokio::sync::mpsc::channel(64);
     let control = Arc::new(DaemonControl { commands: commands_tx, live: sup.live.clone() });
     let api_stop = CancellationToken::new();

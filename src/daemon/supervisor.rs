@@ -22,7 +22,7 @@ use super::run_task::{Reply, RunNote, RunTask};
 use super::systemd::Systemd;
 use super::table::{self, Entry, Loaded};
 use super::{FILE_BATCH, Options, describe};
-use crate::api::{ControlError, JobView, Metrics};
+use crate::api::{ApiConfig, ControlError, JobView, Metrics, SharedToken};
 use crate::config::Config;
 use crate::exec::{BlockingPool, Limits, RunContext, RunEvent, RunOutcome, Status};
 use crate::store::{RunId, RunStart, RunStore, RunTrigger};
@@ -102,6 +102,8 @@ pub(super) struct Supervisor {
     pub started: bool,
     /// Whether shutdown has begun: no run starts any more.
     pub stopping: bool,
+    /// The control API's address and its token, which a reload replaces.
+    pub api: Option<(std::net::SocketAddr, SharedToken)>,
     /// The state folder's lock, held until the supervisor is gone.
     pub lock: Option<nix::fcntl::Flock<std::fs::File>>,
     /// Jobs whose run tasks panic (the supervisor's tests).
@@ -133,6 +135,7 @@ impl Supervisor {
             watchdog: Systemd.watchdog_interval().map(tokio::time::interval),
             invalid_jobs: 0,
             lock: None,
+            api: None,
             #[cfg(test)]
             panic_jobs: Default::default(),
         };
@@ -593,6 +596,26 @@ impl Supervisor {
     /// Takes a new config: new runs get its pool and limits, and runs that
     /// waited start if the new limits let them.
     pub fn set_config(&mut self, config: Config) {
+        if let Some((listen, token)) = &self.api
+            && token.get() != config.api_token
+        {
+            let candidate = ApiConfig {
+                listen: *listen,
+                token: SharedToken::new(config.api_token.clone()),
+                ..ApiConfig::default()
+            };
+            match crate::api::check(&candidate) {
+                Ok(()) => {
+                    token.set(config.api_token.clone());
+                    tracing::info!(
+                        token = if config.api_token.is_some() { "set" } else { "none" },
+                        "control API token replaced"
+                    );
+                }
+                // The rest of the config applies; the API keeps its old token.
+                Err(e) => tracing::error!(error = %e, "keeping the control API's token"),
+            }
+        }
         self.opts.config = config;
         if self.pool.size() != self.opts.blocking_threads() {
             // Runs in flight keep the old pool; new runs get the new one.
