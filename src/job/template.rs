@@ -48,6 +48,11 @@ impl Template {
         }
         let env = environment();
         let tmpl = env.template_from_str(source).map_err(|e| describe(&e))?;
+        if let Some(statement) = loading_statement(source) {
+            // minijinja parses these (the `fuel` feature needs `multi_template`),
+            // but a job's template has no other templates to load.
+            return Err(format!("syntax error: unknown statement {statement}"));
+        }
         let mut steps = BTreeSet::new();
         let mut uses_input = false;
         for var in tmpl.undeclared_variables(true) {
@@ -145,6 +150,15 @@ fn environment() -> Environment<'static> {
 }
 
 /// minijinja's error with its detail, on one line.
+/// The first statement of `source` that would load another template
+/// (`include`, `extends`, `import`, `from`), if any.
+fn loading_statement(source: &str) -> Option<&str> {
+    source.split("{%").skip(1).find_map(|block| {
+        let word = block.trim_start_matches(['-', '+']).split_whitespace().next()?;
+        ["include", "extends", "import", "from"].into_iter().find(|s| *s == word)
+    })
+}
+
 fn describe(e: &minijinja::Error) -> String {
     match e.detail() {
         Some(detail) => format!("{}: {detail}", e.kind()),
@@ -219,6 +233,23 @@ mod tests {
         assert_eq!(t.render(|| list(50_000)).unwrap().len(), 1_000_000);
         let err = t.render(|| list(60_000)).unwrap_err();
         assert!(err.contains("output passed its budget of 1048576 bytes"), "{err}");
+    }
+
+    #[test]
+    fn statements_that_load_other_templates_are_refused() {
+        for (source, word) in [
+            ("{% include \"x\" %}", "include"),
+            ("a {%- extends \"base\" %}", "extends"),
+            ("{% import \"m\" as m %}", "import"),
+            ("{% from \"m\" import f %}", "from"),
+        ] {
+            assert_eq!(
+                Template::parse(source).err(),
+                Some(format!("syntax error: unknown statement {word}")),
+                "{source}"
+            );
+        }
+        assert!(Template::parse("{% for x in steps.a.output %}{{ x }}{% endfor %}").is_ok());
     }
 
     #[test]
