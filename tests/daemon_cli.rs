@@ -821,7 +821,20 @@ fn a_jobs_folder_gone_for_a_while_is_waited_for_and_followed_when_it_returns() {
             "{}",
             d.dump()
         );
+        // Meanwhile the daemon says it is degraded, and why.
+        let degraded = || {
+            let (status, body) = http(d.api(), "GET", "/healthz", &[], "");
+            status == 503 && body.contains("\"degraded\"") && body.contains("jobs_folder")
+        };
+        assert!(eventually(LONG, degraded), "healthz never said degraded: {}", d.dump());
+        let (_, metrics) = http(d.api(), "GET", "/metrics", &[], "");
+        assert!(metrics.contains("gatherd_degraded{what=\"jobs_folder\"} 1"), "{metrics}");
         std::fs::create_dir(d.jobs.path()).expect("create it again");
+        assert!(
+            eventually(LONG, || http(d.api(), "GET", "/healthz", &[], "").0 == 200),
+            "still degraded: {}",
+            d.dump()
+        );
     });
 }
 

@@ -84,6 +84,14 @@ pub struct Metrics {
     pool_source: Mutex<Option<PoolSource>>,
     invalid_jobs: Gauge,
     last_success: Family<JobLabel, Gauge<f64, AtomicU64>>,
+    degraded: Family<ProblemLabel, Gauge>,
+    /// What is wrong now, by what it concerns: `/healthz` says it.
+    problems: Mutex<std::collections::BTreeMap<&'static str, String>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProblemLabel {
+    what: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -125,7 +133,15 @@ impl Metrics {
             "When each job last finished successfully (Unix time)",
             last_success.clone(),
         );
+        let degraded = Family::<ProblemLabel, Gauge>::default();
+        registry.register(
+            "gatherd_degraded",
+            "1 while the daemon is degraded for this reason (see /healthz), else 0",
+            degraded.clone(),
+        );
         Metrics {
+            degraded,
+            problems: Mutex::new(std::collections::BTreeMap::new()),
             registry,
             runs_total,
             run_duration,
@@ -164,6 +180,32 @@ impl Metrics {
     /// How many job files are invalid now.
     pub fn set_invalid_jobs(&self, n: usize) {
         self.invalid_jobs.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Sets (`Some(why)`) or clears (`None`) a problem of the daemon's,
+    /// named by what it concerns (`jobs_folder`, `history`): `/healthz`
+    /// answers 503 with every problem set, and `gatherd_degraded{what}` is 1
+    /// while it is.
+    pub fn set_problem(&self, what: &'static str, why: Option<String>) {
+        let mut problems = self.problems.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let label = ProblemLabel { what: what.to_string() };
+        match why {
+            Some(why) => {
+                problems.insert(what, why);
+                self.degraded.get_or_create(&label).set(1);
+            }
+            None => {
+                if problems.remove(what).is_some() {
+                    self.degraded.get_or_create(&label).set(0);
+                }
+            }
+        }
+    }
+
+    /// The problems set now: (what, why), by what.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let problems = self.problems.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        problems.iter().map(|(what, why)| (*what, why.clone())).collect()
     }
 
     /// Reads the blocking pool's busy threads from `source` at each scrape.

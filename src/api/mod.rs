@@ -55,7 +55,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
@@ -224,8 +224,19 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"status": "ok"}))
+/// `GET /healthz`: 200 `{"status":"ok"}`, or 503 `{"status":"degraded",
+/// "problems":[{"what","why"}]}` while the daemon cannot do all its work
+/// (its jobs folder is gone, its history could not vouch for one-shots).
+async fn healthz(State(state): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let problems = state.metrics.problems();
+    if problems.is_empty() {
+        return axum::Json(serde_json::json!({"status": "ok"})).into_response();
+    }
+    let problems: Vec<_> =
+        problems.into_iter().map(|(what, why)| serde_json::json!({"what": what, "why": why})).collect();
+    let body = serde_json::json!({"status": "degraded", "problems": problems});
+    (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -100,11 +100,18 @@ impl Supervisor {
             Ok(None) => self.fire(id, RunTrigger::File, Utc::now(), None),
             // Fail closed: a version that cannot be proved new is not run
             // (a broken history must not re-run every one-shot that ran).
-            Err(e) => tracing::error!(
-                job = %id,
-                error = %e,
-                "cannot ask the run history whether this version ran; not running it (save a new version to run it)"
-            ),
+            Err(e) => {
+                tracing::error!(
+                    job = %id,
+                    error = %e,
+                    "cannot ask the run history whether this version ran; not running it (save a new version to run it)"
+                );
+                // Until a restart: the one-shots it skipped are in the log.
+                let why = format!(
+                    "the run history could not be read at start ({e}): one-shots it could not vouch for were not run"
+                );
+                self.metrics.set_problem("history", Some(why));
+            }
         }
     }
 

@@ -28,6 +28,9 @@ use crate::exec::{BlockingPool, Limits, RunContext, RunEvent, RunOutcome, Status
 use crate::store::{RunId, RunStart, RunStore, RunTrigger};
 use crate::watch::{JobFileEvent, JobId, Watcher};
 
+/// The `/healthz` problem of a jobs folder that cannot be scanned.
+const JOBS_FOLDER: &str = "jobs_folder";
+
 /// A run that is due: which job, why, and its nominal time.
 #[derive(Debug)]
 pub(super) struct Fire {
@@ -225,9 +228,15 @@ impl Supervisor {
         .await;
         let found = match found {
             Ok(Ok(found)) => found,
-            Ok(Err(e)) => return tracing::error!(error = %e, "cannot scan the jobs folder"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot scan the jobs folder");
+                // Its jobs keep their last versions; a later rescan (the
+                // folder back, SIGHUP) clears this.
+                return self.metrics.set_problem(JOBS_FOLDER, Some(format!("cannot scan the jobs folder: {e}")));
+            }
             Err(e) => return tracing::error!(error = %e, "the scan of the jobs folder failed"),
         };
+        self.metrics.set_problem(JOBS_FOLDER, None);
         let present: std::collections::HashSet<JobId> = found.iter().map(|(id, _)| id.clone()).collect();
         let gone: Vec<JobId> = self.table.keys().filter(|id| !present.contains(*id)).cloned().collect();
         for id in gone {

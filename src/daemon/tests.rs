@@ -345,6 +345,8 @@ async fn at_start_a_one_shot_the_history_cannot_vouch_for_does_not_run() {
     let id = h.drop_job("once.toml", LONG).await;
     assert_eq!(h.running(&id), 0, "a history that cannot answer must not re-run one-shots (fail closed)");
     assert!(h.sup.runs.is_empty());
+    let problems = h.sup.metrics.problems();
+    assert!(matches!(problems.as_slice(), [("history", why)] if why.contains("could not vouch")), "{problems:?}");
     // A new version is new whatever the history says: it runs.
     h.sup.started = true;
     h.drop_job("once.toml", &format!("{LONG}\n")).await;
