@@ -216,13 +216,7 @@ fn a_gatherd_that_is_not_root_refuses_another_user_at_its_key() {
     let file = write(dir.path(), "as-root.toml", "user = \"root\"\n[[step]]\nname = \"a\"\nexec = [\"true\"]\n");
     // `gatherd run` started as nobody: the same binary, not root.
     use std::os::unix::process::CommandExt;
-    let out = gatherd()
-        .uid(uid)
-        .gid(gid)
-        .arg("run")
-        .arg(&file)
-        .output()
-        .expect("gatherd runs");
+    let out = gatherd().uid(uid).gid(gid).arg("run").arg(&file).output().expect("gatherd runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
@@ -230,4 +224,27 @@ fn a_gatherd_that_is_not_root_refuses_another_user_at_its_key() {
             && stderr.contains("as-root.toml:1:1"),
         "{stderr}"
     );
+}
+
+#[test]
+fn as_root_a_writable_script_file_is_refused_like_the_job_file() {
+    if nobody().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = write(dir.path(), "s.rhai", "40 + 2\n");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let job = write(dir.path(), "j.toml", "[[step]]\nname = \"s\"\nscript_file = \"s.rhai\"\n");
+    let (code, stderr) = run_stderr(&job);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the script file \"s.rhai\" is refused: the file is group- and world-writable"),
+        "{stderr}"
+    );
+    // `check` only checks what the file says.
+    let out = gatherd().arg("check").arg(&job).output().expect("gatherd check");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (code, stderr) = run_stderr(&job);
+    assert_eq!(code, Some(0), "{stderr}");
 }

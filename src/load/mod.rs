@@ -146,13 +146,8 @@ impl ReadError {
 }
 
 /// Reads at most [`MAX_FILE_BYTES`], checking the size first (and again while
-/// reading, in case the file grows in between).
-fn read_bounded(path: &Path) -> Result<Vec<u8>, ReadError> {
-    read_bounded_with_meta(path).map(|(bytes, _)| bytes)
-}
-
-/// [`read_bounded`], with the metadata of the file opened (`fstat`), so a
-/// check of its owner is about the file read, not one swapped in since.
+/// reading, in case the file grows in between). Returns the metadata of the file opened too (`fstat`), so a check of its
+/// owner is about the file read, not one swapped in since.
 fn read_bounded_with_meta(path: &Path) -> Result<(Vec<u8>, std::fs::Metadata), ReadError> {
     let meta = std::fs::metadata(path).map_err(ReadError::Io)?;
     if !meta.is_file() {

@@ -2,6 +2,9 @@
 //! crontabs): a root gatherd runs a file's commands as root or as its
 //! `user`, so whoever can write the file can run commands as them.
 //!
+//! The same holds for the `script_file`s a TOML job names: their value
+//! may feed the commands the job runs.
+//!
 //! A file is refused unless it belongs to root or to the job's `user`, and
 //! neither its group nor others may write it. A gatherd that is not root
 //! runs every job as itself, so the rule does not apply to it.
@@ -11,14 +14,28 @@
 
 use std::os::unix::fs::MetadataExt;
 
-use crate::job::Job;
+use super::identity::Purpose;
+use crate::job::{Identity, Job};
 
 /// Why this process must not run `job`, read from a file with metadata
 /// `file` (taken from the open file, not the path), or `None`.
 pub(crate) fn refusal_here(file: &std::fs::Metadata, job: &Job) -> Option<String> {
     let euid = nix::unistd::geteuid().as_raw();
-    let job_user = job.identity.as_ref().and_then(|i| i.user.as_ref()).map(|u| (u.uid, u.name.as_str()));
-    refusal(euid, file.uid(), file.mode(), job_user)
+    refusal(euid, file.uid(), file.mode(), job_user(job.identity.as_deref()))
+}
+
+/// The same for a `script_file` of a job with `identity`, read to be run
+/// (`purpose`): nothing when only checked.
+pub(crate) fn refusal_for(purpose: Purpose, file: &std::fs::Metadata, identity: Option<&Identity>) -> Option<String> {
+    match purpose {
+        Purpose::Check => None,
+        Purpose::Run { uid, .. } => refusal(uid, file.uid(), file.mode(), job_user(identity)),
+    }
+}
+
+/// The uid and name of an identity's user.
+fn job_user(identity: Option<&Identity>) -> Option<(u32, &str)> {
+    identity.and_then(|i| i.user.as_ref()).map(|u| (u.uid, u.name.as_str()))
 }
 
 /// Why a gatherd running as `euid` must not run a job file owned by `owner`
