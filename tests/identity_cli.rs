@@ -209,7 +209,7 @@ fn an_unknown_user_is_a_diagnostic_at_its_key() {
 }
 
 #[test]
-fn a_gatherd_that_is_not_root_refuses_another_user_at_its_key() {
+fn a_gatherd_that_is_not_root_refuses_another_user_at_its_key_and_takes_its_own() {
     let Some((uid, gid, _)) = nobody() else { return };
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -224,6 +224,13 @@ fn a_gatherd_that_is_not_root_refuses_another_user_at_its_key() {
             && stderr.contains("as-root.toml:1:1"),
         "{stderr}"
     );
+    // Its own user is no switch: allowed, and the environment is the user's.
+    let own =
+        write(dir.path(), "own.toml", "user = \"nobody\"\n[[step]]\nname = \"a\"\nshell = \"id -u; echo $USER\"\n");
+    let out = gatherd().uid(uid).gid(gid).arg("run").arg(&own).arg("--json").output().expect("gatherd runs");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(step(&doc, "main/a")["output"], format!("{uid}\nnobody"), "{doc:#}");
 }
 
 #[test]
