@@ -2,6 +2,8 @@
 //! as written (`systemd-analyze verify` prints nothing about it), its hardening
 //! keeps the exposure score of `systemd-analyze security` at 2.0 or lower, and
 //! it keeps the settings the daemon's signal and notify handling relies on.
+//! The same for examples/gatherd-root.service (jobs as their own users), at
+//! 2.5 or lower, with only the capabilities switching users needs.
 //!
 //! `systemd-analyze` (systemd 252 or later) must be installed: without it these
 //! tests fail rather than skip, so CI cannot pass without checking the unit.
@@ -17,16 +19,24 @@ const INSTALLED_BINARY: &str = "/usr/local/bin/gatherd";
 /// The highest exposure score the unit may have (the bar).
 const MAX_EXPOSURE: f64 = 2.0;
 
-fn example_unit() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gatherd.service");
+/// The highest exposure score the root unit may have: it runs as root with
+/// four capabilities and may switch users (2.5 when it was written).
+const MAX_ROOT_EXPOSURE: f64 = 2.5;
+
+/// The unprivileged unit and the one that runs jobs as their own users.
+const UNPRIVILEGED: &str = "gatherd.service";
+const ROOT: &str = "gatherd-root.service";
+
+fn example_unit(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
 /// The example unit with ExecStart pointed at the binary cargo built, written as
 /// `gatherd.service` in a fresh temporary folder. `verify` checks that ExecStart's
 /// program exists, and /usr/local/bin/gatherd need not exist on a test machine.
-fn unit_with_built_binary() -> (tempfile::TempDir, PathBuf) {
-    let unit = example_unit();
+fn unit_with_built_binary(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let unit = example_unit(name);
     let exec_start = format!("ExecStart={INSTALLED_BINARY} ");
     assert_eq!(
         unit.matches(&exec_start).count(),
@@ -84,7 +94,16 @@ fn blames_another_unit(line: &str, ours: &Path) -> bool {
 
 #[test]
 fn unit_passes_systemd_analyze_verify_without_a_word() {
-    let (_dir, unit) = unit_with_built_binary();
+    verify_says_nothing(UNPRIVILEGED);
+}
+
+#[test]
+fn root_unit_passes_systemd_analyze_verify_without_a_word() {
+    verify_says_nothing(ROOT);
+}
+
+fn verify_says_nothing(name: &str) {
+    let (_dir, unit) = unit_with_built_binary(name);
     let output = systemd_analyze(&["verify"], &unit);
     let all = text(&output);
     assert!(output.status.success(), "systemd-analyze verify failed:\n{all}");
@@ -102,7 +121,16 @@ fn unit_passes_systemd_analyze_verify_without_a_word() {
 
 #[test]
 fn unit_exposure_score_is_at_most_two() {
-    let (_dir, unit) = unit_with_built_binary();
+    exposure_at_most(UNPRIVILEGED, MAX_EXPOSURE);
+}
+
+#[test]
+fn root_unit_exposure_score_is_at_most_two_and_a_half() {
+    exposure_at_most(ROOT, MAX_ROOT_EXPOSURE);
+}
+
+fn exposure_at_most(name: &str, max: f64) {
+    let (_dir, unit) = unit_with_built_binary(name);
     let output = systemd_analyze(&["security", "--offline=yes", "--no-pager"], &unit);
     let all = text(&output);
     assert!(output.status.success(), "systemd-analyze security failed:\n{all}");
@@ -115,15 +143,12 @@ fn unit_exposure_score_is_at_most_two() {
         .and_then(|(_, rest)| rest.split_whitespace().next())
         .and_then(|number| number.parse().ok())
         .unwrap_or_else(|| panic!("no `{marker} N` line in the output:\n{all}"));
-    assert!(
-        score <= MAX_EXPOSURE,
-        "exposure {score} is above {MAX_EXPOSURE:.1}; the settings marked ✗ are the ones to look at:\n{all}"
-    );
+    assert!(score <= max, "exposure {score} is above {max:.1}; the settings marked ✗ are the ones to look at:\n{all}");
 }
 
 /// The `[Service]` settings of the example unit, in file order (a key may repeat).
-fn service_settings() -> Vec<(String, String)> {
-    let unit = example_unit();
+fn service_settings(name: &str) -> Vec<(String, String)> {
+    let unit = example_unit(name);
     let mut in_service = false;
     let mut settings = Vec::new();
     for line in unit.lines().map(str::trim) {
@@ -147,7 +172,25 @@ fn setting(settings: &[(String, String)], key: &str) -> String {
 
 #[test]
 fn unit_keeps_what_the_daemon_relies_on() {
-    let s = service_settings();
+    keeps_what_the_daemon_relies_on(UNPRIVILEGED);
+}
+
+#[test]
+fn root_unit_keeps_what_the_daemon_relies_on_and_only_the_capabilities_to_switch_users() {
+    keeps_what_the_daemon_relies_on(ROOT);
+    let s = service_settings(ROOT);
+    assert!(s.iter().all(|(k, _)| k != "User" && k != "DynamicUser"), "the root unit runs as root");
+    let mut caps: Vec<String> = setting(&s, "CapabilityBoundingSet").split_whitespace().map(String::from).collect();
+    caps.sort();
+    assert_eq!(caps, ["CAP_DAC_READ_SEARCH", "CAP_KILL", "CAP_SETGID", "CAP_SETUID"]);
+    assert_eq!(setting(&s, "NoNewPrivileges"), "yes");
+    // setuid, setgid and setgroups stay allowed after `~@privileged`.
+    let filters: Vec<&str> = s.iter().filter(|(k, _)| k == "SystemCallFilter").map(|(_, v)| v.as_str()).collect();
+    assert_eq!(filters, ["@system-service", "~@privileged", "@setuid"]);
+}
+
+fn keeps_what_the_daemon_relies_on(name: &str) {
+    let s = service_settings(name);
     // sd_notify: READY=1, WATCHDOG=1, RELOADING=1 and STOPPING=1 from gatherd only.
     assert_eq!(setting(&s, "Type"), "notify");
     assert_eq!(setting(&s, "NotifyAccess"), "main");

@@ -36,7 +36,7 @@ pub struct RunArgs {
 /// Runs the job; returns the exit code (0 succeeded, 1 failed or timed out,
 /// 2 invalid file, 130 cancelled).
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
-    let job = match load::load_file(&args.file) {
+    let job = match load::load_file_to_run(&args.file) {
         Ok(job) => Arc::new(job),
         Err(e) => {
             // Diagnostics are this command's output (rustc-style), not an error line.

@@ -23,8 +23,10 @@ impl Supervisor {
     /// (re)schedule it.
     pub async fn apply(&mut self, id: JobId, loaded: Loaded) {
         let entry = self.table.entry(id.clone()).or_default();
-        if entry.hash == Some(loaded.hash) {
-            return; // Saved again, unchanged.
+        // Saved again, unchanged — unless only its validity changed, as
+        // when a refused file's mode or owner is fixed (`load::load_to_run`).
+        if entry.hash == Some(loaded.hash) && entry.invalid.is_some() == loaded.job.is_err() {
+            return;
         }
         entry.hash = Some(loaded.hash);
         self.store.record_job(JobRecord {

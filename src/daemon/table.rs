@@ -27,7 +27,10 @@ pub struct Loaded {
 /// Reads and loads one job file. Blocking: call it on a blocking thread.
 /// `Err` only when the file cannot be read at all (gone, unreadable).
 pub fn read(path: &Path) -> std::io::Result<Loaded> {
-    let meta = std::fs::metadata(path)?;
+    // The file is opened once and its owner taken from the open file, so
+    // the ownership check (`load::load_to_run`) is about what is read.
+    let mut file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
     if meta.len() > MAX_FILE_BYTES {
         // Too large to hash cheaply or to load: the loader says why, and the
         // size stands in for the hash so a change of size is a change.
@@ -35,10 +38,11 @@ pub fn read(path: &Path) -> std::io::Result<Loaded> {
         hash[..8].copy_from_slice(&meta.len().to_le_bytes());
         return Ok(Loaded { hash, job: load::load_file(path) });
     }
-    let bytes = std::fs::read(path)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes)?;
     let hash: Hash = Sha256::digest(&bytes).into();
     let job = match std::str::from_utf8(&bytes) {
-        Ok(text) => load::load_str(path, text),
+        Ok(text) => load::load_to_run(path, text, &meta),
         // The loader's message names the offending byte and line.
         Err(_) => load::load_file(path),
     };

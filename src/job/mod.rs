@@ -9,6 +9,7 @@
 //! parsing of files: anything here can be built by hand in a unit test.
 
 mod format;
+mod identity;
 mod kind;
 mod script;
 mod template;
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use format::JobFormat;
+pub use identity::{Identity, UserIdentity};
 pub use kind::NodeKind;
 pub use script::{CallFn, CallStep, CancelProbe, LimitOverrides, ScriptLimits, ScriptNode, ScriptSource, ScriptStep};
 pub use template::Template;
@@ -55,6 +57,8 @@ pub struct Job {
     pub keep_runs: Option<u64>,
     /// Keep runs of this job for this long.
     pub keep_for: Option<Duration>,
+    /// `user` / `user_group`: who its processes run as; `None` = as gatherd.
+    pub identity: Option<std::sync::Arc<Identity>>,
     /// The root of the run tree: the first group, or the steps in sequence.
     pub root: Node,
 }
@@ -77,6 +81,7 @@ impl Job {
             catch_up_window: None,
             keep_runs: None,
             keep_for: None,
+            identity: None,
             root,
         }
     }

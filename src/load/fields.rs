@@ -15,6 +15,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::diagnostic::{Diagnostic, LineIndex, did_you_mean};
+use super::identity::Purpose;
 use crate::job::Template;
 
 /// A parsed TOML value with its byte span.
@@ -30,6 +31,8 @@ pub(crate) struct Ctx {
     /// Where the text being read starts in the file: spans of a table parsed
     /// on its own (`toml_job.rs`, read by table) are relative to it.
     base: usize,
+    /// Checked only, or to be run by this process (`user` / `group`).
+    purpose: Purpose,
     pub(crate) diagnostics: Vec<Diagnostic>,
 }
 
@@ -54,7 +57,7 @@ pub(crate) struct TemplateUse {
 impl Ctx {
     pub(crate) fn new(file: Arc<str>, source: Arc<str>) -> Ctx {
         let lines = LineIndex::new(&source);
-        Ctx { file, source, lines, syntax: Syntax::Toml, base: 0, diagnostics: Vec::new() }
+        Ctx { file, source, lines, syntax: Syntax::Toml, base: 0, purpose: Purpose::Check, diagnostics: Vec::new() }
     }
 
     /// A context for reading another part of the same file on another
@@ -66,6 +69,7 @@ impl Ctx {
             lines: self.lines.clone(),
             syntax: self.syntax,
             base: 0,
+            purpose: self.purpose,
             diagnostics: Vec::new(),
         }
     }
@@ -73,6 +77,16 @@ impl Ctx {
     /// A context for a Rhai file, whose settings are `const` statements.
     pub(crate) fn rhai(file: Arc<str>, source: Arc<str>) -> Ctx {
         Ctx { syntax: Syntax::Rhai, ..Ctx::new(file, source) }
+    }
+
+    /// Reads the file to be checked only, or run by this process.
+    pub(crate) fn set_purpose(&mut self, purpose: Purpose) {
+        self.purpose = purpose;
+    }
+
+    /// Why the file is read.
+    pub(crate) fn purpose(&self) -> Purpose {
+        self.purpose
     }
 
     /// The file's name as shown in messages.

@@ -13,19 +13,24 @@
 //! - `limits.rs`: the sandbox limits a job sets, in either format, and the
 //!   ranges the config's defaults are checked against too.
 //! - `fields.rs`: typed field readers shared by all of them.
+//! - `identity.rs`: `user` / `user_group`, resolved in the user and group databases.
+//! - `ownership.rs`: who may own a job file that a root gatherd runs.
 //! - `tree.rs`: names, uses, cycles and template ordering; builds the tree.
 //! - `diagnostic.rs`: [`Diagnostic`] and [`LoadError`], one-line and rendered.
 //!
 //! Architecture Invariant: the loader never runs anything (Rhai scripts are
 //! compiled, not evaluated) and never touches the network; it reads the file
 //! it is given and the `script_file`s that file names (each size-checked
-//! first), nothing else. Every problem a user can cause is a [`Diagnostic`],
+//! first), and looks up the names of `user` / `user_group` in the system's user
+//! and group databases (`identity.rs`), nothing else. Every problem a user can cause is a [`Diagnostic`],
 //! never a panic.
 
 mod diagnostic;
 mod discover;
 mod fields;
+mod identity;
 mod limits;
+mod ownership;
 mod rhai_job;
 mod script;
 mod sections;
@@ -47,6 +52,7 @@ pub use discover::{DiscoverError, Discovered, Refused, discover, discover_all, d
 pub(crate) use limits::check_limits;
 
 use crate::job::{Job, JobFormat};
+use identity::Purpose;
 
 /// Job files larger than this are refused before they are read: a job file
 /// is a few kilobytes, and the daemon must not load a runaway log by mistake.
@@ -56,6 +62,33 @@ pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 ///
 /// The size is checked before anything is read, and the text must be UTF-8.
 pub fn load_file(path: &Path) -> Result<Job, LoadError> {
+    let (text, _) = read_text(path)?;
+    load_source(path, &text, Purpose::Check)
+}
+
+/// Loads the job file at `path` to run it in this process, as `gatherd
+/// run` does: [`load_file`], then [`load_to_run`]'s checks.
+pub fn load_file_to_run(path: &Path) -> Result<Job, LoadError> {
+    let (text, meta) = read_text(path)?;
+    load_to_run(path, &text, &meta)
+}
+
+/// Loads `source`, read from the file at `path` whose (`fstat`) metadata is
+/// `file`, to run it in this process — the one way the daemon and `gatherd
+/// run` load a job. Beyond [`load_str`]: a `user` / `user_group` this process
+/// cannot switch to is refused at its key, and when it runs as root the file
+/// must belong to root or to the job's `user` and be writable by its owner
+/// only (`ownership.rs`).
+pub fn load_to_run(path: &Path, source: &str, file: &std::fs::Metadata) -> Result<Job, LoadError> {
+    let job = load_source(path, source, Purpose::run_here())?;
+    if let Some(why) = ownership::refusal_here(file, &job) {
+        return Err(LoadError::whole_file(path, why));
+    }
+    Ok(job)
+}
+
+/// The text of the job file at `path` and the metadata of the file read.
+fn read_text(path: &Path) -> Result<(String, std::fs::Metadata), LoadError> {
     if JobFormat::of(path).is_none() {
         let what = path.extension().and_then(|e| e.to_str());
         let what = what.map_or_else(|| "no extension".to_string(), |e| format!("`.{e}`"));
@@ -64,12 +97,12 @@ pub fn load_file(path: &Path) -> Result<Job, LoadError> {
             format!("not a job file ({what}): job files end in `.toml` or `.rhai`"),
         ));
     }
-    let bytes = read_bounded(path).map_err(|why| LoadError::whole_file(path, why.describe("a job file")))?;
-    let text = match String::from_utf8(bytes) {
-        Ok(text) => text,
-        Err(e) => return Err(not_utf8(path, e)),
-    };
-    load_str(path, &text)
+    let (bytes, meta) =
+        read_bounded_with_meta(path).map_err(|why| LoadError::whole_file(path, why.describe("a job file")))?;
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok((text, meta)),
+        Err(e) => Err(not_utf8(path, e)),
+    }
 }
 
 /// Loads a job from `source`: Rhai if `path` ends in `.rhai`, else TOML.
@@ -77,12 +110,17 @@ pub fn load_file(path: &Path) -> Result<Job, LoadError> {
 /// file stem) and [`Job::dir`] (the parent folder, or `.`). The job file
 /// itself is not read; a TOML step's `script_file` is, relative to `dir`.
 pub fn load_str(path: &Path, source: &str) -> Result<Job, LoadError> {
+    load_source(path, source, Purpose::Check)
+}
+
+/// [`load_str`] for `purpose`.
+fn load_source(path: &Path, source: &str, purpose: Purpose) -> Result<Job, LoadError> {
     if source.len() as u64 > MAX_FILE_BYTES {
         return Err(LoadError::whole_file(path, ReadError::TooLarge(source.len() as u64).describe("a job file")));
     }
     match JobFormat::of(path) {
-        Some(JobFormat::Rhai) => rhai_job::load(path, source),
-        Some(JobFormat::Toml) | None => toml_job::load(path, source),
+        Some(JobFormat::Rhai) => rhai_job::load(path, source, purpose),
+        Some(JobFormat::Toml) | None => toml_job::load(path, source, purpose),
     }
 }
 
@@ -108,8 +146,9 @@ impl ReadError {
 }
 
 /// Reads at most [`MAX_FILE_BYTES`], checking the size first (and again while
-/// reading, in case the file grows in between).
-fn read_bounded(path: &Path) -> Result<Vec<u8>, ReadError> {
+/// reading, in case the file grows in between). Returns the metadata of the file opened too (`fstat`), so a check of its
+/// owner is about the file read, not one swapped in since.
+fn read_bounded_with_meta(path: &Path) -> Result<(Vec<u8>, std::fs::Metadata), ReadError> {
     let meta = std::fs::metadata(path).map_err(ReadError::Io)?;
     if !meta.is_file() {
         return Err(ReadError::NotAFile);
@@ -118,12 +157,13 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, ReadError> {
         return Err(ReadError::TooLarge(meta.len()));
     }
     let file = std::fs::File::open(path).map_err(ReadError::Io)?;
+    let opened = file.metadata().map_err(ReadError::Io)?;
     let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(ReadError::Io)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(ReadError::TooLarge(bytes.len() as u64));
     }
-    Ok(bytes)
+    Ok((bytes, opened))
 }
 
 /// A diagnostic at the first byte that is not UTF-8, shown in a lossy copy of

@@ -22,6 +22,7 @@ use toml::de::{DeArray, DeTable, DeValue};
 use super::MAX_FILE_BYTES;
 use super::diagnostic::{LoadError, display_name};
 use super::fields::Ctx;
+use super::identity::Purpose;
 use super::limits::{LIMIT_KEYS, MAX_EXPR_DEPTH, read_limits};
 use super::script::{Dialect, Placement, compile, syntax_error};
 use super::toml_job::{SETTING_KEYS, new_job, read_settings};
@@ -29,8 +30,9 @@ use crate::job::{Job, LimitOverrides, Node, ScriptLimits, ScriptNode, ScriptSour
 
 /// Loads a Rhai job from `source`; `path` names it in messages and gives the
 /// job its name and folder.
-pub(crate) fn load(path: &Path, source: &str) -> Result<Job, LoadError> {
+pub(crate) fn load(path: &Path, source: &str, purpose: Purpose) -> Result<Job, LoadError> {
     let mut ctx = Ctx::rhai(display_name(path), Arc::from(source));
+    ctx.set_purpose(purpose);
     // First with room for any limits the script may set, to read them...
     let roomy = ScriptLimits {
         max_expr_depth: MAX_EXPR_DEPTH,

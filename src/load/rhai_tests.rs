@@ -428,3 +428,19 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn rhai_unknown_user() {
+    insta::assert_snapshot!(render(RHAI, "const user = \"no-such-user-gatherd\";\nsleep(1)\n"));
+}
+
+#[test]
+#[allow(clippy::print_stderr)] // a skipped test says so
+fn rhai_user_is_read_like_the_toml_key() {
+    let Some(uid) = nix::unistd::User::from_name("nobody").ok().flatten().map(|u| u.uid.as_raw()) else {
+        eprintln!("SKIPPED: this host has no user `nobody`");
+        return;
+    };
+    let job = load_rhai("const user = \"nobody\";\nsleep(1)\n");
+    assert_eq!(job.identity.and_then(|i| i.user.as_ref().map(|u| u.uid)), Some(uid));
+}

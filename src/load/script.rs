@@ -325,8 +325,17 @@ pub(crate) fn parse_script_step(
         return None;
     }
     let path = env.dir.join(&text);
-    let bytes = match super::read_bounded(&path) {
-        Ok(bytes) => bytes,
+    let bytes = match super::read_bounded_with_meta(&path) {
+        Ok((bytes, meta)) => {
+            // A root gatherd holds it to the job file's rule: its value
+            // may feed the commands the job runs.
+            if let Some(why) = super::ownership::refusal_for(ctx.purpose(), &meta, env.identity) {
+                ctx.error(span, format!("the script file \"{text}\" is {why}"))
+                    .label(format!("read from {}", path.display()));
+                return None;
+            }
+            bytes
+        }
         Err(why) => {
             let why = match why {
                 super::ReadError::Io(e) => e.to_string(),

@@ -26,6 +26,8 @@ pub(crate) struct LoadEnv<'a> {
     pub(crate) dir: &'a Path,
     /// The job's `[script_limits]`, given to each script step.
     pub(crate) limits: &'a LimitOverrides,
+    /// The job's `user` / `user_group`: file steps are refused with one.
+    pub(crate) identity: Option<&'a crate::job::Identity>,
 }
 
 /// The keys every step may have besides its name and its kind key.
@@ -87,6 +89,13 @@ pub(crate) fn parse_step(ctx: &mut Ctx, env: &LoadEnv<'_>, table: &DeTable<'_>, 
     let who = name.as_ref().map_or_else(|| "this step".to_string(), |(n, _)| format!("step `{n}`"));
     let kind_key = read_kind_key(ctx, table, &header, &who);
     let output = read_output(ctx, table, kind_key.as_ref().map(|(k, _)| k.as_str()));
+    if let (Some((key, v)), Some(identity)) = (&kind_key, env.identity)
+        && (key == "read_file" || key == "write_file")
+    {
+        ctx.error(v.span(), format!("`{key}` is refused in a job with {}", identity.describe()))
+            .label("would run as gatherd's own user, not the job's")
+            .help("file steps run inside gatherd; use a process, e.g. `exec = [\"cat\", \"PATH\"]` or `shell = \"cat > PATH\"`");
+    }
     let kind = kind_key.and_then(|(key, v)| parse_kind(ctx, env, &key, v, output, &mut uses));
     let blocking = read_blocking(ctx, table, kind.as_ref());
     let retry = read_retry(ctx, table);

@@ -1008,3 +1008,71 @@ mod never_panics {
         }
     }
 }
+
+// ---- user / group ---------------------------------------------------------
+
+/// `nobody`'s uid, or `None` (said aloud) on a host without the account.
+#[allow(clippy::print_stderr)]
+fn nobody() -> Option<u32> {
+    let found = nix::unistd::User::from_name("nobody").ok().flatten().map(|u| u.uid.as_raw());
+    if found.is_none() {
+        eprintln!("SKIPPED: this host has no user `nobody`");
+    }
+    found
+}
+
+#[test]
+fn user_and_group_resolve_to_ids_and_the_users_groups() {
+    let Some(uid) = nobody() else { return };
+    let job = load("user = \"nobody\"\n[[step]]\nname = \"a\"\nexec = [\"id\"]\n");
+    let identity = job.identity.expect("an identity");
+    let user = identity.user.as_ref().expect("a user");
+    assert_eq!((user.name.as_str(), user.uid), ("nobody", uid));
+    assert!(user.groups.contains(&identity.gid), "{identity:?}");
+
+    let job = load("user = \"nobody\"\nuser_group = \"root\"\n[[step]]\nname = \"a\"\nexec = [\"id\"]\n");
+    let identity = job.identity.expect("an identity");
+    assert_eq!(identity.gid, 0);
+    assert!(identity.user.as_ref().expect("a user").groups.contains(&0), "{identity:?}");
+
+    let job = load("user_group = \"root\"\n[[step]]\nname = \"a\"\nexec = [\"id\"]\n");
+    let identity = job.identity.expect("an identity");
+    assert_eq!((identity.user.is_none(), identity.gid), (true, 0));
+}
+
+#[test]
+fn unknown_user() {
+    insta::assert_snapshot!(render("user = \"no-such-user-gatherd\"\n[[step]]\nname = \"a\"\nexec = [\"id\"]\n"));
+}
+
+#[test]
+fn unknown_group() {
+    insta::assert_snapshot!(render(
+        "user_group = \"no-such-group-gatherd\"\n[[step]]\nname = \"a\"\nexec = [\"id\"]\n"
+    ));
+}
+
+#[test]
+fn user_when_gatherd_is_not_root() {
+    if nobody().is_none() {
+        return;
+    }
+    let src = "description = \"x\"\nuser = \"nobody\"\n[[step]]\nname = \"a\"\nexec = [\"id\"]\n";
+    let e = match load_source(Path::new(FILE), src, Purpose::Run { uid: 1000, gid: 1000 }) {
+        Ok(job) => panic!("expected an error, got {job:#?}"),
+        Err(e) => e,
+    };
+    assert_eq!(e.diagnostics().len(), 1, "{e}");
+    insta::assert_snapshot!(e.diagnostics()[0].render(false));
+    // `check` (and a root gatherd) accept it.
+    assert!(load_source(Path::new(FILE), src, Purpose::Run { uid: 0, gid: 0 }).is_ok());
+    assert!(load_str(Path::new(FILE), src).is_ok());
+}
+
+#[test]
+fn file_step_in_a_job_with_a_user() {
+    if nobody().is_none() {
+        return;
+    }
+    insta::assert_snapshot!(render("user = \"nobody\"\n[[step]]\nname = \"a\"\nread_file = \"x.txt\"\n"));
+}

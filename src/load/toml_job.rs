@@ -18,6 +18,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::diagnostic::{LoadError, closest, display_name};
 use super::fields::{Ctx, Value, list};
+use super::identity::{Purpose, read_identity};
 use super::limits::{LIMIT_KEYS, read_limits};
 use super::sections::{self, Layout, Section};
 use super::step::{LoadEnv, RawStep, STEP_KEYS, parse_step, read_name};
@@ -46,6 +47,9 @@ pub(crate) const SETTING_KEYS: &[&str] = &[
     "catch_up_window",
     "keep_runs",
     "keep_for",
+    "user",
+    // Not `group`: in TOML that key is the `[[group]]` tables.
+    "user_group",
 ];
 
 /// Every key a `[[group]]` table may have.
@@ -85,16 +89,17 @@ pub(crate) struct RawGroup {
 /// that finds anything at all to report, or the layout is another, the whole
 /// document is parsed as one and the diagnostics come from there, so they
 /// are the same either way.
-pub(crate) fn load(path: &Path, source: &str) -> Result<Job, LoadError> {
-    if let Some(job) = sections::layout(source).and_then(|layout| load_by_table(path, source, &layout)) {
+pub(crate) fn load(path: &Path, source: &str, purpose: Purpose) -> Result<Job, LoadError> {
+    if let Some(job) = sections::layout(source).and_then(|layout| load_by_table(path, source, &layout, purpose)) {
         return Ok(job);
     }
-    load_document(path, source)
+    load_document(path, source, purpose)
 }
 
 /// The job, read a table at a time; `None` if there is anything to report.
-fn load_by_table(path: &Path, source: &str, layout: &Layout) -> Option<Job> {
+fn load_by_table(path: &Path, source: &str, layout: &Layout, purpose: Purpose) -> Option<Job> {
     let mut ctx = Ctx::new(display_name(path), Arc::from(source));
+    ctx.set_purpose(purpose);
     let preamble = DeTable::parse(&source[layout.preamble.clone()]).ok()?;
     let preamble = preamble.get_ref();
     if TABLE_KEYS.iter().any(|k| preamble.contains_key(*k)) {
@@ -112,7 +117,7 @@ fn load_by_table(path: &Path, source: &str, layout: &Layout) -> Option<Job> {
             limits = script_limits(&mut ctx, t);
         }
     }
-    let env = LoadEnv { dir: &job.dir, limits: &limits };
+    let env = LoadEnv { dir: &job.dir, limits: &limits, identity: job.identity.as_deref() };
     let to_read: Vec<&(Section, Range<usize>)> =
         layout.tables.iter().filter(|(s, _)| *s != Section::ScriptLimits).collect();
     // A big job's tables are read on every core: they are independent, and
@@ -188,8 +193,9 @@ fn read_tables(
 }
 
 /// The job, parsed as one document: any layout, and every diagnostic.
-fn load_document(path: &Path, source: &str) -> Result<Job, LoadError> {
+fn load_document(path: &Path, source: &str, purpose: Purpose) -> Result<Job, LoadError> {
     let mut ctx = Ctx::new(display_name(path), Arc::from(source));
+    ctx.set_purpose(purpose);
     let parsed = match DeTable::parse(source) {
         Ok(doc) => doc,
         Err(e) => {
@@ -221,7 +227,7 @@ fn load_document(path: &Path, source: &str) -> Result<Job, LoadError> {
         },
         None => LimitOverrides::default(),
     };
-    let env = LoadEnv { dir: &job.dir, limits: &limits };
+    let env = LoadEnv { dir: &job.dir, limits: &limits, identity: job.identity.as_deref() };
 
     let before_tables = ctx.diagnostics.len();
     let steps: Vec<RawStep> =
@@ -333,6 +339,7 @@ pub(crate) fn read_settings(ctx: &mut Ctx, doc: &DeTable<'_>, job: &mut Job) {
     if let Some(v) = doc.get("semaphore") {
         job.semaphore = read_semaphore(ctx, v);
     }
+    read_identity(ctx, doc, job);
 
     let schedule = doc.get_key_value("schedule");
     let every = doc.get_key_value("every");
@@ -726,7 +733,7 @@ fn read_children(ctx: &mut Ctx, key: &str, v: &Value<'_>, who: &str, ok: &mut bo
 mod tests {
     use std::path::Path;
 
-    use super::{load_by_table, load_document, sections};
+    use super::{Purpose, load_by_table, load_document, sections};
 
     /// Reading a table at a time and reading the whole document give the
     /// same job, for every example job and for layouts with every section.
@@ -750,10 +757,11 @@ mod tests {
                      [[step]]\nname = \"c\"\nscript = \"40 + 2\"\n[[step]]\nname = \"e\"\nexec = [\"echo\", \"{{ input }}\"]\n";
         sources.push((dir.join("mixed.toml"), mixed.to_string()));
         for (path, text) in &sources {
-            let whole = load_document(path, text).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+            let whole =
+                load_document(path, text, Purpose::Check).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
             let layout = sections::layout(text).unwrap_or_else(|| panic!("{} is of the plain layout", path.display()));
-            let by_table =
-                load_by_table(path, text, &layout).unwrap_or_else(|| panic!("{} read by table", path.display()));
+            let by_table = load_by_table(path, text, &layout, Purpose::Check)
+                .unwrap_or_else(|| panic!("{} read by table", path.display()));
             assert_eq!(by_table, whole, "{}", path.display());
         }
     }
@@ -781,8 +789,8 @@ mod tests {
         }
         let path = Path::new("big.toml");
         let layout = sections::layout(&text).expect("plain layout");
-        let by_table = load_by_table(path, &text, &layout).expect("read by table");
-        assert_eq!(by_table, load_document(path, &text).expect("valid"));
+        let by_table = load_by_table(path, &text, &layout, Purpose::Check).expect("read by table");
+        assert_eq!(by_table, load_document(path, &text, Purpose::Check).expect("valid"));
         assert_eq!(by_table.root.step_count(), Some(n + 1));
     }
 
@@ -799,8 +807,8 @@ mod tests {
             "timeout = \"1s\"\n",
         ] {
             let layout = sections::layout(text).expect("plain layout");
-            assert_eq!(load_by_table(Path::new("j.toml"), text, &layout), None, "{text:?}");
-            assert!(load_document(Path::new("j.toml"), text).is_err(), "{text:?}");
+            assert_eq!(load_by_table(Path::new("j.toml"), text, &layout, Purpose::Check), None, "{text:?}");
+            assert!(load_document(Path::new("j.toml"), text, Purpose::Check).is_err(), "{text:?}");
         }
     }
 }

@@ -33,6 +33,7 @@ pub(super) async fn read(
     env: &StepEnv<'_>,
     cancel: &CancellationToken,
 ) -> Result<StepOutput, StepError> {
+    super::identity::refuse_file_step("read_file", env.job)?;
     let path = env.resolve(&env.render("path", &step.path)?);
     let limit = env.ctx.limits.output_bytes;
     // A read has no effect to undo: on cancel the attempt returns at once and
@@ -49,6 +50,7 @@ pub(super) async fn write(
     env: &StepEnv<'_>,
     cancel: &CancellationToken,
 ) -> Result<StepOutput, StepError> {
+    super::identity::refuse_file_step("write_file", env.job)?;
     let given = env.render("path", &step.path)?;
     let content = env.render("content", &step.content)?;
     let path = env.resolve(&given);

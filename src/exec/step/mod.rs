@@ -16,6 +16,7 @@
 mod capture;
 mod file;
 mod http;
+mod identity;
 mod process;
 mod script;
 mod sleep;

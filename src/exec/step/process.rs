@@ -75,6 +75,8 @@ pub(super) async fn run_shell(
 
 /// A program with every template rendered and every path resolved.
 struct Prepared {
+    /// The job's `user` / `group`, if it has them.
+    identity: Option<std::sync::Arc<crate::job::Identity>>,
     program: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
@@ -111,7 +113,7 @@ async fn prepare(
         Some(t) => Some(env.render("stdin", t)?),
         None => None,
     };
-    Ok(Prepared { program, args, env: vars, cwd, stdin })
+    Ok(Prepared { identity: env.job.identity.clone(), program, args, env: vars, cwd, stdin })
 }
 
 impl Prepared {
@@ -119,6 +121,8 @@ impl Prepared {
     fn command(&self) -> std::process::Command {
         use std::os::unix::process::CommandExt;
         let mut cmd = std::process::Command::new(&self.program);
+        // First: its env comes before the step's, its `pre_exec` before any other.
+        super::identity::apply(&mut cmd, self.identity.as_ref());
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
