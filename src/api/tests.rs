@@ -428,6 +428,34 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     api.stop().await;
 }
 
+/// A client that trickles a request line forever never lets the idle clock
+/// run out (a byte every 50 ms); the header timeout closes it all the same.
+#[tokio::test]
+async fn a_request_line_trickled_forever_is_closed_at_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let header_timeout = Duration::from_millis(300);
+    let api = Api::start_config(ApiConfig { header_timeout, ..ApiConfig::default() }).await;
+    let mut slow = tokio::net::TcpStream::connect(api.addr).await.unwrap();
+    slow.write_all(b"GET /heal").await.unwrap();
+    let mut closed = false;
+    // At most 10 s: a bound for the server to act, not a speed assertion.
+    for _ in 0..200 {
+        if slow.write_all(b"t").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(50), slow.read(&mut buf)).await {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a request line trickled for 10 s is still open (header_timeout {header_timeout:?})");
+    // A whole request on a fresh connection is served as ever.
+    assert_eq!(api.get("/healthz").await.0, 200);
+    api.stop().await;
+}
+
 /// Sends `raw` as is and returns the response's status line.
 async fn raw_status(addr: std::net::SocketAddr, raw: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
