@@ -215,3 +215,58 @@ fn the_daemon_raises_its_soft_open_files_limit_to_the_hard_one() {
     assert!(ready, "the daemon never made its socket");
     assert_eq!(limits, (hard.clone(), hard), "the daemon's open-files limit (soft, hard)");
 }
+
+/// Out of file descriptors, the accept loop neither spins nor dies: it
+/// logs once, backs off, and serves again once descriptors are free.
+#[test]
+fn out_of_file_descriptors_the_api_logs_once_backs_off_and_serves_again() {
+    use std::io::BufRead;
+    let jobs = tempfile::tempdir().expect("temp");
+    let state = tempfile::tempdir().expect("temp");
+    // 64 descriptors: the idle daemon needs about 20.
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_gatherd"))
+        .arg("daemon")
+        .arg("--jobs")
+        .arg(jobs.path())
+        .arg("--state")
+        .arg(state.path())
+        .args(["--log-format", "json", "--log-level", "gatherd=debug"])
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let stderr = child.stderr.take().expect("piped");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().expect("lines").push(line);
+        }
+    });
+    let count = |text: &str| lines.lock().expect("lines").iter().filter(|l| l.contains(text)).count();
+    let dump = || lines.lock().expect("lines").join("\n");
+    let ready = eventually(LONG, || count("\"ready\"") > 0);
+    let socket: &'static std::path::Path = Box::leak(state.path().join("gatherd.sock").into_boxed_path());
+    let mut held = Vec::new();
+    if ready {
+        for _ in 0..80 {
+            held.push(std::os::unix::net::UnixStream::connect(socket).expect("connect (the backlog takes it)"));
+        }
+    }
+    let failing = ready && eventually(LONG, || count("cannot accept connections") > 0);
+    drop(held);
+    let status = if failing { http(support::Api::Unix(socket), "GET", "/healthz", &[], "").0 } else { 0 };
+    let recovered = eventually(LONG, || count("accepts connections again") > 0);
+    let warnings = count("cannot accept connections");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ready, "never ready: {}", dump());
+    assert!(failing, "the daemon never ran out of descriptors: {}", dump());
+    assert_eq!(status, 200, "the API does not serve after descriptors came back: {}", dump());
+    assert!(recovered, "{}", dump());
+    assert_eq!(warnings, 1, "logged once per episode: {}", dump());
+}
