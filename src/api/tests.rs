@@ -456,6 +456,45 @@ async fn a_request_line_trickled_forever_is_closed_at_the_header_timeout() {
     api.stop().await;
 }
 
+/// On the unix socket the mode is the gate: no token, any `Host`; but a
+/// state change still needs an `Origin` that names its own `Host`.
+#[tokio::test]
+async fn on_the_socket_no_token_is_asked_and_a_foreign_origin_still_cannot_change_state() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn RunStore> = Arc::new(open_sqlite(dir.path().join(DB_FILE)).await.unwrap());
+    let control = Arc::new(FakeControl::default());
+    let path = dir.path().join(SOCKET_FILE);
+    let listener = bind_socket(&path).unwrap();
+    let shutdown = CancellationToken::new();
+    let config = ApiConfig { token: SharedToken::new(Some("s3cret".into())), ..ApiConfig::default() };
+    let server =
+        tokio::spawn(serve(listener, config, control.clone(), store, Arc::new(Metrics::new()), shutdown.clone()));
+    let status = |raw: String| {
+        let path = path.clone();
+        async move {
+            let mut stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+            stream.write_all(raw.as_bytes()).await.unwrap();
+            let mut response = Vec::new();
+            let _ = stream.read_to_end(&mut response).await;
+            String::from_utf8_lossy(&response).lines().next().unwrap_or("").to_string()
+        }
+    };
+    let get = |host: &str| format!("GET /runs HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    assert!(status(get("localhost")).await.starts_with("HTTP/1.1 200"));
+    assert!(status(get("anything.example")).await.starts_with("HTTP/1.1 200"));
+    let post = |origin: &str| {
+        format!(
+            "POST /trigger/a.toml HTTP/1.1\r\nHost: localhost\r\nOrigin: {origin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+    };
+    assert!(status(post("http://evil.example")).await.starts_with("HTTP/1.1 403"));
+    assert!(control.triggered.lock().unwrap().is_empty(), "triggered anyway");
+    assert!(status(post("http://localhost")).await.starts_with("HTTP/1.1 201"));
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}
+
 /// Sends `raw` as is and returns the response's status line.
 async fn raw_status(addr: std::net::SocketAddr, raw: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
