@@ -80,6 +80,9 @@ fn by_default_the_api_is_a_unix_socket_of_mode_0660_and_no_tcp_port_is_opened() 
     assert_eq!(listed.status.code(), Some(0), "{}", String::from_utf8_lossy(&listed.stderr));
     let rows: Value = serde_json::from_slice(&listed.stdout).expect("runs JSON");
     assert!(rows.as_array().is_some_and(|r| r.iter().any(|r| r["id"] == doc["id"])), "{rows}");
+    // A clean stop takes the socket away (the folders outlive the daemon here).
+    let (_jobs, state) = d.end_with(Signal::SIGTERM);
+    assert!(!state.path().join("gatherd.sock").exists(), "the socket outlived the daemon");
 }
 
 fn toml_string(text: &str) -> String {

@@ -69,18 +69,24 @@ pub(super) async fn serve(
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let config = ApiConfig { token: listeners.token, hosts, ..ApiConfig::default() };
-    let (socket, _) = listeners.unix;
+    let (socket, path) = listeners.unix;
     let serve = |listener: api::Listener| {
         api::serve(listener, config.clone(), control.clone(), store.clone(), metrics.clone(), stop.clone())
     };
     let on_socket = serve(socket.into());
-    match listeners.tcp {
+    let served = match listeners.tcp {
         Some((listener, _)) => {
             let (a, b) = tokio::join!(on_socket, serve(listener.into()));
             a.and(b)
         }
         None => on_socket.await,
+    };
+    // Still under the state folder's lock: the socket is ours to remove, so
+    // a CLI finds no socket rather than one nobody answers.
+    if let Err(e) = tokio::fs::remove_file(&path).await {
+        tracing::debug!(socket = %path.display(), error = %e, "cannot remove the control API's socket");
     }
+    served
 }
 
 /// Raises the soft limit of open files to the hard one, as systemd advises
