@@ -41,7 +41,7 @@ class Daemon:
         self.cond = threading.Condition()
         self.proc = subprocess.Popen(
             [str(binary), "daemon", "--jobs", str(jobs), "--state", str(state),
-             "--log-format", "json", "--log-level", "info", "--api-listen", "127.0.0.1:0"],
+             "--log-format", "json", "--log-level", "info"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             env={k: v for k, v in os.environ.items() if k not in ("RUST_LOG", "NOTIFY_SOCKET")},
         )

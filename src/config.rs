@@ -43,12 +43,17 @@ pub struct Config {
     /// Keep runs this long (a job's own `keep_for` wins). Default: forever.
     #[serde(default, deserialize_with = "humantime_opt")]
     pub keep_for: Option<Duration>,
-    /// Where the control API listens (default 127.0.0.1:7327). A non-loopback
-    /// address needs `api_token`.
+    /// A TCP address for the control API besides its unix socket
+    /// (`STATE/gatherd.sock`, always there); none by default. Needs a token:
+    /// `api_token_file` or `api_token`.
     pub api_listen: Option<std::net::SocketAddr>,
-    /// A token the API's clients must send as `Authorization: Bearer TOKEN`:
-    /// printable ASCII without spaces, not empty.
+    /// A token the API's TCP clients must send as `Authorization: Bearer
+    /// TOKEN`: printable ASCII without spaces, not empty.
     pub api_token: Option<String>,
+    /// A file holding the token (instead of `api_token`), relative to the
+    /// state folder unless absolute; created at the daemon's first start if
+    /// missing (mode 0640, so the CLI of the daemon's group reads it too).
+    pub api_token_file: Option<PathBuf>,
     /// Host names the API answers to besides its listen address and
     /// `localhost` (a request with another `Host` is refused, against DNS
     /// rebinding): e.g. the name a reverse proxy forwards.
@@ -176,6 +181,9 @@ impl Config {
                 "`api_token` must be non-blank printable ASCII without spaces (what an HTTP header can carry)".into(),
             );
         }
+        if config.api_token.is_some() && config.api_token_file.is_some() {
+            return invalid("set `api_token` or `api_token_file`, not both".into());
+        }
         if let Some(bad) = config
             .api_hosts
             .iter()
@@ -212,9 +220,20 @@ impl Config {
         flag.or_else(|| self.state_dir.clone()).unwrap_or_else(default_state_dir)
     }
 
-    /// Where the control API listens: the config's, else the API's default.
-    pub fn api_listen(&self) -> std::net::SocketAddr {
-        self.api_listen.unwrap_or(crate::api::DEFAULT_LISTEN)
+    /// The token file, if one is configured: relative to the state folder
+    /// `state` unless absolute.
+    pub fn api_token_file(&self, state: &Path) -> Option<PathBuf> {
+        self.api_token_file.as_ref().map(|file| state.join(file))
+    }
+
+    /// The API's TCP token: `api_token`, else the content of the token
+    /// file (read now), else none. The error names the file and why.
+    pub fn api_token(&self, state: &Path) -> Result<Option<String>, String> {
+        match (&self.api_token, self.api_token_file(state)) {
+            (Some(token), _) => Ok(Some(token.clone())),
+            (None, Some(file)) => crate::api::read_token_file(&file).map(Some),
+            (None, None) => Ok(None),
+        }
     }
 
     /// The global limit on runs at once.
@@ -281,7 +300,7 @@ mod tests {
         let config = Config::parse(Path::new("c.toml"), "").expect("valid");
         assert_eq!(config.script_limits(), ScriptLimits::default());
         assert_eq!(config.blocking_threads(), BlockingPool::default_size());
-        assert_eq!(config.api_listen(), std::net::SocketAddr::from(([127, 0, 0, 1], 7327)));
+        assert_eq!(config.api_listen, None, "TCP is opt-in");
     }
 
     #[test]
@@ -310,6 +329,17 @@ mod tests {
         }
         let config = Config::parse(Path::new("c.toml"), "api_token = \"s3cret-~!._\"\n").expect("valid");
         assert_eq!(config.api_token.as_deref(), Some("s3cret-~!._"));
+    }
+
+    #[test]
+    fn a_token_file_is_relative_to_the_state_folder_and_excludes_api_token() {
+        let config = Config::parse(Path::new("c.toml"), "api_token_file = \"api-token\"\n").expect("valid");
+        assert_eq!(config.api_token_file(Path::new("/s")), Some(PathBuf::from("/s/api-token")));
+        let config = Config::parse(Path::new("c.toml"), "api_token_file = \"/etc/t\"\n").expect("valid");
+        assert_eq!(config.api_token_file(Path::new("/s")), Some(PathBuf::from("/etc/t")));
+        let both = "api_token = \"x\"\napi_token_file = \"t\"\n";
+        let err = Config::parse(Path::new("c.toml"), both).expect_err("both");
+        assert!(err.to_string().contains("not both"), "{err}");
     }
 
     #[test]

@@ -629,8 +629,8 @@ fn the_api_refuses_a_non_loopback_address_without_a_token() {
 fn with_a_token_the_api_wants_it() {
     let dir = tempfile::tempdir().expect("temp");
     let config = write(dir.path(), "config.toml", "api_token = \"s3cret\"\n");
-    let d = Daemon::start(&[], &["--config", config.to_str().expect("utf-8")], &[]);
-    let api = d.api();
+    let d = Daemon::start(&[], &["--config", config.to_str().expect("utf-8"), "--api-listen", "127.0.0.1:0"], &[]);
+    let api = d.tcp_api();
     assert_eq!(http(api, "GET", "/runs", &[], "").0, 401);
     assert_eq!(http(api, "GET", "/runs", &[("authorization", "Bearer wrong")], "").0, 401);
     assert_eq!(http(api, "GET", "/runs", &[("authorization", "Bearer s3cret")], "").0, 200);
@@ -640,8 +640,8 @@ fn with_a_token_the_api_wants_it() {
 fn a_token_changed_in_the_config_applies_on_sighup_and_the_old_one_stops_working() {
     let dir = tempfile::tempdir().expect("temp");
     let config = write(dir.path(), "config.toml", "api_token = \"old-token\"\n");
-    let d = Daemon::start(&[], &["--config", config.to_str().expect("utf-8")], &[]);
-    let api = d.api();
+    let d = Daemon::start(&[], &["--config", config.to_str().expect("utf-8"), "--api-listen", "127.0.0.1:0"], &[]);
+    let api = d.tcp_api();
     assert_eq!(http(api, "GET", "/runs", &[("authorization", "Bearer old-token")], "").0, 200);
     write(dir.path(), "config.toml", "api_token = \"new-token\"\n");
     d.signal(Signal::SIGHUP);

@@ -18,6 +18,10 @@ use super::{ApiConfig, ApiError, AppState};
 /// This API's hosts: the listen address itself (with an unspecified address,
 /// any IP literal: an IP cannot be re-bound), `localhost`, both with the listen
 /// port, and the names of `api_hosts` with any port (a proxy's).
+///
+/// On the unix socket any `Host` is fine (no browser reaches a socket, so
+/// nothing can be re-bound), and an `Origin` must name the request's own
+/// `Host` or a name of `api_hosts` (a proxy in front of the socket).
 pub(super) async fn guard_origin(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let host = request
         .headers()
@@ -25,6 +29,7 @@ pub(super) async fn guard_origin(State(state): State<AppState>, request: Request
         .and_then(|v| v.to_str().ok())
         .or_else(|| request.uri().authority().map(|a| a.as_str()));
     match host {
+        _ if state.unix => {}
         Some(host) if ours(&state.config, host) => {}
         Some(host) => {
             return ApiError::Forbidden(format!(
@@ -38,7 +43,14 @@ pub(super) async fn guard_origin(State(state): State<AppState>, request: Request
         && let Some(origin) = request.headers().get(header::ORIGIN)
     {
         let text = String::from_utf8_lossy(origin.as_bytes()).into_owned();
-        if !origin_host(&text).is_some_and(|host| ours(&state.config, &host)) {
+        let same_host = |origin: &str| {
+            let name = split_host(origin).0;
+            host.is_some_and(|host| split_host(host).0.eq_ignore_ascii_case(name))
+                || state.config.hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
+        };
+        let fine = origin_host(&text)
+            .is_some_and(|origin| if state.unix { same_host(&origin) } else { ours(&state.config, &origin) });
+        if !fine {
             return ApiError::Forbidden(format!(
                 "a state change from the web page at Origin `{text}` is refused (add its host to api_hosts if it is this API)"
             ))
@@ -96,8 +108,12 @@ fn origin_host(origin: &str) -> Option<String> {
 }
 
 /// With a token configured, answers 401 unless the request carries
-/// `Authorization: Bearer TOKEN` (the scheme in any case).
+/// `Authorization: Bearer TOKEN` (the scheme in any case). Not on the unix
+/// socket, whose mode is the gate.
 pub(super) async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if state.unix {
+        return next.run(request).await;
+    }
     let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
     let refused = state.config.token.with(|token| match (token, given) {
         (None, _) => None,

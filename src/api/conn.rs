@@ -1,59 +1,190 @@
-//! The connections the API accepts: at most `max_connections` at once, and
-//! each closed once it has read and written nothing for `idle_timeout`.
+//! The connections the API accepts and how each is served: at most
+//! `max_connections` at once; each closed once it has read and written
+//! nothing for `idle_timeout`, or when a request's head has not fully
+//! arrived `header_timeout` after hyper began to wait for it.
 //!
-//! axum's `serve` has no such knobs, so they sit in the listener it accepts
-//! from: the permit of a connection is held by its stream and freed when
-//! hyper drops it; the idle clock restarts at every byte in or out, so a
-//! stalled header, a kept-alive connection nobody uses and a client that
-//! stopped reading all end, while an SSE stream (a keep-alive comment every
-//! 15 s) lives on.
+//! axum's `serve` has none of these knobs, so the API runs its own accept
+//! loop over hyper's HTTP/1 connection (what axum's `serve` does inside):
+//! the permit of a connection is held by its stream and freed when hyper
+//! drops it; the idle clock restarts at every byte in or out, so a kept-alive
+//! connection nobody uses and a client that stopped reading end, while an
+//! SSE stream (a keep-alive comment every 15 s) lives on; hyper's
+//! `header_read_timeout` ends a client that trickles a request line forever
+//! (which the idle clock alone would not).
+//!
+//! Accept errors that are the machine's, not the client's (`EMFILE`,
+//! `ENFILE`, `ENOBUFS`, `ENOMEM`), do not end the listener and do not spin:
+//! the loop waits (10 ms, doubling to 1 s) and tries again, logging once
+//! when the trouble starts and once when it is over.
 
 use std::io;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
 
-/// A TCP listener that caps and times out its connections.
-pub(super) struct Guarded {
-    listener: TcpListener,
-    slots: Arc<Semaphore>,
-    idle: Duration,
+/// A listener the API serves: TCP (opt-in, with a token) or the unix socket.
+pub enum Listener {
+    /// `api_listen`.
+    Tcp(TcpListener),
+    /// `STATE/gatherd.sock`.
+    Unix(UnixListener),
 }
 
-impl Guarded {
-    pub(super) fn new(listener: TcpListener, max_connections: usize, idle: Duration) -> Guarded {
-        Guarded { listener, slots: Arc::new(Semaphore::new(max_connections.max(1))), idle }
+impl From<TcpListener> for Listener {
+    fn from(listener: TcpListener) -> Listener {
+        Listener::Tcp(listener)
     }
 }
 
-impl axum::serve::Listener for Guarded {
-    type Io = Conn;
-    type Addr = std::net::SocketAddr;
+impl From<UnixListener> for Listener {
+    fn from(listener: UnixListener) -> Listener {
+        Listener::Unix(listener)
+    }
+}
 
-    async fn accept(&mut self) -> (Conn, std::net::SocketAddr) {
+/// The shortest and the longest wait after an accept error.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
+/// A listener that caps and times out its connections.
+pub(super) struct Guarded {
+    listener: Listener,
+    slots: Arc<Semaphore>,
+    idle: Duration,
+    /// Whether accepting fails (logged once, when it starts).
+    failing: bool,
+}
+
+impl Guarded {
+    pub(super) fn new(listener: Listener, max_connections: usize, idle: Duration) -> Guarded {
+        Guarded { listener, slots: Arc::new(Semaphore::new(max_connections.max(1))), idle, failing: false }
+    }
+
+    /// The next connection, once a slot is free.
+    pub(super) async fn accept(&mut self) -> Conn {
         // Wait for a free slot before accepting: the next client waits in
         // the kernel's backlog, not in a file descriptor of ours.
         // The semaphore is never closed, so this is always a permit.
         let permit = self.slots.clone().acquire_owned().await.ok();
-        let (stream, addr) = axum::serve::Listener::accept(&mut self.listener).await;
-        let idle = self.idle;
-        (Conn { stream, _permit: permit, idle, deadline: Box::pin(tokio::time::sleep(idle)) }, addr)
+        let mut backoff = ACCEPT_BACKOFF.0;
+        loop {
+            let accepted = match &self.listener {
+                Listener::Tcp(l) => l.accept().await.map(|(s, _)| Stream::Tcp(s)),
+                Listener::Unix(l) => l.accept().await.map(|(s, _)| Stream::Unix(s)),
+            };
+            match accepted {
+                Ok(stream) => {
+                    if std::mem::take(&mut self.failing) {
+                        tracing::info!("the control API accepts connections again");
+                    }
+                    let idle = self.idle;
+                    return Conn { stream, _permit: permit, idle, deadline: Box::pin(tokio::time::sleep(idle)) };
+                }
+                // The client's trouble (it went away before we took it).
+                Err(e) if client_error(&e) => {}
+                Err(e) => {
+                    if !std::mem::replace(&mut self.failing, true) {
+                        tracing::warn!(error = %e, "the control API cannot accept connections; retrying");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+                }
+            }
+        }
     }
+}
 
-    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.listener.local_addr()
+fn client_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Serves `router` on `listener` until `shutdown`, then lets each
+/// connection finish the request it is on (hyper's graceful shutdown) and
+/// returns once all have ended.
+pub(super) async fn serve(
+    mut listener: Guarded,
+    router: axum::Router,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let conn = tokio::select! {
+            conn = listener.accept() => conn,
+            () = shutdown.cancelled() => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
+            let served = http.serve_connection(hyper_util::rt::TokioIo::new(conn), service);
+            let mut served = std::pin::pin!(served);
+            tokio::select! {
+                _ = served.as_mut() => return,
+                () = shutdown.cancelled() => served.as_mut().graceful_shutdown(),
+            }
+            // Errors here are the client's (it went away, sent garbage, timed out).
+            let _ = served.await;
+        });
     }
+    connections.close();
+    connections.wait().await;
+}
+
+/// Binds the unix socket at `path` with mode 0660 (the daemon's user and
+/// group may connect, no one else), replacing a stale socket a crash left.
+///
+/// The socket is bound under a temporary name, given its mode, then renamed
+/// into place, so it is never reachable with the umask's looser mode. The
+/// caller holds the state folder's lock, so no other daemon serves on
+/// `path`; anything at `path` that is not a socket is left alone and refused.
+pub fn bind_socket(path: &Path) -> io::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && !meta.file_type().is_socket()
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket: move it away", path.display()),
+        ));
+    }
+    let name = path.file_name().map_or_else(|| "gatherd.sock".into(), |n| n.to_string_lossy().into_owned());
+    let temporary: PathBuf = path.with_file_name(format!(".{name}.new"));
+    match std::fs::remove_file(&temporary) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let listener = std::os::unix::net::UnixListener::bind(&temporary)?;
+    let placed = std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o660))
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(e);
+    }
+    listener.set_nonblocking(true)?;
+    UnixListener::from_std(listener)
+}
+
+/// An accepted stream of either kind.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
 }
 
 /// One accepted connection: its slot and its idle clock.
 pub(super) struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     _permit: Option<OwnedSemaphorePermit>,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
@@ -77,7 +208,11 @@ impl Conn {
 impl AsyncRead for Conn {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+        let polled = match &mut self.stream {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        };
+        match polled {
             Poll::Ready(result) => {
                 if buf.filled().len() > before {
                     self.touch();
@@ -91,7 +226,11 @@ impl AsyncRead for Conn {
 
 impl AsyncWrite for Conn {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.stream).poll_write(cx, data) {
+        let polled = match &mut self.stream {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, data),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, data),
+        };
+        match polled {
             Poll::Ready(result) => {
                 self.touch();
                 Poll::Ready(result)
@@ -101,10 +240,16 @@ impl AsyncWrite for Conn {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        match &mut self.stream {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        match &mut self.stream {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
     }
 }

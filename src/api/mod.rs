@@ -31,13 +31,19 @@
 //! `{"error": "..."}` with a status that says why (see [`ApiError`]); the API
 //! never changes a job or a run except through [`Control`].
 //!
-//! Architecture Invariant: off loopback, the API does not start without a
-//! token ([`check`]), and with a token no route answers without it.
+//! Architecture Invariant: the API listens on a unix socket (mode 0660, so
+//! the file system says who may connect: the daemon's user and group) and,
+//! only when asked to, on TCP — where every route needs the token (the
+//! daemon opens no TCP listener without one, [`require_token`]; [`serve`]
+//! itself refuses a non-loopback one without, [`check`]). Over the socket no
+//! token is asked for: whoever can connect could read the token file anyway.
 //!
-//! Architecture Invariant: no route answers a `Host` that is not the API's
-//! (listen address, `localhost`, `api_hosts`), and no state change is made
-//! for a request whose `Origin` is foreign: a web page the user visits can
-//! neither drive the loopback API nor, re-bound by DNS, read it.
+//! Architecture Invariant: over TCP, no route answers a `Host` that is not
+//! the API's (listen address, `localhost`, `api_hosts`), and no state change
+//! is made for a request whose `Origin` is foreign: a web page the user
+//! visits can neither drive the loopback API nor, re-bound by DNS, read it.
+//! (A browser cannot reach a unix socket; a proxy in front of one still
+//! meets the `Origin` rule.)
 
 mod auth;
 mod conn;
@@ -47,6 +53,7 @@ pub mod events;
 mod jobs;
 mod metrics;
 mod runs;
+mod token;
 
 #[cfg(test)]
 mod tests;
@@ -59,12 +66,18 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
+pub use self::conn::{Listener, bind_socket};
 pub use self::control::{Control, ControlError, JobView};
 pub use self::error::ApiError;
 pub use self::metrics::Metrics;
+pub use self::token::{create_token_file, read_token_file};
 use crate::store::RunStore;
 
-/// The default address: loopback, so no token is needed.
+/// The unix socket's name in the state folder: where the daemon listens and
+/// the CLI connects by default.
+pub const SOCKET_FILE: &str = "gatherd.sock";
+
+/// An address for a TCP listener (`api_listen` has no default: TCP is opt-in).
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 7327));
 
 /// The default body limit: the API's requests carry no bodies worth more.
@@ -90,7 +103,15 @@ pub struct ApiConfig {
     /// Connections served at once; more wait in the kernel's backlog:
     /// [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
+    /// A request whose head (request line and headers) has not fully
+    /// arrived this long after the connection began to wait for it is
+    /// answered by closing the connection: [`DEFAULT_HEADER_TIMEOUT`].
+    pub header_timeout: std::time::Duration,
 }
+
+/// The default of [`ApiConfig::header_timeout`]: a request head is a few
+/// hundred bytes, so 10 s is slow networks' worth, not a trickling client's.
+pub const DEFAULT_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The default of [`ApiConfig::idle_timeout`]: above SSE's 15 s keep-alive.
 pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -108,6 +129,7 @@ impl Default for ApiConfig {
             hosts: Vec::new(),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
         }
     }
 }
@@ -161,6 +183,16 @@ pub fn check(config: &ApiConfig) -> Result<(), String> {
     check_addr(config.listen, config.token.get().as_deref())
 }
 
+/// The daemon's rule: a TCP listener, loopback or not, needs a token (any
+/// local user can reach loopback, and so can web pages the user opens).
+pub fn require_token(listen: SocketAddr, token: Option<&str>) -> Result<(), String> {
+    if token.is_some_and(|t| !t.is_empty()) {
+        Ok(())
+    } else {
+        Err(format!("the control API listens on TCP at {listen}, which needs a token (api_token_file or api_token)"))
+    }
+}
+
 fn check_addr(listen: SocketAddr, token: Option<&str>) -> Result<(), String> {
     let has_token = token.is_some_and(|t| !t.is_empty());
     if listen.ip().to_canonical().is_loopback() || has_token {
@@ -178,29 +210,40 @@ struct AppState {
     store: Arc<dyn RunStore>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
+    /// Whether this is the unix socket's router (no token, no `Host` rule).
+    unix: bool,
 }
 
-/// Serves the API on `listener` until `shutdown` is cancelled, then lets the
-/// requests in progress finish (event streams end at once) and returns.
+/// Serves the API on `listener` (TCP, or the unix socket) until `shutdown`
+/// is cancelled, then lets the requests in progress finish (event streams
+/// end at once) and returns.
 ///
 /// Takes a bound listener so the caller can bind port 0 and log the real
-/// address. Checks the listener's real address with [`check`] first.
+/// address. Checks a TCP listener's real address with [`check`] first.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: impl Into<Listener>,
     config: ApiConfig,
     control: Arc<dyn Control>,
     store: Arc<dyn RunStore>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let listen = listener.local_addr()?;
-    check_addr(listen, config.token.get().as_deref())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    // The real address (port 0 is bound by now): requests name it in `Host`.
-    let config = ApiConfig { listen, ..config };
-    let state = AppState { config: Arc::new(config), control, store, metrics, shutdown: shutdown.clone() };
+    let listener = listener.into();
+    let (config, unix) = match &listener {
+        Listener::Tcp(tcp) => {
+            let listen = tcp.local_addr()?;
+            check_addr(listen, config.token.get().as_deref())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            // The real address (port 0 is bound by now): requests name it in `Host`.
+            (ApiConfig { listen, ..config }, false)
+        }
+        Listener::Unix(_) => (config, true),
+    };
+    let header_timeout = config.header_timeout;
+    let state = AppState { config: Arc::new(config), control, store, metrics, shutdown: shutdown.clone(), unix };
     let listener = conn::Guarded::new(listener, state.config.max_connections, state.config.idle_timeout);
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    conn::serve(listener, router(state), header_timeout, shutdown).await;
+    Ok(())
 }
 
 fn router(state: AppState) -> Router {

@@ -428,6 +428,73 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     api.stop().await;
 }
 
+/// A client that trickles a request line forever never lets the idle clock
+/// run out (a byte every 50 ms); the header timeout closes it all the same.
+#[tokio::test]
+async fn a_request_line_trickled_forever_is_closed_at_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let header_timeout = Duration::from_millis(300);
+    let api = Api::start_config(ApiConfig { header_timeout, ..ApiConfig::default() }).await;
+    let mut slow = tokio::net::TcpStream::connect(api.addr).await.unwrap();
+    slow.write_all(b"GET /heal").await.unwrap();
+    let mut closed = false;
+    // At most 10 s: a bound for the server to act, not a speed assertion.
+    for _ in 0..200 {
+        if slow.write_all(b"t").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(50), slow.read(&mut buf)).await {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a request line trickled for 10 s is still open (header_timeout {header_timeout:?})");
+    // A whole request on a fresh connection is served as ever.
+    assert_eq!(api.get("/healthz").await.0, 200);
+    api.stop().await;
+}
+
+/// On the unix socket the mode is the gate: no token, any `Host`; but a
+/// state change still needs an `Origin` that names its own `Host`.
+#[tokio::test]
+async fn on_the_socket_no_token_is_asked_and_a_foreign_origin_still_cannot_change_state() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn RunStore> = Arc::new(open_sqlite(dir.path().join(DB_FILE)).await.unwrap());
+    let control = Arc::new(FakeControl::default());
+    let path = dir.path().join(SOCKET_FILE);
+    let listener = bind_socket(&path).unwrap();
+    let shutdown = CancellationToken::new();
+    let config = ApiConfig { token: SharedToken::new(Some("s3cret".into())), ..ApiConfig::default() };
+    let server =
+        tokio::spawn(serve(listener, config, control.clone(), store, Arc::new(Metrics::new()), shutdown.clone()));
+    let status = |raw: String| {
+        let path = path.clone();
+        async move {
+            let mut stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+            stream.write_all(raw.as_bytes()).await.unwrap();
+            let mut response = Vec::new();
+            let _ = stream.read_to_end(&mut response).await;
+            String::from_utf8_lossy(&response).lines().next().unwrap_or("").to_string()
+        }
+    };
+    let get = |host: &str| format!("GET /runs HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    assert!(status(get("localhost")).await.starts_with("HTTP/1.1 200"));
+    assert!(status(get("anything.example")).await.starts_with("HTTP/1.1 200"));
+    let post = |origin: &str| {
+        format!(
+            "POST /trigger/a.toml HTTP/1.1\r\nHost: localhost\r\nOrigin: {origin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+    };
+    assert!(status(post("http://evil.example")).await.starts_with("HTTP/1.1 403"));
+    assert!(control.triggered.lock().unwrap().is_empty(), "triggered anyway");
+    assert!(status(post("http://localhost")).await.starts_with("HTTP/1.1 201"));
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}
+
 /// Sends `raw` as is and returns the response's status line.
 async fn raw_status(addr: std::net::SocketAddr, raw: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

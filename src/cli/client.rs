@@ -16,19 +16,26 @@ use crate::config::Config;
 use crate::exec::{RecordedStatus, Status};
 use crate::store::RunDocument;
 
-/// How to reach the daemon.
+/// How to reach the daemon: by default its unix socket, `gatherd.sock` in
+/// its state folder; `--addr` for TCP (or another socket, `unix:PATH`).
 #[derive(Debug, Args)]
 pub struct ApiArgs {
-    /// The control API's address (default: the config's `api_listen`, else
-    /// 127.0.0.1:7327).
+    /// The control API over TCP, `HOST:PORT` (a daemon's `api_listen`), or a
+    /// socket, `unix:PATH` (default: the socket in the state folder).
     #[arg(long, value_name = "ADDR", env = "GATHERD_ADDR")]
     pub addr: Option<String>,
-    /// The API's Bearer token (default: the config's `api_token`).
+    /// The Bearer token for TCP (default: the config's `api_token`, or the
+    /// content of its `api_token_file`). The socket needs none.
     #[arg(long, value_name = "TOKEN", env = "GATHERD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// The daemon's config file, for the address and token.
+    /// The daemon's config file, for its state folder and token.
     #[arg(long, value_name = "FILE", env = "GATHERD_CONFIG")]
     pub config: Option<PathBuf>,
+    /// The daemon's state folder, where its socket `gatherd.sock` is
+    /// (default: the config's `state_dir`, $STATE_DIRECTORY, else
+    /// ~/.local/state/gatherd).
+    #[arg(long, value_name = "DIR", env = "GATHERD_STATE")]
+    pub state: Option<PathBuf>,
 }
 
 /// Arguments of `gatherd jobs`.
@@ -75,10 +82,12 @@ pub struct CancelArgs {
 #[derive(Debug, thiserror::Error)]
 pub(super) enum RequestError {
     /// Nothing listens at the address: no daemon runs there.
-    #[error("no daemon answers at {base} ({cause}); is `gatherd daemon` running, and is --addr right?")]
+    #[error("no daemon answers at {base} ({cause}); is `gatherd daemon` running, and is {hint} right?")]
     Unreachable {
-        /// The API's base URL.
+        /// Where the API was looked for (a URL or `unix:PATH`).
         base: String,
+        /// The flag that chose it.
+        hint: &'static str,
         /// The connection's error (in the message, not a source: its own
         /// causes would only repeat what the message says).
         cause: reqwest::Error,
@@ -101,16 +110,41 @@ pub(super) struct Client {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    /// Where the API is, for messages (`unix:PATH` or the URL), and the flag
+    /// that says so.
+    shown: (String, &'static str),
 }
 
 impl Client {
     pub(super) fn new(args: &ApiArgs) -> anyhow::Result<Client> {
         let config = Config::load_or_default(args.config.as_deref())?;
-        let addr = args.addr.clone().unwrap_or_else(|| config.api_listen().to_string());
-        let base = if addr.starts_with("http://") { addr } else { format!("http://{addr}") };
-        let token = args.token.clone().or(config.api_token);
-        let http = reqwest::Client::builder().build().context("cannot make an HTTP client")?;
-        Ok(Client { base, token, http })
+        let state = config.state_dir(args.state.clone());
+        let socket = match args.addr.as_deref() {
+            None => Some((state.join(crate::api::SOCKET_FILE), "--state")),
+            Some(addr) => {
+                addr.strip_prefix("unix:").map(|path| (PathBuf::from(path.trim_start_matches("//")), "--addr"))
+            }
+        };
+        let builder = reqwest::Client::builder();
+        let (base, token, builder, shown) = match (socket, args.addr.as_deref()) {
+            (Some((path, hint)), _) => {
+                let shown = (format!("unix:{}", path.display()), hint);
+                // The socket's mode is its gate: no token.
+                ("http://localhost".to_string(), None, builder.unix_socket(path), shown)
+            }
+            (None, addr) => {
+                let addr = addr.unwrap_or_default();
+                let base = if addr.starts_with("http://") { addr.to_string() } else { format!("http://{addr}") };
+                let token = match args.token.clone() {
+                    Some(token) => Some(token),
+                    None => config.api_token(&state).map_err(anyhow::Error::msg)?,
+                };
+                let shown = (base.clone(), "--addr");
+                (base, token, builder, shown)
+            }
+        };
+        let http = builder.build().context("cannot make an HTTP client")?;
+        Ok(Client { base, token, http, shown })
     }
 
     async fn send(&self, method: reqwest::Method, path: &str) -> Result<reqwest::Response, RequestError> {
@@ -118,8 +152,11 @@ impl Client {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let response =
-            request.send().await.map_err(|cause| RequestError::Unreachable { base: self.base.clone(), cause })?;
+        let response = request.send().await.map_err(|cause| RequestError::Unreachable {
+            base: self.shown.0.clone(),
+            hint: self.shown.1,
+            cause,
+        })?;
         if response.status().is_success() {
             return Ok(response);
         }

@@ -33,7 +33,8 @@ pub struct DaemonArgs {
     /// At most this many runs at once (wins over the config).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_runs: Option<u32>,
-    /// Where the control API listens (default 127.0.0.1:7327; port 0 = any free port).
+    /// A TCP address for the control API besides its socket STATE/gatherd.sock
+    /// (none by default; needs api_token_file or api_token; port 0 = any free port).
     #[arg(long, value_name = "ADDR", env = "GATHERD_API_LISTEN")]
     pub api_listen: Option<std::net::SocketAddr>,
     /// The config file as read the first time it was asked for: logging is

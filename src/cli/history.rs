@@ -19,23 +19,32 @@ use crate::store::{self, History, RecordedStatus, RunDocument, RunFilter};
 /// Where the history is: the daemon's API, or its state folder.
 #[derive(Debug, Args)]
 pub struct StateArgs {
-    /// Read this state folder's database instead of asking the daemon.
+    /// Read this state folder's database instead of asking the daemon
+    /// (`logs --follow`: the daemon of this state folder).
     #[arg(long, value_name = "DIR", env = "GATHERD_STATE")]
     pub state: Option<PathBuf>,
-    /// The daemon's config file, for its `api_listen`, `api_token` and `state_dir`.
+    /// The daemon's config file, for its `state_dir` (where its socket and
+    /// database are) and its token.
     #[arg(long, value_name = "FILE", env = "GATHERD_CONFIG")]
     pub config: Option<PathBuf>,
-    /// The control API's address (default: the config's `api_listen`).
+    /// The control API over TCP, `HOST:PORT`, or a socket, `unix:PATH`
+    /// (default: the socket in the state folder).
     #[arg(long, value_name = "ADDR", env = "GATHERD_ADDR")]
     pub addr: Option<String>,
-    /// The API's Bearer token (default: the config's `api_token`).
+    /// The Bearer token for TCP (default: the config's `api_token` or
+    /// `api_token_file`).
     #[arg(long, value_name = "TOKEN", env = "GATHERD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
 
 impl StateArgs {
     fn api(&self) -> ApiArgs {
-        ApiArgs { addr: self.addr.clone(), token: self.token.clone(), config: self.config.clone() }
+        ApiArgs {
+            addr: self.addr.clone(),
+            token: self.token.clone(),
+            config: self.config.clone(),
+            state: self.state.clone(),
+        }
     }
 }
 

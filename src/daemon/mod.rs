@@ -29,6 +29,7 @@ pub mod admit;
 mod apply;
 mod catch_up;
 mod control;
+mod listen;
 mod overlap;
 mod run_task;
 mod sinks;

@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 use super::control::DaemonControl;
 use super::supervisor::{Inputs, Supervisor};
 use super::{DEBOUNCE, Options};
-use crate::api::{ApiConfig, SharedToken};
 use crate::store::{self, RunStore};
 use crate::watch::Watcher;
 
@@ -27,6 +26,7 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
     }
     std::fs::create_dir_all(&opts.state)
         .with_context(|| format!("cannot create the state folder {}", opts.state.display()))?;
+    super::listen::raise_open_files_limit();
     let lock = lock_state(&opts.state)?;
     let db = opts.state.join(store::DB_FILE);
     let store: Arc<dyn RunStore> =
@@ -41,34 +41,23 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
     let sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
 
-    let api_config = ApiConfig {
-        listen: opts.api_listen.unwrap_or_else(|| opts.config.api_listen()),
-        token: SharedToken::new(opts.config.api_token.clone()),
-        hosts: opts.config.api_hosts.clone(),
-        ..ApiConfig::default()
-    };
-    crate::api::check(&api_config).map_err(anyhow::Error::msg)?;
-    let listener = tokio::net::TcpListener::bind(api_config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} for the control API (api_listen)", api_config.listen))?;
-    let api_addr = listener.local_addr().context("the control API's address")?;
+    let listeners = super::listen::bind(&opts).await?;
 
     let mut sup = Supervisor::new(opts, store, node);
     sup.lock = Some(lock);
-    sup.api = Some((api_addr, api_config.token.clone()));
+    sup.api = listeners.tcp.as_ref().map(|(_, addr)| (*addr, listeners.token.clone()));
     let (commands_tx, commands) = tokio::sync::mpsc::channel(64);
     let control = Arc::new(DaemonControl { commands: commands_tx, live: sup.live.clone() });
     let api_stop = CancellationToken::new();
     // Owned by the loop's inputs and awaited when the loop ends.
-    let api = tokio::spawn(crate::api::serve(
-        listener,
-        api_config,
+    let api = tokio::spawn(super::listen::serve(
+        listeners,
+        sup.opts.config.api_hosts.clone(),
         control,
         sup.store.clone(),
         sup.metrics.clone(),
         api_stop.clone(),
     ));
-    tracing::info!(addr = %api_addr, "control API listening");
     tracing::info!(jobs = %sup.opts.jobs.display(), state = %sup.opts.state.display(), "gatherd daemon starting");
     sup.rescan().await;
     sup.started = true;

@@ -22,7 +22,7 @@ use super::run_task::{Reply, RunNote, RunTask};
 use super::systemd::Systemd;
 use super::table::{self, Entry, Loaded};
 use super::{FILE_BATCH, Options, describe};
-use crate::api::{ApiConfig, ControlError, JobView, Metrics, SharedToken};
+use crate::api::{ControlError, JobView, Metrics, SharedToken};
 use crate::config::Config;
 use crate::exec::{BlockingPool, Limits, RunContext, RunEvent, RunOutcome, Status};
 use crate::store::{RunId, RunStart, RunStore, RunTrigger};
@@ -592,8 +592,14 @@ impl Supervisor {
         self.systemd.reloading();
         tracing::info!("reloading (SIGHUP)");
         if let Some(path) = self.opts.config_path.clone() {
-            match tokio::task::spawn_blocking(move || Config::load(&path)).await {
-                Ok(Ok(config)) => self.set_config(config),
+            // The token file is read again too (rotated in place, say).
+            let state = self.opts.state.clone();
+            let read = move || Config::load(&path).map(|c| (c.api_token(&state), c));
+            match tokio::task::spawn_blocking(read).await {
+                Ok(Ok((token, config))) => {
+                    self.set_api_token(token);
+                    self.set_config(config);
+                }
                 Ok(Err(e)) => tracing::error!(error = %e, "keeping the old config"),
                 Err(e) => tracing::error!(error = %e, "keeping the old config"),
             }
@@ -602,29 +608,27 @@ impl Supervisor {
         self.systemd.ready(&self.status_line());
     }
 
+    /// Takes the TCP listener's token as the reloaded config gives it
+    /// (`api_token`, or the token file read again): the next request needs
+    /// it. One that cannot be read, or none while TCP listens, is refused
+    /// and the old token kept.
+    pub fn set_api_token(&mut self, token: Result<Option<String>, String>) {
+        let Some((listen, shared)) = &self.api else { return };
+        let checked = token.and_then(|t| crate::api::require_token(*listen, t.as_deref()).map(|()| t));
+        match checked {
+            Ok(token) if token == shared.get() => {}
+            Ok(token) => {
+                shared.set(token);
+                tracing::info!("control API token replaced");
+            }
+            // The rest of the config applies; the API keeps its old token.
+            Err(e) => tracing::error!(error = %e, "keeping the control API's token"),
+        }
+    }
+
     /// Takes a new config: new runs get its pool and limits, and runs that
     /// waited start if the new limits let them.
     pub fn set_config(&mut self, config: Config) {
-        if let Some((listen, token)) = &self.api
-            && token.get() != config.api_token
-        {
-            let candidate = ApiConfig {
-                listen: *listen,
-                token: SharedToken::new(config.api_token.clone()),
-                ..ApiConfig::default()
-            };
-            match crate::api::check(&candidate) {
-                Ok(()) => {
-                    token.set(config.api_token.clone());
-                    tracing::info!(
-                        token = if config.api_token.is_some() { "set" } else { "none" },
-                        "control API token replaced"
-                    );
-                }
-                // The rest of the config applies; the API keeps its old token.
-                Err(e) => tracing::error!(error = %e, "keeping the control API's token"),
-            }
-        }
         self.opts.config = config;
         if self.pool.size() != self.opts.blocking_threads() {
             // Runs in flight keep the old pool; new runs get the new one.

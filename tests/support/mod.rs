@@ -198,7 +198,7 @@ impl Daemon {
             .arg(jobs.path())
             .arg("--state")
             .arg(state.path())
-            .args(["--log-format", "json", "--log-level", "gatherd=debug", "--api-listen", "127.0.0.1:0"])
+            .args(["--log-format", "json", "--log-level", "gatherd=debug"])
             .args(args)
             .env_remove("RUST_LOG")
             .env_remove("NOTIFY_SOCKET")
@@ -428,25 +428,80 @@ pub fn interrupt_run(dir: &Path, file: &Path) -> (Option<i32>, Value, i32) {
     (output.status.code(), doc, pgid)
 }
 
-impl Daemon {
-    /// The control API's address, from the daemon's log.
-    pub fn api(&self) -> SocketAddr {
-        self.lines()
-            .iter()
-            .find(|l| l["message"] == "control API listening")
-            .and_then(|l| l["addr"].as_str().and_then(|a| a.parse().ok()))
-            .unwrap_or_else(|| panic!("no API address in the log: {}", self.dump()))
+/// Where a test reaches the control API: the daemon's unix socket (the
+/// default, `STATE/gatherd.sock`) or a TCP address on loopback. Copy, so a
+/// test can pass it to [`http`] again and again; its `Display` is what
+/// `gatherd ... --addr` takes (`unix:PATH` or `IP:PORT`).
+#[derive(Debug, Clone, Copy)]
+pub enum Api {
+    /// A TCP listener (`--api-listen`), 127.0.0.1 only.
+    Tcp(SocketAddr),
+    /// The unix socket.
+    Unix(&'static Path),
+}
+
+impl From<SocketAddr> for Api {
+    fn from(addr: SocketAddr) -> Api {
+        Api::Tcp(addr)
     }
 }
 
-/// One HTTP/1.1 request to `addr` (127.0.0.1 only); returns the status and
-/// the body (read until the server closes, so it suits server-sent events too).
-pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-    assert!(addr.ip().is_loopback(), "tests only talk to loopback");
-    let mut stream = TcpStream::connect(addr).expect("connect to the API");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+impl std::fmt::Display for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Api::Tcp(addr) => write!(f, "{addr}"),
+            Api::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// A connected stream of either kind.
+trait Duplex: Read + Write {}
+impl<T: Read + Write> Duplex for T {}
+
+impl Daemon {
+    /// The control API: the daemon's unix socket in its state folder (a
+    /// path leaked for the test's lifetime, so [`Api`] stays `Copy`).
+    pub fn api(&self) -> Api {
+        let path: &'static Path = Box::leak(self.state.path().join("gatherd.sock").into_boxed_path());
+        Api::Unix(path)
+    }
+
+    /// The TCP listener's address (`--api-listen`), from the daemon's log.
+    pub fn tcp_api(&self) -> SocketAddr {
+        self.lines()
+            .iter()
+            .find(|l| l["message"] == "control API listening" && l["addr"].is_string())
+            .and_then(|l| l["addr"].as_str().and_then(|a| a.parse().ok()))
+            .unwrap_or_else(|| panic!("no TCP API address in the log: {}", self.dump()))
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("running")
+    }
+}
+
+/// One HTTP/1.1 request to `api` (the unix socket, or TCP on 127.0.0.1
+/// only); returns the status and the body (read until the server closes, so
+/// it suits server-sent events too).
+pub fn http(api: impl Into<Api>, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let api = api.into();
+    let (mut stream, host): (Box<dyn Duplex>, String) = match api {
+        Api::Tcp(addr) => {
+            assert!(addr.ip().is_loopback(), "tests only talk to loopback");
+            let stream = TcpStream::connect(addr).expect("connect to the API");
+            stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+            (Box::new(stream), addr.to_string())
+        }
+        Api::Unix(socket) => {
+            let stream = std::os::unix::net::UnixStream::connect(socket).expect("connect to the API's socket");
+            stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+            (Box::new(stream), "localhost".to_string())
+        }
+    };
     let mut request =
-        format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+        format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
