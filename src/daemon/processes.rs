@@ -184,7 +184,8 @@ impl Record {
         let members = live.get(&pgid).map(Vec::as_slice).unwrap_or_default();
         let ours = match read_stat(pgid) {
             // The leader (or a zombie of it) is there: its start time says.
-            Some(leader) => leader.start == leader_start && leader.pgrp == pgid,
+            // Not its group: a zombie being reaped reads as group 0.
+            Some(leader) => leader.start == leader_start,
             // The leader is gone: the id is not recycled while any member
             // lives, but a new group may have taken it since ours ended.
             None => members.iter().all(|m| m.start >= leader_start && m.session == session),
