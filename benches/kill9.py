@@ -12,6 +12,13 @@ daemon and counts the history's rows by status (`gatherd runs --json
 
     python3 benches/kill9.py                  # 1,000 runs, target/debug/gatherd
     python3 benches/kill9.py -n 200 --binary target/release/gatherd
+
+Measured 2026-11-29 (debug build, 2 shared cores, `--sleep 120`): 1,000 runs,
+3,000 processes in flight; 0.3–0.8 s after the kill 0 of 1,000 leaders alive
+and 2,000 background sleeps left; the restart is ready in 1.0–1.7 s having
+killed 1,000 groups: 0 processes left; history 1,000 rows, all
+`interrupted`. (One run before the fix in the sweep that no longer asks a
+leader being reaped for its group missed 1 group of 1,000.)
 """
 
 import argparse
@@ -108,6 +115,8 @@ def main():
         left = tagged(marker)
         print(f"after kill -9: {len(leaders & set(left))} of {len(leaders)} leaders (the daemon's children) alive "
               f"after {time.monotonic() - killed:.2f} s; {len(left)} processes left (their children, for the next start)")
+        records = os.listdir(f"{state}/processes")
+        print(f"process records left by the first daemon: {len(records)}")
         started = time.monotonic()
         d2 = Daemon(args.binary, jobs, state, config)
         if not wait(lambda: d2.count("ready") > 0, 120):
@@ -120,7 +129,11 @@ def main():
                     print(f"  {who} daemon: {l.get('level')} {l.get('message')} {l.get('error', '')}")
         for pid, ppid in tagged(marker).items():
             with open(f"/proc/{pid}/stat") as f:
-                print(f"  left: pid {pid} ppid {ppid} stat {f.read().rsplit(')', 1)[1].split()[:4]}")
+                stat = f.read().rsplit(")", 1)[1].split()
+            pgrp = stat[2]
+            recorded = [r for r in records if r.split("-")[0] == pgrp]
+            print(f"  left: pid {pid} ppid {ppid} state {stat[0]} pgrp {pgrp} session {stat[3]} "
+                  f"start {stat[19]}; records of its group: {recorded}")
         swept = d2.count("killed the processes a step left running when the last daemon stopped without cleaning up")
         print(f"after the restart (ready in {ready:.2f} s): {len(tagged(marker))} left; {swept} groups killed at start")
         d2.proc.send_signal(signal.SIGTERM)
