@@ -31,6 +31,7 @@ mod catch_up;
 mod control;
 mod listen;
 mod overlap;
+mod processes;
 mod run_task;
 mod sinks;
 mod start;

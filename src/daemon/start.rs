@@ -11,6 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use super::control::DaemonControl;
+use super::processes::{self, ProcessRecords, Swept};
 use super::supervisor::{Inputs, Supervisor};
 use super::{DEBOUNCE, Options};
 use crate::store::{self, RunStore};
@@ -28,6 +29,7 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
         .with_context(|| format!("cannot create the state folder {}", opts.state.display()))?;
     super::listen::raise_open_files_limit();
     let lock = lock_state(&opts.state)?;
+    let process_records = kill_left_processes(&opts.state)?;
     let db = opts.state.join(store::DB_FILE);
     let store: Arc<dyn RunStore> =
         Arc::new(store::open_sqlite(&db).await.with_context(|| format!("cannot open the run store {}", db.display()))?);
@@ -45,6 +47,7 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
 
     let mut sup = Supervisor::new(opts, store, node);
     sup.lock = Some(lock);
+    sup.processes = Some(process_records);
     sup.api = listeners.tcp.as_ref().map(|(_, addr)| (*addr, listeners.token.clone()));
     let (commands_tx, commands) = tokio::sync::mpsc::channel(64);
     let control = Arc::new(DaemonControl { commands: commands_tx, live: sup.live.clone() });
@@ -66,6 +69,31 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
     let inputs =
         Inputs { file_events: Some(file_events), commands, sigterm, sigint, sighup, watcher, api: (api, api_stop) };
     Ok((sup, inputs))
+}
+
+/// Kills what the steps of a daemon that did not stop cleanly (`kill -9`,
+/// a crash) left running — their leaders died with it, what they started in
+/// the background did not — and returns the records for this daemon's runs.
+/// Holding the state's lock, so no other daemon's groups are touched.
+fn kill_left_processes(state: &std::path::Path) -> anyhow::Result<ProcessRecords> {
+    let records = ProcessRecords::open(state).with_context(|| {
+        format!("cannot create the folder of process records {}", state.join(processes::PROCESSES_DIR).display())
+    })?;
+    for swept in processes::sweep(&records) {
+        match swept {
+            Swept::Killed { job, pgid, processes } => tracing::warn!(
+                job = %job,
+                pgid,
+                processes,
+                "killed the processes a step left running when the last daemon stopped without cleaning up"
+            ),
+            Swept::Gone { pgid } => tracing::debug!(pgid, "a recorded process group is gone"),
+            Swept::Unreadable { path, error } => {
+                tracing::warn!(path = %path.display(), error = %error, "cannot handle a process record")
+            }
+        }
+    }
+    Ok(records)
 }
 
 /// Takes an exclusive lock on the state folder, so two daemons never share it.

@@ -109,6 +109,8 @@ pub(super) struct Supervisor {
     pub api: Option<(std::net::SocketAddr, SharedToken)>,
     /// The state folder's lock, held until the supervisor is gone.
     pub lock: Option<nix::fcntl::Flock<std::fs::File>>,
+    /// Where runs record their steps' process groups (`processes.rs`).
+    pub processes: Option<super::processes::ProcessRecords>,
     /// Jobs whose run tasks panic (the supervisor's tests).
     #[cfg(test)]
     pub panic_jobs: std::collections::HashSet<JobId>,
@@ -138,6 +140,7 @@ impl Supervisor {
             watchdog: Systemd.watchdog_interval().map(tokio::time::interval),
             invalid_jobs: 0,
             lock: None,
+            processes: None,
             api: None,
             #[cfg(test)]
             panic_jobs: Default::default(),
@@ -408,6 +411,7 @@ impl Supervisor {
                 pool: self.pool.clone(),
                 limits: Limits::default(),
                 script_limits: self.opts.config.script_limits(),
+                ledger: self.processes.as_ref().map(|p| p.for_job(fire.job.as_str())),
             },
             reply: fire.reply,
             store: self.store.clone(),
@@ -669,6 +673,8 @@ impl Supervisor {
                 () = tick(self.watchdog.as_mut()) => self.systemd.watchdog(),
             }
         }
+        // The records of the groups just reaped are removed (a short wait).
+        crate::exec::step::settle_process_records();
         tracing::info!("stopped");
         anyhow::Context::context(self.store.close().await, "cannot write the last of the run history")
     }

@@ -12,6 +12,7 @@
 //! and every one holds a child of the run's cancel token.
 
 mod event;
+pub mod ledger;
 pub mod pool;
 pub mod report;
 mod script_job;
@@ -26,6 +27,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 pub use event::{LogLevel, NodeKind, NodePath, RunEvent, Status, millis};
+pub use ledger::{ProcessGroup, ProcessLedger};
 pub use pool::BlockingPool;
 pub use report::{FailedAttempt, LogLine, RunReport, StepReport};
 pub use status::RecordedStatus;
@@ -72,6 +74,9 @@ pub struct RunContext {
     pub limits: Limits,
     /// The global defaults of the script sandbox; a job's own limits win.
     pub script_limits: ScriptLimits,
+    /// Told of every process group a step starts and reaps (the daemon's
+    /// record for after a `kill -9`); `None` for `gatherd run`.
+    pub ledger: Option<Arc<dyn ProcessLedger>>,
 }
 
 impl RunContext {
@@ -82,6 +87,7 @@ impl RunContext {
             pool,
             limits: Limits::default(),
             script_limits: ScriptLimits::default(),
+            ledger: None,
         }
     }
 }

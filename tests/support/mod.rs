@@ -255,6 +255,12 @@ impl Daemon {
         eventually(limit, || self.count(&pred) >= n)
     }
 
+    /// The daemon's pid.
+    pub fn pid(&self) -> i32 {
+        let pid = self.child.as_ref().map(|c| c.id()).expect("running");
+        i32::try_from(pid).expect("pid")
+    }
+
     /// Sends a signal to the daemon.
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = self.child.as_ref().map(|c| c.id()).expect("running");

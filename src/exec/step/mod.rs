@@ -14,12 +14,15 @@
 //! `http`, which is always async.
 
 mod capture;
+mod child;
 mod file;
 mod http;
 mod identity;
 mod process;
 mod script;
 mod sleep;
+
+pub use child::settle as settle_process_records;
 
 use std::path::{Path, PathBuf};
 
@@ -154,7 +157,7 @@ pub(crate) mod testing {
         cancel: &CancellationToken,
     ) -> Result<StepOutput, StepError> {
         let job = job(dir, step);
-        let ctx = RunContext { cancel: cancel.clone(), pool, limits, script_limits: Default::default() };
+        let ctx = RunContext { cancel: cancel.clone(), pool, limits, script_limits: Default::default(), ledger: None };
         let inputs = || super::Inputs {
             steps: serde_json::json!({ "prev": { "output": "PREV" } }).as_object().cloned().unwrap_or_default(),
             input: Some(serde_json::json!("IN")),

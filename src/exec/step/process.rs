@@ -13,14 +13,22 @@
 //! holding one of its permits; pipes are still read on the async side, so the
 //! output bounds and cancellation are identical.
 //!
-//! Architecture Invariant: no child process outlives its step. Every path out
-//! of an attempt — success, failure, cancel, or the attempt's future being
-//! dropped — ends with SIGKILL to the step's process group.
+//! Every program is forked on the spawner thread with a death signal
+//! (`child.rs`), so it dies with gatherd even on `kill -9`; its group is
+//! told to the run's [`ProcessLedger`] when it starts and when it ends, so
+//! the daemon can kill at its next start what the death signal did not reach.
+//!
+//! Architecture Invariant: no child process outlives its step, nor the
+//! daemon. Every path out of an attempt — success, failure, cancel, or the
+//! attempt's future being dropped — ends with SIGKILL to the step's process
+//! group; the daemon's death kills the leader at once and the rest of the
+//! group at the daemon's next start.
 
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -32,8 +40,10 @@ use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 
 use super::capture::{Head, Tail, os_error, trim_one_newline};
+use super::child;
 use super::{StepEnv, StepError, StepOutput};
 use crate::exec::Limits;
+use crate::exec::ledger::{ProcessGroup, ProcessLedger};
 use crate::exec::pool::PoolPermit;
 use crate::job::{ExecStep, ProcessSpec, ShellStep};
 
@@ -117,7 +127,8 @@ async fn prepare(
 }
 
 impl Prepared {
-    /// The command, in its own process group, with piped stdout/stderr.
+    /// The command, in its own process group, with piped stdout/stderr, armed
+    /// to die with gatherd (spawn it with `child::spawn_*`).
     fn command(&self) -> std::process::Command {
         use std::os::unix::process::CommandExt;
         let mut cmd = std::process::Command::new(&self.program);
@@ -132,6 +143,7 @@ impl Prepared {
         if !self.cwd.as_os_str().is_empty() {
             cmd.current_dir(&self.cwd);
         }
+        child::die_with_parent(&mut cmd);
         cmd
     }
 
@@ -172,20 +184,22 @@ impl Leader {
 }
 
 /// SIGKILLs the process group when dropped while armed, so even an attempt
-/// whose future is dropped mid-way leaves no process behind.
+/// whose future is dropped mid-way leaves no process behind; then tells the
+/// ledger the group has ended.
 struct GroupGuard {
     pgid: Pid,
     armed: bool,
+    recorded: Option<(Arc<dyn ProcessLedger>, ProcessGroup)>,
 }
 
 impl GroupGuard {
     /// An armed guard over the group led by `pid` (`process_group(0)` makes
-    /// the group id the leader's pid).
-    fn new(pid: u32) -> GroupGuard {
+    /// the group id the leader's pid), recorded in `ledger` as `group`.
+    fn new(pid: u32, ledger: Option<&Arc<dyn ProcessLedger>>, group: Option<ProcessGroup>) -> GroupGuard {
         // Pids fit in i32 on every Unix; never let a bad value become 0 or -1,
         // which would signal our own group or every process we may signal.
         let pgid = i32::try_from(pid).ok().filter(|p| *p > 1).unwrap_or(i32::MAX);
-        GroupGuard { pgid: Pid::from_raw(pgid), armed: true }
+        GroupGuard { pgid: Pid::from_raw(pgid), armed: true, recorded: ledger.cloned().zip(group) }
     }
 
     fn kill(&self, signal: Signal) {
@@ -198,6 +212,9 @@ impl Drop for GroupGuard {
     fn drop(&mut self) {
         if self.armed {
             self.kill(Signal::SIGKILL);
+        }
+        if let Some((ledger, group)) = self.recorded.take() {
+            child::ended(ledger, group);
         }
     }
 }
@@ -223,9 +240,9 @@ async fn run(
             _ = cancel.cancelled() => return Err(StepError::Cancelled),
             permit = env.ctx.pool.acquire() => permit,
         };
-        start_pooled(&p, permit)?
+        start_pooled(&p, permit, env.ctx.ledger.as_ref())?
     } else {
-        start_async(&p)?
+        start_async(&p, env.ctx.ledger.as_ref())?
     };
     tracing::debug!(program = %p.program, pgid = %started.guard.pgid, blocking, "process started");
     let Started { leader, mut guard, stdin, stdout, stderr } = started;
@@ -237,12 +254,12 @@ async fn run(
 }
 
 /// Starts the process with tokio; the wait is async.
-fn start_async(p: &Prepared) -> Result<Started, StepError> {
-    let mut child = tokio::process::Command::from(p.command()).spawn().map_err(|e| p.spawn_error(&e))?;
+fn start_async(p: &Prepared, ledger: Option<&Arc<dyn ProcessLedger>>) -> Result<Started, StepError> {
+    let (mut child, group) = child::spawn_async(p.command(), ledger.cloned()).map_err(|e| p.spawn_error(&e))?;
     // `id()` is only `None` once the child has been reaped, not before.
     let pid = child.id().expect("a child that was just spawned has not been reaped");
     Ok(Started {
-        guard: GroupGuard::new(pid),
+        guard: GroupGuard::new(pid, ledger, group),
         stdin: child.stdin.take(),
         stdout: child.stdout.take(),
         stderr: child.stderr.take(),
@@ -252,9 +269,13 @@ fn start_async(p: &Prepared) -> Result<Started, StepError> {
 
 /// Starts the process with `std::process` and waits for it on a pool thread
 /// holding `permit`; the pipes are handed to tokio.
-fn start_pooled(p: &Prepared, permit: PoolPermit) -> Result<Started, StepError> {
-    let mut child = p.command().spawn().map_err(|e| p.spawn_error(&e))?;
-    let guard = GroupGuard::new(child.id());
+fn start_pooled(
+    p: &Prepared,
+    permit: PoolPermit,
+    ledger: Option<&Arc<dyn ProcessLedger>>,
+) -> Result<Started, StepError> {
+    let (mut child, group) = child::spawn_std(p.command(), ledger.cloned()).map_err(|e| p.spawn_error(&e))?;
+    let guard = GroupGuard::new(child.id(), ledger, group);
     let pipes = (
         child.stdin.take().map(ChildStdin::from_std).transpose(),
         child.stdout.take().map(ChildStdout::from_std).transpose(),
@@ -627,6 +648,30 @@ mod tests {
             let pgid: i32 = out.value.as_str().unwrap().parse().unwrap();
             assert_group_gone(pgid).await;
         }
+    }
+
+    #[test]
+    fn a_step_outlives_the_pool_threads_that_went_idle() {
+        // Every process dies with the thread that forked it (its death
+        // signal), and tokio ends a blocking thread after `thread_keep_alive`
+        // idle: a process forked on one would be killed mid-step.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_keep_alive(Duration::from_millis(20))
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // Threads that ran blocking work, then idled out.
+            assert_eq!(attempt(exec(&["true"]), true, Path::new("/")).await, Ok(StepOutput::whole("")));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            for blocking in [true, false] {
+                let churn = tokio::task::spawn_blocking(|| ());
+                let out = attempt(exec(&["sleep", "1"]), blocking, Path::new("/")).await;
+                assert_eq!(out, Ok(StepOutput::whole("")), "blocking={blocking}");
+                churn.await.unwrap();
+            }
+        });
     }
 
     #[tokio::test]

@@ -1,0 +1,138 @@
+//! Nothing a step starts outlives the daemon: after `kill -9` of the daemon,
+//! its steps' processes die with it (their death signal), and what they
+//! started in the background dies at the next start (the process records).
+
+mod support;
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use support::{Daemon, eventually};
+
+/// A live (not zombie) process: its pid and its parent's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Proc {
+    pid: i32,
+    ppid: i32,
+}
+
+/// Every live process whose environment holds `GATHERD_TEST_MARK=marker`.
+fn marked(marker: &str) -> Vec<Proc> {
+    let needle = format!("GATHERD_TEST_MARK={marker}");
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let environ = std::fs::read(entry.path().join("environ")).ok()?;
+            if !environ.split(|b| *b == 0).any(|var| var == needle.as_bytes()) {
+                return None;
+            }
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // pid (comm) state ppid ...: comm may hold spaces.
+            let (_, rest) = stat.rsplit_once(')')?;
+            let mut fields = rest.split_whitespace();
+            let state = fields.next()?;
+            let ppid = fields.next()?.parse().ok()?;
+            (state != "Z").then_some(Proc { pid, ppid })
+        })
+        .collect()
+}
+
+fn unique_marker() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{}-{nanos}", std::process::id())
+}
+
+#[test]
+fn after_kill_9_of_the_daemon_no_step_process_is_left_and_the_next_start_kills_their_background_children() {
+    let marker = unique_marker();
+    // Three steps at once: an async exec, a blocking exec, and a shell whose
+    // background child is not the shell's leader.
+    let job = format!(
+        r#"
+[[group]]
+name = "main"
+gather = ["direct", "blocking", "shell"]
+
+[[step]]
+name = "direct"
+exec = {{ argv = ["sleep", "60"], env = {{ GATHERD_TEST_MARK = "{marker}" }} }}
+
+[[step]]
+name = "blocking"
+exec = {{ argv = ["sleep", "60"], env = {{ GATHERD_TEST_MARK = "{marker}" }} }}
+blocking = true
+
+[[step]]
+name = "shell"
+shell = {{ command = "sleep 60 & wait", env = {{ GATHERD_TEST_MARK = "{marker}" }} }}
+"#
+    );
+    let daemon = Daemon::start(&[("lifetime.toml", &job)], &[], &[]);
+    let pid = daemon.pid();
+    assert!(
+        eventually(Duration::from_secs(20), || marked(&marker).len() == 4),
+        "the steps never started their 4 processes: {:?}\n{}",
+        marked(&marker),
+        daemon.dump()
+    );
+    let before = marked(&marker);
+    let direct: Vec<i32> = before.iter().filter(|p| p.ppid == pid).map(|p| p.pid).collect();
+    assert_eq!(direct.len(), 3, "the daemon's own children: {before:?}");
+
+    let (jobs, state) = daemon.end_with(Signal::SIGKILL);
+    assert!(
+        eventually(Duration::from_secs(10), || marked(&marker).iter().all(|p| !direct.contains(&p.pid))),
+        "the steps' processes outlived the daemon's kill -9: {:?} (its children were {direct:?})",
+        marked(&marker)
+    );
+
+    let daemon = Daemon::start_with(jobs, state, &[], &[]);
+    assert!(
+        eventually(Duration::from_secs(10), || marked(&marker).is_empty()),
+        "a step's background process outlived the next start: {:?}\n{}",
+        marked(&marker),
+        daemon.dump()
+    );
+    assert!(
+        daemon.count(|l| {
+            l["job"] == "lifetime.toml"
+                && l["message"]
+                    == "killed the processes a step left running when the last daemon stopped without cleaning up"
+        }) == 1,
+        "the kill is logged once, with the job:\n{}",
+        daemon.dump()
+    );
+    let (code, _) = daemon.stop();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn steps_that_end_leave_no_process_record_behind() {
+    let job = r#"
+[[step]]
+name = "quick"
+shell = "sleep 0.1 & echo done"
+
+[[step]]
+name = "blocking"
+exec = ["true"]
+blocking = true
+"#;
+    let daemon = Daemon::start(&[("quick.toml", job)], &[], &[]);
+    assert!(
+        daemon.wait_for(Duration::from_secs(20), |l| support::finished(l, "quick.toml", "succeeded")),
+        "{}",
+        daemon.dump()
+    );
+    let records = daemon.state.path().join("processes");
+    assert!(
+        eventually(Duration::from_secs(10), || std::fs::read_dir(&records).map(|d| d.count() == 0).unwrap_or(false)),
+        "records left in {}: {:?}",
+        records.display(),
+        std::fs::read_dir(&records).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+    let (code, _) = daemon.stop();
+    assert_eq!(code, Some(0));
+}
