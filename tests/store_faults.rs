@@ -1,6 +1,6 @@
 //! The run history against hostile values and faults: whatever a job
-//! returns, every reader of the history keeps working; a full disk or a
-//! deleted database are reported, and nothing a run did is
+//! returns, every reader of the history keeps working; a full disk, a
+//! deleted or a read-only database are reported, and nothing a run did is
 //! lost while they last.
 
 mod support;
@@ -194,4 +194,44 @@ fn a_database_deleted_while_running_is_reported_and_one_shots_wait() {
         "{}",
         daemon.dump()
     );
+}
+
+#[test]
+fn a_read_only_database_is_refused_at_start_with_the_file_and_the_way_out() {
+    let first = Daemon::start(&[], &[], &[]);
+    let (jobs, state) = first.end_with(nix::sys::signal::Signal::SIGTERM);
+    let db = state.path().join("gatherd.db");
+    // Root ignores file modes: an immutable file is read-only even for root.
+    let immutable = std::process::Command::new("chattr").arg("+i").arg(&db).status().is_ok_and(|s| s.success());
+    if !immutable {
+        let mut perms = std::fs::metadata(&db).expect("the history").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o444);
+        std::fs::set_permissions(&db, perms).expect("make it read-only");
+        if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").expect("/proc/self")) == 0 {
+            return eprintln!("SKIPPED: as root a read-only file needs `chattr +i`, which failed here");
+        }
+    }
+    let mut child = gatherd()
+        .arg("daemon")
+        .arg("--jobs")
+        .arg(jobs.path())
+        .arg("--state")
+        .arg(state.path())
+        .args(["--api-listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("gatherd runs");
+    let ended = support::eventually(LONG, || child.try_wait().is_ok_and(|s| s.is_some()));
+    if !ended {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("gatherd's output");
+    if immutable {
+        let _ = std::process::Command::new("chattr").arg("-i").arg(&db).status();
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a daemon started on a read-only history: {stderr}");
+    assert!(stderr.contains(&db.display().to_string()) && stderr.contains("cannot be written"), "{stderr}");
+    assert!(stderr.contains("move it aside"), "{stderr}");
 }
