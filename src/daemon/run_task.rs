@@ -26,7 +26,7 @@ pub type Reply = oneshot::Sender<Result<RunId, ControlError>>;
 #[derive(Debug)]
 pub enum RunNote {
     /// The store gave the run this id (`None`: the store failed; the run
-    /// runs unrecorded).
+    /// runs unrecorded — or, a one-shot, does not run at all).
     Recorded { task: tokio::task::Id, run_id: Option<RunId> },
     /// The run's `RunFinished` passed its sinks: it is over for the API
     /// (cancel answers "not running"), though its task still records and
