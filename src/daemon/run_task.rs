@@ -16,7 +16,7 @@ use super::sinks::RunSinks;
 use crate::api::{ControlError, Metrics};
 use crate::exec::{self, RunContext, RunEvent, RunOutcome};
 use crate::job::Job;
-use crate::store::{RunId, RunStart, RunStore};
+use crate::store::{RunId, RunStart, RunStore, RunTrigger, StoreError};
 use crate::watch::JobId;
 
 /// Where a manual trigger waits for its run's id, or for why it did not start.
@@ -26,7 +26,7 @@ pub type Reply = oneshot::Sender<Result<RunId, ControlError>>;
 #[derive(Debug)]
 pub enum RunNote {
     /// The store gave the run this id (`None`: the store failed; the run
-    /// runs unrecorded).
+    /// runs unrecorded — or, a one-shot, does not run at all).
     Recorded { task: tokio::task::Id, run_id: Option<RunId> },
     /// The run's `RunFinished` passed its sinks: it is over for the API
     /// (cancel answers "not running"), though its task still records and
@@ -70,9 +70,27 @@ impl RunTask {
         let task = tokio::task::id();
         let cause = self.start.trigger;
         // The run's id is the store's; without a store row the run still
-        // runs (and is logged), it just is not in the history.
-        let run_id = match self.store.begin_run(self.start).await {
+        // runs (and is logged), it just is not in the history — except a
+        // one-shot: it runs only once its row is committed (the store answers
+        // its `begin_run` then), so a restart never runs it again; while the
+        // history cannot be written it waits, until cancelled (its file
+        // removed, shutdown).
+        let one_shot = cause == RunTrigger::File;
+        if one_shot && let Some(why) = self.store.health().borrow().clone() {
+            tracing::warn!(job = %self.id, reason = %why, "the run history cannot be written: this one-shot waits until it can");
+        }
+        let begun = tokio::select! {
+            begun = self.store.begin_run(self.start) => begun,
+            () = self.ctx.cancel.cancelled(), if one_shot => Err(StoreError::Unwritable("cancelled while waiting".into())),
+        };
+        let run_id = match begun {
             Ok(run_id) => Some(run_id),
+            Err(e) if one_shot => {
+                tracing::error!(job = %self.id, error = %e, "the run history could not record this one-shot; not running it (save a new version to run it)");
+                let _ = self.notes.send(RunNote::Recorded { task, run_id: None });
+                let error = Some(format!("not run: the run history could not record it ({e})"));
+                return RunOutcome { status: crate::exec::Status::Cancelled, result: None, error };
+            }
             Err(e) => {
                 tracing::error!(job = %self.id, error = %e, "cannot record the run in the store");
                 None

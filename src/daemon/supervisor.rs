@@ -31,6 +31,9 @@ use crate::watch::{JobFileEvent, JobId, Watcher};
 /// The `/healthz` problem of a jobs folder that cannot be scanned.
 const JOBS_FOLDER: &str = "jobs_folder";
 
+/// The `/healthz` problem of a run history that cannot be written.
+const STORE: &str = "store";
+
 /// A run that is due: which job, why, and its nominal time.
 #[derive(Debug)]
 pub(super) struct Fire {
@@ -90,6 +93,8 @@ pub(super) struct Supervisor {
     pub watchdog: Option<tokio::time::Interval>,
     /// Run history.
     pub store: Arc<dyn RunStore>,
+    /// Whether the history can be written (`None`) or why not.
+    pub store_health: tokio::sync::watch::Receiver<Option<String>>,
     /// This daemon's name in the store.
     pub node: String,
     /// Live event streams of runs in flight, for the API.
@@ -120,6 +125,7 @@ impl Supervisor {
     pub fn new(opts: Options, store: Arc<dyn RunStore>, node: String) -> Supervisor {
         let (notes_tx, notes) = mpsc::unbounded_channel();
         let sup = Supervisor {
+            store_health: store.health(),
             store,
             node,
             started: false,
@@ -158,6 +164,7 @@ impl Supervisor {
                 _ = sigterm.recv() => break,
                 _ = sigint.recv() => break,
                 _ = sighup.recv() => self.reload().await,
+                Ok(()) = self.store_health.changed() => self.on_store_health(),
                 event = recv_or_pending(file_events.as_mut()) => match event {
                     Some(event) => {
                         // With those already waiting: a burst is read in batches.
@@ -628,6 +635,13 @@ impl Supervisor {
             // The rest of the config applies; the API keeps its old token.
             Err(e) => tracing::error!(error = %e, "keeping the control API's token"),
         }
+    }
+
+    /// The history's writer failed or is well again: `/healthz` and
+    /// `gatherd_degraded{what="store"}` say so (the writer logs it).
+    pub fn on_store_health(&mut self) {
+        let why = self.store_health.borrow_and_update().clone();
+        self.metrics.set_problem(STORE, why.map(|why| format!("the run history cannot be written: {why}")));
     }
 
     /// Takes a new config: new runs get its pool and limits, and runs that

@@ -36,6 +36,8 @@ const LONG: &str = "[[step]]\nname = \"nap\"\nsleep = \"1h\"\n";
 struct Harness {
     sup: Supervisor,
     store: Arc<dyn RunStore>,
+    /// The same store, for its test hooks.
+    sqlite: Arc<crate::store::SqliteStore>,
     jobs: tempfile::TempDir,
     _state: tempfile::TempDir,
 }
@@ -46,8 +48,8 @@ impl Harness {
         let jobs = tempfile::tempdir().expect("temp folder");
         let state = tempfile::tempdir().expect("temp folder");
         let config = Config::parse(std::path::Path::new("config.toml"), config).expect("a valid test config");
-        let store: Arc<dyn RunStore> =
-            Arc::new(crate::store::open_sqlite(state.path().join("gatherd.db")).await.expect("store"));
+        let sqlite = Arc::new(crate::store::open_sqlite(state.path().join("gatherd.db")).await.expect("store"));
+        let store: Arc<dyn RunStore> = sqlite.clone();
         let opts = Options {
             jobs: jobs.path().to_path_buf(),
             state: state.path().to_path_buf(),
@@ -59,7 +61,7 @@ impl Harness {
         };
         let mut sup = Supervisor::new(opts, store.clone(), "test-node".into());
         sup.started = true;
-        Harness { sup, store, jobs, _state: state }
+        Harness { sup, store, sqlite, jobs, _state: state }
     }
 
     /// Writes a job file and hands the supervisor its event.
@@ -351,6 +353,57 @@ async fn at_start_a_one_shot_the_history_cannot_vouch_for_does_not_run() {
     h.sup.started = true;
     h.drop_job("once.toml", &format!("{LONG}\n")).await;
     assert_eq!(h.running(&id), 1);
+}
+
+/// Makes the history's writer fail for real: the file is capped at its size
+/// and a run's log lines need more pages. Returns once the store says so.
+async fn fill_the_history(h: &mut Harness) {
+    let filler = h.store.begin_run(RunStart {
+        job: "filler.rhai".into(),
+        trigger: crate::store::RunTrigger::Manual,
+        fire_time: chrono::Utc::now(),
+        content_hash: [0; 32],
+        node: "test-node".into(),
+    });
+    let filler = filler.await.expect("a run begins");
+    h.sqlite.cap_size(true).await;
+    let mut health = h.store.health();
+    for n in 0..50 {
+        let text = "x".repeat(4000);
+        let at = std::time::Duration::from_millis(n);
+        let path: crate::exec::NodePath = "main".into();
+        h.store
+            .recorder()
+            .record(filler, crate::exec::RunEvent::Log { path, level: crate::exec::LogLevel::Print, text, at });
+    }
+    assert!(h.store.recorder().flush().await.is_err(), "the capped history cannot take the log lines");
+    health.wait_for(Option::is_some).await.expect("the store's health");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_one_shot_dropped_while_the_history_cannot_be_written_waits_and_runs_once_it_can() {
+    let mut h = Harness::new("").await;
+    fill_the_history(&mut h).await;
+    h.sup.on_store_health();
+    let problems = h.sup.metrics.problems();
+    assert!(matches!(problems.as_slice(), [("store", why)] if why.contains("full")), "{problems:?}");
+
+    let once = h.drop_job("once.toml", "[[step]]\nname = \"t\"\nsleep = \"1s\"\n").await;
+    assert_eq!(h.running(&once), 1, "its task waits for the history");
+    // A manual run is not held up: it gets its id at once and runs.
+    let manual = h.drop_job("manual.toml", "schedule = \"0 0 1 1 *\"\n[[step]]\nname = \"t\"\nsleep = \"0s\"\n").await;
+    h.trigger(manual.as_str()).await.expect("a manual run starts while the history cannot be written");
+    assert_eq!(h.end_next().await, Some(Status::Succeeded));
+    let ran = h.store.runs(RunFilter { job: Some(once.to_string()), ..RunFilter::default() }).await.expect("read");
+    assert!(ran.is_empty(), "the one-shot has not begun: {ran:?}");
+
+    h.sqlite.cap_size(false).await;
+    assert_eq!(h.end_next().await, Some(Status::Succeeded), "the one-shot runs once the history can record it");
+    assert_eq!(h.history(once.as_str()).await, [("succeeded".to_string(), None)]);
+    assert_eq!(h.history(manual.as_str()).await, [("succeeded".to_string(), None)], "the manual run is written too");
+    h.store.health().wait_for(Option::is_none).await.expect("the store's health");
+    h.sup.on_store_health();
+    assert!(h.sup.metrics.problems().is_empty(), "{:?}", h.sup.metrics.problems());
 }
 
 #[test]

@@ -61,6 +61,10 @@ pub enum StoreError {
         /// Why the batch failed.
         reason: String,
     },
+    /// The history cannot be written now (disk full, read-only, deleted):
+    /// what runs record is kept in memory and written when it can be.
+    #[error("the run history cannot be written now ({0}); runs' facts are kept in memory and written when it can be")]
+    Unwritable(String),
     /// The writer thread could not be started.
     #[error("cannot start the run history's writer thread: {0}")]
     Spawn(std::io::Error),

@@ -38,13 +38,21 @@
 //! unflushed one, or — when a run begins or finishes — as soon as nothing
 //! more is already queued (group commit: alone that is at once, and a burst of
 //! runs shares its commits). A slow disk slows recording, never running.
+//! A full or unwritable disk does not lose what runs record either: the
+//! writer keeps the failed batch and what follows in memory (bounded by
+//! [`KEPT_DETAIL_BYTES`] for step events and log lines; a run's beginning and
+//! end are always kept), retries with backoff, says so through
+//! [`RunStore::health`], and writes it all when it can.
 //!
 //! Architecture Invariant: nothing in the executor's path waits for the store.
 //! [`Recorder::record`] never blocks; only [`Recorder::flush`] and
 //! [`RunStore::close`] wait, and only the daemon calls them.
 //!
-//! Architecture Invariant: a run's row exists (committed) before any of its
-//! events are recorded: `begin_run` commits before it returns the id.
+//! Architecture Invariant: a run's row is written before (in the same batch
+//! as, or in an earlier one than) any of its events: `begin_run` queues it
+//! first and, while the history can be written, commits it before it returns
+//! the id. A one-shot's (`file`) `begin_run` always returns after the commit,
+//! so a one-shot never runs unless the history can vouch that it did.
 //!
 //! ## Fleets (later): claims and leases
 //! Several daemons sharing one PostgreSQL database must run each scheduled fire
@@ -113,6 +121,11 @@ pub const OUTPUT_BOUND: usize = 64 * 1024;
 /// returned, with room to spare for the document that wraps it.
 pub const JSON_DEPTH_BOUND: usize = 64;
 
+/// While the history cannot be written, the most bytes (an estimate) of step
+/// events and log lines kept in memory to write later; past it they are
+/// dropped. A run's beginning and end are always kept.
+pub const KEPT_DETAIL_BYTES: usize = 16 * 1024 * 1024;
+
 /// The file name of the embedded database in the state folder.
 pub const DB_FILE: &str = "gatherd.db";
 
@@ -126,13 +139,25 @@ pub trait RunStore: Send + Sync {
     fn recover<'a>(&'a self, node: &'a str, reason: &'a str) -> BoxFuture<'a, Result<Vec<RunRow>, StoreError>>;
 
     /// Records that a run begins (status `running`) and returns its id. The
-    /// row is committed before this returns. Runs that begin together share
+    /// row is committed before this returns — except while the history
+    /// cannot be written ([`health`](RunStore::health) says why): then the id
+    /// is returned at once and the row is written when it can be, unless the
+    /// run is a one-shot (trigger `file`), whose call waits for the commit
+    /// (drop the future to give up). Runs that begin together share
     /// one commit (the writer's batch), so a burst of runs costs one round
     /// trip, not one each.
     fn begin_run(&self, start: RunStart) -> BoxFuture<'_, Result<RunId, StoreError>>;
 
     /// A handle to give a run's events to. Cheap to clone.
     fn recorder(&self) -> Recorder;
+
+    /// Whether the history can be written: `None` when it can, else why not
+    /// (disk full, read-only, deleted). Changes when the writer fails and
+    /// when it is well again; the daemon shows it on `/healthz`. A backend
+    /// that cannot fail this way keeps the default, always well.
+    fn health(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        tokio::sync::watch::channel(None).1
+    }
 
     /// Queues the current version of a job file for the "jobs seen" table,
     /// written with the writer's next batch (before any run begun after this

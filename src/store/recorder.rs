@@ -17,9 +17,11 @@ pub(crate) enum Msg {
         /// Wall-clock time it was handed over (the finish time of a run).
         at: DateTime<Utc>,
     },
-    /// A run begins: its row is written in the next batch, which is committed
-    /// as soon as nothing else is waiting; the id is answered after the commit.
-    Begin { start: RunStart, answer: oneshot::Sender<Result<RunId, StoreError>> },
+    /// Run `id` begins: its row is written in the next batch, which is
+    /// committed as soon as nothing else is waiting; the id is answered after
+    /// the commit (or, while the history cannot be written, at once, unless
+    /// the run is a one-shot: see `sqlite/writer.rs`).
+    Begin { id: RunId, start: RunStart, answer: oneshot::Sender<Result<RunId, StoreError>> },
     /// The current version of a job file, for the jobs table: written with the
     /// next batch; a failure is logged.
     Job(JobRecord),
@@ -36,7 +38,8 @@ pub(crate) enum Msg {
 ///
 /// Architecture Invariant: [`record`](Recorder::record) never blocks and
 /// never waits for the disk; the channel is unbounded, and the writer catches
-/// up in batches.
+/// up in batches (while it cannot write, it drains the channel into its own
+/// bounded memory: see `sqlite/writer.rs`).
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::Sender<Msg>,

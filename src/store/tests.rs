@@ -797,3 +797,108 @@ async fn a_damaged_database_is_refused_at_open_with_the_file_and_the_way_out() {
     assert!(err.contains(&path.display().to_string()), "{err}");
     assert!(err.contains("move it aside"), "{err}");
 }
+
+/// A run's events, by hand, with enough bytes (log lines and a result) that
+/// writing them needs new pages of the file.
+fn bulky_run_events(job: &str) -> Vec<RunEvent> {
+    let path: exec::NodePath = "main/chatty".into();
+    let mut events = vec![
+        RunEvent::RunStarted { job: job.into(), started_at: Utc::now() },
+        RunEvent::NodeStarted { path: path.clone(), name: "chatty".into(), kind: NodeKind::Script, at: Duration::ZERO },
+    ];
+    for n in 0..20 {
+        let text = format!("line {n} {}", "x".repeat(4000));
+        events.push(RunEvent::Log { path: path.clone(), level: LogLevel::Print, text, at: Duration::from_millis(n) });
+    }
+    events.push(RunEvent::NodeFinished {
+        path,
+        name: "chatty".into(),
+        kind: NodeKind::Script,
+        status: Status::Succeeded,
+        attempts: 1,
+        started: Some(Duration::ZERO),
+        at: Duration::from_millis(30),
+        output: Some(json!("y".repeat(20_000))),
+        error: None,
+        truncated: false,
+    });
+    events.push(RunEvent::RunFinished {
+        status: Status::Succeeded,
+        result: Some(json!("z".repeat(20_000))),
+        error: None,
+        duration: Duration::from_millis(31),
+    });
+    events
+}
+
+/// Polls the stored status of run `id` until `ok` holds or 10 s pass.
+async fn status_becomes(store: &SqliteStore, id: RunId, ok: impl Fn(RecordedStatus) -> bool) -> RecordedStatus {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = store.run(id).await.unwrap().expect("the run is stored").run.status;
+        if ok(status) || tokio::time::Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_run_that_ends_while_the_disk_is_full_is_written_with_its_real_status_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let id = store.begin_run(start("full.rhai", RunTrigger::Manual, 1)).await.unwrap();
+    store.cap_size(true).await;
+    let recorder = store.recorder();
+    for e in bulky_run_events("full") {
+        recorder.record(id, e);
+    }
+    assert!(recorder.flush().await.is_err(), "a flush while the disk is full fails");
+    assert_eq!(store.run(id).await.unwrap().unwrap().run.status, RecordedStatus::Running);
+    store.cap_size(false).await;
+    let status = status_becomes(&store, id, |s| s != RecordedStatus::Running).await;
+    assert_eq!(status, RecordedStatus::Finished(Status::Succeeded), "the run's end was lost while the disk was full");
+    let detail = store.run(id).await.unwrap().unwrap();
+    assert_eq!(detail.logs.len(), 20, "the log lines kept in memory are written too");
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn past_the_memory_bound_log_lines_are_dropped_but_the_runs_end_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let mut health = store.health();
+    let id = store.begin_run(start("chatty.rhai", RunTrigger::Manual, 1)).await.unwrap();
+    store.cap_size(true).await;
+    let recorder = store.recorder();
+    let path: exec::NodePath = "main".into();
+    let line = |n: u64| RunEvent::Log {
+        path: path.clone(),
+        level: LogLevel::Print,
+        text: format!("{n:08} {}", "x".repeat(64 * 1024)),
+        at: Duration::from_millis(n),
+    };
+    recorder.record(id, line(0));
+    assert!(recorder.flush().await.is_err(), "the capped file cannot take a 64 KiB line");
+    assert!(health.borrow_and_update().as_deref().is_some_and(|why| why.contains("full")), "{:?}", *health.borrow());
+    let lines = 2 * KEPT_DETAIL_BYTES as u64 / (64 * 1024);
+    for n in 1..lines {
+        recorder.record(id, line(n));
+    }
+    recorder.record(
+        id,
+        RunEvent::RunFinished {
+            status: Status::Failed,
+            result: None,
+            error: Some("boom".into()),
+            duration: Duration::ZERO,
+        },
+    );
+    store.cap_size(false).await;
+    let status = status_becomes(&store, id, |s| s != RecordedStatus::Running).await;
+    assert_eq!(status, RecordedStatus::Finished(Status::Failed));
+    health.wait_for(Option::is_none).await.unwrap();
+    let kept = store.run(id).await.unwrap().unwrap().logs.len() as u64;
+    assert!(kept > lines / 3 && kept < lines, "{kept} of {lines} lines kept");
+    store.close().await.unwrap();
+}

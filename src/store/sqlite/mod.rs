@@ -14,7 +14,7 @@ mod writer;
 pub use self::history::History;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use rusqlite::{Connection, TransactionBehavior, params};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use self::writer::{Stats, Writer};
 use super::recorder::{Msg, Recorder};
@@ -48,6 +48,10 @@ pub struct SqliteStore {
     reader: Arc<Mutex<Connection>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     stats: Arc<Stats>,
+    /// The next run id: allocated here, not by SQLite, so a run that begins
+    /// while the file cannot be written still has its id (see `writer.rs`).
+    next_id: Arc<AtomicI64>,
+    health: watch::Receiver<Option<String>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -62,9 +66,18 @@ impl SqliteStore {
         schema::migrate(&mut conn)?;
         schema::check(&mut conn, &path)?;
         let reader = schema::open_reader(&path)?;
+        let next_id: i64 = conn
+            .query_row(
+                "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'runs'), 0), \
+                 coalesce((SELECT max(id) FROM runs), 0)) + 1",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|source| StoreError::Open { path: path.clone(), source })?;
         let stats = Arc::new(Stats::default());
         let (tx, rx) = std::sync::mpsc::channel();
-        let writer = Writer::new(conn, rx, stats.clone());
+        let (health_tx, health) = watch::channel(None);
+        let writer = Writer::new(conn, rx, stats.clone(), path.clone(), health_tx);
         let handle = std::thread::Builder::new()
             .name("gatherd-store".into())
             .spawn(move || writer.run())
@@ -75,6 +88,8 @@ impl SqliteStore {
             reader: Arc::new(Mutex::new(reader)),
             writer: Mutex::new(Some(handle)),
             stats,
+            next_id: Arc::new(AtomicI64::new(next_id)),
+            health,
         })
     }
 
@@ -93,6 +108,22 @@ impl SqliteStore {
     /// How many events the writer has written.
     pub fn events_written(&self) -> u64 {
         self.stats.events.load(Ordering::Relaxed)
+    }
+
+    /// A real "disk full" for the tests: caps the file at its current size
+    /// (SQLite's `max_page_count`, on the writer's connection, so a write
+    /// that needs one more page fails with `SQLITE_FULL`); `false` lifts it.
+    #[cfg(test)]
+    pub(crate) async fn cap_size(&self, capped: bool) {
+        let capped = self
+            .write(move |conn| {
+                let pages: i64 =
+                    if capped { conn.query_row("PRAGMA page_count", [], |r| r.get(0)) } else { Ok(4_294_967_294) }
+                        .map_err(StoreError::sqlite("read the page count"))?;
+                conn.pragma_update(None, "max_page_count", pages).map_err(StoreError::sqlite("cap the size"))
+            })
+            .await;
+        capped.expect("cap the run history's size");
     }
 
     /// Runs `f` on the writer thread after what is queued before it.
@@ -143,27 +174,25 @@ fn recover(conn: &mut Connection, node: &str, reason: &str) -> Result<Vec<RunRow
     Ok(runs)
 }
 
-/// Inserts a run's row (in the writer's open batch) and returns its id.
-fn begin_run(conn: &Connection, start: &RunStart) -> Result<RunId, StoreError> {
+/// Inserts run `id`'s row (in the writer's open batch).
+fn begin_run(conn: &Connection, id: RunId, start: &RunStart) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO runs (job, trigger, fire_time, content_hash, node, status, started_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            start.job,
-            start.trigger.as_str(),
-            ts(start.fire_time),
-            &start.content_hash[..],
-            start.node,
-            ts(Utc::now())
-        ])
-    })
-    .map_err(StoreError::sqlite("begin a run"))?;
-    Ok(conn.last_insert_rowid())
+        "INSERT INTO runs (id, job, trigger, fire_time, content_hash, node, status, started_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7)",
+    )?
+    .execute(params![
+        id,
+        start.job,
+        start.trigger.as_str(),
+        ts(start.fire_time),
+        &start.content_hash[..],
+        start.node,
+        ts(Utc::now())
+    ])?;
+    Ok(())
 }
 
-fn record_missed(conn: &mut Connection, missed: &Missed) -> Result<(), StoreError> {
+fn record_missed(conn: &mut Connection, missed: &Missed, next_id: &AtomicI64) -> Result<(), StoreError> {
     if !matches!(missed.trigger, RunTrigger::Schedule | RunTrigger::Interval) {
         return Err(StoreError::Invalid(format!(
             "a missed fire of {} has trigger {}, not schedule or interval",
@@ -180,7 +209,8 @@ fn record_missed(conn: &mut Connection, missed: &Missed) -> Result<(), StoreErro
     {
         let mut insert = tx
             .prepare_cached(
-                "INSERT INTO runs (job, trigger, fire_time, content_hash, node, status, started_at, finished_at,                  duration_ms, error) VALUES (?1, ?2, ?3, ?4, ?5, 'missed', ?6, ?6, 0, ?7)",
+                "INSERT INTO runs (id, job, trigger, fire_time, content_hash, node, status, started_at, finished_at, \
+                 duration_ms, error) VALUES (?8, ?1, ?2, ?3, ?4, ?5, 'missed', ?6, ?6, 0, ?7)",
             )
             .map_err(fail("record missed fires"))?;
         for fire_time in &missed.fire_times {
@@ -192,7 +222,8 @@ fn record_missed(conn: &mut Connection, missed: &Missed) -> Result<(), StoreErro
                     &missed.content_hash[..],
                     missed.node,
                     now,
-                    MISSED_ERROR
+                    MISSED_ERROR,
+                    next_id.fetch_add(1, Ordering::Relaxed)
                 ])
                 .map_err(fail("record a missed fire"))?;
         }
@@ -231,18 +262,15 @@ fn prune(
 }
 
 /// Records a job file's current version (in the writer's open batch).
-fn upsert_job(conn: &Connection, job: &JobRecord) -> Result<(), StoreError> {
+fn upsert_job(conn: &Connection, job: &JobRecord) -> rusqlite::Result<()> {
     let now = ts(Utc::now());
     conn.prepare_cached(
         "INSERT INTO jobs (job, kind, content_hash, valid, diagnostic, first_seen, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) \
          ON CONFLICT (job) DO UPDATE SET kind = excluded.kind, content_hash = excluded.content_hash, \
          valid = excluded.valid, diagnostic = excluded.diagnostic, updated_at = excluded.updated_at",
-    )
-    .and_then(|mut s| {
-        s.execute(params![job.job, job.kind.as_str(), &job.content_hash[..], job.valid, job.diagnostic, now])
-    })
-    .map_err(StoreError::sqlite("record a job"))?;
+    )?
+    .execute(params![job.job, job.kind.as_str(), &job.content_hash[..], job.valid, job.diagnostic, now])?;
     Ok(())
 }
 
@@ -280,7 +308,8 @@ impl RunStore for SqliteStore {
     fn begin_run(&self, start: RunStart) -> BoxFuture<'_, Result<RunId, StoreError>> {
         async move {
             let (answer, rx) = oneshot::channel();
-            self.recorder.send(Msg::Begin { start, answer })?;
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            self.recorder.send(Msg::Begin { id, start, answer })?;
             rx.await.map_err(|_| StoreError::Closed)?
         }
         .boxed()
@@ -288,6 +317,10 @@ impl RunStore for SqliteStore {
 
     fn recorder(&self) -> Recorder {
         self.recorder.clone()
+    }
+
+    fn health(&self) -> watch::Receiver<Option<String>> {
+        self.health.clone()
     }
 
     fn record_job(&self, job: JobRecord) {
@@ -306,7 +339,8 @@ impl RunStore for SqliteStore {
     }
 
     fn record_missed(&self, missed: Missed) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.write(move |conn| record_missed(conn, &missed)).boxed()
+        let next_id = self.next_id.clone();
+        self.write(move |conn| record_missed(conn, &missed, &next_id)).boxed()
     }
 
     fn last_fire<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<Option<DateTime<Utc>>, StoreError>> {

@@ -9,26 +9,57 @@
 //! waiting in the channel: alone, that is at once; in a burst, every run that
 //! began or ended meanwhile shares one commit (group commit).
 //!
+//! ## When the file cannot be written (disk full, read-only, deleted)
+//! A batch that cannot be committed is kept, not dropped: the writer goes
+//! *failing* (logged once, with the reason; the store's [`health`] says why),
+//! keeps taking what is recorded into memory, and retries the whole batch
+//! after [`RETRY_FIRST`], doubling up to [`RETRY_MAX`]. The first commit that
+//! goes through writes everything kept — runs that ended meanwhile get their
+//! real status — and the writer is well again (logged once). While failing,
+//! step events and log lines beyond [`KEPT_DETAIL_BYTES`] are dropped
+//! (counted, and said in the recovery's log line); a run's beginning and end,
+//! and job file versions (the latest of each), are always kept. A run that
+//! begins meanwhile gets its id at once (ids are allocated here, not by
+//! SQLite), except a one-shot's (trigger `file`): its id is answered only
+//! once its row is committed, so a one-shot never runs before the history
+//! can vouch that it ran.
+//!
 //! Architecture Invariant: one bad write (say, an event for a run id that does
-//! not exist) loses that write only: a failed statement is logged (or answered)
-//! and the batch goes on. Only a failed commit loses the batch (logged, and
-//! answered to each `begin_run` in it).
+//! not exist: a constraint fails) loses that write only: it is logged (or
+//! answered) and the batch goes on. Any other failure (the disk, the file)
+//! fails the batch, which is kept and retried.
+//!
+//! [`health`]: crate::store::RunStore::health
 
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use serde_json::Value;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::ts;
 use crate::exec::{RecordedStatus, RunEvent, millis};
 use crate::store::json::depth_bounded;
 use crate::store::recorder::Msg;
-use crate::store::{BATCH_EVENTS, BATCH_WINDOW, JobRecord, OUTPUT_BOUND, RunId, RunStart, StoreError};
+use crate::store::{
+    BATCH_EVENTS, BATCH_WINDOW, JobRecord, KEPT_DETAIL_BYTES, OUTPUT_BOUND, RunId, RunStart, RunTrigger, StoreError,
+};
+
+/// The first retry of a batch that failed, after this.
+pub const RETRY_FIRST: Duration = Duration::from_millis(100);
+
+/// Retries of a failing batch are at most this far apart.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// How often an idle writer checks that its file is still the one in the
+/// folder (a deleted database is noticed within this).
+pub const FILE_CHECK: Duration = Duration::from_secs(2);
 
 /// Counters of the writer, for tests and (later) metrics.
 #[derive(Debug, Default)]
@@ -41,9 +72,26 @@ pub(super) struct Stats {
 
 /// One write waiting for its batch, in the order asked.
 enum Pending {
-    Event { run: RunId, event: RunEvent, at: DateTime<Utc> },
-    Begin { start: RunStart, answer: oneshot::Sender<Result<RunId, StoreError>> },
+    Event {
+        run: RunId,
+        event: RunEvent,
+        at: DateTime<Utc>,
+    },
+    Begin {
+        id: RunId,
+        start: RunStart,
+        /// Taken when answered (a run that is not a one-shot is answered at
+        /// once when its batch fails; the row stays pending).
+        answer: Option<oneshot::Sender<Result<RunId, StoreError>>>,
+    },
     Job(JobRecord),
+}
+
+/// The writer is failing: why, and when it tries again.
+struct Failing {
+    why: String,
+    backoff: Duration,
+    retry_at: Instant,
 }
 
 /// The writer's state: its connection and the batch being collected.
@@ -55,137 +103,355 @@ pub(super) struct Writer {
     /// The batch holds a run's beginning or end: commit once the channel is
     /// momentarily empty rather than at the end of the window.
     urgent: bool,
+    /// When the batch being collected is due.
+    due: Option<Instant>,
+    /// The database file, and its (device, inode) when opened.
+    path: PathBuf,
+    file: Option<(u64, u64)>,
+    /// What the store tells of its health (`None`: well).
+    health: watch::Sender<Option<String>>,
+    failing: Option<Failing>,
+    /// Bytes of step events and log lines pending (an estimate).
+    detail_bytes: usize,
+    /// Step events and log lines dropped since the writer went failing.
+    dropped: u64,
 }
 
 impl Writer {
-    pub(super) fn new(conn: Connection, rx: Receiver<Msg>, stats: Arc<Stats>) -> Writer {
-        Writer { conn, rx, stats, pending: Vec::with_capacity(BATCH_EVENTS), urgent: false }
+    pub(super) fn new(
+        conn: Connection,
+        rx: Receiver<Msg>,
+        stats: Arc<Stats>,
+        path: PathBuf,
+        health: watch::Sender<Option<String>>,
+    ) -> Writer {
+        let file = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
+        Writer {
+            conn,
+            rx,
+            stats,
+            pending: Vec::with_capacity(BATCH_EVENTS),
+            urgent: false,
+            due: None,
+            path,
+            file,
+            health,
+            failing: None,
+            detail_bytes: 0,
+            dropped: 0,
+        }
     }
 
     /// Runs until [`Msg::Close`] or until every sender is gone.
     pub(super) fn run(mut self) {
         loop {
-            let Ok(first) = self.rx.recv() else {
-                return self.flush_logged();
+            // Due work first, so a steady stream of messages cannot put off
+            // a batch's window or a retry.
+            let now = Instant::now();
+            let due = match &self.failing {
+                Some(f) => f.retry_at <= now,
+                None => self.due.is_some_and(|d| d <= now),
             };
-            let deadline = Instant::now() + BATCH_WINDOW;
-            let mut next = Some(first);
-            loop {
-                let msg = match next.take() {
-                    Some(msg) => msg,
-                    None if self.urgent => match self.rx.try_recv() {
-                        Ok(msg) => msg,
-                        Err(TryRecvError::Empty) => break,
-                        Err(TryRecvError::Disconnected) => return self.flush_logged(),
-                    },
-                    None => match self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                        Ok(msg) => msg,
-                        Err(RecvTimeoutError::Timeout) => break,
-                        Err(RecvTimeoutError::Disconnected) => return self.flush_logged(),
-                    },
-                };
-                match msg {
-                    Msg::Event { run, event, at } => {
-                        self.urgent |= matches!(event, RunEvent::RunFinished { .. });
-                        self.pending.push(Pending::Event { run, event, at });
+            if due {
+                let _ = self.write();
+            }
+            let msg = match self.wait() {
+                Some(wait) => self.rx.recv_timeout(wait),
+                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match msg {
+                Ok(Msg::Close(answer)) => {
+                    let written = self.last_write();
+                    // Leave a small database behind: fold the WAL into it
+                    // and truncate it (readers may still hold it; then this
+                    // is a harmless partial checkpoint).
+                    if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+                        tracing::debug!("cannot checkpoint the run store's WAL at close: {e}");
                     }
-                    Msg::Begin { start, answer } => {
-                        self.urgent = true;
-                        self.pending.push(Pending::Begin { start, answer });
-                    }
-                    Msg::Job(job) => self.pending.push(Pending::Job(job)),
-                    Msg::Flush(answer) => {
-                        let _ = answer.send(self.flush());
-                        break;
-                    }
-                    Msg::Call(call) => {
-                        self.flush_logged();
-                        call(&mut self.conn);
-                        break;
-                    }
-                    Msg::Close(answer) => {
-                        let flushed = self.flush();
-                        // Leave a small database behind: fold the WAL into it
-                        // and truncate it (readers may still hold it; then this
-                        // is a harmless partial checkpoint).
-                        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
-                            tracing::debug!("cannot checkpoint the run store's WAL at close: {e}");
-                        }
-                        let _ = answer.send(flushed);
+                    let _ = answer.send(written);
+                    return;
+                }
+                Ok(msg) => self.take(msg),
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.write();
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = self.last_write();
+                    return;
+                }
+            }
+            if self.failing.is_none() && self.pending.len() >= BATCH_EVENTS {
+                let _ = self.write();
+            }
+        }
+    }
+
+    /// How long to wait for the next message before there is work.
+    fn wait(&self) -> Option<Duration> {
+        let now = Instant::now();
+        Some(match (&self.failing, self.due) {
+            (Some(f), _) => f.retry_at.saturating_duration_since(now),
+            (None, _) if self.urgent => Duration::ZERO,
+            (None, Some(due)) => due.saturating_duration_since(now),
+            (None, None) => FILE_CHECK,
+        })
+    }
+
+    /// Takes one message (not `Close`).
+    fn take(&mut self, msg: Msg) {
+        match msg {
+            Msg::Event { run, event, at } => {
+                let finished = matches!(event, RunEvent::RunFinished { .. });
+                if self.failing.is_some()
+                    && let Some(size) = detail_size(&event)
+                {
+                    if self.detail_bytes + size > KEPT_DETAIL_BYTES {
+                        self.dropped += 1;
                         return;
                     }
+                    self.detail_bytes += size;
                 }
-                if self.pending.len() >= BATCH_EVENTS {
-                    break;
-                }
+                self.urgent |= finished;
+                self.keep(Pending::Event { run, event, at });
             }
-            self.flush_logged();
+            Msg::Begin { id, start, answer } => {
+                self.urgent = true;
+                let answer = match &self.failing {
+                    // Recorded when the history can be written again; the
+                    // run goes on meanwhile (a one-shot waits: see the module doc).
+                    Some(_) if start.trigger != RunTrigger::File => {
+                        let _ = answer.send(Ok(id));
+                        None
+                    }
+                    _ => Some(answer),
+                };
+                self.keep(Pending::Begin { id, start, answer });
+            }
+            Msg::Job(job) => {
+                if self.failing.is_some() {
+                    // Only the latest version of a job file matters.
+                    self.pending.retain(|p| !matches!(p, Pending::Job(j) if j.job == job.job));
+                }
+                self.keep(Pending::Job(job));
+            }
+            Msg::Flush(answer) => {
+                let written = match &self.failing {
+                    Some(f) => Err(StoreError::Unwritable(f.why.clone())),
+                    None => self.write(),
+                };
+                let _ = answer.send(written);
+            }
+            Msg::Call(call) => {
+                if self.failing.is_none() {
+                    let _ = self.write();
+                }
+                call(&mut self.conn);
+            }
+            Msg::Close(answer) => {
+                let _ = answer.send(Err(StoreError::Invalid("close is handled by the writer's loop".into())));
+            }
         }
     }
 
-    fn flush_logged(&mut self) {
-        if let Err(e) = self.flush() {
-            tracing::error!("{e}; these events are not in the run history");
+    fn keep(&mut self, pending: Pending) {
+        if self.pending.is_empty() && self.failing.is_none() {
+            self.due = Some(Instant::now() + BATCH_WINDOW);
         }
+        self.pending.push(pending);
     }
 
-    /// Writes the pending writes in one transaction, then answers the
-    /// beginnings of runs in it.
-    fn flush(&mut self) -> Result<(), StoreError> {
-        self.urgent = false;
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let mut events = 0;
-        let mut begun = Vec::new();
-        let result = (|| {
-            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    /// The last write before stopping; what cannot be written is lost, and
+    /// said so.
+    fn last_write(&mut self) -> Result<(), StoreError> {
+        let written = self.write();
+        if let Err(e) = &written {
+            let runs = self.pending.iter().filter(|p| matches!(p, Pending::Begin { .. })).count();
+            tracing::error!(
+                error = %e,
+                writes = self.pending.len(),
+                runs_begun = runs,
+                "stopping with writes the run history could not take: they are lost (runs that ended meanwhile \
+                 read `interrupted` at the next start)"
+            );
             for p in self.pending.drain(..) {
-                match p {
-                    Pending::Event { run, event, at } => {
-                        events += 1;
-                        if let Err(e) = apply(&tx, run, &event, at) {
-                            tracing::warn!(run_id = run, "cannot record an event of the run: {e}");
-                        }
-                    }
-                    Pending::Begin { start, answer } => {
-                        let id = super::begin_run(&tx, &start);
-                        begun.push((answer, id));
-                    }
-                    Pending::Job(job) => {
-                        if let Err(e) = super::upsert_job(&tx, &job) {
-                            tracing::error!(job = %job.job, "cannot record the job file in the store: {e}");
-                        }
-                    }
+                if let Pending::Begin { answer: Some(answer), .. } = p {
+                    let _ = answer.send(Err(StoreError::Unwritable(e.to_string())));
                 }
             }
-            tx.commit()
-        })();
-        // What the transaction did not reach (it could not begin) fails with the batch.
-        for p in self.pending.drain(..) {
-            if let Pending::Begin { answer, .. } = p {
-                begun.push((answer, Err(StoreError::Closed)));
-            }
         }
-        match result {
+        written
+    }
+
+    /// Writes what is pending in one transaction (after checking the file is
+    /// still there), answers the beginnings of runs in it, and moves between
+    /// well and failing, saying so once per change.
+    fn write(&mut self) -> Result<(), StoreError> {
+        self.urgent = false;
+        self.due = None;
+        let kept = self.pending.len();
+        let written = self.check_file().and_then(|()| self.commit());
+        match written {
             Ok(()) => {
-                // Counted before anyone hears back, so a caller that saw its
-                // run begin also sees the commit counted.
-                self.stats.batches.fetch_add(1, Ordering::Relaxed);
-                self.stats.events.fetch_add(events, Ordering::Relaxed);
-                for (answer, id) in begun {
-                    let _ = answer.send(id);
+                self.detail_bytes = 0;
+                if self.failing.take().is_some() {
+                    tracing::warn!(
+                        written = kept,
+                        dropped = self.dropped,
+                        "the run history can be written again: what was kept in memory is written (`dropped`: step \
+                         events and log lines past the memory bound)"
+                    );
+                    self.dropped = 0;
+                    self.health.send_replace(None);
                 }
                 Ok(())
             }
-            Err(source) => {
-                let reason = source.to_string();
-                for (answer, _) in begun {
-                    let _ = answer.send(Err(StoreError::Batch { what: "begin a run", reason: reason.clone() }));
+            Err(why) => {
+                let now = Instant::now();
+                match &mut self.failing {
+                    Some(f) => {
+                        f.backoff = (f.backoff * 2).min(RETRY_MAX);
+                        f.retry_at = now + f.backoff;
+                        if f.why != why {
+                            tracing::error!(error = %why, "the run history still cannot be written, now for another reason");
+                            f.why.clone_from(&why);
+                            self.health.send_replace(Some(why.clone()));
+                        }
+                    }
+                    None => {
+                        tracing::error!(
+                            error = %why,
+                            "the run history cannot be written: runs' beginnings and ends are kept in memory and \
+                             written when it can be (retrying); one-shots wait until then"
+                        );
+                        self.health.send_replace(Some(why.clone()));
+                        self.failing =
+                            Some(Failing { why: why.clone(), backoff: RETRY_FIRST, retry_at: now + RETRY_FIRST });
+                        // Runs that are not one-shots go on with their ids.
+                        for p in &mut self.pending {
+                            if let Pending::Begin { id, start, answer } = p
+                                && start.trigger != RunTrigger::File
+                                && let Some(answer) = answer.take()
+                            {
+                                let _ = answer.send(Ok(*id));
+                            }
+                        }
+                    }
                 }
-                Err(StoreError::Sqlite { what: "write a batch of run events", source })
+                Err(StoreError::Unwritable(why))
             }
         }
+    }
+
+    /// Whether the file opened is still the one at its path.
+    fn check_file(&self) -> Result<(), String> {
+        let Some(opened) = self.file else { return Ok(()) };
+        let p = self.path.display();
+        let gone = |how: &str| {
+            format!(
+                "the run history {p} was {how} while gatherd runs: nothing more can be recorded in it; restart \
+                 gatherd to create a new one (the history before is lost unless the file is put back or restored \
+                 from a backup)"
+            )
+        };
+        match std::fs::metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == opened => Ok(()),
+            Ok(_) => Err(gone("replaced by another file")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(gone("deleted")),
+            Err(e) => Err(format!("cannot check the run history {p}: {e}")),
+        }
+    }
+
+    /// One transaction with every pending write; on success the pending
+    /// writes are done and answered, on failure they are all still pending.
+    fn commit(&mut self) -> Result<(), String> {
+        // A run that gave up waiting for its row (a one-shot cancelled while
+        // the history could not be written) did not run: no row for it.
+        self.pending.retain(|p| !matches!(p, Pending::Begin { answer: Some(answer), .. } if answer.is_closed()));
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let fail = |e: rusqlite::Error| e.to_string();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail)?;
+        let mut events = 0;
+        for p in &mut self.pending {
+            match p {
+                Pending::Event { run, event, at } => {
+                    events += 1;
+                    if let Err(e) = apply(&tx, *run, event, *at) {
+                        if is_storage(&e) {
+                            return Err(e.to_string());
+                        }
+                        tracing::warn!(run_id = *run, "cannot record an event of the run: {e}");
+                    }
+                }
+                Pending::Begin { id, start, answer } => {
+                    if let Err(e) = super::begin_run(&tx, *id, start) {
+                        if is_storage(&e) {
+                            return Err(e.to_string());
+                        }
+                        tracing::error!(job = %start.job, run_id = *id, "cannot record the run's beginning: {e}");
+                        if let Some(answer) = answer.take() {
+                            let _ = answer.send(Err(StoreError::Sqlite { what: "begin a run", source: e }));
+                        }
+                    }
+                }
+                Pending::Job(job) => {
+                    if let Err(e) = super::upsert_job(&tx, job) {
+                        if is_storage(&e) {
+                            return Err(e.to_string());
+                        }
+                        tracing::error!(job = %job.job, "cannot record the job file in the store: {e}");
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(fail)?;
+        // Counted before anyone hears back, so a caller that saw its run
+        // begin also sees the commit counted.
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.events.fetch_add(events, Ordering::Relaxed);
+        for p in self.pending.drain(..) {
+            if let Pending::Begin { id, answer: Some(answer), .. } = p {
+                let _ = answer.send(Ok(id));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a failed statement says the file cannot take writes (the disk,
+/// the file, a lock), so the batch must be kept and retried, rather than
+/// that this one write is wrong (a constraint), so it alone is dropped.
+fn is_storage(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code != rusqlite::ErrorCode::ConstraintViolation)
+}
+
+/// The bytes a step event or log line holds in memory (an estimate), or
+/// `None` for a run's beginning or end, which are always kept.
+fn detail_size(event: &RunEvent) -> Option<usize> {
+    const FIXED: usize = 128;
+    Some(match event {
+        RunEvent::RunStarted { .. } | RunEvent::RunFinished { .. } => return None,
+        RunEvent::NodeStarted { path, name, .. } => FIXED + path.len() + name.len(),
+        RunEvent::AttemptFailed { path, error, .. } => FIXED + path.len() + error.len(),
+        RunEvent::NodeFinished { path, name, output, error, .. } => {
+            FIXED
+                + path.len()
+                + name.len()
+                + error.as_ref().map_or(0, String::len)
+                + output.as_ref().map_or(0, json_size)
+        }
+        RunEvent::Log { path, text, .. } => FIXED + path.len() + text.len(),
+    })
+}
+
+/// The bytes a JSON value holds in memory (an estimate, without allocating).
+fn json_size(value: &Value) -> usize {
+    match value {
+        Value::String(s) => 24 + s.len(),
+        Value::Array(a) => 24 + a.iter().map(json_size).sum::<usize>(),
+        Value::Object(o) => 48 + o.iter().map(|(k, v)| 24 + k.len() + json_size(v)).sum::<usize>(),
+        _ => 16,
     }
 }
 
