@@ -34,7 +34,7 @@ fn listening_tcp_inodes() -> Vec<String> {
 }
 
 /// The inodes of the sockets process `pid` holds open.
-fn socket_inodes(pid: u32) -> Vec<String> {
+fn socket_inodes(pid: i32) -> Vec<String> {
     let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("the daemon's fds");
     entries
         .flatten()

@@ -481,11 +481,6 @@ impl Daemon {
             .and_then(|l| l["addr"].as_str().and_then(|a| a.parse().ok()))
             .unwrap_or_else(|| panic!("no TCP API address in the log: {}", self.dump()))
     }
-
-    /// The daemon's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).expect("running")
-    }
 }
 
 /// One HTTP/1.1 request to `api` (the unix socket, or TCP on 127.0.0.1
