@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
-"""Daemon figures: drop -> run-start latency, a burst of dropped files, idle cost.
+"""Daemon figures: drop -> run-start latency, a burst of dropped files, idle cost, a large fan-out.
 
 Runs the release binary (built first) on temp folders and reads its JSON log
 lines. Standard library only.
 
     python3 benches/daemon.py            # full: a 10,000-step run recorded, 1,000 drops,
-                                         # 10,000 files, 60 s idle
+                                         # 10,000 files, 60 s idle, a 1,000,000-step gather
     python3 benches/daemon.py --quick    # a few seconds: proves the harness works
     python3 benches/daemon.py --only latency --only burst --repeat 3
                                          # some parts, several times (medians printed)
     python3 benches/daemon.py --binary /tmp/old-gatherd --only burst
                                          # another build (no cargo build), for before/after
+    python3 benches/daemon.py --only fanout --fanout-steps 100000
+                                         # the fan-out at another size
 
 The numbers are for one run on one machine; the latency includes reading the
 log line back through a pipe, so it is an upper bound of the daemon's own.
@@ -51,6 +53,8 @@ class Daemon:
     def _read(self):
         for line in self.proc.stderr:
             now = time.monotonic()
+            if '"message":"step finished"' in line:
+                continue  # no part waits on these; a large fan-out logs one per step
             try:
                 value = json.loads(line)
             except ValueError:
@@ -62,9 +66,14 @@ class Daemon:
     def wait(self, pred, count, timeout):
         """Waits until `count` lines match; returns the arrival time of the last one."""
         deadline = time.monotonic() + timeout
+        hits, seen = [], 0
         with self.cond:
             while True:
-                hits = [t for t, l in self.lines if pred(l)]
+                while seen < len(self.lines):  # only the lines not yet looked at
+                    t, l = self.lines[seen]
+                    seen += 1
+                    if pred(l):
+                        hits.append(t)
                 if len(hits) >= count:
                     return hits[count - 1]
                 left = deadline - time.monotonic()
@@ -152,6 +161,66 @@ def recording(n):
     return {"steps": n, "recorded_after_finish_ms": round((t_recorded - t_done) * 1000, 1)}
 
 
+def gather_job(n):
+    """A Rhai job: one gather of `n` sleep-0 steps (as TOML, 1,000,000 steps
+    would be over the 8 MiB a job file may have)."""
+    return f"const max_operations = 1000000000;\ngather((0..{n}).map(|i| sleep(0)));\n"
+
+
+def fanout(n):
+    """A gather of `n` sleep-0 steps: `gatherd run` of the file, then the same
+    file dropped into the daemon. For each, the run's own duration (its
+    recorded `duration_ms`: start to end); for `run` also the process's wall
+    time (load, run, JSON report); for the daemon also the time from its "run
+    started" line until the run and all its steps are in the history."""
+    import sqlite3
+    job = gather_job(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fanout.rhai"
+        path.write_text(job)
+        t0 = time.monotonic()
+        proc = subprocess.Popen([str(binary), "run", "--json", str(path)], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
+        run_ms = None
+        for line in proc.stdout:  # the report's head has the run's duration
+            if line.strip().startswith(b'"duration_ms":'):
+                run_ms = int(line.split(b":")[1].strip().rstrip(b","))
+                break
+        while proc.stdout.read(1 << 20):  # the steps: drained
+            pass
+        proc.wait()
+        run_wall = time.monotonic() - t0
+        if proc.returncode != 0 or run_ms is None:
+            raise RuntimeError(f"gatherd run failed ({proc.returncode})")
+    with tempfile.TemporaryDirectory() as jobs, tempfile.TemporaryDirectory() as state:
+        jobs = Path(jobs)
+        d = Daemon(jobs, state)
+        try:
+            drop(jobs, "fanout.rhai", job)
+            mine = lambda m: lambda l: l.get("job") == "fanout.rhai" and l.get("message") == m
+            t_started = d.wait(mine("run started"), 1, 600)
+            d.wait(mine("run finished"), 1, 1800)
+            with d.cond:
+                finished = next(l for _, l in d.lines if mine("run finished")(l))
+            daemon_ms = finished["duration_ms"]
+            db = sqlite3.connect(f"file:{Path(state) / 'gatherd.db'}?mode=ro", uri=True)
+            while True:  # the run's row says succeeded once its steps are written; count them then
+                row = db.execute("SELECT id, status FROM runs WHERE job = 'fanout.rhai'").fetchone()
+                if row and row[1] == "succeeded" and db.execute(
+                        "SELECT count(*) FROM steps WHERE run_id = ? AND status = 'succeeded'",
+                        (row[0],)).fetchone()[0] >= n + 1:  # the steps, the gather, the script
+                    break
+                time.sleep(0.02)
+            t_recorded = time.monotonic()
+            db.close()
+        finally:
+            d.stop()
+    in_history_s = t_recorded - t_started
+    return {"steps": n, "run_ms": run_ms, "run_wall_s": round(run_wall, 2), "daemon_ms": daemon_ms,
+            "daemon_in_history_s": round(in_history_s, 2), "ratio": round(daemon_ms / max(run_ms, 1), 2),
+            "ratio_in_history": round(in_history_s * 1000 / max(run_ms, 1), 2)}
+
+
 def proc_stats(pid):
     rss_kb = 0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -180,7 +249,7 @@ def idle(n, seconds):
             "cpu_ms_while_idle": round((cpu1 - cpu0) * 1000, 1)}
 
 
-PARTS = ("recording", "latency", "burst", "idle")
+PARTS = ("recording", "latency", "burst", "idle", "fanout")
 
 
 def main():
@@ -190,6 +259,8 @@ def main():
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="run each part N times; with N > 1 every run and the median of each figure are printed")
     parser.add_argument("--binary", type=Path, help="run this gatherd instead of building target/release/gatherd")
+    parser.add_argument("--fanout-steps", type=int, metavar="N",
+                        help="the fan-out's size (default 1,000,000; 2,000 with --quick)")
     args = parser.parse_args()
     global binary
     if args.binary:
@@ -202,6 +273,7 @@ def main():
         "latency": lambda: latency(drops),
         "burst": lambda: burst(files),
         "idle": lambda: idle(jobs, seconds),
+        "fanout": lambda: fanout(args.fanout_steps or (2000 if args.quick else 1_000_000)),
     }
     results = {}
     for name in args.only or PARTS:

@@ -31,7 +31,7 @@ use serde_json::Value;
 use tokio::runtime::RuntimeFlavor;
 use tokio_util::sync::CancellationToken;
 
-use super::tree::{NodeFailure, NodeResult, NodeStart, Runner};
+use super::tree::{Budgeted, NodeFailure, NodeResult, NodeStart, Runner};
 use super::{LogLevel, NodeKind, RunEvent, Status};
 use crate::job::{Group, GroupMode, Node, OnError, ScriptNode, Step};
 use crate::script::Sandbox;
@@ -90,7 +90,8 @@ struct Spawned {
 }
 
 /// A piece of work: its id, the node it ran (for its name), its result.
-type Work<'a> = BoxFuture<'a, (u64, Node, NodeResult)>;
+/// Not polled once the task's budget is spent, as a group's children are.
+type Work<'a> = Budgeted<BoxFuture<'a, (u64, Node, NodeResult)>>;
 
 /// The driver's state for one script run.
 struct Driver<'a> {
@@ -252,11 +253,11 @@ impl<'a> Driver<'a> {
     /// Starts `node` under `parent` (a path) as work `id`.
     fn start(&mut self, id: u64, node: Node, parent: Arc<str>, token: CancellationToken) {
         let runner = self.runner;
-        self.work.push(Box::pin(async move {
+        self.work.push(Budgeted(Box::pin(async move {
             let node = node;
             let result = runner.node(&node, &parent, token, None).await;
             (id, node, result)
-        }));
+        })));
     }
 
     fn group(&mut self, mode: GroupMode, steps: Vec<Step>, timeout: Option<Duration>) -> Node {

@@ -367,3 +367,22 @@ fn a_step_in_flight_is_small() {
     let size = std::mem::size_of_val(&*fut);
     assert!(size <= 384, "{size} bytes (352 when this was written)");
 }
+
+/// A fan-out costs a bounded number of polls per step, under a runtime's
+/// scheduler (the daemon's run task; a test's `block_on` is one too) as in
+/// `gatherd run`'s `block_on`: once tokio's budget for the task is spent, the
+/// group's set must yield rather than go on polling every ready step, each
+/// refused (issue 12: a 100,000-step gather took 20 s under the daemon, 1 s
+/// under `run`).
+#[tokio::test(start_paused = true)]
+async fn a_large_gather_polls_each_step_a_bounded_number_of_times() {
+    let n = 10_000;
+    let steps = (0..n).map(|i| sleep(&format!("s{i}"), 0.0, "x")).collect();
+    super::tree::CHILD_POLLS.with(|c| c.set(0));
+    let (outcome, report) = run_job(job(group("main", GroupMode::Gather, steps))).await;
+    let polls = super::tree::CHILD_POLLS.with(std::cell::Cell::get);
+    assert_eq!(outcome.status, Status::Succeeded);
+    assert_eq!(report.steps.len(), n + 1);
+    let per_step = polls as f64 / n as f64;
+    assert!(per_step <= 3.0, "{polls} polls of the group's children for {n} steps ({per_step:.1} each)");
+}

@@ -214,18 +214,67 @@ enum Slot {
 }
 
 /// A node's future tagged with its slot in the group: the tag travels with
-/// the box it wraps, so a child costs no second allocation.
+/// the box it wraps, so a child costs no second allocation. Not polled once
+/// the task's budget is spent (see [`budget_spent`]).
 struct Tagged<'a> {
     slot: Slot,
     fut: BoxFuture<'a, NodeResult>,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many times a group's children were polled on this thread: what
+    /// the fan-out tests count.
+    pub(super) static CHILD_POLLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 impl Future for Tagged<'_> {
     type Output = (Slot, NodeResult);
 
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        #[cfg(test)]
+        CHILD_POLLS.with(|c| c.set(c.get() + 1));
+        if budget_spent(cx) {
+            return std::task::Poll::Pending;
+        }
         let slot = self.slot;
         self.fut.as_mut().poll(cx).map(|result| (slot, result))
+    }
+}
+
+/// Whether the task's cooperative budget is spent; if so, the child about to
+/// be polled is woken to be polled again (on the task's next turn) and must
+/// not be polled now.
+///
+/// A child's poll would be refused anyway (tokio's sleeps, channels and
+/// timers return `Pending` on an empty budget), but tokio defers the refused
+/// child's wake until the task yields, so the `FuturesUnordered` sees no
+/// child woken and goes on polling every ready one, each refused: a set of
+/// `n` ready steps cost `n` polls per 128 it finished, quadratic, under any
+/// runtime scheduler (the daemon's run task) but not on `gatherd run`'s
+/// `block_on` thread, where tokio wakes at once. Woken here, the set yields
+/// after two such children (its own rule) and the task comes back with a
+/// fresh budget.
+pub(super) fn budget_spent(cx: &std::task::Context<'_>) -> bool {
+    if tokio::task::coop::has_budget_remaining() {
+        return false;
+    }
+    cx.waker().wake_by_ref();
+    true
+}
+
+/// A future in a `FuturesUnordered` that does not poll its future once the
+/// task's budget is spent; see [`budget_spent`].
+pub(super) struct Budgeted<F>(pub(super) F);
+
+impl<F: Future + Unpin> Future for Budgeted<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        if budget_spent(cx) {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.0).poll(cx)
     }
 }
 
