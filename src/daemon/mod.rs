@@ -30,6 +30,7 @@ mod apply;
 mod catch_up;
 mod control;
 mod overlap;
+mod retry;
 mod run_task;
 mod sinks;
 mod start;
