@@ -31,8 +31,13 @@ pub struct Retries {
 
 impl Retries {
     /// Something failed for a passing reason at `now`: try again after the
-    /// next delay (100 ms, doubling up to 10 s while tries fail).
+    /// next delay (100 ms, doubling up to 10 s while tries fail). Failures
+    /// while a try is already due join it: the delay grows per try, not per
+    /// file.
     pub fn schedule(&mut self, now: Instant) {
+        if self.at.is_some() {
+            return;
+        }
         let delay = self.delay.map_or(FIRST, |d| (d * 2).min(MAX));
         self.delay = Some(delay);
         self.at = Some(now + delay);
@@ -71,8 +76,10 @@ mod tests {
         assert_eq!(r.take_due(t0 + FIRST), Some((vec![], true)));
         r.rescan = true;
         r.schedule(t0);
-        assert_eq!(r.at, Some(t0 + FIRST * 2));
+        r.schedule(t0);
+        assert_eq!(r.at, Some(t0 + FIRST * 2), "one more failure before the try: the same try");
         for _ in 0..20 {
+            r.take_due(t0 + MAX * 2);
             r.schedule(t0);
         }
         assert_eq!(r.at, Some(t0 + MAX), "capped");

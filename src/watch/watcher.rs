@@ -182,7 +182,8 @@ async fn run(
 /// follows, which reports what changed between the two folders.
 ///
 /// Watching registers inotify watches (a little blocking I/O, once per
-/// folder); it happens only when the jobs folder itself is replaced.
+/// folder); it happens only when the jobs folder itself is replaced, and
+/// when a symlinked subfolder is linked ([`Arming::follow_link`]).
 struct Arming {
     notify: notify::RecommendedWatcher,
     /// The jobs folder's path, as watched.
