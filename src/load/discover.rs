@@ -295,6 +295,26 @@ mod tests {
     }
 
     #[test]
+    fn a_job_named_symlink_loop_dangling_link_or_fifo_is_refused_with_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("ok.toml"), "").unwrap();
+        std::os::unix::fs::symlink("loop.toml", d.join("loop.toml")).unwrap();
+        std::os::unix::fs::symlink("nothing.toml", d.join("dangling.rhai")).unwrap();
+        nix::unistd::mkfifo(&d.join("pipe.toml"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // Not job names: not jobs, nothing to say.
+        std::os::unix::fs::symlink("nothing", d.join("notes")).unwrap();
+        nix::unistd::mkfifo(&d.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let found = discover_all(&[d.to_path_buf()]).unwrap();
+        assert_eq!(found.files, [d.join("ok.toml")]);
+        let refused: Vec<String> = found.refused.iter().map(ToString::to_string).collect();
+        assert_eq!(refused.len(), 3, "{refused:?}");
+        assert!(refused[0].ends_with("dangling.rhai: a symlink to something that does not exist"), "{refused:?}");
+        assert!(refused[1].contains("loop.toml: a symlink loop"), "{refused:?}");
+        assert!(refused[2].contains("pipe.toml: not a regular file"), "{refused:?}");
+    }
+
+    #[test]
     fn a_missing_path_names_it() {
         let err = discover(&[PathBuf::from("/no/such/dir")]).unwrap_err();
         assert!(err.to_string().starts_with("/no/such/dir: "), "{err}");
