@@ -43,7 +43,7 @@ impl Supervisor {
     }
 
     /// An invalid version: reported; the last valid one keeps its schedule.
-    fn apply_invalid(&mut self, id: &JobId, e: LoadError) {
+    pub(super) fn apply_invalid(&mut self, id: &JobId, e: LoadError) {
         for d in e.diagnostics() {
             tracing::warn!(job = %id, diagnostic = %d.one_line(), "invalid job file");
         }

@@ -32,6 +32,7 @@ mod control;
 mod listen;
 mod overlap;
 mod processes;
+mod retry;
 mod run_task;
 mod sinks;
 mod start;

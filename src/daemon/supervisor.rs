@@ -4,6 +4,7 @@
 //! does is in `apply.rs`, how a run is built in `run_task.rs`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -18,9 +19,10 @@ use super::admit::Admission;
 use super::apply::scheduled_cause;
 use super::control::{Command, Live};
 use super::overlap::{self, Busy, Decision};
+use super::retry::Retries;
 use super::run_task::{Reply, RunNote, RunTask};
 use super::systemd::Systemd;
-use super::table::{self, Entry, Loaded};
+use super::table::{self, Entry, Loaded, Unread};
 use super::{FILE_BATCH, Options, describe};
 use crate::api::{ControlError, JobView, Metrics, SharedToken};
 use crate::config::Config;
@@ -104,6 +106,12 @@ pub(super) struct Supervisor {
     /// How many entries of `table` are invalid (kept as a count so the status
     /// reported after every event does not walk the table).
     pub invalid_jobs: usize,
+    /// Entries of the jobs folder refused at the last scan that cannot be in
+    /// `table` (a name that is not text has no `JobId`): the path relative
+    /// to the folder (shown lossily) and why. Listed and counted invalid.
+    pub refused: BTreeMap<String, String>,
+    /// Reads to try again (a passing shortage of file descriptors or memory).
+    pub retries: Retries,
     /// Whether the start-up scan is done. Before it, a job file's history
     /// decides (a one-shot that ran is not re-run; missed fires are caught
     /// up); a file that appears later is new and runs as such.
@@ -145,6 +153,8 @@ impl Supervisor {
             systemd: Systemd,
             watchdog: Systemd.watchdog_interval().map(tokio::time::interval),
             invalid_jobs: 0,
+            refused: BTreeMap::new(),
+            retries: Retries::default(),
             lock: None,
             processes: None,
             api: None,
@@ -186,6 +196,7 @@ impl Supervisor {
                 Some(command) = commands.recv() => self.on_command(command),
                 Some(note) = self.notes.recv() => self.on_note(note),
                 Some(ended) = self.runs.join_next_with_id() => self.on_run_end(ended),
+                () = sleep_until(self.retries.at) => self.retry_reads().await,
                 () = tick(self.watchdog.as_mut()) => self.systemd.watchdog(),
             }
         }
@@ -214,9 +225,9 @@ impl Supervisor {
         debug_assert_eq!(self.timers.len(), self.table.values().filter(|e| e.timer.is_some()).count());
         format!(
             "{} jobs ({} scheduled, {} invalid); {} runs in flight, {} waiting",
-            self.table.len(),
+            self.table.len() + self.refused.len(),
             self.timers.len(),
-            self.invalid_jobs,
+            self.invalid_jobs + self.refused.len(),
             self.admission.running(),
             self.admission.waiting()
         )
@@ -224,40 +235,73 @@ impl Supervisor {
 
     pub fn report_status(&self) {
         self.systemd.status(&self.status_line());
-        self.metrics.set_invalid_jobs(self.invalid_jobs);
+        self.metrics.set_invalid_jobs(self.invalid_jobs + self.refused.len());
     }
 
     /// Reads every job file again and applies what changed: the start-up scan,
-    /// SIGHUP, and the answer to lost events.
+    /// SIGHUP, and the answer to lost events. What cannot be a job (a name
+    /// that is not text, a symlink loop, a FIFO...) is listed invalid with
+    /// why. A scan that fails for a passing reason (out of file descriptors)
+    /// is tried again later.
     pub async fn rescan(&mut self) {
         let root = self.opts.jobs.clone();
-        let found = tokio::task::spawn_blocking(move || -> Result<Vec<(JobId, std::io::Result<Loaded>)>, String> {
-            let ids = crate::watch::scan(&root).map_err(|e| e.to_string())?;
-            Ok(ids.into_iter().map(|id| (id.clone(), table::read(&id.path(&root)))).collect())
+        type Found = (Vec<(JobId, Result<Loaded, Unread>)>, Vec<(PathBuf, String)>);
+        let found = tokio::task::spawn_blocking(move || -> Result<Found, crate::watch::WatchError> {
+            let scanned = crate::watch::scan(&root)?;
+            let confine = confinement(&root);
+            let read = scanned.ids.into_iter().map(|id| (id.clone(), table::read(&id.path(&root), confine.as_deref())));
+            let read = read.collect();
+            let refused = scanned.refused.into_iter().map(|r| (r.path, r.reason)).collect();
+            Ok((read, refused))
         })
         .await;
-        let found = match found {
+        let (found, refused) = match found {
             Ok(Ok(found)) => found,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot scan the jobs folder");
+                if e.is_transient() {
+                    self.retries.rescan = true;
+                    self.retries.schedule(tokio::time::Instant::now());
+                }
                 // Its jobs keep their last versions; a later rescan (the
-                // folder back, SIGHUP) clears this.
+                // folder back, SIGHUP, the retry) clears this.
                 return self.metrics.set_problem(JOBS_FOLDER, Some(format!("cannot scan the jobs folder: {e}")));
             }
             Err(e) => return tracing::error!(error = %e, "the scan of the jobs folder failed"),
         };
         self.metrics.set_problem(JOBS_FOLDER, None);
-        let present: std::collections::HashSet<JobId> = found.iter().map(|(id, _)| id.clone()).collect();
+        let root = self.opts.jobs.clone();
+        let mut present: std::collections::HashSet<JobId> = found.iter().map(|(id, _)| id.clone()).collect();
+        let mut not_text = BTreeMap::new();
+        let mut refused_ids = Vec::new();
+        for (path, reason) in refused {
+            match JobId::from_path(&root, &path) {
+                Some(id) => {
+                    present.insert(id.clone());
+                    refused_ids.push((id, reason));
+                }
+                None => {
+                    let rel = path.strip_prefix(&root).unwrap_or(&path).to_string_lossy().into_owned();
+                    tracing::warn!(path = %path.display(), reason = %reason, "job file not loaded");
+                    not_text.insert(rel, reason);
+                }
+            }
+        }
+        self.refused = not_text;
         let gone: Vec<JobId> = self.table.keys().filter(|id| !present.contains(*id)).cloned().collect();
         for id in gone {
             self.remove(&id);
         }
+        for (id, reason) in refused_ids {
+            self.unreadable(&id, reason);
+        }
         for (id, loaded) in found {
             match loaded {
                 Ok(loaded) => self.apply(id, loaded).await,
-                Err(e) => tracing::warn!(job = %id, error = %e, "cannot read the job file"),
+                Err(why) => self.unread(id, why),
             }
         }
+        self.retries.settled();
         self.report_status();
     }
 
@@ -291,9 +335,10 @@ impl Supervisor {
         let root = self.opts.jobs.clone();
         let count = ids.len();
         let read = tokio::task::spawn_blocking(move || {
+            let confine = confinement(&root);
             ids.into_iter()
                 .map(|id| {
-                    let loaded = table::read(&id.path(&root));
+                    let loaded = table::read(&id.path(&root), confine.as_deref());
                     (id, loaded)
                 })
                 .collect::<Vec<_>>()
@@ -306,10 +351,52 @@ impl Supervisor {
         for (id, loaded) in found {
             match loaded {
                 Ok(loaded) => self.apply(id, loaded).await,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.remove(&id),
-                Err(e) => tracing::warn!(job = %id, error = %e, "cannot read the job file"),
+                Err(why) => self.unread(id, why),
             }
         }
+        self.retries.settled();
+    }
+
+    /// A job file that was not read: gone (removed), for a passing reason
+    /// (read again later), or unreadable (listed invalid with why).
+    fn unread(&mut self, id: JobId, why: Unread) {
+        match why {
+            Unread::Gone => self.remove(&id),
+            Unread::Transient(e) => {
+                tracing::warn!(job = %id, error = %e, "cannot read the job file for now; trying again shortly");
+                self.retries.ids.insert(id);
+                self.retries.schedule(tokio::time::Instant::now());
+            }
+            Unread::Unreadable(reason) => self.unreadable(&id, reason),
+        }
+    }
+
+    /// A job file that is there but cannot be read as one: invalid, with
+    /// why; its last valid version (if any) keeps its schedule, as with an
+    /// invalid edit, and it is read again when it changes (or its
+    /// attributes do: a `chmod`).
+    fn unreadable(&mut self, id: &JobId, reason: String) {
+        let path = id.path(&self.opts.jobs);
+        let entry = self.table.entry(id.clone()).or_default();
+        // Whatever it holds when it can be read again is news.
+        entry.hash = None;
+        if entry.invalid.as_ref().is_some_and(|e| e.diagnostics().iter().any(|d| d.one_line().contains(&reason))) {
+            return; // Said already.
+        }
+        self.apply_invalid(id, crate::load::LoadError::whole_file(&path, reason));
+    }
+
+    /// What was waiting to be read again, now that its time has come.
+    pub async fn retry_reads(&mut self) {
+        let Some((ids, rescan)) = self.retries.take_due(tokio::time::Instant::now()) else { return };
+        if rescan {
+            tracing::info!("scanning the jobs folder again");
+            self.rescan().await;
+        } else {
+            tracing::info!(files = ids.len(), "reading job files again");
+            self.read_and_apply(ids).await;
+        }
+        self.report_status();
     }
 
     fn on_timer(&mut self, id: JobId) {
@@ -470,7 +557,7 @@ impl Supervisor {
         self.take_notes();
         match command {
             Command::Jobs(reply) => {
-                let views = self
+                let mut views: Vec<JobView> = self
                     .table
                     .iter()
                     .map(|(id, e)| JobView {
@@ -483,6 +570,16 @@ impl Supervisor {
                         running: e.running.iter().filter_map(|t| self.in_flight.get(t)?.run_id).collect(),
                     })
                     .collect();
+                views.extend(self.refused.iter().map(|(path, reason)| JobView {
+                    job: path.clone(),
+                    trigger: "none".to_string(),
+                    next_fire: None,
+                    valid: false,
+                    diagnostic: Some(format!("{path}: {reason}")),
+                    runnable: false,
+                    running: Vec::new(),
+                }));
+                views.sort_by(|a, b| a.job.cmp(&b.job));
                 let _ = reply.send(views);
             }
             Command::Trigger(job, reply) => match self.table.keys().find(|k| k.as_str() == job).cloned() {
@@ -700,6 +797,20 @@ async fn recv_or_pending<T>(rx: Option<&mut mpsc::Receiver<T>>) -> Option<T> {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// Until `at`, or never when it is `None`.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The canonical jobs folder when the daemon confines symlinks to it (it
+/// runs as root), for [`table::read`]; blocking.
+fn confinement(root: &std::path::Path) -> Option<PathBuf> {
+    if crate::load::daemon_confines_links() { std::fs::canonicalize(root).ok() } else { None }
 }
 
 /// The watchdog's next tick, or never when systemd does not watch us.

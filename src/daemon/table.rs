@@ -1,6 +1,8 @@
 //! The job table's rows, and reading a job file for it: the content hash (to
 //! tell a real change from a re-save) and the loaded job or its diagnostics.
 
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -24,13 +26,50 @@ pub struct Loaded {
     pub job: Result<Job, LoadError>,
 }
 
+/// Why a job file was not read.
+#[derive(Debug)]
+pub enum Unread {
+    /// It is not there (any more).
+    Gone,
+    /// A passing shortage (no file descriptors or memory left): read it
+    /// again in a moment; never forgotten.
+    Transient(std::io::Error),
+    /// It is there, but cannot be a job file: why (a symlink loop or to
+    /// nothing, no permission, a FIFO, a symlink out of the folder as root).
+    Unreadable(String),
+}
+
 /// Reads and loads one job file. Blocking: call it on a blocking thread.
-/// `Err` only when the file cannot be read at all (gone, unreadable).
-pub fn read(path: &Path) -> std::io::Result<Loaded> {
+/// With `confine` (the canonical jobs folder, when the daemon runs as
+/// root), a path that leads outside it is refused before it is opened. A
+/// FIFO is never waited on: the file is opened without blocking and must be
+/// a regular file.
+pub fn read(path: &Path, confine: Option<&Path>) -> Result<Loaded, Unread> {
+    #[cfg(test)]
+    if failpoint::take(path) {
+        return Err(Unread::Transient(std::io::Error::from_raw_os_error(libc::EMFILE)));
+    }
+    let unread = |e: std::io::Error| {
+        if crate::watch::is_transient(&e) {
+            Unread::Transient(e)
+        } else if e.kind() == std::io::ErrorKind::NotFound && std::fs::symlink_metadata(path).is_err() {
+            Unread::Gone
+        } else {
+            Unread::Unreadable(load::unreadable(&e))
+        }
+    };
+    if let Some(root) = confine
+        && load::leads_outside(root, path)
+    {
+        return Err(Unread::Unreadable(load::OUTSIDE.into()));
+    }
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(unread)?;
+    let meta = file.metadata().map_err(unread)?;
+    if !meta.is_file() {
+        return Err(Unread::Unreadable(load::NOT_A_FILE.into()));
+    }
     // The file is opened once and its owner taken from the open file, so
     // the ownership check (`load::load_to_run`) is about what is read.
-    let mut file = std::fs::File::open(path)?;
-    let meta = file.metadata()?;
     if meta.len() > MAX_FILE_BYTES {
         // Too large to hash cheaply or to load: the loader says why, and the
         // size stands in for the hash so a change of size is a change.
@@ -39,7 +78,7 @@ pub fn read(path: &Path) -> std::io::Result<Loaded> {
         return Ok(Loaded { hash, job: load::load_file(path) });
     }
     let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut file, &mut bytes)?;
+    (&file).take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(unread)?;
     let hash: Hash = Sha256::digest(&bytes).into();
     let job = match std::str::from_utf8(&bytes) {
         Ok(text) => load::load_to_run(path, text, &meta),
@@ -47,6 +86,27 @@ pub fn read(path: &Path) -> std::io::Result<Loaded> {
         Err(_) => load::load_file(path),
     };
     Ok(Loaded { hash, job })
+}
+
+/// A failpoint for the supervisor's tests: the next read of a path fails
+/// with `EMFILE` (out of file descriptors), as under fd exhaustion.
+#[cfg(test)]
+pub mod failpoint {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static PATHS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    /// The next read of `path` fails with `EMFILE`.
+    pub fn fail_once(path: &Path) {
+        PATHS.lock().unwrap().push(path.to_path_buf());
+    }
+
+    pub(super) fn take(path: &Path) -> bool {
+        let mut paths = PATHS.lock().unwrap();
+        let found = paths.iter().position(|p| p == path);
+        found.map(|i| paths.remove(i)).is_some()
+    }
 }
 
 /// One job file the daemon knows about.

@@ -411,9 +411,93 @@ fn a_job_file_is_read_with_its_hash_and_diagnostics() {
     let dir = tempfile::tempdir().expect("temp folder");
     let path = dir.path().join("j.toml");
     std::fs::write(&path, LONG).expect("write");
-    let a = table::read(&path).expect("read");
+    let a = table::read(&path, None).expect("read");
     std::fs::write(&path, "[[step]]\nname = \"t\"\nslep = \"1s\"\n").expect("write");
-    let b = table::read(&path).expect("read");
+    let b = table::read(&path, None).expect("read");
     assert!(a.job.is_ok() && b.job.is_err());
     assert_ne!(a.hash, b.hash);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_file_not_read_for_lack_of_file_descriptors_is_read_again_and_runs() {
+    let mut h = Harness::new("").await;
+    let path = h.jobs.path().join("once.toml");
+    std::fs::write(&path, LONG).expect("write a job file");
+    table::failpoint::fail_once(&path);
+    h.sup.on_file_events(vec![JobFileEvent::Changed { id: id("once.toml") }]).await;
+    assert_eq!(h.running(&id("once.toml")), 0, "its read failed with EMFILE");
+    let at = h.sup.retries.at.expect("a read that failed for lack of file descriptors must be tried again");
+    tokio::time::advance(at - tokio::time::Instant::now()).await;
+    h.sup.retry_reads().await;
+    assert_eq!(h.running(&id("once.toml")), 1, "read again, it runs");
+    assert!(h.sup.retries.at.is_none(), "nothing more to retry");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_file_not_read_during_a_rescan_for_lack_of_file_descriptors_is_read_again() {
+    let mut h = Harness::new("").await;
+    let path = h.jobs.path().join("once.toml");
+    std::fs::write(&path, LONG).expect("write a job file");
+    table::failpoint::fail_once(&path);
+    h.sup.rescan().await;
+    assert_eq!(h.running(&id("once.toml")), 0);
+    let at = h.sup.retries.at.expect("tried again");
+    tokio::time::advance(at - tokio::time::Instant::now()).await;
+    h.sup.retry_reads().await;
+    assert_eq!(h.running(&id("once.toml")), 1);
+}
+
+/// The jobs the API lists: (name, valid, diagnostic).
+async fn listed(h: &mut Harness) -> Vec<(String, bool, String)> {
+    let (tx, rx) = oneshot::channel();
+    h.sup.on_command(Command::Jobs(tx));
+    let views = rx.await.expect("the jobs are listed");
+    views.into_iter().map(|v| (v.job, v.valid, v.diagnostic.unwrap_or_default())).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_symlink_loop_is_listed_invalid_with_why_and_loads_once_it_is_a_file() {
+    let mut h = Harness::new("").await;
+    let jobs = h.jobs.path().to_path_buf();
+    std::os::unix::fs::symlink("b.toml", jobs.join("a.toml")).expect("symlink");
+    std::os::unix::fs::symlink("a.toml", jobs.join("b.toml")).expect("symlink");
+    h.sup.on_file_events(vec![JobFileEvent::Changed { id: id("a.toml") }]).await;
+    let jobs_listed = listed(&mut h).await;
+    assert!(
+        matches!(jobs_listed.as_slice(), [(name, false, why)] if name == "a.toml" && why.contains("symlink loop")),
+        "{jobs_listed:?}"
+    );
+    assert_eq!(h.sup.invalid_jobs, 1, "counted in gatherd_invalid_job_files");
+    // Fixed: a file in its place loads and runs.
+    std::fs::remove_file(jobs.join("a.toml")).expect("remove the link");
+    std::fs::write(jobs.join("a.toml"), LONG).expect("write a job file");
+    h.sup.on_file_events(vec![JobFileEvent::Changed { id: id("a.toml") }]).await;
+    assert_eq!(h.sup.invalid_jobs, 0);
+    assert_eq!(h.running(&id("a.toml")), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scan_lists_what_cannot_be_a_job_with_why() {
+    use std::os::unix::ffi::OsStrExt;
+    let mut h = Harness::new("").await;
+    let jobs = h.jobs.path().to_path_buf();
+    std::fs::write(jobs.join("ok.toml"), LONG).expect("write");
+    std::fs::write(jobs.join(std::ffi::OsStr::from_bytes(b"caf\xe9.toml")), LONG).expect("write");
+    std::os::unix::fs::symlink("loop.toml", jobs.join("loop.toml")).expect("symlink");
+    std::os::unix::fs::symlink("nowhere.toml", jobs.join("dangling.toml")).expect("symlink");
+    nix::unistd::mkfifo(&jobs.join("pipe.toml"), nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    h.sup.rescan().await;
+    let jobs_listed = listed(&mut h).await;
+    let invalid: Vec<(&str, &str)> =
+        jobs_listed.iter().filter(|(_, valid, _)| !valid).map(|(n, _, why)| (n.as_str(), why.as_str())).collect();
+    let names: Vec<&str> = invalid.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, ["caf\u{fffd}.toml", "dangling.toml", "loop.toml", "pipe.toml"], "{jobs_listed:?}");
+    assert!(invalid[0].1.contains("not valid UTF-8"), "{invalid:?}");
+    assert!(invalid[1].1.contains("does not exist"), "{invalid:?}");
+    assert!(invalid[2].1.contains("symlink loop"), "{invalid:?}");
+    assert!(invalid[3].1.contains("not a regular file"), "{invalid:?}");
+    h.sup.report_status();
+    let metrics = h.sup.metrics.render();
+    assert!(metrics.contains("gatherd_invalid_job_files 4\n"), "{metrics}");
+    assert_eq!(h.running(&id("ok.toml")), 1, "the rest loads and runs");
 }

@@ -37,8 +37,30 @@ pub struct Refused {
     /// The entry (shown lossily when not text).
     pub path: PathBuf,
     /// Why it is not loaded.
-    pub reason: &'static str,
+    pub reason: String,
 }
+
+/// Whether the daemon confines symlinks to its jobs folder: when it runs as
+/// root. A root daemon reads what a link points at with every privilege, so
+/// a link out of the folder (`x.toml -> /etc/shadow`) would let whoever can
+/// write the folder make it read any file; as another user the folder is its
+/// owner's, who may link from it to anything they can read anyway.
+pub fn daemon_confines_links() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Whether `path`, with every symlink on the way resolved, is outside
+/// `root` (canonical): the one rule for a link out of a folder, for
+/// `check` and, as root, for the daemon. A path that cannot be resolved is
+/// not outside (reading it fails with its own reason).
+pub fn leads_outside(root: &Path, path: &Path) -> bool {
+    std::fs::canonicalize(path).is_ok_and(|target| !target.starts_with(root))
+}
+
+/// The reason given for a symlink out of the folder, by `check` and by a
+/// daemon running as root.
+pub const OUTSIDE: &str = "a symlink to outside the folder, not followed: `check`, and the daemon when it runs as root, \
+                           follow symlinks only within the folder (name the target itself to check it)";
 
 /// [`discover_all`] for `gatherd check`, which runs as whoever asks (root,
 /// say) and prints a caret excerpt of each bad file: inside a folder given,
@@ -63,8 +85,9 @@ pub fn discover_all(paths: &[PathBuf]) -> Result<Discovered, DiscoverError> {
     discover_paths(paths, false)
 }
 
-/// [`discover_all`], refusing symlinks out of each folder when `confine`.
-fn discover_paths(paths: &[PathBuf], confine: bool) -> Result<Discovered, DiscoverError> {
+/// [`discover_all`], refusing symlinks out of each folder when `confine`
+/// (the daemon's scan passes [`daemon_confines_links`]).
+pub fn discover_paths(paths: &[PathBuf], confine: bool) -> Result<Discovered, DiscoverError> {
     let mut out = Discovered::default();
     for path in paths {
         let meta = std::fs::metadata(path).map_err(|source| DiscoverError { path: path.clone(), source })?;
@@ -128,7 +151,7 @@ fn walk(
             if job_like && !is_ignored_name(&lossy) {
                 found.refused.push(Refused {
                     path,
-                    reason: "the name is not valid UTF-8 and a job's name must be text; rename it",
+                    reason: "the name is not valid UTF-8 and a job's name must be text; rename it".into(),
                 });
             }
             continue;
@@ -137,29 +160,50 @@ fn walk(
             continue;
         }
         let path = entry.path();
-        // Follow symlinks; a dangling one is skipped, not an error.
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue;
+        let job_name = JobFormat::of(name).is_some();
+        // Follow symlinks. What has a job's name but cannot be read as one
+        // (a symlink loop or to nothing, a FIFO) is refused with why; other
+        // names that cannot be followed are not jobs.
+        let meta = match std::fs::metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if job_name => {
+                found.refused.push(Refused { path, reason: unreadable(&e) });
+                continue;
+            }
+            Err(_) => continue,
         };
-        let job_like = meta.is_dir() || (meta.is_file() && JobFormat::of(name).is_some());
+        let job_like = meta.is_dir() || (meta.is_file() && job_name);
         if let Some(root) = root
             && job_like
             && entry.file_type().is_ok_and(|t| t.is_symlink())
-            && !std::fs::canonicalize(&path).is_ok_and(|target| target.starts_with(root))
+            && leads_outside(root, &path)
         {
-            found.refused.push(Refused {
-                path,
-                reason: "a symlink to outside the folder; `check` does not follow it (name the target itself to check it)",
-            });
+            found.refused.push(Refused { path, reason: OUTSIDE.into() });
             continue;
         }
         if meta.is_dir() {
             walk(&path, root, found, seen)?;
-        } else if meta.is_file() && JobFormat::of(name).is_some() {
+        } else if meta.is_file() && job_name {
             found.files.push(path);
+        } else if job_name {
+            found.refused.push(Refused { path, reason: NOT_A_FILE.into() });
         }
     }
     Ok(())
+}
+
+/// The reason given for something with a job's name that is not a file.
+pub const NOT_A_FILE: &str = "not a regular file (a FIFO, a socket or a device); a job file must be a file";
+
+/// Why a job-named path cannot be followed or read, in words: a symlink
+/// loop, a symlink to nothing, no permission, or the OS's own message.
+pub fn unreadable(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) => "a symlink loop (or too many levels of symlinks); it cannot be read".into(),
+        Some(libc::ENOENT) => "a symlink to something that does not exist".into(),
+        Some(libc::EACCES) => "cannot be read: permission denied".into(),
+        _ => format!("cannot be read: {e}"),
+    }
 }
 
 #[cfg(test)]
@@ -248,6 +292,26 @@ mod tests {
         assert!(found.refused[0].to_string().contains("outside the folder"), "{}", found.refused[0]);
         // The daemon's scan still follows them.
         assert_eq!(discover(&[d.to_path_buf()]).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn a_job_named_symlink_loop_dangling_link_or_fifo_is_refused_with_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("ok.toml"), "").unwrap();
+        std::os::unix::fs::symlink("loop.toml", d.join("loop.toml")).unwrap();
+        std::os::unix::fs::symlink("nothing.toml", d.join("dangling.rhai")).unwrap();
+        nix::unistd::mkfifo(&d.join("pipe.toml"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // Not job names: not jobs, nothing to say.
+        std::os::unix::fs::symlink("nothing", d.join("notes")).unwrap();
+        nix::unistd::mkfifo(&d.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let found = discover_all(&[d.to_path_buf()]).unwrap();
+        assert_eq!(found.files, [d.join("ok.toml")]);
+        let refused: Vec<String> = found.refused.iter().map(ToString::to_string).collect();
+        assert_eq!(refused.len(), 3, "{refused:?}");
+        assert!(refused[0].ends_with("dangling.rhai: a symlink to something that does not exist"), "{refused:?}");
+        assert!(refused[1].contains("loop.toml: a symlink loop"), "{refused:?}");
+        assert!(refused[2].contains("pipe.toml: not a regular file"), "{refused:?}");
     }
 
     #[test]

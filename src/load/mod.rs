@@ -48,7 +48,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use diagnostic::{Diagnostic, LoadError};
-pub use discover::{DiscoverError, Discovered, Refused, discover, discover_all, discover_confined, is_ignored_name};
+pub use discover::{
+    DiscoverError, Discovered, NOT_A_FILE, OUTSIDE, Refused, daemon_confines_links, discover, discover_all,
+    discover_confined, discover_paths, is_ignored_name, leads_outside, unreadable,
+};
 pub(crate) use limits::check_limits;
 
 use crate::job::{Job, JobFormat};

@@ -55,6 +55,11 @@ pub(super) enum Fact {
     FolderCreated(String),
     /// This path — a file or a whole folder — is gone (deleted, renamed away).
     Gone(String),
+    /// Its attributes changed (`chmod`, `chown`, `touch`, a link count): a
+    /// file that could not be read may be readable now, so it is looked at
+    /// again like something that arrived — unless a writer has it open, whose
+    /// close will report it.
+    Attrib(String),
     /// Events may have been lost; the reason.
     Lost(String),
 }
@@ -148,6 +153,11 @@ impl Debouncer {
             Fact::Closed(rel) => self.complete(rel, Report::Changed, now),
             Fact::Arrived(rel) => self.complete(rel, Report::Arrived, now),
             Fact::FolderCreated(rel) => self.set(rel, Report::Arrived, deadline),
+            Fact::Attrib(rel) => {
+                if !self.pending.get(&rel).is_some_and(|p| p.writing) {
+                    self.complete(rel, Report::Arrived, now);
+                }
+            }
             Fact::Gone(rel) => {
                 let prefix = format!("{rel}/");
                 let under: Vec<String> = self
@@ -419,6 +429,19 @@ mod tests {
             d.take_due(ms(t0, 200)),
             [Due::Removed(s("sub/b.toml")), Due::Removed(s("sub/d.toml")), Due::Removed(s("sub/deep/c.rhai"))]
         );
+    }
+
+    #[test]
+    fn an_attribute_change_is_looked_at_unless_a_writer_has_the_file_open() {
+        let t0 = Instant::now();
+        let mut d = Debouncer::new(D, [s("x.toml")]);
+        d.observe(Fact::Attrib(s("x.toml")), t0);
+        assert_eq!(d.take_due(t0), [Due::Arrived(s("x.toml"))], "chmod: looked at again at once");
+        d.observe(Fact::Written(s("y.toml")), ms(t0, 500));
+        d.observe(Fact::Attrib(s("y.toml")), ms(t0, 510));
+        assert!(d.take_due(ms(t0, 1_000)).is_empty(), "a writer still has it open");
+        d.observe(Fact::Closed(s("y.toml")), ms(t0, 1_000));
+        assert_eq!(d.take_due(ms(t0, 1_000)), [Due::Changed(s("y.toml"))]);
     }
 
     #[test]

@@ -85,8 +85,11 @@ pub(super) enum Place {
     /// Under the folder, every component text and none ignored: the relative
     /// path with `/` separators (a file or a folder).
     Inside(String),
-    /// Outside the folder, or under an ignored name (`.git/..`, `x.toml~`), or not text.
+    /// Outside the folder, or under an ignored name (`.git/..`, `x.toml~`).
     Elsewhere,
+    /// Under the folder, with a name on the way that is not text (UTF-8):
+    /// never a job, but reported (a rescan lists it as refused).
+    NotText,
 }
 
 /// Where `path` is relative to `root` (both as notify reports them: `root` as
@@ -101,7 +104,8 @@ pub(super) fn place(root: &Path, path: &Path) -> Place {
             return Place::Elsewhere;
         };
         let Some(name) = name.to_str() else {
-            return Place::Elsewhere; // a job's name must be text
+            // A job's name must be text; an ignored one is ignored all the same.
+            return if is_ignored_name(&name.to_string_lossy()) { Place::Elsewhere } else { Place::NotText };
         };
         if is_ignored_name(name) {
             return Place::Elsewhere;

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 pub use id::JobId;
 pub use watcher::Watcher;
 
-use crate::load::DiscoverError;
+use crate::load::{DiscoverError, Refused};
 
 /// What happened to the job files in the watched folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,22 +99,66 @@ pub enum WatchError {
     },
 }
 
-/// Every job file under `root` now, ids sorted: the scan at start-up and after a
-/// [`JobFileEvent::Rescan`]. The same files `gatherd check DIR` finds
-/// (`load::discover`): `*.toml` and `*.rhai`, recursively, skipping hidden and
-/// editor files, following symlinks.
-pub fn scan(root: &Path) -> Result<Vec<JobId>, WatchError> {
+/// What a scan of the jobs folder found.
+#[derive(Debug, Default)]
+pub struct Scanned {
+    /// The job files, ids sorted.
+    pub ids: Vec<JobId>,
+    /// What has a job's name (or holds jobs) but cannot be loaded, with why:
+    /// a name that is not text, a symlink loop or to nothing, a FIFO, and —
+    /// when the daemon runs as root — a symlink out of the folder.
+    pub refused: Vec<Refused>,
+}
+
+impl Scanned {
+    /// The ids of every job-named path found, loadable or refused (those
+    /// whose name is text): what the watcher knows to exist.
+    pub fn all_ids(&self, root: &Path) -> Vec<JobId> {
+        let mut ids = self.ids.clone();
+        ids.extend(self.refused.iter().filter_map(|r| JobId::from_path(root, &r.path)));
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}
+
+/// Every job file under `root` now, ids sorted, and what was refused: the
+/// scan at start-up and after a [`JobFileEvent::Rescan`]. The same files
+/// `gatherd check DIR` finds (`load::discover`): `*.toml` and `*.rhai`,
+/// recursively, skipping hidden and editor files, following symlinks (as
+/// root, only within the folder: `load::daemon_confines_links`).
+pub fn scan(root: &Path) -> Result<Scanned, WatchError> {
     let meta = std::fs::metadata(root).map_err(|source| WatchError::Io { path: root.to_path_buf(), source })?;
     if !meta.is_dir() {
         return Err(WatchError::NotAFolder { path: root.to_path_buf() });
     }
-    let found = crate::load::discover_all(&[root.to_path_buf()])?;
-    for refused in &found.refused {
-        tracing::warn!(path = %refused.path.display(), "job file not loaded: {}", refused.reason);
-    }
-    let files = found.files;
-    let mut ids: Vec<JobId> = files.iter().filter_map(|f| JobId::from_path(root, f)).collect();
+    let found = crate::load::discover_paths(&[root.to_path_buf()], crate::load::daemon_confines_links())?;
+    let mut ids: Vec<JobId> = found.files.iter().filter_map(|f| JobId::from_path(root, f)).collect();
     ids.sort();
     ids.dedup();
-    Ok(ids)
+    Ok(Scanned { ids, refused: found.refused })
+}
+
+impl WatchError {
+    /// Whether this is a passing shortage of the system's (no file
+    /// descriptors or memory left) rather than a fact about the folder: worth
+    /// trying again in a moment.
+    pub fn is_transient(&self) -> bool {
+        let io = match self {
+            WatchError::Io { source, .. } => source,
+            WatchError::Scan(e) => &e.source,
+            WatchError::Watch { .. } | WatchError::NotAFolder { .. } | WatchError::NoRuntime { .. } => return false,
+        };
+        is_transient(io)
+    }
+}
+
+/// Whether an I/O error is a passing shortage — out of file descriptors
+/// (`EMFILE`, `ENFILE`) or memory (`ENOMEM`, `ENOBUFS`), or interrupted
+/// (`EAGAIN`, `EINTR`) — after which the same operation may well succeed.
+pub fn is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS | libc::EAGAIN | libc::EINTR)
+    )
 }

@@ -298,7 +298,7 @@ fn scan_finds_nested_job_files_sorted_and_skips_ignored_ones() {
         fs::create_dir_all(d.join(f).parent().unwrap()).unwrap();
         fs::write(d.join(f), "").unwrap();
     }
-    let ids: Vec<String> = scan(d).unwrap().iter().map(|id| id.to_string()).collect();
+    let ids: Vec<String> = scan(d).unwrap().ids.iter().map(|id| id.to_string()).collect();
     assert_eq!(ids, ["a.rhai", "b.toml", "sub.toml", "sub/a.toml", "sub/deep/c.toml"]);
 }
 
@@ -357,7 +357,11 @@ fn event_kinds_map_to_facts() {
     assert_eq!(ev(EventKind::Access(AccessKind::Close(AccessMode::Write)), &["/jobs/notes.txt"]), []);
     assert_eq!(ev(EventKind::Access(AccessKind::Close(AccessMode::Write)), &["/jobs/.a.toml.swp"]), []);
     assert_eq!(ev(EventKind::Access(AccessKind::Open(AccessMode::Any)), &["/jobs/a.toml"]), []);
-    assert_eq!(ev(EventKind::Modify(ModifyKind::Metadata(notify::event::MetadataKind::Any)), &["/jobs/a.toml"]), []);
+    // chmod (IN_ATTRIB): a file that could not be read may be readable now.
+    assert_eq!(
+        ev(EventKind::Modify(ModifyKind::Metadata(notify::event::MetadataKind::Any)), &["/jobs/a.toml"]),
+        [Fact::Attrib(s("a.toml"))]
+    );
 }
 
 #[test]
@@ -395,4 +399,76 @@ async fn saving_again_right_after_a_drop_reports_the_drop_and_then_the_last_save
     assert!(!events.is_empty() && events.len() <= 3, "{events:?}");
     assert!(events.iter().all(|e| *e == changed("job.toml")), "{events:?}");
     assert_eq!(fs::read_to_string(f.path("job.toml")).unwrap(), "description = \"three\"\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chmod_has_the_file_looked_at_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut f = Folder::with(&[("x.toml", "a"), ("sub/y.toml", "b")]);
+    fs::set_permissions(f.path("x.toml"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(f.events().await, [changed("x.toml")], "a file made readable is read again");
+    fs::set_permissions(f.path("sub"), fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(f.events().await, [changed("sub/y.toml")], "a folder made searchable is scanned again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_is_not_text_coming_or_going_means_a_rescan() {
+    use std::os::unix::ffi::OsStrExt;
+    let mut f = Folder::with(&[]);
+    let bad = f.jobs().join(std::ffi::OsStr::from_bytes(b"caf\xe9.toml"));
+    fs::write(&bad, "x").unwrap();
+    assert!(matches!(f.events().await.as_slice(), [JobFileEvent::Rescan { reason }] if reason.contains("not UTF-8")));
+    fs::remove_file(&bad).unwrap();
+    assert!(matches!(f.events().await.as_slice(), [JobFileEvent::Rescan { .. }]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_or_a_symlink_loop_dropped_in_is_reported_for_the_daemon_to_refuse() {
+    let mut f = Folder::with(&[]);
+    nix::unistd::mkfifo(&f.path("pipe.toml"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    assert_eq!(f.events().await, [changed("pipe.toml")]);
+    std::os::unix::fs::symlink("loop.toml", f.path("loop.toml")).unwrap();
+    assert_eq!(f.events().await, [changed("loop.toml")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlinked_subfolder_is_watched_from_the_start_and_when_linked_later() {
+    let mut f = Folder::with(&[]);
+    let elsewhere = f.tmp.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::write(elsewhere.join("a.toml"), "a").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, f.path("linked")).unwrap();
+    assert_eq!(f.events().await, [changed("linked/a.toml")], "linked while running: its jobs");
+    fs::write(elsewhere.join("b.toml"), "b").unwrap();
+    assert_eq!(f.events().await, [changed("linked/b.toml")], "and it is watched");
+    // Pointed elsewhere: the old target's jobs go, the new one's come.
+    let other = f.tmp.path().join("other");
+    fs::create_dir(&other).unwrap();
+    fs::write(other.join("c.toml"), "c").unwrap();
+    std::os::unix::fs::symlink(&other, f.path(".linked.tmp")).unwrap();
+    fs::rename(f.path(".linked.tmp"), f.path("linked")).unwrap();
+    assert_eq!(
+        sorted(f.events().await),
+        sorted(vec![changed("linked/c.toml"), removed("linked/a.toml"), removed("linked/b.toml")])
+    );
+    fs::write(elsewhere.join("d.toml"), "d").unwrap();
+    fs::write(other.join("e.toml"), "e").unwrap();
+    assert_eq!(f.events().await, [changed("linked/e.toml")], "only the new target is watched");
+    // Unlinked: its jobs go.
+    fs::remove_file(f.path("linked")).unwrap();
+    assert_eq!(sorted(f.events().await), sorted(vec![removed("linked/c.toml"), removed("linked/e.toml")]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlinked_subfolder_present_at_start_is_watched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let elsewhere = tmp.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::create_dir(tmp.path().join("jobs")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, tmp.path().join("jobs/linked")).unwrap();
+    let (_watcher, events) = Watcher::start(&tmp.path().join("jobs"), DEBOUNCE).unwrap();
+    let mut f = Folder { tmp, watcher: None, events };
+    fs::write(elsewhere.join("a.toml"), "a").unwrap();
+    assert_eq!(f.events().await, [changed("linked/a.toml")]);
+    drop(_watcher);
 }

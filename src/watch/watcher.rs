@@ -17,7 +17,13 @@
 //!   with every job under it if it was a folder.
 //! - `Other` with `Flag::Rescan` [`IN_Q_OVERFLOW`], any notify error, the jobs
 //!   folder itself removed or moved: [`JobFileEvent::Rescan`].
-//! - Everything else (`Access(Open)`, `Modify(Metadata)`, ...) is ignored.
+//! - `Modify(Metadata(_))` [`IN_ATTRIB`]: `chmod`, `chown`, `touch`: looked
+//!   at again (a file that could not be read may be readable now), unless a
+//!   writer has it open.
+//! - An event on a name that is not text (not UTF-8): a rescan, which lists
+//!   it as refused (or drops it when it is gone) — such a name cannot be a
+//!   job's id, and it is rare, so the general mechanism is enough.
+//! - Everything else (`Access(Open)`, ...) is ignored.
 
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
@@ -90,11 +96,11 @@ impl Watcher {
         let mut notify = notify::recommended_watcher(handler).map_err(watch_err)?;
         notify.watch(&root, RecursiveMode::Recursive).map_err(watch_err)?;
         // After the watch is in place, so nothing falls between the two.
-        let known = scan(&root)?.into_iter().map(|id| id.as_str().to_owned());
+        let known = scan(&root)?.all_ids(&root).into_iter().map(|id| id.as_str().to_owned());
         let debouncer = Debouncer::new(debounce, known);
 
         let (tx, rx) = mpsc::channel(EVENT_CAPACITY);
-        let arming = Arming { notify, root: root.clone(), waiting_in: None };
+        let arming = Arming { notify, root: root.clone(), waiting_in: None, links: BTreeSet::new() };
         let task = runtime.spawn(run(root, arming, debouncer, raw_rx, tx));
         Ok((Watcher { task }, rx))
     }
@@ -144,6 +150,9 @@ async fn run(
                             debouncer.observe(Fact::Lost(reason), now);
                             continue;
                         }
+                        for fact in arming.follow_link(&event) {
+                            debouncer.observe(fact, now);
+                        }
                         for fact in facts(&root, event) {
                             tracing::trace!(?fact, "watch");
                             debouncer.observe(fact, now);
@@ -173,13 +182,66 @@ async fn run(
 /// follows, which reports what changed between the two folders.
 ///
 /// Watching registers inotify watches (a little blocking I/O, once per
-/// folder); it happens only when the jobs folder itself is replaced.
+/// folder); it happens only when the jobs folder itself is replaced, and
+/// when a symlinked subfolder is linked ([`Arming::follow_link`]).
 struct Arming {
     notify: notify::RecommendedWatcher,
     /// The jobs folder's path, as watched.
     root: PathBuf,
     /// The parent watched while the jobs folder is missing.
     waiting_in: Option<PathBuf>,
+    /// Symlinked subfolders watched since they were linked.
+    links: BTreeSet<PathBuf>,
+}
+
+/// Symlinked subfolders (`jobs/linked -> /elsewhere/dir`). notify follows
+/// them when it walks the folder at start, but a link made (or pointed
+/// elsewhere) later is a new *file* to inotify, which watches nothing for it:
+/// the files dropped into its target would never be seen. So a link to a
+/// folder that appears under the jobs folder is watched here (its target,
+/// recursively, under the link's path) and reported like a folder that
+/// arrived; a link pointed elsewhere drops the old target's watch and
+/// reports the old jobs gone (those also in the new target come back at
+/// once); a link removed drops its watch. Only names that are not job
+/// names are looked at (a stat each), so a burst of dropped job files costs
+/// nothing here.
+impl Arming {
+    fn follow_link(&mut self, event: &notify::Result<Event>) -> Vec<Fact> {
+        let Ok(event) = event else { return vec![] };
+        let path = match event.kind {
+            EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => event.paths.first(),
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => event.paths.get(1),
+            EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
+                if let Some(gone) = event.paths.first()
+                    && self.links.remove(gone)
+                {
+                    let _ = self.notify.unwatch(gone);
+                }
+                return vec![];
+            }
+            _ => return vec![],
+        };
+        let Some(path) = path else { return vec![] };
+        let rel = match place(&self.root, path) {
+            Place::Inside(rel) if !is_job_name(&rel) => rel,
+            _ => return vec![],
+        };
+        let link_to_folder = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+            && std::fs::metadata(path).is_ok_and(|m| m.is_dir());
+        if !link_to_folder {
+            return vec![];
+        }
+        // Whatever was watched at this path (an old target) is dropped.
+        let _ = self.notify.unwatch(path);
+        match self.notify.watch(path, RecursiveMode::Recursive) {
+            Ok(()) => {
+                self.links.insert(path.clone());
+            }
+            Err(e) => tracing::error!(path = %path.display(), error = %e, "cannot watch a symlinked subfolder"),
+        }
+        // The old target's jobs go, unless the new one has them too.
+        vec![Fact::Gone(rel.clone()), Fact::Arrived(rel)]
+    }
 }
 
 impl std::fmt::Debug for Arming {
@@ -218,6 +280,9 @@ impl Arming {
     fn rearm(&mut self, why: String) -> String {
         // The old folder's watches (moved away: still alive on its inode).
         let _ = self.notify.unwatch(&self.root);
+        for link in std::mem::take(&mut self.links) {
+            let _ = self.notify.unwatch(&link);
+        }
         if let Some(parent) = self.waiting_in.take() {
             let _ = self.notify.unwatch(&parent);
         }
@@ -287,10 +352,17 @@ pub(super) fn facts(root: &Path, event: notify::Result<Event>) -> Vec<Fact> {
         _ => None,
     };
     let root_gone = || Fact::Lost(format!("the jobs folder {} was removed or moved away", root.display()));
+    let not_text = at(0) == Place::NotText || at(1) == Place::NotText;
+    let says_something = !matches!(event.kind, EventKind::Access(_) | EventKind::Modify(ModifyKind::Data(_)));
+    if not_text && says_something {
+        let path = event.paths.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>().join(" -> ");
+        return vec![Fact::Lost(format!("a name that is not UTF-8 came or went ({path})"))];
+    }
 
     match event.kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => job(0).map(Fact::Closed).into_iter().collect(),
         EventKind::Modify(ModifyKind::Data(_)) => job(0).map(Fact::Written).into_iter().collect(),
+        EventKind::Modify(ModifyKind::Metadata(_)) => inside(0).map(Fact::Attrib).into_iter().collect(),
         EventKind::Create(CreateKind::File) => job(0).map(Fact::Created).into_iter().collect(),
         EventKind::Create(_) => inside(0).map(Fact::FolderCreated).into_iter().collect(),
         EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
@@ -299,7 +371,7 @@ pub(super) fn facts(root: &Path, event: notify::Result<Event>) -> Vec<Fact> {
         EventKind::Modify(ModifyKind::Name(RenameMode::From)) | EventKind::Remove(_) => match at(0) {
             Place::Root => vec![root_gone()],
             Place::Inside(rel) => vec![Fact::Gone(rel)],
-            Place::Elsewhere => vec![],
+            Place::Elsewhere | Place::NotText => vec![],
         },
         // `To`, and `Any`/`Other` (not sent on Linux): look at what is there now.
         EventKind::Modify(ModifyKind::Name(_)) => inside(0).map(Fact::Arrived).into_iter().collect(),
@@ -390,10 +462,15 @@ fn look(root: &Path, due: Vec<Due>, rescanning: bool) -> Vec<Seen> {
     for d in due {
         match d {
             Due::Probe(rel, removed) => {
-                // Created, then neither written nor closed: a link is complete;
-                // anything else still has its writer (and the file it replaced is gone).
-                let link = std::fs::symlink_metadata(root.join(&rel))
-                    .is_ok_and(|meta| meta.file_type().is_symlink() || (meta.is_file() && meta.nlink() > 1));
+                // Created, then neither written nor closed: a link is complete,
+                // and so is what is not a file at all (a FIFO: the daemon says
+                // it cannot be a job); a file still has its writer (and the
+                // file it replaced is gone).
+                let link = std::fs::symlink_metadata(root.join(&rel)).is_ok_and(|meta| {
+                    meta.file_type().is_symlink()
+                        || (meta.is_file() && meta.nlink() > 1)
+                        || !(meta.is_file() || meta.is_dir())
+                });
                 if link {
                     seen.push(Seen::Changed(rel));
                 } else if removed {
@@ -401,10 +478,13 @@ fn look(root: &Path, due: Vec<Due>, rescanning: bool) -> Vec<Seen> {
                 }
             }
             Due::Arrived(rel) => match std::fs::metadata(root.join(&rel)) {
-                Ok(meta) if meta.is_dir() => match crate::load::discover(&[root.join(&rel)]) {
-                    Ok(files) => seen.extend(
-                        files
+                // Refused entries too (a symlink loop): the daemon says why.
+                Ok(meta) if meta.is_dir() => match crate::load::discover_all(&[root.join(&rel)]) {
+                    Ok(found) => seen.extend(
+                        found
+                            .files
                             .iter()
+                            .chain(found.refused.iter().map(|r| &r.path))
                             .filter_map(|f| JobId::from_path(root, f))
                             .map(|id| Seen::InFolder(id.as_str().to_owned())),
                     ),
@@ -418,8 +498,8 @@ fn look(root: &Path, due: Vec<Due>, rescanning: bool) -> Vec<Seen> {
             Due::Changed(_) | Due::Removed(_) | Due::Rescan(_) => {}
         }
     }
-    if rescanning && let Ok(ids) = scan(root) {
-        seen.push(Seen::Known(ids.into_iter().map(|id| id.as_str().to_owned()).collect()));
+    if rescanning && let Ok(found) = scan(root) {
+        seen.push(Seen::Known(found.all_ids(root).into_iter().map(|id| id.as_str().to_owned()).collect()));
     }
     seen
 }

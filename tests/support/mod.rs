@@ -191,8 +191,27 @@ impl Daemon {
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> Daemon {
+        Daemon::start_via(&[], jobs, state, args, envs)
+    }
+
+    /// [`Daemon::start_with`], started through `wrapper` (a program and its
+    /// arguments, e.g. `setpriv ... --`) when it is not empty.
+    pub fn start_via(
+        wrapper: &[&str],
+        jobs: tempfile::TempDir,
+        state: tempfile::TempDir,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Daemon {
         use std::io::BufRead;
-        let mut cmd = gatherd();
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(env!("CARGO_BIN_EXE_gatherd"));
+                cmd
+            }
+            None => gatherd(),
+        };
         cmd.arg("daemon")
             .arg("--jobs")
             .arg(jobs.path())
