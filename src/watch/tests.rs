@@ -408,7 +408,13 @@ async fn a_chmod_has_the_file_looked_at_again() {
     fs::set_permissions(f.path("x.toml"), fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(f.events().await, [changed("x.toml")], "a file made readable is read again");
     fs::set_permissions(f.path("sub"), fs::Permissions::from_mode(0o700)).unwrap();
-    assert_eq!(f.events().await, [changed("sub/y.toml")], "a folder made searchable is scanned again");
+    // The folder's attributes change under two watches (its own and its
+    // parent's); when the task sees them more than a debounce apart (a busy
+    // machine), the folder is scanned twice. A report is a prompt to read the
+    // file, which the daemon does only if its content changed.
+    let events = f.events().await;
+    assert!(!events.is_empty() && events.len() <= 2, "a folder made searchable is scanned again: {events:?}");
+    assert!(events.iter().all(|e| *e == changed("sub/y.toml")), "{events:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
