@@ -10,6 +10,10 @@ use tokio::sync::broadcast;
 use crate::exec::RunEvent;
 use crate::store::RunId;
 
+/// A live event with its number in the run (0 for `run_started`, then 1, 2,
+/// …): the SSE `id:`, and the `seq` its row is stored with.
+pub type Numbered = (u64, RunEvent);
+
 /// One job as the daemon knows it now.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobView {
@@ -58,7 +62,9 @@ pub trait Control: Send + Sync {
     fn trigger<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<RunId, ControlError>>;
     /// Cancels a run in flight.
     fn cancel(&self, run: RunId) -> BoxFuture<'_, Result<(), ControlError>>;
-    /// The live events of a run in flight (`None` once it has ended: read the
-    /// store then).
-    fn events(&self, run: RunId) -> Option<broadcast::Receiver<RunEvent>>;
+    /// The live events of a run in flight, numbered, from now on (`None`
+    /// once it has ended: read the store then). Every event is recorded with
+    /// its number before it is sent, so an event received, and all before
+    /// it, are in the store once the recorder is flushed.
+    fn events(&self, run: RunId) -> Option<broadcast::Receiver<Numbered>>;
 }

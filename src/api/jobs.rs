@@ -57,6 +57,8 @@ pub(super) async fn trigger_suffix(
 pub struct Triggered {
     /// The new run's id.
     pub run_id: RunId,
+    /// Its event stream from its first event: `/runs/{id}/events?from=0`.
+    pub events: String,
 }
 
 /// `POST /trigger/{*job}`: starts a run now; 201 with its id.
@@ -65,5 +67,6 @@ pub(super) async fn trigger(
     Path(job): Path<String>,
 ) -> Result<(StatusCode, Json<Triggered>), ApiError> {
     let run_id = state.control.trigger(&job).await?;
-    Ok((StatusCode::CREATED, Json(Triggered { run_id })))
+    let events = format!("/runs/{run_id}/events?from=0");
+    Ok((StatusCode::CREATED, Json(Triggered { run_id, events })))
 }

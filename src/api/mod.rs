@@ -15,11 +15,11 @@
 //! | `GET /metrics` | [`Metrics::render`], OpenMetrics text |
 //! | `GET /jobs` | `{"jobs": [JobView + last_run]}` |
 //! | `GET /jobs/{job}` | one job + `last_run` (404 if unknown) |
-//! | `POST /jobs/{job}/trigger`, `POST /trigger/{job}` | 201 `{"run_id": N}` |
+//! | `POST /jobs/{job}/trigger`, `POST /trigger/{job}` | 201 `{"run_id": N, "events": "/runs/N/events?from=0"}` |
 //! | `GET /runs?job=&status=&limit=&before=` | `{"runs": [...], "next_before": id or null}` |
 //! | `GET /runs/{id}` | the run as `gatherd show --json` |
 //! | `POST /runs/{id}/cancel` | 202 `{"run_id": N, "cancelling": true}` |
-//! | `GET /runs/{id}/events` | server-sent events, see [`events`] |
+//! | `GET /runs/{id}/events[?from=N]` | server-sent events (`id:`, `Last-Event-ID`), see [`events`] |
 //!
 //! Job ids contain `/` (subfolders), so `{job}` is a catch-all: matchit (axum's
 //! router) allows a catch-all only at the end of a route, hence

@@ -18,7 +18,7 @@ use crate::store::{DB_FILE, RunId, RunStart, RunTrigger, open_sqlite};
 /// started; run 7 is the only one running.
 #[derive(Default)]
 struct FakeControl {
-    live: Mutex<HashMap<RunId, broadcast::Sender<RunEvent>>>,
+    live: Mutex<HashMap<RunId, broadcast::Sender<crate::api::control::Numbered>>>,
     triggered: Mutex<Vec<String>>,
 }
 
@@ -52,7 +52,7 @@ impl Control for FakeControl {
     fn cancel(&self, run: RunId) -> BoxFuture<'_, Result<(), ControlError>> {
         Box::pin(async move { if run == 7 { Ok(()) } else { Err(ControlError::NotRunning(run)) } })
     }
-    fn events(&self, run: RunId) -> Option<broadcast::Receiver<RunEvent>> {
+    fn events(&self, run: RunId) -> Option<broadcast::Receiver<crate::api::control::Numbered>> {
         self.live.lock().unwrap().get(&run).map(|tx| tx.subscribe())
     }
 }
@@ -266,9 +266,11 @@ async fn jobs_are_listed_with_their_last_run_and_nested_ids_work() {
 #[tokio::test]
 async fn trigger_returns_the_run_id_and_a_run_not_started_is_409() {
     let api = Api::start(None).await;
-    assert_eq!(api.post("/jobs/a.toml/trigger").await, (201, json!({"run_id": 42})));
-    assert_eq!(api.post("/jobs/sub/b.toml/trigger").await, (201, json!({"run_id": 43})));
-    assert_eq!(api.post("/trigger/sub/b.toml").await, (201, json!({"run_id": 43})));
+    // The answer names the run's event stream from its first event.
+    let answer = |id: i64| (201, json!({"run_id": id, "events": format!("/runs/{id}/events?from=0")}));
+    assert_eq!(api.post("/jobs/a.toml/trigger").await, answer(42));
+    assert_eq!(api.post("/jobs/sub/b.toml/trigger").await, answer(43));
+    assert_eq!(api.post("/trigger/sub/b.toml").await, answer(43));
     let (status, body) = api.post("/jobs/busy.toml/trigger").await;
     assert_eq!(status, 409);
     assert!(body["error"].as_str().unwrap().starts_with("not started"), "{body}");
@@ -603,8 +605,8 @@ async fn live_events_stream_in_order_and_end_with_the_run() {
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     // The handler subscribed before it answered, so nothing sent now is lost.
     let events = run_events("a.toml", Status::Succeeded);
-    for e in &events[3..] {
-        tx.send(e.clone()).unwrap();
+    for (seq, e) in events.iter().enumerate().skip(3) {
+        tx.send((seq as u64, e.clone())).unwrap();
     }
     let got = read_sse(response).await;
     let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
@@ -632,7 +634,7 @@ async fn a_late_client_gets_the_stored_run_replayed() {
 #[tokio::test]
 async fn shutdown_ends_open_event_streams() {
     let api = Api::start(None).await;
-    let (tx, _keep) = broadcast::channel::<RunEvent>(16);
+    let (tx, _keep) = broadcast::channel::<crate::api::control::Numbered>(16);
     api.control.live.lock().unwrap().insert(7, tx);
     let response = reqwest::get(api.url("/runs/7/events")).await.unwrap();
     api.shutdown.cancel();

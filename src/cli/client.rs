@@ -183,7 +183,7 @@ impl Client {
     /// Follows a run's server-sent events, calling `each` with every event
     /// until the stream ends.
     async fn follow(&self, run: i64, mut each: impl FnMut(&EventView)) -> anyhow::Result<()> {
-        let mut response = self.send(reqwest::Method::GET, &format!("/runs/{run}/events")).await?;
+        let mut response = self.send(reqwest::Method::GET, &format!("/runs/{run}/events?from=0")).await?;
         let mut buffer = String::new();
         let mut data = String::new();
         while let Some(chunk) = response.chunk().await.context("the event stream broke")? {

@@ -9,8 +9,8 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::api::control::Numbered;
 use crate::api::{Control, ControlError, JobView};
-use crate::exec::RunEvent;
 use crate::store::RunId;
 
 /// A request for the supervisor's loop.
@@ -30,7 +30,7 @@ pub type Live = Arc<Mutex<HashMap<RunId, LiveRun>>>;
 /// first subscriber, so a run nobody watches costs no channel (a channel of
 /// [`LIVE_CAPACITY`] slots is allocated whole, which a burst of short runs
 /// felt).
-pub type LiveRun = Arc<OnceLock<broadcast::Sender<RunEvent>>>;
+pub type LiveRun = Arc<OnceLock<broadcast::Sender<Numbered>>>;
 
 /// How many events a live subscriber may fall behind before it lags.
 const LIVE_CAPACITY: usize = 1024;
@@ -62,7 +62,7 @@ impl Control for DaemonControl {
         async move { self.ask(|tx| Command::Cancel(run, tx)).await? }.boxed()
     }
 
-    fn events(&self, run: RunId) -> Option<broadcast::Receiver<RunEvent>> {
+    fn events(&self, run: RunId) -> Option<broadcast::Receiver<Numbered>> {
         let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         live.get(&run).map(|run| run.get_or_init(|| broadcast::channel(LIVE_CAPACITY).0).subscribe())
     }

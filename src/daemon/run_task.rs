@@ -96,7 +96,10 @@ impl RunTask {
                 None
             }
         };
-        // The loop hears of the id before the trigger's caller can use it.
+        // The run's live stream exists before the trigger's caller hears
+        // of its id (a subscription right after the answer finds it), and
+        // the loop hears of the id before the caller can use it.
+        let sinks = RunSinks::new(self.id.clone(), run_id, cause, self.metrics, &self.live, self.store.recorder());
         let _ = self.notes.send(RunNote::Recorded { task, run_id });
         if let Some(reply) = self.reply {
             let _ =
@@ -106,7 +109,6 @@ impl RunTask {
         if self.panic {
             panic!("failpoint: the run task of {} panics", self.id);
         }
-        let sinks = RunSinks::new(self.id.clone(), run_id, cause, self.metrics, &self.live, self.store.recorder());
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         // The sinks take the events on a task of their own (owned and awaited
         // here), as `gatherd run`'s report does: sharing this task's poll,

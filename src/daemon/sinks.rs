@@ -5,7 +5,15 @@
 //! The log: every event becomes a structured tracing event with `job`,
 //! `run_id`, `step`, `status` and `duration_ms` fields, which the chosen
 //! subscriber writes as text, JSON lines or journald fields.
+//!
+//! The live stream and the history: every event gets its number in the run
+//! (0, 1, 2, …), sent with it to live subscribers and recorded with it, so a
+//! replay from the history is the live stream (`api::events`). An event is
+//! recorded before it is sent: what a subscriber received, and everything
+//! before it, is in the history once the recorder is flushed. Nothing is kept
+//! in memory for late subscribers.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use super::control::{Live, LiveRun};
@@ -23,6 +31,8 @@ pub struct RunSinks {
     live: Option<(RunId, LiveRun, Live)>,
     /// The run history, when the store gave the run an id.
     recorder: Option<(RunId, Recorder)>,
+    /// The number of the next event.
+    seq: Cell<u64>,
 }
 
 impl RunSinks {
@@ -49,6 +59,7 @@ impl RunSinks {
             metrics,
             live,
             recorder: run_id.map(|id| (id, recorder)),
+            seq: Cell::new(0),
         }
     }
 
@@ -56,11 +67,21 @@ impl RunSinks {
     pub fn event(&self, event: RunEvent) {
         self.log.event(&event);
         observe(&self.metrics, self.job.as_str(), &event);
-        if let Some(b) = self.live.as_ref().and_then(|(_, slot, _)| slot.get()).filter(|b| b.receiver_count() > 0) {
-            let _ = b.send(event.clone());
-        }
-        if let Some((run_id, recorder)) = &self.recorder {
-            recorder.record(*run_id, event);
+        let seq = self.seq.get();
+        self.seq.set(seq + 1);
+        // Recorded before it is sent: a subscriber that received it can
+        // flush the recorder and find it (and all before it) in the history.
+        let live = self.live.as_ref().and_then(|(_, slot, _)| slot.get()).filter(|b| b.receiver_count() > 0);
+        match (live, &self.recorder) {
+            (Some(live), Some((run_id, recorder))) => {
+                recorder.record_numbered(*run_id, seq, event.clone());
+                let _ = live.send((seq, event));
+            }
+            (Some(live), None) => {
+                let _ = live.send((seq, event));
+            }
+            (None, Some((run_id, recorder))) => recorder.record_numbered(*run_id, seq, event),
+            (None, None) => {}
         }
     }
 

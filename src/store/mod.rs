@@ -85,6 +85,7 @@ mod json;
 mod recorder;
 mod rows;
 mod sqlite;
+mod timeline;
 
 #[cfg(test)]
 mod tests;
@@ -101,6 +102,7 @@ pub use self::rows::{
     RunStart, RunTrigger,
 };
 pub use self::sqlite::{History, SqliteStore, open_sqlite};
+pub use self::timeline::{RunTimeline, StepSeqs, as_stored};
 
 #[cfg(doc)]
 use crate::exec::RunEvent;
@@ -206,6 +208,14 @@ pub trait RunStore: Send + Sync {
 
     /// One run with its steps (in the order first seen) and log lines.
     fn run(&self, id: RunId) -> BoxFuture<'_, Result<Option<RunDetail>, StoreError>>;
+
+    /// One run as [`run`](RunStore::run) gives it, with the place of each of
+    /// its facts in the run's event stream (the numbers given to
+    /// [`Recorder::record_numbered`]), to replay it in the order it was
+    /// streamed. A backend that keeps no numbers answers the run unnumbered.
+    fn timeline(&self, id: RunId) -> BoxFuture<'_, Result<Option<RunTimeline>, StoreError>> {
+        Box::pin(async move { Ok(self.run(id).await?.map(RunTimeline::unnumbered)) })
+    }
 
     /// Claims a unit of work for `node` for `lease`: true if this node now
     /// holds it (it was free, its lease had expired, or this node held it

@@ -13,6 +13,8 @@ pub(crate) enum Msg {
     /// An event of a run, to be written in the next batch.
     Event {
         run: RunId,
+        /// Its number in the run's event stream, if it has one.
+        seq: Option<u64>,
         event: RunEvent,
         /// Wall-clock time it was handed over (the finish time of a run).
         at: DateTime<Utc>,
@@ -60,8 +62,20 @@ impl Recorder {
     /// A `RunFinished` makes the writer commit at once rather than at the end
     /// of its batch window.
     pub fn record(&self, run: RunId, event: RunEvent) {
+        self.send_event(run, None, event);
+    }
+
+    /// Queues one event of run `run` with its number `seq` in the run's event
+    /// stream (the daemon's live stream numbers a run's events 0, 1, 2, …):
+    /// stored beside the event's row, it lets the run be replayed in the
+    /// order it was streamed ([`RunStore::timeline`](super::RunStore::timeline)).
+    pub fn record_numbered(&self, run: RunId, seq: u64, event: RunEvent) {
+        self.send_event(run, Some(seq), event);
+    }
+
+    fn send_event(&self, run: RunId, seq: Option<u64>, event: RunEvent) {
         let at = if matches!(event, RunEvent::RunFinished { .. }) { Utc::now() } else { DateTime::<Utc>::MIN_UTC };
-        if self.tx.send(Msg::Event { run, event, at }).is_err() {
+        if self.tx.send(Msg::Event { run, seq, event, at }).is_err() {
             tracing::debug!(run_id = run, "run history closed; event not recorded");
         }
     }

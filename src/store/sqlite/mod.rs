@@ -12,6 +12,7 @@ mod read;
 mod schema;
 mod writer;
 pub use self::history::History;
+pub(crate) use self::writer::bounded_json;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -29,7 +30,7 @@ use super::recorder::{Msg, Recorder};
 pub(crate) use super::rows::ts;
 use super::{
     ClaimKey, JobRecord, MISSED_ERROR, Missed, RecordedStatus, RunDetail, RunFilter, RunId, RunRow, RunStart, RunStore,
-    RunTrigger, StoreError,
+    RunTimeline, RunTrigger, StoreError,
 };
 
 /// Opens (creating it and its tables if needed) the run history at `path` and
@@ -364,6 +365,10 @@ impl RunStore for SqliteStore {
 
     fn run(&self, id: RunId) -> BoxFuture<'_, Result<Option<RunDetail>, StoreError>> {
         self.read(move |conn| read::run(conn, id)).boxed()
+    }
+
+    fn timeline(&self, id: RunId) -> BoxFuture<'_, Result<Option<RunTimeline>, StoreError>> {
+        self.read(move |conn| read::timeline(conn, id)).boxed()
     }
 
     fn claim<'a>(

@@ -10,7 +10,9 @@ use serde_json::Value;
 
 use crate::exec::{FailedAttempt, LogLevel, LogLine, NodeKind, StepReport};
 use crate::store::json::read_stored;
-use crate::store::{RecordedStatus, RunDetail, RunFilter, RunId, RunRow, RunTrigger, StoreError};
+use crate::store::{
+    RecordedStatus, RunDetail, RunFilter, RunId, RunRow, RunTimeline, RunTrigger, StepSeqs, StoreError,
+};
 
 /// The columns [`run_row`] reads, in its order.
 pub(super) const RUN_COLUMNS: &str =
@@ -209,4 +211,50 @@ pub(super) fn last_fire(conn: &Connection, job: &str) -> Result<Option<DateTime<
     )
     .and_then(|mut s| s.query_row([job], |r| time(r, 0)).optional())
     .map_err(StoreError::sqlite("look up a job's last fire"))
+}
+
+/// One run with the place of each of its facts in its event stream; one read
+/// transaction, so the numbers match the rows.
+pub(super) fn timeline(conn: &Connection, id: RunId) -> Result<Option<RunTimeline>, StoreError> {
+    let read = |what| move |source| StoreError::Sqlite { what, source };
+    let tx = conn.unchecked_transaction().map_err(read("read a run's events"))?;
+    let Some(detail) = run(&tx, id)? else { return Ok(None) };
+    let (run_started, run_finished) = tx
+        .prepare_cached("SELECT start_seq, end_seq FROM runs WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| Ok((opt_u64(r, 0)?, opt_u64(r, 1)?))))
+        .map_err(read("read a run's event numbers"))?;
+    let mut attempts: HashMap<(String, u32), (Option<u64>, Option<u64>)> = HashMap::new();
+    tx.prepare_cached("SELECT path, attempt, seq, retry_in_ms FROM attempts WHERE run_id = ?1")
+        .and_then(|mut s| {
+            let rows = s.query_map([id], |r| Ok(((r.get(0)?, r.get(1)?), (opt_u64(r, 2)?, opt_u64(r, 3)?))))?;
+            for row in rows {
+                let (key, seqs) = row?;
+                attempts.insert(key, seqs);
+            }
+            Ok(())
+        })
+        .map_err(read("read a run's attempt numbers"))?;
+    let steps: Vec<(Option<u64>, Option<u64>)> = tx
+        .prepare_cached("SELECT start_seq, end_seq FROM steps WHERE run_id = ?1 ORDER BY id")
+        .and_then(|mut s| s.query_map([id], |r| Ok((opt_u64(r, 0)?, opt_u64(r, 1)?)))?.collect())
+        .map_err(read("read a run's step numbers"))?;
+    let logs: Vec<Option<u64>> = tx
+        .prepare_cached("SELECT seq FROM logs WHERE run_id = ?1 ORDER BY id")
+        .and_then(|mut s| s.query_map([id], |r| opt_u64(r, 0))?.collect())
+        .map_err(read("read a run's log numbers"))?;
+    let steps = detail
+        .steps
+        .iter()
+        .zip(steps)
+        .map(|(step, (started, finished))| StepSeqs {
+            started,
+            finished,
+            attempts: step
+                .retried
+                .iter()
+                .map(|a| attempts.get(&(step.path.to_string(), a.attempt)).copied().unwrap_or((None, None)))
+                .collect(),
+        })
+        .collect();
+    Ok(Some(RunTimeline { run_started, run_finished, steps, logs, detail }))
 }

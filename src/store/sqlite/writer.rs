@@ -74,6 +74,7 @@ pub(super) struct Stats {
 enum Pending {
     Event {
         run: RunId,
+        seq: Option<u64>,
         event: RunEvent,
         at: DateTime<Utc>,
     },
@@ -200,7 +201,7 @@ impl Writer {
     /// Takes one message (not `Close`).
     fn take(&mut self, msg: Msg) {
         match msg {
-            Msg::Event { run, event, at } => {
+            Msg::Event { run, seq, event, at } => {
                 let finished = matches!(event, RunEvent::RunFinished { .. });
                 if self.failing.is_some()
                     && let Some(size) = detail_size(&event)
@@ -212,7 +213,7 @@ impl Writer {
                     self.detail_bytes += size;
                 }
                 self.urgent |= finished;
-                self.keep(Pending::Event { run, event, at });
+                self.keep(Pending::Event { run, seq, event, at });
             }
             Msg::Begin { id, start, answer } => {
                 self.urgent = true;
@@ -375,9 +376,9 @@ impl Writer {
         let mut events = 0;
         for p in &mut self.pending {
             match p {
-                Pending::Event { run, event, at } => {
+                Pending::Event { run, seq, event, at } => {
                     events += 1;
-                    if let Err(e) = apply(&tx, *run, event, *at) {
+                    if let Err(e) = apply(&tx, *run, *seq, event, *at) {
                         if is_storage(&e) {
                             return Err(e.to_string());
                         }
@@ -466,7 +467,7 @@ fn ms(d: Duration) -> i64 {
 /// [`OUTPUT_BOUND`] bytes of content. A longer string keeps its first bytes
 /// (still a string); another long value becomes a JSON string of the start of
 /// its JSON text. Returns the text and whether it was cut.
-pub(super) fn bounded_json(value: Option<&Value>) -> (Option<String>, bool) {
+pub(crate) fn bounded_json(value: Option<&Value>) -> (Option<String>, bool) {
     let Some(value) = value else { return (None, false) };
     let shallow = depth_bounded(value);
     let deep = shallow.is_some();
@@ -487,18 +488,30 @@ pub(super) fn bounded_json(value: Option<&Value>) -> (Option<String>, bool) {
     }
 }
 
-/// Writes one event into the open transaction.
-fn apply(tx: &Transaction<'_>, run: RunId, event: &RunEvent, at_wall: DateTime<Utc>) -> rusqlite::Result<()> {
+/// Writes one event into the open transaction, with its number in the run's
+/// event stream (`seq`) where it has one.
+fn apply(
+    tx: &Transaction<'_>,
+    run: RunId,
+    seq: Option<u64>,
+    event: &RunEvent,
+    at_wall: DateTime<Utc>,
+) -> rusqlite::Result<()> {
+    let seq = seq.and_then(|s| i64::try_from(s).ok());
     match event {
         RunEvent::RunStarted { started_at, .. } => {
-            tx.prepare_cached("UPDATE runs SET started_at = ?2 WHERE id = ?1")?
-                .execute(params![run, ts(*started_at)])?;
+            tx.prepare_cached("UPDATE runs SET started_at = ?2, start_seq = ?3 WHERE id = ?1")?.execute(params![
+                run,
+                ts(*started_at),
+                seq
+            ])?;
         }
         RunEvent::NodeStarted { path, name, kind, at } => {
             tx.prepare_cached(
-                "INSERT INTO steps (run_id, path, name, kind, status, attempts, start_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?6, 1, ?5) \
-                 ON CONFLICT (run_id, path) DO UPDATE SET attempts = 1, start_ms = excluded.start_ms",
+                "INSERT INTO steps (run_id, path, name, kind, status, attempts, start_ms, start_seq) \
+                 VALUES (?1, ?2, ?3, ?4, ?6, 1, ?5, ?7) \
+                 ON CONFLICT (run_id, path) DO UPDATE SET attempts = 1, start_ms = excluded.start_ms, \
+                 start_seq = excluded.start_seq",
             )?
             .execute(params![
                 run,
@@ -506,28 +519,31 @@ fn apply(tx: &Transaction<'_>, run: RunId, event: &RunEvent, at_wall: DateTime<U
                 &**name,
                 kind.as_str(),
                 ms(*at),
-                RecordedStatus::Running.as_str()
+                RecordedStatus::Running.as_str(),
+                seq
             ])?;
         }
-        RunEvent::AttemptFailed { path, attempt, error, at, .. } => {
+        RunEvent::AttemptFailed { path, attempt, error, retry_in, at } => {
             let changed = tx
                 .prepare_cached("UPDATE steps SET attempts = ?3 WHERE run_id = ?1 AND path = ?2")?
                 .execute(params![run, &**path, attempt + 1])?;
             if changed > 0 {
                 tx.prepare_cached(
-                    "INSERT OR REPLACE INTO attempts (run_id, path, attempt, error, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT OR REPLACE INTO attempts (run_id, path, attempt, error, at_ms, seq, retry_in_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?
-                .execute(params![run, &**path, attempt, error, ms(*at)])?;
+                .execute(params![run, &**path, attempt, error, ms(*at), seq, ms(*retry_in)])?;
             }
         }
         RunEvent::NodeFinished { path, name, kind, status, attempts, started, at, output, error, truncated } => {
             let (output, cut) = bounded_json(output.as_ref());
             tx.prepare_cached(
-                "INSERT INTO steps (run_id, path, name, kind, status, attempts, start_ms, end_ms, output, truncated, error) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+                "INSERT INTO steps (run_id, path, name, kind, status, attempts, start_ms, end_ms, output, truncated, \
+                 error, end_seq) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
                  ON CONFLICT (run_id, path) DO UPDATE SET status = excluded.status, attempts = excluded.attempts, \
                  start_ms = excluded.start_ms, end_ms = excluded.end_ms, output = excluded.output, \
-                 truncated = excluded.truncated, error = excluded.error",
+                 truncated = excluded.truncated, error = excluded.error, end_seq = excluded.end_seq",
             )?
             .execute(params![
                 run,
@@ -541,19 +557,31 @@ fn apply(tx: &Transaction<'_>, run: RunId, event: &RunEvent, at_wall: DateTime<U
                 output,
                 *truncated || cut,
                 error,
+                seq,
             ])?;
         }
         RunEvent::Log { path, level, text, at } => {
-            tx.prepare_cached("INSERT INTO logs (run_id, path, at_ms, level, text) VALUES (?1, ?2, ?3, ?4, ?5)")?
-                .execute(params![run, &**path, ms(*at), level.as_str(), text])?;
+            tx.prepare_cached(
+                "INSERT INTO logs (run_id, path, at_ms, level, text, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![run, &**path, ms(*at), level.as_str(), text, seq])?;
         }
         RunEvent::RunFinished { status, result, error, duration } => {
             let (result, cut) = bounded_json(result.as_ref());
             tx.prepare_cached(
                 "UPDATE runs SET status = ?2, finished_at = ?3, duration_ms = ?4, error = ?5, result = ?6, \
-                 result_truncated = ?7 WHERE id = ?1",
+                 result_truncated = ?7, end_seq = ?8 WHERE id = ?1",
             )?
-            .execute(params![run, status.as_str(), ts(at_wall), ms(*duration), error, result, cut])?;
+            .execute(params![
+                run,
+                status.as_str(),
+                ts(at_wall),
+                ms(*duration),
+                error,
+                result,
+                cut,
+                seq
+            ])?;
         }
     }
     Ok(())
