@@ -52,6 +52,7 @@ pub use discover::{
     DiscoverError, Discovered, NOT_A_FILE, OUTSIDE, Refused, daemon_confines_links, discover, discover_all,
     discover_confined, discover_paths, is_ignored_name, leads_outside, unreadable,
 };
+pub use identity::is_root;
 pub(crate) use limits::check_limits;
 
 use crate::job::{Job, JobFormat};
@@ -83,8 +84,9 @@ pub fn load_file_to_run(path: &Path) -> Result<Job, LoadError> {
 /// must belong to root or to the job's `user` and be writable by its owner
 /// only (`ownership.rs`).
 pub fn load_to_run(path: &Path, source: &str, file: &std::fs::Metadata) -> Result<Job, LoadError> {
-    let job = load_source(path, source, Purpose::run_here())?;
-    if let Some(why) = ownership::refusal_here(file, &job) {
+    let purpose = Purpose::run_here(file);
+    let job = load_source(path, source, purpose)?;
+    if let Some(why) = ownership::refusal_for(purpose, file, job.identity.as_deref()) {
         return Err(LoadError::whole_file(path, why));
     }
     Ok(job)
