@@ -20,7 +20,7 @@ const LONG: Duration = Duration::from_secs(20);
 /// `nobody`'s uid, gid, home, and whether the test can switch to it;
 /// `None` (said aloud) when not root or the host has no `nobody`.
 fn nobody() -> Option<(u32, u32, String)> {
-    if !nix::unistd::Uid::effective().is_root() {
+    if !is_root() {
         eprintln!("SKIPPED: switching users needs root, and this test runs as uid {}", nix::unistd::geteuid());
         return None;
     }
@@ -254,4 +254,54 @@ fn as_root_a_writable_script_file_is_refused_like_the_job_file() {
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let (code, stderr) = run_stderr(&job);
     assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn as_root_a_job_file_not_owned_by_root_may_not_set_a_group_its_user_is_not_in() {
+    let Some((uid, _, _)) = nobody() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let job = "user = \"nobody\"\nuser_group = \"root\"\n[[step]]\nname = \"ids\"\nshell = \"id -g\"\n";
+    let chown = |path: &Path, owner: u32| {
+        nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(owner)), None).expect("chown");
+    };
+    // nobody may write a job that runs as nobody, but not one with root's group.
+    let theirs = write(dir.path(), "theirs.toml", job);
+    chown(&theirs, uid);
+    let (code, stderr) = run_stderr(&theirs);
+    assert_eq!(code, Some(2), "{stderr}");
+    // The message is wrapped to the terminal's width.
+    let flat = stderr.replace("\n  │ ", " ");
+    assert!(
+        flat.contains("`user_group = \"root\"` is refused: `nobody` is not a member of group `root`")
+            && flat.contains(&format!("the file belongs to uid {uid}, not root"))
+            && stderr.contains("theirs.toml:2:1"),
+        "{stderr}"
+    );
+    // The daemon refuses it the same way, at the key.
+    let jobs = tempfile::tempdir().expect("jobs dir");
+    chown(&write(jobs.path(), "theirs.toml", job), uid);
+    // A file of nobody's with no `user` at all would run as root: refused.
+    chown(&write(jobs.path(), "rootless.toml", "[[step]]\nname = \"a\"\nexec = [\"true\"]\n"), uid);
+    let d = Daemon::start_in(jobs, &[], &[]);
+    let refused = |job: &'static str, why: &'static str| {
+        move |l: &Value| {
+            l["job"] == job
+                && l["message"] == "invalid job file"
+                && l["diagnostic"].as_str().is_some_and(|m| m.contains(why))
+        }
+    };
+    assert!(d.wait_for(LONG, refused("theirs.toml", "is not a member of group `root`")), "{}", d.dump());
+    assert!(
+        d.wait_for(LONG, refused("rootless.toml", "must belong to root, since its commands run as root")),
+        "{}",
+        d.dump()
+    );
+    d.barrier();
+    let ours = |l: &Value| l["job"] == "theirs.toml" || l["job"] == "rootless.toml";
+    assert_eq!(d.count(|l| ours(l) && l["message"] == "run started"), 0, "{}", d.dump());
+    // The same file owned by root: root chose the group, so it runs.
+    chown(&theirs, 0);
+    let (code, doc, out) = run_json(&theirs);
+    assert_eq!(code, 0, "{doc:#}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(step(&doc, "main/ids")["output"], "0", "{doc:#}");
 }

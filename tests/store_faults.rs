@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Daemon, finished, gatherd, http, is};
+use support::{Daemon, finished, gatherd, http, is, is_root};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -207,7 +207,7 @@ fn a_read_only_database_is_refused_at_start_with_the_file_and_the_way_out() {
         let mut perms = std::fs::metadata(&db).expect("the history").permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o444);
         std::fs::set_permissions(&db, perms).expect("make it read-only");
-        if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").expect("/proc/self")) == 0 {
+        if is_root() {
             return eprintln!("SKIPPED: as root a read-only file needs `chattr +i`, which failed here");
         }
     }

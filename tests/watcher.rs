@@ -15,10 +15,6 @@ use support::*;
 const LONG: Duration = Duration::from_secs(20);
 const QUICK: &str = "[[step]]\nname = \"s\"\nsleep = \"1ms\"\n";
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 /// `GET /jobs`: (job, valid, diagnostic) of each.
 fn jobs(d: &Daemon) -> Vec<(String, bool, String)> {
     let (status, body) = http(d.api(), "GET", "/jobs", &[], "");

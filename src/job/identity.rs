@@ -15,6 +15,11 @@ pub struct Identity {
     pub gid: u32,
     /// The name `user_group` gave, for messages.
     pub group_name: Option<String>,
+    /// Whether a process of the job takes this identity (`setgroups`,
+    /// `setgid`, `setuid`): decided by the loader, true under a root
+    /// gatherd. One that is not root was allowed only its own user and
+    /// group, so it only sets `HOME`, `USER`, `LOGNAME`.
+    pub switch: bool,
 }
 
 /// The user part of an [`Identity`].

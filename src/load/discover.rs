@@ -46,7 +46,7 @@ pub struct Refused {
 /// write the folder make it read any file; as another user the folder is its
 /// owner's, who may link from it to anything they can read anyway.
 pub fn daemon_confines_links() -> bool {
-    nix::unistd::geteuid().is_root()
+    super::is_root()
 }
 
 /// Whether `path`, with every symlink on the way resolved, is outside

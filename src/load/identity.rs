@@ -7,11 +7,19 @@
 //! an unknown name is a diagnostic at its key, in `gatherd check` as in the
 //! daemon, and running a step needs no lookup.
 //!
-//! Architecture Invariant: the decision whether a gatherd running as a given
-//! uid may take an identity ([`refusal`]) is pure: the caller passes the uid.
+//! A job file that does not belong to root may give `user_group` only a group
+//! its `user` is in ([`group_refusal`]): cron's rule lets a user write a job
+//! that runs as them, so such a file must not add a group (root, docker, disk)
+//! they do not have.
+//!
+//! Architecture Invariant: the decisions whether a gatherd running as a given
+//! uid may take an identity ([`refusal`], [`group_refusal`]) are pure: the
+//! caller passes the uids. [`effective_ids`] is the one place gatherd asks the
+//! OS who it runs as.
 
 use std::ffi::CString;
 use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use nix::unistd::{Gid, Group, User, getgrouplist};
@@ -22,21 +30,35 @@ use crate::job::{Identity, Job, UserIdentity};
 
 /// Who loads a file: `gatherd check` (the names must exist), or a gatherd
 /// that is to run the job as effective `uid` / `gid` (it must be able to
-/// switch to them).
+/// switch to them), from a file that belongs to `owner`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum Purpose {
     /// Validate only.
     #[default]
     Check,
-    /// Run it, as this effective uid and gid.
-    Run { uid: u32, gid: u32 },
+    /// Run it, as this effective uid and gid; the job file belongs to `owner`.
+    Run { uid: u32, gid: u32, owner: u32 },
 }
 
 impl Purpose {
-    /// The purpose of this process loading a file to run it.
-    pub(crate) fn run_here() -> Purpose {
-        Purpose::Run { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() }
+    /// The purpose of this process loading a file, whose (`fstat`) metadata
+    /// is `file`, to run it.
+    pub(crate) fn run_here(file: &std::fs::Metadata) -> Purpose {
+        let (uid, gid) = effective_ids();
+        Purpose::Run { uid, gid, owner: file.uid() }
     }
+}
+
+/// This process's effective uid and gid: the one place gatherd asks the OS
+/// who it runs as.
+fn effective_ids() -> (u32, u32) {
+    (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
+}
+
+/// Whether this process runs as root: it then switches to a job's identity,
+/// holds job files to cron's rule, and confines symlinks to its jobs folder.
+pub fn is_root() -> bool {
+    effective_ids().0 == 0
 }
 
 /// Reads `user` and `user_group` into `job.identity`, reporting names that do
@@ -67,20 +89,30 @@ pub(crate) fn read_identity(ctx: &mut Ctx, doc: &DeTable<'_>, job: &mut Job) {
             if let Some((g, _)) = &group_found
                 && !groups.contains(&g.gid.as_raw())
             {
+                if let Some(why) = group_refusal(ctx.purpose(), &u.name, &g.name) {
+                    let (k, v) = group.expect("a group was found");
+                    ctx.error(k.span().start..v.span().end, why)
+                        .label(format!("not a group of `{}`", u.name))
+                        .help("`chown root FILE` if root means it, or add the user to the group in the group database");
+                    return;
+                }
                 groups.push(g.gid.as_raw());
             }
             Identity {
                 gid: group_found.as_ref().map_or(u.gid.as_raw(), |(g, _)| g.gid.as_raw()),
                 group_name: group_found.map(|(g, _)| g.name),
                 user: Some(UserIdentity { name: u.name, uid: u.uid.as_raw(), groups, home: u.dir }),
+                switch: switches(ctx.purpose()),
             }
         }
         None => match group_found {
-            Some((g, _)) => Identity { user: None, gid: g.gid.as_raw(), group_name: Some(g.name) },
+            Some((g, _)) => {
+                Identity { user: None, gid: g.gid.as_raw(), group_name: Some(g.name), switch: switches(ctx.purpose()) }
+            }
             None => return,
         },
     };
-    if let Purpose::Run { uid, gid } = ctx.purpose()
+    if let Purpose::Run { uid, gid, .. } = ctx.purpose()
         && let Some(why) = refusal(&identity, uid, gid)
     {
         // Point at the setting that asks for the switch: `user`, else `user_group`.
@@ -91,6 +123,32 @@ pub(crate) fn read_identity(ctx: &mut Ctx, doc: &DeTable<'_>, job: &mut Job) {
         return;
     }
     job.identity = Some(Arc::new(identity));
+}
+
+/// Whether a job loaded for `purpose` switches credentials when it starts a
+/// process: only under a root gatherd. One that is not root was allowed only
+/// its own user and group ([`refusal`]), so there is nothing to switch; a
+/// job only checked is never run, and would fail rather than run unswitched.
+fn switches(purpose: Purpose) -> bool {
+    match purpose {
+        Purpose::Check => true,
+        Purpose::Run { uid, .. } => uid == 0,
+    }
+}
+
+/// Why a job file loaded for `purpose` may not give `user` the group
+/// `group`, which is not one of the user's (its primary group or one the
+/// group database lists it in), or `None`: under a root gatherd, only a file
+/// that belongs to root may. A file of the user's own (cron's rule lets them
+/// write it) must not grant a group they do not have.
+pub(crate) fn group_refusal(purpose: Purpose, user: &str, group: &str) -> Option<String> {
+    match purpose {
+        Purpose::Run { uid: 0, owner, .. } if owner != 0 => Some(format!(
+            "`user_group = \"{group}\"` is refused: `{user}` is not a member of group `{group}`, and the file \
+             belongs to uid {owner}, not root: only a job file of root's may give a job a group its user is not in"
+        )),
+        _ => None,
+    }
 }
 
 /// Why a gatherd running as `uid` / `gid` cannot take `identity`, or `None`
@@ -168,6 +226,7 @@ mod tests {
             user: Some(UserIdentity { name: "nobody".into(), uid, groups: vec![65534], home: PathBuf::from("/") }),
             gid: 65534,
             group_name: None,
+            switch: true,
         }
     }
 
@@ -191,11 +250,25 @@ mod tests {
 
     #[test]
     fn a_group_other_than_its_own_is_refused_without_root() {
-        let g = Identity { user: None, gid: 65534, group_name: Some("nogroup".into()) };
+        let g = Identity { user: None, gid: 65534, group_name: Some("nogroup".into()), switch: true };
         assert_eq!(
             refusal(&g, 1000, 1000).as_deref(),
             Some("`user_group = \"nogroup\"` needs gatherd to run as root; it runs as uid 1000 (gid 1000)")
         );
         assert_eq!(refusal(&g, 1000, 65534), None);
+    }
+
+    #[test]
+    fn a_group_the_user_is_not_in_needs_a_file_of_roots() {
+        let run = |uid, owner| Purpose::Run { uid, gid: uid, owner };
+        let why = group_refusal(run(0, 65534), "nobody", "root").expect("refused");
+        assert!(
+            why.contains("`nobody` is not a member of group `root`") && why.contains("uid 65534, not root"),
+            "{why}"
+        );
+        assert_eq!(group_refusal(run(0, 0), "nobody", "root"), None);
+        assert_eq!(group_refusal(Purpose::Check, "nobody", "root"), None);
+        // A gatherd that is not root is held to its own group by `refusal`.
+        assert_eq!(group_refusal(run(1000, 1000), "alice", "staff"), None);
     }
 }

@@ -52,6 +52,7 @@ pub use discover::{
     DiscoverError, Discovered, NOT_A_FILE, OUTSIDE, Refused, daemon_confines_links, discover, discover_all,
     discover_confined, discover_paths, is_ignored_name, leads_outside, unreadable,
 };
+pub use identity::is_root;
 pub(crate) use limits::check_limits;
 
 use crate::job::{Job, JobFormat};
@@ -83,8 +84,9 @@ pub fn load_file_to_run(path: &Path) -> Result<Job, LoadError> {
 /// must belong to root or to the job's `user` and be writable by its owner
 /// only (`ownership.rs`).
 pub fn load_to_run(path: &Path, source: &str, file: &std::fs::Metadata) -> Result<Job, LoadError> {
-    let job = load_source(path, source, Purpose::run_here())?;
-    if let Some(why) = ownership::refusal_here(file, &job) {
+    let purpose = Purpose::run_here(file);
+    let job = load_source(path, source, purpose)?;
+    if let Some(why) = ownership::refusal_for(purpose, file, job.identity.as_deref()) {
         return Err(LoadError::whole_file(path, why));
     }
     Ok(job)
@@ -119,7 +121,7 @@ pub fn load_str(path: &Path, source: &str) -> Result<Job, LoadError> {
 /// [`load_str`] for `purpose`.
 fn load_source(path: &Path, source: &str, purpose: Purpose) -> Result<Job, LoadError> {
     if source.len() as u64 > MAX_FILE_BYTES {
-        return Err(LoadError::whole_file(path, ReadError::TooLarge(source.len() as u64).describe("a job file")));
+        return Err(too_large(path, source.len() as u64));
     }
     match JobFormat::of(path) {
         Some(JobFormat::Rhai) => rhai_job::load(path, source, purpose),
@@ -169,9 +171,17 @@ fn read_bounded_with_meta(path: &Path) -> Result<(Vec<u8>, std::fs::Metadata), R
     Ok((bytes, opened))
 }
 
+/// Why the job file at `path`, `len` bytes long, is not loaded: it is over
+/// [`MAX_FILE_BYTES`]. For a reader that has the size already (the daemon
+/// takes it from the open file), so the file need not be opened again.
+pub fn too_large(path: &Path, len: u64) -> LoadError {
+    LoadError::whole_file(path, ReadError::TooLarge(len).describe("a job file"))
+}
+
 /// A diagnostic at the first byte that is not UTF-8, shown in a lossy copy of
-/// the text (identical up to that byte).
-fn not_utf8(path: &Path, e: std::string::FromUtf8Error) -> LoadError {
+/// the text (identical up to that byte): from the bytes already read (`e`
+/// holds them), so the file need not be opened again.
+pub fn not_utf8(path: &Path, e: std::string::FromUtf8Error) -> LoadError {
     let at = e.utf8_error().valid_up_to();
     let bytes = e.as_bytes();
     let byte = bytes.get(at).copied().unwrap_or(0);

@@ -10,22 +10,16 @@
 //! runs every job as itself, so the rule does not apply to it.
 //!
 //! Architecture Invariant: [`refusal`] is pure (owner, mode and uids are
-//! passed in); only [`refusal_here`] asks the OS who this process is.
+//! passed in); who this process is comes with the loader's `Purpose`.
 
 use std::os::unix::fs::MetadataExt;
 
 use super::identity::Purpose;
-use crate::job::{Identity, Job};
+use crate::job::Identity;
 
-/// Why this process must not run `job`, read from a file with metadata
-/// `file` (taken from the open file, not the path), or `None`.
-pub(crate) fn refusal_here(file: &std::fs::Metadata, job: &Job) -> Option<String> {
-    let euid = nix::unistd::geteuid().as_raw();
-    refusal(euid, file.uid(), file.mode(), job_user(job.identity.as_deref()))
-}
-
-/// The same for a `script_file` of a job with `identity`, read to be run
-/// (`purpose`): nothing when only checked.
+/// Why a job file, or a `script_file` of a job with `identity`, whose
+/// metadata is `file` (taken from the open file, not the path), must not be
+/// run for `purpose`, or `None`: nothing when only checked.
 pub(crate) fn refusal_for(purpose: Purpose, file: &std::fs::Metadata, identity: Option<&Identity>) -> Option<String> {
     match purpose {
         Purpose::Check => None,

@@ -1058,14 +1058,14 @@ fn user_when_gatherd_is_not_root() {
         return;
     }
     let src = "description = \"x\"\nuser = \"nobody\"\n[[step]]\nname = \"a\"\nexec = [\"id\"]\n";
-    let e = match load_source(Path::new(FILE), src, Purpose::Run { uid: 1000, gid: 1000 }) {
+    let e = match load_source(Path::new(FILE), src, Purpose::Run { uid: 1000, gid: 1000, owner: 1000 }) {
         Ok(job) => panic!("expected an error, got {job:#?}"),
         Err(e) => e,
     };
     assert_eq!(e.diagnostics().len(), 1, "{e}");
     insta::assert_snapshot!(e.diagnostics()[0].render(false));
     // `check` (and a root gatherd) accept it.
-    assert!(load_source(Path::new(FILE), src, Purpose::Run { uid: 0, gid: 0 }).is_ok());
+    assert!(load_source(Path::new(FILE), src, Purpose::Run { uid: 0, gid: 0, owner: 0 }).is_ok());
     assert!(load_str(Path::new(FILE), src).is_ok());
 }
 

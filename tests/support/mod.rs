@@ -11,6 +11,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Whether the tests run as root (as CI does): the one check for the tests
+/// that switch users or that root's privileges change.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
 /// The `gatherd` binary cargo built for these tests.
 pub fn gatherd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gatherd"))

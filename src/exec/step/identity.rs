@@ -18,7 +18,8 @@
 //!
 //! Only a root gatherd switches; one that is not root has already been
 //! allowed (`load::identity`) only its own user and group, so it sets the
-//! environment and switches nothing.
+//! environment and switches nothing. The loader decides which
+//! ([`Identity::switch`]): running a step asks the OS nothing.
 
 use std::sync::Arc;
 
@@ -49,7 +50,7 @@ pub(super) fn apply(cmd: &mut std::process::Command, identity: Option<&Arc<Ident
         // Before the step's own `envs`, which therefore win.
         cmd.env("HOME", &user.home).env("USER", &user.name).env("LOGNAME", &user.name);
     }
-    if !Uid::effective().is_root() {
+    if !identity.switch {
         return;
     }
     // Everything the child needs is computed here, before `fork`: the child

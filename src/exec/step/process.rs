@@ -85,8 +85,8 @@ pub(super) async fn run_shell(
 
 /// A program with every template rendered and every path resolved.
 struct Prepared {
-    /// The job's `user` / `group`, if it has them.
-    identity: Option<std::sync::Arc<crate::job::Identity>>,
+    /// The job's `user` / `user_group`, if it has them.
+    identity: Option<Arc<crate::job::Identity>>,
     program: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
