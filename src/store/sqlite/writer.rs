@@ -45,6 +45,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::ts;
 use crate::exec::{RecordedStatus, RunEvent, millis};
+use crate::job::Backoff;
 use crate::store::json::depth_bounded;
 use crate::store::recorder::Msg;
 use crate::store::{
@@ -91,7 +92,7 @@ enum Pending {
 /// The writer is failing: why, and when it tries again.
 struct Failing {
     why: String,
-    backoff: Duration,
+    backoff: Backoff,
     retry_at: Instant,
 }
 
@@ -310,8 +311,7 @@ impl Writer {
                 let now = Instant::now();
                 match &mut self.failing {
                     Some(f) => {
-                        f.backoff = (f.backoff * 2).min(RETRY_MAX);
-                        f.retry_at = now + f.backoff;
+                        f.retry_at = now + f.backoff.next_wait();
                         if f.why != why {
                             tracing::error!(error = %why, "the run history still cannot be written, now for another reason");
                             f.why.clone_from(&why);
@@ -325,8 +325,9 @@ impl Writer {
                              written when it can be (retrying); one-shots wait until then"
                         );
                         self.health.send_replace(Some(why.clone()));
-                        self.failing =
-                            Some(Failing { why: why.clone(), backoff: RETRY_FIRST, retry_at: now + RETRY_FIRST });
+                        let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
+                        let retry_at = now + backoff.next_wait();
+                        self.failing = Some(Failing { why: why.clone(), backoff, retry_at });
                         // Runs that are not one-shots go on with their ids.
                         for p in &mut self.pending {
                             if let Pending::Begin { id, start, answer } = p
