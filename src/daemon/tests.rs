@@ -501,3 +501,23 @@ async fn a_scan_lists_what_cannot_be_a_job_with_why() {
     assert!(metrics.contains("gatherd_invalid_job_files 4\n"), "{metrics}");
     assert_eq!(h.running(&id("ok.toml")), 1, "the rest loads and runs");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_file_that_becomes_unreadable_says_why_even_if_its_last_error_quoted_the_reason() {
+    let mut h = Harness::new("").await;
+    let jobs = h.jobs.path().to_path_buf();
+    // Invalid, with a diagnostic that quotes the words of a refusal.
+    let not_a_file = crate::load::NOT_A_FILE;
+    std::fs::write(jobs.join("a.toml"), format!("{not_a_file:?} = 1\n")).expect("write");
+    h.sup.on_file_events(vec![JobFileEvent::Changed { id: id("a.toml") }]).await;
+    let before = listed(&mut h).await;
+    assert!(matches!(before.as_slice(), [(_, false, why)] if why.contains(not_a_file)), "{before:?}");
+    // Now it cannot be read at all: that is news, not "said already".
+    std::fs::remove_file(jobs.join("a.toml")).expect("remove");
+    nix::unistd::mkfifo(&jobs.join("a.toml"), nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    h.sup.on_file_events(vec![JobFileEvent::Changed { id: id("a.toml") }]).await;
+    let after = listed(&mut h).await;
+    assert!(after != before, "the refusal replaces the old diagnostic: {after:?}");
+    assert!(matches!(after.as_slice(), [(_, false, why)] if why.ends_with(not_a_file)), "{after:?}");
+    assert_eq!(h.sup.invalid_jobs, 1);
+}
