@@ -60,8 +60,13 @@ const RULES: &[(&str, &[&str], &str)] = &[
     ("store", &["exec", "job"], "the store is a sink of exec's events: never the daemon, the API or the CLI"),
     // The API reads history from the store and reaches the daemon only through
     // its own `Control` trait, which the daemon implements: so it never
-    // touches the job table.
-    ("api", &["exec", "store"], "the API reaches the daemon only through its `Control` trait, never `crate::daemon`"),
+    // touches the job table. It may use the pure `job` types (the accept
+    // loop's `job::Backoff`, shared with the store's writer and the daemon).
+    (
+        "api",
+        &["exec", "job", "store"],
+        "the API reaches the daemon only through its `Control` trait, never `crate::daemon`; `job` is pure data",
+    ),
     // The supervisor wires the whole chain (watch → load → exec → sinks) and
     // implements the API's `Control`; only the CLI, which starts it, is above.
     (

@@ -30,6 +30,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
+use crate::job::Backoff;
+
 /// A listener the API serves: TCP (opt-in, with a token) or the unix socket.
 pub enum Listener {
     /// `api_listen`.
@@ -51,7 +53,7 @@ impl From<UnixListener> for Listener {
 }
 
 /// The shortest and the longest wait after an accept error.
-const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+const ACCEPT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
 
 /// A listener that caps and times out its connections.
 pub(super) struct Guarded {
@@ -73,7 +75,7 @@ impl Guarded {
         // the kernel's backlog, not in a file descriptor of ours.
         // The semaphore is never closed, so this is always a permit.
         let permit = self.slots.clone().acquire_owned().await.ok();
-        let mut backoff = ACCEPT_BACKOFF.0;
+        let mut backoff = ACCEPT_BACKOFF;
         loop {
             let accepted = match &self.listener {
                 Listener::Tcp(l) => l.accept().await.map(|(s, _)| Stream::Tcp(s)),
@@ -93,8 +95,7 @@ impl Guarded {
                     if !std::mem::replace(&mut self.failing, true) {
                         tracing::warn!(error = %e, "the control API cannot accept connections; retrying");
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+                    tokio::time::sleep(backoff.next_wait()).await;
                 }
             }
         }

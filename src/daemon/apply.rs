@@ -48,6 +48,8 @@ impl Supervisor {
             tracing::warn!(job = %id, diagnostic = %d.one_line(), "invalid job file");
         }
         let entry = self.table.entry(id.clone()).or_default();
+        // A refusal to read says so after this (`unreadable`); any other error is not one.
+        entry.refused = None;
         if entry.job.is_some() {
             tracing::warn!(job = %id, "keeping the last valid version until the file is fixed or removed");
         }

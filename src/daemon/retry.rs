@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::job::Backoff;
 use crate::watch::JobId;
 
 /// The first delay before reading again.
@@ -17,7 +18,7 @@ pub const FIRST: Duration = Duration::from_millis(100);
 pub const MAX: Duration = Duration::from_secs(10);
 
 /// What is waiting to be read again, and when.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Retries {
     /// Job files to read again.
     pub ids: BTreeSet<JobId>,
@@ -25,8 +26,14 @@ pub struct Retries {
     pub rescan: bool,
     /// When; `None` when nothing waits.
     pub at: Option<Instant>,
-    /// The delay used last; doubles while tries keep failing.
-    delay: Option<Duration>,
+    /// The delays: doubling while tries keep failing.
+    backoff: Backoff,
+}
+
+impl Default for Retries {
+    fn default() -> Retries {
+        Retries { ids: BTreeSet::new(), rescan: false, at: None, backoff: Backoff::new(FIRST, MAX) }
+    }
 }
 
 impl Retries {
@@ -38,9 +45,7 @@ impl Retries {
         if self.at.is_some() {
             return;
         }
-        let delay = self.delay.map_or(FIRST, |d| (d * 2).min(MAX));
-        self.delay = Some(delay);
-        self.at = Some(now + delay);
+        self.at = Some(now + self.backoff.next_wait());
     }
 
     /// Takes what is due at `now` (nothing before its time).
@@ -57,7 +62,7 @@ impl Retries {
     /// from the first delay again.
     pub fn settled(&mut self) {
         if self.ids.is_empty() && !self.rescan {
-            self.delay = None;
+            self.backoff.reset();
         }
     }
 }

@@ -16,7 +16,7 @@ use super::sinks::RunSinks;
 use crate::api::{ControlError, Metrics};
 use crate::exec::{self, RunContext, RunEvent, RunOutcome};
 use crate::job::Job;
-use crate::store::{RunId, RunStart, RunStore, RunTrigger, StoreError};
+use crate::store::{NOT_STARTED_ERROR, RunId, RunStart, RunStore, RunTrigger, StoreError};
 use crate::watch::JobId;
 
 /// Where a manual trigger waits for its run's id, or for why it did not start.
@@ -79,10 +79,30 @@ impl RunTask {
         if one_shot && let Some(why) = self.store.health().borrow().clone() {
             tracing::warn!(job = %self.id, reason = %why, "the run history cannot be written: this one-shot waits until it can");
         }
+        let mut begin = self.store.begin_run(self.start);
         let begun = tokio::select! {
-            begun = self.store.begin_run(self.start) => begun,
-            () = self.ctx.cancel.cancelled(), if one_shot => Err(StoreError::Unwritable("cancelled while waiting".into())),
+            // Cancel first: when both are ready, the check below decides.
+            biased;
+            () = self.ctx.cancel.cancelled(), if one_shot => {
+                // Cancelled as its row committed (the answer is in, unread):
+                // it never started, and says so, rather than staying
+                // `running` (read `interrupted` at the next start). Given up
+                // before the commit, the writer drops the row.
+                if let Some(Ok(run_id)) = futures::FutureExt::now_or_never(begin.as_mut()) {
+                    tracing::info!(job = %self.id, run_id, "the one-shot was cancelled before it started");
+                    let recorder = self.store.recorder();
+                    recorder.record(run_id, RunEvent::RunFinished {
+                        status: crate::exec::Status::Cancelled,
+                        result: None,
+                        error: Some(NOT_STARTED_ERROR.into()),
+                        duration: std::time::Duration::ZERO,
+                    });
+                }
+                Err(StoreError::Unwritable("cancelled while waiting".into()))
+            }
+            begun = &mut begin => begun,
         };
+        drop(begin);
         let run_id = match begun {
             Ok(run_id) => Some(run_id),
             Err(e) if one_shot => {

@@ -380,10 +380,13 @@ impl Supervisor {
         let entry = self.table.entry(id.clone()).or_default();
         // Whatever it holds when it can be read again is news.
         entry.hash = None;
-        if entry.invalid.as_ref().is_some_and(|e| e.diagnostics().iter().any(|d| d.one_line().contains(&reason))) {
+        if entry.invalid.is_some() && entry.refused.as_ref() == Some(&reason) {
             return; // Said already.
         }
-        self.apply_invalid(id, crate::load::LoadError::whole_file(&path, reason));
+        self.apply_invalid(id, crate::load::LoadError::whole_file(&path, reason.clone()));
+        if let Some(entry) = self.table.get_mut(id) {
+            entry.refused = Some(reason);
+        }
     }
 
     /// What was waiting to be read again, now that its time has come.

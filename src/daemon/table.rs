@@ -266,6 +266,9 @@ pub struct Entry {
     pub valid_hash: Option<Hash>,
     /// Why the file as last read is invalid.
     pub invalid: Option<LoadError>,
+    /// Why it could not be read at all, when that is what `invalid` says
+    /// (so the same refusal is not reported again on every event).
+    pub refused: Option<String>,
     /// The content hash of the one-shot version that last ran.
     pub last_run_hash: Option<Hash>,
     /// Its schedule, for `schedule` and `every` jobs.

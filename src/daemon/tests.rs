@@ -501,3 +501,112 @@ async fn a_scan_lists_what_cannot_be_a_job_with_why() {
     assert!(metrics.contains("gatherd_invalid_job_files 4\n"), "{metrics}");
     assert_eq!(h.running(&id("ok.toml")), 1, "the rest loads and runs");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_file_that_becomes_unreadable_says_why_even_if_its_last_error_quoted_the_reason() {
+    let mut h = Harness::new("").await;
+    let jobs = h.jobs.path().to_path_buf();
+    // Invalid, with a diagnostic that quotes the words of a refusal.
+    let not_a_file = crate::load::NOT_A_FILE;
+    std::fs::write(jobs.join("a.toml"), format!("{not_a_file:?} = 1\n")).expect("write");
+    h.sup.on_file_events(vec![JobFileEvent::Changed { id: id("a.toml") }]).await;
+    let before = listed(&mut h).await;
+    assert!(matches!(before.as_slice(), [(_, false, why)] if why.contains(not_a_file)), "{before:?}");
+    // Now it cannot be read at all: that is news, not "said already".
+    std::fs::remove_file(jobs.join("a.toml")).expect("remove");
+    nix::unistd::mkfifo(&jobs.join("a.toml"), nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    h.sup.on_file_events(vec![JobFileEvent::Changed { id: id("a.toml") }]).await;
+    let after = listed(&mut h).await;
+    assert!(after != before, "the refusal replaces the old diagnostic: {after:?}");
+    assert!(matches!(after.as_slice(), [(_, false, why)] if why.ends_with(not_a_file)), "{after:?}");
+    assert_eq!(h.sup.invalid_jobs, 1);
+}
+
+/// A run history that cancels `cancel` as it answers a `begin_run`, and
+/// answers one poll later: the run task sees its row begun and its cancel at
+/// the same time (a one-shot removed, or a shutdown, just as its row commits).
+struct CancelsAsItAnswers {
+    inner: Arc<dyn RunStore>,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+impl RunStore for CancelsAsItAnswers {
+    fn recover<'a>(&'a self, node: &'a str, reason: &'a str) -> BoxFuture<'a, StoreResult<Vec<RunRow>>> {
+        self.inner.recover(node, reason)
+    }
+    fn begin_run(&self, start: RunStart) -> BoxFuture<'_, StoreResult<RunId>> {
+        Box::pin(async move {
+            let begun = self.inner.begin_run(start).await;
+            self.cancel.cancel();
+            tokio::task::yield_now().await;
+            begun
+        })
+    }
+    fn recorder(&self) -> Recorder {
+        self.inner.recorder()
+    }
+    fn record_job(&self, job: JobRecord) {
+        self.inner.record_job(job)
+    }
+    fn one_shot_status<'a>(
+        &'a self,
+        job: &'a str,
+        hash: &'a [u8; 32],
+    ) -> BoxFuture<'a, StoreResult<Option<RecordedStatus>>> {
+        self.inner.one_shot_status(job, hash)
+    }
+    fn record_missed(&self, missed: Missed) -> BoxFuture<'_, StoreResult<()>> {
+        self.inner.record_missed(missed)
+    }
+    fn last_fire<'a>(&'a self, job: &'a str) -> BoxFuture<'a, StoreResult<Option<chrono::DateTime<chrono::Utc>>>> {
+        self.inner.last_fire(job)
+    }
+    fn prune<'a>(
+        &'a self,
+        job: &'a str,
+        keep_runs: Option<u64>,
+        keep_for: Option<std::time::Duration>,
+    ) -> BoxFuture<'a, StoreResult<u64>> {
+        self.inner.prune(job, keep_runs, keep_for)
+    }
+    fn runs(&self, filter: RunFilter) -> BoxFuture<'_, StoreResult<Vec<RunRow>>> {
+        self.inner.runs(filter)
+    }
+    fn run(&self, id: RunId) -> BoxFuture<'_, StoreResult<Option<RunDetail>>> {
+        self.inner.run(id)
+    }
+    fn claim<'a>(
+        &'a self,
+        key: &'a ClaimKey,
+        node: &'a str,
+        lease: std::time::Duration,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        self.inner.claim(key, node, lease)
+    }
+    fn renew_claims<'a>(&'a self, node: &'a str, lease: std::time::Duration) -> BoxFuture<'a, StoreResult<()>> {
+        self.inner.renew_claims(node, lease)
+    }
+    fn close(&self) -> BoxFuture<'_, StoreResult<()>> {
+        self.inner.close()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_one_shot_cancelled_as_its_row_commits_is_recorded_cancelled_and_runs_at_the_next_start() {
+    let mut h = Harness::new("").await;
+    h.sup.store = Arc::new(CancelsAsItAnswers { inner: h.store.clone(), cancel: h.sup.shutdown.clone() });
+    let once = h.drop_job("once.toml", LONG).await;
+    assert_eq!(h.end_next().await, Some(Status::Cancelled));
+    // Left `running`, the row would read `interrupted` after a restart, and
+    // that version would never run although it never started.
+    let history = h.history(once.as_str()).await;
+    assert!(
+        matches!(history.as_slice(), [(status, Some(why))] if status == "cancelled" && why.contains("before it started")),
+        "{history:?}"
+    );
+    // It never started: after a restart that version runs (as it would with
+    // no row, cancelled while its row waited to be written).
+    let hash = h.sup.table[&once].valid_hash.expect("a valid version");
+    let status = h.store.one_shot_status(once.as_str(), &hash).await.expect("read the history");
+    assert_eq!(status, None, "a one-shot cancelled before it started does not count as run");
+}

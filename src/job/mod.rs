@@ -8,6 +8,7 @@
 //! Architecture Invariant: this module is pure data. No I/O, no tokio, no
 //! parsing of files: anything here can be built by hand in a unit test.
 
+mod backoff;
 mod format;
 mod identity;
 mod kind;
@@ -19,6 +20,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use backoff::Backoff;
 pub use format::JobFormat;
 pub use identity::{Identity, UserIdentity};
 pub use kind::NodeKind;

@@ -98,8 +98,8 @@ use futures::future::BoxFuture;
 pub use self::error::StoreError;
 pub use self::recorder::Recorder;
 pub use self::rows::{
-    ClaimKey, JobRecord, MISSED_ERROR, Missed, RecordedStatus, RunDetail, RunDocument, RunFilter, RunId, RunRow,
-    RunStart, RunTrigger,
+    ClaimKey, JobRecord, MISSED_ERROR, Missed, NOT_STARTED_ERROR, RecordedStatus, RunDetail, RunDocument, RunFilter,
+    RunId, RunRow, RunStart, RunTrigger,
 };
 pub use self::sqlite::{History, SqliteStore, open_sqlite};
 pub use self::timeline::{RunTimeline, StepSeqs, as_stored};
@@ -169,7 +169,8 @@ pub trait RunStore: Send + Sync {
     fn record_job(&self, job: JobRecord);
 
     /// How the last file-triggered run of this version of `job` ended, if one
-    /// did (`interrupted` included): a restarted daemon neither runs a completed
+    /// did (`interrupted` included; a run cancelled before it started,
+    /// [`NOT_STARTED_ERROR`], is not one): a restarted daemon neither runs a completed
     /// one-shot again nor silently retries an interrupted one. Sees what is
     /// committed; flush the recorder first to see runs that just finished.
     fn one_shot_status<'a>(

@@ -61,6 +61,13 @@ pub struct Missed {
 /// The error recorded on a run with status `missed`.
 pub const MISSED_ERROR: &str = "missed: the daemon was not running";
 
+/// The error recorded on a one-shot's run that was cancelled (its file
+/// removed, a shutdown) just as its row was committed, before it started:
+/// status `cancelled`. [`RunStore::one_shot_status`](super::RunStore::one_shot_status)
+/// does not count it, so that version still runs at the next start, as when
+/// it is cancelled while its row waits to be written (then it has no row).
+pub const NOT_STARTED_ERROR: &str = "cancelled before it started";
+
 /// A version of a job file as seen by the daemon.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRecord {

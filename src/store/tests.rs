@@ -831,16 +831,13 @@ fn bulky_run_events(job: &str) -> Vec<RunEvent> {
     events
 }
 
-/// Polls the stored status of run `id` until `ok` holds or 10 s pass.
-async fn status_becomes(store: &SqliteStore, id: RunId, ok: impl Fn(RecordedStatus) -> bool) -> RecordedStatus {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = store.run(id).await.unwrap().expect("the run is stored").run.status;
-        if ok(status) || tokio::time::Instant::now() > deadline {
-            return status;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Waits until the store says it can write again (its health clears after the
+/// commit that wrote everything kept): not a poll with a deadline, which the
+/// writer's back-off (up to 30 s between retries) could outlast.
+async fn recovered(store: &SqliteStore) {
+    let mut health = store.health();
+    let waited = tokio::time::timeout(Duration::from_secs(120), health.wait_for(Option::is_none)).await.is_ok();
+    assert!(waited, "the store did not recover: {:?}", *health.borrow());
 }
 
 #[tokio::test]
@@ -856,7 +853,8 @@ async fn a_run_that_ends_while_the_disk_is_full_is_written_with_its_real_status_
     assert!(recorder.flush().await.is_err(), "a flush while the disk is full fails");
     assert_eq!(store.run(id).await.unwrap().unwrap().run.status, RecordedStatus::Running);
     store.cap_size(false).await;
-    let status = status_becomes(&store, id, |s| s != RecordedStatus::Running).await;
+    recovered(&store).await;
+    let status = store.run(id).await.unwrap().expect("the run is stored").run.status;
     assert_eq!(status, RecordedStatus::Finished(Status::Succeeded), "the run's end was lost while the disk was full");
     let detail = store.run(id).await.unwrap().unwrap();
     assert_eq!(detail.logs.len(), 20, "the log lines kept in memory are written too");
@@ -895,9 +893,9 @@ async fn past_the_memory_bound_log_lines_are_dropped_but_the_runs_end_is_kept() 
         },
     );
     store.cap_size(false).await;
-    let status = status_becomes(&store, id, |s| s != RecordedStatus::Running).await;
+    recovered(&store).await;
+    let status = store.run(id).await.unwrap().expect("the run is stored").run.status;
     assert_eq!(status, RecordedStatus::Finished(Status::Failed));
-    health.wait_for(Option::is_none).await.unwrap();
     let kept = store.run(id).await.unwrap().unwrap().logs.len() as u64;
     assert!(kept > lines / 3 && kept < lines, "{kept} of {lines} lines kept");
     store.close().await.unwrap();

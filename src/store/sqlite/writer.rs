@@ -45,6 +45,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::ts;
 use crate::exec::{RecordedStatus, RunEvent, millis};
+use crate::job::Backoff;
 use crate::store::json::depth_bounded;
 use crate::store::recorder::Msg;
 use crate::store::{
@@ -91,7 +92,7 @@ enum Pending {
 /// The writer is failing: why, and when it tries again.
 struct Failing {
     why: String,
-    backoff: Duration,
+    backoff: Backoff,
     retry_at: Instant,
 }
 
@@ -310,8 +311,7 @@ impl Writer {
                 let now = Instant::now();
                 match &mut self.failing {
                     Some(f) => {
-                        f.backoff = (f.backoff * 2).min(RETRY_MAX);
-                        f.retry_at = now + f.backoff;
+                        f.retry_at = now + f.backoff.next_wait();
                         if f.why != why {
                             tracing::error!(error = %why, "the run history still cannot be written, now for another reason");
                             f.why.clone_from(&why);
@@ -325,8 +325,9 @@ impl Writer {
                              written when it can be (retrying); one-shots wait until then"
                         );
                         self.health.send_replace(Some(why.clone()));
-                        self.failing =
-                            Some(Failing { why: why.clone(), backoff: RETRY_FIRST, retry_at: now + RETRY_FIRST });
+                        let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
+                        let retry_at = now + backoff.next_wait();
+                        self.failing = Some(Failing { why: why.clone(), backoff, retry_at });
                         // Runs that are not one-shots go on with their ids.
                         for p in &mut self.pending {
                             if let Pending::Begin { id, start, answer } = p
@@ -421,10 +422,30 @@ impl Writer {
 }
 
 /// Whether a failed statement says the file cannot take writes (the disk,
-/// the file, a lock), so the batch must be kept and retried, rather than
-/// that this one write is wrong (a constraint), so it alone is dropped.
+/// the file, a lock, memory), so the batch must be kept and retried, rather
+/// than that this one write is wrong (a constraint, a value too big or of the
+/// wrong type, a parameter out of range, anything else), so it alone is
+/// dropped: one bad row must not stall the whole history, retried forever.
 fn is_storage(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code != rusqlite::ErrorCode::ConstraintViolation)
+    use rusqlite::ErrorCode as C;
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _) if matches!(
+            f.code,
+            C::DiskFull
+                | C::ReadOnly
+                | C::SystemIoFailure
+                | C::DatabaseBusy
+                | C::DatabaseLocked
+                | C::CannotOpen
+                | C::NotADatabase
+                | C::DatabaseCorrupt
+                | C::OutOfMemory
+                | C::PermissionDenied
+                | C::FileLockingProtocolFailed
+                | C::NoLargeFileSupport
+        )
+    )
 }
 
 /// The bytes a step event or log line holds in memory (an estimate), or
@@ -585,4 +606,47 @@ fn apply(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod is_storage_tests {
+    use super::is_storage;
+
+    fn failure(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn the_file_s_troubles_keep_the_batch_and_one_bad_write_is_dropped_alone() {
+        use rusqlite::ffi;
+        for code in [
+            ffi::SQLITE_FULL,
+            ffi::SQLITE_READONLY,
+            ffi::SQLITE_IOERR,
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_LOCKED,
+            ffi::SQLITE_CANTOPEN,
+            ffi::SQLITE_NOTADB,
+            ffi::SQLITE_CORRUPT,
+            ffi::SQLITE_NOMEM,
+            ffi::SQLITE_PERM,
+            ffi::SQLITE_PROTOCOL,
+            ffi::SQLITE_NOLFS,
+        ] {
+            assert!(is_storage(&failure(code)), "{:?} is the storage's trouble", ffi::Error::new(code).code);
+        }
+        for code in [
+            ffi::SQLITE_CONSTRAINT,
+            ffi::SQLITE_TOOBIG,
+            ffi::SQLITE_MISMATCH,
+            ffi::SQLITE_RANGE,
+            ffi::SQLITE_MISUSE,
+            ffi::SQLITE_AUTH,
+            ffi::SQLITE_ERROR,
+        ] {
+            let name = ffi::Error::new(code).code;
+            assert!(!is_storage(&failure(code)), "{name:?} is this one write's trouble: drop it, not the batch");
+        }
+        assert!(!is_storage(&rusqlite::Error::InvalidParameterCount(1, 2)));
+    }
 }
