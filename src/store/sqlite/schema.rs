@@ -14,7 +14,10 @@ use crate::store::StoreError;
 
 /// The migrations, in order: (file name, SQL). Never edit a released one; add
 /// the next.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_init.sql", include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init.sql", include_str!("../migrations/sqlite/0001_init.sql")),
+    ("0002_steps_check.sql", include_str!("../migrations/sqlite/0002_steps_check.sql")),
+];
 
 /// How long a statement waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
