@@ -648,10 +648,14 @@ async fn prune_by_age_removes_old_finished_runs_only() {
     store.close().await.unwrap();
 }
 
-/// The words the schema's CHECK constraints accept for `column` in `table`.
+/// The words the schema's CHECK constraints accept for `column` in `table`
+/// (as the latest migration that creates the table writes them).
 fn checked_words(table: &str, column: &str) -> Vec<String> {
-    let sql = include_str!("migrations/sqlite/0001_init.sql");
-    let body = sql.split(&format!("CREATE TABLE {table} (")).nth(1).expect("the table").split("\n);").next().unwrap();
+    let create = format!("CREATE TABLE {table} (");
+    let migrations =
+        [include_str!("migrations/sqlite/0003_steps_check.sql"), include_str!("migrations/sqlite/0001_init.sql")];
+    let sql = migrations.into_iter().find(|sql| sql.contains(&create)).expect("a migration creating the table");
+    let body = sql.split(&create).nth(1).expect("the table").split("\n);").next().unwrap();
     let after = body.split(&format!("\n    {column} ")).nth(1).expect("the column");
     let list = after.split("CHECK (").nth(1).expect("a CHECK").split(')').next().unwrap();
     list.split('\'').skip(1).step_by(2).map(str::to_string).collect()
@@ -899,4 +903,91 @@ async fn past_the_memory_bound_log_lines_are_dropped_but_the_runs_end_is_kept() 
     let kept = store.run(id).await.unwrap().unwrap().logs.len() as u64;
     assert!(kept > lines / 3 && kept < lines, "{kept} of {lines} lines kept");
     store.close().await.unwrap();
+}
+
+/// The statements that write a step's row, as the writer runs them (the
+/// schema's CHECKs are part of each).
+const STEP_WRITES: [&str; 3] = [
+    "INSERT INTO steps (run_id, path, name, kind, status, attempts, start_ms) VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6) \
+     ON CONFLICT (run_id, path) DO UPDATE SET attempts = 1, start_ms = excluded.start_ms",
+    "INSERT INTO steps (run_id, path, name, kind, status, attempts, start_ms, end_ms, output, truncated, error) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (run_id, path) DO UPDATE SET \
+     status = excluded.status, attempts = excluded.attempts, start_ms = excluded.start_ms, end_ms = excluded.end_ms, \
+     output = excluded.output, truncated = excluded.truncated, error = excluded.error",
+    "UPDATE steps SET attempts = ?3 WHERE run_id = ?1 AND path = ?2",
+];
+
+/// A step's row is written two or three times per step; SQLite checks a
+/// CHECK's `IN` list of more than two words by building a temporary b-tree of
+/// it for every row, which was half of the writer's time at a 1,000,000-step
+/// fan-out. The schema writes those CHECKs as comparisons (migration 0002).
+#[tokio::test]
+async fn writing_a_steps_row_builds_no_temporary_table() {
+    let dir = tempfile::tempdir().unwrap();
+    open(&dir).await.close().await.unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    conn.pragma_update(None, "foreign_keys", true).unwrap();
+    for sql in STEP_WRITES {
+        let mut stmt = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
+        let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
+        let ops: Vec<String> =
+            stmt.query_map(rusqlite::params_from_iter(nulls), |r| r.get(1)).unwrap().map(Result::unwrap).collect();
+        let temporary = ops.iter().filter(|op| *op == "OpenEphemeral").count();
+        assert_eq!(temporary, 0, "{sql}\nbuilds {temporary} temporary tables per row");
+    }
+}
+
+/// Migration 0003 rebuilds `steps`: a history written by version 1 reads back
+/// identically (ids, so the order steps were first seen, included), and the
+/// status CHECK still refuses what it refused.
+#[tokio::test]
+async fn a_version_1_history_reads_back_identically_after_the_steps_table_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    let rows = |conn: &rusqlite::Connection| -> Vec<Vec<rusqlite::types::Value>> {
+        // Version 1's columns (version 2 added the event numbers, NULL here).
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, run_id, path, name, kind, status, attempts, start_ms, end_ms, output, truncated, error \
+                 FROM steps ORDER BY id",
+            )
+            .unwrap();
+        let columns = stmt.column_count();
+        stmt.query_map([], |r| (0..columns).map(|i| r.get(i)).collect()).unwrap().map(Result::unwrap).collect()
+    };
+    let before = {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(include_str!("migrations/sqlite/0001_init.sql")).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO runs (id, job, trigger, fire_time, content_hash, node, started_at) \
+             VALUES (7, 'a.toml', 'manual', '2026-11-29T09:00:00.000000Z', zeroblob(32), 'n', \
+             '2026-11-29T09:00:00.000000Z'); \
+             INSERT INTO steps (id, run_id, path, name, kind, status, attempts, start_ms) \
+             VALUES (3, 7, 'z', 'z', 'sleep', 'running', 1, 5); \
+             INSERT INTO steps (id, run_id, path, name, kind, status, attempts, start_ms, end_ms, output, truncated, error) \
+             VALUES (9, 7, 'a', 'a', 'sleep', 'failed', 2, 1, 4, '[1,\"x\"]', 1, 'boom'), \
+                    (12, 7, 'm', 'm', 'group', 'skipped', 0, NULL, NULL, NULL, 0, NULL);",
+        )
+        .unwrap();
+        rows(&conn)
+    };
+    assert_eq!(before.len(), 3);
+    let store = open(&dir).await;
+    let detail = store.run(7).await.unwrap().expect("the run");
+    assert_eq!(detail.steps.iter().map(|s| &*s.path).collect::<Vec<_>>(), ["z", "a", "m"], "first-seen order");
+    store.close().await.unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(rows(&conn), before);
+    let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, 3);
+    let bad = conn.execute(
+        "INSERT INTO steps (run_id, path, name, kind, status, attempts) VALUES (7, 'b', 'b', 'sleep', 'missed', 1)",
+        [],
+    );
+    assert!(bad.unwrap_err().to_string().contains("CHECK constraint failed"), "a step is never missed");
+    let good = "INSERT INTO steps (run_id, path, name, kind, status, attempts) VALUES (7, ?1, 'b', 'sleep', ?1, 1)";
+    for status in ["running", "succeeded", "failed", "timed_out", "cancelled", "skipped", "interrupted"] {
+        conn.execute(good, [status]).unwrap();
+    }
 }

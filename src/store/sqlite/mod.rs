@@ -63,6 +63,22 @@ impl std::fmt::Debug for SqliteStore {
 
 impl SqliteStore {
     fn open_blocking(path: PathBuf) -> Result<SqliteStore, StoreError> {
+        // A file damaged where SQLite reads it first (its schema, its free
+        // pages) fails already at opening: say the way out as `check` does.
+        Self::open_unchecked(path).map_err(|e| match e {
+            StoreError::Open { path, source }
+                if matches!(
+                    source.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+                ) =>
+            {
+                StoreError::Unusable { path, reason: format!("it is damaged ({source})") }
+            }
+            e => e,
+        })
+    }
+
+    fn open_unchecked(path: PathBuf) -> Result<SqliteStore, StoreError> {
         let mut conn = schema::open_writer(&path)?;
         schema::migrate(&mut conn)?;
         schema::check(&mut conn, &path)?;

@@ -17,6 +17,7 @@ use crate::store::StoreError;
 const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init.sql", include_str!("../migrations/sqlite/0001_init.sql")),
     ("0002_event_seq.sql", include_str!("../migrations/sqlite/0002_event_seq.sql")),
+    ("0003_steps_check.sql", include_str!("../migrations/sqlite/0003_steps_check.sql")),
 ];
 
 /// How long a statement waits for another connection's lock before failing.
