@@ -175,7 +175,7 @@ impl Config {
         // What `Authorization: Bearer TOKEN` can carry: a blank token or one
         // with spaces or non-ASCII could never be sent.
         if let Some(token) = &config.api_token
-            && (token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
+            && !crate::api::valid_token(token)
         {
             return invalid(
                 "`api_token` must be non-blank printable ASCII without spaces (what an HTTP header can carry)".into(),

@@ -6,7 +6,7 @@
 mod support;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -193,29 +193,14 @@ fn the_daemon_raises_its_soft_open_files_limit_to_the_hard_one() {
         eprintln!("skipped: the hard limit ({hard}) leaves nothing to raise");
         return;
     }
-    let jobs = tempfile::tempdir().expect("temp");
-    let state = tempfile::tempdir().expect("temp");
-    let mut child = Command::new("sh")
-        .args(["-c", "ulimit -S -n 256 && exec \"$0\" \"$@\""])
-        .arg(env!("CARGO_BIN_EXE_gatherd"))
-        .arg("daemon")
-        .arg("--jobs")
-        .arg(jobs.path())
-        .arg("--state")
-        .arg(state.path())
-        .args(["--log-format", "json", "--log-level", "gatherd=debug"])
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("JOURNAL_STREAM")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts");
-    let socket = state.path().join("gatherd.sock");
-    let ready = eventually(LONG, || socket.exists());
-    let limits = open_files_limit(child.id());
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(ready, "the daemon never made its socket");
+    let d = Daemon::start_via(
+        &["sh", "-c", "ulimit -S -n 256 && exec \"$0\" \"$@\""],
+        tempfile::tempdir().expect("temp"),
+        tempfile::tempdir().expect("temp"),
+        &[],
+        &[],
+    );
+    let limits = open_files_limit(u32::try_from(d.pid()).expect("a pid"));
     assert_eq!(limits, (hard.clone(), hard), "the daemon's open-files limit (soft, hard)");
 }
 
@@ -223,53 +208,26 @@ fn the_daemon_raises_its_soft_open_files_limit_to_the_hard_one() {
 /// logs once, backs off, and serves again once descriptors are free.
 #[test]
 fn out_of_file_descriptors_the_api_logs_once_backs_off_and_serves_again() {
-    use std::io::BufRead;
-    let jobs = tempfile::tempdir().expect("temp");
-    let state = tempfile::tempdir().expect("temp");
     // 64 descriptors: the idle daemon needs about 20.
-    let mut child = Command::new("sh")
-        .args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\""])
-        .arg(env!("CARGO_BIN_EXE_gatherd"))
-        .arg("daemon")
-        .arg("--jobs")
-        .arg(jobs.path())
-        .arg("--state")
-        .arg(state.path())
-        .args(["--log-format", "json", "--log-level", "gatherd=debug"])
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("JOURNAL_STREAM")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts");
-    let stderr = child.stderr.take().expect("piped");
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().expect("lines").push(line);
-        }
-    });
-    let count = |text: &str| lines.lock().expect("lines").iter().filter(|l| l.contains(text)).count();
-    let dump = || lines.lock().expect("lines").join("\n");
-    let ready = eventually(LONG, || count("\"ready\"") > 0);
-    let socket: &'static std::path::Path = Box::leak(state.path().join("gatherd.sock").into_boxed_path());
-    let mut held = Vec::new();
-    if ready {
-        for _ in 0..80 {
-            held.push(std::os::unix::net::UnixStream::connect(socket).expect("connect (the backlog takes it)"));
-        }
-    }
-    let failing = ready && eventually(LONG, || count("cannot accept connections") > 0);
+    let d = Daemon::start_via(
+        &["sh", "-c", "ulimit -n 64 && exec \"$0\" \"$@\""],
+        tempfile::tempdir().expect("temp"),
+        tempfile::tempdir().expect("temp"),
+        &[],
+        &[],
+    );
+    let says = |text: &'static str| move |l: &Value| l["message"].as_str().is_some_and(|m| m.contains(text));
+    let socket = d.state.path().join("gatherd.sock");
+    let held: Vec<_> = (0..80)
+        .map(|_| std::os::unix::net::UnixStream::connect(&socket).expect("connect (the backlog takes it)"))
+        .collect();
+    let failing = d.wait_for(LONG, says("cannot accept connections"));
     drop(held);
-    let status = if failing { http(support::Api::Unix(socket), "GET", "/healthz", &[], "").0 } else { 0 };
-    let recovered = eventually(LONG, || count("accepts connections again") > 0);
-    let warnings = count("cannot accept connections");
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(ready, "never ready: {}", dump());
-    assert!(failing, "the daemon never ran out of descriptors: {}", dump());
-    assert_eq!(status, 200, "the API does not serve after descriptors came back: {}", dump());
-    assert!(recovered, "{}", dump());
-    assert_eq!(warnings, 1, "logged once per episode: {}", dump());
+    let status = if failing { http(d.api(), "GET", "/healthz", &[], "").0 } else { 0 };
+    let recovered = d.wait_for(LONG, says("accepts connections again"));
+    let warnings = d.count(says("cannot accept connections"));
+    assert!(failing, "the daemon never ran out of descriptors: {}", d.dump());
+    assert_eq!(status, 200, "the API does not serve after descriptors came back: {}", d.dump());
+    assert!(recovered, "{}", d.dump());
+    assert_eq!(warnings, 1, "logged once per episode: {}", d.dump());
 }

@@ -146,12 +146,16 @@ pub(super) async fn serve(
 /// Binds the unix socket at `path` with mode 0660 (the daemon's user and
 /// group may connect, no one else), replacing a stale socket a crash left.
 ///
-/// The socket is bound under a temporary name, given its mode, then renamed
-/// into place, so it is never reachable with the umask's looser mode. The
-/// caller holds the state folder's lock, so no other daemon serves on
-/// `path`; anything at `path` that is not a socket is left alone and refused.
+/// `bind` gives a socket the umask's mode, and a client that connects before
+/// the chmod waits in the backlog and is served later. So the socket is
+/// bound inside a fresh private folder (`.NAME.d`, mode 0700: no one else
+/// can reach into it), given its mode, renamed into place, and the folder
+/// removed: it is never reachable with a looser mode. The caller holds the
+/// state folder's lock, so no other daemon serves on `path` or uses the
+/// folder (one a crash left is removed first); anything at `path` that is
+/// not a socket is left alone and refused.
 pub fn bind_socket(path: &Path) -> io::Result<UnixListener> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
     if let Ok(meta) = std::fs::symlink_metadata(path)
         && !meta.file_type().is_socket()
     {
@@ -161,20 +165,36 @@ pub fn bind_socket(path: &Path) -> io::Result<UnixListener> {
         ));
     }
     let name = path.file_name().map_or_else(|| "gatherd.sock".into(), |n| n.to_string_lossy().into_owned());
-    let temporary: PathBuf = path.with_file_name(format!(".{name}.new"));
-    match std::fs::remove_file(&temporary) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let listener = std::os::unix::net::UnixListener::bind(&temporary)?;
-    let placed = std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o660))
-        .and_then(|()| std::fs::rename(&temporary, path));
-    if let Err(e) = placed {
-        let _ = std::fs::remove_file(&temporary);
-        return Err(e);
-    }
+    let private: PathBuf = path.with_file_name(format!(".{name}.d"));
+    ok_if_absent(std::fs::remove_dir_all(&private))?;
+    // `create` fails if the folder exists: it is the one made here, 0700
+    // from the start (the umask can only take bits away; the chmod puts the
+    // owner's back should it have taken those).
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let bound = std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).and_then(|()| {
+        // A short name: `sun_path` holds 107 bytes, and `private/s` is no
+        // longer than the `.NAME.new` this replaced.
+        let temporary = private.join("s");
+        let listener = std::os::unix::net::UnixListener::bind(&temporary)?;
+        std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o660))?;
+        std::fs::rename(&temporary, path)?;
+        Ok(listener)
+    });
+    // Empty once the socket is in place; on an error, the socket with it.
+    let removed = ok_if_absent(std::fs::remove_dir_all(&private));
+    let listener = bound?;
+    removed?;
     listener.set_nonblocking(true)?;
     UnixListener::from_std(listener)
+}
+
+/// The result of removing something, where "it was not there" is what
+/// was wanted too (`NotFound` is fine).
+fn ok_if_absent(removed: io::Result<()>) -> io::Result<()> {
+    match removed {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 /// An accepted stream of either kind.
@@ -252,5 +272,61 @@ impl AsyncWrite for Conn {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// What another user could reach in `dir` right now: a socket there
+    /// whose mode grants more than 0660, or a folder open to the group or
+    /// others (a socket inside one would be reachable with its umask mode).
+    fn too_open(dir: &Path) -> Vec<String> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else { continue };
+            let mode = meta.permissions().mode() & 0o7777;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if meta.file_type().is_socket() && mode & !0o660 != 0 {
+                found.push(format!("socket {name} with mode {mode:o}"));
+            }
+            if meta.is_dir() && mode & 0o077 != 0 {
+                found.push(format!("folder {name} with mode {mode:o}"));
+            }
+        }
+        found
+    }
+
+    #[tokio::test]
+    async fn the_socket_is_never_reachable_with_a_mode_looser_than_0660() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gatherd.sock");
+        let stop = Arc::new(AtomicBool::new(false));
+        let observer = {
+            let (dir, stop) = (dir.path().to_path_buf(), stop.clone());
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    seen.extend(too_open(&dir));
+                }
+                seen
+            })
+        };
+        // A stale socket is replaced every time, as at each daemon start.
+        for _ in 0..2000 {
+            drop(bind_socket(&path).unwrap());
+        }
+        stop.store(true, Ordering::Relaxed);
+        let seen = observer.join().unwrap();
+        assert!(seen.is_empty(), "reachable while binding: {:?}", &seen[..seen.len().min(5)]);
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o660);
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(names, ["gatherd.sock"], "nothing else is left in the state folder");
     }
 }

@@ -70,7 +70,7 @@ pub use self::conn::{Listener, bind_socket};
 pub use self::control::{Control, ControlError, JobView};
 pub use self::error::ApiError;
 pub use self::metrics::Metrics;
-pub use self::token::{create_token_file, read_token_file};
+pub use self::token::{create_token_file, read_token_file, valid_token};
 use crate::store::RunStore;
 
 /// The unix socket's name in the state folder: where the daemon listens and
@@ -178,27 +178,43 @@ impl PartialEq for SharedToken {
 impl Eq for SharedToken {}
 
 /// Refuses a configuration that would let anyone on the network steer the
-/// daemon: a non-loopback address without a (non-empty) token.
+/// daemon: a non-loopback address without a (non-empty) token. [`serve`]'s
+/// safety net for embedders, who may serve loopback without one (tests,
+/// tools); the daemon asks more, [`require_token`].
 pub fn check(config: &ApiConfig) -> Result<(), String> {
-    check_addr(config.listen, config.token.get().as_deref())
+    tcp_rule(config.listen, config.token.get().as_deref(), Loopback::Open)
 }
 
 /// The daemon's rule: a TCP listener, loopback or not, needs a token (any
 /// local user can reach loopback, and so can web pages the user opens).
 pub fn require_token(listen: SocketAddr, token: Option<&str>) -> Result<(), String> {
-    if token.is_some_and(|t| !t.is_empty()) {
-        Ok(())
-    } else {
-        Err(format!("the control API listens on TCP at {listen}, which needs a token (api_token_file or api_token)"))
-    }
+    tcp_rule(listen, token, Loopback::NeedsToken)
 }
 
-fn check_addr(listen: SocketAddr, token: Option<&str>) -> Result<(), String> {
-    let has_token = token.is_some_and(|t| !t.is_empty());
-    if listen.ip().to_canonical().is_loopback() || has_token {
-        Ok(())
-    } else {
-        Err(format!("the API listens on {listen}, which is not loopback: set api_token (or listen on 127.0.0.1)"))
+/// Whether a TCP listener on loopback may go without a token.
+#[derive(Clone, Copy)]
+enum Loopback {
+    /// Yes: [`check`], for embedders.
+    Open,
+    /// No: [`require_token`], the daemon's.
+    NeedsToken,
+}
+
+/// The one rule behind [`check`] and [`require_token`]: TCP with a
+/// (non-empty) token is fine; without one, only loopback and only if
+/// `loopback` allows it. The message says what to set.
+fn tcp_rule(listen: SocketAddr, token: Option<&str>, loopback: Loopback) -> Result<(), String> {
+    if token.is_some_and(|t| !t.is_empty()) {
+        return Ok(());
+    }
+    match loopback {
+        Loopback::Open if listen.ip().to_canonical().is_loopback() => Ok(()),
+        Loopback::Open => {
+            Err(format!("the API listens on {listen}, which is not loopback: set api_token (or listen on 127.0.0.1)"))
+        }
+        Loopback::NeedsToken => Err(format!(
+            "the control API listens on TCP at {listen}, which needs a token (api_token_file or api_token)"
+        )),
     }
 }
 
@@ -232,7 +248,7 @@ pub async fn serve(
     let (config, unix) = match &listener {
         Listener::Tcp(tcp) => {
             let listen = tcp.local_addr()?;
-            check_addr(listen, config.token.get().as_deref())
+            tcp_rule(listen, config.token.get().as_deref(), Loopback::Open)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
             // The real address (port 0 is bound by now): requests name it in `Host`.
             (ApiConfig { listen, ..config }, false)

@@ -11,13 +11,20 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-/// The token in `path`, checked as `api_token` is (non-blank printable
-/// ASCII without spaces); the error says which file and why.
+/// Whether `token` can be a token: what `Authorization: Bearer TOKEN` can
+/// carry — non-blank printable ASCII without spaces. The one rule for
+/// `api_token` (config) and the token file.
+pub fn valid_token(token: &str) -> bool {
+    !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The token in `path`, checked as `api_token` is ([`valid_token`]); the
+/// error says which file and why.
 pub fn read_token_file(path: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the API token file {} (api_token_file): {e}", path.display()))?;
     let token = text.trim();
-    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+    if !valid_token(token) {
         return Err(format!(
             "the API token file {} must hold one non-blank word of printable ASCII (what an HTTP header can carry)",
             path.display()
@@ -41,6 +48,14 @@ pub fn create_token_file(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_is_non_blank_printable_ascii_without_spaces() {
+        assert!(valid_token("s3cret-T0ken_~!"));
+        for bad in ["", " ", "two words", "tab\there", "caf\u{e9}", "new\nline"] {
+            assert!(!valid_token(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_created_token_file_reads_back_and_a_blank_one_is_refused() {

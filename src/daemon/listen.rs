@@ -26,7 +26,12 @@ pub(super) struct Listeners {
 /// (creating the token file at the first start).
 pub(super) async fn bind(opts: &Options) -> anyhow::Result<Listeners> {
     let socket = opts.state.join(api::SOCKET_FILE);
-    let unix = api::bind_socket(&socket)
+    // File system work (mkdir, chmod, rename) off the runtime's threads; the
+    // blocking pool's threads are in the runtime, so the listener registers.
+    let path = socket.clone();
+    let unix = tokio::task::spawn_blocking(move || api::bind_socket(&path))
+        .await
+        .context("binding the control API's socket")?
         .with_context(|| format!("cannot make the control API's socket {}", socket.display()))?;
     tracing::info!(socket = %socket.display(), "control API listening");
     let token = SharedToken::default();
@@ -42,13 +47,22 @@ pub(super) async fn bind(opts: &Options) -> anyhow::Result<Listeners> {
                 socket.display()
             );
         };
-        if !file.exists() {
-            api::create_token_file(&file)
-                .with_context(|| format!("cannot create the API token file {} (api_token_file)", file.display()))?;
-            tracing::info!(file = %file.display(), "created the API token file");
-        }
+        tokio::task::spawn_blocking(move || {
+            if !file.exists() {
+                api::create_token_file(&file)
+                    .with_context(|| format!("cannot create the API token file {} (api_token_file)", file.display()))?;
+                tracing::info!(file = %file.display(), "created the API token file");
+            }
+            anyhow::Ok(())
+        })
+        .await
+        .context("creating the API token file")??;
     }
-    let secret = opts.config.api_token(&opts.state).map_err(anyhow::Error::msg)?;
+    let (config, state) = (opts.config.clone(), opts.state.clone());
+    let secret = tokio::task::spawn_blocking(move || config.api_token(&state))
+        .await
+        .context("reading the API token")?
+        .map_err(anyhow::Error::msg)?;
     token.set(secret);
     api::require_token(listen, token.get().as_deref()).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(listen)

@@ -171,6 +171,8 @@ pub struct Daemon {
     pub jobs: tempfile::TempDir,
     /// The state folder.
     pub state: tempfile::TempDir,
+    /// `STATE/gatherd.sock`, leaked once per daemon so [`Api`] stays `Copy`.
+    socket: &'static Path,
 }
 
 impl Daemon {
@@ -246,7 +248,8 @@ impl Daemon {
             }
             at_eof.store(true, std::sync::atomic::Ordering::SeqCst);
         });
-        let daemon = Daemon { child: Some(child), lines, eof, jobs, state };
+        let socket: &'static Path = Box::leak(state.path().join("gatherd.sock").into_boxed_path());
+        let daemon = Daemon { child: Some(child), lines, eof, jobs, state, socket };
         assert!(
             daemon.wait_for(Duration::from_secs(20), |l| l["message"] == "ready"),
             "never ready:\n{}",
@@ -491,11 +494,9 @@ trait Duplex: Read + Write {}
 impl<T: Read + Write> Duplex for T {}
 
 impl Daemon {
-    /// The control API: the daemon's unix socket in its state folder (a
-    /// path leaked for the test's lifetime, so [`Api`] stays `Copy`).
+    /// The control API: the daemon's unix socket in its state folder.
     pub fn api(&self) -> Api {
-        let path: &'static Path = Box::leak(self.state.path().join("gatherd.sock").into_boxed_path());
-        Api::Unix(path)
+        Api::Unix(self.socket)
     }
 
     /// The TCP listener's address (`--api-listen`), from the daemon's log.
