@@ -29,9 +29,9 @@ pub struct ProcessGroup {
 ///
 /// Both calls are made on the one thread that starts every step's process
 /// (`exec::step::child`), in the order things happened, so a group's `ended`
-/// always follows its `started`. Keep them short: every spawn waits for
-/// `started`, which is the point — the record exists before the step's
-/// program has run for more than an instant.
+/// always follows its `started`. Keep them short: `started` is made right
+/// after the fork, and the next spawn waits behind it — the record exists
+/// before the step's program has run for more than an instant.
 pub trait ProcessLedger: Send + Sync + Debug {
     /// A step started `group` (its leader has just been exec'd).
     fn started(&self, group: &ProcessGroup);
