@@ -20,12 +20,17 @@
 //! started in the background; the daemon's ledger covers those at its next
 //! start (ARCHITECTURE.md, "Processes").
 //!
+//! The same `pre_exec` puts back the open-files limit the daemon was
+//! started with ([`remember_open_files_limit`]): the daemon raises its own.
+//!
 //! Architecture Invariant: every step process is forked on the spawner
 //! thread with its death signal armed; nothing else forks for a step.
 
 use std::io;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+
+use nix::sys::resource::{Resource, getrlimit, rlim_t, setrlimit};
 
 use nix::sys::signal::Signal;
 use nix::unistd::{Pid, getpid, getppid};
@@ -131,6 +136,19 @@ impl Forked for std::process::Child {
 /// A group told to a ledger, with the ledger to tell of its end.
 pub(super) type Recorded = (Arc<dyn ProcessLedger>, ProcessGroup);
 
+/// The daemon's open-files limit (soft, hard) before it raised its own, put
+/// back in every step's process: programs that still use `select()` break
+/// past 1024, and close-every-fd loops get slow (systemd's advice).
+static OPEN_FILES_LIMIT: OnceLock<(rlim_t, rlim_t)> = OnceLock::new();
+
+/// Remembers the open-files limit as it is now, for the steps' processes;
+/// call it before raising the limit (the first call wins).
+pub fn remember_open_files_limit() {
+    if let Ok(limit) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = OPEN_FILES_LIMIT.set(limit);
+    }
+}
+
 /// Arms `cmd`'s child to be SIGKILLed when its parent thread dies. Forking
 /// it anywhere but on the spawner thread would tie its life to a thread
 /// that may end: spawn it with [`spawn_async`] or [`spawn_std`].
@@ -143,13 +161,22 @@ pub(super) type Recorded = (Arc<dyn ProcessLedger>, ProcessGroup);
 pub(super) fn die_with_parent(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
     let parent = getpid();
+    let open_files = OPEN_FILES_LIMIT.get().copied();
     // SAFETY: the closure runs in the child between fork and exec, where
-    // only async-signal-safe work is allowed. It makes two system calls
-    // (prctl, getppid) through nix's direct wrappers, reads a captured
-    // `Pid` (Copy), takes no lock and allocates nothing: an error is an
-    // `io::Error` made from a raw errno.
+    // only async-signal-safe work is allowed. It makes at most three system
+    // calls (setrlimit, prctl, getppid) through nix's direct wrappers, reads
+    // captured `Pid` and limits (Copy), takes no lock and allocates
+    // nothing: an error is an `io::Error` made from a raw errno.
     unsafe {
-        cmd.pre_exec(move || arm_death_signal(parent));
+        cmd.pre_exec(move || {
+            if let Some((soft, hard)) = open_files {
+                // Only ever lowers the soft limit back (the hard one is
+                // unchanged), which needs no privilege; if even that fails
+                // the step runs with the daemon's limit, as before.
+                let _ = setrlimit(Resource::RLIMIT_NOFILE, soft, hard);
+            }
+            arm_death_signal(parent)
+        });
     }
 }
 
