@@ -171,3 +171,54 @@ fn a_step_gets_the_open_files_limit_the_daemon_was_started_with_not_the_raised_o
     let (code, _) = daemon.stop();
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn a_step_run_as_another_user_is_recorded_and_its_background_child_killed_at_the_next_start() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIPPED: switching users needs root, and this test runs as uid {}", nix::unistd::geteuid());
+        return;
+    }
+    if !matches!(nix::unistd::User::from_name("nobody"), Ok(Some(_))) {
+        eprintln!("SKIPPED: this host has no user `nobody`");
+        return;
+    }
+    let marker = unique_marker();
+    let job = format!(
+        r#"
+user = "nobody"
+
+[[step]]
+name = "shell"
+shell = {{ command = "sleep 60 & wait", cwd = "/", env = {{ GATHERD_TEST_MARK = "{marker}" }} }}
+"#
+    );
+    let daemon = Daemon::start(&[("nobody.toml", &job)], &[], &[]);
+    assert!(
+        eventually(Duration::from_secs(20), || marked(&marker).len() == 2),
+        "the step never started its 2 processes: {:?}\n{}",
+        marked(&marker),
+        daemon.dump()
+    );
+    let records = daemon.state.path().join("processes");
+    let recorded = std::fs::read_dir(&records).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(recorded, 1, "the group of a step run as nobody is recorded:\n{}", daemon.dump());
+    let (jobs, state) = daemon.end_with(Signal::SIGKILL);
+    let daemon = Daemon::start_with(jobs, state, &[], &[]);
+    assert!(
+        eventually(Duration::from_secs(10), || marked(&marker).is_empty()),
+        "the background process of a step run as nobody outlived the next start: {:?}\n{}",
+        marked(&marker),
+        daemon.dump()
+    );
+    assert!(
+        daemon.count(|l| {
+            l["job"] == "nobody.toml"
+                && l["message"]
+                    == "killed the processes a step left running when the last daemon stopped without cleaning up"
+        }) == 1,
+        "the kill is logged once, with the job:\n{}",
+        daemon.dump()
+    );
+    let (code, _) = daemon.stop();
+    assert_eq!(code, Some(0));
+}
