@@ -44,7 +44,7 @@ fn main() -> ExitCode {
 /// default and 146 MB with one arena, at the same speed (the per-thread
 /// caches serve small blocks without the lock). Two keep a little slack for
 /// the daemon's many threads; `MALLOC_ARENA_MAX` in the environment still wins.
-#[allow(unsafe_code)] // the crate's one unsafe call: mallopt has no safe wrapper
+#[allow(unsafe_code)] // mallopt has no safe wrapper (the crate's other unsafe: two pre_exec closures, ARCHITECTURE.md)
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {

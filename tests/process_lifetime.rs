@@ -6,6 +6,7 @@ mod support;
 
 use std::time::Duration;
 
+use gatherd::exec::ledger::read_stat;
 use nix::sys::signal::Signal;
 use support::{Daemon, eventually};
 
@@ -28,13 +29,8 @@ fn marked(marker: &str) -> Vec<Proc> {
             if !environ.split(|b| *b == 0).any(|var| var == needle.as_bytes()) {
                 return None;
             }
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            // pid (comm) state ppid ...: comm may hold spaces.
-            let (_, rest) = stat.rsplit_once(')')?;
-            let mut fields = rest.split_whitespace();
-            let state = fields.next()?;
-            let ppid = fields.next()?.parse().ok()?;
-            (state != "Z").then_some(Proc { pid, ppid })
+            let stat = read_stat(pid)?;
+            (stat.state != 'Z').then_some(Proc { pid, ppid: stat.ppid })
         })
         .collect()
 }
@@ -132,6 +128,96 @@ blocking = true
         "records left in {}: {:?}",
         records.display(),
         std::fs::read_dir(&records).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+    let (code, _) = daemon.stop();
+    assert_eq!(code, Some(0));
+}
+
+/// The soft open-files limit of process `pid`, and its hard one.
+fn open_files_limit(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("a Max open files line");
+    let fields: Vec<&str> = line["Max open files".len()..].split_whitespace().collect();
+    (fields[0].to_string(), fields[1].to_string())
+}
+
+#[test]
+fn a_step_gets_the_open_files_limit_the_daemon_was_started_with_not_the_raised_one() {
+    let (_, hard) = open_files_limit(std::process::id());
+    if hard.parse::<u64>().is_ok_and(|h| h <= 512) {
+        eprintln!("skipped: the hard limit ({hard}) leaves nothing to raise");
+        return;
+    }
+    let out = tempfile::tempdir().expect("temp");
+    let file = out.path().join("limit");
+    let job = format!("[[step]]\nname = \"limit\"\nshell = \"ulimit -n > '{}'\"\n", file.display());
+    let jobs = tempfile::tempdir().expect("temp");
+    support::write(jobs.path(), "limit.toml", &job);
+    let daemon = Daemon::start_via(
+        &["sh", "-c", "ulimit -S -n 512 && exec \"$0\" \"$@\""],
+        jobs,
+        tempfile::tempdir().expect("temp"),
+        &[],
+        &[],
+    );
+    assert!(
+        daemon.wait_for(Duration::from_secs(20), |l| support::finished(l, "limit.toml", "succeeded")),
+        "{}",
+        daemon.dump()
+    );
+    assert_eq!(open_files_limit(daemon.pid().unsigned_abs()), (hard.clone(), hard), "the daemon's own (soft, hard)");
+    let step = std::fs::read_to_string(&file).expect("the step wrote its limit");
+    assert_eq!(step.trim(), "512", "the step's soft open-files limit");
+    let (code, _) = daemon.stop();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn a_step_run_as_another_user_is_recorded_and_its_background_child_killed_at_the_next_start() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIPPED: switching users needs root, and this test runs as uid {}", nix::unistd::geteuid());
+        return;
+    }
+    if !matches!(nix::unistd::User::from_name("nobody"), Ok(Some(_))) {
+        eprintln!("SKIPPED: this host has no user `nobody`");
+        return;
+    }
+    let marker = unique_marker();
+    let job = format!(
+        r#"
+user = "nobody"
+
+[[step]]
+name = "shell"
+shell = {{ command = "sleep 60 & wait", cwd = "/", env = {{ GATHERD_TEST_MARK = "{marker}" }} }}
+"#
+    );
+    let daemon = Daemon::start(&[("nobody.toml", &job)], &[], &[]);
+    assert!(
+        eventually(Duration::from_secs(20), || marked(&marker).len() == 2),
+        "the step never started its 2 processes: {:?}\n{}",
+        marked(&marker),
+        daemon.dump()
+    );
+    let records = daemon.state.path().join("processes");
+    let recorded = std::fs::read_dir(&records).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(recorded, 1, "the group of a step run as nobody is recorded:\n{}", daemon.dump());
+    let (jobs, state) = daemon.end_with(Signal::SIGKILL);
+    let daemon = Daemon::start_with(jobs, state, &[], &[]);
+    assert!(
+        eventually(Duration::from_secs(10), || marked(&marker).is_empty()),
+        "the background process of a step run as nobody outlived the next start: {:?}\n{}",
+        marked(&marker),
+        daemon.dump()
+    );
+    assert!(
+        daemon.count(|l| {
+            l["job"] == "nobody.toml"
+                && l["message"]
+                    == "killed the processes a step left running when the last daemon stopped without cleaning up"
+        }) == 1,
+        "the kill is logged once, with the job:\n{}",
+        daemon.dump()
     );
     let (code, _) = daemon.stop();
     assert_eq!(code, Some(0));

@@ -106,9 +106,12 @@ pub(super) async fn serve(
 /// Raises the soft limit of open files to the hard one, as systemd advises
 /// daemons that need many (API connections, step processes' pipes, the
 /// watcher): the soft default of 1024 is for programs that still use
-/// `select()`. Logged at debug; a failure only at warn.
+/// `select()`, so every step's process gets the limit as it was (remembered
+/// here, put back in the child by `exec`). Logged at debug; a failure only
+/// at warn.
 pub(super) fn raise_open_files_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    crate::exec::step::remember_open_files_limit();
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
             Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open files limit"),

@@ -18,7 +18,12 @@
 //! the group it recorded. A group id is recycled only after the whole group
 //! is gone, so a record's group is ours when its leader is alive with the
 //! recorded start time; or, when the leader is gone, when every member
-//! started after it in the recorded session on the same boot.
+//! started after it in the recorded session on the same boot and is an
+//! orphan (its parent is of the group, pid 1, or outside the session). That
+//! last case is not airtight: a group of the same session that took the id
+//! after ours ended, whose own leader then died leaving orphans, would pass
+//! (it takes the pid space wrapping around in between); under systemd the
+//! session is the dead daemon's, which only its steps' processes share.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -188,7 +193,7 @@ impl Record {
             Some(leader) => leader.start == leader_start,
             // The leader is gone: the id is not recycled while any member
             // lives, but a new group may have taken it since ours ended.
-            None => members.iter().all(|m| m.start >= leader_start && m.session == session),
+            None => members.iter().all(|m| m.start >= leader_start && m.session == session && orphaned(m, pgid)),
         };
         if !ours || members.is_empty() {
             return gone;
@@ -201,6 +206,23 @@ impl Record {
                 error: format!("cannot kill process group {pgid}: {}", e.desc()),
             },
         }
+    }
+}
+
+/// Whether `member` of group `pgid`, whose leader is gone, has the parent
+/// an orphan of a step has: a process of its own group, or none of its
+/// session (init, pid 1, or a subreaper outside it, which adopted it when
+/// its step's processes died with the daemon). A group that took a recycled
+/// id from someone alive in the session — a shell's pipeline whose first
+/// process exited — has its parent there: not ours.
+fn orphaned(member: &ProcStat, pgid: i32) -> bool {
+    if member.ppid <= 1 {
+        return true;
+    }
+    match read_stat(member.ppid) {
+        Some(parent) => parent.pgrp == pgid || parent.session != member.session,
+        // The parent just exited: it will be adopted as above.
+        None => true,
     }
 }
 
@@ -304,6 +326,25 @@ mod tests {
         assert!(alive(orphan));
         assert_eq!(sweep(&records), vec![Swept::Killed { job: "bg.toml".into(), pgid: g.pgid, processes: 1 }]);
         assert!(eventually_dead(orphan), "the background child {orphan} is still alive");
+    }
+
+    #[test]
+    fn a_recycled_group_id_whose_member_has_a_live_parent_in_the_session_is_not_killed() {
+        let (_state, records) = records();
+        // A shell's pipeline: its first process leads the group and exits,
+        // the next (a child of the shell, here of this test) lives on in it.
+        let mut first = group("exec sleep 0.5");
+        let pgid = i32::try_from(first.id()).unwrap();
+        let mut second = Command::new("sleep").arg("60").process_group(pgid).spawn().unwrap();
+        let member = read_stat(i32::try_from(second.id()).unwrap()).unwrap();
+        assert!(first.wait().unwrap().success());
+        // A record of an older group that had the same id, in our session.
+        let older = ProcessGroup { pgid, leader_start: member.start.saturating_sub(1), session: member.session };
+        records.for_job("a.toml").started(&older);
+        assert_eq!(sweep(&records), vec![Swept::Gone { pgid }]);
+        assert_eq!(second.try_wait().unwrap(), None, "a process of a group that took a recycled id was killed");
+        second.kill().unwrap();
+        second.wait().unwrap();
     }
 
     #[test]

@@ -29,7 +29,12 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
         .with_context(|| format!("cannot create the state folder {}", opts.state.display()))?;
     super::listen::raise_open_files_limit();
     let lock = lock_state(&opts.state)?;
-    let process_records = kill_left_processes(&opts.state)?;
+    // Blocking work (every /proc entry, the records, the kills): off the
+    // runtime's workers.
+    let state = opts.state.clone();
+    let process_records = tokio::task::spawn_blocking(move || kill_left_processes(&state))
+        .await
+        .context("the sweep of process records failed")??;
     let db = opts.state.join(store::DB_FILE);
     let store: Arc<dyn RunStore> =
         Arc::new(store::open_sqlite(&db).await.with_context(|| format!("cannot open the run store {}", db.display()))?);
@@ -75,6 +80,7 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
 /// a crash) left running — their leaders died with it, what they started in
 /// the background did not — and returns the records for this daemon's runs.
 /// Holding the state's lock, so no other daemon's groups are touched.
+/// Blocking: run it with `spawn_blocking`.
 fn kill_left_processes(state: &std::path::Path) -> anyhow::Result<ProcessRecords> {
     let records = ProcessRecords::open(state).with_context(|| {
         format!("cannot create the folder of process records {}", state.join(processes::PROCESSES_DIR).display())

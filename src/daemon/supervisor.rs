@@ -788,7 +788,7 @@ impl Supervisor {
             }
         }
         // The records of the groups just reaped are removed (a short wait).
-        crate::exec::step::settle_process_records();
+        crate::exec::step::settle_process_records().await;
         tracing::info!("stopped");
         anyhow::Context::context(self.store.close().await, "cannot write the last of the run history")
     }

@@ -29,9 +29,9 @@ pub struct ProcessGroup {
 ///
 /// Both calls are made on the one thread that starts every step's process
 /// (`exec::step::child`), in the order things happened, so a group's `ended`
-/// always follows its `started`. Keep them short: every spawn waits for
-/// `started`, which is the point — the record exists before the step's
-/// program has run for more than an instant.
+/// always follows its `started`. Keep them short: `started` is made right
+/// after the fork, and the next spawn waits behind it — the record exists
+/// before the step's program has run for more than an instant.
 pub trait ProcessLedger: Send + Sync + Debug {
     /// A step started `group` (its leader has just been exec'd).
     fn started(&self, group: &ProcessGroup);
@@ -46,6 +46,8 @@ pub struct ProcStat {
     pub pid: i32,
     /// The state letter (`R`, `S`, `Z` for a zombie, …).
     pub state: char,
+    /// Its parent (field 4).
+    pub ppid: i32,
     /// Its process group (field 5).
     pub pgrp: i32,
     /// Its session (field 6).
@@ -75,6 +77,7 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     Some(ProcStat {
         pid,
         state: field(3)?.chars().next()?,
+        ppid: field(4)?.parse().ok()?,
         pgrp: field(5)?.parse().ok()?,
         session: field(6)?.parse().ok()?,
         start: field(22)?.parse().ok()?,
@@ -89,7 +92,7 @@ mod tests {
     fn a_stat_line_with_spaces_and_parentheses_in_its_name_is_read() {
         let text = "4242 (my (odd) name) S 1 4242 4100 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 100";
         let stat = parse_stat(text).unwrap();
-        assert_eq!(stat, ProcStat { pid: 4242, state: 'S', pgrp: 4242, session: 4100, start: 987654 });
+        assert_eq!(stat, ProcStat { pid: 4242, state: 'S', ppid: 1, pgrp: 4242, session: 4100, start: 987654 });
     }
 
     #[test]

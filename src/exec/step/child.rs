@@ -8,21 +8,29 @@
 //! `block_in_place` handed off, would be killed in the middle of its step.
 //! So every step's process is forked on one thread started for that and
 //! never ended, the *spawner*: [`spawn_async`] and [`spawn_std`] hand it the
-//! command and wait for the child (the caller waits for its fork as it did
-//! when it forked itself). The same thread tells the run's
-//! [`ProcessLedger`] of each group right after the fork, and of its end
-//! ([`ended`]), so the records are written in the order things happened.
+//! command and await the child through a oneshot, so no runtime worker is
+//! parked while the spawner is busy with others' forks. The same thread
+//! tells the run's [`ProcessLedger`] of each group right after the fork
+//! (after answering the caller, who does not wait for the file), and of
+//! its end ([`ended`]), so the records are written in the order things
+//! happened. A caller dropped while it waits gets nothing forked for it
+//! left alive: the spawner kills the group it cannot hand over.
 //!
 //! The death signal reaches only the step's direct child, not what it
 //! started in the background; the daemon's ledger covers those at its next
 //! start (ARCHITECTURE.md, "Processes").
+//!
+//! The same `pre_exec` puts back the open-files limit the daemon was
+//! started with ([`remember_open_files_limit`]): the daemon raises its own.
 //!
 //! Architecture Invariant: every step process is forked on the spawner
 //! thread with its death signal armed; nothing else forks for a step.
 
 use std::io;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+
+use nix::sys::resource::{Resource, getrlimit, rlim_t, setrlimit};
 
 use nix::sys::signal::Signal;
 use nix::unistd::{Pid, getpid, getppid};
@@ -53,15 +61,92 @@ fn spawner() -> io::Result<mpsc::Sender<Work>> {
     Ok(tx)
 }
 
-/// Runs `f` on the spawner thread and waits for what it returns.
-fn on_spawner<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> io::Result<R> {
-    let (tx, rx) = mpsc::sync_channel(1);
-    spawner()?
-        .send(Box::new(move || {
-            let _ = tx.send(f());
-        }))
-        .map_err(|_| io::Error::other("the process spawner thread is gone"))?;
-    rx.recv().map_err(|_| io::Error::other("the process spawner thread failed"))
+/// Queues `work` on the spawner thread; does not wait.
+fn on_spawner(work: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    spawner()?.send(Box::new(work)).map_err(|_| io::Error::other("the process spawner thread is gone"))
+}
+
+/// Forks with `fork` on the spawner thread and awaits its answer (through a
+/// oneshot: no runtime worker is held while the spawner is busy); right
+/// after answering, the spawner records the child's group in `ledger`.
+async fn spawn_on_spawner<C: Forked>(
+    ledger: Option<Arc<dyn ProcessLedger>>,
+    fork: impl FnOnce() -> io::Result<(C, u32)> + Send + 'static,
+) -> io::Result<(C, Option<Recorded>)> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    on_spawner(move || {
+        let (spawned, recorded) = match fork() {
+            Ok((child, pid)) => {
+                let recorded = group_of(pid, ledger);
+                (Ok((child, recorded.clone())), recorded)
+            }
+            Err(e) => (Err(e), None),
+        };
+        // The caller need not wait for the record's file: it guards against
+        // a `kill -9` of the daemon, which can strike between the fork and
+        // the write whoever waits. What matters is that the write follows
+        // the fork at once, on this thread, before the group's `ended`
+        // (which the caller queues here after this work).
+        match reply.send(spawned) {
+            Ok(()) => {
+                if let Some((ledger, group)) = recorded {
+                    ledger.started(&group);
+                }
+            }
+            // The caller's future was dropped while it waited: nobody guards
+            // this group, so it ends here, as a dropped attempt's does.
+            Err(spawned) => {
+                if let Ok((child, _)) = spawned {
+                    child.abandon();
+                }
+            }
+        }
+    })?;
+    answer.await.map_err(|_| io::Error::other("the process spawner thread failed"))?
+}
+
+/// A child forked for a caller that is gone.
+trait Forked: Send + 'static {
+    /// SIGKILLs its group and lets it be reaped without anyone waiting.
+    fn abandon(self);
+}
+
+/// SIGKILLs the group `pid` leads (`process_group(0)`); never 0 or 1.
+fn kill_group(pid: Option<u32>) {
+    if let Some(pgid) = pid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 1) {
+        let _ = nix::sys::signal::killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
+impl Forked for tokio::process::Child {
+    fn abandon(self) {
+        kill_group(self.id());
+        // tokio reaps a dropped child in the background.
+    }
+}
+
+impl Forked for std::process::Child {
+    fn abandon(mut self) {
+        kill_group(Some(self.id()));
+        // Not on this thread: a process may take its time to die.
+        let _ = std::thread::Builder::new().name("gatherd-reaper".into()).spawn(move || self.wait());
+    }
+}
+
+/// A group told to a ledger, with the ledger to tell of its end.
+pub(super) type Recorded = (Arc<dyn ProcessLedger>, ProcessGroup);
+
+/// The daemon's open-files limit (soft, hard) before it raised its own, put
+/// back in every step's process: programs that still use `select()` break
+/// past 1024, and close-every-fd loops get slow (systemd's advice).
+static OPEN_FILES_LIMIT: OnceLock<(rlim_t, rlim_t)> = OnceLock::new();
+
+/// Remembers the open-files limit as it is now, for the steps' processes;
+/// call it before raising the limit (the first call wins).
+pub fn remember_open_files_limit() {
+    if let Ok(limit) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = OPEN_FILES_LIMIT.set(limit);
+    }
 }
 
 /// Arms `cmd`'s child to be SIGKILLed when its parent thread dies. Forking
@@ -76,13 +161,22 @@ fn on_spawner<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> io::
 pub(super) fn die_with_parent(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
     let parent = getpid();
+    let open_files = OPEN_FILES_LIMIT.get().copied();
     // SAFETY: the closure runs in the child between fork and exec, where
-    // only async-signal-safe work is allowed. It makes two system calls
-    // (prctl, getppid) through nix's direct wrappers, reads a captured
-    // `Pid` (Copy), takes no lock and allocates nothing: an error is an
-    // `io::Error` made from a raw errno.
+    // only async-signal-safe work is allowed. It makes at most three system
+    // calls (setrlimit, prctl, getppid) through nix's direct wrappers, reads
+    // captured `Pid` and limits (Copy), takes no lock and allocates
+    // nothing: an error is an `io::Error` made from a raw errno.
     unsafe {
-        cmd.pre_exec(move || arm_death_signal(parent));
+        cmd.pre_exec(move || {
+            if let Some((soft, hard)) = open_files {
+                // Only ever lowers the soft limit back (the hard one is
+                // unchanged), which needs no privilege; if even that fails
+                // the step runs with the daemon's limit, as before.
+                let _ = setrlimit(Resource::RLIMIT_NOFILE, soft, hard);
+            }
+            arm_death_signal(parent)
+        });
     }
 }
 
@@ -99,36 +193,39 @@ fn arm_death_signal(parent: Pid) -> io::Result<()> {
 
 /// Forks `cmd` on the spawner thread as a tokio child (waited for on the
 /// runtime of the caller), and tells `ledger` of its group.
-pub(super) fn spawn_async(
+pub(super) async fn spawn_async(
     cmd: std::process::Command,
     ledger: Option<Arc<dyn ProcessLedger>>,
-) -> io::Result<(tokio::process::Child, Option<ProcessGroup>)> {
+) -> io::Result<(tokio::process::Child, Option<Recorded>)> {
     let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
     let mut cmd = tokio::process::Command::from(cmd);
-    on_spawner(move || {
+    spawn_on_spawner(ledger, move || {
         // tokio registers the child with the caller's runtime.
         let _entered = runtime.enter();
         let child = cmd.spawn()?;
-        let group = child.id().and_then(|pid| record(pid, ledger.as_deref()));
-        Ok((child, group))
-    })?
+        // `id()` is only `None` once the child has been reaped, not before.
+        let pid = child.id().ok_or_else(|| io::Error::other("the child was reaped before it was recorded"))?;
+        Ok((child, pid))
+    })
+    .await
 }
 
 /// Forks `cmd` on the spawner thread as a `std` child, and tells `ledger` of
 /// its group.
-pub(super) fn spawn_std(
+pub(super) async fn spawn_std(
     mut cmd: std::process::Command,
     ledger: Option<Arc<dyn ProcessLedger>>,
-) -> io::Result<(std::process::Child, Option<ProcessGroup>)> {
-    on_spawner(move || {
+) -> io::Result<(std::process::Child, Option<Recorded>)> {
+    spawn_on_spawner(ledger, move || {
         let child = cmd.spawn()?;
-        let group = record(child.id(), ledger.as_deref());
-        Ok((child, group))
-    })?
+        let pid = child.id();
+        Ok((child, pid))
+    })
+    .await
 }
 
-/// The group `pid` leads, as the ledger records it; told to `ledger`.
-fn record(pid: u32, ledger: Option<&dyn ProcessLedger>) -> Option<ProcessGroup> {
+/// The group `pid` leads, as the ledger records it (not yet told to it).
+fn group_of(pid: u32, ledger: Option<Arc<dyn ProcessLedger>>) -> Option<Recorded> {
     let ledger = ledger?;
     let pgid = i32::try_from(pid).ok()?;
     // Not reaped yet (nobody waits for it before this returns), so its stat
@@ -137,23 +234,26 @@ fn record(pid: u32, ledger: Option<&dyn ProcessLedger>) -> Option<ProcessGroup> 
         tracing::warn!(pgid, "cannot read /proc/{pgid}/stat: this process group is not recorded");
         return None;
     };
-    let group = ProcessGroup { pgid, leader_start: stat.start, session: stat.session };
-    ledger.started(&group);
-    Some(group)
+    Some((ledger, ProcessGroup { pgid, leader_start: stat.start, session: stat.session }))
 }
 
 /// Returns once the spawner has done everything asked of it before, so the
 /// ledger's last `ended` calls are made (the daemon, before it exits).
-pub fn settle() {
-    let _ = on_spawner(|| ());
+pub async fn settle() {
+    let (done, settled) = tokio::sync::oneshot::channel();
+    if on_spawner(move || {
+        let _ = done.send(());
+    })
+    .is_ok()
+    {
+        let _ = settled.await;
+    }
 }
 
 /// Tells `ledger` that `group` ended, on the spawner thread, after every
 /// record sent before; does not wait.
 pub(super) fn ended(ledger: Arc<dyn ProcessLedger>, group: ProcessGroup) {
-    if let Ok(tx) = spawner() {
-        let _ = tx.send(Box::new(move || ledger.ended(&group)));
-    }
+    let _ = on_spawner(move || ledger.ended(&group));
 }
 
 #[cfg(test)]
@@ -171,7 +271,8 @@ mod tests {
             let mut cmd = Command::new("sleep");
             cmd.arg("0.5");
             die_with_parent(&mut cmd);
-            spawn_std(cmd, None).unwrap().0
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(spawn_std(cmd, None)).unwrap().0
         })
         .join()
         .unwrap();
@@ -179,5 +280,54 @@ mod tests {
         let status = child.wait().unwrap();
         assert_eq!(status.signal(), None, "killed when the thread that asked for it ended: {status:?}");
         assert!(status.success(), "{status:?}");
+    }
+
+    /// Live (not zombie) processes whose environment holds `mark`.
+    fn marked(mark: &str) -> Vec<i32> {
+        let needle = format!("GATHERD_TEST_MARK={mark}");
+        let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+                environ.split(|b| *b == 0).any(|v| v == needle.as_bytes())
+                    && read_stat(*pid).is_some_and(|s| s.state != 'Z')
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_spawn_whose_caller_is_dropped_while_it_waits_leaves_no_process() {
+        use std::os::unix::process::CommandExt;
+        // The spawner is busy: the next spawn waits for its answer.
+        let (release, busy) = std::sync::mpsc::channel::<()>();
+        on_spawner(move || {
+            let _ = busy.recv();
+        })
+        .unwrap();
+        let mark = format!("dropped-{}", std::process::id());
+        for blocking in [false, true] {
+            let mut cmd = Command::new("sleep");
+            cmd.arg("300").env("GATHERD_TEST_MARK", &mark).process_group(0);
+            die_with_parent(&mut cmd);
+            // Polled once (so its fork is queued), then dropped.
+            let wait = std::time::Duration::from_millis(50);
+            if blocking {
+                assert!(tokio::time::timeout(wait, spawn_std(cmd, None)).await.is_err());
+            } else {
+                assert!(tokio::time::timeout(wait, spawn_async(cmd, None)).await.is_err());
+            }
+        }
+        release.send(()).unwrap();
+        settle().await;
+        let gone = (0..500).any(|_| {
+            let none = marked(&mark).is_empty();
+            if !none {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            none
+        });
+        assert!(gone, "a process forked for a caller that was gone is alive: {:?}", marked(&mark));
     }
 }

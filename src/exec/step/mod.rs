@@ -22,6 +22,7 @@ mod process;
 mod script;
 mod sleep;
 
+pub use child::remember_open_files_limit;
 pub use child::settle as settle_process_records;
 
 use std::path::{Path, PathBuf};

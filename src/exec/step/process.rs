@@ -194,12 +194,12 @@ struct GroupGuard {
 
 impl GroupGuard {
     /// An armed guard over the group led by `pid` (`process_group(0)` makes
-    /// the group id the leader's pid), recorded in `ledger` as `group`.
-    fn new(pid: u32, ledger: Option<&Arc<dyn ProcessLedger>>, group: Option<ProcessGroup>) -> GroupGuard {
+    /// the group id the leader's pid), and the ledger it was told to, if any.
+    fn new(pid: u32, recorded: Option<(Arc<dyn ProcessLedger>, ProcessGroup)>) -> GroupGuard {
         // Pids fit in i32 on every Unix; never let a bad value become 0 or -1,
         // which would signal our own group or every process we may signal.
         let pgid = i32::try_from(pid).ok().filter(|p| *p > 1).unwrap_or(i32::MAX);
-        GroupGuard { pgid: Pid::from_raw(pgid), armed: true, recorded: ledger.cloned().zip(group) }
+        GroupGuard { pgid: Pid::from_raw(pgid), armed: true, recorded }
     }
 
     fn kill(&self, signal: Signal) {
@@ -240,9 +240,9 @@ async fn run(
             _ = cancel.cancelled() => return Err(StepError::Cancelled),
             permit = env.ctx.pool.acquire() => permit,
         };
-        start_pooled(&p, permit, env.ctx.ledger.as_ref())?
+        start_pooled(&p, permit, env.ctx.ledger.as_ref()).await?
     } else {
-        start_async(&p, env.ctx.ledger.as_ref())?
+        start_async(&p, env.ctx.ledger.as_ref()).await?
     };
     tracing::debug!(program = %p.program, pgid = %started.guard.pgid, blocking, "process started");
     let Started { leader, mut guard, stdin, stdout, stderr } = started;
@@ -254,12 +254,13 @@ async fn run(
 }
 
 /// Starts the process with tokio; the wait is async.
-fn start_async(p: &Prepared, ledger: Option<&Arc<dyn ProcessLedger>>) -> Result<Started, StepError> {
-    let (mut child, group) = child::spawn_async(p.command(), ledger.cloned()).map_err(|e| p.spawn_error(&e))?;
+async fn start_async(p: &Prepared, ledger: Option<&Arc<dyn ProcessLedger>>) -> Result<Started, StepError> {
+    let (mut child, recorded) =
+        child::spawn_async(p.command(), ledger.cloned()).await.map_err(|e| p.spawn_error(&e))?;
     // `id()` is only `None` once the child has been reaped, not before.
     let pid = child.id().expect("a child that was just spawned has not been reaped");
     Ok(Started {
-        guard: GroupGuard::new(pid, ledger, group),
+        guard: GroupGuard::new(pid, recorded),
         stdin: child.stdin.take(),
         stdout: child.stdout.take(),
         stderr: child.stderr.take(),
@@ -269,13 +270,13 @@ fn start_async(p: &Prepared, ledger: Option<&Arc<dyn ProcessLedger>>) -> Result<
 
 /// Starts the process with `std::process` and waits for it on a pool thread
 /// holding `permit`; the pipes are handed to tokio.
-fn start_pooled(
+async fn start_pooled(
     p: &Prepared,
     permit: PoolPermit,
     ledger: Option<&Arc<dyn ProcessLedger>>,
 ) -> Result<Started, StepError> {
-    let (mut child, group) = child::spawn_std(p.command(), ledger.cloned()).map_err(|e| p.spawn_error(&e))?;
-    let guard = GroupGuard::new(child.id(), ledger, group);
+    let (mut child, recorded) = child::spawn_std(p.command(), ledger.cloned()).await.map_err(|e| p.spawn_error(&e))?;
+    let guard = GroupGuard::new(child.id(), recorded);
     let pipes = (
         child.stdin.take().map(ChildStdin::from_std).transpose(),
         child.stdout.take().map(ChildStdout::from_std).transpose(),
@@ -650,6 +651,18 @@ mod tests {
         }
     }
 
+    /// The name of the threads of `a_step_outlives_the_pool_threads_that_went_idle`'s runtime.
+    const THREADS: &str = "gatherd-idle";
+
+    /// How many threads of this process are named `name`.
+    fn threads_named(name: &str) -> usize {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+        tasks
+            .flatten()
+            .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name))
+            .count()
+    }
+
     #[test]
     fn a_step_outlives_the_pool_threads_that_went_idle() {
         // Every process dies with the thread that forked it (its death
@@ -658,13 +671,24 @@ mod tests {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_keep_alive(Duration::from_millis(20))
+            .thread_name(THREADS)
             .enable_all()
             .build()
             .unwrap();
         rt.block_on(async {
             // Threads that ran blocking work, then idled out.
             assert_eq!(attempt(exec(&["true"]), true, Path::new("/")).await, Ok(StepOutput::whole("")));
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Wait (a bound, not a speed assert) until they really ended:
+            // only the one worker thread is left.
+            let mut idle = false;
+            for _ in 0..500 {
+                idle = threads_named(THREADS) == 1;
+                if idle {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(idle, "the runtime's blocking threads never ended: {} threads", threads_named(THREADS));
             for blocking in [true, false] {
                 let churn = tokio::task::spawn_blocking(|| ());
                 let out = attempt(exec(&["sleep", "1"]), blocking, Path::new("/")).await;
