@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use support::{Daemon, eventually, gatherd, http, write};
+use support::{Daemon, eventually, gatherd, http, open_files_limit, write};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -176,14 +176,6 @@ fn over_tcp_every_route_needs_the_token_from_the_token_file_which_reloads_on_sig
     assert_eq!(http(tcp, "GET", "/runs", &[("authorization", &right)], "").0, 401, "a revoked token");
     let rotated = bearer("rotated-token-0123456789");
     assert_eq!(http(tcp, "GET", "/runs", &[("authorization", &rotated)], "").0, 200);
-}
-
-/// The soft open-files limit of process `pid`, and its hard one.
-fn open_files_limit(pid: u32) -> (String, String) {
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
-    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("a Max open files line");
-    let fields: Vec<&str> = line["Max open files".len()..].split_whitespace().collect();
-    (fields[0].to_string(), fields[1].to_string())
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use gatherd::exec::ledger::read_stat;
 use nix::sys::signal::Signal;
-use support::{Daemon, eventually};
+use support::{Daemon, eventually, open_files_limit};
 
 /// A live (not zombie) process: its pid and its parent's.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -91,15 +91,7 @@ shell = {{ command = "sleep 60 & wait", env = {{ GATHERD_TEST_MARK = "{marker}" 
         marked(&marker),
         daemon.dump()
     );
-    assert!(
-        daemon.count(|l| {
-            l["job"] == "lifetime.toml"
-                && l["message"]
-                    == "killed the processes a step left running when the last daemon stopped without cleaning up"
-        }) == 1,
-        "the kill is logged once, with the job:\n{}",
-        daemon.dump()
-    );
+    assert_kill_logged_once(&daemon, "lifetime.toml");
     let (code, _) = daemon.stop();
     assert_eq!(code, Some(0));
 }
@@ -131,14 +123,6 @@ blocking = true
     );
     let (code, _) = daemon.stop();
     assert_eq!(code, Some(0));
-}
-
-/// The soft open-files limit of process `pid`, and its hard one.
-fn open_files_limit(pid: u32) -> (String, String) {
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
-    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("a Max open files line");
-    let fields: Vec<&str> = line["Max open files".len()..].split_whitespace().collect();
-    (fields[0].to_string(), fields[1].to_string())
 }
 
 #[test]
@@ -210,15 +194,17 @@ shell = {{ command = "sleep 60 & wait", cwd = "/", env = {{ GATHERD_TEST_MARK = 
         marked(&marker),
         daemon.dump()
     );
-    assert!(
-        daemon.count(|l| {
-            l["job"] == "nobody.toml"
-                && l["message"]
-                    == "killed the processes a step left running when the last daemon stopped without cleaning up"
-        }) == 1,
-        "the kill is logged once, with the job:\n{}",
-        daemon.dump()
-    );
+    assert_kill_logged_once(&daemon, "nobody.toml");
     let (code, _) = daemon.stop();
     assert_eq!(code, Some(0));
+}
+
+/// The next start logged killing what `job`'s steps left, once, with the job.
+fn assert_kill_logged_once(daemon: &Daemon, job: &str) {
+    let kills = daemon.count(|l| {
+        l["job"] == job
+            && l["message"]
+                == "killed the processes a step left running when the last daemon stopped without cleaning up"
+    });
+    assert_eq!(kills, 1, "the kill is logged once, with the job:\n{}", daemon.dump());
 }

@@ -559,3 +559,11 @@ fn dechunk(body: &str) -> String {
     }
     out
 }
+
+/// The soft open-files limit of process `pid`, and its hard one.
+pub fn open_files_limit(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("a Max open files line");
+    let fields: Vec<&str> = line["Max open files".len()..].split_whitespace().collect();
+    (fields[0].to_string(), fields[1].to_string())
+}
