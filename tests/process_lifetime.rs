@@ -76,6 +76,14 @@ shell = {{ command = "sleep 60 & wait", env = {{ GATHERD_TEST_MARK = "{marker}" 
     let before = marked(&marker);
     let direct: Vec<i32> = before.iter().filter(|p| p.ppid == pid).map(|p| p.pid).collect();
     assert_eq!(direct.len(), 3, "the daemon's own children: {before:?}");
+    // The spawner writes each group's record just after it hands the child
+    // over; the kill comes once all three are on disk.
+    let records = daemon.state.path().join("processes");
+    assert!(
+        eventually(Duration::from_secs(10), || std::fs::read_dir(&records).map(|d| d.count() == 3).unwrap_or(false)),
+        "the three groups were never all recorded:\n{}",
+        daemon.dump()
+    );
 
     let (jobs, state) = daemon.end_with(Signal::SIGKILL);
     assert!(
@@ -184,8 +192,14 @@ shell = {{ command = "sleep 60 & wait", cwd = "/", env = {{ GATHERD_TEST_MARK = 
         daemon.dump()
     );
     let records = daemon.state.path().join("processes");
-    let recorded = std::fs::read_dir(&records).map(|d| d.count()).unwrap_or(0);
-    assert_eq!(recorded, 1, "the group of a step run as nobody is recorded:\n{}", daemon.dump());
+    // The spawner writes the record just after it hands the child over.
+    let recorded = || std::fs::read_dir(&records).map(|d| d.count()).unwrap_or(0);
+    assert!(
+        eventually(Duration::from_secs(10), || recorded() == 1),
+        "the group of a step run as nobody is recorded ({} records):\n{}",
+        recorded(),
+        daemon.dump()
+    );
     let (jobs, state) = daemon.end_with(Signal::SIGKILL);
     let daemon = Daemon::start_with(jobs, state, &[], &[]);
     assert!(
