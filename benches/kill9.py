@@ -19,6 +19,10 @@ and 2,000 background sleeps left; the restart is ready in 1.0–1.7 s having
 killed 1,000 groups: 0 processes left; history 1,000 rows, all
 `interrupted`. (One run before the fix in the sweep that no longer asks a
 leader being reaped for its group missed 1 group of 1,000.)
+Again at the end of the session (release build, 2 cores shared with a CI
+run): 0 of 1,000 leaders alive 0.40 s after the kill, 1,000 records, the
+restart ready in 0.86 s having killed 1,000 groups: 0 processes left;
+1,000 rows, all `interrupted`.
 """
 
 import argparse
@@ -60,7 +64,7 @@ class Daemon:
         self.lines = []
         self.proc = subprocess.Popen(
             [str(binary), "daemon", "--jobs", jobs, "--state", state, "--config", config,
-             "--log-format", "json", "--api-listen", "127.0.0.1:0"],
+             "--log-format", "json"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             env={k: v for k, v in os.environ.items() if k not in ("RUST_LOG", "NOTIFY_SOCKET")},
         )
@@ -107,6 +111,8 @@ def main():
         if not wait(lambda: len(tagged(marker)) >= 3 * n, 300, 0.5):
             sys.exit(f"only {len(tagged(marker))} of {3 * n} processes started")
         print(f"in flight: {n} runs, {len(tagged(marker))} processes (sh + sleep + background sleep each)")
+        # Each group's record is written just after its spawn returns.
+        wait(lambda: len(os.listdir(f"{state}/processes")) >= n, 30, 0.1)
         leaders = {pid for pid, ppid in tagged(marker).items() if ppid == d.proc.pid}
         os.kill(d.proc.pid, signal.SIGKILL)
         d.proc.wait()
@@ -125,7 +131,8 @@ def main():
         wait(lambda: not tagged(marker), 10)
         for who, dd in (("first", d), ("second", d2)):
             for l in list(dd.lines):
-                if l.get("level") in ("WARN", "ERROR") and not l.get("message", "").startswith("killed the processes"):
+                expected = ("killed the processes", "this version's run was interrupted", "run interrupted")
+                if l.get("level") in ("WARN", "ERROR") and not l.get("message", "").startswith(expected):
                     print(f"  {who} daemon: {l.get('level')} {l.get('message')} {l.get('error', '')}")
         for pid, ppid in tagged(marker).items():
             with open(f"/proc/{pid}/stat") as f:
