@@ -217,7 +217,6 @@ fn a_read_only_database_is_refused_at_start_with_the_file_and_the_way_out() {
         .arg(jobs.path())
         .arg("--state")
         .arg(state.path())
-        .args(["--api-listen", "127.0.0.1:0"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
