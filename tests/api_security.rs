@@ -6,12 +6,11 @@
 mod support;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use support::{Daemon, eventually, gatherd, http, open_files_limit, write};
+use support::{Daemon, gatherd, http, open_files_limit, refused_start, write};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -89,36 +88,10 @@ fn toml_string(text: &str) -> String {
     format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-/// Runs `gatherd daemon ARGS` that is expected to refuse to start: its exit
-/// code and stderr (killed, and `None`, if it is still running after 20 s).
-fn refused_start(args: &[&str]) -> (Option<i32>, String) {
-    let jobs = tempfile::tempdir().expect("temp");
-    let state = tempfile::tempdir().expect("temp");
-    let mut child = gatherd()
-        .arg("daemon")
-        .arg("--jobs")
-        .arg(jobs.path())
-        .arg("--state")
-        .arg(state.path())
-        .args(args)
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("JOURNAL_STREAM")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts");
-    let exited = eventually(Duration::from_secs(20), || child.try_wait().expect("wait").is_some());
-    if !exited {
-        let _ = child.kill();
-    }
-    let output = child.wait_with_output().expect("exits");
-    let code = if exited { output.status.code() } else { None };
-    (code, String::from_utf8_lossy(&output.stderr).into_owned())
-}
-
 #[test]
 fn a_tcp_listener_without_a_token_refuses_to_start_with_the_way_out() {
-    let (code, stderr) = refused_start(&["--api-listen", "127.0.0.1:0"]);
+    let (jobs, state) = (tempfile::tempdir().expect("temp"), tempfile::tempdir().expect("temp"));
+    let (code, stderr) = refused_start(jobs.path(), state.path(), &["--api-listen", "127.0.0.1:0"]);
     assert_eq!(code, Some(1), "a TCP listener without a token started: {stderr}");
     assert!(stderr.contains("needs a token") && stderr.contains("api_token_file"), "{stderr}");
 }

@@ -211,26 +211,12 @@ fn a_read_only_database_is_refused_at_start_with_the_file_and_the_way_out() {
             return eprintln!("SKIPPED: as root a read-only file needs `chattr +i`, which failed here");
         }
     }
-    let mut child = gatherd()
-        .arg("daemon")
-        .arg("--jobs")
-        .arg(jobs.path())
-        .arg("--state")
-        .arg(state.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("gatherd runs");
-    let ended = support::eventually(LONG, || child.try_wait().is_ok_and(|s| s.is_some()));
-    if !ended {
-        let _ = child.kill();
-    }
-    let out = child.wait_with_output().expect("gatherd's output");
+    let (code, stderr) = support::refused_start(jobs.path(), state.path(), &[]);
     if immutable {
         let _ = std::process::Command::new("chattr").arg("-i").arg(&db).status();
     }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a daemon started on a read-only history: {stderr}");
+    assert!(code.is_some_and(|c| c != 0), "a daemon started on a read-only history: {stderr}");
     assert!(stderr.contains(&db.display().to_string()) && stderr.contains("cannot be written"), "{stderr}");
     assert!(stderr.contains("move it aside"), "{stderr}");
+    assert!(!state.path().join("gatherd.sock").exists(), "the socket outlived the daemon");
 }

@@ -567,3 +567,29 @@ pub fn open_files_limit(pid: u32) -> (String, String) {
     let fields: Vec<&str> = line["Max open files".len()..].split_whitespace().collect();
     (fields[0].to_string(), fields[1].to_string())
 }
+
+/// Runs `gatherd daemon --jobs JOBS --state STATE ARGS`, expected to refuse
+/// to start: its exit code and stderr (killed, and `None`, if it is still
+/// running after 20 s).
+pub fn refused_start(jobs: &Path, state: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let mut child = gatherd()
+        .arg("daemon")
+        .arg("--jobs")
+        .arg(jobs)
+        .arg("--state")
+        .arg(state)
+        .args(args)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let exited = eventually(Duration::from_secs(20), || child.try_wait().expect("wait").is_some());
+    if !exited {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().expect("exits");
+    let code = if exited { output.status.code() } else { None };
+    (code, String::from_utf8_lossy(&output.stderr).into_owned())
+}
