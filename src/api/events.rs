@@ -47,7 +47,7 @@ use tokio::sync::broadcast;
 
 use super::control::Numbered;
 use super::{ApiError, AppState};
-use crate::exec::{LogLevel, LogLine, NodeKind, RecordedStatus, RunEvent, StepReport, millis};
+use crate::exec::{LogLine, NodeKind, RecordedStatus, RunEvent, StepReport, Stream, millis};
 use crate::store::{RunId, RunStore, RunTimeline, as_stored};
 
 /// The JSON of one event: a projection of [`RunEvent`] (which is not
@@ -111,12 +111,26 @@ pub enum EventView {
         /// Whether `output` was cut.
         truncated: bool,
     },
-    /// A line a script printed.
+    /// A line a step printed: `stdout` or `stderr`.
+    Output {
+        /// The step.
+        path: String,
+        /// `stdout` or `stderr`.
+        stream: Stream,
+        /// The line.
+        text: String,
+        /// When, in ms.
+        at_ms: u64,
+    },
+    /// A line a script logged: `print` or `debug`.
     Log {
         /// The script node.
         path: String,
         /// `print` or `debug`.
-        level: LogLevel,
+        stream: Stream,
+        /// The same word, the key these lines always had.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        level: Option<Stream>,
         /// The line.
         text: String,
         /// When, in ms.
@@ -143,6 +157,7 @@ impl EventView {
             EventView::NodeStarted { .. } => "node_started",
             EventView::AttemptFailed { .. } => "attempt_failed",
             EventView::NodeFinished { .. } => "node_finished",
+            EventView::Output { .. } => "output",
             EventView::Log { .. } => "log",
             EventView::RunFinished { .. } => "run_finished",
         }
@@ -183,8 +198,8 @@ impl EventView {
                     truncated: *truncated || cut,
                 }
             }
-            RunEvent::Log { path, level, text, at } => {
-                EventView::Log { path: path.to_string(), level: *level, text: text.clone(), at_ms: millis(*at) }
+            RunEvent::Log { path, stream, text, at } => {
+                EventView::line(path.to_string(), *stream, text.clone(), millis(*at))
             }
             RunEvent::RunFinished { status, result, error, duration } => EventView::RunFinished {
                 status: RecordedStatus::Finished(*status),
@@ -213,7 +228,16 @@ impl EventView {
 
     /// A stored log line.
     fn of_line(l: &LogLine) -> EventView {
-        EventView::Log { path: l.path.clone(), level: l.level, text: l.text.clone(), at_ms: l.at_ms }
+        EventView::line(l.path.clone(), l.stream, l.text.clone(), l.at_ms)
+    }
+
+    /// A line: `output` for a process's, `log` for a script's.
+    fn line(path: String, stream: Stream, text: String, at_ms: u64) -> EventView {
+        if stream.is_output() {
+            EventView::Output { path, stream, text, at_ms }
+        } else {
+            EventView::Log { path, stream, level: stream.level(), text, at_ms }
+        }
     }
 
     /// The events of a stored run with their ids, in the order they were

@@ -374,7 +374,7 @@ async fn fill_the_history(h: &mut Harness) {
         let path: crate::exec::NodePath = "main".into();
         h.store
             .recorder()
-            .record(filler, crate::exec::RunEvent::Log { path, level: crate::exec::LogLevel::Print, text, at });
+            .record(filler, crate::exec::RunEvent::Log { path, stream: crate::exec::Stream::Print, text, at });
     }
     assert!(h.store.recorder().flush().await.is_err(), "the capped history cannot take the log lines");
     health.wait_for(Option::is_some).await.expect("the store's health");

@@ -16,12 +16,31 @@ use crate::job::word::word_enum;
 pub type NodePath = Arc<str>;
 
 word_enum! {
-    /// Which script function printed a log line.
-    pub enum LogLevel {
-        /// `print(...)`.
+    /// Where a line of a run's output came from: a process's standard
+    /// output or error, or the script function that printed it.
+    pub enum Stream {
+        /// A process's standard output (`exec`, `shell`).
+        Stdout = "stdout",
+        /// A process's standard error, or an `http` step's failed answer.
+        Stderr = "stderr",
+        /// A script's `print(...)`.
         Print = "print",
-        /// `debug(...)`.
+        /// A script's `debug(...)`.
         Debug = "debug",
+    }
+}
+
+impl Stream {
+    /// A process's output (`stdout`/`stderr`), not a script's log line:
+    /// the event stream calls these `output`, the others `log`.
+    pub fn is_output(self) -> bool {
+        matches!(self, Stream::Stdout | Stream::Stderr)
+    }
+
+    /// The word a script's line was once recorded under (`level`), kept in
+    /// the documents for the readers that know it; `None` for output.
+    pub fn level(self) -> Option<Stream> {
+        (!self.is_output()).then_some(self)
     }
 }
 
@@ -89,12 +108,13 @@ pub enum RunEvent {
         /// Whether the output was cut at the output bound.
         truncated: bool,
     },
-    /// A line a script printed (`print` / `debug`), recorded with the run.
+    /// A line a step printed (stdout, stderr) or a script logged (`print`,
+    /// `debug`), recorded with the run.
     Log {
-        /// The script node that printed it.
+        /// The step (or script node) that printed it.
         path: NodePath,
-        /// `print` or `debug`.
-        level: LogLevel,
+        /// Where the line came from.
+        stream: Stream,
         /// The line.
         text: String,
         /// When, from the run's start.

@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-pub use event::{LogLevel, NodeKind, NodePath, RunEvent, Status, millis};
+pub use event::{NodeKind, NodePath, RunEvent, Status, Stream, millis};
 pub use ledger::{ProcessGroup, ProcessLedger};
 pub use pool::BlockingPool;
 pub use report::{FailedAttempt, LogLine, RunReport, StepReport};

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::status::running_as_null;
-use super::{LogLevel, NodeKind, RecordedStatus, RunEvent, millis};
+use super::{NodeKind, RecordedStatus, RunEvent, Stream, millis};
 
 /// Everything `--json` prints: the stable shape the README documents.
 ///
@@ -82,17 +82,57 @@ pub struct StepReport {
     pub retried: Vec<FailedAttempt>,
 }
 
-/// A line a script printed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A line a step printed or a script logged.
+///
+/// Serialised as `{"path", "at_ms", "stream", "text"}`, plus `"level"` (the
+/// same word) on a script's `print`/`debug` lines, the key those lines had
+/// before steps' output was recorded; reading accepts either.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "LineShape")]
 pub struct LogLine {
-    /// The script node that printed it.
+    /// The step (or script node) that printed it.
     pub path: String,
     /// When, in ms from the run's start.
     pub at_ms: u64,
-    /// `print` or `debug`.
-    pub level: LogLevel,
+    /// Where it came from: `stdout`, `stderr`, `print` or `debug`.
+    pub stream: Stream,
     /// The line.
     pub text: String,
+}
+
+/// A [`LogLine`] as read: `stream`, or only `level` from an older gatherd.
+#[derive(Deserialize)]
+struct LineShape {
+    path: String,
+    at_ms: u64,
+    stream: Option<Stream>,
+    level: Option<Stream>,
+    text: String,
+}
+
+impl TryFrom<LineShape> for LogLine {
+    type Error = &'static str;
+
+    fn try_from(l: LineShape) -> Result<LogLine, &'static str> {
+        let stream = l.stream.or(l.level).ok_or("a log line without `stream`")?;
+        Ok(LogLine { path: l.path, at_ms: l.at_ms, stream, text: l.text })
+    }
+}
+
+impl Serialize for LogLine {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Shape<'a> {
+            path: &'a str,
+            at_ms: u64,
+            stream: Stream,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            level: Option<Stream>,
+            text: &'a str,
+        }
+        Shape { path: &self.path, at_ms: self.at_ms, stream: self.stream, level: self.stream.level(), text: &self.text }
+            .serialize(s)
+    }
 }
 
 /// An attempt of a step that failed and was followed by another.
@@ -156,10 +196,10 @@ impl RunReport {
                 line.error = error.clone();
                 line.truncated = *truncated;
             }
-            RunEvent::Log { path, level, text, at } => self.logs.push(LogLine {
+            RunEvent::Log { path, stream, text, at } => self.logs.push(LogLine {
                 path: path.to_string(),
                 at_ms: millis(*at),
-                level: *level,
+                stream: *stream,
                 text: text.clone(),
             }),
             RunEvent::RunFinished { status, result, error, duration } => {
@@ -209,10 +249,32 @@ mod tests {
             "steps":[{"name":"a","path":"main/a","kind":"exec","status":"failed","attempts":2,"start_ms":0,
             "end_ms":5,"output":null,"error":"boom","truncated":true,
             "retried":[{"attempt":1,"error":"first","at_ms":2}]}],
-            "logs":[{"path":"main","at_ms":1,"level":"debug","text":"hi"}]}"#;
+            "logs":[{"path":"main","at_ms":1,"stream":"debug","level":"debug","text":"hi"},
+                   {"path":"main/a","at_ms":2,"stream":"stderr","text":"oops"}]}"#;
         let report: RunReport = serde_json::from_str(json).expect("a report");
         let again = serde_json::to_value(&report).expect("serialises");
         let original: serde_json::Value = serde_json::from_str(json).expect("JSON");
         assert_eq!(again, original);
+    }
+
+    /// A script's line keeps the `level` key it always had (beside `stream`);
+    /// a process's line has `stream` only; a document of an older gatherd
+    /// (`level` alone) still reads.
+    #[test]
+    fn log_lines_name_their_stream_and_script_lines_keep_their_level() {
+        use super::{LogLine, Stream};
+        let old: LogLine =
+            serde_json::from_str(r#"{"path":"main","at_ms":1,"level":"print","text":"hi"}"#).expect("an old line");
+        assert_eq!(old.stream, Stream::Print);
+        assert_eq!(
+            serde_json::to_value(&old).expect("serialises"),
+            serde_json::json!({"path":"main","at_ms":1,"stream":"print","level":"print","text":"hi"})
+        );
+        let out = LogLine { path: "main/a".into(), at_ms: 3, stream: Stream::Stdout, text: "x".into() };
+        assert_eq!(
+            serde_json::to_value(&out).expect("serialises"),
+            serde_json::json!({"path":"main/a","at_ms":3,"stream":"stdout","text":"x"})
+        );
+        assert!(serde_json::from_str::<LogLine>(r#"{"path":"p","at_ms":1,"text":"no stream"}"#).is_err());
     }
 }

@@ -32,7 +32,7 @@ use tokio::runtime::RuntimeFlavor;
 use tokio_util::sync::CancellationToken;
 
 use super::tree::{Budgeted, NodeFailure, NodeResult, NodeStart, Runner};
-use super::{LogLevel, NodeKind, RunEvent, Status};
+use super::{NodeKind, RunEvent, Status, Stream};
 use crate::job::{Group, GroupMode, Node, OnError, ScriptNode, Step};
 use crate::script::Sandbox;
 use crate::script::api::{self, Outcome, Request, ScriptEnd};
@@ -342,7 +342,7 @@ impl<'a> Driver<'a> {
                 tracing::info!(job = %self.runner.job.name, path = %self.path, from_debug, "{text}");
                 self.runner.emit(RunEvent::Log {
                     path: self.path.clone(),
-                    level: if from_debug { LogLevel::Debug } else { LogLevel::Print },
+                    stream: if from_debug { Stream::Debug } else { Stream::Print },
                     text,
                     at,
                 });

@@ -245,7 +245,7 @@ async fn a_string_doubling_forever_is_stopped_by_the_size_limit() {
 #[tokio::test(start_paused = true)]
 async fn print_lines_are_recorded_with_the_run() {
     let (_, report) = run_script("print(\"hello\"); debug(\"detail\"); 1").await;
-    let lines: Vec<(&str, &str)> = report.logs.iter().map(|l| (l.level.as_str(), l.text.as_str())).collect();
+    let lines: Vec<(&str, &str)> = report.logs.iter().map(|l| (l.stream.as_str(), l.text.as_str())).collect();
     assert_eq!(lines[0], ("print", "hello"));
     assert_eq!(lines[1].0, "debug");
     assert!(lines[1].1.contains("detail"));

@@ -7,7 +7,7 @@ use chrono::{SubsecRound, Utc};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::exec::{self, BlockingPool, LogLevel, NodeKind, RunContext, RunEvent, RunReport, Status};
+use crate::exec::{self, BlockingPool, NodeKind, RunContext, RunEvent, RunReport, Status, Stream};
 use crate::job::*;
 
 fn sleep(name: &str, ms: u64, output: Value) -> Node {
@@ -156,8 +156,8 @@ async fn logs_are_kept_in_order_and_big_outputs_are_bounded() {
     let events = vec![
         RunEvent::RunStarted { job: "s".into(), started_at: Utc::now() },
         RunEvent::NodeStarted { path: path.clone(), name: "big".into(), kind: NodeKind::Script, at: Duration::ZERO },
-        RunEvent::Log { path: path.clone(), level: LogLevel::Print, text: "one".into(), at: Duration::from_millis(1) },
-        RunEvent::Log { path: path.clone(), level: LogLevel::Debug, text: "two".into(), at: Duration::from_millis(2) },
+        RunEvent::Log { path: path.clone(), stream: Stream::Print, text: "one".into(), at: Duration::from_millis(1) },
+        RunEvent::Log { path: path.clone(), stream: Stream::Debug, text: "two".into(), at: Duration::from_millis(2) },
         RunEvent::NodeFinished {
             path: path.clone(),
             name: "big".into(),
@@ -180,7 +180,7 @@ async fn logs_are_kept_in_order_and_big_outputs_are_bounded() {
     record_all(&store, id, &events).await;
     let detail = store.run(id).await.unwrap().unwrap();
     let logs: Vec<(&str, u64, &str)> =
-        detail.logs.iter().map(|l| (l.text.as_str(), l.at_ms, l.level.as_str())).collect();
+        detail.logs.iter().map(|l| (l.text.as_str(), l.at_ms, l.stream.as_str())).collect();
     assert_eq!(logs, [("one", 1, "print"), ("two", 2, "debug")]);
     let step = &detail.steps[0];
     assert!(step.truncated);
@@ -566,7 +566,7 @@ async fn run_with_step(store: &SqliteStore, job: &str, running: bool) -> RunId {
     let path: exec::NodePath = "main/x".into();
     let mut events = vec![
         RunEvent::NodeStarted { path: path.clone(), name: "x".into(), kind: NodeKind::Script, at: Duration::ZERO },
-        RunEvent::Log { path: path.clone(), level: LogLevel::Print, text: "hi".into(), at: Duration::from_millis(1) },
+        RunEvent::Log { path: path.clone(), stream: Stream::Print, text: "hi".into(), at: Duration::from_millis(1) },
         RunEvent::AttemptFailed {
             path: path.clone(),
             attempt: 1,
@@ -812,7 +812,7 @@ fn bulky_run_events(job: &str) -> Vec<RunEvent> {
     ];
     for n in 0..20 {
         let text = format!("line {n} {}", "x".repeat(4000));
-        events.push(RunEvent::Log { path: path.clone(), level: LogLevel::Print, text, at: Duration::from_millis(n) });
+        events.push(RunEvent::Log { path: path.clone(), stream: Stream::Print, text, at: Duration::from_millis(n) });
     }
     events.push(RunEvent::NodeFinished {
         path,
@@ -876,7 +876,7 @@ async fn past_the_memory_bound_log_lines_are_dropped_but_the_runs_end_is_kept() 
     let path: exec::NodePath = "main".into();
     let line = |n: u64| RunEvent::Log {
         path: path.clone(),
-        level: LogLevel::Print,
+        stream: Stream::Print,
         text: format!("{n:08} {}", "x".repeat(64 * 1024)),
         at: Duration::from_millis(n),
     };

@@ -8,7 +8,7 @@ use rusqlite::types::{FromSql, FromSqlError, Type, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 use serde_json::Value;
 
-use crate::exec::{FailedAttempt, LogLevel, LogLine, NodeKind, StepReport};
+use crate::exec::{FailedAttempt, LogLine, NodeKind, StepReport, Stream};
 use crate::store::json::read_stored;
 use crate::store::{
     RecordedStatus, RunDetail, RunFilter, RunId, RunRow, RunTimeline, RunTrigger, StepSeqs, StoreError,
@@ -42,9 +42,9 @@ fn status(row: &Row<'_>, idx: usize) -> rusqlite::Result<RecordedStatus> {
     RecordedStatus::parse(&s).ok_or_else(|| bad(idx, format!("status {s:?}")))
 }
 
-fn level(row: &Row<'_>, idx: usize) -> rusqlite::Result<LogLevel> {
+fn stream(row: &Row<'_>, idx: usize) -> rusqlite::Result<Stream> {
     let s: String = row.get(idx)?;
-    LogLevel::parse(&s).ok_or_else(|| bad(idx, format!("log level {s:?}")))
+    Stream::parse(&s).ok_or_else(|| bad(idx, format!("output stream {s:?}")))
 }
 
 /// A stored JSON value; whatever the text, a value (see `store::json`).
@@ -176,7 +176,7 @@ pub(super) fn run(conn: &Connection, id: RunId) -> Result<Option<RunDetail>, Sto
                 Ok(LogLine {
                     path: r.get(0)?,
                     at_ms: opt_u64(r, 1)?.unwrap_or(0),
-                    level: level(r, 2)?,
+                    stream: stream(r, 2)?,
                     text: r.get(3)?,
                 })
             })?

@@ -581,11 +581,11 @@ fn apply(
                 seq,
             ])?;
         }
-        RunEvent::Log { path, level, text, at } => {
+        RunEvent::Log { path, stream, text, at } => {
             tx.prepare_cached(
                 "INSERT INTO logs (run_id, path, at_ms, level, text, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![run, &**path, ms(*at), level.as_str(), text, seq])?;
+            .execute(params![run, &**path, ms(*at), stream.as_str(), text, seq])?;
         }
         RunEvent::RunFinished { status, result, error, duration } => {
             let (result, cut) = bounded_json(result.as_ref());
