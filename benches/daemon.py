@@ -13,6 +13,8 @@ lines. Standard library only.
                                          # another build (no cargo build), for before/after
     python3 benches/daemon.py --only fanout --fanout-steps 100000
                                          # the fan-out at another size
+    python3 benches/daemon.py --only output --only chatty
+                                         # a step printing 200 MB; a day of a chatty job
 
 The numbers are for one run on one machine; the latency includes reading the
 log line back through a pipe, so it is an upper bound of the daemon's own.
@@ -249,7 +251,132 @@ def idle(n, seconds):
             "cpu_ms_while_idle": round((cpu1 - cpu0) * 1000, 1)}
 
 
-PARTS = ("recording", "latency", "burst", "idle", "fanout")
+# ~80-byte lines, as fast as `yes` writes them; `head -c` bounds the total.
+FLOOD = "yes 'gatherd output bench: a line of about eighty bytes, printed as fast as it can be' | head -c {n}"
+
+
+def vm(pid, key):
+    """A /proc/PID/status figure in KiB (VmRSS, VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def step_ms(db_path, job, step):
+    import sqlite3
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        while True:
+            row = db.execute(
+                "SELECT s.end_ms - s.start_ms, r.duration_ms, "
+                "(SELECT count(*) FROM logs l WHERE l.run_id = r.id), "
+                "(SELECT coalesce(sum(length(l.text)), 0) FROM logs l WHERE l.run_id = r.id) "
+                "FROM runs r JOIN steps s ON s.run_id = r.id "
+                "WHERE r.job = ? AND s.name = ? AND r.status <> 'running' ORDER BY r.id DESC LIMIT 1",
+                (job, step)).fetchone()
+            if row and row[0] is not None:
+                return row
+            time.sleep(0.02)
+    finally:
+        db.close()
+
+
+def output(total):
+    """A step printing `total` bytes of lines as fast as it can: its time
+    against the same command writing to /dev/null (under `gatherd run` and
+    the daemon), the daemon's RSS above idle, what the history keeps, and
+    whether a run beside it is slowed (a sequence of 20 × 10 ms sleeps,
+    alone and during the flood)."""
+    cmd = FLOOD.format(n=total)
+    base = []
+    for _ in range(3):
+        t0 = time.monotonic()
+        subprocess.run(["sh", "-c", cmd], stdout=subprocess.DEVNULL, check=True)
+        base.append(time.monotonic() - t0)
+    devnull_ms = min(base) * 1000
+    flood = f'[[step]]\nname = "flood"\nshell = "{cmd}"\n'
+    probe = "".join(f'[[step]]\nname = "p{i}"\nsleep = "10ms"\n' for i in range(20))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "flood.toml"
+        path.write_text(flood)
+        out = subprocess.run([str(binary), "run", "--json", str(path)], capture_output=True, check=True)
+        report = json.loads(out.stdout)
+        s = next(x for x in report["steps"] if x["name"] == "flood")
+        run_step_ms = s["end_ms"] - s["start_ms"]
+    with tempfile.TemporaryDirectory() as jobs, tempfile.TemporaryDirectory() as state:
+        jobs = Path(jobs)
+        db_path = Path(state) / "gatherd.db"
+        d = Daemon(jobs, state)
+        try:
+            mine = lambda job, m: lambda l: l.get("job") == job and l.get("message") == m
+            drop(jobs, "probe-alone.toml", probe)
+            d.wait(mine("probe-alone.toml", "run finished"), 1, 60)
+            time.sleep(0.5)
+            idle_kb = vm(d.proc.pid, "VmRSS")
+            drop(jobs, "flood.toml", flood)
+            d.wait(mine("flood.toml", "run started"), 1, 60)
+            drop(jobs, "probe-during.toml", probe)
+            d.wait(mine("flood.toml", "run finished"), 1, 600)
+            d.wait(mine("probe-during.toml", "run finished"), 1, 60)
+            peak_kb = vm(d.proc.pid, "VmHWM")
+            daemon_step_ms, _, lines, kept = step_ms(db_path, "flood.toml", "flood")
+            probe_alone = step_ms(db_path, "probe-alone.toml", "p0")[1]
+            probe_during = step_ms(db_path, "probe-during.toml", "p0")[1]
+        finally:
+            d.stop()
+    return {"bytes": total, "devnull_ms": round(devnull_ms), "run_step_ms": run_step_ms,
+            "daemon_step_ms": daemon_step_ms, "ratio_run": round(run_step_ms / devnull_ms, 2),
+            "ratio_daemon": round(daemon_step_ms / devnull_ms, 2), "idle_rss_mib": round(idle_kb / 1024, 1),
+            "peak_rss_mib": round(peak_kb / 1024, 1), "above_idle_mib": round((peak_kb - idle_kb) / 1024, 1),
+            "lines_kept": lines, "bytes_kept": kept, "probe_alone_ms": probe_alone,
+            "probe_during_ms": probe_during}
+
+
+def chatty(runs, lines):
+    """What the history weighs per run of a job printing `lines` lines of
+    about 80 bytes (`every = "100ms"`, stopped after `runs` runs), and so per
+    day for such a job every minute (1,440 runs)."""
+    import sqlite3
+    awk = ("awk 'BEGIN { for (i = 0; i < %d; i++) printf \\\"chatty job line %%06d: the quick brown fox "
+           "jumps over the lazy dog, again\\\\n\\\", i }'" % lines)
+    job = f'every = "100ms"\n[[step]]\nname = "chat"\nshell = "{awk}"\n'
+    with tempfile.TemporaryDirectory() as jobs, tempfile.TemporaryDirectory() as state:
+        jobs = Path(jobs)
+        db_path = Path(state) / "gatherd.db"
+        d = Daemon(jobs, state)
+        try:
+            empty = db_size(db_path)
+            drop(jobs, "chatty.toml", job)
+            d.wait(lambda l: l.get("job") == "chatty.toml" and l.get("message") == "run finished", runs, 600)
+            os.unlink(jobs / "chatty.toml")
+            time.sleep(1)
+        finally:
+            d.stop()
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        n, kept = db.execute("SELECT count(*), (SELECT count(*) FROM logs) FROM runs WHERE job = 'chatty.toml'").fetchone()
+        db.close()
+        grown = db_size(db_path) - empty
+    per_run = grown / max(n, 1)
+    return {"runs": n, "lines_per_run": lines, "lines_kept": kept, "bytes_per_run": round(per_run),
+            "mib_per_day_every_minute": round(per_run * 1440 / 2**20, 1)}
+
+
+def db_size(path):
+    """The database's size with its WAL folded in (what a checkpoint leaves)."""
+    import sqlite3
+    if not path.exists():
+        return 0
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        pages, size, free = (db.execute(f"PRAGMA {p}").fetchone()[0]
+                             for p in ("page_count", "page_size", "freelist_count"))
+    finally:
+        db.close()
+    return (pages - free) * size
+
+
+PARTS = ("recording", "latency", "burst", "idle", "fanout", "output", "chatty")
 
 
 def main():
@@ -274,6 +401,8 @@ def main():
         "burst": lambda: burst(files),
         "idle": lambda: idle(jobs, seconds),
         "fanout": lambda: fanout(args.fanout_steps or (2000 if args.quick else 1_000_000)),
+        "output": lambda: output(2_000_000 if args.quick else 200_000_000),
+        "chatty": lambda: chatty(5 if args.quick else 100, 1000),
     }
     results = {}
     for name in args.only or PARTS:
