@@ -279,20 +279,44 @@ fn default_state_dir() -> PathBuf {
 mod tests {
     use super::*;
 
+    /// `examples/config.toml` is installed as is (the Debian package's
+    /// /etc/gatherd/config.toml), so it must change nothing: every key is
+    /// commented out, and the defaults it shows are the real ones.
     #[test]
-    fn the_shipped_example_parses() {
+    fn the_shipped_example_changes_no_default_and_shows_the_real_ones() {
         let text = include_str!("../examples/config.toml");
         let config = Config::parse(Path::new("examples/config.toml"), text).expect("valid");
-        assert_eq!(config.blocking_threads(), 8);
-        assert_eq!(config.max_concurrent_runs(), 16);
-        assert_eq!(config.shutdown_grace(), Duration::from_secs(30));
-        assert_eq!(config.semaphore("maintenance"), 1);
-        assert_eq!(config.semaphore("uploads"), 3);
-        assert_eq!(config.semaphore("unnamed"), 1);
-        assert_eq!(config.log_format, None);
-        assert_eq!(config.log_level.as_deref(), Some("info"));
-        assert_eq!(config.script_limits().max_operations, 10_000_000);
-        assert_eq!(config.script_limits().wall_time, Duration::from_secs(600));
+        let empty = Config::parse(Path::new("c.toml"), "").expect("valid");
+        assert_eq!(format!("{config:?}"), format!("{empty:?}"), "the example as shipped sets a key");
+        // The lines that show a default, uncommented, still change nothing.
+        let shown = [
+            "max_concurrent_runs",
+            "shutdown_grace",
+            "log_level",
+            "[script_limits]",
+            "max_operations",
+            "max_call_depth",
+            "max_expr_depth",
+            "max_string_bytes",
+            "max_array_len",
+            "max_map_len",
+            "wall_time",
+        ];
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if shown.iter().any(|k| rest.starts_with(&format!("{k} ")) || rest == *k) => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        // max_concurrent_runs and the six script limits besides wall_time.
+        assert_eq!(uncommented.matches("\nmax_").count(), 7, "every default is shown: {uncommented}");
+        let defaults = Config::parse(Path::new("examples/config.toml"), &uncommented).expect("valid");
+        assert_eq!(defaults.max_concurrent_runs(), empty.max_concurrent_runs());
+        assert_eq!(defaults.shutdown_grace(), empty.shutdown_grace());
+        assert_eq!(defaults.log_level.as_deref(), Some("info"));
+        assert_eq!(defaults.script_limits(), ScriptLimits::default());
     }
 
     #[test]
