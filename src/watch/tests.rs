@@ -478,3 +478,35 @@ async fn a_symlinked_subfolder_present_at_start_is_watched() {
     assert_eq!(f.events().await, [changed("linked/a.toml")]);
     drop(_watcher);
 }
+
+/// The threads that did blocking work (stats, registering watches) for any
+/// of `paths`.
+fn disk_work_for(paths: &[std::path::PathBuf]) -> Vec<std::thread::ThreadId> {
+    let work = super::watcher::DISK_WORK.lock().unwrap();
+    work.iter().filter(|(p, _)| paths.contains(p)).map(|(_, thread)| *thread).collect()
+}
+
+// A current-thread runtime: the watcher's task is polled on this test's own
+// thread, so blocking work done on the task is done here, and work sent to
+// the blocking pool is done on another thread.
+#[tokio::test]
+async fn following_a_link_and_rearming_a_replaced_folder_block_no_async_task() {
+    let mut f = Folder::with(&[]);
+    let elsewhere = f.tmp.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::write(elsewhere.join("a.toml"), "a").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, f.path("linked")).unwrap();
+    assert_eq!(f.events().await, [changed("linked/a.toml")]);
+    fs::rename(f.jobs(), f.tmp.path().join("jobs.old")).unwrap();
+    fs::create_dir(f.jobs()).unwrap();
+    assert!(f.events().await.iter().any(|e| matches!(e, JobFileEvent::Rescan { .. })));
+    let here = std::thread::current().id();
+    let link_work = disk_work_for(&[f.path("linked")]);
+    let rearm_work = disk_work_for(&[f.jobs()]);
+    assert!(!link_work.is_empty() && !rearm_work.is_empty(), "{link_work:?} {rearm_work:?}");
+    assert!(
+        link_work.iter().chain(&rearm_work).all(|thread| *thread != here),
+        "blocking work done on the watcher's task (this runtime's only thread, {here:?}): \
+         following the link on {link_work:?}, re-arming on {rearm_work:?}"
+    );
+}

@@ -29,6 +29,7 @@ use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
@@ -53,8 +54,10 @@ const EVENT_CAPACITY: usize = 1024;
 ///
 /// Owns everything it starts: the tokio task that debounces (aborted on
 /// drop), which owns notify's watcher (its inotify thread stops when the task
-/// is gone, as the task re-arms the watch when the folder is replaced). After
-/// the drop the receiver yields `None`.
+/// is gone — or, if the task was waiting for blocking work on the watches
+/// when it was aborted, once that work is done — as the task re-arms the
+/// watch when the folder is replaced). After the drop the receiver yields
+/// `None`.
 #[derive(Debug)]
 pub struct Watcher {
     task: JoinHandle<()>,
@@ -116,11 +119,12 @@ const DRAIN: usize = 256;
 /// waiting for its deadline; otherwise it waits for an event and nothing else.
 async fn run(
     root: PathBuf,
-    mut arming: Arming,
+    arming: Arming,
     mut debouncer: Debouncer,
     mut raw: mpsc::Receiver<notify::Result<Event>>,
     out: mpsc::Sender<JobFileEvent>,
 ) {
+    let arming = Arc::new(Mutex::new(arming));
     let mut renames = Renames::default();
     loop {
         let deadline = debouncer.next_deadline();
@@ -140,23 +144,17 @@ async fn run(
                     // This event and those already waiting behind it, so that
                     // what one write or rename caused is reported together.
                     let now = Instant::now();
+                    let mut batch = Vec::new();
                     let mut next = Some(event);
                     for _ in 0..DRAIN {
                         let Some(event) = next.take().or_else(|| raw.try_recv().ok()) else { break };
-                        if renames.is_repeat(&event) {
-                            continue;
+                        if !renames.is_repeat(&event) {
+                            batch.push(event);
                         }
-                        if let Some(reason) = arming.follow(&event) {
-                            debouncer.observe(Fact::Lost(reason), now);
-                            continue;
-                        }
-                        for fact in arming.follow_link(&event) {
-                            debouncer.observe(fact, now);
-                        }
-                        for fact in facts(&root, event) {
-                            tracing::trace!(?fact, "watch");
-                            debouncer.observe(fact, now);
-                        }
+                    }
+                    for fact in work_through(&root, &arming, batch).await {
+                        tracing::trace!(?fact, "watch");
+                        debouncer.observe(fact, now);
                     }
                 }
                 None => {
@@ -172,6 +170,43 @@ async fn run(
     }
 }
 
+/// The facts a batch of raw events says, in the order of the events: for
+/// each, what [`Arming`] made of it (the jobs folder replaced, a symlinked
+/// subfolder linked), then [`facts`]. When an event may need the disk (a
+/// stat, registering or dropping watches: blocking, and notify's recursive
+/// watch walks the whole tree it is given), the whole batch is worked
+/// through on the blocking pool, so the order is kept and the task never
+/// blocks; a batch of plain job files (a burst of drops) stays on the task.
+async fn work_through(root: &Path, arming: &Arc<Mutex<Arming>>, batch: Vec<notify::Result<Event>>) -> Vec<Fact> {
+    if !batch.iter().any(|event| lock(arming).needs_disk(event)) {
+        return batch.into_iter().flat_map(|event| facts(root, event)).collect();
+    }
+    let (root, arming) = (root.to_path_buf(), arming.clone());
+    let work = move || {
+        let mut arming = lock(&arming);
+        let mut out = Vec::new();
+        for event in batch {
+            if let Some(reason) = arming.follow(&event) {
+                out.push(Fact::Lost(reason));
+                continue;
+            }
+            out.extend(arming.follow_link(&event));
+            out.extend(facts(&root, event));
+        }
+        out
+    };
+    match tokio::task::spawn_blocking(work).await {
+        Ok(facts) => facts,
+        Err(err) => vec![Fact::Lost(format!("following the jobs folder's links and moves failed: {err}"))],
+    }
+}
+
+/// The [`Arming`], whoever held it last: a panic while it was held leaves
+/// its watches as they were, still worth using.
+fn lock(arming: &Mutex<Arming>) -> MutexGuard<'_, Arming> {
+    arming.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Keeps the jobs folder's path watched when the folder itself is replaced:
 /// `mv jobs jobs.old; mv new jobs`, or `rm -rf jobs; mkdir jobs` (a deploy).
 /// An inotify watch follows the folder's inode, not its path: once the
@@ -181,9 +216,12 @@ async fn run(
 /// not recursively) until the path appears again. Either way a rescan
 /// follows, which reports what changed between the two folders.
 ///
-/// Watching registers inotify watches (a little blocking I/O, once per
-/// folder); it happens only when the jobs folder itself is replaced, and
-/// when a symlinked subfolder is linked ([`Arming::follow_link`]).
+/// Watching registers inotify watches (blocking I/O, once per folder, and
+/// notify's recursive watch walks the whole tree), and the link checks
+/// stat: so every method but [`Arming::needs_disk`] runs on the blocking
+/// pool ([`work_through`]), never on the watcher's task. It is
+/// shared with those closures behind a mutex, one at a time (the task
+/// awaits each).
 struct Arming {
     notify: notify::RecommendedWatcher,
     /// The jobs folder's path, as watched.
@@ -226,6 +264,7 @@ impl Arming {
             Place::Inside(rel) if !is_job_name(&rel) => rel,
             _ => return vec![],
         };
+        disk_work(path);
         let link_to_folder = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
             && std::fs::metadata(path).is_ok_and(|m| m.is_dir());
         if !link_to_folder {
@@ -251,6 +290,30 @@ impl std::fmt::Debug for Arming {
 }
 
 impl Arming {
+    /// Whether [`Arming::follow`] or [`Arming::follow_link`] may have
+    /// something to do for `event` (and so need the disk): an event on the
+    /// jobs folder itself, anything while it is missing, a new name that is
+    /// not a job file's (a link to a folder?), a link watched going away.
+    /// Pure: it looks only at the event and what is watched.
+    fn needs_disk(&self, event: &notify::Result<Event>) -> bool {
+        let Ok(event) = event else { return false };
+        if self.waiting_in.is_some() {
+            return true;
+        }
+        let new_name = |path: Option<&PathBuf>| {
+            path.is_some_and(|p| matches!(place(&self.root, p), Place::Inside(rel) if !is_job_name(&rel)))
+        };
+        let on_root = event.paths.first().is_some_and(|p| p == &self.root);
+        match event.kind {
+            EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
+                on_root || event.paths.first().is_some_and(|p| self.links.contains(p))
+            }
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => on_root || new_name(event.paths.get(1)),
+            EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => new_name(event.paths.first()),
+            _ => false,
+        }
+    }
+
     /// Looks at one event for the jobs folder itself: gone (then re-arms and
     /// says why a rescan is due) or back while it was awaited (the same).
     /// `None` for every other event, which goes on to [`facts`].
@@ -278,6 +341,7 @@ impl Arming {
     /// path again, or its parent until it comes back; returns `why`, with
     /// what it did.
     fn rearm(&mut self, why: String) -> String {
+        disk_work(&self.root);
         // The old folder's watches (moved away: still alive on its inode).
         let _ = self.notify.unwatch(&self.root);
         for link in std::mem::take(&mut self.links) {
@@ -305,6 +369,21 @@ impl Arming {
         }
         why
     }
+}
+
+/// Which thread did blocking work (a stat, registering watches) for which
+/// path: the test that keeps it off the watcher's task reads it.
+#[cfg(test)]
+pub(super) static DISK_WORK: std::sync::Mutex<Vec<(PathBuf, std::thread::ThreadId)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Notes blocking work about to be done for `path` (tests only).
+fn disk_work(_path: &Path) {
+    #[cfg(test)]
+    DISK_WORK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push((_path.to_path_buf(), std::thread::current().id()));
 }
 
 /// Tells notify's `Both` event that repeats a rename already seen as `From`
