@@ -640,3 +640,21 @@ async fn confined_a_jobs_folder_that_is_itself_a_symlink_is_watched() {
     fs::remove_file(real.join("a.toml")).unwrap();
     assert_eq!(f.events().await, [removed("a.toml")]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confined_a_link_back_to_a_folder_that_holds_it_is_not_watched_again() {
+    // Watched again under the link's longer name, the folders would report
+    // their jobs under that name (one inode, one inotify watch, one name).
+    let tmp = tempfile::tempdir().unwrap();
+    let jobs = tmp.path().join("jobs");
+    fs::create_dir_all(jobs.join("sub")).unwrap();
+    std::os::unix::fs::symlink(&jobs, jobs.join("itself")).unwrap();
+    let (watcher, events) = Watcher::start(&jobs, DEBOUNCE, Links::WithinFolder).unwrap();
+    let mut f = Folder { tmp, watcher: Some(watcher), events };
+    fs::write(jobs.join("a.toml"), "a").unwrap();
+    assert_eq!(f.events().await, [changed("a.toml")], "a link there at start");
+    std::os::unix::fs::symlink(jobs.join("sub"), jobs.join("sub/up")).unwrap();
+    assert_eq!(f.quiet().await, []);
+    fs::write(jobs.join("sub/b.toml"), "b").unwrap();
+    assert_eq!(f.events().await, [changed("sub/b.toml")], "a link made while running");
+}

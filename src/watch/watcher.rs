@@ -336,6 +336,9 @@ impl Arming {
                 "`{rel}` was linked to a folder outside the jobs folder, which is not watched"
             ))];
         }
+        if self.confine.is_some() && loops_back(path) {
+            return vec![Fact::Gone(rel)];
+        }
         match self.watch_tree(path) {
             Ok(()) => {
                 self.links.insert(path.clone());
@@ -435,6 +438,15 @@ impl Arming {
     }
 }
 
+/// Whether the link at `path` leads to a folder that holds it (its own, or
+/// one above): its folders are watched already, and watched again under the
+/// link's longer name they would report their jobs under it (one inode, one
+/// inotify watch, one name). notify's following walk skips such a loop too.
+fn loops_back(path: &Path) -> bool {
+    let parent = path.parent().map(std::fs::canonicalize);
+    matches!((std::fs::canonicalize(path), parent), (Ok(target), Some(Ok(parent))) if parent.starts_with(&target))
+}
+
 /// Confined: the symlinks to folders under `dir` whose target is within the
 /// jobs folder (`within`, canonical), sorted, each followed to find those
 /// under it, and apart those that lead out of it. Hidden and editor names
@@ -462,7 +474,7 @@ fn links_under(within: &Path, dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
             } else if kind.is_symlink() && std::fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
                 if crate::load::leads_outside(within, &path) {
                     outside.push(path);
-                } else {
+                } else if !loops_back(&path) {
                     inside.push(path.clone());
                     stack.push(path);
                 }
