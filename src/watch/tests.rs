@@ -584,6 +584,16 @@ async fn confined_to_the_folder_no_watch_is_placed_out_of_it_and_links_within_ar
     // Unlinked: a rescan again, so the listing drops it.
     fs::remove_file(f.path("out2")).unwrap();
     assert!(matches!(f.events().await.as_slice(), [JobFileEvent::Rescan { .. }]));
+
+    // In a folder moved in: not watched, not listed (its jobs would be
+    // refused one by one), a rescan lists the link.
+    let moving = f.tmp.path().join("moving");
+    fs::create_dir(&moving).unwrap();
+    std::os::unix::fs::symlink(&out2, moving.join("link")).unwrap();
+    fs::rename(&moving, f.path("moving")).unwrap();
+    let events = f.events().await;
+    assert!(matches!(events.as_slice(), [JobFileEvent::Rescan { reason }] if reason.contains("outside")), "{events:?}");
+    assert_eq!(inotify_watches_on(&outside), 0, "watches on the target of a link out of the folder, moved in");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -657,4 +667,19 @@ async fn confined_a_link_back_to_a_folder_that_holds_it_is_not_watched_again() {
     assert_eq!(f.quiet().await, []);
     fs::write(jobs.join("sub/b.toml"), "b").unwrap();
     assert_eq!(f.events().await, [changed("sub/b.toml")], "a link made while running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confined_a_job_file_linked_out_in_a_folder_moved_in_is_still_reported_for_the_daemon_to_refuse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let jobs = tmp.path().join("jobs");
+    fs::create_dir(&jobs).unwrap();
+    fs::write(tmp.path().join("elsewhere.toml"), "x").unwrap();
+    let (watcher, events) = Watcher::start(&jobs, DEBOUNCE, Links::WithinFolder).unwrap();
+    let mut f = Folder { tmp, watcher: Some(watcher), events };
+    let moving = f.tmp.path().join("moving");
+    fs::create_dir(&moving).unwrap();
+    std::os::unix::fs::symlink(f.tmp.path().join("elsewhere.toml"), moving.join("x.toml")).unwrap();
+    fs::rename(&moving, jobs.join("moving")).unwrap();
+    assert_eq!(f.events().await, [changed("moving/x.toml")]);
 }

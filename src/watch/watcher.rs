@@ -803,12 +803,17 @@ fn look(root: &Path, arming: &mut Arming, due: Vec<Due>, rescanning: bool) -> Ve
                         seen.push(Seen::LinkedOut(reason));
                     }
                     // Refused entries too (a symlink loop): the daemon says why.
+                    // Confined, not what lies through a folder linked out of
+                    // the folder: the rescan lists that link, as the scan
+                    // does. (A job file linked out is listed and refused
+                    // when read, as when dropped alone.)
                     match crate::load::discover_all(&[root.join(&rel)]) {
                         Ok(found) => seen.extend(
                             found
                                 .files
                                 .iter()
                                 .chain(found.refused.iter().map(|r| &r.path))
+                                .filter(|f| !f.ancestors().any(|a| arming.outside.contains(a)))
                                 .filter_map(|f| JobId::from_path(root, f))
                                 .map(|id| Seen::InFolder(id.as_str().to_owned())),
                         ),
