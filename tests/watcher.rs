@@ -161,3 +161,67 @@ fn a_job_dropped_into_a_symlinked_subfolder_while_running_runs() {
     std::fs::rename(&tmp, store.join("a.toml")).expect("rename");
     assert!(d.wait_for(LONG, |l| finished(l, "team/a.toml", "succeeded")), "never ran: {}", d.dump());
 }
+
+/// How many inotify watches process `pid` holds on the folders at `paths`:
+/// the `inotify wd:` lines of its inotify descriptors' `/proc/PID/fdinfo`,
+/// matched by inode and device.
+fn inotify_watches_on(pid: i32, paths: &[&Path]) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    // fdinfo's `sdev` is the kernel's encoding of a device number.
+    let kernel_dev = |dev: u64| (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev));
+    let wanted: Vec<(u64, u64)> = paths
+        .iter()
+        .map(|p| std::fs::metadata(p).expect("stat"))
+        .map(|meta| (meta.ino(), kernel_dev(meta.dev())))
+        .collect();
+    let proc = Path::new("/proc").join(pid.to_string());
+    let mut count = 0;
+    for fd in std::fs::read_dir(proc.join("fd")).expect("/proc/PID/fd").flatten() {
+        if !std::fs::read_link(fd.path()).is_ok_and(|target| target == Path::new("anon_inode:inotify")) {
+            continue;
+        }
+        let info = std::fs::read_to_string(proc.join("fdinfo").join(fd.file_name())).unwrap_or_default();
+        for line in info.lines().filter(|l| l.starts_with("inotify wd:")) {
+            let field = |name: &str| {
+                line.split_whitespace().find_map(|w| w.strip_prefix(name)).and_then(|v| u64::from_str_radix(v, 16).ok())
+            };
+            if let (Some(ino), Some(dev)) = (field("ino:"), field("sdev:"))
+                && wanted.contains(&(ino, dev))
+            {
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+#[test]
+fn as_root_no_inotify_watch_is_placed_out_of_the_jobs_folder_through_a_symlink() {
+    let outside = tempfile::tempdir().expect("outside");
+    let (one, two) = (outside.path().join("one"), outside.path().join("two"));
+    std::fs::create_dir_all(one.join("a")).expect("mkdir");
+    std::fs::create_dir_all(two.join("b")).expect("mkdir");
+    let jobs_dir = tempfile::tempdir().expect("jobs dir");
+    std::os::unix::fs::symlink(&one, jobs_dir.path().join("at-start")).expect("symlink");
+    let d = Daemon::start_in(jobs_dir, &[], &[]);
+    std::os::unix::fs::symlink(&two, d.jobs.path().join("live")).expect("symlink");
+    d.barrier();
+    let watched = inotify_watches_on(d.pid(), &[&one, &one.join("a"), &two, &two.join("b")]);
+    if is_root() {
+        assert_eq!(watched, 0, "inotify watches on the targets of links out of the jobs folder");
+        let listed = jobs(&d);
+        for link in ["at-start", "live"] {
+            assert!(
+                listed.iter().any(|(job, valid, why)| job == link && !valid && why.contains("outside the folder")),
+                "{link} is listed refused: {listed:?}"
+            );
+        }
+        std::fs::remove_file(d.jobs.path().join("live")).expect("unlink");
+        d.barrier();
+        let listed = jobs(&d);
+        assert!(!listed.iter().any(|(job, _, _)| job == "live"), "gone from the list once unlinked: {listed:?}");
+    } else {
+        // Not root, links are followed anywhere, and watched.
+        assert_eq!(watched, 4, "each folder of both targets is watched");
+    }
+}

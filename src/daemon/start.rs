@@ -15,7 +15,7 @@ use super::processes::{self, ProcessRecords, Swept};
 use super::supervisor::{Inputs, Supervisor};
 use super::{DEBOUNCE, Options};
 use crate::store::{self, RunStore};
-use crate::watch::Watcher;
+use crate::watch::{Links, Watcher};
 
 /// Why runs found `running` at start are marked interrupted.
 const INTERRUPTED: &str = "the daemon stopped while it ran (crash, kill -9 or power loss); it was not retried";
@@ -42,7 +42,10 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
     for run in store.recover(&node, INTERRUPTED).await.context("cannot recover runs left running")? {
         tracing::warn!(job = %run.job, run_id = run.id, started_at = %run.started_at, reason = INTERRUPTED, "run interrupted");
     }
-    let (watcher, file_events) = Watcher::start(&opts.jobs, DEBOUNCE)
+    // A root daemon reads nothing through a link out of the jobs folder, so
+    // it watches nothing out of it either.
+    let links = if crate::load::daemon_confines_links() { Links::WithinFolder } else { Links::Anywhere };
+    let (watcher, file_events) = Watcher::start(&opts.jobs, DEBOUNCE, links)
         .with_context(|| format!("cannot watch the jobs folder {}", opts.jobs.display()))?;
     let sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;

@@ -31,7 +31,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use id::JobId;
-pub use watcher::Watcher;
+pub use watcher::{Links, Watcher};
 
 use crate::load::{DiscoverError, Refused};
 
@@ -128,11 +128,17 @@ impl Scanned {
 /// recursively, skipping hidden and editor files, following symlinks (as
 /// root, only within the folder: `load::daemon_confines_links`).
 pub fn scan(root: &Path) -> Result<Scanned, WatchError> {
+    scan_with(root, crate::load::daemon_confines_links())
+}
+
+/// [`scan`], refusing symlinks out of the folder when `confine` (the
+/// watcher's own scans, with the rule it was started with).
+fn scan_with(root: &Path, confine: bool) -> Result<Scanned, WatchError> {
     let meta = std::fs::metadata(root).map_err(|source| WatchError::Io { path: root.to_path_buf(), source })?;
     if !meta.is_dir() {
         return Err(WatchError::NotAFolder { path: root.to_path_buf() });
     }
-    let found = crate::load::discover_paths(&[root.to_path_buf()], crate::load::daemon_confines_links())?;
+    let found = crate::load::discover_paths(&[root.to_path_buf()], confine)?;
     let mut ids: Vec<JobId> = found.files.iter().filter_map(|f| JobId::from_path(root, f)).collect();
     ids.sort();
     ids.dedup();

@@ -47,7 +47,7 @@ impl Folder {
             fs::create_dir_all(path.parent().unwrap()).unwrap();
             fs::write(path, content).unwrap();
         }
-        let (watcher, events) = Watcher::start(&tmp.path().join("jobs"), DEBOUNCE).unwrap();
+        let (watcher, events) = Watcher::start(&tmp.path().join("jobs"), DEBOUNCE, Links::Anywhere).unwrap();
         Folder { tmp, watcher: Some(watcher), events }
     }
 
@@ -307,7 +307,7 @@ fn scan_and_start_name_a_missing_folder() {
     let err = scan(Path::new("/no/such/jobs")).unwrap_err();
     assert!(err.to_string().starts_with("/no/such/jobs: "), "{err}");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let err = rt.block_on(async { Watcher::start(Path::new("/no/such/jobs"), DEBOUNCE).unwrap_err() });
+    let err = rt.block_on(async { Watcher::start(Path::new("/no/such/jobs"), DEBOUNCE, Links::Anywhere).unwrap_err() });
     assert!(err.to_string().starts_with("/no/such/jobs: "), "{err}");
 }
 
@@ -472,9 +472,214 @@ async fn a_symlinked_subfolder_present_at_start_is_watched() {
     fs::create_dir(&elsewhere).unwrap();
     fs::create_dir(tmp.path().join("jobs")).unwrap();
     std::os::unix::fs::symlink(&elsewhere, tmp.path().join("jobs/linked")).unwrap();
-    let (_watcher, events) = Watcher::start(&tmp.path().join("jobs"), DEBOUNCE).unwrap();
+    let (_watcher, events) = Watcher::start(&tmp.path().join("jobs"), DEBOUNCE, Links::Anywhere).unwrap();
     let mut f = Folder { tmp, watcher: None, events };
     fs::write(elsewhere.join("a.toml"), "a").unwrap();
     assert_eq!(f.events().await, [changed("linked/a.toml")]);
     drop(_watcher);
+}
+
+/// The threads that did blocking work (stats, registering watches) for any
+/// of `paths`.
+fn disk_work_for(paths: &[std::path::PathBuf]) -> Vec<std::thread::ThreadId> {
+    let work = super::watcher::DISK_WORK.lock().unwrap();
+    work.iter().filter(|(p, _)| paths.contains(p)).map(|(_, thread)| *thread).collect()
+}
+
+// A current-thread runtime: the watcher's task is polled on this test's own
+// thread, so blocking work done on the task is done here, and work sent to
+// the blocking pool is done on another thread.
+#[tokio::test]
+async fn following_a_link_and_rearming_a_replaced_folder_block_no_async_task() {
+    let mut f = Folder::with(&[]);
+    let elsewhere = f.tmp.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::write(elsewhere.join("a.toml"), "a").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, f.path("linked")).unwrap();
+    assert_eq!(f.events().await, [changed("linked/a.toml")]);
+    fs::rename(f.jobs(), f.tmp.path().join("jobs.old")).unwrap();
+    fs::create_dir(f.jobs()).unwrap();
+    assert!(f.events().await.iter().any(|e| matches!(e, JobFileEvent::Rescan { .. })));
+    let here = std::thread::current().id();
+    let link_work = disk_work_for(&[f.path("linked")]);
+    let rearm_work = disk_work_for(&[f.jobs()]);
+    assert!(!link_work.is_empty() && !rearm_work.is_empty(), "{link_work:?} {rearm_work:?}");
+    assert!(
+        link_work.iter().chain(&rearm_work).all(|thread| *thread != here),
+        "blocking work done on the watcher's task (this runtime's only thread, {here:?}): \
+         following the link on {link_work:?}, re-arming on {rearm_work:?}"
+    );
+}
+
+/// How many inotify watches this process holds on the folders at `paths`,
+/// whichever watcher placed them: the `inotify wd:` lines of every inotify
+/// descriptor's `/proc/self/fdinfo`, matched by inode and device.
+fn inotify_watches_on(paths: &[&Path]) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    // fdinfo's `sdev` is the kernel's encoding of a device number.
+    let kernel_dev = |dev: u64| (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev));
+    let wanted: Vec<(u64, u64)> =
+        paths.iter().map(|p| fs::metadata(p).unwrap()).map(|meta| (meta.ino(), kernel_dev(meta.dev()))).collect();
+    let mut count = 0;
+    for fd in fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        if !fs::read_link(fd.path()).is_ok_and(|target| target == Path::new("anon_inode:inotify")) {
+            continue;
+        }
+        // Another test's watcher may close its descriptor meanwhile.
+        let info = fs::read_to_string(Path::new("/proc/self/fdinfo").join(fd.file_name())).unwrap_or_default();
+        for line in info.lines().filter(|l| l.starts_with("inotify wd:")) {
+            let field = |name: &str| {
+                line.split_whitespace().find_map(|w| w.strip_prefix(name)).and_then(|v| u64::from_str_radix(v, 16).ok())
+            };
+            if let (Some(ino), Some(dev)) = (field("ino:"), field("sdev:"))
+                && wanted.contains(&(ino, dev))
+            {
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+/// A jobs folder with a link `out` to a tree outside it (`out`, `out/a`,
+/// `out/a/b`), watched with `links`.
+fn folder_linked_out(links: Links) -> Folder {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir_all(tmp.path().join("jobs")).unwrap();
+    fs::create_dir_all(tmp.path().join("out/a/b")).unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("out"), tmp.path().join("jobs/out")).unwrap();
+    let (watcher, events) = Watcher::start(&tmp.path().join("jobs"), DEBOUNCE, links).unwrap();
+    Folder { tmp, watcher: Some(watcher), events }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfined_a_link_out_of_the_folder_is_watched() {
+    // What the confined watcher must not do, and that the count sees it.
+    let mut f = folder_linked_out(Links::Anywhere);
+    let out = f.tmp.path().join("out");
+    assert_eq!(inotify_watches_on(&[&out, &out.join("a"), &out.join("a/b")]), 3);
+    fs::write(out.join("a/b/x.toml"), "x").unwrap();
+    assert_eq!(f.events().await, [changed("out/a/b/x.toml")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confined_to_the_folder_no_watch_is_placed_out_of_it_and_links_within_are_still_watched() {
+    let mut f = folder_linked_out(Links::WithinFolder);
+    let out = f.tmp.path().join("out");
+    let out2 = f.tmp.path().join("out2");
+    fs::create_dir_all(out2.join("c")).unwrap();
+    let outside = [&out, &out.join("a"), &out.join("a/b"), &out2, &out2.join("c")].map(|p| p.to_path_buf());
+    let outside: Vec<&Path> = outside.iter().map(|p| p.as_path()).collect();
+    assert_eq!(inotify_watches_on(&outside), 0, "watches on the target of a link out of the jobs folder, at start");
+
+    // Linked while running: not watched either, and a rescan (which lists it
+    // refused, as the start-up scan does).
+    std::os::unix::fs::symlink(&out2, f.path("out2")).unwrap();
+    let events = f.events().await;
+    assert!(matches!(events.as_slice(), [JobFileEvent::Rescan { reason }] if reason.contains("outside")), "{events:?}");
+    assert_eq!(inotify_watches_on(&outside), 0, "watches on the target of a link out of the jobs folder, linked later");
+    fs::write(out.join("a/x.toml"), "x").unwrap();
+    fs::write(out2.join("c/y.toml"), "y").unwrap();
+    assert_eq!(f.quiet().await, [], "files dropped out of the folder are not seen");
+    // Unlinked: a rescan again, so the listing drops it.
+    fs::remove_file(f.path("out2")).unwrap();
+    assert!(matches!(f.events().await.as_slice(), [JobFileEvent::Rescan { .. }]));
+
+    // In a folder moved in: not watched, not listed (its jobs would be
+    // refused one by one), a rescan lists the link.
+    let moving = f.tmp.path().join("moving");
+    fs::create_dir(&moving).unwrap();
+    std::os::unix::fs::symlink(&out2, moving.join("link")).unwrap();
+    fs::rename(&moving, f.path("moving")).unwrap();
+    let events = f.events().await;
+    assert!(matches!(events.as_slice(), [JobFileEvent::Rescan { reason }] if reason.contains("outside")), "{events:?}");
+    assert_eq!(inotify_watches_on(&outside), 0, "watches on the target of a link out of the folder, moved in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confined_to_the_folder_links_within_it_are_watched_at_start_when_linked_and_when_moved_in() {
+    // Targets in a hidden folder, as the README tells a root daemon's users.
+    let tmp = tempfile::tempdir().unwrap();
+    let jobs = tmp.path().join("jobs");
+    let store = jobs.join(".store");
+    for dir in ["team/sub", "inner", "later", "moved"] {
+        fs::create_dir_all(store.join(dir)).unwrap();
+    }
+    std::os::unix::fs::symlink(store.join("team"), jobs.join("team")).unwrap();
+    std::os::unix::fs::symlink(store.join("inner"), store.join("team/inner")).unwrap();
+    let (watcher, events) = Watcher::start(&jobs, DEBOUNCE, Links::WithinFolder).unwrap();
+    let mut f = Folder { tmp, watcher: Some(watcher), events };
+    fs::write(store.join("team/sub/a.toml"), "a").unwrap();
+    assert_eq!(f.events().await, [changed("team/sub/a.toml")], "a link there at start, and its subfolders");
+    fs::write(store.join("inner/b.toml"), "b").unwrap();
+    assert_eq!(f.events().await, [changed("team/inner/b.toml")], "a link inside a linked folder");
+
+    fs::write(store.join("later/c.toml"), "c").unwrap();
+    std::os::unix::fs::symlink(store.join("later"), jobs.join("later")).unwrap();
+    assert_eq!(f.events().await, [changed("later/c.toml")], "linked while running: its jobs");
+    fs::write(store.join("later/d.toml"), "d").unwrap();
+    assert_eq!(f.events().await, [changed("later/d.toml")], "and it is watched");
+
+    // A folder moved in with a link inside: the link is watched too.
+    let moving = f.tmp.path().join("moving");
+    fs::create_dir(&moving).unwrap();
+    std::os::unix::fs::symlink(store.join("moved"), moving.join("link")).unwrap();
+    fs::rename(&moving, jobs.join("moving")).unwrap();
+    assert_eq!(f.quiet().await, [], "nothing in it yet");
+    fs::write(store.join("moved/e.toml"), "e").unwrap();
+    assert_eq!(f.events().await, [changed("moving/link/e.toml")], "a link in a folder moved in");
+
+    fs::remove_file(jobs.join("later")).unwrap();
+    assert_eq!(f.events().await, [removed("later/c.toml"), removed("later/d.toml")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confined_a_jobs_folder_that_is_itself_a_symlink_is_watched() {
+    // `/var/spool/gatherd -> /srv/jobs`: notify, following no link, would
+    // not even watch the folder it is given.
+    let tmp = tempfile::tempdir().unwrap();
+    let real = tmp.path().join("real");
+    fs::create_dir_all(real.join("sub")).unwrap();
+    std::os::unix::fs::symlink(&real, tmp.path().join("jobs")).unwrap();
+    let (watcher, events) = Watcher::start(&tmp.path().join("jobs"), DEBOUNCE, Links::WithinFolder).unwrap();
+    let mut f = Folder { tmp, watcher: Some(watcher), events };
+    fs::write(real.join("a.toml"), "a").unwrap();
+    assert_eq!(f.events().await, [changed("a.toml")]);
+    fs::write(real.join("sub/b.toml"), "b").unwrap();
+    assert_eq!(f.events().await, [changed("sub/b.toml")]);
+    fs::remove_file(real.join("a.toml")).unwrap();
+    assert_eq!(f.events().await, [removed("a.toml")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confined_a_link_back_to_a_folder_that_holds_it_is_not_watched_again() {
+    // Watched again under the link's longer name, the folders would report
+    // their jobs under that name (one inode, one inotify watch, one name).
+    let tmp = tempfile::tempdir().unwrap();
+    let jobs = tmp.path().join("jobs");
+    fs::create_dir_all(jobs.join("sub")).unwrap();
+    std::os::unix::fs::symlink(&jobs, jobs.join("itself")).unwrap();
+    let (watcher, events) = Watcher::start(&jobs, DEBOUNCE, Links::WithinFolder).unwrap();
+    let mut f = Folder { tmp, watcher: Some(watcher), events };
+    fs::write(jobs.join("a.toml"), "a").unwrap();
+    assert_eq!(f.events().await, [changed("a.toml")], "a link there at start");
+    std::os::unix::fs::symlink(jobs.join("sub"), jobs.join("sub/up")).unwrap();
+    assert_eq!(f.quiet().await, []);
+    fs::write(jobs.join("sub/b.toml"), "b").unwrap();
+    assert_eq!(f.events().await, [changed("sub/b.toml")], "a link made while running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confined_a_job_file_linked_out_in_a_folder_moved_in_is_still_reported_for_the_daemon_to_refuse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let jobs = tmp.path().join("jobs");
+    fs::create_dir(&jobs).unwrap();
+    fs::write(tmp.path().join("elsewhere.toml"), "x").unwrap();
+    let (watcher, events) = Watcher::start(&jobs, DEBOUNCE, Links::WithinFolder).unwrap();
+    let mut f = Folder { tmp, watcher: Some(watcher), events };
+    let moving = f.tmp.path().join("moving");
+    fs::create_dir(&moving).unwrap();
+    std::os::unix::fs::symlink(f.tmp.path().join("elsewhere.toml"), moving.join("x.toml")).unwrap();
+    fs::rename(&moving, jobs.join("moving")).unwrap();
+    assert_eq!(f.events().await, [changed("moving/x.toml")]);
 }

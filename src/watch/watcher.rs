@@ -29,6 +29,7 @@ use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
@@ -39,7 +40,7 @@ use tokio::time::Instant;
 
 use super::debounce::{Debouncer, Due, Fact};
 use super::id::{Place, is_job_name, place};
-use super::{JobFileEvent, JobId, WatchError, scan};
+use super::{JobFileEvent, JobId, WatchError, scan_with};
 
 /// How many raw notify events may wait for the task before notify's thread
 /// blocks (and the kernel's own queue takes the excess, overflowing into a
@@ -49,12 +50,26 @@ const RAW_CAPACITY: usize = 4096;
 /// How many [`JobFileEvent`]s may wait for the daemon.
 const EVENT_CAPACITY: usize = 1024;
 
+/// Which symlinked subfolders the watcher follows into (watches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Links {
+    /// Every one, wherever it points: a daemon that is not root.
+    Anywhere,
+    /// Only those whose target is inside the jobs folder
+    /// (`load::leads_outside`): a daemon running as root, which reads
+    /// nothing out of the folder (`load::daemon_confines_links`), so places
+    /// no watch out of it either.
+    WithinFolder,
+}
+
 /// Watches a jobs folder and reports its job files' comings and goings.
 ///
 /// Owns everything it starts: the tokio task that debounces (aborted on
 /// drop), which owns notify's watcher (its inotify thread stops when the task
-/// is gone, as the task re-arms the watch when the folder is replaced). After
-/// the drop the receiver yields `None`.
+/// is gone — or, if the task was waiting for blocking work on the watches
+/// when it was aborted, once that work is done — as the task re-arms the
+/// watch when the folder is replaced). After the drop the receiver yields
+/// `None`.
 #[derive(Debug)]
 pub struct Watcher {
     task: JoinHandle<()>,
@@ -73,11 +88,19 @@ impl Watcher {
     /// same path within `debounce` once the path has been quiet for it; a
     /// removal, a new folder or lost events after `debounce`.
     ///
+    /// `links` says which symlinked subfolders are watched: all of them, or
+    /// (a daemon running as root, which reads nothing out of the folder) only
+    /// those whose target is inside the jobs folder.
+    ///
     /// Must be called within a tokio runtime. It blocks briefly while the
     /// watches are registered (one per folder) and the folder is scanned to learn
     /// which jobs exist; a file written meanwhile may be both in the daemon's own
-    /// [`scan`] and reported, never missed.
-    pub fn start(root: &Path, debounce: Duration) -> Result<(Watcher, mpsc::Receiver<JobFileEvent>), WatchError> {
+    /// [`scan`](super::scan) and reported, never missed.
+    pub fn start(
+        root: &Path,
+        debounce: Duration,
+        links: Links,
+    ) -> Result<(Watcher, mpsc::Receiver<JobFileEvent>), WatchError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| WatchError::NoRuntime { path: root.to_path_buf() })?;
         let root = std::path::absolute(root).map_err(|source| WatchError::Io { path: root.to_path_buf(), source })?;
@@ -93,14 +116,32 @@ impl Watcher {
             let _ = raw_tx.blocking_send(event);
         };
         let watch_err = |source| WatchError::Watch { path: root.clone(), source };
-        let mut notify = notify::recommended_watcher(handler).map_err(watch_err)?;
-        notify.watch(&root, RecursiveMode::Recursive).map_err(watch_err)?;
-        // After the watch is in place, so nothing falls between the two.
-        let known = scan(&root)?.all_ids(&root).into_iter().map(|id| id.as_str().to_owned());
-        let debouncer = Debouncer::new(debounce, known);
+        // Confined, notify's own walks (at each recursive watch, and for each
+        // folder created) follow no symlink: the links within the folder are
+        // watched by `Arming`, the others not at all.
+        let config = notify::Config::default().with_follow_symlinks(links == Links::Anywhere);
+        let notify = notify::RecommendedWatcher::new(handler, config).map_err(watch_err)?;
+        let confine = match links {
+            Links::Anywhere => None,
+            Links::WithinFolder => {
+                Some(std::fs::canonicalize(&root).map_err(|source| WatchError::Io { path: root.clone(), source })?)
+            }
+        };
+        let mut arming = Arming {
+            notify,
+            root: root.clone(),
+            confine,
+            waiting_in: None,
+            links: BTreeSet::new(),
+            outside: BTreeSet::new(),
+        };
+        arming.watch_tree(&root).map_err(watch_err)?;
+        arming.watch_links_under(&root);
+        // After the watches are in place, so nothing falls between the two.
+        let known = scan_with(&root, links == Links::WithinFolder)?.all_ids(&root);
+        let debouncer = Debouncer::new(debounce, known.into_iter().map(|id| id.as_str().to_owned()));
 
         let (tx, rx) = mpsc::channel(EVENT_CAPACITY);
-        let arming = Arming { notify, root: root.clone(), waiting_in: None, links: BTreeSet::new() };
         let task = runtime.spawn(run(root, arming, debouncer, raw_rx, tx));
         Ok((Watcher { task }, rx))
     }
@@ -116,17 +157,18 @@ const DRAIN: usize = 256;
 /// waiting for its deadline; otherwise it waits for an event and nothing else.
 async fn run(
     root: PathBuf,
-    mut arming: Arming,
+    arming: Arming,
     mut debouncer: Debouncer,
     mut raw: mpsc::Receiver<notify::Result<Event>>,
     out: mpsc::Sender<JobFileEvent>,
 ) {
+    let arming = Arc::new(Mutex::new(arming));
     let mut renames = Renames::default();
     loop {
         let deadline = debouncer.next_deadline();
         if deadline.is_some_and(|at| at <= Instant::now()) {
             let due = debouncer.take_due(Instant::now());
-            for event in settle(&root, &mut debouncer, due).await {
+            for event in settle(&root, &arming, &mut debouncer, due).await {
                 tracing::debug!(?event, "job file event");
                 if out.send(event).await.is_err() {
                     return;
@@ -140,23 +182,17 @@ async fn run(
                     // This event and those already waiting behind it, so that
                     // what one write or rename caused is reported together.
                     let now = Instant::now();
+                    let mut batch = Vec::new();
                     let mut next = Some(event);
                     for _ in 0..DRAIN {
                         let Some(event) = next.take().or_else(|| raw.try_recv().ok()) else { break };
-                        if renames.is_repeat(&event) {
-                            continue;
+                        if !renames.is_repeat(&event) {
+                            batch.push(event);
                         }
-                        if let Some(reason) = arming.follow(&event) {
-                            debouncer.observe(Fact::Lost(reason), now);
-                            continue;
-                        }
-                        for fact in arming.follow_link(&event) {
-                            debouncer.observe(fact, now);
-                        }
-                        for fact in facts(&root, event) {
-                            tracing::trace!(?fact, "watch");
-                            debouncer.observe(fact, now);
-                        }
+                    }
+                    for fact in work_through(&root, &arming, batch).await {
+                        tracing::trace!(?fact, "watch");
+                        debouncer.observe(fact, now);
                     }
                 }
                 None => {
@@ -172,6 +208,43 @@ async fn run(
     }
 }
 
+/// The facts a batch of raw events says, in the order of the events: for
+/// each, what [`Arming`] made of it (the jobs folder replaced, a symlinked
+/// subfolder linked), then [`facts`]. When an event may need the disk (a
+/// stat, registering or dropping watches: blocking, and notify's recursive
+/// watch walks the whole tree it is given), the whole batch is worked
+/// through on the blocking pool, so the order is kept and the task never
+/// blocks; a batch of plain job files (a burst of drops) stays on the task.
+async fn work_through(root: &Path, arming: &Arc<Mutex<Arming>>, batch: Vec<notify::Result<Event>>) -> Vec<Fact> {
+    if !batch.iter().any(|event| lock(arming).needs_disk(event)) {
+        return batch.into_iter().flat_map(|event| facts(root, event)).collect();
+    }
+    let (root, arming) = (root.to_path_buf(), arming.clone());
+    let work = move || {
+        let mut arming = lock(&arming);
+        let mut out = Vec::new();
+        for event in batch {
+            if let Some(reason) = arming.follow(&event) {
+                out.push(Fact::Lost(reason));
+                continue;
+            }
+            out.extend(arming.follow_link(&event));
+            out.extend(facts(&root, event));
+        }
+        out
+    };
+    match tokio::task::spawn_blocking(work).await {
+        Ok(facts) => facts,
+        Err(err) => vec![Fact::Lost(format!("following the jobs folder's links and moves failed: {err}"))],
+    }
+}
+
+/// The [`Arming`], whoever held it last: a panic while it was held leaves
+/// its watches as they were, still worth using.
+fn lock(arming: &Mutex<Arming>) -> MutexGuard<'_, Arming> {
+    arming.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Keeps the jobs folder's path watched when the folder itself is replaced:
 /// `mv jobs jobs.old; mv new jobs`, or `rm -rf jobs; mkdir jobs` (a deploy).
 /// An inotify watch follows the folder's inode, not its path: once the
@@ -181,17 +254,28 @@ async fn run(
 /// not recursively) until the path appears again. Either way a rescan
 /// follows, which reports what changed between the two folders.
 ///
-/// Watching registers inotify watches (a little blocking I/O, once per
-/// folder); it happens only when the jobs folder itself is replaced, and
-/// when a symlinked subfolder is linked ([`Arming::follow_link`]).
+/// Watching registers inotify watches (blocking I/O, once per folder, and
+/// notify's recursive watch walks the whole tree), and the link checks
+/// stat: so every method but [`Arming::needs_disk`] runs on the blocking
+/// pool ([`work_through`], [`settle`]'s look), never on the watcher's task
+/// (before it exists, [`Watcher::start`] blocks briefly, as it says). It is
+/// shared with those closures behind a mutex, one at a time (the task
+/// awaits each).
 struct Arming {
     notify: notify::RecommendedWatcher,
     /// The jobs folder's path, as watched.
     root: PathBuf,
+    /// With [`Links::WithinFolder`], the jobs folder's canonical path: only
+    /// links that lead inside it are watched.
+    confine: Option<PathBuf>,
     /// The parent watched while the jobs folder is missing.
     waiting_in: Option<PathBuf>,
-    /// Symlinked subfolders watched since they were linked.
+    /// Symlinked subfolders watched by `Arming` (those linked while running;
+    /// confined, every one within the folder).
     links: BTreeSet<PathBuf>,
+    /// Confined: the symlinks to folders out of the jobs folder seen, not
+    /// watched (their coming and going means a rescan, which lists them).
+    outside: BTreeSet<PathBuf>,
 }
 
 /// Symlinked subfolders (`jobs/linked -> /elsewhere/dir`). notify follows
@@ -205,6 +289,16 @@ struct Arming {
 /// once); a link removed drops its watch. Only names that are not job
 /// names are looked at (a stat each), so a burst of dropped job files costs
 /// nothing here.
+///
+/// Confined ([`Links::WithinFolder`]), notify follows no link at all — its
+/// walks at start, for a re-armed folder and for each new folder would
+/// otherwise watch a link's target wherever it is (`jobs/x -> /`: a watch
+/// per folder of the system) — so every link to a folder within the jobs
+/// folder is watched here: those there at start, those linked later, those
+/// in a folder that arrives (when it is looked at, before it is listed),
+/// and those under another link's target. A link whose target is out of
+/// the folder is not watched and means a rescan when it comes or goes,
+/// which lists it refused, as the start-up scan does.
 impl Arming {
     fn follow_link(&mut self, event: &notify::Result<Event>) -> Vec<Fact> {
         let Ok(event) = event else { return vec![] };
@@ -212,10 +306,10 @@ impl Arming {
             EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => event.paths.first(),
             EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => event.paths.get(1),
             EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
-                if let Some(gone) = event.paths.first()
-                    && self.links.remove(gone)
-                {
-                    let _ = self.notify.unwatch(gone);
+                let Some(gone) = event.paths.first() else { return vec![] };
+                self.unwatch_links(gone);
+                if self.forget_outside(gone) {
+                    return vec![Fact::Lost(format!("a symlink to outside the jobs folder went: {}", gone.display()))];
                 }
                 return vec![];
             }
@@ -226,31 +320,208 @@ impl Arming {
             Place::Inside(rel) if !is_job_name(&rel) => rel,
             _ => return vec![],
         };
+        disk_work(path);
         let link_to_folder = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
             && std::fs::metadata(path).is_ok_and(|m| m.is_dir());
         if !link_to_folder {
             return vec![];
         }
         // Whatever was watched at this path (an old target) is dropped.
-        let _ = self.notify.unwatch(path);
-        match self.notify.watch(path, RecursiveMode::Recursive) {
+        self.unwatch_links(path);
+        let was_outside = self.forget_outside(path);
+        if self.leads_outside(path) {
+            self.outside.insert(path.clone());
+            // The rescan drops the old target's jobs and lists the link refused.
+            return vec![Fact::Lost(format!(
+                "`{rel}` was linked to a folder outside the jobs folder, which is not watched"
+            ))];
+        }
+        if self.confine.is_some() && loops_back(path) {
+            return vec![Fact::Gone(rel)];
+        }
+        match self.watch_tree(path) {
             Ok(()) => {
                 self.links.insert(path.clone());
             }
             Err(e) => tracing::error!(path = %path.display(), error = %e, "cannot watch a symlinked subfolder"),
         }
-        // The old target's jobs go, unless the new one has them too.
-        vec![Fact::Gone(rel.clone()), Fact::Arrived(rel)]
+        // The old target's jobs go, unless the new one has them too (and
+        // the links under it are watched when it is looked at).
+        let mut facts = vec![Fact::Gone(rel.clone()), Fact::Arrived(rel)];
+        if was_outside {
+            facts
+                .push(Fact::Lost(format!("a symlink to outside the jobs folder now leads inside: {}", path.display())));
+        }
+        facts
     }
+
+    /// Confined, whether `path` (under the jobs folder), with every link
+    /// resolved, is out of it: the rule the daemon reads by
+    /// (`load::leads_outside`).
+    fn leads_outside(&self, path: &Path) -> bool {
+        self.confine.as_deref().is_some_and(|within| crate::load::leads_outside(within, path))
+    }
+
+    /// What to give notify to watch `path`: itself, or — confined, when it is
+    /// a symlink — `path/.`. notify's walk without `follow_symlinks` does
+    /// not even watch the link it is given (walkdir reports the root as a
+    /// link, not a folder, and notify keeps folders only), while `path/.` is
+    /// the folder it points to, still under the link's name: events come as
+    /// `path/./x`, which [`place`] reads as `path/x`, and notify's maps key
+    /// paths by component, so `path/.` is `path` to `unwatch`.
+    fn notify_path(&self, path: &Path) -> PathBuf {
+        if self.confine.is_some() && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            path.join(".")
+        } else {
+            path.to_path_buf()
+        }
+    }
+
+    /// Watches `path` and every folder under it (notify's recursive watch).
+    fn watch_tree(&mut self, path: &Path) -> notify::Result<()> {
+        let target = self.notify_path(path);
+        self.notify.watch(&target, RecursiveMode::Recursive)
+    }
+
+    /// Confined, watches the symlinked folders within the jobs folder found
+    /// under `dir` (itself under it), following them — notify follows none
+    /// — and notes those that lead out of it, unwatched. Whether one of
+    /// those was new: the daemon's listing needs a rescan.
+    fn watch_links_under(&mut self, dir: &Path) -> bool {
+        let Some(within) = self.confine.clone() else { return false };
+        let (inside, outside) = links_under(&within, dir);
+        for link in inside {
+            if self.links.contains(&link) {
+                continue;
+            }
+            match self.watch_tree(&link) {
+                Ok(()) => {
+                    self.links.insert(link);
+                }
+                Err(e) => tracing::error!(path = %link.display(), error = %e, "cannot watch a symlinked subfolder"),
+            }
+        }
+        let mut new = false;
+        for link in outside {
+            new |= self.outside.insert(link);
+        }
+        new
+    }
+
+    /// Drops the watches of the links at or under `path` (gone, or pointed
+    /// elsewhere).
+    fn unwatch_links(&mut self, path: &Path) {
+        let under: Vec<PathBuf> =
+            self.links.range(path.to_path_buf()..).take_while(|l| l.starts_with(path)).cloned().collect();
+        for link in under {
+            self.links.remove(&link);
+            let _ = self.notify.unwatch(&link);
+        }
+    }
+
+    /// Forgets the links out of the folder at or under `path`; whether there
+    /// were any.
+    fn forget_outside(&mut self, path: &Path) -> bool {
+        let under: Vec<PathBuf> =
+            self.outside.range(path.to_path_buf()..).take_while(|l| l.starts_with(path)).cloned().collect();
+        for link in &under {
+            self.outside.remove(link);
+        }
+        !under.is_empty()
+    }
+
+    /// Whether a link at or under `path` is watched or noted out of the folder.
+    fn knows_links_under(&self, path: &Path) -> bool {
+        let under =
+            |set: &BTreeSet<PathBuf>| set.range(path.to_path_buf()..).next().is_some_and(|l| l.starts_with(path));
+        under(&self.links) || under(&self.outside)
+    }
+}
+
+/// Whether the link at `path` leads to a folder that holds it (its own, or
+/// one above): its folders are watched already, and watched again under the
+/// link's longer name they would report their jobs under it (one inode, one
+/// inotify watch, one name). notify's following walk skips such a loop too.
+fn loops_back(path: &Path) -> bool {
+    let parent = path.parent().map(std::fs::canonicalize);
+    matches!((std::fs::canonicalize(path), parent), (Ok(target), Some(Ok(parent))) if parent.starts_with(&target))
+}
+
+/// Confined: the symlinks to folders under `dir` whose target is within the
+/// jobs folder (`within`, canonical), sorted, each followed to find those
+/// under it, and apart those that lead out of it. Hidden and editor names
+/// and names that are not text are skipped, as the scan skips them (no job
+/// is ever there); a folder that cannot be read is skipped (the scan says
+/// why). Each folder is walked once (a loop of links ends).
+fn links_under(within: &Path, dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let (mut inside, mut outside) = (Vec::new(), Vec::new());
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        if !std::fs::canonicalize(&dir).is_ok_and(|canonical| seen.insert(canonical)) {
+            continue;
+        }
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.to_str().is_none_or(crate::load::is_ignored_name) {
+                continue;
+            }
+            let Ok(kind) = entry.file_type() else { continue };
+            let path = entry.path();
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_symlink() && std::fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
+                if crate::load::leads_outside(within, &path) {
+                    outside.push(path);
+                } else if !loops_back(&path) {
+                    inside.push(path.clone());
+                    stack.push(path);
+                }
+            }
+        }
+    }
+    inside.sort();
+    (inside, outside)
 }
 
 impl std::fmt::Debug for Arming {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Arming").field("root", &self.root).field("waiting_in", &self.waiting_in).finish()
+        f.debug_struct("Arming")
+            .field("root", &self.root)
+            .field("confine", &self.confine)
+            .field("waiting_in", &self.waiting_in)
+            .field("links", &self.links)
+            .field("outside", &self.outside)
+            .finish()
     }
 }
 
 impl Arming {
+    /// Whether [`Arming::follow`] or [`Arming::follow_link`] may have
+    /// something to do for `event` (and so need the disk): an event on the
+    /// jobs folder itself, anything while it is missing, a new name that is
+    /// not a job file's (a link to a folder?), a link watched going away.
+    /// Pure: it looks only at the event and what is watched.
+    fn needs_disk(&self, event: &notify::Result<Event>) -> bool {
+        let Ok(event) = event else { return false };
+        if self.waiting_in.is_some() {
+            return true;
+        }
+        let new_name = |path: Option<&PathBuf>| {
+            path.is_some_and(|p| matches!(place(&self.root, p), Place::Inside(rel) if !is_job_name(&rel)))
+        };
+        let on_root = event.paths.first().is_some_and(|p| p == &self.root);
+        match event.kind {
+            EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
+                on_root || event.paths.first().is_some_and(|p| self.knows_links_under(p))
+            }
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => on_root || new_name(event.paths.get(1)),
+            EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => new_name(event.paths.first()),
+            _ => false,
+        }
+    }
+
     /// Looks at one event for the jobs folder itself: gone (then re-arms and
     /// says why a rescan is due) or back while it was awaited (the same).
     /// `None` for every other event, which goes on to [`facts`].
@@ -278,6 +549,7 @@ impl Arming {
     /// path again, or its parent until it comes back; returns `why`, with
     /// what it did.
     fn rearm(&mut self, why: String) -> String {
+        disk_work(&self.root);
         // The old folder's watches (moved away: still alive on its inode).
         let _ = self.notify.unwatch(&self.root);
         for link in std::mem::take(&mut self.links) {
@@ -286,7 +558,16 @@ impl Arming {
         if let Some(parent) = self.waiting_in.take() {
             let _ = self.notify.unwatch(&parent);
         }
-        if self.root.is_dir() && self.notify.watch(&self.root, RecursiveMode::Recursive).is_ok() {
+        self.outside.clear();
+        let root = self.root.clone();
+        if root.is_dir() && self.watch_tree(&root).is_ok() {
+            // Confined, the links within it are watched by the rescan that
+            // follows (`look`), against the folder now at the path.
+            if let Some(within) = &mut self.confine
+                && let Ok(canonical) = std::fs::canonicalize(&root)
+            {
+                *within = canonical;
+            }
             tracing::warn!(jobs = %self.root.display(), reason = %why, "watching the jobs folder now at its path");
             return why;
         }
@@ -305,6 +586,21 @@ impl Arming {
         }
         why
     }
+}
+
+/// Which thread did blocking work (a stat, registering watches) for which
+/// path: the test that keeps it off the watcher's task reads it.
+#[cfg(test)]
+pub(super) static DISK_WORK: std::sync::Mutex<Vec<(PathBuf, std::thread::ThreadId)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Notes blocking work about to be done for `path` (tests only).
+fn disk_work(_path: &Path) {
+    #[cfg(test)]
+    DISK_WORK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push((_path.to_path_buf(), std::thread::current().id()));
 }
 
 /// Tells notify's `Both` event that repeats a rename already seen as `From`
@@ -391,12 +687,20 @@ enum Seen {
     Known(Vec<String>),
     /// A folder that arrived could not be listed.
     Unlisted(String),
+    /// Confined, a symlink out of the jobs folder was found in a folder that
+    /// arrived: a rescan lists it refused, as the start-up scan does.
+    LinkedOut(String),
 }
 
 /// Turns due reports into events: looks at the disk (off the runtime) where a
 /// report needs it, drops folder-scan finds that have a report of their own
 /// (coming, or just sent), and orders them: a rescan, then removals, then changes.
-async fn settle(root: &Path, debouncer: &mut Debouncer, due: Vec<Due>) -> Vec<JobFileEvent> {
+async fn settle(
+    root: &Path,
+    arming: &Arc<Mutex<Arming>>,
+    debouncer: &mut Debouncer,
+    due: Vec<Due>,
+) -> Vec<JobFileEvent> {
     let mut rescan = None;
     let mut removed = BTreeSet::new();
     let mut changed = BTreeSet::new();
@@ -416,7 +720,8 @@ async fn settle(root: &Path, debouncer: &mut Debouncer, due: Vec<Due>) -> Vec<Jo
     if !to_look.is_empty() || rescan.is_some() {
         let root_owned = root.to_path_buf();
         let rescanning = rescan.is_some();
-        match tokio::task::spawn_blocking(move || look(&root_owned, to_look, rescanning)).await {
+        let arming = arming.clone();
+        match tokio::task::spawn_blocking(move || look(&root_owned, &mut lock(&arming), to_look, rescanning)).await {
             Ok(seen) => {
                 let now = Instant::now();
                 for s in seen {
@@ -433,7 +738,7 @@ async fn settle(root: &Path, debouncer: &mut Debouncer, due: Vec<Due>) -> Vec<Jo
                             }
                         }
                         Seen::Known(known) => debouncer.set_known(known),
-                        Seen::Unlisted(reason) => rescan = rescan.or(Some(reason)),
+                        Seen::Unlisted(reason) | Seen::LinkedOut(reason) => rescan = rescan.or(Some(reason)),
                     }
                 }
             }
@@ -456,9 +761,17 @@ async fn settle(root: &Path, debouncer: &mut Debouncer, due: Vec<Due>) -> Vec<Jo
     events
 }
 
-/// Looks at the disk for reports that need it (blocking; run off the runtime).
-fn look(root: &Path, due: Vec<Due>, rescanning: bool) -> Vec<Seen> {
+/// Looks at the disk for reports that need it (blocking; run off the
+/// runtime). Confined, a folder that arrived has the links within the jobs
+/// folder under it watched first (notify's own watch of a new folder
+/// follows none), then is listed, so no file dropped meanwhile is missed;
+/// a rescan has every link looked for again (events may have been lost).
+fn look(root: &Path, arming: &mut Arming, due: Vec<Due>, rescanning: bool) -> Vec<Seen> {
     let mut seen = Vec::new();
+    if rescanning {
+        arming.outside.clear();
+        arming.watch_links_under(root);
+    }
     for d in due {
         match d {
             Due::Probe(rel, removed) => {
@@ -478,18 +791,37 @@ fn look(root: &Path, due: Vec<Due>, rescanning: bool) -> Vec<Seen> {
                 }
             }
             Due::Arrived(rel) => match std::fs::metadata(root.join(&rel)) {
-                // Refused entries too (a symlink loop): the daemon says why.
-                Ok(meta) if meta.is_dir() => match crate::load::discover_all(&[root.join(&rel)]) {
-                    Ok(found) => seen.extend(
-                        found
-                            .files
-                            .iter()
-                            .chain(found.refused.iter().map(|r| &r.path))
-                            .filter_map(|f| JobId::from_path(root, f))
-                            .map(|id| Seen::InFolder(id.as_str().to_owned())),
-                    ),
-                    Err(err) => seen.push(Seen::Unlisted(format!("a folder that appeared could not be listed: {err}"))),
-                },
+                // Confined, a folder out of the jobs folder (through a link)
+                // is neither watched nor listed: the rescan lists the link.
+                Ok(meta) if meta.is_dir() && arming.leads_outside(&root.join(&rel)) => {
+                    seen.push(Seen::LinkedOut(format!("`{rel}` leads outside the jobs folder, which is not watched")));
+                }
+                Ok(meta) if meta.is_dir() => {
+                    if arming.watch_links_under(&root.join(&rel)) {
+                        let reason =
+                            format!("`{rel}` holds a symlink to outside the jobs folder, which is not watched");
+                        seen.push(Seen::LinkedOut(reason));
+                    }
+                    // Refused entries too (a symlink loop): the daemon says why.
+                    // Confined, not what lies through a folder linked out of
+                    // the folder: the rescan lists that link, as the scan
+                    // does. (A job file linked out is listed and refused
+                    // when read, as when dropped alone.)
+                    match crate::load::discover_all(&[root.join(&rel)]) {
+                        Ok(found) => seen.extend(
+                            found
+                                .files
+                                .iter()
+                                .chain(found.refused.iter().map(|r| &r.path))
+                                .filter(|f| !f.ancestors().any(|a| arming.outside.contains(a)))
+                                .filter_map(|f| JobId::from_path(root, f))
+                                .map(|id| Seen::InFolder(id.as_str().to_owned())),
+                        ),
+                        Err(err) => {
+                            seen.push(Seen::Unlisted(format!("a folder that appeared could not be listed: {err}")))
+                        }
+                    }
+                }
                 _ if !is_job_name(&rel) => {}
                 Err(err) if err.kind() == ErrorKind::NotFound => seen.push(Seen::Removed(rel)),
                 // A file, or unreadable: the daemon's loader will say why.
@@ -498,7 +830,7 @@ fn look(root: &Path, due: Vec<Due>, rescanning: bool) -> Vec<Seen> {
             Due::Changed(_) | Due::Removed(_) | Due::Rescan(_) => {}
         }
     }
-    if rescanning && let Ok(found) = scan(root) {
+    if rescanning && let Ok(found) = scan_with(root, arming.confine.is_some()) {
         seen.push(Seen::Known(found.all_ids(root).into_iter().map(|id| id.as_str().to_owned()).collect()));
     }
     seen
