@@ -1,6 +1,6 @@
 //! The commands that steer a running daemon through its control API:
-//! `gatherd jobs`, `gatherd trigger JOB [--wait]`, `gatherd cancel RUN` and
-//! `gatherd logs RUN --follow`. A thin client: the daemon decides, these print.
+//! `gatherd jobs`, `gatherd trigger JOB [--wait]`, `gatherd cancel RUN`, and the event stream
+//! `gatherd logs RUN --follow` reads. A thin client: the daemon decides, these print.
 
 use std::path::PathBuf;
 
@@ -180,12 +180,19 @@ impl Client {
             .map_err(|e| RequestError::Unreadable { what: "is not the JSON expected", source: Box::new(e) })
     }
 
-    /// Follows a run's server-sent events, calling `each` with every event
-    /// until the stream ends.
-    async fn follow(&self, run: i64, mut each: impl FnMut(&EventView)) -> anyhow::Result<()> {
+    /// The daemon's answer to `GET path`, as text (JSON lines, say).
+    pub(super) async fn text(&self, path: &str) -> Result<String, RequestError> {
+        let response = self.send(reqwest::Method::GET, path).await?;
+        response.text().await.map_err(|e| RequestError::Unreadable { what: "broke off", source: Box::new(e) })
+    }
+
+    /// Follows a run's server-sent events from its first, calling `each`
+    /// with every event and its `id:` until the stream ends.
+    pub(super) async fn follow(&self, run: i64, mut each: impl FnMut(Option<u64>, &EventView)) -> anyhow::Result<()> {
         let mut response = self.send(reqwest::Method::GET, &format!("/runs/{run}/events?from=0")).await?;
         let mut buffer = String::new();
         let mut data = String::new();
+        let mut id = None;
         while let Some(chunk) = response.chunk().await.context("the event stream broke")? {
             buffer.push_str(&String::from_utf8_lossy(&chunk));
             while let Some(end) = buffer.find('\n') {
@@ -194,15 +201,28 @@ impl Client {
                 if line.is_empty() {
                     // Events this client does not know (`lagged`) are passed over.
                     if let Ok(event) = serde_json::from_str::<EventView>(&data) {
-                        each(&event);
+                        each(id, &event);
                     }
                     data.clear();
+                    id = None;
                 } else if let Some(d) = line.strip_prefix("data:") {
                     data.push_str(d.trim_start());
+                } else if let Some(i) = line.strip_prefix("id:") {
+                    id = i.trim().parse().ok();
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// The exit status of a command that waited for a run: 0 succeeded, 130
+/// cancelled, 1 for any other end (failed, timed out, interrupted, missed).
+pub(super) fn exit_for(status: RecordedStatus) -> u8 {
+    match status {
+        RecordedStatus::Finished(Status::Succeeded) => exit::OK,
+        RecordedStatus::Finished(Status::Cancelled) => exit::CANCELLED,
+        _ => exit::FAILED,
     }
 }
 
@@ -264,7 +284,7 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<u8> {
     }
     let quiet = args.json;
     client
-        .follow(run, |event| match event {
+        .follow(run, |_, event| match event {
             EventView::NodeFinished { status, path, .. } if !quiet => eprintln!("  {status} {path}"),
             _ => {}
         })
@@ -278,11 +298,7 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<u8> {
     } else {
         print!("{}", render::report(&read.report, true));
     }
-    Ok(match read.report.status {
-        RecordedStatus::Finished(Status::Succeeded) => exit::OK,
-        RecordedStatus::Finished(Status::Cancelled) => exit::CANCELLED,
-        _ => exit::FAILED,
-    })
+    Ok(exit_for(read.report.status))
 }
 
 /// `gatherd cancel RUN`.
@@ -297,19 +313,5 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<u8> {
     } else {
         println!("cancelling run {}", args.run);
     }
-    Ok(exit::OK)
-}
-
-/// `gatherd logs RUN --follow`: the run's script lines as they come.
-pub async fn follow_logs(run: i64, api: &ApiArgs) -> anyhow::Result<u8> {
-    let client = Client::new(api)?;
-    client
-        .follow(run, |event| {
-            if let EventView::Log { text, .. } = event {
-                println!("{text}");
-            }
-        })
-        .await
-        .with_context(|| format!("cannot follow run {run}"))?;
     Ok(exit::OK)
 }
