@@ -731,3 +731,139 @@ async fn a_runs_lines_are_json_lines_with_their_event_ids_by_step_and_after_a_se
     assert_eq!(api.get("/runs/abc/logs").await.0, 400);
     api.stop().await;
 }
+
+/// Reads a live SSE response frame by frame: `(id, event name, data)`.
+struct SseReader {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseReader {
+    async fn open(api: &Api, path: &str, last_event_id: Option<u64>) -> SseReader {
+        let mut request = reqwest::Client::new().get(api.url(path));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        SseReader { response, buffer: String::new() }
+    }
+
+    /// The next event, or `None` when the stream ends.
+    async fn next(&mut self) -> Option<(u64, String, Value)> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                let (mut id, mut name, mut data) = (None, None, None);
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("id: ") {
+                        id = v.parse().ok();
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        name = Some(v.to_string());
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data = serde_json::from_str(v).ok();
+                    }
+                }
+                match (id, name, data) {
+                    (Some(id), Some(name), Some(data)) => return Some((id, name, data)),
+                    _ => continue, // a keep-alive comment
+                }
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.response.chunk()).await.expect("an event");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()?));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_reconnecting_with_last_event_id_mid_run_gets_the_rest_of_the_output_with_no_gap_or_repeat() {
+    let api = Api::start(None).await;
+    let start = RunStart {
+        job: "chatty.toml".into(),
+        trigger: RunTrigger::Manual,
+        fire_time: Utc::now(),
+        content_hash: [3; 32],
+        node: "node-a".into(),
+    };
+    let id = api.store.begin_run(start).await.unwrap();
+    let (tx, _keep) = broadcast::channel(64);
+    api.control.live.lock().unwrap().insert(id, tx.clone());
+    // The daemon's order: record the event with its number, then broadcast it.
+    let recorder = api.store.recorder();
+    let mut seq = 0u64;
+    let mut emit = |event: RunEvent| {
+        recorder.record_numbered(id, seq, event.clone());
+        let _ = tx.send((seq, event));
+        seq += 1;
+    };
+    let line = |stream, text: String, ms| RunEvent::Log {
+        path: "main/chatty".into(),
+        stream,
+        text,
+        at: Duration::from_millis(ms),
+    };
+    emit(RunEvent::RunStarted { job: "chatty.toml".into(), started_at: Utc::now() });
+    emit(RunEvent::NodeStarted {
+        path: "main/chatty".into(),
+        name: "chatty".into(),
+        kind: NodeKind::Shell,
+        at: Duration::ZERO,
+    });
+    for i in 0..4 {
+        emit(line(if i % 2 == 0 { Stream::Stdout } else { Stream::Stderr }, format!("line {i}"), i));
+    }
+
+    // A client reads up to the third line, then its connection drops.
+    let mut first = SseReader::open(&api, &format!("/runs/{id}/events"), None).await;
+    let mut seen = Vec::new();
+    while let Some(event) = first.next().await {
+        let done = event.2["text"] == "line 2";
+        seen.push(event);
+        if done {
+            break;
+        }
+    }
+    drop(first);
+    // While it is away the run goes on: these come from the history.
+    for i in 4..7 {
+        emit(line(Stream::Stdout, format!("line {i}"), i));
+    }
+    emit(line(Stream::Print, "a script line".into(), 7));
+    let last = seen.last().map(|e| e.0).unwrap();
+    let mut second = SseReader::open(&api, &format!("/runs/{id}/events?from=0"), Some(last)).await;
+    // Once it is back, live ones.
+    let resumed = second.next().await.expect("the rest");
+    for i in 8..10 {
+        emit(line(Stream::Stderr, format!("line {i}"), i));
+    }
+    emit(RunEvent::RunFinished {
+        status: Status::Succeeded,
+        result: None,
+        error: None,
+        duration: Duration::from_millis(10),
+    });
+    seen.push(resumed);
+    while let Some(event) = second.next().await {
+        seen.push(event);
+    }
+
+    let ids: Vec<u64> = seen.iter().map(|e| e.0).collect();
+    assert_eq!(ids, (0..seq).collect::<Vec<_>>(), "every event once, in order, across the reconnect");
+    let lines: Vec<(&str, &str, &str)> = seen
+        .iter()
+        .filter(|e| e.1 == "output" || e.1 == "log")
+        .map(|e| (e.1.as_str(), e.2["stream"].as_str().unwrap(), e.2["text"].as_str().unwrap()))
+        .collect();
+    let want: Vec<(&str, &str, String)> = (0..10)
+        .map(|i| match i {
+            7 => ("log", "print", "a script line".to_string()),
+            8 | 9 => ("output", "stderr", format!("line {i}")),
+            i if i < 4 && i % 2 == 1 => ("output", "stderr", format!("line {i}")),
+            _ => ("output", "stdout", format!("line {i}")),
+        })
+        .collect();
+    let want: Vec<(&str, &str, &str)> = want.iter().map(|(a, b, c)| (*a, *b, c.as_str())).collect();
+    assert_eq!(lines, want);
+    assert_eq!(seen.last().unwrap().1, "run_finished");
+    api.stop().await;
+}
