@@ -167,3 +167,53 @@ throw "it broke";
     assert_eq!(String::from_utf8_lossy(&followed.stdout), String::from_utf8_lossy(&through_daemon.stdout));
     assert_eq!(followed.status.code(), Some(1), "{}", String::from_utf8_lossy(&followed.stderr));
 }
+
+#[test]
+fn trigger_wait_follow_prints_the_lines_as_they_come_then_the_run() {
+    let scratch = tempfile::tempdir().expect("temp");
+    let go = scratch.path().join("go");
+    let d = Daemon::start(&[("wait.rhai", &waiting_job(&go))], &[], &[]);
+    let (mut child, rx) = spawn_cli(&d, &["trigger", "wait.rhai", "--wait", "--follow"]);
+    // The run waits for `go`: these lines came while it was going.
+    let early: Vec<(String, String, String)> = take(&rx, 2).iter().map(|l| fields(l)).collect();
+    let want = |texts: &[&str]| -> Vec<(String, String, String)> {
+        texts.iter().map(|t| ("main".to_string(), "print".to_string(), t.to_string())).collect()
+    };
+    assert_eq!(early, want(&["early 1", "early 2"]));
+    std::fs::write(&go, "").expect("go");
+    let late: Vec<(String, String, String)> = take(&rx, 2).iter().map(|l| fields(l)).collect();
+    assert_eq!(late, want(&["late 1", "late 2"]));
+    let report: Vec<String> = rx.iter().collect();
+    let status = child.wait().expect("exits");
+    assert!(report.iter().any(|l| l.contains("wait")), "then the run as `gatherd run` shows it: {report:#?}");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn ctrl_c_on_trigger_wait_says_the_run_goes_on_and_how_to_cancel_it() {
+    let scratch = tempfile::tempdir().expect("temp");
+    let go = scratch.path().join("go");
+    let d = Daemon::start(&[("wait.rhai", &waiting_job(&go))], &[], &[]);
+    let (mut child, _stdout) = spawn_cli(&d, &["trigger", "wait.rhai", "--wait"]);
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
+    // It says it waits once it listens for Ctrl-C.
+    let mut waiting = String::new();
+    stderr.read_line(&mut waiting).expect("a line");
+    assert!(waiting.contains("waiting for it"), "{waiting:?}");
+    let run: i64 = waiting.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("the run's id");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let status = child.wait().expect("exits");
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut said).expect("stderr");
+    assert_eq!(status.code(), Some(130), "{said}");
+    assert!(
+        said.contains(&format!("run {run} goes on in the daemon")) && said.contains(&format!("gatherd cancel {run}")),
+        "{said:?}"
+    );
+    let (code, body) = http(d.api(), "GET", &format!("/runs/{run}"), &[], "");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).expect("JSON")["status"], "running", "the run goes on");
+    std::fs::write(&go, "").expect("go");
+    assert!(d.wait_for(LONG, |l| finished(l, "wait.rhai", "succeeded")), "{}", d.dump());
+}

@@ -14,7 +14,7 @@ use super::{exit, render};
 use crate::api::events::EventView;
 use crate::config::Config;
 use crate::exec::{RecordedStatus, Status};
-use crate::store::RunDocument;
+use crate::store::{LogFilter, RunDocument};
 
 /// How to reach the daemon: by default its unix socket, `gatherd.sock` in
 /// its state folder; `--addr` for TCP (or another socket, `unix:PATH`).
@@ -58,6 +58,10 @@ pub struct TriggerArgs {
     /// its status (0 succeeded, 1 failed or timed out, 130 cancelled).
     #[arg(long)]
     pub wait: bool,
+    /// With --wait (implied): print the lines the run's steps and scripts
+    /// print as they come, as `gatherd logs --follow` does, above the steps.
+    #[arg(long, short, conflicts_with = "json")]
+    pub follow: bool,
     /// Print JSON (with --wait: the run's document, as `gatherd show --json`).
     #[arg(long)]
     pub json: bool,
@@ -271,7 +275,7 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("cannot trigger {}", args.job))?;
     let run = started["run_id"].as_i64().context("the daemon gave no run id")?;
-    if !args.wait {
+    if !args.wait && !args.follow {
         if args.json {
             println!("{started}");
         } else {
@@ -279,17 +283,44 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<u8> {
         }
         return Ok(exit::OK);
     }
+    // Listening before saying so: a Ctrl-C from then on is handled.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot listen for Ctrl-C")?;
     if !args.json {
         eprintln!("run {run} of {} started; waiting for it…", args.job);
     }
     let quiet = args.json;
-    client
-        .follow(run, |_, event| match event {
-            EventView::NodeFinished { status, path, .. } if !quiet => eprintln!("  {status} {path}"),
-            _ => {}
-        })
-        .await
-        .with_context(|| format!("cannot follow run {run}"))?;
+    let mut lines = args.follow.then(|| super::history::LinePrinter::new(run, false, LogFilter::default()));
+    let mut failed = None;
+    let followed = client.follow(run, |id, event| match event {
+        EventView::NodeFinished { status, path, .. } if !quiet => eprintln!("  {status} {path}"),
+        EventView::RunStarted { started_at, .. } => {
+            if let Some(lines) = &mut lines {
+                lines.started_at = Some(*started_at);
+            }
+        }
+        _ => {
+            if let Some((lines, line)) = lines.as_ref().zip(super::history::line_of(id, event)) {
+                if let Err(e) = lines.print(&line) {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+    });
+    tokio::select! {
+        followed = followed => followed.with_context(|| format!("cannot follow run {run}"))?,
+        _ = interrupt.recv() => {
+            // Ctrl-C stops the waiting, not the run: say so, and how to stop it.
+            eprintln!(
+                "run {run} goes on in the daemon: `gatherd cancel {run}` cancels it, `gatherd logs {run} --follow` \
+                 follows it"
+            );
+            return Ok(exit::CANCELLED);
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
     // The stream ended with the run; the history has the whole of it.
     let document: Value = client.json(reqwest::Method::GET, &format!("/runs/{run}")).await?;
     let read = RunDocument::deserialize(&document).with_context(|| format!("cannot read run {run}'s document"))?;

@@ -288,17 +288,33 @@ impl RunEnd {
     }
 }
 
-/// Prints a run's lines as `logs` does.
-struct LinePrinter {
+/// Prints a run's lines as `logs` does (and `trigger --follow`).
+pub(super) struct LinePrinter {
     run: i64,
     /// The run's start: a line's TIME is this plus its `at_ms`.
-    started_at: Option<DateTime<Utc>>,
+    pub(super) started_at: Option<DateTime<Utc>>,
     json: bool,
     filter: LogFilter,
 }
 
+/// The line an `output` or `log` event carries, numbered `seq`.
+pub(super) fn line_of(seq: Option<u64>, event: &EventView) -> Option<NumberedLine> {
+    match event {
+        EventView::Output { path, stream, text, at_ms } | EventView::Log { path, stream, text, at_ms, .. } => {
+            Some(NumberedLine { seq, path: path.clone(), at_ms: *at_ms, stream: *stream, text: text.clone() })
+        }
+        _ => None,
+    }
+}
+
 impl LinePrinter {
-    fn print(&self, line: &NumberedLine) -> anyhow::Result<()> {
+    /// A printer of run `run`'s lines that `filter` wants; its start is
+    /// set when known.
+    pub(super) fn new(run: i64, json: bool, filter: LogFilter) -> LinePrinter {
+        LinePrinter { run, started_at: None, json, filter }
+    }
+
+    pub(super) fn print(&self, line: &NumberedLine) -> anyhow::Result<()> {
         if !self.filter.wants_path(&line.path) {
             return Ok(());
         }
@@ -390,9 +406,8 @@ async fn follow_lines(args: &LogsArgs, filter: &LogFilter) -> anyhow::Result<Opt
     let mut failed = None;
     client
         .follow(run, |seq, event| match event {
-            EventView::Output { path, stream, text, at_ms } | EventView::Log { path, stream, text, at_ms, .. } => {
-                let line = NumberedLine { seq, path: path.clone(), at_ms: *at_ms, stream: *stream, text: text.clone() };
-                if let Err(e) = printer.print(&line) {
+            EventView::Output { .. } | EventView::Log { .. } => {
+                if let Some(Err(e)) = line_of(seq, event).map(|line| printer.print(&line)) {
                     failed.get_or_insert(e);
                 }
             }
