@@ -225,18 +225,7 @@ pub trait RunStore: Send + Sync {
     /// `None` if there is no such run. A backend that keeps no numbers
     /// answers from [`timeline`](RunStore::timeline), unnumbered.
     fn logs(&self, id: RunId, filter: LogFilter) -> BoxFuture<'_, Result<Option<Vec<NumberedLine>>, StoreError>> {
-        Box::pin(async move {
-            let Some(timeline) = self.timeline(id).await? else { return Ok(None) };
-            let lines = timeline.detail.logs.into_iter().zip(timeline.logs);
-            Ok(Some(
-                lines
-                    .filter(|(line, seq)| {
-                        filter.wants_path(&line.path) && filter.after.is_none_or(|after| seq.is_some_and(|s| s > after))
-                    })
-                    .map(|(line, seq)| NumberedLine::new(seq, line))
-                    .collect(),
-            ))
-        })
+        Box::pin(async move { Ok(self.timeline(id).await?.map(|timeline| timeline.lines(&filter))) })
     }
 
     /// Claims a unit of work for `node` for `lease`: true if this node now
