@@ -1,6 +1,7 @@
 //! The commands that steer a running daemon through its control API:
-//! `gatherd jobs`, `gatherd trigger JOB [--wait]`, `gatherd cancel RUN`, and the event stream
-//! `gatherd logs RUN --follow` reads. A thin client: the daemon decides, these print.
+//! `gatherd jobs`, `gatherd trigger JOB [--wait] [--follow]`, `gatherd
+//! cancel RUN`; and the reader of a run's event stream that `gatherd logs
+//! RUN --follow` uses too. A thin client: the daemon decides, these print.
 
 use std::path::PathBuf;
 
@@ -56,6 +57,7 @@ pub struct TriggerArgs {
     pub job: String,
     /// Wait for the run to end, showing its steps as they finish; exit with
     /// its status (0 succeeded, 1 failed or timed out, 130 cancelled).
+    /// Ctrl-C stops the waiting (exit 130), not the run.
     #[arg(long)]
     pub wait: bool,
     /// With --wait (implied): print the lines the run's steps and scripts
