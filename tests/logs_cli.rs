@@ -217,3 +217,31 @@ fn ctrl_c_on_trigger_wait_says_the_run_goes_on_and_how_to_cancel_it() {
     std::fs::write(&go, "").expect("go");
     assert!(d.wait_for(LONG, |l| finished(l, "wait.rhai", "succeeded")), "{}", d.dump());
 }
+
+#[test]
+fn without_a_daemon_a_run_left_running_is_printed_but_following_it_is_refused_with_why() {
+    let scratch = tempfile::tempdir().expect("temp");
+    let go = scratch.path().join("go");
+    let d = Daemon::start(&[("wait.rhai", &waiting_job(&go))], &[], &[]);
+    let run = trigger(&d, "wait.rhai").to_string();
+    assert!(d.wait_for(LONG, |l| l["text"] == "early 2"), "{}", d.dump());
+    let state = d.state.path().to_str().expect("utf-8").to_string();
+    let logs = |args: &[&str]| gatherd().arg("logs").arg(&run).args(["--state", &state]).args(args).output();
+    // The writer commits within its batch window: wait for both lines.
+    assert!(
+        eventually(LONG, || logs(&[]).is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("early 2"))),
+        "the lines never reached the history"
+    );
+    let (_jobs, _state) = d.end_with(nix::sys::signal::Signal::SIGKILL);
+    let printed = logs(&[]).expect("runs");
+    let text = String::from_utf8_lossy(&printed.stdout).to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[2], format!("run {run} is still running (--follow to follow it)"));
+    assert_eq!(printed.status.code(), Some(0));
+    let followed = logs(&["--follow"]).expect("runs");
+    let why = String::from_utf8_lossy(&followed.stderr).to_string();
+    assert_eq!(followed.status.code(), Some(1), "{why}");
+    assert!(why.contains(&format!("run {run} is still running, and following it needs the daemon")), "{why}");
+    assert!(followed.stdout.is_empty(), "nothing half-printed: {}", String::from_utf8_lossy(&followed.stdout));
+}
