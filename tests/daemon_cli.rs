@@ -510,8 +510,10 @@ fn runs_show_and_logs_read_the_history_beside_a_running_daemon() {
     assert_eq!(shown["result"], serde_json::json!(["a", "b"]));
     assert_eq!(step(&shown, "main/gather_1/a")["output"], "a");
     assert_eq!(step(&shown, "main/gather_1/b")["status"], "succeeded");
-    let logs = json(&["logs", &run_id.to_string()]);
-    assert_eq!(logs[0]["text"], "hi there");
+    // `logs --json` is JSON lines, one object per line printed.
+    let logs = gatherd().args(["logs", &run_id.to_string(), "--state", &state, "--json"]).output().expect("runs");
+    let first = String::from_utf8_lossy(&logs.stdout).lines().next().map(|l| serde_json::from_str(l).expect("JSON"));
+    assert_eq!(first.unwrap_or(serde_json::Value::Null)["text"], "hi there");
     // The human forms.
     let table = gatherd().args(["runs", "--state", &state]).output().expect("runs");
     assert!(String::from_utf8_lossy(&table.stdout).contains("hello.rhai"));
@@ -698,7 +700,10 @@ fn the_cli_lists_jobs_triggers_waits_cancels_and_follows_through_the_api() {
     // --follow on a finished run replays its lines and ends.
     let quick_run = doc["id"].as_i64().expect("id").to_string();
     let followed = cli(&["logs", &quick_run, "--follow"]);
-    assert_eq!(String::from_utf8_lossy(&followed.stdout), "from the script\n");
+    let lines: Vec<String> = String::from_utf8_lossy(&followed.stdout).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 2, "the line, then how the run ended: {lines:?}");
+    assert!(lines[0].ends_with(" main print from the script"), "{lines:?}");
+    assert!(lines[1].starts_with(&format!("run {quick_run} succeeded")), "{lines:?}");
     // No daemon at an address: a clear message.
     let closed = format!("127.0.0.1:{}", closed_port());
     let none = gatherd().args(["jobs", "--addr", &closed]).output().expect("runs");

@@ -20,6 +20,7 @@
 //! | `GET /runs/{id}` | the run as `gatherd show --json` |
 //! | `POST /runs/{id}/cancel` | 202 `{"run_id": N, "cancelling": true}` |
 //! | `GET /runs/{id}/events[?from=N]` | server-sent events (`id:`, `Last-Event-ID`), see [`events`] |
+//! | `GET /runs/{id}/logs[?step=&after=SEQ]` | the run's lines as JSON lines (`application/x-ndjson`), see `logs` |
 //!
 //! Job ids contain `/` (subfolders), so `{job}` is a catch-all: matchit (axum's
 //! router) allows a catch-all only at the end of a route, hence
@@ -51,6 +52,7 @@ pub mod control;
 mod error;
 pub mod events;
 mod jobs;
+mod logs;
 mod metrics;
 mod runs;
 mod token;
@@ -274,6 +276,7 @@ fn router(state: AppState) -> Router {
         .route("/runs/{id}", get(runs::show))
         .route("/runs/{id}/cancel", post(runs::cancel))
         .route("/runs/{id}/events", get(events::stream))
+        .route("/runs/{id}/logs", get(logs::lines))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::limit_body))

@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::exec::{NodeKind, RunEvent, Status};
+use crate::exec::{NodeKind, RunEvent, Status, Stream};
 use crate::store::{DB_FILE, RunId, RunStart, RunTrigger, open_sqlite};
 
 /// A daemon that knows `a.toml` and `sub/b.toml`; `busy.toml` is never
@@ -640,4 +640,230 @@ async fn shutdown_ends_open_event_streams() {
     api.shutdown.cancel();
     assert!(read_sse(response).await.is_empty());
     tokio::time::timeout(Duration::from_secs(10), api.server).await.expect("the server stops").unwrap().unwrap();
+}
+
+/// A run in flight whose two steps printed (numbered as the daemon numbers
+/// a run's events): `main/fetch` on stdout and stderr, the script `main`
+/// with `print`. Returns its id.
+async fn run_with_lines(api: &Api) -> RunId {
+    let start = RunStart {
+        job: "lines.rhai".into(),
+        trigger: RunTrigger::Manual,
+        fire_time: Utc::now(),
+        content_hash: [2; 32],
+        node: "node-a".into(),
+    };
+    let id = api.store.begin_run(start).await.unwrap();
+    let line = |path: &str, stream, text: &str, ms| RunEvent::Log {
+        path: path.into(),
+        stream,
+        text: text.into(),
+        at: Duration::from_millis(ms),
+    };
+    let events = vec![
+        RunEvent::RunStarted { job: "lines.rhai".into(), started_at: Utc::now() },
+        RunEvent::NodeStarted { path: "main".into(), name: "main".into(), kind: NodeKind::Script, at: Duration::ZERO },
+        line("main", Stream::Print, "begin", 1),
+        RunEvent::NodeStarted {
+            path: "main/fetch".into(),
+            name: "fetch".into(),
+            kind: NodeKind::Exec,
+            at: Duration::from_millis(2),
+        },
+        line("main/fetch", Stream::Stdout, "one", 3),
+        line("main/fetch", Stream::Stderr, "warn: two", 4),
+        line("main/fetch", Stream::Stdout, "three", 5),
+        line("main", Stream::Print, "after", 6),
+    ];
+    let recorder = api.store.recorder();
+    for (seq, event) in events.into_iter().enumerate() {
+        recorder.record_numbered(id, seq as u64, event);
+    }
+    recorder.flush().await.unwrap();
+    id
+}
+
+/// The answer of `GET path` as (status, content type, body).
+async fn get_raw(api: &Api, path: &str) -> (u16, String, String) {
+    let response = reqwest::get(api.url(path)).await.unwrap();
+    let status = response.status().as_u16();
+    let kind = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    (status, kind, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_runs_lines_are_json_lines_with_their_event_ids_by_step_and_after_a_seq() {
+    let api = Api::start(None).await;
+    let id = run_with_lines(&api).await;
+    let lines = |body: &str| -> Vec<Value> { body.lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    let (status, kind, body) = get_raw(&api, &format!("/runs/{id}/logs")).await;
+    assert_eq!((status, kind.as_str()), (200, "application/x-ndjson"), "{body}");
+    let all = lines(&body);
+    assert_eq!(
+        all[1],
+        json!({"seq": 4, "path": "main/fetch", "at_ms": 3, "stream": "stdout", "text": "one"}),
+        "one object per line, numbered as its SSE event: {body}"
+    );
+    let seqs: Vec<u64> = all.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [2, 4, 5, 6, 7]);
+    let texts = |v: &[Value]| v.iter().map(|l| l["text"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(texts(&all), ["begin", "one", "warn: two", "three", "after"]);
+
+    // A step by name or by path; only lines after a seq.
+    let (_, _, by_name) = get_raw(&api, &format!("/runs/{id}/logs?step=fetch")).await;
+    assert_eq!(texts(&lines(&by_name)), ["one", "warn: two", "three"]);
+    let (_, _, by_path) = get_raw(&api, &format!("/runs/{id}/logs?step=main/fetch")).await;
+    assert_eq!(by_path, by_name);
+    let (_, _, script) = get_raw(&api, &format!("/runs/{id}/logs?step=main")).await;
+    assert_eq!(texts(&lines(&script)), ["begin", "after"]);
+    let (_, _, after) = get_raw(&api, &format!("/runs/{id}/logs?after=4")).await;
+    assert_eq!(texts(&lines(&after)), ["warn: two", "three", "after"]);
+    let (_, _, both) = get_raw(&api, &format!("/runs/{id}/logs?step=fetch&after=5")).await;
+    assert_eq!(texts(&lines(&both)), ["three"]);
+    let (status, _, none) = get_raw(&api, &format!("/runs/{id}/logs?step=etch")).await;
+    assert_eq!((status, none.as_str()), (200, ""), "a name is a whole part of the path");
+
+    // Mistakes: a clear 400; a run that never was: 404.
+    let (status, body) = api.get(&format!("/runs/{id}/logs?after=x")).await;
+    assert_eq!((status, body["error"].as_str().unwrap()), (400, "after must be an event id (a number ≥ 0), not `x`"));
+    let (status, body) = api.get("/runs/999/logs").await;
+    assert_eq!((status, body["error"].as_str().unwrap()), (404, "no run 999"));
+    assert_eq!(api.get("/runs/abc/logs").await.0, 400);
+    api.stop().await;
+}
+
+/// Reads a live SSE response frame by frame: `(id, event name, data)`.
+struct SseReader {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseReader {
+    async fn open(api: &Api, path: &str, last_event_id: Option<u64>) -> SseReader {
+        let mut request = reqwest::Client::new().get(api.url(path));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        SseReader { response, buffer: String::new() }
+    }
+
+    /// The next event, or `None` when the stream ends.
+    async fn next(&mut self) -> Option<(u64, String, Value)> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                let (mut id, mut name, mut data) = (None, None, None);
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("id: ") {
+                        id = v.parse().ok();
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        name = Some(v.to_string());
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data = serde_json::from_str(v).ok();
+                    }
+                }
+                match (id, name, data) {
+                    (Some(id), Some(name), Some(data)) => return Some((id, name, data)),
+                    _ => continue, // a keep-alive comment
+                }
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.response.chunk()).await.expect("an event");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()?));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_reconnecting_with_last_event_id_mid_run_gets_the_rest_of_the_output_with_no_gap_or_repeat() {
+    let api = Api::start(None).await;
+    let start = RunStart {
+        job: "chatty.toml".into(),
+        trigger: RunTrigger::Manual,
+        fire_time: Utc::now(),
+        content_hash: [3; 32],
+        node: "node-a".into(),
+    };
+    let id = api.store.begin_run(start).await.unwrap();
+    let (tx, _keep) = broadcast::channel(64);
+    api.control.live.lock().unwrap().insert(id, tx.clone());
+    // The daemon's order: record the event with its number, then broadcast it.
+    let recorder = api.store.recorder();
+    let mut seq = 0u64;
+    let mut emit = |event: RunEvent| {
+        recorder.record_numbered(id, seq, event.clone());
+        let _ = tx.send((seq, event));
+        seq += 1;
+    };
+    let line = |stream, text: String, ms| RunEvent::Log {
+        path: "main/chatty".into(),
+        stream,
+        text,
+        at: Duration::from_millis(ms),
+    };
+    emit(RunEvent::RunStarted { job: "chatty.toml".into(), started_at: Utc::now() });
+    emit(RunEvent::NodeStarted {
+        path: "main/chatty".into(),
+        name: "chatty".into(),
+        kind: NodeKind::Shell,
+        at: Duration::ZERO,
+    });
+    for i in 0..4 {
+        emit(line(if i % 2 == 0 { Stream::Stdout } else { Stream::Stderr }, format!("line {i}"), i));
+    }
+
+    // A client reads up to the third line, then its connection drops.
+    let mut first = SseReader::open(&api, &format!("/runs/{id}/events"), None).await;
+    let mut seen = Vec::new();
+    while let Some(event) = first.next().await {
+        let done = event.2["text"] == "line 2";
+        seen.push(event);
+        if done {
+            break;
+        }
+    }
+    drop(first);
+    // While it is away the run goes on: these come from the history.
+    for i in 4..7 {
+        emit(line(Stream::Stdout, format!("line {i}"), i));
+    }
+    emit(line(Stream::Print, "a script line".into(), 7));
+    let last = seen.last().map(|e| e.0).unwrap();
+    let mut second = SseReader::open(&api, &format!("/runs/{id}/events?from=0"), Some(last)).await;
+    // Once it is back, live ones.
+    let resumed = second.next().await.expect("the rest");
+    for i in 8..10 {
+        emit(line(Stream::Stderr, format!("line {i}"), i));
+    }
+    emit(RunEvent::RunFinished {
+        status: Status::Succeeded,
+        result: None,
+        error: None,
+        duration: Duration::from_millis(10),
+    });
+    seen.push(resumed);
+    while let Some(event) = second.next().await {
+        seen.push(event);
+    }
+
+    let ids: Vec<u64> = seen.iter().map(|e| e.0).collect();
+    assert_eq!(ids, (0..seq).collect::<Vec<_>>(), "every event once, in order, across the reconnect");
+    let lines: Vec<(&str, &str, &str)> = seen
+        .iter()
+        .filter(|e| e.1 == "output" || e.1 == "log")
+        .map(|e| (e.1.as_str(), e.2["stream"].as_str().unwrap(), e.2["text"].as_str().unwrap()))
+        .collect();
+    let want: Vec<(&str, &str, String)> = (0..10)
+        .map(|i| match i {
+            7 => ("log", "print", "a script line".to_string()),
+            8 | 9 => ("output", "stderr", format!("line {i}")),
+            i if i < 4 && i % 2 == 1 => ("output", "stderr", format!("line {i}")),
+            _ => ("output", "stdout", format!("line {i}")),
+        })
+        .collect();
+    let want: Vec<(&str, &str, &str)> = want.iter().map(|(a, b, c)| (*a, *b, c.as_str())).collect();
+    assert_eq!(lines, want);
+    assert_eq!(seen.last().unwrap().1, "run_finished");
+    api.stop().await;
 }

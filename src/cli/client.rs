@@ -1,6 +1,7 @@
 //! The commands that steer a running daemon through its control API:
-//! `gatherd jobs`, `gatherd trigger JOB [--wait]`, `gatherd cancel RUN` and
-//! `gatherd logs RUN --follow`. A thin client: the daemon decides, these print.
+//! `gatherd jobs`, `gatherd trigger JOB [--wait] [--follow]`, `gatherd
+//! cancel RUN`; and the reader of a run's event stream that `gatherd logs
+//! RUN --follow` uses too. A thin client: the daemon decides, these print.
 
 use std::path::PathBuf;
 
@@ -14,7 +15,7 @@ use super::{exit, render};
 use crate::api::events::EventView;
 use crate::config::Config;
 use crate::exec::{RecordedStatus, Status};
-use crate::store::RunDocument;
+use crate::store::{LogFilter, RunDocument};
 
 /// How to reach the daemon: by default its unix socket, `gatherd.sock` in
 /// its state folder; `--addr` for TCP (or another socket, `unix:PATH`).
@@ -56,8 +57,13 @@ pub struct TriggerArgs {
     pub job: String,
     /// Wait for the run to end, showing its steps as they finish; exit with
     /// its status (0 succeeded, 1 failed or timed out, 130 cancelled).
+    /// Ctrl-C stops the waiting (exit 130), not the run.
     #[arg(long)]
     pub wait: bool,
+    /// With --wait (implied): print the lines the run's steps and scripts
+    /// print as they come, as `gatherd logs --follow` does, above the steps.
+    #[arg(long, short, conflicts_with = "json")]
+    pub follow: bool,
     /// Print JSON (with --wait: the run's document, as `gatherd show --json`).
     #[arg(long)]
     pub json: bool,
@@ -180,12 +186,19 @@ impl Client {
             .map_err(|e| RequestError::Unreadable { what: "is not the JSON expected", source: Box::new(e) })
     }
 
-    /// Follows a run's server-sent events, calling `each` with every event
-    /// until the stream ends.
-    async fn follow(&self, run: i64, mut each: impl FnMut(&EventView)) -> anyhow::Result<()> {
+    /// The daemon's answer to `GET path`, as text (JSON lines, say).
+    pub(super) async fn text(&self, path: &str) -> Result<String, RequestError> {
+        let response = self.send(reqwest::Method::GET, path).await?;
+        response.text().await.map_err(|e| RequestError::Unreadable { what: "broke off", source: Box::new(e) })
+    }
+
+    /// Follows a run's server-sent events from its first, calling `each`
+    /// with every event and its `id:` until the stream ends.
+    pub(super) async fn follow(&self, run: i64, mut each: impl FnMut(Option<u64>, &EventView)) -> anyhow::Result<()> {
         let mut response = self.send(reqwest::Method::GET, &format!("/runs/{run}/events?from=0")).await?;
         let mut buffer = String::new();
         let mut data = String::new();
+        let mut id = None;
         while let Some(chunk) = response.chunk().await.context("the event stream broke")? {
             buffer.push_str(&String::from_utf8_lossy(&chunk));
             while let Some(end) = buffer.find('\n') {
@@ -194,15 +207,28 @@ impl Client {
                 if line.is_empty() {
                     // Events this client does not know (`lagged`) are passed over.
                     if let Ok(event) = serde_json::from_str::<EventView>(&data) {
-                        each(&event);
+                        each(id, &event);
                     }
                     data.clear();
+                    id = None;
                 } else if let Some(d) = line.strip_prefix("data:") {
                     data.push_str(d.trim_start());
+                } else if let Some(i) = line.strip_prefix("id:") {
+                    id = i.trim().parse().ok();
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// The exit status of a command that waited for a run: 0 succeeded, 130
+/// cancelled, 1 for any other end (failed, timed out, interrupted, missed).
+pub(super) fn exit_for(status: RecordedStatus) -> u8 {
+    match status {
+        RecordedStatus::Finished(Status::Succeeded) => exit::OK,
+        RecordedStatus::Finished(Status::Cancelled) => exit::CANCELLED,
+        _ => exit::FAILED,
     }
 }
 
@@ -251,7 +277,7 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("cannot trigger {}", args.job))?;
     let run = started["run_id"].as_i64().context("the daemon gave no run id")?;
-    if !args.wait {
+    if !args.wait && !args.follow {
         if args.json {
             println!("{started}");
         } else {
@@ -259,17 +285,44 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<u8> {
         }
         return Ok(exit::OK);
     }
+    // Listening before saying so: a Ctrl-C from then on is handled.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot listen for Ctrl-C")?;
     if !args.json {
         eprintln!("run {run} of {} started; waiting for it…", args.job);
     }
     let quiet = args.json;
-    client
-        .follow(run, |event| match event {
-            EventView::NodeFinished { status, path, .. } if !quiet => eprintln!("  {status} {path}"),
-            _ => {}
-        })
-        .await
-        .with_context(|| format!("cannot follow run {run}"))?;
+    let mut lines = args.follow.then(|| super::history::LinePrinter::new(run, false, LogFilter::default()));
+    let mut failed = None;
+    let followed = client.follow(run, |id, event| match event {
+        EventView::NodeFinished { status, path, .. } if !quiet => eprintln!("  {status} {path}"),
+        EventView::RunStarted { started_at, .. } => {
+            if let Some(lines) = &mut lines {
+                lines.started_at = Some(*started_at);
+            }
+        }
+        _ => {
+            if let Some((lines, line)) = lines.as_ref().zip(super::history::line_of(id, event)) {
+                if let Err(e) = lines.print(&line) {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+    });
+    tokio::select! {
+        followed = followed => followed.with_context(|| format!("cannot follow run {run}"))?,
+        _ = interrupt.recv() => {
+            // Ctrl-C stops the waiting, not the run: say so, and how to stop it.
+            eprintln!(
+                "run {run} goes on in the daemon: `gatherd cancel {run}` cancels it, `gatherd logs {run} --follow` \
+                 follows it"
+            );
+            return Ok(exit::CANCELLED);
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
     // The stream ended with the run; the history has the whole of it.
     let document: Value = client.json(reqwest::Method::GET, &format!("/runs/{run}")).await?;
     let read = RunDocument::deserialize(&document).with_context(|| format!("cannot read run {run}'s document"))?;
@@ -278,11 +331,7 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<u8> {
     } else {
         print!("{}", render::report(&read.report, true));
     }
-    Ok(match read.report.status {
-        RecordedStatus::Finished(Status::Succeeded) => exit::OK,
-        RecordedStatus::Finished(Status::Cancelled) => exit::CANCELLED,
-        _ => exit::FAILED,
-    })
+    Ok(exit_for(read.report.status))
 }
 
 /// `gatherd cancel RUN`.
@@ -297,19 +346,5 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<u8> {
     } else {
         println!("cancelling run {}", args.run);
     }
-    Ok(exit::OK)
-}
-
-/// `gatherd logs RUN --follow`: the run's script lines as they come.
-pub async fn follow_logs(run: i64, api: &ApiArgs) -> anyhow::Result<u8> {
-    let client = Client::new(api)?;
-    client
-        .follow(run, |event| {
-            if let EventView::Log { text, .. } = event {
-                println!("{text}");
-            }
-        })
-        .await
-        .with_context(|| format!("cannot follow run {run}"))?;
     Ok(exit::OK)
 }

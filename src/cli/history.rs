@@ -7,14 +7,16 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::client::{ApiArgs, Client, RequestError};
 use super::{exit, render};
+use crate::api::events::EventView;
 use crate::config::Config;
-use crate::store::{self, History, RecordedStatus, RunDocument, RunFilter};
+use crate::store::{self, History, LogFilter, NumberedLine, RecordedStatus, RunDocument, RunFilter};
 
 /// Where the history is: the daemon's API, or its state folder.
 #[derive(Debug, Args)]
@@ -94,11 +96,15 @@ pub struct LogsArgs {
     /// The run's id.
     #[arg(value_name = "RUN")]
     pub run: i64,
-    /// Follow a run in flight through the daemon's API, printing lines as
-    /// they come, until it ends.
+    /// Only this step's lines: its name (`fetch`) or path (`main/fetch`).
+    #[arg(long, value_name = "NAME")]
+    pub step: Option<String>,
+    /// Follow a run in flight through the daemon's API: the lines so far,
+    /// then each as it comes, until the run ends.
     #[arg(long, short)]
     pub follow: bool,
-    /// Print JSON.
+    /// Print JSON lines, one `{"seq","path","at_ms","stream","text"}` per
+    /// line (as `GET /runs/{id}/logs`), and no end line.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -236,20 +242,202 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-/// `gatherd logs RUN [--follow]`: the lines a run's scripts printed.
+/// `gatherd logs RUN [--step NAME] [--follow] [--json]`: every line the
+/// run's steps and scripts printed, `TIME STEP STREAM TEXT`, then one line
+/// saying how the run ended; the exit status follows the run (as `trigger
+/// --wait`). `--follow` reads the run's event stream from its first event
+/// (the backlog, then live, each line once); with no daemon to ask, a run
+/// that is over is read from the database, one still running is an error.
 pub async fn logs(args: LogsArgs) -> anyhow::Result<u8> {
+    let filter = LogFilter { step: args.step.clone().filter(|s| !s.is_empty()), after: None };
     if args.follow {
-        return super::client::follow_logs(args.run, &args.where_.api()).await;
-    }
-    let (json, doc) = document(args.run, &args.where_).await?;
-    if args.json {
-        print_json(&json["logs"].as_array().cloned().unwrap_or_default())?;
-    } else {
-        for l in &doc.report.logs {
-            println!("{}ms  {}  {}", l.at_ms, l.path, l.text);
+        if let Some(code) = follow_lines(&args, &filter).await? {
+            return Ok(code);
         }
     }
-    Ok(exit::OK)
+    let (lines, printer, end) = snapshot(&args, &filter).await?;
+    if args.follow && end.status == RecordedStatus::Running {
+        anyhow::bail!(
+            "run {} is still running, and following it needs the daemon, which does not answer (is `gatherd daemon` \
+             running, and are --state/--addr right?)",
+            args.run
+        );
+    }
+    for line in &lines {
+        printer.print(line)?;
+    }
+    Ok(printer.end(&end))
+}
+
+/// How a run ended (or that it has not), for the last line of `logs`.
+struct RunEnd {
+    status: RecordedStatus,
+    duration_ms: Option<u64>,
+    error: Option<String>,
+}
+
+impl RunEnd {
+    fn of_document(doc: &RunDocument) -> RunEnd {
+        let report = &doc.report;
+        let finished = matches!(report.status, RecordedStatus::Finished(_));
+        RunEnd {
+            status: report.status,
+            duration_ms: finished.then_some(report.duration_ms),
+            error: report.error.clone(),
+        }
+    }
+}
+
+/// Prints a run's lines as `logs` does (and `trigger --follow`).
+pub(super) struct LinePrinter {
+    run: i64,
+    /// The run's start: a line's TIME is this plus its `at_ms`.
+    pub(super) started_at: Option<DateTime<Utc>>,
+    json: bool,
+    filter: LogFilter,
+}
+
+/// The line an `output` or `log` event carries, numbered `seq`.
+pub(super) fn line_of(seq: Option<u64>, event: &EventView) -> Option<NumberedLine> {
+    match event {
+        EventView::Output { path, stream, text, at_ms } | EventView::Log { path, stream, text, at_ms, .. } => {
+            Some(NumberedLine { seq, path: path.clone(), at_ms: *at_ms, stream: *stream, text: text.clone() })
+        }
+        _ => None,
+    }
+}
+
+impl LinePrinter {
+    /// A printer of run `run`'s lines that `filter` wants; its start is
+    /// set when known.
+    pub(super) fn new(run: i64, json: bool, filter: LogFilter) -> LinePrinter {
+        LinePrinter { run, started_at: None, json, filter }
+    }
+
+    pub(super) fn print(&self, line: &NumberedLine) -> anyhow::Result<()> {
+        if !self.filter.wants_path(&line.path) {
+            return Ok(());
+        }
+        if self.json {
+            println!("{}", serde_json::to_string(line).context("cannot write JSON")?);
+        } else {
+            println!("{} {} {} {}", self.clock(line.at_ms), line.path, line.stream, line.text);
+        }
+        Ok(())
+    }
+
+    /// The wall time of `at_ms` into the run, local, `HH:MM:SS.mmm`
+    /// (`+Nms` for a run whose start is unknown).
+    fn clock(&self, at_ms: u64) -> String {
+        let at = i64::try_from(at_ms).ok().map(chrono::TimeDelta::milliseconds);
+        match self.started_at.zip(at).and_then(|(start, at)| start.checked_add_signed(at)) {
+            Some(time) => time.with_timezone(&chrono::Local).format("%H:%M:%S%.3f").to_string(),
+            None => format!("+{at_ms}ms"),
+        }
+    }
+
+    /// Prints how the run ended (not in JSON) and returns the exit status.
+    fn end(&self, end: &RunEnd) -> u8 {
+        if end.status == RecordedStatus::Running {
+            if !self.json {
+                println!("run {} is still running (--follow to follow it)", self.run);
+            }
+            return exit::OK;
+        }
+        if !self.json {
+            let mut line = format!("run {} {}", self.run, end.status);
+            if let Some(ms) = end.duration_ms {
+                line.push_str(&format!(" after {:.2}s", ms as f64 / 1000.0));
+            }
+            if let Some(error) = end.error.as_deref().and_then(|e| e.lines().next()) {
+                line.push_str(&format!(": {error}"));
+            }
+            println!("{line}");
+        }
+        super::client::exit_for(end.status)
+    }
+}
+
+/// The run's lines so far, the printer for them and how the run stands: from
+/// the daemon, else the database. The run is read before its lines, so a
+/// run read as ended has all its lines in what follows.
+async fn snapshot(args: &LogsArgs, filter: &LogFilter) -> anyhow::Result<(Vec<NumberedLine>, LinePrinter, RunEnd)> {
+    let run = args.run;
+    let (doc, lines) = match ask_daemon(&args.where_, &format!("/runs/{run}")).await {
+        Some(answer) => {
+            let doc =
+                RunDocument::deserialize(&answer?).with_context(|| format!("cannot read run {run}'s document"))?;
+            let mut query = format!("/runs/{run}/logs");
+            if let Some(step) = &filter.step {
+                query.push_str(&format!("?step={}", url_escape(step)));
+            }
+            let client = Client::new(&args.where_.api())?;
+            let text = client.text(&query).await.with_context(|| format!("cannot read run {run}'s lines"))?;
+            let lines = text
+                .lines()
+                .map(serde_json::from_str::<NumberedLine>)
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("cannot read run {run}'s lines"))?;
+            (doc, lines)
+        }
+        None => {
+            let history = open(&args.where_).await?;
+            let detail = history.run(run).await?.with_context(|| format!("no run {run}"))?;
+            let lines = history.logs(run, filter.clone()).await?.unwrap_or_default();
+            (detail.document(), lines)
+        }
+    };
+    let printer = LinePrinter { run, started_at: doc.report.started_at, json: args.json, filter: filter.clone() };
+    Ok((lines, printer, RunEnd::of_document(&doc)))
+}
+
+/// `logs --follow` through the daemon: `None` when no daemon answers.
+async fn follow_lines(args: &LogsArgs, filter: &LogFilter) -> anyhow::Result<Option<u8>> {
+    let run = args.run;
+    let client = Client::new(&args.where_.api())?;
+    let doc: Value = match client.json(reqwest::Method::GET, &format!("/runs/{run}")).await {
+        Ok(doc) => doc,
+        Err(RequestError::Unreachable { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let doc = RunDocument::deserialize(&doc).with_context(|| format!("cannot read run {run}'s document"))?;
+    let mut printer = LinePrinter { run, started_at: doc.report.started_at, json: args.json, filter: filter.clone() };
+    let mut end = None;
+    let mut failed = None;
+    client
+        .follow(run, |seq, event| match event {
+            EventView::Output { .. } | EventView::Log { .. } => {
+                if let Some(Err(e)) = line_of(seq, event).map(|line| printer.print(&line)) {
+                    failed.get_or_insert(e);
+                }
+            }
+            EventView::RunStarted { started_at, .. } => printer.started_at = Some(*started_at),
+            EventView::RunFinished { status, error, duration_ms, .. } => {
+                end = Some(RunEnd { status: *status, duration_ms: *duration_ms, error: error.clone() });
+            }
+            _ => {}
+        })
+        .await
+        .with_context(|| format!("cannot follow run {run}"))?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let end = match end {
+        Some(end) => end,
+        None => {
+            // The stream ended without the run's end: the daemon stopped, or
+            // the run was over before the stream opened and was replayed
+            // without one (a history older than run_started).
+            let doc: Value = client.json(reqwest::Method::GET, &format!("/runs/{run}")).await?;
+            let doc = RunDocument::deserialize(&doc).with_context(|| format!("cannot read run {run}'s document"))?;
+            let end = RunEnd::of_document(&doc);
+            if end.status == RecordedStatus::Running {
+                anyhow::bail!("the event stream of run {run} ended before the run did (is the daemon stopping?)");
+            }
+            end
+        }
+    };
+    Ok(Some(printer.end(&end)))
 }
 
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {

@@ -59,7 +59,8 @@ pub enum Command {
     Runs(history::RunsArgs),
     /// Show one recorded run: its steps and timeline.
     Show(history::ShowArgs),
-    /// Print the lines a recorded run's scripts printed (--follow: live).
+    /// Print every line a run's steps and scripts printed, then how it ended
+    /// (--follow: the lines so far, then live until it ends).
     Logs(history::LogsArgs),
     /// List the running daemon's jobs (through its control API).
     Jobs(client::JobsArgs),

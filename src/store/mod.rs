@@ -98,8 +98,8 @@ use futures::future::BoxFuture;
 pub use self::error::StoreError;
 pub use self::recorder::Recorder;
 pub use self::rows::{
-    ClaimKey, JobRecord, MISSED_ERROR, Missed, NOT_STARTED_ERROR, RecordedStatus, RunDetail, RunDocument, RunFilter,
-    RunId, RunRow, RunStart, RunTrigger,
+    ClaimKey, JobRecord, LogFilter, MISSED_ERROR, Missed, NOT_STARTED_ERROR, NumberedLine, RecordedStatus, RunDetail,
+    RunDocument, RunFilter, RunId, RunRow, RunStart, RunTrigger,
 };
 pub use self::sqlite::{History, SqliteStore, open_sqlite};
 pub use self::timeline::{RunTimeline, StepSeqs, as_stored};
@@ -216,6 +216,16 @@ pub trait RunStore: Send + Sync {
     /// streamed. A backend that keeps no numbers answers the run unnumbered.
     fn timeline(&self, id: RunId) -> BoxFuture<'_, Result<Option<RunTimeline>, StoreError>> {
         Box::pin(async move { Ok(self.run(id).await?.map(RunTimeline::unnumbered)) })
+    }
+
+    /// A run's lines (process output and script log lines) matching
+    /// `filter`, in the order they were streamed, each with its number in the
+    /// run's event stream (the SSE `id:` of its `output`/`log` event), so a
+    /// client can read the backlog and go on from the last `seq` it has.
+    /// `None` if there is no such run. A backend that keeps no numbers
+    /// answers from [`timeline`](RunStore::timeline), unnumbered.
+    fn logs(&self, id: RunId, filter: LogFilter) -> BoxFuture<'_, Result<Option<Vec<NumberedLine>>, StoreError>> {
+        Box::pin(async move { Ok(self.timeline(id).await?.map(|timeline| timeline.lines(&filter))) })
     }
 
     /// Claims a unit of work for `node` for `lease`: true if this node now

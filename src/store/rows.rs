@@ -96,6 +96,51 @@ pub struct RunFilter {
     pub before: Option<RunId>,
 }
 
+/// Which lines of a run [`logs`](super::RunStore::logs) returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    /// Only the lines of this step: its path (`main/fetch`), or its name or
+    /// a trailing part of its path (`fetch`, `gather_1/fetch`).
+    pub step: Option<String>,
+    /// Only lines whose number in the run's event stream is greater: the
+    /// `seq` of the last line a client has (lines stored without a number
+    /// cannot be placed, so they are left out when this is set).
+    pub after: Option<u64>,
+}
+
+impl LogFilter {
+    /// Whether a line of the step at `path` is wanted (the step part only).
+    pub fn wants_path(&self, path: &str) -> bool {
+        self.step
+            .as_deref()
+            .is_none_or(|step| path == step || path.strip_suffix(step).is_some_and(|head| head.ends_with('/')))
+    }
+}
+
+/// A run's line with its number in the run's event stream (the `id:` of its
+/// `output`/`log` server-sent event): one line of `GET /runs/{id}/logs` and
+/// of `gatherd logs --json`, `{"seq","path","at_ms","stream","text"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NumberedLine {
+    /// Its number, `None` for a line stored without one (older history).
+    pub seq: Option<u64>,
+    /// The step (or script node) that printed it.
+    pub path: String,
+    /// When, in ms from the run's start.
+    pub at_ms: u64,
+    /// `stdout`, `stderr`, `print` or `debug`.
+    pub stream: crate::exec::Stream,
+    /// The line.
+    pub text: String,
+}
+
+impl NumberedLine {
+    /// `line` numbered `seq`.
+    pub fn new(seq: Option<u64>, line: LogLine) -> NumberedLine {
+        NumberedLine { seq, path: line.path, at_ms: line.at_ms, stream: line.stream, text: line.text }
+    }
+}
+
 /// One run as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunRow {

@@ -991,3 +991,47 @@ async fn a_version_1_history_reads_back_identically_after_the_steps_table_is_reb
         conn.execute(good, [status]).unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_runs_lines_read_in_sql_are_the_timelines_lines_for_every_filter() {
+    let dir = tempfile::tempdir().expect("temp");
+    let store = open(&dir).await;
+    let id = store.begin_run(start("lines.rhai", RunTrigger::Manual, 1)).await.expect("begin");
+    let line = |path: &str, stream, text: &str| RunEvent::Log {
+        path: path.into(),
+        stream,
+        text: text.into(),
+        at: Duration::from_millis(5),
+    };
+    let events = [
+        line("main", Stream::Print, "script"),
+        line("main/fetch", Stream::Stdout, "out"),
+        line("main/g_1/fetch", Stream::Stderr, "err"),
+        line("main/prefetch", Stream::Stdout, "not fetch"),
+        line("main/a_b", Stream::Stdout, "underscore"),
+        line("main/axb", Stream::Stdout, "not a_b"),
+    ];
+    let recorder = store.recorder();
+    for (seq, e) in events.iter().enumerate() {
+        recorder.record_numbered(id, seq as u64 + 1, e.clone());
+    }
+    recorder.flush().await.expect("flush");
+    let texts = |lines: &[NumberedLine]| lines.iter().map(|l| l.text.clone()).collect::<Vec<_>>();
+    let mut cases = Vec::new();
+    for step in [None, Some("fetch"), Some("main/fetch"), Some("g_1/fetch"), Some("a_b"), Some("main"), Some("x")] {
+        for after in [None, Some(0), Some(2), Some(6)] {
+            cases.push(LogFilter { step: step.map(String::from), after });
+        }
+    }
+    for filter in cases {
+        let sql = store.logs(id, filter.clone()).await.expect("read").expect("the run");
+        let timeline = store.timeline(id).await.expect("read").expect("the run").lines(&filter);
+        assert_eq!(texts(&sql), texts(&timeline), "{filter:?}");
+        assert_eq!(sql, timeline, "{filter:?}");
+    }
+    let by_name = store.logs(id, LogFilter { step: Some("fetch".into()), after: None }).await.expect("read");
+    assert_eq!(texts(&by_name.expect("the run")), ["out", "err"], "a name is the path's last part, `_` no wildcard");
+    let after = store.logs(id, LogFilter { step: Some("a_b".into()), after: Some(4) }).await.expect("read");
+    assert_eq!(after.expect("the run").iter().map(|l| l.seq).collect::<Vec<_>>(), [Some(5)]);
+    assert_eq!(store.logs(id + 1000, LogFilter::default()).await.expect("read"), None, "no such run");
+}

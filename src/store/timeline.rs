@@ -5,8 +5,8 @@
 
 use serde_json::Value;
 
-use super::RunDetail;
 use super::json::read_stored;
+use super::{LogFilter, NumberedLine, RunDetail};
 
 /// A stored run and the place of each of its facts in its event stream.
 /// Every `Vec` is parallel to the one of [`RunDetail`] it names. A number is
@@ -53,6 +53,24 @@ impl RunTimeline {
             logs: vec![None; detail.logs.len()],
             detail,
         }
+    }
+}
+
+impl RunTimeline {
+    /// The run's lines that `filter` wants, with their numbers: what
+    /// [`RunStore::logs`](super::RunStore::logs) answers, read from a
+    /// timeline (the trait's default; a backend may answer it in its query
+    /// language, as SQLite does, and must agree with this).
+    pub fn lines(self, filter: &LogFilter) -> Vec<NumberedLine> {
+        self.detail
+            .logs
+            .into_iter()
+            .zip(self.logs)
+            .filter(|(line, seq)| {
+                filter.wants_path(&line.path) && filter.after.is_none_or(|after| seq.is_some_and(|s| s > after))
+            })
+            .map(|(line, seq)| NumberedLine::new(seq, line))
+            .collect()
     }
 }
 

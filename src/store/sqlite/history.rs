@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rusqlite::Connection;
 
 use super::{read, schema};
-use crate::store::{RunDetail, RunFilter, RunId, RunRow, StoreError};
+use crate::store::{LogFilter, NumberedLine, RunDetail, RunFilter, RunId, RunRow, StoreError};
 
 /// A read-only view of a run store.
 #[derive(Clone)]
@@ -43,5 +43,10 @@ impl History {
     /// One run with its steps and log lines.
     pub async fn run(&self, id: RunId) -> Result<Option<RunDetail>, StoreError> {
         self.read(move |conn| read::run(conn, id)).await
+    }
+
+    /// A run's lines matching `filter`, numbered (see `RunStore::logs`).
+    pub async fn logs(&self, id: RunId, filter: LogFilter) -> Result<Option<Vec<NumberedLine>>, StoreError> {
+        self.read(move |conn| read::logs(conn, id, &filter)).await
     }
 }

@@ -29,8 +29,8 @@ use self::writer::{Stats, Writer};
 use super::recorder::{Msg, Recorder};
 pub(crate) use super::rows::ts;
 use super::{
-    ClaimKey, JobRecord, MISSED_ERROR, Missed, RecordedStatus, RunDetail, RunFilter, RunId, RunRow, RunStart, RunStore,
-    RunTimeline, RunTrigger, StoreError,
+    ClaimKey, JobRecord, LogFilter, MISSED_ERROR, Missed, NumberedLine, RecordedStatus, RunDetail, RunFilter, RunId,
+    RunRow, RunStart, RunStore, RunTimeline, RunTrigger, StoreError,
 };
 
 /// Opens (creating it and its tables if needed) the run history at `path` and
@@ -385,6 +385,10 @@ impl RunStore for SqliteStore {
 
     fn timeline(&self, id: RunId) -> BoxFuture<'_, Result<Option<RunTimeline>, StoreError>> {
         self.read(move |conn| read::timeline(conn, id)).boxed()
+    }
+
+    fn logs(&self, id: RunId, filter: LogFilter) -> BoxFuture<'_, Result<Option<Vec<NumberedLine>>, StoreError>> {
+        self.read(move |conn| read::logs(conn, id, &filter)).boxed()
     }
 
     fn claim<'a>(

@@ -11,7 +11,8 @@ use serde_json::Value;
 use crate::exec::{FailedAttempt, LogLine, NodeKind, StepReport, Stream};
 use crate::store::json::read_stored;
 use crate::store::{
-    RecordedStatus, RunDetail, RunFilter, RunId, RunRow, RunTimeline, RunTrigger, StepSeqs, StoreError,
+    LogFilter, NumberedLine, RecordedStatus, RunDetail, RunFilter, RunId, RunRow, RunTimeline, RunTrigger, StepSeqs,
+    StoreError,
 };
 
 /// The columns [`run_row`] reads, in its order.
@@ -185,6 +186,46 @@ pub(super) fn run(conn: &Connection, id: RunId) -> Result<Option<RunDetail>, Sto
         .map_err(read("read a run's log"))?;
 
     Ok(Some(RunDetail { run, steps, logs }))
+}
+
+/// A run's lines matching `filter`, in the order written (`id`, which is
+/// the order of their numbers); `None` if there is no such run. One read
+/// transaction, so a run seen has all its lines up to then.
+pub(super) fn logs(conn: &Connection, id: RunId, filter: &LogFilter) -> Result<Option<Vec<NumberedLine>>, StoreError> {
+    let read = |what| move |source| StoreError::Sqlite { what, source };
+    let tx = conn.unchecked_transaction().map_err(read("read a run's lines"))?;
+    let known = tx
+        .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")
+        .and_then(|mut s| s.exists([id]))
+        .map_err(read("look up a run"))?;
+    if !known {
+        return Ok(None);
+    }
+    // `step` is a path, or its last parts: compared in SQL, not with LIKE
+    // (`_` is common in names and a wildcard there).
+    let after = filter.after.map(|a| i64::try_from(a).unwrap_or(i64::MAX));
+    let lines = tx
+        .prepare_cached(
+            "SELECT seq, path, at_ms, level, text FROM logs WHERE run_id = ?1 \
+             AND (?2 IS NULL OR seq > ?2) \
+             AND (?3 IS NULL OR path = ?3 OR (length(path) > length(?3) \
+                  AND substr(path, length(path) - length(?3)) = '/' || ?3)) \
+             ORDER BY id",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![id, after, filter.step], |r| {
+                Ok(NumberedLine {
+                    seq: opt_u64(r, 0)?,
+                    path: r.get(1)?,
+                    at_ms: opt_u64(r, 2)?.unwrap_or(0),
+                    stream: stream(r, 3)?,
+                    text: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(read("read a run's lines"))?;
+    Ok(Some(lines))
 }
 
 /// Whether a file-triggered run of this version of `job` reached its end.
