@@ -1,5 +1,8 @@
 //! Setting up logging once, at start: the format (pretty, JSON lines, or the
-//! journal) and the level, from flags, `RUST_LOG` and the config.
+//! journal), the level, and whether the lines steps print are logged
+//! (`log_output`), from flags, `RUST_LOG` and the config. Like the level and
+//! the format, `log_output` is read at start only (a SIGHUP does not change
+//! it): the subscriber is global and built once.
 
 use std::os::unix::fs::MetadataExt;
 
@@ -8,6 +11,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
+use crate::daemon::OUTPUT_TARGET;
 
 /// What the logs should look like.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +24,30 @@ pub struct LogSettings {
     pub default_level: &'static str,
     /// The config's level (below `RUST_LOG`).
     pub config_level: Option<String>,
+    /// The config's `log_output`: whether the lines steps print are logged;
+    /// `None` = the format's default ([`output_shown`]).
+    pub output: Option<bool>,
+}
+
+/// Whether the lines steps print (target [`OUTPUT_TARGET`]) are logged in
+/// `format`: as `log_output` says, else only into the journal. The run
+/// history keeps every line anyway; in a terminal or a JSON log file every
+/// line of every job drowns the daemon's own events, while the journal is
+/// where an operator expects a service's output (`journalctl -f`), indexed
+/// by its fields so one job's lines are one query away.
+pub fn output_shown(format: LogFormat, log_output: Option<bool>) -> bool {
+    log_output.unwrap_or(format == LogFormat::Journald)
+}
+
+/// `filter`, with the output lines left out unless [`output_shown`]: by a
+/// directive for their target (more specific than any level-only or
+/// `gatherd=` directive, so it wins over them), which makes their callsites
+/// ones the filter never enables: skipped before a line is formatted.
+fn with_output(filter: EnvFilter, format: LogFormat, log_output: Option<bool>) -> EnvFilter {
+    if output_shown(format, log_output) {
+        return filter;
+    }
+    filter.add_directive(format!("{OUTPUT_TARGET}=off").parse().expect("a `target=off` directive parses"))
 }
 
 /// Whether stderr is connected to the journal: systemd sets `JOURNAL_STREAM`
@@ -84,6 +112,31 @@ impl<W: std::io::Write> std::io::Write for OneLine<W> {
     }
 }
 
+/// The `pretty` format's layer, writing to what `make` gives (stderr).
+fn pretty<S, M, W>(make: M) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    M: Fn() -> W + Send + Sync + 'static,
+    W: std::io::Write + 'static,
+{
+    tracing_subscriber::fmt::layer().with_writer(move || OneLine(make()))
+}
+
+/// The `json` format's layer: one flat object per event.
+fn json<S, M, W>(make: M) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    M: Fn() -> W + Send + Sync + 'static,
+    W: std::io::Write + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_writer(make)
+}
+
 /// Installs the global subscriber. An unparsable `--log-level` or config
 /// `log_level` is reported on stderr and gives the exit code to stop with
 /// (2, invalid input), rather than running with no logs. A bad `RUST_LOG`
@@ -103,26 +156,15 @@ pub fn init(settings: LogSettings) -> Result<(), std::process::ExitCode> {
         },
     };
     let format = settings.format.unwrap_or(if stderr_is_journal() { LogFormat::Journald } else { LogFormat::Pretty });
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry().with(with_output(filter, format, settings.output));
     match format {
-        LogFormat::Pretty => {
-            registry.with(tracing_subscriber::fmt::layer().with_writer(|| OneLine(std::io::stderr()))).init();
-        }
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_span_list(false)
-                    .with_writer(std::io::stderr),
-            )
-            .init(),
+        LogFormat::Pretty => registry.with(pretty(std::io::stderr)).init(),
+        LogFormat::Json => registry.with(json(std::io::stderr)).init(),
         LogFormat::Journald => match tracing_journald::layer() {
             // Fields as JOB=, RUN_ID=, STATUS=, so `journalctl -u gatherd JOB=x` works.
             Ok(layer) => registry.with(layer.with_syslog_identifier("gatherd".into()).with_field_prefix(None)).init(),
             Err(e) => {
-                registry.with(tracing_subscriber::fmt::layer().with_writer(|| OneLine(std::io::stderr()))).init();
+                registry.with(pretty(std::io::stderr)).init();
                 tracing::warn!("cannot reach the journal ({e}); logging to stderr");
             }
         },
@@ -165,6 +207,117 @@ mod tests {
         assert!(text.contains("line one\\nline two"), "{text}");
         assert!(text.contains("a.toml\\n2026-01-01T00:00:00Z  INFO forged"), "{text}");
         assert!(text.contains("x\\r\\nINFO forged span"), "{text}");
+    }
+
+    /// Feeds `events` to a run's log sink under the subscriber the daemon
+    /// builds for `format` (pretty or json, at `info`, with `log_output`),
+    /// and returns what it wrote.
+    fn logged(format: LogFormat, log_output: Option<bool>, events: &[crate::exec::RunEvent]) -> String {
+        let out = Shared::default();
+        let sink = out.clone();
+        let log =
+            crate::daemon::RunLog { job: "backup.toml".into(), run_id: 7, cause: crate::store::RunTrigger::Manual };
+        let feed = || {
+            for event in events {
+                log.event(event);
+            }
+        };
+        let registry = tracing_subscriber::registry().with(with_output(EnvFilter::new("info"), format, log_output));
+        match format {
+            LogFormat::Pretty => tracing::subscriber::with_default(registry.with(pretty(move || sink.clone())), feed),
+            LogFormat::Json => tracing::subscriber::with_default(registry.with(json(move || sink.clone())), feed),
+            LogFormat::Journald => unreachable!("the journal has its own test"),
+        }
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        // Without the terminal's colours (`ESC [ ... m`).
+        let mut plain = String::with_capacity(text.len());
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find('\x1b') {
+            plain.push_str(&rest[..at]);
+            rest = rest[at..].split_once('m').map_or("", |(_, after)| after);
+        }
+        plain.push_str(rest);
+        plain
+    }
+
+    /// The JSON objects the daemon's JSON layer writes for `events`.
+    fn json_lines(log_output: Option<bool>, events: &[crate::exec::RunEvent]) -> Vec<serde_json::Value> {
+        logged(LogFormat::Json, log_output, events).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    fn line(stream: crate::exec::Stream, text: &str) -> crate::exec::RunEvent {
+        crate::exec::RunEvent::Log {
+            path: "main/dump".into(),
+            stream,
+            text: text.into(),
+            at: std::time::Duration::from_millis(5),
+        }
+    }
+
+    #[test]
+    fn an_output_line_is_one_event_of_target_gatherd_output_with_its_text_job_run_step_and_stream() {
+        use crate::exec::Stream;
+        let lines = json_lines(
+            Some(true),
+            &[line(Stream::Stdout, "dumped 3 tables"), line(Stream::Stderr, "tar: file changed as we read it")],
+        );
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        for (seen, (level, stream, text)) in lines
+            .iter()
+            .zip([("INFO", "stdout", "dumped 3 tables"), ("WARN", "stderr", "tar: file changed as we read it")])
+        {
+            assert_eq!(seen["target"], "gatherd::output", "{seen}");
+            assert_eq!(seen["level"], level, "{seen}");
+            assert_eq!(seen["message"], text, "{seen}");
+            assert_eq!(seen["job"], "backup.toml", "{seen}");
+            assert_eq!(seen["run_id"], 7, "{seen}");
+            assert_eq!(seen["step"], "main/dump", "{seen}");
+            assert_eq!(seen["stream"], stream, "{seen}");
+        }
+    }
+
+    #[test]
+    fn a_script_print_is_still_logged_as_script_output() {
+        let lines = json_lines(None, &[line(crate::exec::Stream::Print, "hello")]);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["message"], "script output", "{lines:?}");
+        assert_eq!(lines[0]["text"], "hello", "{lines:?}");
+        assert_eq!(lines[0]["step"], "main/dump", "{lines:?}");
+    }
+
+    #[test]
+    fn output_lines_are_logged_by_default_only_into_the_journal_and_as_log_output_says() {
+        assert!(output_shown(LogFormat::Journald, None));
+        assert!(!output_shown(LogFormat::Pretty, None));
+        assert!(!output_shown(LogFormat::Json, None));
+        assert!(!output_shown(LogFormat::Journald, Some(false)));
+        assert!(output_shown(LogFormat::Json, Some(true)));
+        let events = [line(crate::exec::Stream::Stdout, "out"), line(crate::exec::Stream::Stderr, "err")];
+        let run_started =
+            crate::exec::RunEvent::RunStarted { job: "backup.toml".into(), started_at: chrono::Utc::now() };
+        for format in [LogFormat::Pretty, LogFormat::Json] {
+            let quiet = logged(format, None, &[events[0].clone(), events[1].clone(), run_started.clone()]);
+            assert_eq!(quiet.lines().count(), 1, "{format:?}: only the run's own event: {quiet}");
+            assert!(quiet.contains("run started") && !quiet.contains("out") && !quiet.contains("err"), "{quiet}");
+            let off = logged(format, Some(false), &events);
+            assert_eq!(off, "", "{format:?}");
+            let on = logged(format, Some(true), &events);
+            assert_eq!(on.lines().count(), 2, "{format:?}: {on}");
+        }
+    }
+
+    /// A step's line is its own: in `pretty` a newline or carriage return in
+    /// it is written `\n` / `\r`, so a step cannot forge a log line.
+    #[test]
+    fn in_pretty_an_output_line_cannot_forge_a_log_line() {
+        let text = logged(
+            LogFormat::Pretty,
+            Some(true),
+            &[line(crate::exec::Stream::Stdout, "done\n2026-01-01T00:00:00Z  INFO gatherd: run finished\r")],
+        );
+        assert_eq!(text.matches('\n').count(), 1, "{text}");
+        assert!(text.contains("done\\n2026-01-01T00:00:00Z  INFO gatherd: run finished\\r"), "{text}");
+        assert!(text.contains("gatherd::output") && text.contains("stream=\"stdout\""), "{text}");
     }
 
     #[test]
