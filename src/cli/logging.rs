@@ -4,6 +4,8 @@
 //! the format, `log_output` is read at start only (a SIGHUP does not change
 //! it): the subscriber is global and built once.
 
+mod journald;
+
 use std::os::unix::fs::MetadataExt;
 
 use tracing_subscriber::EnvFilter;
@@ -160,9 +162,9 @@ pub fn init(settings: LogSettings) -> Result<(), std::process::ExitCode> {
     match format {
         LogFormat::Pretty => registry.with(pretty(std::io::stderr)).init(),
         LogFormat::Json => registry.with(json(std::io::stderr)).init(),
-        LogFormat::Journald => match tracing_journald::layer() {
+        LogFormat::Journald => match journald::Journald::new(std::path::Path::new(journald::SOCKET)) {
             // Fields as JOB=, RUN_ID=, STATUS=, so `journalctl -u gatherd JOB=x` works.
-            Ok(layer) => registry.with(layer.with_syslog_identifier("gatherd".into()).with_field_prefix(None)).init(),
+            Ok(layer) => registry.with(layer).init(),
             Err(e) => {
                 registry.with(pretty(std::io::stderr)).init();
                 tracing::warn!("cannot reach the journal ({e}); logging to stderr");
@@ -318,6 +320,126 @@ mod tests {
         assert_eq!(text.matches('\n').count(), 1, "{text}");
         assert!(text.contains("done\\n2026-01-01T00:00:00Z  INFO gatherd: run finished\\r"), "{text}");
         assert!(text.contains("gatherd::output") && text.contains("stream=\"stdout\""), "{text}");
+    }
+
+    /// One journal entry's fields, from the native protocol: `NAME=value\n`
+    /// or `NAME\n<u64 LE length><value>\n`.
+    fn journal_fields(mut entry: &[u8]) -> std::collections::BTreeMap<String, String> {
+        let mut fields = std::collections::BTreeMap::new();
+        while !entry.is_empty() {
+            let end = entry.iter().position(|&b| b == b'\n' || b == b'=').expect("a field name ends");
+            let name = String::from_utf8(entry[..end].to_vec()).unwrap();
+            let value;
+            if entry[end] == b'=' {
+                let len = entry[end + 1..].iter().position(|&b| b == b'\n').expect("a value ends");
+                value = &entry[end + 1..end + 1 + len];
+                entry = &entry[end + 2 + len..];
+            } else {
+                let len = u64::from_le_bytes(entry[end + 1..end + 9].try_into().unwrap()) as usize;
+                value = &entry[end + 9..end + 9 + len];
+                assert_eq!(entry[end + 9 + len], b'\n', "{name}: the value ends at its length");
+                entry = &entry[end + 10 + len..];
+            }
+            assert!(fields.insert(name.clone(), String::from_utf8(value.to_vec()).unwrap()).is_none(), "{name} twice");
+        }
+        fields
+    }
+
+    /// A datagram socket standing in for the journal, and the daemon's
+    /// journald layer sending to it (its probe already received).
+    fn journal() -> (tempfile::TempDir, std::os::unix::net::UnixDatagram, journald::Journald) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.socket");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        let layer = journald::Journald::new(&path).unwrap();
+        assert_eq!(
+            socket.recv(&mut [0; 16]).unwrap(),
+            0,
+            "the layer asks with an empty datagram whether the journal listens"
+        );
+        (dir, socket, layer)
+    }
+
+    #[test]
+    fn under_journald_each_output_line_is_one_entry_with_job_run_id_step_stream_and_its_priority() {
+        use crate::exec::Stream;
+        let (_dir, socket, layer) = journal();
+        // As the daemon builds it: at `info`, `log_output` unset.
+        let filter = with_output(EnvFilter::new("info"), LogFormat::Journald, None);
+        let log =
+            crate::daemon::RunLog { job: "backup.toml".into(), run_id: 7, cause: crate::store::RunTrigger::Manual };
+        let run_started =
+            crate::exec::RunEvent::RunStarted { job: "backup.toml".into(), started_at: chrono::Utc::now() };
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(filter).with(layer), || {
+            log.event(&line(Stream::Stdout, "dumped 3 tables"));
+            log.event(&line(Stream::Stderr, "tar: file changed\nas we read it"));
+            log.event(&run_started);
+        });
+        let mut buf = vec![0; 1 << 20];
+        let mut entries = Vec::new();
+        for _ in 0..3 {
+            let n = socket.recv(&mut buf).unwrap();
+            entries.push(journal_fields(&buf[..n]));
+        }
+        socket.set_nonblocking(true).unwrap();
+        assert!(socket.recv(&mut buf).is_err(), "one entry per event");
+        for (entry, (priority, stream, text)) in entries
+            .iter()
+            .zip([("6", "stdout", "dumped 3 tables"), ("4", "stderr", "tar: file changed\nas we read it")])
+        {
+            assert_eq!(entry["MESSAGE"], text, "{entry:?}");
+            assert_eq!(entry["JOB"], "backup.toml", "{entry:?}");
+            assert_eq!(entry["RUN_ID"], "7", "{entry:?}");
+            assert_eq!(entry["STEP"], "main/dump", "{entry:?}");
+            assert_eq!(entry["STREAM"], stream, "{entry:?}");
+            assert_eq!(entry["SYSLOG_IDENTIFIER"], "gatherd", "{entry:?}");
+            assert_eq!(entry["PRIORITY"], priority, "{entry:?}");
+            assert_eq!(entry["TARGET"], "gatherd::output", "{entry:?}");
+        }
+        // The daemon's own events are as they were: INFO is `notice`.
+        let started = &entries[2];
+        assert_eq!(started["MESSAGE"], "run started", "{started:?}");
+        assert_eq!(started["PRIORITY"], "5", "{started:?}");
+        assert_eq!((started["JOB"].as_str(), started["RUN_ID"].as_str()), ("backup.toml", "7"), "{started:?}");
+        assert_eq!(started["CAUSE"], "manual", "{started:?}");
+        assert_eq!(started["SYSLOG_IDENTIFIER"], "gatherd", "{started:?}");
+        assert_eq!(started["TARGET"], "gatherd::daemon::sinks", "{started:?}");
+        assert!(started.contains_key("CODE_FILE") && started.contains_key("CODE_LINE"), "{started:?}");
+    }
+
+    /// journald's datagrams are bounded by the socket's send buffer: a
+    /// bigger entry goes as a sealed memfd, as journald asks.
+    #[test]
+    fn an_entry_too_big_for_a_datagram_reaches_the_journal_as_a_sealed_memfd() {
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+        use std::os::fd::AsRawFd;
+        let (_dir, socket, layer) = journal();
+        let big = "x".repeat(4 << 20);
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            tracing::error!(job = "big.toml", "{big}");
+        });
+        let mut data = [0u8; 16];
+        let mut iov = [std::io::IoSliceMut::new(&mut data)];
+        let mut space = nix::cmsg_space!(std::os::fd::RawFd);
+        let msg = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()).unwrap();
+        assert_eq!(msg.bytes, 0, "the entry is in the file, not the datagram");
+        let fd = msg
+            .cmsgs()
+            .unwrap()
+            .find_map(|c| match c {
+                ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                _ => None,
+            })
+            .expect("a file passed with the datagram");
+        let file = std::fs::File::open(format!("/proc/self/fd/{fd}")).unwrap();
+        nix::unistd::close(fd).unwrap();
+        let seals = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GET_SEALS).unwrap();
+        let needed = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+        assert_eq!(seals & needed, needed, "sealed: {seals:#x}");
+        let entry = journal_fields(&std::fs::read(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap());
+        assert_eq!(entry["MESSAGE"].len(), big.len());
+        assert_eq!((entry["JOB"].as_str(), entry["PRIORITY"].as_str()), ("big.toml", "3"), "{:?}", entry.get("JOB"));
     }
 
     #[test]
