@@ -37,6 +37,11 @@ pub struct Config {
     /// A tracing filter such as `info` or `gatherd=debug` (`--log-level` and
     /// `RUST_LOG` win).
     pub log_level: Option<String>,
+    /// Whether the lines steps print (stdout, stderr) go to the daemon's log
+    /// too, besides the run history. Default: yes under journald, no in the
+    /// `pretty` and `json` formats (the history keeps them anyway; a terminal
+    /// or a JSON log of every line of every job is noise).
+    pub log_output: Option<bool>,
     /// Keep at most this many runs per job in the history (a job's own
     /// `keep_runs` wins). Default: all.
     pub keep_runs: Option<u64>,
@@ -340,6 +345,15 @@ mod tests {
         assert!(err.to_string().contains("xml"), "{err}");
         let err = Config::parse(Path::new("c.toml"), "[semaphores]\nbackup = 0\n").expect_err("invalid");
         assert!(err.to_string().contains("semaphore `backup`"), "{err}");
+    }
+
+    #[test]
+    fn log_output_is_read_and_unset_by_default() {
+        assert_eq!(Config::parse(Path::new("c.toml"), "").expect("valid").log_output, None);
+        let config = Config::parse(Path::new("c.toml"), "log_output = true\n").expect("valid");
+        assert_eq!(config.log_output, Some(true));
+        let err = Config::parse(Path::new("c.toml"), "log_output = \"yes\"\n").expect_err("invalid");
+        assert!(err.to_string().contains("c.toml") && err.to_string().contains("line 1"), "{err}");
     }
 
     /// A token an HTTP header cannot carry could never be sent: refused.

@@ -91,6 +91,7 @@ impl Cli {
                     level: args.log_level.clone(),
                     default_level: "info",
                     config_level: config.log_level,
+                    output: config.log_output,
                 }
             }
             _ => logging::LogSettings {

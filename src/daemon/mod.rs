@@ -47,6 +47,9 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::job::Trigger;
+/// The log sink of a run and the target of its output lines, for the
+/// logging set up in the CLI (and its tests of the formats the sink feeds).
+pub use sinks::{OUTPUT_TARGET, RunLog};
 
 /// How the daemon was asked to run: the config file and the flags that win
 /// over it.

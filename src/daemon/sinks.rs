@@ -4,7 +4,10 @@
 //!
 //! The log: every event becomes a structured tracing event with `job`,
 //! `run_id`, `step`, `status` and `duration_ms` fields, which the chosen
-//! subscriber writes as text, JSON lines or journald fields.
+//! subscriber writes as text, JSON lines or journald fields. A line a step
+//! printed is one event of its own target, [`OUTPUT_TARGET`], whose message
+//! is the line: the subscriber keeps or drops that target as a whole
+//! (`log_output`), so a dropped line costs a callsite check, not a format.
 //!
 //! The live stream and the history: every event gets its number in the run
 //! (0, 1, 2, …), sent with it to live subscribers and recorded with it, so a
@@ -18,7 +21,7 @@ use std::sync::Arc;
 
 use super::control::{Live, LiveRun};
 use crate::api::Metrics;
-use crate::exec::{RunEvent, Status, millis as ms};
+use crate::exec::{RunEvent, Status, Stream, millis as ms};
 use crate::store::{Recorder, RunId, RunTrigger};
 use crate::watch::JobId;
 
@@ -112,6 +115,11 @@ fn observe(metrics: &Metrics, job: &str, event: &RunEvent) {
     }
 }
 
+/// The tracing target of the lines steps print (stdout at INFO, stderr at
+/// WARN): one target, so `log_output` (and a filter such as
+/// `gatherd::output=warn`) can take them in or leave them out as a whole.
+pub const OUTPUT_TARGET: &str = "gatherd::output";
+
 /// Logs the events of one run.
 pub struct RunLog {
     /// The job (its path in the jobs folder).
@@ -149,6 +157,14 @@ impl RunLog {
                 }
             }
             RunEvent::NodeFinished { .. } => {}
+            // A process's line: its text is the message, so the journal
+            // and `journalctl -f` show the line itself.
+            RunEvent::Log { path, stream: stream @ Stream::Stdout, text, .. } => {
+                tracing::info!(target: OUTPUT_TARGET, job = %job, run_id, step = %path, stream = stream.as_str(), "{text}");
+            }
+            RunEvent::Log { path, stream: stream @ Stream::Stderr, text, .. } => {
+                tracing::warn!(target: OUTPUT_TARGET, job = %job, run_id, step = %path, stream = stream.as_str(), "{text}");
+            }
             RunEvent::Log { path, text, .. } => {
                 tracing::info!(job = %job, run_id, step = %path, text = %text, "script output");
             }
