@@ -437,6 +437,34 @@ async fn runs_begun_together_share_one_commit_and_each_gets_its_own_id() {
     store.close().await.unwrap();
 }
 
+/// A one-shot gives up (its file removed, a shutdown) in the instant its row
+/// is being committed: the commit goes through, but its answer finds no one.
+/// It never started, so it must not stay `running` — read `interrupted` after
+/// a restart, that version would never run again.
+#[tokio::test]
+async fn a_one_shot_that_gives_up_while_its_row_commits_is_recorded_not_started_and_runs_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let (committed, resume) = store.pause_after_next_commit();
+    let mut begin = store.begin_run(start("once.toml", RunTrigger::File, 5));
+    assert!(futures::poll!(&mut begin).is_pending(), "answered only after the commit");
+    committed.recv_timeout(Duration::from_secs(30)).expect("the writer commits the row");
+    drop(begin); // the run task gives up: its file was removed as the row committed
+    drop(resume);
+    store.recorder().flush().await.unwrap();
+    let runs = store.runs(RunFilter::default()).await.unwrap();
+    let rows: Vec<_> = runs.iter().map(|r| (r.status, r.error.as_deref())).collect();
+    assert_eq!(
+        rows,
+        [(RecordedStatus::Finished(Status::Cancelled), Some(NOT_STARTED_ERROR))],
+        "a one-shot that never got its id is recorded as not started"
+    );
+    // A restart (recover) leaves it as it is, and that version runs then.
+    assert!(store.recover("node-a", "the daemon stopped").await.unwrap().is_empty());
+    assert_eq!(store.one_shot_status("once.toml", &[5; 32]).await.unwrap(), None, "it never ran: it runs again");
+    store.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_job_version_recorded_without_waiting_is_committed_with_the_next_run_begun() {
     let dir = tempfile::tempdir().unwrap();

@@ -143,6 +143,17 @@ impl SqliteStore {
         capped.expect("cap the run history's size");
     }
 
+    /// A failpoint: the writer's next commit, once committed and before it
+    /// answers anyone, sends on the first channel returned and waits for the
+    /// second to be sent to (or dropped).
+    #[cfg(test)]
+    pub(crate) fn pause_after_next_commit(&self) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+        let (committed_tx, committed) = std::sync::mpsc::channel();
+        let (resume, resume_rx) = std::sync::mpsc::channel();
+        self.recorder.send(Msg::PauseAfterCommit(committed_tx, resume_rx)).expect("the writer is running");
+        (committed, resume)
+    }
+
     /// Runs `f` on the writer thread after what is queued before it.
     async fn write<T: Send + 'static>(
         &self,

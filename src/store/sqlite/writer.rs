@@ -22,7 +22,9 @@
 //! begins meanwhile gets its id at once (ids are allocated here, not by
 //! SQLite), except a one-shot's (trigger `file`): its id is answered only
 //! once its row is committed, so a one-shot never runs before the history
-//! can vouch that it ran.
+//! can vouch that it ran. A run whose answer finds no one (it gave up while
+//! its row was being committed) is recorded `cancelled` before it started
+//! ([`NOT_STARTED_ERROR`]) in the next batch, never left `running`.
 //!
 //! Architecture Invariant: one bad write (say, an event for a run id that does
 //! not exist: a constraint fails) loses that write only: it is logged (or
@@ -44,12 +46,13 @@ use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
 use super::ts;
-use crate::exec::{RecordedStatus, RunEvent, millis};
+use crate::exec::{RecordedStatus, RunEvent, Status, millis};
 use crate::job::Backoff;
 use crate::store::json::depth_bounded;
 use crate::store::recorder::Msg;
 use crate::store::{
-    BATCH_EVENTS, BATCH_WINDOW, JobRecord, KEPT_DETAIL_BYTES, OUTPUT_BOUND, RunId, RunStart, RunTrigger, StoreError,
+    BATCH_EVENTS, BATCH_WINDOW, JobRecord, KEPT_DETAIL_BYTES, NOT_STARTED_ERROR, OUTPUT_BOUND, RunId, RunStart,
+    RunTrigger, StoreError,
 };
 
 /// The first retry of a batch that failed, after this.
@@ -117,6 +120,9 @@ pub(super) struct Writer {
     detail_bytes: usize,
     /// Step events and log lines dropped since the writer went failing.
     dropped: u64,
+    /// The failpoint of [`Msg::PauseAfterCommit`].
+    #[cfg(test)]
+    pause_after_commit: Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>,
 }
 
 impl Writer {
@@ -141,6 +147,8 @@ impl Writer {
             failing: None,
             detail_bytes: 0,
             dropped: 0,
+            #[cfg(test)]
+            pause_after_commit: None,
         }
     }
 
@@ -252,6 +260,8 @@ impl Writer {
             Msg::Close(answer) => {
                 let _ = answer.send(Err(StoreError::Invalid("close is handled by the writer's loop".into())));
             }
+            #[cfg(test)]
+            Msg::PauseAfterCommit(committed, resume) => self.pause_after_commit = Some((committed, resume)),
         }
     }
 
@@ -412,10 +422,38 @@ impl Writer {
         // begin also sees the commit counted.
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.events.fetch_add(events, Ordering::Relaxed);
+        #[cfg(test)]
+        if let Some((committed, resume)) = self.pause_after_commit.take() {
+            let _ = committed.send(());
+            let _ = resume.recv();
+        }
+        let mut not_started = Vec::new();
         for p in self.pending.drain(..) {
-            if let Pending::Begin { id, answer: Some(answer), .. } = p {
-                let _ = answer.send(Ok(id));
+            if let Pending::Begin { id, answer: Some(answer), .. } = p
+                && answer.send(Ok(id)).is_err()
+            {
+                not_started.push(id);
             }
+        }
+        // A run that gave up while its row was being committed (a one-shot
+        // whose file was removed, or a shutdown, in that instant) never heard
+        // its id, so it never started: say so in the next batch, committed
+        // at once, rather than leave it `running` — read `interrupted` at the
+        // next start, a one-shot's version would never run again.
+        for id in not_started {
+            tracing::info!(run_id = id, "the run gave up as its row was committed: recorded as not started");
+            self.urgent = true;
+            self.keep(Pending::Event {
+                run: id,
+                seq: None,
+                event: RunEvent::RunFinished {
+                    status: Status::Cancelled,
+                    result: None,
+                    error: Some(NOT_STARTED_ERROR.into()),
+                    duration: Duration::ZERO,
+                },
+                at: Utc::now(),
+            });
         }
         Ok(())
     }
