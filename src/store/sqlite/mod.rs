@@ -12,6 +12,8 @@ mod read;
 mod schema;
 mod writer;
 pub use self::history::History;
+#[cfg(test)]
+pub(crate) use self::writer::ROWS_PER_STATEMENT;
 pub(crate) use self::writer::bounded_json;
 
 use std::path::{Path, PathBuf};
@@ -120,6 +122,13 @@ impl SqliteStore {
     /// cost, not counting one-off writes such as `prune`).
     pub fn batches_written(&self) -> u64 {
         self.stats.batches.load(Ordering::Relaxed)
+    }
+
+    /// How many statements wrote a burst of rows (step starts, step ends or
+    /// log lines) at once
+    /// ([`ROWS_PER_STATEMENT`](writer::ROWS_PER_STATEMENT) each; a diagnostic).
+    pub fn bulk_statements(&self) -> u64 {
+        self.stats.bulk.load(Ordering::Relaxed)
     }
 
     /// How many events the writer has written.
