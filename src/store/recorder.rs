@@ -34,6 +34,11 @@ pub(crate) enum Msg {
     Call(Box<dyn FnOnce(&mut rusqlite::Connection) + Send>),
     /// Write what is pending, answer, and stop.
     Close(oneshot::Sender<Result<(), StoreError>>),
+    /// A failpoint for the tests: the writer's next commit, once committed
+    /// and before anyone is answered, says so on the first channel and
+    /// waits on the second (a run giving up just as its row commits).
+    #[cfg(test)]
+    PauseAfterCommit(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>),
 }
 
 /// Gives a run's events to the store. Cheap to clone: a channel sender.

@@ -437,6 +437,34 @@ async fn runs_begun_together_share_one_commit_and_each_gets_its_own_id() {
     store.close().await.unwrap();
 }
 
+/// A one-shot gives up (its file removed, a shutdown) in the instant its row
+/// is being committed: the commit goes through, but its answer finds no one.
+/// It never started, so it must not stay `running` — read `interrupted` after
+/// a restart, that version would never run again.
+#[tokio::test]
+async fn a_one_shot_that_gives_up_while_its_row_commits_is_recorded_not_started_and_runs_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let (committed, resume) = store.pause_after_next_commit();
+    let mut begin = store.begin_run(start("once.toml", RunTrigger::File, 5));
+    assert!(futures::poll!(&mut begin).is_pending(), "answered only after the commit");
+    committed.recv_timeout(Duration::from_secs(30)).expect("the writer commits the row");
+    drop(begin); // the run task gives up: its file was removed as the row committed
+    drop(resume);
+    store.recorder().flush().await.unwrap();
+    let runs = store.runs(RunFilter::default()).await.unwrap();
+    let rows: Vec<_> = runs.iter().map(|r| (r.status, r.error.as_deref())).collect();
+    assert_eq!(
+        rows,
+        [(RecordedStatus::Finished(Status::Cancelled), Some(NOT_STARTED_ERROR))],
+        "a one-shot that never got its id is recorded as not started"
+    );
+    // A restart (recover) leaves it as it is, and that version runs then.
+    assert!(store.recover("node-a", "the daemon stopped").await.unwrap().is_empty());
+    assert_eq!(store.one_shot_status("once.toml", &[5; 32]).await.unwrap(), None, "it never ran: it runs again");
+    store.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_job_version_recorded_without_waiting_is_committed_with_the_next_run_begun() {
     let dir = tempfile::tempdir().unwrap();
@@ -454,6 +482,166 @@ async fn a_job_version_recorded_without_waiting_is_committed_with_the_next_run_b
     store.record_job(late); // closed: dropped, not a panic
     let jobs: i64 = conn.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0)).unwrap();
     assert_eq!(jobs, 1);
+}
+
+/// The log lines `fan_out_events` has half way (a step's captured output).
+const LOG_BURST: usize = 70;
+
+/// The events of a fan-out as the daemon streams them, numbered: every
+/// step starts before the first ends; one step is retried (a failed attempt
+/// between its start and its end), one is skipped (an end with no start), and
+/// [`LOG_BURST`] log lines come between.
+fn fan_out_events(n: usize) -> Vec<RunEvent> {
+    let mut events = vec![RunEvent::RunStarted { job: "fan".into(), started_at: Utc::now() }];
+    let paths: Vec<exec::NodePath> = (0..n).map(|i| format!("main/gather_1/s{i}").into()).collect();
+    let name = |i: usize| -> Arc<str> { format!("s{i}").into() };
+    for (i, path) in paths.iter().enumerate() {
+        let at = Duration::from_millis(i as u64);
+        events.push(RunEvent::NodeStarted { path: path.clone(), name: name(i), kind: NodeKind::Sleep, at });
+    }
+    events.push(RunEvent::AttemptFailed {
+        path: paths[1].clone(),
+        attempt: 1,
+        error: "boom".into(),
+        retry_in: Duration::from_millis(5),
+        at: Duration::from_millis(7),
+    });
+    for line in 0..LOG_BURST {
+        events.push(RunEvent::Log {
+            path: "main".into(),
+            level: if line % 2 == 0 { LogLevel::Print } else { LogLevel::Debug },
+            text: format!("line {line}"),
+            at: Duration::from_millis(8),
+        });
+    }
+    for (i, path) in paths.iter().enumerate() {
+        events.push(RunEvent::NodeFinished {
+            path: path.clone(),
+            name: name(i),
+            kind: NodeKind::Sleep,
+            status: if i == 1 { Status::Failed } else { Status::Succeeded },
+            attempts: if i == 1 { 2 } else { 1 },
+            started: Some(Duration::from_millis(i as u64)),
+            at: Duration::from_millis(i as u64 + 10),
+            output: Some(json!({ "i": i })),
+            error: (i == 1).then(|| "boom again".to_string()),
+            truncated: false,
+        });
+    }
+    events.push(RunEvent::NodeFinished {
+        path: "main/never".into(),
+        name: "never".into(),
+        kind: NodeKind::Sleep,
+        status: Status::Skipped,
+        attempts: 0,
+        started: None,
+        at: Duration::from_millis(20),
+        output: None,
+        error: None,
+        truncated: false,
+    });
+    events.push(RunEvent::RunFinished {
+        status: Status::Failed,
+        result: Some(json!("done")),
+        error: Some("one failed".into()),
+        duration: Duration::from_millis(30),
+    });
+    events
+}
+
+/// Every column of the rows a run's events leave (not the run's own finish
+/// time, which is the clock's).
+fn stored_rows(dir: &tempfile::TempDir, id: RunId) -> Vec<Vec<rusqlite::types::Value>> {
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let mut rows = Vec::new();
+    for sql in [
+        "SELECT * FROM steps WHERE run_id = ?1 ORDER BY id",
+        "SELECT * FROM attempts WHERE run_id = ?1 ORDER BY path, attempt",
+        "SELECT * FROM logs WHERE run_id = ?1 ORDER BY id",
+        "SELECT status, start_seq, end_seq, result, error FROM runs WHERE id = ?1",
+    ] {
+        let mut stmt = conn.prepare(sql).unwrap();
+        let columns = stmt.column_count();
+        rows.extend(
+            stmt.query_map([id], |r| (0..columns).map(|i| r.get(i)).collect::<rusqlite::Result<Vec<_>>>())
+                .unwrap()
+                .map(Result::unwrap),
+        );
+    }
+    rows
+}
+
+/// A writer behind the run (a large fan-out) writes its bursts of step
+/// starts and of step ends many rows to a statement; the rows — ids (the
+/// order steps were first seen), event numbers, a retried step's attempts —
+/// are those the writes one by one leave.
+#[tokio::test]
+async fn bursts_of_step_starts_and_ends_are_written_many_rows_to_a_statement_with_the_same_rows() {
+    let n = 300;
+    let apart = tempfile::tempdir().unwrap();
+    let together = tempfile::tempdir().unwrap();
+    let (a, b) = (open(&apart).await, open(&together).await);
+    let id_a = a.begin_run(start("fan.rhai", RunTrigger::Manual, 1)).await.unwrap();
+    let id_b = b.begin_run(start("fan.rhai", RunTrigger::Manual, 1)).await.unwrap();
+    assert_eq!(id_a, id_b);
+    // Apart: each event written before the next is sent.
+    for (seq, e) in fan_out_events(n).into_iter().enumerate() {
+        a.recorder().record_numbered(id_a, seq as u64, e);
+        a.recorder().flush().await.unwrap();
+    }
+    // Together: all queued while the writer is busy, as behind a fan-out.
+    let release = hold_writer(&b).await;
+    for (seq, e) in fan_out_events(n).into_iter().enumerate() {
+        b.recorder().record_numbered(id_b, seq as u64, e);
+    }
+    drop(release);
+    b.recorder().flush().await.unwrap();
+    assert_eq!(a.bulk_statements(), 0, "one event at a time: one row per statement");
+    let bursts = (2 * (n / sqlite::ROWS_PER_STATEMENT) + LOG_BURST / sqlite::ROWS_PER_STATEMENT) as u64;
+    assert_eq!(
+        b.bulk_statements(),
+        bursts,
+        "the starts, the log lines, then the ends, {} rows to a statement",
+        sqlite::ROWS_PER_STATEMENT
+    );
+    assert_eq!(a.events_written(), b.events_written());
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    let rows = stored_rows(&apart, id_a);
+    assert_eq!(rows.len(), n + 1 + 1 + LOG_BURST + 1, "the steps, the skipped one, an attempt, the log lines, the run");
+    assert_eq!(rows, stored_rows(&together, id_b));
+}
+
+/// One row SQLite refuses in a burst (here a step of a run that does not
+/// exist: the foreign key) fails its statement: the burst is written again
+/// row by row, and only that row is lost.
+#[tokio::test]
+async fn a_refused_row_in_a_burst_of_steps_is_lost_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let id = store.begin_run(start("fan.rhai", RunTrigger::Manual, 1)).await.unwrap();
+    let n = sqlite::ROWS_PER_STATEMENT;
+    let release = hold_writer(&store).await;
+    let recorder = store.recorder();
+    for (seq, e) in fan_out_events(n).into_iter().enumerate() {
+        // The 10th step's start names a run that does not exist.
+        let run = if seq == 10 { id + 1000 } else { id };
+        recorder.record_numbered(run, seq as u64, e);
+    }
+    drop(release);
+    recorder.flush().await.unwrap();
+    assert_eq!(
+        store.bulk_statements(),
+        2,
+        "the log lines' and the ends' statements; the starts' was refused and written row by row"
+    );
+    let detail = store.run(id).await.unwrap().unwrap();
+    assert_eq!(detail.steps.len(), n + 1, "every step (and the skipped one), the refused start's from its end");
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let started: i64 =
+        conn.query_row("SELECT count(*) FROM steps WHERE start_seq IS NOT NULL", [], |r| r.get(0)).unwrap();
+    assert_eq!(started, n as i64 - 1, "only the refused start is lost");
+    store.close().await.unwrap();
 }
 
 /// `cargo test --release recording_throughput -- --ignored --nocapture`

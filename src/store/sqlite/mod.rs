@@ -12,6 +12,8 @@ mod read;
 mod schema;
 mod writer;
 pub use self::history::History;
+#[cfg(test)]
+pub(crate) use self::writer::ROWS_PER_STATEMENT;
 pub(crate) use self::writer::bounded_json;
 
 use std::path::{Path, PathBuf};
@@ -122,6 +124,13 @@ impl SqliteStore {
         self.stats.batches.load(Ordering::Relaxed)
     }
 
+    /// How many statements wrote a burst of rows (step starts, step ends or
+    /// log lines) at once
+    /// ([`ROWS_PER_STATEMENT`](writer::ROWS_PER_STATEMENT) each; a diagnostic).
+    pub fn bulk_statements(&self) -> u64 {
+        self.stats.bulk.load(Ordering::Relaxed)
+    }
+
     /// How many events the writer has written.
     pub fn events_written(&self) -> u64 {
         self.stats.events.load(Ordering::Relaxed)
@@ -141,6 +150,17 @@ impl SqliteStore {
             })
             .await;
         capped.expect("cap the run history's size");
+    }
+
+    /// A failpoint: the writer's next commit, once committed and before it
+    /// answers anyone, sends on the first channel returned and waits for the
+    /// second to be sent to (or dropped).
+    #[cfg(test)]
+    pub(crate) fn pause_after_next_commit(&self) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+        let (committed_tx, committed) = std::sync::mpsc::channel();
+        let (resume, resume_rx) = std::sync::mpsc::channel();
+        self.recorder.send(Msg::PauseAfterCommit(committed_tx, resume_rx)).expect("the writer is running");
+        (committed, resume)
     }
 
     /// Runs `f` on the writer thread after what is queued before it.

@@ -9,6 +9,12 @@
 //! waiting in the channel: alone, that is at once; in a burst, every run that
 //! began or ended meanwhile shares one commit (group commit).
 //!
+//! Inside a batch, a burst of [`ROWS_PER_STATEMENT`] step starts in a row (or
+//! of step ends, or of log lines) is written by one multi-row `INSERT` — the
+//! same rows, in the same order, as the statements one by one, for a fixed
+//! cost shared by the rows; a burst with a row SQLite refuses is written
+//! again row by row, so that row alone is lost (the invariant below).
+//!
 //! ## When the file cannot be written (disk full, read-only, deleted)
 //! A batch that cannot be committed is kept, not dropped: the writer goes
 //! *failing* (logged once, with the reason; the store's [`health`] says why),
@@ -22,7 +28,9 @@
 //! begins meanwhile gets its id at once (ids are allocated here, not by
 //! SQLite), except a one-shot's (trigger `file`): its id is answered only
 //! once its row is committed, so a one-shot never runs before the history
-//! can vouch that it ran.
+//! can vouch that it ran. A run whose answer finds no one (it gave up while
+//! its row was being committed) is recorded `cancelled` before it started
+//! ([`NOT_STARTED_ERROR`]) in the next batch, never left `running`.
 //!
 //! Architecture Invariant: one bad write (say, an event for a run id that does
 //! not exist: a constraint fails) loses that write only: it is logged (or
@@ -44,12 +52,13 @@ use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
 use super::ts;
-use crate::exec::{RecordedStatus, RunEvent, millis};
+use crate::exec::{RecordedStatus, RunEvent, Status, millis};
 use crate::job::Backoff;
 use crate::store::json::depth_bounded;
 use crate::store::recorder::Msg;
 use crate::store::{
-    BATCH_EVENTS, BATCH_WINDOW, JobRecord, KEPT_DETAIL_BYTES, OUTPUT_BOUND, RunId, RunStart, RunTrigger, StoreError,
+    BATCH_EVENTS, BATCH_WINDOW, JobRecord, KEPT_DETAIL_BYTES, NOT_STARTED_ERROR, OUTPUT_BOUND, RunId, RunStart,
+    RunTrigger, StoreError,
 };
 
 /// The first retry of a batch that failed, after this.
@@ -69,7 +78,17 @@ pub(super) struct Stats {
     pub(super) batches: AtomicU64,
     /// Events written.
     pub(super) events: AtomicU64,
+    /// Statements that wrote [`ROWS_PER_STATEMENT`] rows at once.
+    pub(super) bulk: AtomicU64,
 }
+
+/// Consecutive step starts (or step ends, or log lines) of a batch are
+/// written this many to a statement (multi-row `INSERT`s): a fan-out's
+/// starts, then its ends, and a step's captured output come in long bursts,
+/// and a statement's fixed cost (its look-up in the cache, its reset, its
+/// set-up) is then shared by the rows. Fewer are written one by one (one
+/// statement size to prepare per kind).
+pub const ROWS_PER_STATEMENT: usize = 64;
 
 /// One write waiting for its batch, in the order asked.
 enum Pending {
@@ -117,6 +136,9 @@ pub(super) struct Writer {
     detail_bytes: usize,
     /// Step events and log lines dropped since the writer went failing.
     dropped: u64,
+    /// The failpoint of [`Msg::PauseAfterCommit`].
+    #[cfg(test)]
+    pause_after_commit: Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>,
 }
 
 impl Writer {
@@ -141,11 +163,22 @@ impl Writer {
             failing: None,
             detail_bytes: 0,
             dropped: 0,
+            #[cfg(test)]
+            pause_after_commit: None,
         }
     }
 
     /// Runs until [`Msg::Close`] or until every sender is gone.
     pub(super) fn run(mut self) {
+        // Room for every statement the writer caches (the bursts' included),
+        // and the bursts' statements compiled now rather than in a run's
+        // first burst (each has hundreds of parameters).
+        self.conn.set_prepared_statement_cache_capacity(32);
+        for sql in [&*STARTS_SQL, &*ENDS_SQL, &*LOGS_SQL] {
+            if let Err(e) = self.conn.prepare_cached(sql) {
+                tracing::debug!("cannot prepare a statement of the run store's writer: {e}");
+            }
+        }
         loop {
             // Due work first, so a steady stream of messages cannot put off
             // a batch's window or a retry.
@@ -252,6 +285,8 @@ impl Writer {
             Msg::Close(answer) => {
                 let _ = answer.send(Err(StoreError::Invalid("close is handled by the writer's loop".into())));
             }
+            #[cfg(test)]
+            Msg::PauseAfterCommit(committed, resume) => self.pause_after_commit = Some((committed, resume)),
         }
     }
 
@@ -374,51 +409,264 @@ impl Writer {
         }
         let fail = |e: rusqlite::Error| e.to_string();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail)?;
-        let mut events = 0;
-        for p in &mut self.pending {
-            match p {
-                Pending::Event { run, seq, event, at } => {
-                    events += 1;
-                    if let Err(e) = apply(&tx, *run, *seq, event, *at) {
-                        if is_storage(&e) {
-                            return Err(e.to_string());
-                        }
-                        tracing::warn!(run_id = *run, "cannot record an event of the run: {e}");
+        let (mut events, mut bulk) = (0, 0);
+        let mut i = 0;
+        while i < self.pending.len() {
+            // A burst of step starts (or ends, or log lines): one statement
+            // for many rows.
+            let rows = bulk_rows(&self.pending[i..]);
+            if rows > 0 {
+                let burst = &mut self.pending[i..i + rows];
+                match apply_bulk(&tx, burst) {
+                    Ok(()) => {
+                        events += rows as u64;
+                        bulk += 1;
+                        i += rows;
+                        continue;
                     }
+                    Err(e) if is_storage(&e) => return Err(e.to_string()),
+                    // One of them is refused (the statement wrote none):
+                    // row by row, so that it alone is lost.
+                    Err(_) => {}
                 }
-                Pending::Begin { id, start, answer } => {
-                    if let Err(e) = super::begin_run(&tx, *id, start) {
-                        if is_storage(&e) {
-                            return Err(e.to_string());
-                        }
-                        tracing::error!(job = %start.job, run_id = *id, "cannot record the run's beginning: {e}");
-                        if let Some(answer) = answer.take() {
-                            let _ = answer.send(Err(StoreError::Sqlite { what: "begin a run", source: e }));
-                        }
-                    }
+                for p in burst {
+                    events += write_one(&tx, p).map_err(fail)?;
                 }
-                Pending::Job(job) => {
-                    if let Err(e) = super::upsert_job(&tx, job) {
-                        if is_storage(&e) {
-                            return Err(e.to_string());
-                        }
-                        tracing::error!(job = %job.job, "cannot record the job file in the store: {e}");
-                    }
-                }
+                i += rows;
+                continue;
             }
+            events += write_one(&tx, &mut self.pending[i]).map_err(fail)?;
+            i += 1;
         }
         tx.commit().map_err(fail)?;
         // Counted before anyone hears back, so a caller that saw its run
         // begin also sees the commit counted.
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.events.fetch_add(events, Ordering::Relaxed);
+        self.stats.bulk.fetch_add(bulk, Ordering::Relaxed);
+        #[cfg(test)]
+        if let Some((committed, resume)) = self.pause_after_commit.take() {
+            let _ = committed.send(());
+            let _ = resume.recv();
+        }
+        let mut not_started = Vec::new();
         for p in self.pending.drain(..) {
-            if let Pending::Begin { id, answer: Some(answer), .. } = p {
-                let _ = answer.send(Ok(id));
+            if let Pending::Begin { id, answer: Some(answer), .. } = p
+                && answer.send(Ok(id)).is_err()
+            {
+                not_started.push(id);
             }
+        }
+        // A run that gave up while its row was being committed (a one-shot
+        // whose file was removed, or a shutdown, in that instant) never heard
+        // its id, so it never started: say so in the next batch, committed
+        // at once, rather than leave it `running` — read `interrupted` at the
+        // next start, a one-shot's version would never run again.
+        for id in not_started {
+            tracing::info!(run_id = id, "the run gave up as its row was committed: recorded as not started");
+            self.urgent = true;
+            self.keep(Pending::Event {
+                run: id,
+                seq: None,
+                event: RunEvent::RunFinished {
+                    status: Status::Cancelled,
+                    result: None,
+                    error: Some(NOT_STARTED_ERROR.into()),
+                    duration: Duration::ZERO,
+                },
+                at: Utc::now(),
+            });
         }
         Ok(())
     }
+}
+
+/// Writes one pending write into the open transaction; returns the events
+/// written (0 or 1). A write SQLite refuses on its own is logged (a run's
+/// beginning answered with the error) and dropped; only the storage's
+/// troubles ([`is_storage`]) are returned, failing the batch.
+fn write_one(tx: &Transaction<'_>, p: &mut Pending) -> rusqlite::Result<u64> {
+    match p {
+        Pending::Event { run, seq, event, at } => {
+            if let Err(e) = apply(tx, *run, *seq, event, *at) {
+                if is_storage(&e) {
+                    return Err(e);
+                }
+                tracing::warn!(run_id = *run, "cannot record an event of the run: {e}");
+            }
+            return Ok(1);
+        }
+        Pending::Begin { id, start, answer } => {
+            if let Err(e) = super::begin_run(tx, *id, start) {
+                if is_storage(&e) {
+                    return Err(e);
+                }
+                tracing::error!(job = %start.job, run_id = *id, "cannot record the run's beginning: {e}");
+                if let Some(answer) = answer.take() {
+                    let _ = answer.send(Err(StoreError::Sqlite { what: "begin a run", source: e }));
+                }
+            }
+        }
+        Pending::Job(job) => {
+            if let Err(e) = super::upsert_job(tx, job) {
+                if is_storage(&e) {
+                    return Err(e);
+                }
+                tracing::error!(job = %job.job, "cannot record the job file in the store: {e}");
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// The kind of step row write an event is, if it is one that bursts come in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Burst {
+    Starts,
+    Ends,
+    Logs,
+}
+
+fn burst_of(p: &Pending) -> Option<Burst> {
+    match p {
+        Pending::Event { event: RunEvent::NodeStarted { .. }, .. } => Some(Burst::Starts),
+        Pending::Event { event: RunEvent::NodeFinished { .. }, .. } => Some(Burst::Ends),
+        Pending::Event { event: RunEvent::Log { .. }, .. } => Some(Burst::Logs),
+        _ => None,
+    }
+}
+
+/// [`ROWS_PER_STATEMENT`] if the pending writes begin with that many step
+/// starts (or that many step ends) in a row, else 0.
+fn bulk_rows(pending: &[Pending]) -> usize {
+    let Some(kind) = pending.first().and_then(burst_of) else { return 0 };
+    let whole =
+        pending.len() >= ROWS_PER_STATEMENT && pending[..ROWS_PER_STATEMENT].iter().all(|p| burst_of(p) == Some(kind));
+    if whole { ROWS_PER_STATEMENT } else { 0 }
+}
+
+/// `head` then `row` `n` times (comma-separated) then `tail`.
+fn rows_sql(head: &str, row: &str, tail: &str, n: usize) -> String {
+    let mut sql = String::from(head);
+    for i in 0..n {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(row);
+    }
+    sql.push_str(tail);
+    sql
+}
+
+/// The statement of [`ROWS_PER_STATEMENT`] step starts: [`apply`]'s, with
+/// its row repeated.
+static STARTS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    rows_sql(
+        "INSERT INTO steps (run_id, path, name, kind, status, attempts, start_ms, start_seq) VALUES ",
+        "(?, ?, ?, ?, ?, 1, ?, ?)",
+        " ON CONFLICT (run_id, path) DO UPDATE SET attempts = 1, start_ms = excluded.start_ms, \
+         start_seq = excluded.start_seq",
+        ROWS_PER_STATEMENT,
+    )
+});
+
+/// The statement of [`ROWS_PER_STATEMENT`] step ends: [`apply`]'s, with its
+/// row repeated.
+static ENDS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    rows_sql(
+        "INSERT INTO steps (run_id, path, name, kind, status, attempts, start_ms, end_ms, output, truncated, error, \
+         end_seq) VALUES ",
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " ON CONFLICT (run_id, path) DO UPDATE SET status = excluded.status, attempts = excluded.attempts, \
+         start_ms = excluded.start_ms, end_ms = excluded.end_ms, output = excluded.output, \
+         truncated = excluded.truncated, error = excluded.error, end_seq = excluded.end_seq",
+        ROWS_PER_STATEMENT,
+    )
+});
+
+/// The statement of [`ROWS_PER_STATEMENT`] log lines: [`apply`]'s, with its
+/// row repeated.
+static LOGS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    rows_sql(
+        "INSERT INTO logs (run_id, path, at_ms, level, text, seq) VALUES ",
+        "(?, ?, ?, ?, ?, ?)",
+        "",
+        ROWS_PER_STATEMENT,
+    )
+});
+
+/// Writes a burst of step starts, step ends or log lines (from [`bulk_rows`]) in one
+/// statement. SQLite inserts a statement's rows in order, each upsert seeing
+/// the rows before it, so the rows (and their ids) are those the writes one
+/// by one leave; a refused row fails the whole statement, which then wrote
+/// nothing.
+fn apply_bulk(tx: &Transaction<'_>, burst: &[Pending]) -> rusqlite::Result<()> {
+    let kind = burst.first().and_then(burst_of);
+    let mut stmt = tx.prepare_cached(match kind {
+        Some(Burst::Starts) => &STARTS_SQL,
+        Some(Burst::Ends) => &ENDS_SQL,
+        Some(Burst::Logs) => &LOGS_SQL,
+        None => return Err(rusqlite::Error::InvalidQuery),
+    })?;
+    let mut at = 1;
+    let mut bind = |stmt: &mut rusqlite::CachedStatement<'_>, value: &dyn rusqlite::ToSql| {
+        let bound = stmt.raw_bind_parameter(at, value);
+        at += 1;
+        bound
+    };
+    for p in burst {
+        let Pending::Event { run, seq, event, .. } = p else { return Err(rusqlite::Error::InvalidQuery) };
+        let seq = seq.and_then(|s| i64::try_from(s).ok());
+        match event {
+            RunEvent::NodeStarted { path, name, kind: node, at } if kind == Some(Burst::Starts) => {
+                bind(&mut stmt, run)?;
+                bind(&mut stmt, &&**path)?;
+                bind(&mut stmt, &&**name)?;
+                bind(&mut stmt, &node.as_str())?;
+                bind(&mut stmt, &RecordedStatus::Running.as_str())?;
+                bind(&mut stmt, &ms(*at))?;
+                bind(&mut stmt, &seq)?;
+            }
+            RunEvent::NodeFinished {
+                path,
+                name,
+                kind: node,
+                status,
+                attempts,
+                started,
+                at,
+                output,
+                error,
+                truncated,
+            } if kind == Some(Burst::Ends) => {
+                let (output, cut) = bounded_json(output.as_ref());
+                bind(&mut stmt, run)?;
+                bind(&mut stmt, &&**path)?;
+                bind(&mut stmt, &&**name)?;
+                bind(&mut stmt, &node.as_str())?;
+                bind(&mut stmt, &status.as_str())?;
+                bind(&mut stmt, attempts)?;
+                bind(&mut stmt, &started.map(ms))?;
+                bind(&mut stmt, &ms(*at))?;
+                bind(&mut stmt, &output)?;
+                bind(&mut stmt, &(*truncated || cut))?;
+                bind(&mut stmt, error)?;
+                bind(&mut stmt, &seq)?;
+            }
+            RunEvent::Log { path, level, text, at } if kind == Some(Burst::Logs) => {
+                bind(&mut stmt, run)?;
+                bind(&mut stmt, &&**path)?;
+                bind(&mut stmt, &ms(*at))?;
+                bind(&mut stmt, &level.as_str())?;
+                bind(&mut stmt, text)?;
+                bind(&mut stmt, &seq)?;
+            }
+            // Not of the burst (cannot be: `bulk_rows` checked every one).
+            _ => return Err(rusqlite::Error::InvalidQuery),
+        }
+    }
+    stmt.raw_execute()?;
+    Ok(())
 }
 
 /// Whether a failed statement says the file cannot take writes (the disk,
