@@ -509,7 +509,7 @@ fn fan_out_events(n: usize) -> Vec<RunEvent> {
     for line in 0..LOG_BURST {
         events.push(RunEvent::Log {
             path: "main".into(),
-            level: if line % 2 == 0 { LogLevel::Print } else { LogLevel::Debug },
+            stream: if line % 2 == 0 { Stream::Print } else { Stream::Debug },
             text: format!("line {line}"),
             at: Duration::from_millis(8),
         });

@@ -653,11 +653,11 @@ fn apply_bulk(tx: &Transaction<'_>, burst: &[Pending]) -> rusqlite::Result<()> {
                 bind(&mut stmt, error)?;
                 bind(&mut stmt, &seq)?;
             }
-            RunEvent::Log { path, level, text, at } if kind == Some(Burst::Logs) => {
+            RunEvent::Log { path, stream, text, at } if kind == Some(Burst::Logs) => {
                 bind(&mut stmt, run)?;
                 bind(&mut stmt, &&**path)?;
                 bind(&mut stmt, &ms(*at))?;
-                bind(&mut stmt, &level.as_str())?;
+                bind(&mut stmt, &stream.as_str())?;
                 bind(&mut stmt, text)?;
                 bind(&mut stmt, &seq)?;
             }
