@@ -449,9 +449,21 @@ mod tests {
         }
     }
 
-    /// Whether any live (non-zombie) process is still in group `pgid`. Zombies
-    /// are dead: they only wait for init to reap them, which can be slow here.
-    fn group_alive(pgid: i32) -> bool {
+    /// Clock ticks since boot, the unit of a process's start time in
+    /// `/proc/PID/stat`.
+    fn ticks_since_boot() -> u64 {
+        let uptime = std::fs::read_to_string("/proc/uptime").unwrap();
+        let secs: f64 = uptime.split_whitespace().next().unwrap().parse().unwrap();
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap() as f64;
+        (secs * hz) as u64
+    }
+
+    /// Whether any live (non-zombie) process started by `born_by` (clock
+    /// ticks since boot) is still in group `pgid`. Zombies are dead: they
+    /// only wait for init to reap them, which can be slow here. A process
+    /// started later is not ours: on a busy box (pid_max 32768, parallel
+    /// builds and tests) a killed group's id is soon reused by another.
+    fn group_alive(pgid: i32, born_by: u64) -> bool {
         if killpg(Pid::from_raw(pgid), None) == Err(Errno::ESRCH) {
             return false;
         }
@@ -466,17 +478,20 @@ mod tests {
             let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
                 return false;
             };
-            let mut fields = rest.split_whitespace();
-            let state = fields.next();
-            let pgrp = fields.nth(1).and_then(|f| f.parse::<i32>().ok());
-            pgrp == Some(pgid) && state != Some("Z")
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let state = fields.first().copied();
+            let pgrp = fields.get(2).and_then(|f| f.parse::<i32>().ok());
+            let started = fields.get(19).and_then(|f| f.parse::<u64>().ok());
+            pgrp == Some(pgid) && state != Some("Z") && started.is_some_and(|t| t <= born_by)
         })
     }
 
-    /// Polls (a bound, not a speed assert) until the group is gone.
+    /// Polls (a bound, not a speed assert) until the group is gone: every
+    /// process of it started before this call.
     async fn assert_group_gone(pgid: i32) {
+        let born_by = ticks_since_boot();
         for _ in 0..500 {
-            if !group_alive(pgid) {
+            if !group_alive(pgid, born_by) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
