@@ -47,8 +47,11 @@ impl Progress {
     pub fn apply(&mut self, event: &RunEvent) {
         let Some(live) = &mut self.live else { return };
         match event {
-            RunEvent::Log { text, .. } => {
-                live.bar.println(text);
+            // Scripts' lines; a process's output only with `--follow`.
+            RunEvent::Log { text, stream, .. } => {
+                if !stream.is_output() {
+                    live.bar.println(text);
+                }
                 return;
             }
             RunEvent::NodeStarted { path, kind, .. } if !kind.is_group() => {
