@@ -51,6 +51,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let pool_size = args.blocking_threads.map_or_else(|| config.blocking_threads(), usize::from);
     let mut ctx = RunContext::new(BlockingPool::new(pool_size));
     ctx.script_limits = config.script_limits();
+    ctx.limits = config.limits();
     let cancel = ctx.cancel.clone();
     let (tx, rx) = mpsc::unbounded_channel();
     let show_progress = !args.json && std::io::stderr().is_terminal();

@@ -47,7 +47,8 @@ pub(super) async fn run(job: Arc<Job>, ctx: RunContext, events: UnboundedSender<
     let runner = Runner {
         wanted: referenced_names(&job.root),
         outputs: Mutex::new(HashMap::new()),
-        lines: RunLines::new(start, events.clone(), ctx.limits.max_output),
+        // The job's `max_output` wins over the config's.
+        lines: RunLines::new(start, events.clone(), ctx.limits.max_output.with(&job.max_output)),
         start,
         job: job.clone(),
         events,

@@ -44,6 +44,15 @@ impl Default for OutputBounds {
     }
 }
 
+impl OutputBounds {
+    /// These bounds with what `set` sets instead (a job's `max_output`
+    /// over the config's).
+    pub fn with(self, set: &crate::job::MaxOutput) -> OutputBounds {
+        let bytes = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        OutputBounds { head: set.head.map_or(self.head, bytes), tail: set.tail.map_or(self.tail, bytes) }
+    }
+}
+
 /// What every step of a run needs to send its lines: the run's clock and
 /// event channel, and the job's bounds.
 #[derive(Debug, Clone)]
