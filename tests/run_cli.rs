@@ -249,3 +249,46 @@ fn a_runaway_template_fails_its_step_with_the_budget_error() {
     let error = step(&doc, "main/huge")["error"].as_str().expect("error").to_string();
     assert!(error.contains("`command`") && error.contains("budget"), "{error}");
 }
+
+/// `gatherd run --follow` without a terminal: each output line on stdout as
+/// it comes (`STEP STREAM TEXT`), then the report. The step waits for a file
+/// the test creates only once the first line has arrived, so a line printed
+/// at the end (not live) would never be seen in time.
+#[test]
+fn run_follow_prints_each_output_line_as_it_comes_then_the_report() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "live.toml",
+        "[[step]]\nname = \"work\"\nshell = \"echo first; echo 'warn: slow disk' >&2; while [ ! -e go ]; do sleep 0.05; done; echo second\"\n",
+    );
+    let mut child = gatherd()
+        .arg("run")
+        .arg("--follow")
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("gatherd runs");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next = || rx.recv_timeout(Duration::from_secs(30)).expect("a line while the step still runs");
+    let mut seen = vec![next(), next()];
+    seen.sort();
+    assert_eq!(seen, ["main/work stderr warn: slow disk", "main/work stdout first"]);
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    assert_eq!(next(), "main/work stdout second");
+    let rest: Vec<String> = rx.iter().collect();
+    reader.join().unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(rest.first().is_some_and(|l| l.starts_with("✓ live succeeded")), "{rest:#?}");
+    assert!(!rest.iter().any(|l| l.ends_with("stdout first") || l == "log:"), "each line once: {rest:#?}");
+}

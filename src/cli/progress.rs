@@ -70,6 +70,13 @@ impl Progress {
         live.bar.set_message(format!("running: {}", names.join(", ")));
     }
 
+    /// Prints `line` above the bar.
+    pub fn println(&self, line: &str) {
+        if let Some(live) = &self.live {
+            live.bar.println(line);
+        }
+    }
+
     /// Removes the bar so the report prints on a clean screen.
     pub fn finish(&self) {
         if let Some(live) = &self.live {

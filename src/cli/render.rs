@@ -47,6 +47,12 @@ pub fn report(r: &RunReport, with_logs: bool) -> String {
     out
 }
 
+/// One line a step printed, as `run --follow` shows it: `STEP STREAM TEXT`
+/// (the step's path, then `stdout`, `stderr`, `print` or `debug`).
+pub fn followed_line(path: &str, stream: crate::exec::Stream, text: &str) -> String {
+    format!("{path} {stream} {text}", stream = stream.as_str())
+}
+
 /// The lines worth showing: all of them, or past [`MAX_LINES`] the ones that did
 /// not succeed (up to the cap).
 fn shown_lines(r: &RunReport) -> Vec<&StepReport> {
