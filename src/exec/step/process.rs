@@ -319,6 +319,8 @@ async fn supervise(
     let mut out = Head::new(limits.output_bytes);
     let mut err = Tail::new(limits.stderr_tail_bytes);
     let Pipes { stdin, stdout, stderr } = pipes;
+    grow_pipe(stdout.as_ref());
+    grow_pipe(stderr.as_ref());
     // Boxed, so it can be dropped (giving `out` and `err` back) at the end.
     let mut io = Box::pin(async {
         tokio::join!(
@@ -420,6 +422,19 @@ fn finish(status: ExitStatus, out: Head, err: Tail) -> Result<StepOutput, StepEr
     Err(StepError::FailedWithOutput(error, Box::new(StepOutput { value: text.into(), truncated })))
 }
 
+/// A pipe holding 1 MiB (Linux's most for any user by default, up from
+/// 64 KiB) lets a fast writer run ahead while gatherd reads: fewer wake-ups
+/// per megabyte (issue 13's 200 MB bench). Best effort: a refusal leaves the
+/// pipe as it was.
+fn grow_pipe(pipe: Option<&impl std::os::fd::AsFd>) {
+    #[cfg(target_os = "linux")]
+    if let Some(pipe) = pipe {
+        let _ = nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = pipe;
+}
+
 /// Writes the stdin text and closes the pipe. A program that exits without
 /// reading it is not an error (EPIPE is ignored).
 async fn write_stdin(stdin: Option<(ChildStdin, String)>) {
@@ -456,9 +471,9 @@ mod tests {
     use nix::unistd::Pid;
     use tokio_util::sync::CancellationToken;
 
-    use crate::exec::step::testing::{attempt, attempt_with, limits, step};
+    use crate::exec::step::testing::{attempt, attempt_lines, attempt_with, limits, step};
     use crate::exec::step::{StepError, StepOutput};
-    use crate::exec::{BlockingPool, Limits};
+    use crate::exec::{BlockingPool, Limits, Stream};
     use crate::job::{ExecStep, ProcessSpec, ShellStep, StepKind, Template};
 
     fn t(s: &str) -> Template {
@@ -586,6 +601,22 @@ mod tests {
             assert_eq!(msg, "exit status 3; stderr: oops");
             let msg = failed(attempt(exec(&["false"]), blocking, Path::new("/")).await);
             assert_eq!(msg, "exit status 1");
+        }
+    }
+
+    #[tokio::test]
+    async fn each_line_of_both_streams_is_sent_and_a_failure_keeps_its_stdout() {
+        for blocking in [false, true] {
+            let s = step(shell("echo out; sleep 0.1; echo oops >&2; sleep 0.1; printf 'last'; exit 3"), blocking);
+            let (r, lines) =
+                attempt_lines(&s, Path::new("/"), BlockingPool::new(1), limits(), &CancellationToken::new()).await;
+            assert_eq!(
+                lines,
+                vec![(Stream::Stdout, "out".into()), (Stream::Stderr, "oops".into()), (Stream::Stdout, "last".into())],
+                "blocking={blocking}"
+            );
+            let want = StepOutput::whole("out\nlast");
+            assert_eq!(r, Err(StepError::FailedWithOutput("exit status 3; stderr: oops".into(), Box::new(want))));
         }
     }
 
