@@ -292,3 +292,29 @@ fn run_follow_prints_each_output_line_as_it_comes_then_the_report() {
     assert!(rest.first().is_some_and(|l| l.starts_with("✓ live succeeded")), "{rest:#?}");
     assert!(!rest.iter().any(|l| l.ends_with("stdout first") || l == "log:"), "each line once: {rest:#?}");
 }
+
+/// `gatherd run --follow` on a terminal (a pty from util-linux's `script`):
+/// the lines come above the progress bar, each once, and the report follows.
+#[test]
+fn run_follow_on_a_terminal_prints_each_line_once_above_the_bar() {
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` (util-linux) to give gatherd a terminal");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "tty.toml",
+        "[[step]]\nname = \"work\"\nshell = \"echo first; echo 'warn: slow disk' >&2; sleep 0.3; echo second\"\n",
+    );
+    let command = format!("{} run --follow {}", env!("CARGO_BIN_EXE_gatherd"), file.display());
+    let out = std::process::Command::new("script").args(["-qec", &command, "/dev/null"]).output().expect("script runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("0/1 steps"), "the progress bar was drawn (a terminal): {text}");
+    for line in ["main/work stdout first", "main/work stderr warn: slow disk", "main/work stdout second"] {
+        assert_eq!(text.matches(line).count(), 1, "{line:?} once in:\n{text}");
+    }
+    let report = text.find("✓ tty succeeded").unwrap_or_else(|| panic!("no report in:\n{text}"));
+    assert!(text.find("main/work stdout second").is_some_and(|at| at < report), "{text}");
+}
