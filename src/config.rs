@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::exec::BlockingPool;
-use crate::job::{LimitOverrides, ScriptLimits};
+use crate::exec::{BlockingPool, Limits};
+use crate::job::{LimitOverrides, MaxOutput, ScriptLimits};
 
 /// The parsed configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -74,6 +74,26 @@ pub struct Config {
     /// Default limits of the Rhai sandbox, for every script without its own.
     #[serde(default)]
     pub script_limits: ScriptLimitsConfig,
+    /// How much of each step's output lines is kept, for every job without
+    /// its own `max_output`.
+    #[serde(default)]
+    pub max_output: MaxOutputConfig,
+}
+
+/// `[max_output]` in the config: `head` and `tail` in bytes, each optional.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaxOutputConfig {
+    /// Bytes of a step's lines kept from the start (default 1 MiB).
+    pub head: Option<u64>,
+    /// Bytes of a step's lines kept from the end (default 1 MiB).
+    pub tail: Option<u64>,
+}
+
+impl MaxOutputConfig {
+    fn overrides(self) -> MaxOutput {
+        MaxOutput { head: self.head, tail: self.tail }
+    }
 }
 
 /// How log lines are written.
@@ -196,6 +216,10 @@ impl Config {
         {
             return invalid(format!("`api_hosts` holds host names without port or scheme, found {bad:?}"));
         }
+        // The same rule as a job's own `max_output`: one reader in `load`.
+        if let Err(message) = crate::load::check_max_output(&config.max_output.overrides()) {
+            return invalid(message);
+        }
         // The same ranges as a job's own limits: one table in `load`.
         if let Err(message) = crate::load::check_limits(&config.script_limits.overrides(), "script_limits.") {
             return invalid(message);
@@ -260,6 +284,12 @@ impl Config {
     pub fn script_limits(&self) -> ScriptLimits {
         ScriptLimits::default().merged(&self.script_limits.overrides())
     }
+
+    /// A run's bounds: the built-in ones with this file's `[max_output]`.
+    pub fn limits(&self) -> Limits {
+        let defaults = Limits::default();
+        Limits { max_output: defaults.max_output.with(&self.max_output.overrides()), ..defaults }
+    }
 }
 
 /// Where state goes when neither `--state` nor the config says.
@@ -306,6 +336,9 @@ mod tests {
             "max_array_len",
             "max_map_len",
             "wall_time",
+            "[max_output]",
+            "head",
+            "tail",
         ];
         let uncommented: String = text
             .lines()
@@ -322,6 +355,7 @@ mod tests {
         assert_eq!(defaults.shutdown_grace(), empty.shutdown_grace());
         assert_eq!(defaults.log_level.as_deref(), Some("info"));
         assert_eq!(defaults.script_limits(), ScriptLimits::default());
+        assert_eq!(defaults.limits().max_output, crate::exec::step::OutputBounds::default());
     }
 
     #[test]
@@ -414,5 +448,19 @@ mod tests {
         );
         let config = Config::parse(Path::new("c.toml"), "[script_limits]\nmax_expr_depth = 128\n").expect("valid");
         assert_eq!(config.script_limits().max_expr_depth, 128);
+    }
+
+    #[test]
+    fn max_output_sets_the_bounds_of_every_job_without_its_own() {
+        let config = Config::parse(Path::new("c.toml"), "[max_output]\nhead = 10\n").expect("valid");
+        let bounds = config.limits().max_output;
+        assert_eq!((bounds.head, bounds.tail), (10, 1024 * 1024));
+        let err = Config::parse(Path::new("c.toml"), "[max_output]\ntail = 2000000000\n").expect_err("invalid");
+        assert!(
+            err.to_string()
+                .contains("`max_output.tail` must be a number of bytes from 0 to 1073741824, found 2000000000"),
+            "{err}"
+        );
+        assert!(Config::parse(Path::new("c.toml"), "[max_output]\nhed = 1\n").is_err());
     }
 }

@@ -249,3 +249,72 @@ fn a_runaway_template_fails_its_step_with_the_budget_error() {
     let error = step(&doc, "main/huge")["error"].as_str().expect("error").to_string();
     assert!(error.contains("`command`") && error.contains("budget"), "{error}");
 }
+
+/// `gatherd run --follow` without a terminal: each output line on stdout as
+/// it comes (`STEP STREAM TEXT`), then the report. The step waits for a file
+/// the test creates only once the first line has arrived, so a line printed
+/// at the end (not live) would never be seen in time.
+#[test]
+fn run_follow_prints_each_output_line_as_it_comes_then_the_report() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "live.toml",
+        "[[step]]\nname = \"work\"\nshell = \"echo first; echo 'warn: slow disk' >&2; while [ ! -e go ]; do sleep 0.05; done; echo second\"\n",
+    );
+    let mut child = gatherd()
+        .arg("run")
+        .arg("--follow")
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("gatherd runs");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next = || rx.recv_timeout(Duration::from_secs(30)).expect("a line while the step still runs");
+    let mut seen = vec![next(), next()];
+    seen.sort();
+    assert_eq!(seen, ["main/work stderr warn: slow disk", "main/work stdout first"]);
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    assert_eq!(next(), "main/work stdout second");
+    let rest: Vec<String> = rx.iter().collect();
+    reader.join().unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(rest.first().is_some_and(|l| l.starts_with("✓ live succeeded")), "{rest:#?}");
+    assert!(!rest.iter().any(|l| l.ends_with("stdout first") || l == "log:"), "each line once: {rest:#?}");
+}
+
+/// `gatherd run --follow` on a terminal (a pty from util-linux's `script`):
+/// the lines come above the progress bar, each once, and the report follows.
+#[test]
+fn run_follow_on_a_terminal_prints_each_line_once_above_the_bar() {
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` (util-linux) to give gatherd a terminal");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "tty.toml",
+        "[[step]]\nname = \"work\"\nshell = \"echo first; echo 'warn: slow disk' >&2; sleep 0.3; echo second\"\n",
+    );
+    let command = format!("{} run --follow {}", env!("CARGO_BIN_EXE_gatherd"), file.display());
+    let out = std::process::Command::new("script").args(["-qec", &command, "/dev/null"]).output().expect("script runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("0/1 steps"), "the progress bar was drawn (a terminal): {text}");
+    for line in ["main/work stdout first", "main/work stderr warn: slow disk", "main/work stdout second"] {
+        assert_eq!(text.matches(line).count(), 1, "{line:?} once in:\n{text}");
+    }
+    let report = text.find("✓ tty succeeded").unwrap_or_else(|| panic!("no report in:\n{text}"));
+    assert!(text.find("main/work stdout second").is_some_and(|at| at < report), "{text}");
+}

@@ -47,8 +47,11 @@ impl Progress {
     pub fn apply(&mut self, event: &RunEvent) {
         let Some(live) = &mut self.live else { return };
         match event {
-            RunEvent::Log { text, .. } => {
-                live.bar.println(text);
+            // Scripts' lines; a process's output only with `--follow`.
+            RunEvent::Log { text, stream, .. } => {
+                if !stream.is_output() {
+                    live.bar.println(text);
+                }
                 return;
             }
             RunEvent::NodeStarted { path, kind, .. } if !kind.is_group() => {
@@ -65,6 +68,13 @@ impl Progress {
             names.push("…");
         }
         live.bar.set_message(format!("running: {}", names.join(", ")));
+    }
+
+    /// Prints `line` above the bar.
+    pub fn println(&self, line: &str) {
+        if let Some(live) = &self.live {
+            live.bar.println(line);
+        }
     }
 
     /// Removes the bar so the report prints on a clean screen.

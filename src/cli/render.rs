@@ -31,9 +31,11 @@ pub fn report(r: &RunReport, with_logs: bool) -> String {
             }
         }
     }
-    if with_logs && !r.logs.is_empty() {
+    // Scripts' lines only: a process's output lines are `gatherd logs`'s
+    // (and `run --follow`'s), up to megabytes per step.
+    if with_logs && r.logs.iter().any(|l| !l.stream.is_output()) {
         out.push_str("\nlog:\n");
-        for l in &r.logs {
+        for l in r.logs.iter().filter(|l| !l.stream.is_output()) {
             let _ = writeln!(out, "  {:>7}  {}", seconds(l.at_ms), l.text);
         }
     }
@@ -43,6 +45,12 @@ pub fn report(r: &RunReport, with_logs: bool) -> String {
     out.push('\n');
     out.push_str(&timeline(r, &shown));
     out
+}
+
+/// One line a step printed, as `run --follow` shows it: `STEP STREAM TEXT`
+/// (the step's path, then `stdout`, `stderr`, `print` or `debug`).
+pub fn followed_line(path: &str, stream: crate::exec::Stream, text: &str) -> String {
+    format!("{path} {stream} {text}", stream = stream.as_str())
 }
 
 /// The lines worth showing: all of them, or past [`MAX_LINES`] the ones that did

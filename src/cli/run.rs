@@ -24,6 +24,10 @@ pub struct RunArgs {
     /// Print one JSON document with the run's result and every step on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Print every line the steps print as it comes (`STEP STREAM TEXT`),
+    /// above the progress bar on a terminal, else on stdout before the report.
+    #[arg(short = 'f', long, conflicts_with = "json")]
+    pub follow: bool,
     /// Threads of the blocking pool (`blocking = true` steps); default
     /// min(32, CPUs + 4), asyncio's default for `to_thread`.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
@@ -51,13 +55,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let pool_size = args.blocking_threads.map_or_else(|| config.blocking_threads(), usize::from);
     let mut ctx = RunContext::new(BlockingPool::new(pool_size));
     ctx.script_limits = config.script_limits();
+    ctx.limits = config.limits();
     let cancel = ctx.cancel.clone();
     let (tx, rx) = mpsc::unbounded_channel();
     let show_progress = !args.json && std::io::stderr().is_terminal();
     let progress = Progress::new(job.root.step_count(), show_progress);
+    // Without a bar, followed lines go to stdout as they come.
+    let follow = match (args.follow, show_progress) {
+        (false, _) => Follow::Off,
+        (true, true) => Follow::AboveTheBar,
+        (true, false) => Follow::Stdout,
+    };
     // On a task of its own, so the report is folded on another worker while
     // the run goes on (and events do not pile up in the channel meanwhile).
-    let sink = tokio::spawn(fold_events(rx, RunReport::new(job.name.clone(), job.file.clone()), progress));
+    let sink = tokio::spawn(fold_events(rx, RunReport::new(job.name.clone(), job.file.clone()), progress, follow));
 
     let run = exec::run(job, ctx, tx);
     tokio::pin!(run);
@@ -86,8 +97,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
             .and_then(|()| std::io::Write::flush(&mut out))
             .context("cannot write the JSON report")?;
     } else {
-        // Script lines were printed live above the progress bar on a terminal.
-        print!("{}", render::report(&report, !show_progress));
+        // Script lines were printed live above the progress bar on a
+        // terminal, and every line with `--follow`.
+        print!("{}", render::report(&report, !show_progress && follow == Follow::Off));
     }
     Ok(match report.status {
         RecordedStatus::Finished(Status::Succeeded) => exit::OK,
@@ -96,14 +108,35 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     })
 }
 
-/// The CLI's sink: folds every event into the report and the progress bar.
+/// Where `--follow` prints the run's lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Follow {
+    /// Not asked for.
+    Off,
+    /// Above the progress bar (a terminal).
+    AboveTheBar,
+    /// On stdout, before the report (no terminal).
+    Stdout,
+}
+
+/// The CLI's sink: folds every event into the report and the progress bar,
+/// and prints followed lines.
 async fn fold_events(
     mut rx: mpsc::UnboundedReceiver<RunEvent>,
     mut report: RunReport,
     mut progress: Progress,
+    follow: Follow,
 ) -> RunReport {
     while let Some(event) = rx.recv().await {
-        progress.apply(&event);
+        match (&event, follow) {
+            (RunEvent::Log { path, stream, text, .. }, Follow::AboveTheBar) => {
+                progress.println(&render::followed_line(path, *stream, text));
+            }
+            (RunEvent::Log { path, stream, text, .. }, Follow::Stdout) => {
+                println!("{}", render::followed_line(path, *stream, text));
+            }
+            _ => progress.apply(&event),
+        }
         report.apply(&event);
     }
     progress.finish();

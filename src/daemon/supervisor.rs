@@ -26,7 +26,7 @@ use super::table::{self, Entry, Loaded, Unread};
 use super::{FILE_BATCH, Options, describe};
 use crate::api::{ControlError, JobView, Metrics, SharedToken};
 use crate::config::Config;
-use crate::exec::{BlockingPool, Limits, RunContext, RunEvent, RunOutcome, Status};
+use crate::exec::{BlockingPool, RunContext, RunEvent, RunOutcome, Status};
 use crate::store::{RunId, RunStart, RunStore, RunTrigger};
 use crate::watch::{JobFileEvent, JobId, Watcher};
 
@@ -506,7 +506,7 @@ impl Supervisor {
             ctx: RunContext {
                 cancel: cancel.clone(),
                 pool: self.pool.clone(),
-                limits: Limits::default(),
+                limits: self.opts.config.limits(),
                 script_limits: self.opts.config.script_limits(),
                 ledger: self.processes.as_ref().map(|p| p.for_job(fire.job.as_str())),
             },

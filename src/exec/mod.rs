@@ -45,6 +45,9 @@ pub struct Limits {
     pub output_bytes: usize,
     /// How many bytes of stderr are kept for the error of a failed process.
     pub stderr_tail_bytes: usize,
+    /// How much of a step's lines (stdout and stderr) become events, unless
+    /// the job says otherwise (`max_output`).
+    pub max_output: step::OutputBounds,
     /// Between SIGTERM and SIGKILL when a process group is cancelled.
     pub kill_grace: Duration,
     /// How long one `http` request may take when neither the http table nor
@@ -57,6 +60,7 @@ impl Default for Limits {
         Limits {
             output_bytes: 1024 * 1024,
             stderr_tail_bytes: 4096,
+            max_output: step::OutputBounds::default(),
             kill_grace: Duration::from_secs(5),
             http_timeout: DEFAULT_HTTP_TIMEOUT,
         }
@@ -150,3 +154,6 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod script_tests;
+
+#[cfg(test)]
+mod capture_tests;

@@ -41,7 +41,8 @@ pub struct RunReport {
     /// Every step and group, in the order they first appeared.
     #[serde(default)]
     pub steps: Vec<StepReport>,
-    /// Lines scripts printed, in order.
+    /// Lines steps printed (stdout, stderr) and scripts logged (print,
+    /// debug), in the order recorded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<LogLine>,
     /// Path → position in `steps`. foldhash: a 100,000-step run looks a path

@@ -22,7 +22,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::step::{self, Inputs, StepEnv, StepError};
+use super::step::{self, Inputs, RunLines, StepEnv, StepError, StepLines};
 use super::{NodeKind, RunContext, RunEvent, RunOutcome, Status};
 use crate::job::{Group, GroupMode, Job, Node, OnError, Step, StepKind, Template};
 
@@ -43,10 +43,13 @@ pub(super) type NodeResult = Result<Value, NodeFailure>;
 
 /// Runs the whole job; see [`super::run`].
 pub(super) async fn run(job: Arc<Job>, ctx: RunContext, events: UnboundedSender<RunEvent>) -> RunOutcome {
+    let start = Instant::now();
     let runner = Runner {
         wanted: referenced_names(&job.root),
         outputs: Mutex::new(HashMap::new()),
-        start: Instant::now(),
+        // The job's `max_output` wins over the config's.
+        lines: RunLines::new(start, events.clone(), ctx.limits.max_output.with(&job.max_output)),
+        start,
         job: job.clone(),
         events,
         ctx,
@@ -200,6 +203,8 @@ pub(super) struct Runner {
     pub(super) ctx: RunContext,
     events: UnboundedSender<RunEvent>,
     start: Instant,
+    /// Where steps send their lines (the same clock and channel).
+    lines: RunLines,
     /// Outputs of finished nodes that some template reads.
     outputs: Mutex<HashMap<String, Value>>,
     wanted: Wanted,
@@ -395,7 +400,9 @@ impl Runner {
     /// single nodes.
     #[cfg(test)]
     pub(super) fn for_test(job: Arc<Job>, ctx: RunContext, events: UnboundedSender<RunEvent>) -> Runner {
-        Runner { wanted: Wanted::All, outputs: Mutex::new(HashMap::new()), start: Instant::now(), job, events, ctx }
+        let start = Instant::now();
+        let lines = RunLines::new(start, events.clone(), ctx.limits.max_output);
+        Runner { wanted: Wanted::All, outputs: Mutex::new(HashMap::new()), start, lines, job, events, ctx }
     }
 
     pub(super) fn emit(&self, event: RunEvent) {
@@ -470,9 +477,22 @@ impl Runner {
 
     /// Emits the `NodeFinished` of `node` after `attempts` attempts.
     pub(super) fn finish(&self, node: NodeStart, attempts: u32, result: &NodeResult, truncated: bool) {
+        self.finish_with(node, attempts, result, truncated, None);
+    }
+
+    /// [`finish`](Runner::finish), recording `failed_output` as the output
+    /// of a node that did not succeed (what a failed process printed).
+    fn finish_with(
+        &self,
+        node: NodeStart,
+        attempts: u32,
+        result: &NodeResult,
+        truncated: bool,
+        failed_output: Option<Value>,
+    ) {
         let (status, output, error) = match result {
             Ok(v) => (Status::Succeeded, Some(v.clone()), None),
-            Err(f) => (f.status, None, Some(f.error.clone())),
+            Err(f) => (f.status, failed_output, Some(f.error.clone())),
         };
         let NodeStart { path, name, kind, started } = node;
         self.emit(RunEvent::NodeFinished {
@@ -589,9 +609,10 @@ impl Runner {
     ) -> NodeResult {
         let node = self.start_node(path, s.name.clone(), s.kind.node_kind());
         let inputs = || self.inputs(input.as_ref());
-        let env = StepEnv { job: &self.job, ctx: &self.ctx, inputs: &inputs };
+        let env =
+            StepEnv { job: &self.job, ctx: &self.ctx, inputs: &inputs, lines: StepLines::new(&self.lines, &node.path) };
         let mut attempt = 0;
-        let (result, truncated) = loop {
+        let (result, truncated, failed_output) = loop {
             attempt += 1;
             // Only a timeout cancels an attempt alone; without one the attempt
             // runs under the step's token and costs no token of its own.
@@ -603,21 +624,34 @@ impl Runner {
                 None => (attempt_run.await, false),
                 Some(limit) => Box::pin(race_timer(limit, &attempt_token, attempt_run)).await,
             };
-            let failure = match result {
-                Ok(out) => break (Ok(out.value), out.truncated),
-                Err(StepError::Cancelled) if timed_out => NodeFailure::new(
-                    Status::TimedOut,
-                    format!("timed out after {}", humantime::format_duration(s.timeout.unwrap_or_default())),
-                ),
-                Err(StepError::Cancelled) => break (Err(NodeFailure::new(Status::Cancelled, "cancelled")), false),
-                Err(StepError::Failed(e)) => NodeFailure::new(Status::Failed, e),
+            // A block, so what a failed attempt printed is not held across
+            // the retry's wait (the step's future stays small).
+            let failure = {
+                let (failure, printed) = match result {
+                    Ok(out) => break (Ok(out.value), out.truncated, None),
+                    Err(StepError::Cancelled) if timed_out => (
+                        NodeFailure::new(
+                            Status::TimedOut,
+                            format!("timed out after {}", humantime::format_duration(s.timeout.unwrap_or_default())),
+                        ),
+                        None,
+                    ),
+                    Err(StepError::Cancelled) => {
+                        break (Err(NodeFailure::new(Status::Cancelled, "cancelled")), false, None);
+                    }
+                    Err(StepError::Failed(e)) => (NodeFailure::new(Status::Failed, e), None),
+                    Err(StepError::FailedWithOutput(e, out)) => (NodeFailure::new(Status::Failed, e), Some(out)),
+                };
+                if token.is_cancelled() {
+                    break (Err(NodeFailure::new(Status::Cancelled, "cancelled")), false, None);
+                }
+                if attempt > s.retry.retries {
+                    // A failed process's stdout is its recorded output.
+                    let (value, truncated) = printed.map_or((None, false), |o| (Some(o.value), o.truncated));
+                    break (Err(failure), truncated, value);
+                }
+                failure
             };
-            if token.is_cancelled() {
-                break (Err(NodeFailure::new(Status::Cancelled, "cancelled")), false);
-            }
-            if attempt > s.retry.retries {
-                break (Err(failure), false);
-            }
             let retry_in = s.retry.delay_before(attempt);
             self.emit(RunEvent::AttemptFailed {
                 path: node.path.clone(),
@@ -627,13 +661,16 @@ impl Runner {
                 at: self.now(),
             });
             if !wait_or_cancel(retry_in, &token).await {
-                break (Err(NodeFailure::new(Status::Cancelled, "cancelled")), false);
+                break (Err(NodeFailure::new(Status::Cancelled, "cancelled")), false, None);
             }
         };
         if let Ok(v) = &result {
             self.remember(&s.name, v);
         }
-        self.finish(node, attempt, &result, truncated);
+        // The step's lines end before the step does.
+        env.lines.finish();
+        drop(env);
+        self.finish_with(node, attempt, &result, truncated, failed_output);
         result
     }
 }

@@ -61,6 +61,9 @@ pub struct Job {
     pub keep_for: Option<Duration>,
     /// `user` / `user_group`: who its processes run as; `None` = as gatherd.
     pub identity: Option<std::sync::Arc<Identity>>,
+    /// `max_output`: how much of each step's output lines it keeps; unset
+    /// parts are the config's (or the built-in defaults).
+    pub max_output: MaxOutput,
     /// The root of the run tree: the first group, or the steps in sequence.
     pub root: Node,
 }
@@ -84,6 +87,7 @@ impl Job {
             keep_runs: None,
             keep_for: None,
             identity: None,
+            max_output: MaxOutput::default(),
             root,
         }
     }
@@ -93,6 +97,22 @@ impl Job {
     pub(crate) fn for_test(name: &str, dir: &std::path::Path, root: Node) -> Job {
         Job::new(name, dir.join(format!("{name}.toml")), dir.to_path_buf(), root)
     }
+}
+
+/// `max_output = { head = BYTES, tail = BYTES }`, in a job or the config:
+/// each step's output lines are kept up to `head` bytes as they come, then
+/// the last `tail` bytes. `None` = not set here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaxOutput {
+    /// Bytes of lines kept from the start.
+    pub head: Option<u64>,
+    /// Bytes of lines kept from the end.
+    pub tail: Option<u64>,
+}
+
+impl MaxOutput {
+    /// The most either may be: 1 GiB (the tail is held in memory per step).
+    pub const MAX_BYTES: u64 = 1 << 30;
 }
 
 /// When a job runs under the daemon. `gatherd run` ignores it.

@@ -30,6 +30,7 @@ mod discover;
 mod fields;
 mod identity;
 mod limits;
+mod max_output;
 mod ownership;
 mod rhai_job;
 mod script;
@@ -54,6 +55,7 @@ pub use discover::{
 };
 pub use identity::is_root;
 pub(crate) use limits::check_limits;
+pub(crate) use max_output::check_max_output;
 
 use crate::job::{Job, JobFormat};
 use identity::Purpose;

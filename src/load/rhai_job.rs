@@ -374,6 +374,7 @@ fn example(name: &str) -> String {
         "catch_up_window" => "\"6h\"".to_string(),
         "keep_runs" => "100".to_string(),
         "keep_for" => "\"30d\"".to_string(),
+        "max_output" => "#{ head: 1048576, tail: 1048576 }".to_string(),
         "max_operations" => defaults.max_operations.to_string(),
         "max_call_depth" => defaults.max_call_depth.to_string(),
         "max_expr_depth" => defaults.max_expr_depth.to_string(),

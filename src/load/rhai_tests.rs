@@ -444,3 +444,15 @@ fn rhai_user_is_read_like_the_toml_key() {
     let job = load_rhai("const user = \"nobody\";\nsleep(1)\n");
     assert_eq!(job.identity.and_then(|i| i.user.as_ref().map(|u| u.uid)), Some(uid));
 }
+
+#[test]
+fn max_output_is_a_setting_of_rhai_jobs_too() {
+    let job = load_rhai("const max_output = #{ head: 20, tail: 30 };\nawait_step(shell(\"seq 1 9\"))\n");
+    assert_eq!(job.max_output, crate::job::MaxOutput { head: Some(20), tail: Some(30) });
+    let e = load_str(Path::new(RHAI), "const max_output = #{ head: 2000000000 };\n1\n").unwrap_err();
+    let messages: Vec<_> = e.diagnostics().iter().map(|d| d.one_line()).collect();
+    assert_eq!(
+        messages,
+        ["jobs/test.rhai:1:29: `max_output.head` must be a number of bytes from 0 to 1073741824, found 2000000000"]
+    );
+}

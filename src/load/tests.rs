@@ -1076,3 +1076,32 @@ fn file_step_in_a_job_with_a_user() {
     }
     insta::assert_snapshot!(render("user = \"nobody\"\n[[step]]\nname = \"a\"\nread_file = \"x.txt\"\n"));
 }
+
+#[test]
+fn max_output_is_read_inline_or_as_a_table() {
+    let step = "[[step]]\nname = \"a\"\nshell = \"true\"\n";
+    let job = load(&format!("max_output = {{ head = 100, tail = 0 }}\n{step}"));
+    assert_eq!(job.max_output, crate::job::MaxOutput { head: Some(100), tail: Some(0) });
+    let job = load(&format!("{step}[max_output]\ntail = 4096\n"));
+    assert_eq!(job.max_output, crate::job::MaxOutput { head: None, tail: Some(4096) });
+    assert_eq!(load(step).max_output, crate::job::MaxOutput::default());
+}
+
+#[test]
+fn max_output_mistakes_are_diagnostics_at_their_place() {
+    let e = error("[max_output]\nhead = -1\ntial = 5\ntail = \"1MiB\"\n[[step]]\nname = \"a\"\nshell = \"true\"\n");
+    let messages: Vec<_> = e.diagnostics().iter().map(|d| d.one_line()).collect();
+    assert_eq!(
+        messages,
+        [
+            "jobs/test.toml:2:8: `max_output.head` must be a number of bytes from 0 to 1073741824, found -1",
+            "jobs/test.toml:3:1: unknown key `tial` in `max_output`; did you mean `tail`?",
+            "jobs/test.toml:4:8: `max_output.tail` must be an integer, found a string",
+        ]
+    );
+    let e = error("max_output = 5\n[[step]]\nname = \"a\"\nshell = \"true\"\n");
+    assert_eq!(
+        e.diagnostics()[0].one_line(),
+        "jobs/test.toml:1:14: `max_output` must be a table such as { head = 1048576, tail = 1048576 }, found an integer"
+    );
+}

@@ -50,6 +50,7 @@ pub(crate) const SETTING_KEYS: &[&str] = &[
     "user",
     // Not `group`: in TOML that key is the `[[group]]` tables.
     "user_group",
+    "max_output",
 ];
 
 /// Every key a `[[group]]` table may have.
@@ -338,6 +339,9 @@ pub(crate) fn read_settings(ctx: &mut Ctx, doc: &DeTable<'_>, job: &mut Job) {
     }
     if let Some(v) = doc.get("semaphore") {
         job.semaphore = read_semaphore(ctx, v);
+    }
+    if let Some(v) = doc.get("max_output") {
+        job.max_output = super::max_output::read_max_output(ctx, v);
     }
     read_identity(ctx, doc, job);
 

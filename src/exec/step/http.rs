@@ -17,7 +17,8 @@ use reqwest::{Method, StatusCode, Url};
 use tokio_util::sync::CancellationToken;
 
 use super::capture::Head;
-use super::{StepEnv, StepError, StepOutput};
+use super::{StepEnv, StepError, StepLines, StepOutput};
+use crate::exec::Stream;
 use crate::job::HttpStep;
 
 /// How much of an error response's body a failure message quotes.
@@ -58,7 +59,7 @@ pub(super) async fn run(
     tokio::select! {
         biased;
         _ = cancel.cancelled() => Err(StepError::Cancelled),
-        r = send(request, step, timeout, &url, env.ctx.limits.output_bytes) => r,
+        r = send(request, step, timeout, &url, env.ctx.limits.output_bytes, &env.lines) => r,
     }
 }
 
@@ -96,6 +97,7 @@ async fn send(
     timeout: Option<Duration>,
     url: &str,
     limit: usize,
+    lines: &StepLines<'_>,
 ) -> Result<StepOutput, StepError> {
     let fail = |e: reqwest::Error| StepError::Failed(describe(&e, url, timeout));
     let mut response = request.send().await.map_err(fail)?;
@@ -103,6 +105,8 @@ async fn send(
     let accepted =
         if step.expect_status.is_empty() { status.is_success() } else { step.expect_status.contains(&status.as_u16()) };
     if !accepted {
+        // The answer's status line is what the step "printed" to stderr.
+        lines.line(Stream::Stderr, format!("HTTP {}", status_text(status)));
         // Enough bytes for the quoted characters; a broken body is left out.
         let (body, _) = read_body(&mut response, ERROR_BODY_CHARS * 4).await.unwrap_or_default();
         let body: String = body.trim().chars().take(ERROR_BODY_CHARS).collect();

@@ -18,12 +18,14 @@ mod child;
 mod file;
 mod http;
 mod identity;
+mod lines;
 mod process;
 mod script;
 mod sleep;
 
 pub use child::remember_open_files_limit;
 pub use child::settle as settle_process_records;
+pub use lines::{LineSender, OutputBounds, PIECE, RunLines, StepLines, grouped};
 
 use std::path::{Path, PathBuf};
 
@@ -51,10 +53,13 @@ impl StepOutput {
 }
 
 /// Why an attempt did not produce an output.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StepError {
     /// It failed; the message says why (exit code and stderr tail, HTTP status, …).
     Failed(String),
+    /// A process ran and failed (the message says why); what it wrote to
+    /// stdout is kept as the step's recorded output.
+    FailedWithOutput(String, Box<StepOutput>),
     /// Its cancel token fired and it stopped.
     Cancelled,
 }
@@ -68,6 +73,9 @@ pub struct StepEnv<'a> {
     /// Gathers what the step may read (`steps`, `input`) on demand: only
     /// templates and scripts ask, so plain steps cost nothing.
     pub inputs: &'a (dyn Fn() -> Inputs + Send + Sync),
+    /// Where the step's lines go (its process's stdout and stderr, a
+    /// script's prints, an http failure's status line).
+    pub lines: StepLines<'a>,
 }
 
 /// What a step can read of the run so far: `steps.NAME.output` and, in an
@@ -129,8 +137,8 @@ pub(crate) mod testing {
 
     use tokio_util::sync::CancellationToken;
 
-    use super::{StepEnv, StepError, StepOutput, run_attempt};
-    use crate::exec::{BlockingPool, Limits, RunContext};
+    use super::{RunLines, StepEnv, StepError, StepLines, StepOutput, run_attempt};
+    use crate::exec::{BlockingPool, Limits, NodePath, RunContext, RunEvent, Stream};
     use crate::job::{Job, Node, Retry, Step, StepKind};
 
     /// A step named `s` doing `kind`, with no timeout or retries.
@@ -157,14 +165,37 @@ pub(crate) mod testing {
         limits: Limits,
         cancel: &CancellationToken,
     ) -> Result<StepOutput, StepError> {
+        attempt_lines(step, dir, pool, limits, cancel).await.0
+    }
+
+    /// [`attempt_with`], and the lines the step sent (stream, text), the
+    /// step ended as the run tree ends it.
+    pub(crate) async fn attempt_lines(
+        step: &Step,
+        dir: &Path,
+        pool: BlockingPool,
+        limits: Limits,
+        cancel: &CancellationToken,
+    ) -> (Result<StepOutput, StepError>, Vec<(Stream, String)>) {
         let job = job(dir, step);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let run = RunLines::new(tokio::time::Instant::now(), tx, limits.max_output);
         let ctx = RunContext { cancel: cancel.clone(), pool, limits, script_limits: Default::default(), ledger: None };
         let inputs = || super::Inputs {
             steps: serde_json::json!({ "prev": { "output": "PREV" } }).as_object().cloned().unwrap_or_default(),
             input: Some(serde_json::json!("IN")),
         };
-        let env = StepEnv { job: &job, ctx: &ctx, inputs: &inputs };
-        run_attempt(step, &env, cancel).await
+        let path: NodePath = "main/s".into();
+        let env = StepEnv { job: &job, ctx: &ctx, inputs: &inputs, lines: StepLines::new(&run, &path) };
+        let result = run_attempt(step, &env, cancel).await;
+        env.lines.finish();
+        let mut got = Vec::new();
+        while let Ok(event) = rx.try_recv() {
+            if let RunEvent::Log { stream, text, .. } = event {
+                got.push((stream, text));
+            }
+        }
+        (result, got)
     }
 
     /// Runs one attempt with a real pool of 2, test limits and no cancel.

@@ -41,10 +41,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::capture::{Head, Tail, os_error, trim_one_newline};
 use super::child;
-use super::{StepEnv, StepError, StepOutput};
-use crate::exec::Limits;
+use super::{StepEnv, StepError, StepLines, StepOutput};
 use crate::exec::ledger::{ProcessGroup, ProcessLedger};
 use crate::exec::pool::PoolPermit;
+use crate::exec::{Limits, Stream};
 use crate::job::{ExecStep, ProcessSpec, ShellStep};
 
 /// How long the pipes may stay open after the leader has exited and its group
@@ -247,9 +247,11 @@ async fn run(
     tracing::debug!(program = %p.program, pgid = %started.guard.pgid, blocking, "process started");
     let Started { leader, mut guard, stdin, stdout, stderr } = started;
     let stdin = stdin.zip(p.stdin);
-    let result = supervise(leader, &guard, stdin, stdout, stderr, &env.ctx.limits, cancel).await;
+    let pipes = Pipes { stdin, stdout, stderr };
+    let result = supervise(leader, &guard, pipes, &env.lines, &env.ctx.limits, cancel).await;
     // `supervise` has reaped the leader and killed the group on every path.
     guard.armed = false;
+    env.lines.close();
     result
 }
 
@@ -299,23 +301,42 @@ enum Ended {
     WaitFailed(io::Error),
 }
 
-async fn supervise(
-    mut leader: Leader,
-    guard: &GroupGuard,
+/// The process's pipes, as the step holds them.
+struct Pipes {
     stdin: Option<(ChildStdin, String)>,
     stdout: Option<ChildStdout>,
     stderr: Option<ChildStderr>,
+}
+
+async fn supervise(
+    mut leader: Leader,
+    guard: &GroupGuard,
+    pipes: Pipes,
+    lines: &StepLines<'_>,
     limits: &Limits,
     cancel: &CancellationToken,
 ) -> Result<StepOutput, StepError> {
     let mut out = Head::new(limits.output_bytes);
     let mut err = Tail::new(limits.stderr_tail_bytes);
+    let Pipes { stdin, stdout, stderr } = pipes;
+    grow_pipe(stdout.as_ref());
+    grow_pipe(stderr.as_ref());
+    // Boxed, so it can be dropped (giving `out` and `err` back) at the end.
+    let mut io = Box::pin(async {
+        tokio::join!(
+            write_stdin(stdin),
+            read_all(stdout, |c| {
+                out.push(c);
+                lines.push(Stream::Stdout, c);
+            }),
+            read_all(stderr, |c| {
+                err.push(c);
+                lines.push(Stream::Stderr, c);
+            })
+        )
+    });
+    let mut io_done = false;
     let ended = {
-        let io = async {
-            tokio::join!(write_stdin(stdin), read_all(stdout, |c| out.push(c)), read_all(stderr, |c| err.push(c)))
-        };
-        tokio::pin!(io);
-        let mut io_done = false;
         let mut status = None;
         // Armed once the leader has exited. No timer exists before that, so a
         // paused-clock test has nothing to jump to while a process runs.
@@ -349,12 +370,21 @@ async fn supervise(
         }
     };
     match ended {
-        Ended::Exited(status) => finish(status, out, err),
+        Ended::Exited(status) => {
+            drop(io);
+            finish(status, out, err)
+        }
         Ended::Cancelled => {
             guard.kill(Signal::SIGTERM);
             let _ = tokio::time::timeout(limits.kill_grace, leader.wait()).await;
             guard.kill(Signal::SIGKILL);
             let _ = leader.wait().await;
+            // What the group wrote before it died is still in the pipes:
+            // read it (they close with the group), so a cancelled or timed
+            // out step keeps everything it printed.
+            if !io_done {
+                let _ = tokio::time::timeout(PIPE_DRAIN, &mut io).await;
+            }
             Err(StepError::Cancelled)
         }
         Ended::WaitFailed(e) => {
@@ -381,7 +411,28 @@ fn finish(status: ExitStatus, out: Head, err: Tail) -> Result<StepOutput, StepEr
         (None, None) => format!("ended with {status}"),
     };
     let tail = err.into_text();
-    Err(StepError::Failed(if tail.is_empty() { what } else { format!("{what}; stderr: {tail}") }))
+    let error = if tail.is_empty() { what } else { format!("{what}; stderr: {tail}") };
+    // What it printed to stdout stays with the failure: often the one line
+    // that says why.
+    let (text, truncated) = out.into_text();
+    if text.is_empty() {
+        return Err(StepError::Failed(error));
+    }
+    let text = if truncated { text } else { trim_one_newline(text) };
+    Err(StepError::FailedWithOutput(error, Box::new(StepOutput { value: text.into(), truncated })))
+}
+
+/// A pipe holding 1 MiB (Linux's most for any user by default, up from
+/// 64 KiB) lets a fast writer run ahead while gatherd reads: fewer wake-ups
+/// per megabyte (issue 13's 200 MB bench). Best effort: a refusal leaves the
+/// pipe as it was.
+fn grow_pipe(pipe: Option<&impl std::os::fd::AsFd>) {
+    #[cfg(target_os = "linux")]
+    if let Some(pipe) = pipe {
+        let _ = nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = pipe;
 }
 
 /// Writes the stdin text and closes the pipe. A program that exits without
@@ -397,7 +448,9 @@ async fn write_stdin(stdin: Option<(ChildStdin, String)>) {
 /// to keep, so the pipe is always drained and the writer never blocks.
 async fn read_all(pipe: Option<impl AsyncRead + Unpin>, mut sink: impl FnMut(&[u8])) {
     let Some(mut pipe) = pipe else { return };
-    let mut buf = vec![0u8; 16 * 1024];
+    // 64 KiB: a pipe's whole buffer in one read, so a fast writer costs few
+    // wake-ups (issue 13's 200 MB bench).
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
         match pipe.read(&mut buf).await {
             Ok(0) => return,
@@ -418,9 +471,9 @@ mod tests {
     use nix::unistd::Pid;
     use tokio_util::sync::CancellationToken;
 
-    use crate::exec::step::testing::{attempt, attempt_with, limits, step};
+    use crate::exec::step::testing::{attempt, attempt_lines, attempt_with, limits, step};
     use crate::exec::step::{StepError, StepOutput};
-    use crate::exec::{BlockingPool, Limits};
+    use crate::exec::{BlockingPool, Limits, Stream};
     use crate::job::{ExecStep, ProcessSpec, ShellStep, StepKind, Template};
 
     fn t(s: &str) -> Template {
@@ -444,7 +497,7 @@ mod tests {
 
     fn failed(r: Result<StepOutput, StepError>) -> String {
         match r {
-            Err(StepError::Failed(m)) => m,
+            Err(StepError::Failed(m) | StepError::FailedWithOutput(m, _)) => m,
             other => panic!("expected a failure, got {other:?}"),
         }
     }
@@ -563,6 +616,22 @@ mod tests {
             assert_eq!(msg, "exit status 3; stderr: oops");
             let msg = failed(attempt(exec(&["false"]), blocking, Path::new("/")).await);
             assert_eq!(msg, "exit status 1");
+        }
+    }
+
+    #[tokio::test]
+    async fn each_line_of_both_streams_is_sent_and_a_failure_keeps_its_stdout() {
+        for blocking in [false, true] {
+            let s = step(shell("echo out; sleep 0.1; echo oops >&2; sleep 0.1; printf 'last'; exit 3"), blocking);
+            let (r, lines) =
+                attempt_lines(&s, Path::new("/"), BlockingPool::new(1), limits(), &CancellationToken::new()).await;
+            assert_eq!(
+                lines,
+                vec![(Stream::Stdout, "out".into()), (Stream::Stderr, "oops".into()), (Stream::Stdout, "last".into())],
+                "blocking={blocking}"
+            );
+            let want = StepOutput::whole("out\nlast");
+            assert_eq!(r, Err(StepError::FailedWithOutput("exit status 3; stderr: oops".into(), Box::new(want))));
         }
     }
 

@@ -12,6 +12,7 @@ use rhai::{Dynamic, Scope};
 use tokio_util::sync::CancellationToken;
 
 use super::{StepEnv, StepError, StepOutput};
+use crate::exec::Stream;
 use crate::job::{CallStep, ScriptStep};
 use crate::script::{self, Sandbox};
 
@@ -27,9 +28,14 @@ pub(super) async fn run(
     let limits = env.ctx.script_limits.merged(&step.limits);
     // The token is checked from the pool thread at every operation.
     let token = cancel.clone();
+    let lines = env.lines.sender();
     let work = env.ctx.pool.run(move || {
         let sandbox = Sandbox { limits: limits.clone(), cancelled: Arc::new(move || token.is_cancelled()) };
-        let engine = script::sandbox(&sandbox);
+        let mut engine = script::sandbox(&sandbox);
+        // `print` and `debug` are the step's lines, as in a Rhai job.
+        let debug = lines.clone();
+        engine.on_print(move |text| lines.line(Stream::Print, text.to_string()));
+        engine.on_debug(move |text, _, _| debug.line(Stream::Debug, text.to_string()));
         let mut scope = Scope::new();
         let mut inputs = inputs.try_cast::<rhai::Map>().unwrap_or_default();
         scope.push_constant_dynamic(

@@ -1,0 +1,106 @@
+//! Step output capture end to end (issue 13): the same head + marker + tail
+//! of a chatty step's lines in `gatherd run --json` and in the daemon's
+//! history, with `max_output` set in a TOML job, a Rhai job and the config.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Daemon, eventually, finished, gatherd, is, run_json, write};
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// `seq 1 1000` (3,893 bytes) with head = tail = 20: lines 1..9 (18 bytes;
+/// "10\n" would pass 20), then the last 20 bytes cut at line boundaries
+/// (997..1000, 17 bytes: "996\n" lost its start), 3,858 bytes dropped.
+fn expected() -> Vec<(String, String)> {
+    let mut want: Vec<(String, String)> = (1..=9).map(|i| ("stdout".into(), i.to_string())).collect();
+    want.push(("stdout".into(), "… 3,858 bytes dropped …".into()));
+    want.extend((997..=1000).map(|i| ("stdout".to_string(), i.to_string())));
+    want
+}
+
+/// The (stream, text) of every log line of step `path` in a run document.
+fn lines_of(doc: &Value, path: &str) -> Vec<(String, String)> {
+    doc["logs"]
+        .as_array()
+        .map(|logs| {
+            logs.iter()
+                .filter(|l| l["path"] == path)
+                .map(|l| (l["stream"].as_str().unwrap_or("").to_string(), l["text"].as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+const TOML_JOB: &str = "[max_output]\nhead = 20\ntail = 20\n\n[[step]]\nname = \"count\"\nshell = \"seq 1 1000\"\n";
+
+#[test]
+fn run_json_keeps_the_head_the_marker_and_the_tail_of_a_toml_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "count.toml", TOML_JOB);
+    let (code, doc, _) = run_json(&file);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(lines_of(&doc, "main/count"), expected());
+}
+
+#[test]
+fn a_rhai_job_sets_max_output_as_a_const_with_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = "const max_output = #{ head: 20, tail: 20 };\nawait_step(shell(\"seq 1 1000\").named(\"count\"))\n";
+    let file = write(dir.path(), "count.rhai", job);
+    let (code, doc, _) = run_json(&file);
+    assert_eq!(code, 0, "{doc:#}");
+    let path = doc["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "count"))
+        .and_then(|s| s["path"].as_str())
+        .expect("the step")
+        .to_string();
+    assert_eq!(lines_of(&doc, &path), expected());
+}
+
+#[test]
+fn the_configs_max_output_applies_to_jobs_without_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "count.toml", "[[step]]\nname = \"count\"\nshell = \"seq 1 1000\"\n");
+    let config = write(dir.path(), "config.toml", "[max_output]\nhead = 20\ntail = 20\n");
+    let out = gatherd().arg("run").arg(&file).arg("--json").arg("--config").arg(&config).output().unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(lines_of(&doc, "main/count"), expected());
+}
+
+#[test]
+fn a_bad_max_output_is_a_diagnostic_at_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "bad.toml",
+        "[max_output]\nhead = -1\ntial = 5\n\n[[step]]\nname = \"a\"\nshell = \"true\"\n",
+    );
+    let out = gatherd().arg("check").arg(&file).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("bad.toml:2:8"), "{text}");
+    assert!(text.contains("`max_output.head` must be a number of bytes from 0 to 1073741824, found -1"), "{text}");
+    assert!(text.contains("bad.toml:3:1"), "{text}");
+    assert!(text.contains("unknown key `tial` in `max_output`"), "{text}");
+}
+
+#[test]
+fn the_daemons_history_keeps_the_same_lines_as_run() {
+    let d = Daemon::start(&[], &[], &[]);
+    d.drop_file("count.toml", TOML_JOB);
+    assert!(d.wait_for(LONG, |l| finished(l, "count.toml", "succeeded")), "{}", d.dump());
+    let run_id = d.lines().iter().find(|l| is(l, "count.toml", "run finished")).and_then(|l| l["run_id"].as_i64());
+    let run_id = run_id.expect("a run id").to_string();
+    let state = d.state.path().to_str().expect("utf-8").to_string();
+    let show = || -> Value {
+        let out = gatherd().args(["show", &run_id, "--json", "--state", &state]).output().expect("show");
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    // The daemon may still be committing the last batch: poll until it shows.
+    assert!(eventually(LONG, || show()["status"] == "succeeded"), "the run never showed as succeeded");
+    assert_eq!(lines_of(&show(), "main/count"), expected());
+}
