@@ -209,3 +209,40 @@ fn a_symlink_out_of_the_folder_is_refused_and_its_content_never_printed() {
     assert!(stdout.contains(&format!("invalid {}", dir.path().join("shadow.toml").display())), "{stdout}");
     assert!(stderr.contains("outside the folder"), "{stderr}");
 }
+
+/// `check --config FILE`: five kinds of mistake, each at its FILE:LINE:COL
+/// with what was expected, exit 1; the shipped example is valid, exit 0.
+#[test]
+fn check_config_places_each_mistake_and_passes_the_example() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // (what, config text, place, words the message must contain).
+    let cases: &[(&str, &str, &str, &str)] = &[
+        ("misspelt key", "[script_limits]\nmax_operatons = 5\n", ":2:1", "did you mean `max_operations`?"),
+        ("wrong type", "node = \"n\"\nmax_concurrent_runs = \"ten\"\n", ":2:23", "expected a whole number"),
+        (
+            "script limit out of range",
+            "[script_limits]\nmax_expr_depth = 1000\n",
+            ":2:18",
+            "`script_limits.max_expr_depth` must be from 1 to 128, found 1000",
+        ),
+        ("bad duration", "shutdown_grace = \"soon\"\n", ":1:18", "invalid duration \"soon\""),
+        ("TOML syntax", "node = \"n\"\nkeep_runs = = 3\n", ":2:13", "×"),
+    ];
+    for (what, text, place, words) in cases {
+        let file = dir.path().join(format!("{}.toml", what.replace(' ', "-")));
+        std::fs::write(&file, text).expect("write");
+        let output = gatherd().arg("check").arg("--config").arg(&file).output().expect("runs");
+        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert_eq!(output.status.code(), Some(1), "{what}: {stdout}\n{stderr}");
+        assert!(stdout.contains(&format!("invalid {}", file.display())), "{what}: {stdout}");
+        let located = format!("{}{place}", file.display());
+        assert!(stderr.contains(&located), "{what}: no {located} in\n{stderr}");
+        assert!(stderr.contains(words), "{what}: no {words:?} in\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+    }
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config.toml");
+    let output = gatherd().arg("check").arg("--config").arg(&example).output().expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains(&format!("ok      {} (config)", example.display())), "{stdout}");
+}

@@ -1,5 +1,8 @@
 //! `gatherd check PATH...`: load every job file named or found in the folders
-//! given, print each diagnostic, run nothing.
+//! given, print each diagnostic, run nothing. `--config FILE` checks a config
+//! file the same way (`config.rs`).
+
+mod config;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -14,15 +17,32 @@ use crate::load;
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Job files, or folders to search for *.toml job files.
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required_unless_present = "config", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// Also check this config file, as `gatherd daemon --config FILE` reads it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// Checks every file; exit 1 if any is invalid (or a path can't be read).
 pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
+    let color = std::io::stderr().is_terminal();
+    let mut config_invalid = false;
+    if let Some(path) = &args.config {
+        match config::check(path) {
+            Ok(_) => println!("ok      {} (config)", path.display()),
+            Err(d) => {
+                config_invalid = true;
+                println!("invalid {}", path.display());
+                eprintln!("{}", d.render(color));
+            }
+        }
+        if args.paths.is_empty() {
+            return Ok(if config_invalid { exit::FAILED } else { exit::OK });
+        }
+    }
     let found = load::discover_confined(&args.paths).context("cannot list the job files")?;
     let files = found.files;
-    let color = std::io::stderr().is_terminal();
     let mut invalid = 0;
     for refused in &found.refused {
         invalid += 1;
@@ -49,10 +69,8 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
     }
     if invalid > 0 {
         eprintln!("{invalid} of {} job files invalid", files.len() + found.refused.len());
-        Ok(exit::FAILED)
-    } else {
-        Ok(exit::OK)
     }
+    Ok(if invalid > 0 || config_invalid { exit::FAILED } else { exit::OK })
 }
 
 fn display_paths(paths: &[PathBuf]) -> String {
