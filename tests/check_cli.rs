@@ -246,3 +246,46 @@ fn check_config_places_each_mistake_and_passes_the_example() {
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains(&format!("ok      {} (config)", example.display())), "{stdout}");
 }
+
+/// `check --next 5`: a Berlin job's fires across the 2027-03-28
+/// spring-forward, in Berlin time, with the DST rule named where it applied;
+/// `--after` fixes "now", so the output is known.
+#[test]
+fn check_next_lists_known_fire_times_and_the_dst_rule_applied() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let job = write(
+        dir.path(),
+        "nightly.toml",
+        "schedule = \"30 2 * * *\"\ntimezone = \"Europe/Berlin\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n",
+    );
+    let output =
+        gatherd().args(["check", "--next", "5", "--after", "2027-03-25T12:00:00Z"]).arg(&job).output().expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let expected = format!(
+        "ok      {file} (1 steps)\n\
+         {file}: schedule \"30 2 * * *\" in Europe/Berlin, the next 5 fires after 2027-03-25 12:00:00 UTC:\n  \
+         Fri 2027-03-26 02:30:00 CET   (2027-03-26 01:30:00 UTC)\n  \
+         Sat 2027-03-27 02:30:00 CET   (2027-03-27 01:30:00 UTC)\n  \
+         Sun 2027-03-28 03:00:00 CEST  (2027-03-28 01:00:00 UTC)  02:30 does not exist (spring forward): runs once, when the gap ends\n  \
+         Mon 2027-03-29 02:30:00 CEST  (2027-03-29 00:30:00 UTC)\n  \
+         Tue 2027-03-30 02:30:00 CEST  (2027-03-30 00:30:00 UTC)\n",
+        file = job.display()
+    );
+    assert_eq!(stdout, expected);
+    // Fall back: the first pass only, said.
+    let output =
+        gatherd().args(["check", "--next", "1", "--after", "2027-10-30T12:00:00Z"]).arg(&job).output().expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(
+            "Sun 2027-10-31 02:30:00 CEST  (2027-10-31 00:30:00 UTC)  02:30 comes twice (fall back): runs in the first pass only"
+        ),
+        "{stdout}"
+    );
+    // A bad instant is the command line's mistake: exit 2, saying the form.
+    let output = gatherd().args(["check", "--next", "1", "--after", "tomorrow"]).arg(&job).output().expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("RFC 3339"), "{stderr}");
+}
