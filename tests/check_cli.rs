@@ -289,3 +289,53 @@ fn check_next_lists_known_fire_times_and_the_dst_rule_applied() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("RFC 3339"), "{stderr}");
 }
+
+/// `check --json`: one JSON document on stdout (files, valid, each
+/// diagnostic's file/line/col and text), nothing on stderr; `check -q`:
+/// only the invalid files and their diagnostics, nothing when all is well.
+#[test]
+fn check_json_is_one_document_and_quiet_prints_only_the_invalid() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good = write(dir.path(), "good.toml", STEP_A);
+    let bad = write(dir.path(), "bad.toml", "[[step]]\nname = \"a\"\nsleep = \"1s\"\nretires = 3\n");
+    let config = write(dir.path(), "config.conf", "[script_limits]\nmax_operatons = 5\n");
+    let output =
+        gatherd().arg("check").arg("--json").arg("--config").arg(&config).arg(dir.path()).output().expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr, "", "--json says everything on stdout");
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("not one JSON document ({e}): {}", String::from_utf8_lossy(&output.stdout)));
+    assert_eq!(doc["valid"], false, "{doc}");
+    let files = doc["files"].as_array().expect("files");
+    let entry = |path: &std::path::Path| {
+        files.iter().find(|f| f["path"] == path.display().to_string()).unwrap_or_else(|| panic!("{path:?} in {doc}"))
+    };
+    assert_eq!(
+        (&entry(&good)["valid"], &entry(&good)["kind"], &entry(&good)["steps"]),
+        (&true.into(), &"job".into(), &1.into())
+    );
+    assert_eq!(entry(&good)["diagnostics"], serde_json::json!([]));
+    let d = &entry(&bad)["diagnostics"][0];
+    assert_eq!(entry(&bad)["valid"], false);
+    assert_eq!((&d["file"], &d["line"], &d["col"]), (&bad.display().to_string().into(), &4.into(), &1.into()), "{d}");
+    assert_eq!(d["help"], "did you mean `retries`?");
+    assert!(d["text"].as_str().is_some_and(|t| t.contains("retires = 3") && !t.contains('\u{1b}')), "{d}");
+    let c = &entry(&config);
+    assert_eq!(
+        (&c["kind"], &c["valid"], &c["diagnostics"][0]["line"]),
+        (&"config".into(), &false.into(), &2.into()),
+        "{c}"
+    );
+    assert_eq!(files.len(), 3, "{doc}");
+
+    let output = gatherd().arg("check").arg("-q").arg(dir.path()).output().expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), format!("invalid {}\n", bad.display()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("{}:4:1", bad.display())), "{stderr}");
+    assert!(!stderr.contains("job files invalid"), "no summary under -q: {stderr}");
+    let output = gatherd().arg("check").arg("--quiet").arg(&good).output().expect("runs");
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!((output.stdout.as_slice(), output.stderr.as_slice()), (&b""[..], &b""[..]));
+}

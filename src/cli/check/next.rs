@@ -72,6 +72,33 @@ pub(super) fn describe(file: &Path, job: &Job, n: usize, after: DateTime<Utc>) -
     out
 }
 
+/// The fires of [`describe`] as JSON: `[{"at", "local", "dst", "skipped"}]`
+/// (`at` in UTC, `local` in the job's zone, both RFC 3339; `dst` null or
+/// `after_gap` / `first_pass_only` / `repeated_hour_first_pass` /
+/// `repeated_hour_second_pass`; `skipped` the wall time a gap skipped).
+/// `null` for a job without a schedule.
+pub(super) fn fires_json(job: &Job, n: usize, after: DateTime<Utc>) -> serde_json::Value {
+    let Ok(Some(schedule)) = Schedule::new(&job.trigger, after) else { return serde_json::Value::Null };
+    let fires = schedule.next_fires(after, n);
+    let local = |t: DateTime<Utc>| match &job.trigger {
+        Trigger::Cron { timezone: Some(tz), .. } => t.with_timezone(tz).to_rfc3339(),
+        _ => t.with_timezone(&chrono::Local).to_rfc3339(),
+    };
+    fires
+        .iter()
+        .map(|fire| {
+            let (dst, skipped) = match fire.dst {
+                None => (None, None),
+                Some(DstRule::AfterGap { skipped }) => (Some("after_gap"), Some(skipped.to_string())),
+                Some(DstRule::FirstPassOnly) => (Some("first_pass_only"), None),
+                Some(DstRule::RepeatedHour { second_pass: false }) => (Some("repeated_hour_first_pass"), None),
+                Some(DstRule::RepeatedHour { second_pass: true }) => (Some("repeated_hour_second_pass"), None),
+            };
+            serde_json::json!({ "at": fire.at.to_rfc3339(), "local": local(fire.at), "dst": dst, "skipped": skipped })
+        })
+        .collect()
+}
+
 /// One line per fire: local time with the zone's abbreviation, UTC, and the
 /// DST rule applied.
 fn fire_lines<Z: TimeZone>(fires: &[Fire], tz: &Z) -> Vec<String>
