@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::Args;
-
 use serde_json::{Value, json};
 
 use super::exit;
@@ -60,9 +59,11 @@ struct Checked {
     outcome: Outcome,
 }
 
+/// The verdict on one file.
 enum Outcome {
-    /// A valid job (with its steps, `None` for a Rhai script) or config.
+    /// A valid job.
     Job(Box<Job>),
+    /// A valid config file.
     Config,
     /// Invalid: its diagnostics.
     Invalid(Vec<Diagnostic>),
