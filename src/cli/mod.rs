@@ -10,6 +10,7 @@
 //! `error: what: why`. An error wrapped in [`InvalidInput`] exits 2, any
 //! other 1.
 
+pub mod backup;
 pub mod check;
 pub mod client;
 pub mod daemon;
@@ -68,6 +69,9 @@ pub enum Command {
     Trigger(client::TriggerArgs),
     /// Cancel a run in flight (through the daemon's control API).
     Cancel(client::CancelArgs),
+    /// Copy the run history to a new file, consistently, even while the
+    /// daemon writes to it (SQLite's online backup).
+    Backup(backup::BackupArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -175,6 +179,7 @@ async fn command(command: Command) -> anyhow::Result<u8> {
         Command::Jobs(args) => client::jobs(args).await,
         Command::Trigger(args) => client::trigger(args).await,
         Command::Cancel(args) => client::cancel(args).await,
+        Command::Backup(args) => backup::backup(args).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "gatherd", &mut std::io::stdout());

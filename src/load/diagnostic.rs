@@ -110,6 +110,12 @@ impl Diagnostic {
         self.line_col
     }
 
+    /// The file the problem is in, as shown in messages (a job's
+    /// `script_file` for a problem there).
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
     /// What is wrong, without place or help.
     pub fn message(&self) -> &str {
         &self.message

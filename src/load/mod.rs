@@ -49,6 +49,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use diagnostic::{Diagnostic, LoadError};
+// For `gatherd check --config`, which places config mistakes the same way.
+pub(crate) use diagnostic::{LineIndex, did_you_mean};
 pub use discover::{
     DiscoverError, Discovered, NOT_A_FILE, OUTSIDE, Refused, daemon_confines_links, discover, discover_all,
     discover_confined, discover_paths, is_ignored_name, leads_outside, unreadable,

@@ -8,8 +8,10 @@
 //! from the change in the new offset, after applying the fixed-time rules
 //! for the gap or the repeated hour it made.
 
-use chrono::{DateTime, FixedOffset, LocalResult, Offset, TimeDelta, TimeZone, Timelike, Utc};
+use chrono::{DateTime, FixedOffset, LocalResult, NaiveDateTime, Offset, TimeDelta, TimeZone, Timelike, Utc};
 use croner::Cron;
+
+use super::DstRule;
 
 /// How far apart the zone's offset is probed to find its changes. Real zones
 /// change offset months apart (days at the very least), never twice in an
@@ -37,11 +39,41 @@ impl CronRule {
 
     /// The first fire strictly after `t`.
     pub(super) fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.next_explained(t).map(|(fire, _)| fire)
+    }
+
+    /// The first fire strictly after `t`, and the DST rule that placed it
+    /// if one did (`gatherd check --next`).
+    pub(super) fn next_explained(&self, t: DateTime<Utc>) -> Option<(DateTime<Utc>, Option<DstRule>)> {
         match &self.zone {
-            Some(tz) => next_in(&self.cron, self.fixed_time, tz, t),
-            None => next_in(&self.cron, self.fixed_time, &chrono::Local, t),
+            Some(tz) => explained(&self.cron, self.fixed_time, tz, t),
+            None => explained(&self.cron, self.fixed_time, &chrono::Local, t),
         }
     }
+}
+
+/// [`next_in`] with the DST rule that placed the fire.
+fn explained<Z: TimeZone>(
+    cron: &Cron,
+    fixed_time: bool,
+    tz: &Z,
+    after: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, Option<DstRule>)> {
+    let (fire, skipped) = next_in(cron, fixed_time, tz, after)?;
+    if let Some(skipped) = skipped {
+        return Some((fire, Some(DstRule::AfterGap { skipped })));
+    }
+    let rule = match tz.from_local_datetime(&fire.with_timezone(tz).naive_local()) {
+        LocalResult::Ambiguous(first, _) if fixed_time => {
+            // Only the first pass can be a fixed-time job's fire.
+            (first.with_timezone(&Utc) == fire).then_some(DstRule::FirstPassOnly)
+        }
+        LocalResult::Ambiguous(first, _) => {
+            Some(DstRule::RepeatedHour { second_pass: first.with_timezone(&Utc) != fire })
+        }
+        _ => None,
+    };
+    Some((fire, rule))
 }
 
 /// Whether the job names its times: no `*` and no `/` step in the second,
@@ -57,8 +89,15 @@ fn is_fixed_time(cron: &Cron) -> bool {
     !stepped && [&p.seconds, &p.minutes, &p.hours].iter().all(|field| !field.from_wildcard && field.step <= 1)
 }
 
-/// The first fire of `cron` in `tz` strictly after `after`.
-fn next_in<Z: TimeZone>(cron: &Cron, fixed_time: bool, tz: &Z, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+/// The first fire of `cron` in `tz` strictly after `after`, and, when a
+/// fixed-time job's wall time fell in a spring-forward gap and it runs at
+/// the gap's end instead, that wall time.
+fn next_in<Z: TimeZone>(
+    cron: &Cron,
+    fixed_time: bool,
+    tz: &Z,
+    after: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, Option<NaiveDateTime>)> {
     // Cron has a resolution of one second; "after 12:00:00.5" is "from 12:00:01".
     let mut from = after.with_nanosecond(0)?;
     let mut inclusive = false;
@@ -71,10 +110,10 @@ fn next_in<Z: TimeZone>(cron: &Cron, fixed_time: bool, tz: &Z, after: DateTime<U
         let offset = offset_at(tz, from);
         let candidate = cron.find_next_occurrence(&from.with_timezone(&offset), inclusive).ok()?.with_timezone(&Utc);
         let Some(change) = first_offset_change(tz, offset, from, candidate) else {
-            return Some(candidate);
+            return Some((candidate, None));
         };
-        if fixed_time && gap_has_match(cron, tz, offset, change) {
-            return Some(change);
+        if fixed_time && let Some(skipped) = gap_match(cron, tz, offset, change) {
+            return Some((change, Some(skipped)));
         }
         from = change;
         inclusive = true;
@@ -115,18 +154,19 @@ fn first_offset_change<Z: TimeZone>(
     None
 }
 
-/// Whether the clock jumping forward at `change` (from offset `before`)
-/// skipped a wall time `cron` matches: a fixed-time job runs then, at the
-/// first instant after the gap.
-fn gap_has_match<Z: TimeZone>(cron: &Cron, tz: &Z, before: FixedOffset, change: DateTime<Utc>) -> bool {
+/// The first wall time `cron` matches that the clock jumping forward at
+/// `change` (from offset `before`) skipped, if any: a fixed-time job runs
+/// then, at the first instant after the gap.
+fn gap_match<Z: TimeZone>(cron: &Cron, tz: &Z, before: FixedOffset, change: DateTime<Utc>) -> Option<NaiveDateTime> {
     let after = offset_at(tz, change);
     if after.local_minus_utc() <= before.local_minus_utc() {
-        return false;
+        return None;
     }
     // The gap is the wall times from `change` read in the old offset up to
     // `change` read in the new one.
     let gap_end = change.with_timezone(&after).naive_local();
-    cron.find_next_occurrence(&change.with_timezone(&before), true).is_ok_and(|m| m.naive_local() < gap_end)
+    let first = cron.find_next_occurrence(&change.with_timezone(&before), true).ok()?.naive_local();
+    (first < gap_end).then_some(first)
 }
 
 /// If `t` is in the second pass of a repeated hour (its wall time came once
@@ -271,7 +311,7 @@ mod tests {
                     let want = reference(&cron, fixed, &tz, a, b);
                     let mut got = Vec::new();
                     let mut t = a;
-                    while let Some(next) = next_in(&cron, fixed, &tz, t).filter(|n| *n <= b) {
+                    while let Some(next) = next_in(&cron, fixed, &tz, t).map(|(fire, _)| fire).filter(|n| *n <= b) {
                         got.push(next);
                         t = next;
                     }
@@ -279,7 +319,11 @@ mod tests {
                     // Asked from anywhere, not only from a fire.
                     let mut t = a;
                     while let Some(&expected) = want.iter().find(|w| **w > t) {
-                        assert_eq!(next_in(&cron, fixed, &tz, t), Some(expected), "{expr} in {tz} after {t}");
+                        assert_eq!(
+                            next_in(&cron, fixed, &tz, t).map(|(fire, _)| fire),
+                            Some(expected),
+                            "{expr} in {tz} after {t}"
+                        );
                         t += TimeDelta::seconds(397);
                     }
                 }

@@ -57,7 +57,7 @@ mod tests;
 
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 
 pub use jitter::stable_jitter;
 
@@ -155,6 +155,55 @@ impl Schedule {
             Rule::Cron(rule) => rule.next_after(t),
             Rule::Every { interval, anchor } => next_slot(*anchor, *interval, t),
         }
+    }
+}
+
+/// A fire of a schedule, and the daylight-saving rule that placed it, if
+/// one did (`gatherd check --next`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fire {
+    /// When it fires.
+    pub at: DateTime<Utc>,
+    /// The DST rule applied, if any.
+    pub dst: Option<DstRule>,
+}
+
+/// A daylight-saving rule of the module doc, as applied to one fire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DstRule {
+    /// Spring forward skipped `skipped`, a wall time a fixed-time job
+    /// names: it runs once, at the first instant after the gap.
+    AfterGap {
+        /// The wall time that did not exist.
+        skipped: NaiveDateTime,
+    },
+    /// Fall back: this wall time comes twice; a fixed-time job runs in the
+    /// first pass only.
+    FirstPassOnly,
+    /// Fall back: an interval job runs in both passes of the repeated hour;
+    /// this is the first or the second.
+    RepeatedHour {
+        /// Whether this is the second pass.
+        second_pass: bool,
+    },
+}
+
+impl Schedule {
+    /// The next `n` fires strictly after `t`, each with the DST rule that
+    /// placed it (fewer if the schedule ends).
+    pub fn next_fires(&self, t: DateTime<Utc>, n: usize) -> Vec<Fire> {
+        let mut fires = Vec::with_capacity(n.min(1024));
+        let mut t = t;
+        while fires.len() < n {
+            let next = match &self.rule {
+                Rule::Cron(rule) => rule.next_explained(t),
+                Rule::Every { interval, anchor } => next_slot(*anchor, *interval, t).map(|at| (at, None)),
+            };
+            let Some((at, dst)) = next else { break };
+            fires.push(Fire { at, dst });
+            t = at;
+        }
+        fires
     }
 }
 

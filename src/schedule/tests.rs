@@ -348,3 +348,47 @@ fn what_the_loader_refuses_is_an_error() {
     // Seven fields (a year) are refused, like in the loader.
     assert!(parse_cron("0 0 0 1 1 * 2030").is_err());
 }
+
+/// `gatherd check --next`: the next fires with the DST rule that placed
+/// each. Berlin springs forward on 28 March 2027 (02:00 CET → 03:00 CEST,
+/// at 01:00 UTC) and falls back on 31 October 2027 (at 01:00 UTC).
+#[test]
+fn next_fires_say_which_dst_rule_placed_them() {
+    let fixed = berlin("30 2 * * *");
+    let got = fixed.next_fires(at("2027-03-25T12:00:00Z"), 5);
+    let when: Vec<DateTime<Utc>> = got.iter().map(|f| f.at).collect();
+    assert_eq!(
+        when,
+        [
+            at("2027-03-26T02:30:00+01:00"),
+            at("2027-03-27T02:30:00+01:00"),
+            at("2027-03-28T03:00:00+02:00"),
+            at("2027-03-29T02:30:00+02:00"),
+            at("2027-03-30T02:30:00+02:00"),
+        ]
+    );
+    let skipped = chrono::NaiveDate::from_ymd_opt(2027, 3, 28).and_then(|d| d.and_hms_opt(2, 30, 0)).expect("date");
+    let rules: Vec<Option<DstRule>> = got.iter().map(|f| f.dst).collect();
+    assert_eq!(rules, [None, None, Some(DstRule::AfterGap { skipped }), None, None]);
+
+    // Fall back: a fixed-time job runs in the first pass only; an interval
+    // job in both, each said.
+    let got = fixed.next_fires(at("2027-10-30T12:00:00Z"), 2);
+    assert_eq!(got[0].at, at("2027-10-31T02:30:00+02:00"));
+    assert_eq!(got[0].dst, Some(DstRule::FirstPassOnly));
+    assert_eq!((got[1].at, got[1].dst), (at("2027-11-01T02:30:00+01:00"), None));
+    let interval = berlin("30 * * * *");
+    let got = interval.next_fires(at("2027-10-31T00:00:00Z"), 3);
+    let got: Vec<(DateTime<Utc>, Option<DstRule>)> = got.iter().map(|f| (f.at, f.dst)).collect();
+    assert_eq!(
+        got,
+        [
+            (at("2027-10-31T02:30:00+02:00"), Some(DstRule::RepeatedHour { second_pass: false })),
+            (at("2027-10-31T02:30:00+01:00"), Some(DstRule::RepeatedHour { second_pass: true })),
+            (at("2027-10-31T03:30:00+01:00"), None),
+        ]
+    );
+    // An interval job skips the gap's wall times: nothing to say.
+    let got = interval.next_fires(at("2027-03-28T00:00:00Z"), 2);
+    assert_eq!((got[1].at, got[1].dst), (at("2027-03-28T03:30:00+02:00"), None));
+}

@@ -102,6 +102,8 @@ pub use self::rows::{
     RunDocument, RunFilter, RunId, RunRow, RunStart, RunTrigger,
 };
 pub use self::sqlite::{History, SqliteStore, open_sqlite};
+// `gatherd backup` (sqlite/backup.rs).
+pub use self::sqlite::{BackupError, BackupReport, backup};
 pub use self::timeline::{RunTimeline, StepSeqs, as_stored};
 
 #[cfg(doc)]

@@ -7,10 +7,12 @@
 //!
 //! Architecture Invariant: only the writer thread writes to the database.
 
+mod backup;
 mod history;
 mod read;
 mod schema;
 mod writer;
+pub use self::backup::{BackupError, BackupReport, backup};
 pub use self::history::History;
 #[cfg(test)]
 pub(crate) use self::writer::ROWS_PER_STATEMENT;
