@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::out::{out, outln};
 use super::{exit, render};
 use crate::api::events::EventView;
 use crate::config::Config;
@@ -237,12 +238,12 @@ pub async fn jobs(args: JobsArgs) -> anyhow::Result<u8> {
     let client = Client::new(&args.api)?;
     let jobs: Value = client.json(reqwest::Method::GET, "/jobs").await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        outln!("{}", serde_json::to_string_pretty(&jobs)?)?;
         return Ok(exit::OK);
     }
     let list = jobs["jobs"].as_array().cloned().unwrap_or_default();
     let width = list.iter().filter_map(|j| j["job"].as_str()).map(|j| j.chars().count()).max().unwrap_or(3).max(3);
-    println!("{:width$}  {:24}  {:20}  {:7}  {:7}  LAST RUN", "JOB", "TRIGGER", "NEXT", "VALID", "RUNNING");
+    outln!("{:width$}  {:24}  {:20}  {:7}  {:7}  LAST RUN", "JOB", "TRIGGER", "NEXT", "VALID", "RUNNING")?;
     for j in &list {
         let next = j["next_fire"]
             .as_str()
@@ -261,9 +262,9 @@ pub async fn jobs(args: JobsArgs) -> anyhow::Result<u8> {
             valid,
             running
         );
-        println!("{}", line.trim_end());
+        outln!("{}", line.trim_end())?;
         if let Some(why) = j["diagnostic"].as_str() {
-            println!("    {}", why.lines().next().unwrap_or(""));
+            outln!("    {}", why.lines().next().unwrap_or(""))?;
         }
     }
     Ok(exit::OK)
@@ -279,9 +280,9 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<u8> {
     let run = started["run_id"].as_i64().context("the daemon gave no run id")?;
     if !args.wait && !args.follow {
         if args.json {
-            println!("{started}");
+            outln!("{started}")?;
         } else {
-            println!("started run {run} of {}", args.job);
+            outln!("started run {run} of {}", args.job)?;
         }
         return Ok(exit::OK);
     }
@@ -327,9 +328,9 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<u8> {
     let document: Value = client.json(reqwest::Method::GET, &format!("/runs/{run}")).await?;
     let read = RunDocument::deserialize(&document).with_context(|| format!("cannot read run {run}'s document"))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&document)?);
+        outln!("{}", serde_json::to_string_pretty(&document)?)?;
     } else {
-        print!("{}", render::report(&read.report, true));
+        out!("{}", render::report(&read.report, true))?;
     }
     Ok(exit_for(read.report.status))
 }
@@ -342,9 +343,9 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("cannot cancel run {}", args.run))?;
     if args.json {
-        println!("{answer}");
+        outln!("{answer}")?;
     } else {
-        println!("cancelling run {}", args.run);
+        outln!("cancelling run {}", args.run)?;
     }
     Ok(exit::OK)
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::client::{ApiArgs, Client, RequestError};
+use super::out::{out, outln};
 use super::{exit, render};
 use crate::api::events::EventView;
 use crate::config::Config;
@@ -162,7 +163,7 @@ pub async fn runs(args: RunsArgs) -> anyhow::Result<u8> {
     if args.json {
         print_json(&rows)?;
     } else {
-        print!("{}", runs_table(rows.as_array().map_or(&[][..], Vec::as_slice)));
+        out!("{}", runs_table(rows.as_array().map_or(&[][..], Vec::as_slice)))?;
     }
     Ok(exit::OK)
 }
@@ -229,15 +230,15 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<u8> {
     if args.json {
         print_json(&json)?;
     } else {
-        println!(
+        outln!(
             "run {} of {} ({}, due {}, on {})",
             doc.id,
             doc.report.job,
             doc.trigger,
             json["fire_time"].as_str().unwrap_or(""),
             doc.node
-        );
-        print!("{}", render::report(&doc.report, true));
+        )?;
+        out!("{}", render::report(&doc.report, true))?;
     }
     Ok(exit::OK)
 }
@@ -266,7 +267,7 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<u8> {
     for line in &lines {
         printer.print(line)?;
     }
-    Ok(printer.end(&end))
+    printer.end(&end)
 }
 
 /// How a run ended (or that it has not), for the last line of `logs`.
@@ -319,9 +320,9 @@ impl LinePrinter {
             return Ok(());
         }
         if self.json {
-            println!("{}", serde_json::to_string(line).context("cannot write JSON")?);
+            outln!("{}", serde_json::to_string(line).context("cannot write JSON")?)?;
         } else {
-            println!("{} {} {} {}", self.clock(line.at_ms), line.path, line.stream, line.text);
+            outln!("{} {} {} {}", self.clock(line.at_ms), line.path, line.stream, line.text)?;
         }
         Ok(())
     }
@@ -337,12 +338,12 @@ impl LinePrinter {
     }
 
     /// Prints how the run ended (not in JSON) and returns the exit status.
-    fn end(&self, end: &RunEnd) -> u8 {
+    fn end(&self, end: &RunEnd) -> anyhow::Result<u8> {
         if end.status == RecordedStatus::Running {
             if !self.json {
-                println!("run {} is still running (--follow to follow it)", self.run);
+                outln!("run {} is still running (--follow to follow it)", self.run)?;
             }
-            return exit::OK;
+            return Ok(exit::OK);
         }
         if !self.json {
             let mut line = format!("run {} {}", self.run, end.status);
@@ -352,9 +353,9 @@ impl LinePrinter {
             if let Some(error) = end.error.as_deref().and_then(|e| e.lines().next()) {
                 line.push_str(&format!(": {error}"));
             }
-            println!("{line}");
+            outln!("{line}")?;
         }
-        super::client::exit_for(end.status)
+        Ok(super::client::exit_for(end.status))
     }
 }
 
@@ -437,10 +438,9 @@ async fn follow_lines(args: &LogsArgs, filter: &LogFilter) -> anyhow::Result<Opt
             end
         }
     };
-    Ok(Some(printer.end(&end)))
+    printer.end(&end).map(Some)
 }
 
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value).context("cannot write JSON")?);
-    Ok(())
+    outln!("{}", serde_json::to_string_pretty(value).context("cannot write JSON")?)
 }

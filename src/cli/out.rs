@@ -1,0 +1,76 @@
+//! The one way the CLI writes to stdout: `out!` and `outln!` (`print!`/`println!` are denied in `src/cli/`
+//! by clippy's `print_stdout`, and `std::io::stdout` by `disallowed-methods`
+//! in clippy.toml, except here).
+//!
+//! A reader that has gone (`gatherd runs | head -1`) ends the process at
+//! once, quietly, with exit 0 — what ripgrep does, and what a shell sees of
+//! `ls | head` unless it sets `pipefail`. `println!` would panic instead
+//! (Rust ignores SIGPIPE, so a write to a closed pipe is an `EPIPE` error).
+//! SIGPIPE itself is not reset: `gatherd run` writes steps' stdin pipes and
+//! the daemon writes sockets, and those must keep getting `EPIPE` as an
+//! error, not kill the process.
+//!
+//! Architecture Invariant: nothing in the CLI writes to stdout but through
+//! this module.
+
+use std::io::{ErrorKind, Write};
+
+/// Writes `args` to stdout. Ends the process (exit 0) when the reader has
+/// gone; any other failure (a full disk under `> file`) is an error that
+/// says it was stdout.
+pub fn write_fmt(args: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    #[allow(clippy::disallowed_methods)] // the one place
+    let mut stdout = std::io::stdout().lock();
+    settle(stdout.write_fmt(args))
+}
+
+/// Writes `bytes` to stdout, as [`write_fmt`] does.
+pub fn write_bytes(bytes: &[u8]) -> anyhow::Result<()> {
+    #[allow(clippy::disallowed_methods)] // the one place
+    let mut stdout = std::io::stdout().lock();
+    settle(stdout.write_all(bytes).and_then(|()| stdout.flush()))
+}
+
+/// A write's result: a closed pipe ends the process quietly.
+fn settle(result: std::io::Result<()>) -> anyhow::Result<()> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => reader_gone(),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
+    }
+}
+
+/// Whether `e` is stdout's reader having gone: an `EPIPE` anywhere in its
+/// chain (a writer that did not go through this module, e.g. a `--json`
+/// document streamed with serde).
+pub fn is_reader_gone(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == ErrorKind::BrokenPipe))
+}
+
+/// Ends the process as a command whose output nobody reads any more: exit
+/// 0, nothing said. Nothing is left to clean up at that point: runs of
+/// `gatherd run` are over before it prints, and a run the CLI follows
+/// (`trigger --wait`, `logs --follow`) goes on in the daemon.
+pub fn reader_gone() -> ! {
+    std::process::exit(i32::from(super::exit::OK))
+}
+
+/// `print!` to stdout through [`write_fmt`]: an `anyhow::Result<()>`.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::out::write_fmt(format_args!($($arg)*))
+    };
+}
+
+/// `println!` to stdout through [`write_fmt`]: an `anyhow::Result<()>`.
+macro_rules! outln {
+    () => {
+        $crate::cli::out::write_fmt(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::out::write_fmt(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+// `use super::out::{out, outln};` in the CLI's files.
+pub(crate) use {out, outln};
