@@ -139,3 +139,33 @@ fn check_and_run_through_a_closed_pipe_exit_0_quietly() {
     let all: Vec<(Vec<&str>, &[&str])> = vec![(vec!["check", "."], &[]), (vec!["run", "talker.rhai"], &[])];
     assert_quiet(&all, jobs.path());
 }
+
+/// `runs --limit` takes what the API takes, 1 to 1000 (`--before` pages on):
+/// 0 is refused with the range, not turned into one row (through the daemon)
+/// or fifty (from the database).
+#[test]
+fn runs_limit_out_of_range_is_refused_with_the_range() {
+    let d = Daemon::start(&[("talker.rhai", TALKER)], &[], &[]);
+    for _ in 0..2 {
+        let (status, body) = http(d.api(), "POST", "/jobs/talker.rhai/trigger", &[], "");
+        assert_eq!(status, 201, "{body}");
+    }
+    assert!(d.wait_for_n(LONG, 2, |l| finished(l, "talker.rhai", "succeeded")), "{}", d.dump());
+    let sock = format!("unix:{}", d.state.path().join("gatherd.sock").display());
+    let state = d.state.path().to_str().expect("a UTF-8 path");
+    for where_ in [["--addr", &*sock], ["--state", state]] {
+        for limit in ["0", "1001"] {
+            let out = gatherd().args(["runs", "--limit", limit]).args(where_).output().expect("gatherd runs");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.code() == Some(2) && stderr.contains("1..=1000") && out.stdout.is_empty(),
+                "runs --limit {limit} {where_:?}: {}\nstdout:\n{}\nstderr:\n{stderr}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        let out = gatherd().args(["runs", "--json", "--limit", "1000"]).args(where_).output().expect("gatherd runs");
+        let rows: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(rows.as_array().map(Vec::len), Some(2), "{where_:?}");
+    }
+}

@@ -68,6 +68,11 @@ async fn ask_daemon(args: &StateArgs, path: &str) -> Option<anyhow::Result<Value
     }
 }
 
+/// The most `runs --limit` takes: the API's bound (`GET /runs?limit=`), so
+/// the daemon and the database answer alike (`api::runs::MAX_LIMIT`, private
+/// to the API).
+const MAX_LIMIT: i64 = 1000;
+
 /// Arguments of `gatherd runs`.
 #[derive(Debug, Args)]
 pub struct RunsArgs {
@@ -78,8 +83,9 @@ pub struct RunsArgs {
     /// interrupted, missed, running).
     #[arg(long)]
     pub status: Option<String>,
-    /// At most this many (newest first).
-    #[arg(long, default_value_t = 20)]
+    /// At most this many (newest first), 1 to 1000 as the API takes;
+    /// `--before` pages on.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=MAX_LIMIT))]
     pub limit: u32,
     /// Only runs older than this run id (the next page).
     #[arg(long, value_name = "RUN")]
@@ -142,7 +148,7 @@ pub async fn runs(args: RunsArgs) -> anyhow::Result<u8> {
         }
         None => None,
     };
-    let mut query = format!("/runs?limit={}", args.limit.clamp(1, 1000));
+    let mut query = format!("/runs?limit={}", args.limit);
     if let Some(job) = &args.job {
         query.push_str(&format!("&job={}", url_escape(job)));
     }
