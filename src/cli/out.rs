@@ -40,6 +40,14 @@ fn settle(result: std::io::Result<()>) -> anyhow::Result<()> {
     }
 }
 
+/// The width to fit tables to: stdout's, when it is a terminal; `None`
+/// (never cut) when it is a pipe or a file.
+pub fn width() -> Option<usize> {
+    #[allow(clippy::disallowed_methods)] // asks, does not write
+    let stdout = std::io::stdout();
+    terminal_size::terminal_size_of(&stdout).map(|(terminal_size::Width(w), _)| usize::from(w))
+}
+
 /// Whether `e` is stdout's reader having gone: an `EPIPE` anywhere in its
 /// chain (a writer that did not go through this module, e.g. a `--json`
 /// document streamed with serde).
