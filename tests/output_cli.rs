@@ -128,6 +128,30 @@ fn every_printing_command_through_a_closed_pipe_exits_0_quietly() {
     assert_quiet(&all, &jobs);
 }
 
+/// `cancel` prints one line; each of two runs in flight is cancelled with
+/// its reader gone one way.
+#[test]
+fn cancel_through_a_closed_pipe_exits_0_quietly() {
+    let sleeper =
+        "const schedule = \"0 0 3 1 1 *\";\nconst overlap = \"allow\";\nawait_step(sleep(60).named(\"nap\"));\n";
+    let d = Daemon::start(&[("sleeper.rhai", sleeper)], &[], &[]);
+    let sock = format!("unix:{}", d.state.path().join("gatherd.sock").display());
+    let mut failures = Vec::new();
+    for reader in [Reader::GoneAtStart, Reader::GoneAfterOneLine] {
+        let (status, body) = http(d.api(), "POST", "/jobs/sleeper.rhai/trigger", &[], "");
+        assert_eq!(status, 201, "{body}");
+        let run = serde_json::from_str::<Value>(&body).expect("JSON")["run_id"].as_i64().expect("a run id");
+        let mut cmd = gatherd();
+        cmd.args(["cancel", &run.to_string(), "--addr", &sock]);
+        let out = through_closed_pipe(cmd, reader);
+        if out.status.code() != Some(0) || !out.stderr.is_empty() {
+            failures.push(format!("{reader:?}: {}; {}", out.status, String::from_utf8_lossy(&out.stderr)));
+        }
+    }
+    assert!(failures.is_empty(), "`gatherd cancel` not quiet through a closed pipe:\n{}", failures.join("\n"));
+    assert!(d.wait_for_n(LONG, 2, |l| finished(l, "sleeper.rhai", "cancelled")), "{}", d.dump());
+}
+
 /// `check` and `gatherd run` (without `--json`) print with `println!` in
 /// src/cli/check.rs and src/cli/run.rs, which other work owns; they switch
 /// to `outln!` when that work merges, and this test is un-ignored then.
