@@ -238,7 +238,7 @@ pub async fn jobs(args: JobsArgs) -> anyhow::Result<u8> {
     let client = Client::new(&args.api)?;
     let jobs: Value = client.json(reqwest::Method::GET, "/jobs").await?;
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&jobs)?)?;
+        super::out::json(&jobs)?;
         return Ok(exit::OK);
     }
     let list = jobs["jobs"].as_array().cloned().unwrap_or_default();
@@ -350,7 +350,7 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<u8> {
     let document: Value = client.json(reqwest::Method::GET, &format!("/runs/{run}")).await?;
     let read = RunDocument::deserialize(&document).with_context(|| format!("cannot read run {run}'s document"))?;
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&document)?)?;
+        super::out::json(&document)?;
     } else {
         out!("{}", render::report(&read.report, true))?;
     }

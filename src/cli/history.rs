@@ -454,7 +454,7 @@ async fn follow_lines(args: &LogsArgs, filter: &LogFilter) -> anyhow::Result<Opt
 }
 
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
-    outln!("{}", serde_json::to_string_pretty(value).context("cannot write JSON")?)
+    super::out::json(value)
 }
 
 #[cfg(test)]

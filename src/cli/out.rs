@@ -31,6 +31,24 @@ pub fn write_bytes(bytes: &[u8]) -> anyhow::Result<()> {
     settle(stdout.write_all(bytes).and_then(|()| stdout.flush()))
 }
 
+/// Hands `write` a buffered, locked stdout for a writer that streams
+/// (`serde_json::to_writer_pretty`: a 100,000-step document is tens of MB,
+/// better not built as one string first), then flushes it; as
+/// [`write_fmt`] does, a closed pipe ends the process quietly.
+pub fn stream(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> anyhow::Result<()> {
+    #[allow(clippy::disallowed_methods)] // the one place
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    settle(write(&mut stdout).and_then(|()| stdout.flush()))
+}
+
+/// `value` as pretty JSON and a newline on stdout, through [`stream`].
+pub fn json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    stream(|out| {
+        serde_json::to_writer_pretty(&mut *out, value).map_err(std::io::Error::from)?;
+        out.write_all(b"\n")
+    })
+}
+
 /// A write's result: a closed pipe ends the process quietly.
 fn settle(result: std::io::Result<()>) -> anyhow::Result<()> {
     match result {
