@@ -32,12 +32,12 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<u8> {
     let file = args.file.clone();
     let report =
         tokio::task::spawn_blocking(move || store::backup(&db, &file)).await.context("the backup's thread ended")??;
-    println!(
+    super::out::outln!(
         "backed up {} runs (schema version {}, {} KiB) to {}",
         report.runs,
         report.schema_version,
         report.bytes.div_ceil(1024),
         args.file.display()
-    );
+    )?;
     Ok(exit::OK)
 }

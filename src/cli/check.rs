@@ -14,6 +14,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::exit;
+use super::out::{out, outln};
 use crate::job::Job;
 use crate::load::{self, Diagnostic};
 
@@ -108,7 +109,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
     if args.json {
         print_json(&checked, next)?;
     } else {
-        print_human(&checked, jobs, next, args.quiet);
+        print_human(&checked, jobs, next, args.quiet)?;
     }
     let valid = checked.iter().all(|c| matches!(c.outcome, Outcome::Job(_) | Outcome::Config));
     Ok(if valid { exit::OK } else { exit::FAILED })
@@ -116,32 +117,37 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
 
 /// The lines people read: `ok`/`invalid` per file on stdout, diagnostics and
 /// the count on stderr; with `quiet`, only what is invalid.
-fn print_human(checked: &[Checked], jobs: usize, next: Option<(usize, DateTime<Utc>)>, quiet: bool) {
+fn print_human(
+    checked: &[Checked],
+    jobs: usize,
+    next: Option<(usize, DateTime<Utc>)>,
+    quiet: bool,
+) -> anyhow::Result<()> {
     let color = std::io::stderr().is_terminal();
     let mut invalid_jobs = 0;
     for c in checked {
         match &c.outcome {
-            Outcome::Config if !quiet => println!("ok      {} (config)", c.path.display()),
+            Outcome::Config if !quiet => outln!("ok      {} (config)", c.path.display())?,
             Outcome::Job(job) if !quiet => {
                 match job.root.step_count() {
-                    Some(n) => println!("ok      {} ({n} steps)", c.path.display()),
-                    None => println!("ok      {} (Rhai script)", c.path.display()),
+                    Some(n) => outln!("ok      {} ({n} steps)", c.path.display())?,
+                    None => outln!("ok      {} (Rhai script)", c.path.display())?,
                 }
                 if let Some((n, after)) = next {
-                    print!("{}", next::describe(&c.path, job, n, after));
+                    out!("{}", next::describe(&c.path, job, n, after))?;
                 }
             }
             Outcome::Config | Outcome::Job(_) => {}
             Outcome::Invalid(diagnostics) => {
                 invalid_jobs += usize::from(c.kind == "job");
-                println!("invalid {}", c.path.display());
+                outln!("invalid {}", c.path.display())?;
                 for d in diagnostics {
                     eprintln!("{}", d.render(color));
                 }
             }
             Outcome::Refused(why) => {
                 invalid_jobs += 1;
-                println!("invalid {}", c.path.display());
+                outln!("invalid {}", c.path.display())?;
                 eprintln!("error: {why}");
             }
         }
@@ -149,6 +155,7 @@ fn print_human(checked: &[Checked], jobs: usize, next: Option<(usize, DateTime<U
     if invalid_jobs > 0 && !quiet {
         eprintln!("{invalid_jobs} of {jobs} job files invalid");
     }
+    Ok(())
 }
 
 /// One JSON document on stdout: `{"valid", "files": [{"path", "kind",
@@ -187,9 +194,7 @@ fn print_json(checked: &[Checked], next: Option<(usize, DateTime<Utc>)>) -> anyh
         .collect();
     let valid = checked.iter().all(|c| matches!(c.outcome, Outcome::Job(_) | Outcome::Config));
     let doc = json!({ "valid": valid, "files": files });
-    let text = serde_json::to_string_pretty(&doc).context("cannot write the JSON document")?;
-    println!("{text}");
-    Ok(())
+    super::out::json(&doc)
 }
 
 /// A diagnostic in `--json`: its place, its parts, and its rendering without colour.

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::out::{out, outln};
 use super::{exit, render};
 use crate::api::events::EventView;
 use crate::config::Config;
@@ -237,36 +238,58 @@ pub async fn jobs(args: JobsArgs) -> anyhow::Result<u8> {
     let client = Client::new(&args.api)?;
     let jobs: Value = client.json(reqwest::Method::GET, "/jobs").await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        super::out::json(&jobs)?;
         return Ok(exit::OK);
     }
     let list = jobs["jobs"].as_array().cloned().unwrap_or_default();
-    let width = list.iter().filter_map(|j| j["job"].as_str()).map(|j| j.chars().count()).max().unwrap_or(3).max(3);
-    println!("{:width$}  {:24}  {:20}  {:7}  {:7}  LAST RUN", "JOB", "TRIGGER", "NEXT", "VALID", "RUNNING");
-    for j in &list {
-        let next = j["next_fire"]
-            .as_str()
-            .map_or("-".to_string(), |t| t.chars().take(19).collect::<String>().replace('T', " "));
-        let last = match (&j["last_run"]["id"], j["last_run"]["status"].as_str()) {
-            (Value::Number(id), Some(status)) => format!("{id} {status}"),
-            _ => "-".to_string(),
-        };
-        let running = j["running"].as_array().map_or(0, Vec::len);
-        let valid = if j["valid"] == true { "yes" } else { "NO" };
-        let line = format!(
-            "{:width$}  {:24}  {:20}  {:7}  {:7}  {last}",
-            j["job"].as_str().unwrap_or(""),
-            j["trigger"].as_str().unwrap_or(""),
-            next,
-            valid,
-            running
-        );
-        println!("{}", line.trim_end());
+    out!("{}", jobs_table(&list, super::out::width()))?;
+    Ok(exit::OK)
+}
+
+/// The human table of `gatherd jobs`, fitted to `fit` columns when given
+/// (TRIGGER is cut first, then LAST RUN, then the job's name); an invalid
+/// job's diagnostic follows its row, indented.
+fn jobs_table(list: &[Value], fit: Option<usize>) -> String {
+    use render::Column;
+    let columns = [
+        Column::new("JOB").shrink(2),
+        Column::new("TRIGGER").shrink(0),
+        Column::new("NEXT"),
+        Column::new("VALID"),
+        Column::new("RUNNING").right(),
+        Column::new("LAST RUN").shrink(1),
+    ];
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|j| {
+            let next = j["next_fire"]
+                .as_str()
+                .map_or("-".to_string(), |t| t.chars().take(19).collect::<String>().replace('T', " "));
+            let last = match (&j["last_run"]["id"], j["last_run"]["status"].as_str()) {
+                (Value::Number(id), Some(status)) => format!("{id} {status}"),
+                _ => "-".to_string(),
+            };
+            let running = j["running"].as_array().map_or(0, Vec::len);
+            let valid = if j["valid"] == true { "yes" } else { "NO" };
+            let text = |key: &str| j[key].as_str().unwrap_or("").to_string();
+            vec![text("job"), text("trigger"), next, valid.to_string(), running.to_string(), last]
+        })
+        .collect();
+    let mut lines = render::table(&columns, &rows, fit).into_iter();
+    let mut out = String::new();
+    let mut push = |line: &str| {
+        out.push_str(line);
+        out.push('\n');
+    };
+    push(&lines.next().unwrap_or_default());
+    for (j, line) in list.iter().zip(lines) {
+        push(&line);
         if let Some(why) = j["diagnostic"].as_str() {
-            println!("    {}", why.lines().next().unwrap_or(""));
+            let why = format!("    {}", why.lines().next().unwrap_or(""));
+            push(&fit.map_or_else(|| why.clone(), |fit| render::cut_to_width(&why, fit)));
         }
     }
-    Ok(exit::OK)
+    out
 }
 
 /// `gatherd trigger JOB [--wait]`.
@@ -279,9 +302,9 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<u8> {
     let run = started["run_id"].as_i64().context("the daemon gave no run id")?;
     if !args.wait && !args.follow {
         if args.json {
-            println!("{started}");
+            outln!("{started}")?;
         } else {
-            println!("started run {run} of {}", args.job);
+            outln!("started run {run} of {}", args.job)?;
         }
         return Ok(exit::OK);
     }
@@ -327,9 +350,9 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<u8> {
     let document: Value = client.json(reqwest::Method::GET, &format!("/runs/{run}")).await?;
     let read = RunDocument::deserialize(&document).with_context(|| format!("cannot read run {run}'s document"))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&document)?);
+        super::out::json(&document)?;
     } else {
-        print!("{}", render::report(&read.report, true));
+        out!("{}", render::report(&read.report, true))?;
     }
     Ok(exit_for(read.report.status))
 }
@@ -342,9 +365,47 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("cannot cancel run {}", args.run))?;
     if args.json {
-        println!("{answer}");
+        outln!("{answer}")?;
     } else {
-        println!("cancelling run {}", args.run);
+        outln!("cancelling run {}", args.run)?;
     }
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Two jobs as `GET /jobs` lists them: one with a long cron trigger and
+    /// an invalid one with a long diagnostic.
+    fn two_jobs() -> Vec<Value> {
+        vec![
+            json!({"job": "backup.toml", "trigger": "schedule 0 30 2 * * Mon-Fri (Europe/Berlin)",
+                   "next_fire": "2026-11-30T01:30:00Z", "valid": true, "running": [],
+                   "last_run": {"id": 12345, "status": "succeeded"}}),
+            json!({"job": "reports/weekly-summary.rhai", "trigger": "every 1h", "next_fire": null,
+                   "valid": false, "running": [], "last_run": null,
+                   "diagnostic": "reports/weekly-summary.rhai:3:7: unknown key `scheduel`, did you mean `schedule`? and more"}),
+        ]
+    }
+
+    #[test]
+    fn jobs_fit_the_terminal_width_cutting_the_trigger_first() {
+        let table = jobs_table(&two_jobs(), Some(100));
+        for line in table.lines() {
+            assert!(line.chars().count() <= 100, "{} columns: {line:?}\n{table}", line.chars().count());
+        }
+        assert!(table.contains("schedule 0 30 2…"), "the trigger is cut with …:\n{table}");
+        assert!(table.contains("reports/weekly-summary.rhai"), "the job's name is kept whole:\n{table}");
+        insta::assert_snapshot!(table);
+    }
+
+    #[test]
+    fn jobs_not_on_a_terminal_are_never_cut() {
+        let table = jobs_table(&two_jobs(), None);
+        assert!(table.contains("schedule 0 30 2 * * Mon-Fri (Europe/Berlin)"), "{table}");
+        assert!(table.contains("did you mean `schedule`? and more"), "{table}");
+    }
 }

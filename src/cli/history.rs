@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::client::{ApiArgs, Client, RequestError};
+use super::out::{out, outln};
 use super::{exit, render};
 use crate::api::events::EventView;
 use crate::config::Config;
@@ -67,6 +68,11 @@ async fn ask_daemon(args: &StateArgs, path: &str) -> Option<anyhow::Result<Value
     }
 }
 
+/// The most `runs --limit` takes: the API's bound (`GET /runs?limit=`), so
+/// the daemon and the database answer alike (`api::runs::MAX_LIMIT`, private
+/// to the API).
+const MAX_LIMIT: i64 = 1000;
+
 /// Arguments of `gatherd runs`.
 #[derive(Debug, Args)]
 pub struct RunsArgs {
@@ -77,8 +83,9 @@ pub struct RunsArgs {
     /// interrupted, missed, running).
     #[arg(long)]
     pub status: Option<String>,
-    /// At most this many (newest first).
-    #[arg(long, default_value_t = 20)]
+    /// At most this many (newest first), 1 to 1000 as the API takes;
+    /// `--before` pages on.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=MAX_LIMIT))]
     pub limit: u32,
     /// Only runs older than this run id (the next page).
     #[arg(long, value_name = "RUN")]
@@ -141,7 +148,7 @@ pub async fn runs(args: RunsArgs) -> anyhow::Result<u8> {
         }
         None => None,
     };
-    let mut query = format!("/runs?limit={}", args.limit.clamp(1, 1000));
+    let mut query = format!("/runs?limit={}", args.limit);
     if let Some(job) = &args.job {
         query.push_str(&format!("&job={}", url_escape(job)));
     }
@@ -162,7 +169,7 @@ pub async fn runs(args: RunsArgs) -> anyhow::Result<u8> {
     if args.json {
         print_json(&rows)?;
     } else {
-        print!("{}", runs_table(rows.as_array().map_or(&[][..], Vec::as_slice)));
+        out!("{}", runs_table(rows.as_array().map_or(&[][..], Vec::as_slice), super::out::width()))?;
     }
     Ok(exit::OK)
 }
@@ -177,31 +184,37 @@ fn url_escape(text: &str) -> String {
         .collect()
 }
 
-/// The human table of `gatherd runs`.
-fn runs_table(rows: &[Value]) -> String {
-    use std::fmt::Write;
+/// The human table of `gatherd runs`, fitted to `fit` columns when given
+/// (ERROR is cut first, then JOB). An error shows its first line, at most
+/// 60 characters, in any case.
+fn runs_table(rows: &[Value], fit: Option<usize>) -> String {
+    use render::Column;
+    let columns = [
+        Column::new("RUN").right(),
+        Column::new("JOB").shrink(1),
+        Column::new("TRIGGER"),
+        Column::new("STATUS"),
+        Column::new("STARTED"),
+        Column::new("DURATION").right(),
+        Column::new("ERROR").shrink(0),
+    ];
     let text = |r: &Value, key: &str| r[key].as_str().unwrap_or("").to_string();
-    let job_width = rows.iter().map(|r| text(r, "job").chars().count()).max().unwrap_or(3).max(3);
-    let mut out = format!(
-        "{:>6}  {:job_width$}  {:9}  {:11}  {:20}  {:>9}  ERROR\n",
-        "RUN", "JOB", "TRIGGER", "STATUS", "STARTED", "DURATION"
-    );
-    for r in rows {
-        let duration =
-            r["duration_ms"].as_u64().map_or_else(|| "-".to_string(), |ms| format!("{:.2}s", ms as f64 / 1000.0));
-        let error = text(r, "error");
-        let error: String = error.lines().next().unwrap_or("").chars().take(60).collect();
-        let started: String = text(r, "started_at").chars().take(19).collect::<String>().replace('T', " ");
-        let line = format!(
-            "{:>6}  {:job_width$}  {:9}  {:11}  {:20}  {:>9}  {error}",
-            r["id"],
-            text(r, "job"),
-            text(r, "trigger"),
-            text(r, "status"),
-            started,
-            duration,
-        );
-        let _ = writeln!(out, "{}", line.trim_end());
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let duration =
+                r["duration_ms"].as_u64().map_or_else(|| "-".to_string(), |ms| format!("{:.2}s", ms as f64 / 1000.0));
+            let error = text(r, "error");
+            let error: String = error.lines().next().unwrap_or("").chars().take(60).collect();
+            let started: String = text(r, "started_at").chars().take(19).collect::<String>().replace('T', " ");
+            let id = r["id"].as_i64().map_or_else(|| "?".to_string(), |id| id.to_string());
+            vec![id, text(r, "job"), text(r, "trigger"), text(r, "status"), started, duration, error]
+        })
+        .collect();
+    let mut out = String::new();
+    for line in render::table(&columns, &cells, fit) {
+        out.push_str(&line);
+        out.push('\n');
     }
     if rows.is_empty() {
         out.push_str("(no runs)\n");
@@ -229,15 +242,15 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<u8> {
     if args.json {
         print_json(&json)?;
     } else {
-        println!(
+        outln!(
             "run {} of {} ({}, due {}, on {})",
             doc.id,
             doc.report.job,
             doc.trigger,
             json["fire_time"].as_str().unwrap_or(""),
             doc.node
-        );
-        print!("{}", render::report(&doc.report, true));
+        )?;
+        out!("{}", render::report(&doc.report, true))?;
     }
     Ok(exit::OK)
 }
@@ -266,7 +279,7 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<u8> {
     for line in &lines {
         printer.print(line)?;
     }
-    Ok(printer.end(&end))
+    printer.end(&end)
 }
 
 /// How a run ended (or that it has not), for the last line of `logs`.
@@ -319,9 +332,9 @@ impl LinePrinter {
             return Ok(());
         }
         if self.json {
-            println!("{}", serde_json::to_string(line).context("cannot write JSON")?);
+            outln!("{}", serde_json::to_string(line).context("cannot write JSON")?)?;
         } else {
-            println!("{} {} {} {}", self.clock(line.at_ms), line.path, line.stream, line.text);
+            outln!("{} {} {} {}", self.clock(line.at_ms), line.path, line.stream, line.text)?;
         }
         Ok(())
     }
@@ -337,12 +350,12 @@ impl LinePrinter {
     }
 
     /// Prints how the run ended (not in JSON) and returns the exit status.
-    fn end(&self, end: &RunEnd) -> u8 {
+    fn end(&self, end: &RunEnd) -> anyhow::Result<u8> {
         if end.status == RecordedStatus::Running {
             if !self.json {
-                println!("run {} is still running (--follow to follow it)", self.run);
+                outln!("run {} is still running (--follow to follow it)", self.run)?;
             }
-            return exit::OK;
+            return Ok(exit::OK);
         }
         if !self.json {
             let mut line = format!("run {} {}", self.run, end.status);
@@ -352,9 +365,9 @@ impl LinePrinter {
             if let Some(error) = end.error.as_deref().and_then(|e| e.lines().next()) {
                 line.push_str(&format!(": {error}"));
             }
-            println!("{line}");
+            outln!("{line}")?;
         }
-        super::client::exit_for(end.status)
+        Ok(super::client::exit_for(end.status))
     }
 }
 
@@ -437,10 +450,72 @@ async fn follow_lines(args: &LogsArgs, filter: &LogFilter) -> anyhow::Result<Opt
             end
         }
     };
-    Ok(Some(printer.end(&end)))
+    printer.end(&end).map(Some)
 }
 
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value).context("cannot write JSON")?);
-    Ok(())
+    super::out::json(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::store::{Missed, RunStore, RunTrigger};
+
+    /// The start of each of `names`' columns in `header`.
+    fn starts(header: &str, names: &[&str]) -> Vec<usize> {
+        names.iter().map(|n| header.find(n).unwrap_or_else(|| panic!("no {n} in {header:?}"))).collect()
+    }
+
+    /// A history with the runs of `a.toml` numbered 1, 2 and 10,003, 10,004
+    /// (10,000 missed fires of another job between them), written through
+    /// the store's API, and `runs --job a.toml` read back as the command
+    /// reads it.
+    async fn runs_of_a_with_1_and_5_digit_ids() -> Vec<Value> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = crate::store::open_sqlite(dir.path().join(store::DB_FILE)).await.expect("a store");
+        let at = |h: u32| Utc.with_ymd_and_hms(2026, 11, 29, h, 0, 0).single().expect("a time");
+        let missed = |job: &str, trigger, fires: Vec<DateTime<Utc>>| Missed {
+            job: job.into(),
+            trigger,
+            fire_times: fires,
+            content_hash: [1; 32],
+            node: "node-a".into(),
+        };
+        store.record_missed(missed("a.toml", RunTrigger::Schedule, vec![at(1), at(2)])).await.expect("recorded");
+        let filler = (0..10_000).map(|i| at(3) + chrono::TimeDelta::seconds(i)).collect();
+        store.record_missed(missed("filler.toml", RunTrigger::Interval, filler)).await.expect("recorded");
+        store.record_missed(missed("a.toml", RunTrigger::Interval, vec![at(4), at(5)])).await.expect("recorded");
+        store.close().await.expect("closed");
+        let args = StateArgs { state: Some(dir.path().to_path_buf()), config: None, addr: None, token: None };
+        let filter = RunFilter { job: Some("a.toml".into()), limit: 20, ..RunFilter::default() };
+        let rows = open(&args).await.expect("the history").runs(filter).await.expect("runs");
+        let mut rows = serde_json::to_value(rows).expect("JSON");
+        // A missed run starts when it is recorded: a fixed time for the golden file.
+        for row in rows.as_array_mut().expect("rows") {
+            row["started_at"] = Value::from("2026-11-29T06:00:00Z");
+        }
+        rows.as_array().cloned().unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn runs_columns_align_with_1_and_5_digit_ids() {
+        let rows = runs_of_a_with_1_and_5_digit_ids().await;
+        assert_eq!(rows.iter().map(|r| r["id"].as_i64()).collect::<Vec<_>>(), [10_004, 10_003, 2, 1].map(Some));
+        let table = runs_table(&rows, None);
+        let mut lines = table.lines();
+        let header = lines.next().expect("a header");
+        let columns = ["JOB", "TRIGGER", "STATUS", "STARTED", "DURATION", "ERROR"];
+        let want = starts(header, &columns);
+        for (line, row) in lines.zip(&rows) {
+            let values = [row["job"].as_str(), row["trigger"].as_str(), row["status"].as_str()];
+            let got: Vec<usize> = values.iter().map(|v| line.find(v.expect("a value")).expect("in the line")).collect();
+            assert_eq!(got, want[..3], "the columns of {line:?} do not start under {header:?}:\n{table}");
+            let id = row["id"].to_string();
+            assert_eq!(line.find(&id).map(|at| at + id.len()), header.find("RUN").map(|at| at + 3), "{table}");
+        }
+        insta::assert_snapshot!(table);
+    }
 }

@@ -16,6 +16,7 @@ pub mod client;
 pub mod daemon;
 pub mod history;
 pub mod logging;
+pub mod out;
 pub mod progress;
 pub mod render;
 pub mod run;
@@ -151,7 +152,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 
 /// Runs the chosen subcommand and returns the process's exit code. The one
 /// place a command's error is printed: on stderr, or for the daemon in its
-/// log (which may be the journal).
+/// log (which may be the journal). An error that is stdout's reader having
+/// gone ends the process quietly ([`out::reader_gone`]).
 pub async fn dispatch(cli: Cli) -> ExitCode {
     let daemon = matches!(cli.command, Command::Daemon(_));
     let code = match command(cli.command).await {
@@ -160,6 +162,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
             tracing::error!("{}", message(&e));
             exit_code(&e)
         }
+        Err(e) if out::is_reader_gone(&e) => out::reader_gone(),
         Err(e) => {
             eprintln!("error: {}", message(&e));
             exit_code(&e)
@@ -182,15 +185,18 @@ async fn command(command: Command) -> anyhow::Result<u8> {
         Command::Backup(args) => backup::backup(args).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "gatherd", &mut std::io::stdout());
+            // Into memory first: `generate` panics on a write error.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "gatherd", &mut script);
+            out::write_bytes(&script)?;
             Ok(exit::OK)
         }
         Command::Man => {
             use anyhow::Context;
             use clap::CommandFactory;
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut std::io::stdout())
-                .context("cannot write the man page")?;
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut page).context("cannot render the man page")?;
+            out::write_bytes(&page)?;
             Ok(exit::OK)
         }
     }

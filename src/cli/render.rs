@@ -155,6 +155,117 @@ fn counts(r: &RunReport) -> String {
     parts.join(", ")
 }
 
+/// A column of a [`table`].
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    /// Its header.
+    pub header: &'static str,
+    /// Right-aligned (numbers, durations).
+    pub right: bool,
+    /// Whether, and in which turn, it is cut when the table is wider than
+    /// the terminal: 0 first, then 1, …; `None` never.
+    pub shrink: Option<u8>,
+}
+
+impl Column {
+    /// A left-aligned column never cut.
+    pub const fn new(header: &'static str) -> Column {
+        Column { header, right: false, shrink: None }
+    }
+
+    /// Right-aligned.
+    pub const fn right(self) -> Column {
+        Column { right: true, ..self }
+    }
+
+    /// Cut in turn `turn` to fit the terminal.
+    pub const fn shrink(self, turn: u8) -> Column {
+        Column { shrink: Some(turn), ..self }
+    }
+}
+
+/// The narrowest a column is cut to: its header, and never below this.
+const MIN_CUT_WIDTH: usize = 8;
+
+/// The display width of `text` on a terminal (a CJK character takes two
+/// columns, a combining mark none).
+pub fn display_width(text: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(text)
+}
+
+/// `text` cut to at most `width` display columns, ending in `…` when cut.
+pub fn cut_to_width(text: &str, width: usize) -> String {
+    if display_width(text) <= width {
+        return text.to_string();
+    }
+    let mut kept = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+        if used + w + 1 > width {
+            break;
+        }
+        kept.push(c);
+        used += w;
+    }
+    let mut kept = kept.trim_end().to_string();
+    kept.push('…');
+    kept
+}
+
+/// A table for people: a header line, then one line per row, columns two
+/// spaces apart and padded by display width (not bytes or chars, and never
+/// through `{:width$}` on a value whose `Display` ignores it). With `fit`
+/// (the terminal's width), columns marked [`Column::shrink`] are cut, in
+/// their turn, down to their header (at least [`MIN_CUT_WIDTH`]) with `…`
+/// until the lines fit; without it nothing is cut (a pipe, a file).
+/// Trailing spaces are trimmed. Returns the lines, header first.
+pub fn table(columns: &[Column], rows: &[Vec<String>], fit: Option<usize>) -> Vec<String> {
+    let mut widths: Vec<usize> = columns.iter().map(|c| display_width(c.header)).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(display_width(cell));
+        }
+    }
+    if let Some(fit) = fit {
+        let total = |widths: &[usize]| widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1);
+        let mut turns: Vec<(u8, usize)> =
+            columns.iter().enumerate().filter_map(|(i, c)| c.shrink.map(|turn| (turn, i))).collect();
+        turns.sort_unstable();
+        for (_, i) in turns {
+            let over = total(&widths).saturating_sub(fit);
+            if over == 0 {
+                break;
+            }
+            let floor = display_width(columns[i].header).max(MIN_CUT_WIDTH).min(widths[i]);
+            widths[i] -= over.min(widths[i] - floor);
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut out = String::new();
+        for ((column, width), cell) in columns.iter().zip(&widths).zip(cells) {
+            if !out.is_empty() {
+                out.push_str("  ");
+            }
+            let cell = cut_to_width(cell, *width);
+            let pad = " ".repeat(width - display_width(&cell));
+            if column.right {
+                out.push_str(&pad);
+                out.push_str(&cell);
+            } else {
+                out.push_str(&cell);
+                out.push_str(&pad);
+            }
+        }
+        out.trim_end().to_string()
+    };
+    let mut lines = vec![line(&mut columns.iter().map(|c| c.header))];
+    for row in rows {
+        lines.push(line(&mut row.iter().map(String::as_str)));
+    }
+    lines
+}
+
 /// The timeline: one bar per line on a shared axis from 0 to the run's length.
 /// `#` succeeded, `x` failed, `!` timed out, `-` cancelled; skipped lines have none.
 pub fn timeline(r: &RunReport, shown: &[&StepReport]) -> String {
@@ -260,6 +371,22 @@ mod tests {
     #[test]
     fn report_shows_steps_and_a_timeline_on_one_axis() {
         insta::assert_snapshot!(report(&seed_report(), true));
+    }
+
+    #[test]
+    fn table_columns_are_padded_by_display_width_and_cut_with_an_ellipsis() {
+        let columns = [Column::new("JOB").shrink(0), Column::new("N").right(), Column::new("END")];
+        let rows = vec![
+            vec!["日本語のジョブ.toml".to_string(), "7".to_string(), "x".to_string()],
+            vec!["a.toml".to_string(), "12345".to_string(), "y".to_string()],
+        ];
+        let lines = table(&columns, &rows, None);
+        let ends: Vec<usize> = lines.iter().map(|l| display_width(l)).collect();
+        let job = display_width("日本語のジョブ.toml");
+        assert_eq!(ends, [job + 2 + 5 + 2 + 3, job + 2 + 5 + 2 + 1, job + 2 + 5 + 2 + 1], "{lines:#?}");
+        let cut = table(&columns, &rows, Some(20));
+        assert!(cut.iter().all(|l| display_width(l) <= 20), "{cut:#?}");
+        assert_eq!(cut[1], "日本語…       7  x", "{cut:#?}");
     }
 
     #[test]

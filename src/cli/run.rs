@@ -90,16 +90,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
 
     if args.json {
         // Streamed, not built as one string: a 100,000-step report is tens of MB.
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        serde_json::to_writer_pretty(&mut out, &report)
-            .map_err(std::io::Error::from)
-            .and_then(|()| std::io::Write::write_all(&mut out, b"\n"))
-            .and_then(|()| std::io::Write::flush(&mut out))
-            .context("cannot write the JSON report")?;
+        super::out::json(&report).context("cannot write the JSON report")?;
     } else {
         // Script lines were printed live above the progress bar on a
         // terminal, and every line with `--follow`.
-        print!("{}", render::report(&report, !show_progress && follow == Follow::Off));
+        super::out::out!("{}", render::report(&report, !show_progress && follow == Follow::Off))?;
     }
     Ok(match report.status {
         RecordedStatus::Finished(Status::Succeeded) => exit::OK,
@@ -133,7 +128,11 @@ async fn fold_events(
                 progress.println(&render::followed_line(path, *stream, text));
             }
             (RunEvent::Log { path, stream, text, .. }, Follow::Stdout) => {
-                println!("{}", render::followed_line(path, *stream, text));
+                // A reader gone ends `gatherd run` here (quietly, exit 0);
+                // the steps' processes die with it (their death signal).
+                if let Err(e) = super::out::outln!("{}", render::followed_line(path, *stream, text)) {
+                    tracing::error!("{e:#}");
+                }
             }
             _ => progress.apply(&event),
         }
