@@ -8,8 +8,10 @@
 //! Architecture Invariant: a render is bounded. It runs with minijinja's fuel
 //! ([`RENDER_FUEL`] operations) and its output stops at [`RENDER_OUTPUT_BYTES`],
 //! so a runaway template (nested loops over a large output) fails its step in
-//! well under a second instead of holding an async worker and eating memory
-//! past every timeout, cancel and shutdown. Plain strings never reach the engine.
+//! well under a second instead of eating memory past every timeout, cancel
+//! and shutdown. Plain strings never reach the engine. Where a render runs
+//! (inline, or on the blocking pool once it proves costly) is the executor's
+//! choice: [`Template::render_within`] takes the budget.
 
 use std::collections::BTreeSet;
 
@@ -94,7 +96,13 @@ impl Template {
         self.uses_input
     }
 
-    /// Renders with `ctx` (a map with `steps` and `input`), or returns the literal.
+    /// Whether it has template syntax; a plain string is used as written.
+    pub fn is_dynamic(&self) -> bool {
+        self.dynamic
+    }
+
+    /// Renders with `ctx` (a map with `steps` and `input`) and the whole
+    /// budget, or returns the literal.
     ///
     /// `ctx` is only built when the template is dynamic, so plain strings cost
     /// nothing: callers pass a closure.
@@ -102,21 +110,50 @@ impl Template {
         if !self.dynamic {
             return Ok(self.source.clone());
         }
+        self.render_within(ctx(), RENDER_FUEL).map_err(|e| e.to_string())
+    }
+
+    /// Renders with `ctx` and at most `fuel` engine operations (at most
+    /// [`RENDER_FUEL`]: the budget is the whole one's, never more).
+    pub fn render_within(&self, ctx: Value, fuel: u64) -> Result<String, RenderError> {
+        if !self.dynamic {
+            return Ok(self.source.clone());
+        }
+        let fuel = fuel.min(RENDER_FUEL);
         let mut env = environment();
-        env.set_fuel(Some(RENDER_FUEL));
-        let tmpl = env.template_from_str(&self.source).map_err(|e| describe(&e))?;
+        env.set_fuel(Some(fuel));
+        let tmpl = env.template_from_str(&self.source).map_err(|e| RenderError::Other(describe(&e)))?;
         let mut out = BoundedOutput { bytes: Vec::new(), overflowed: false };
-        match tmpl.render_captured_to(ctx(), &mut out) {
+        match tmpl.render_captured_to(ctx, &mut out) {
             Ok(_) => {
                 Ok(String::from_utf8(out.bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
             }
-            Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(format!(
-                "the template ran out of its budget of {RENDER_FUEL} operations (loops over too many items?)"
-            )),
-            Err(_) if out.overflowed => {
-                Err(format!("the template's output passed its budget of {} bytes (1 MiB)", RENDER_OUTPUT_BYTES))
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(RenderError::OutOfFuel(fuel)),
+            Err(_) if out.overflowed => Err(RenderError::Other(format!(
+                "the template's output passed its budget of {} bytes (1 MiB)",
+                RENDER_OUTPUT_BYTES
+            ))),
+            Err(e) => Err(RenderError::Other(describe(&e))),
+        }
+    }
+}
+
+/// Why a render gave no text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenderError {
+    /// It used up its budget of this many operations.
+    OutOfFuel(u64),
+    /// Anything else, said as minijinja says it (or the output bound).
+    Other(String),
+}
+
+impl std::fmt::Display for RenderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RenderError::OutOfFuel(fuel) => {
+                write!(f, "the template ran out of its budget of {fuel} operations (loops over too many items?)")
             }
-            Err(e) => Err(describe(&e)),
+            RenderError::Other(text) => f.write_str(text),
         }
     }
 }

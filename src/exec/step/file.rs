@@ -34,7 +34,7 @@ pub(super) async fn read(
     cancel: &CancellationToken,
 ) -> Result<StepOutput, StepError> {
     super::identity::refuse_file_step("read_file", env.job)?;
-    let path = env.resolve(&env.render("path", &step.path)?);
+    let path = env.resolve(&env.render("path", &step.path, cancel).await?);
     let limit = env.ctx.limits.output_bytes;
     // A read has no effect to undo: on cancel the attempt returns at once and
     // the thread finishes its read in the background.
@@ -51,8 +51,8 @@ pub(super) async fn write(
     cancel: &CancellationToken,
 ) -> Result<StepOutput, StepError> {
     super::identity::refuse_file_step("write_file", env.job)?;
-    let given = env.render("path", &step.path)?;
-    let content = env.render("content", &step.content)?;
+    let given = env.render("path", &step.path, cancel).await?;
+    let content = env.render("content", &step.content, cancel).await?;
     let path = env.resolve(&given);
     let stop = Arc::new(AtomicBool::new(false));
     let work = {

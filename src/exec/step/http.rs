@@ -54,8 +54,8 @@ pub(super) async fn run(
         (None, Some(_)) => None,
         (None, None) => Some(env.ctx.limits.http_timeout),
     };
-    let url = env.render("url", &step.url)?;
-    let request = build(step, &url, timeout, env)?;
+    let url = env.render("url", &step.url, cancel).await?;
+    let request = build(step, &url, timeout, env, cancel).await?;
     tokio::select! {
         biased;
         _ = cancel.cancelled() => Err(StepError::Cancelled),
@@ -64,18 +64,19 @@ pub(super) async fn run(
 }
 
 /// The request with every template rendered and every part checked.
-fn build(
+async fn build(
     step: &HttpStep,
     url: &str,
     timeout: Option<Duration>,
     env: &StepEnv<'_>,
+    cancel: &CancellationToken,
 ) -> Result<reqwest::RequestBuilder, StepError> {
     let parsed = Url::parse(url).map_err(|e| StepError::Failed(format!("invalid URL `{url}`: {e}")))?;
     let method = Method::from_bytes(step.method.as_bytes())
         .map_err(|_| StepError::Failed(format!("invalid HTTP method `{}`", step.method)))?;
     let mut request = client()?.request(method, parsed);
     for (name, t) in &step.headers {
-        let value = env.render(&format!("headers.{name}"), t)?;
+        let value = env.render(&format!("headers.{name}"), t, cancel).await?;
         let name_ok = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| StepError::Failed(format!("invalid header name `{name}`")))?;
         let value_ok = HeaderValue::from_str(&value)
@@ -83,7 +84,7 @@ fn build(
         request = request.header(name_ok, value_ok);
     }
     if let Some(t) = &step.body {
-        request = request.body(env.render("body", t)?);
+        request = request.body(env.render("body", t, cancel).await?);
     }
     if let Some(d) = timeout {
         request = request.timeout(d);

@@ -89,11 +89,45 @@ pub struct Inputs {
     pub input: Option<Value>,
 }
 
+/// Engine operations a render may take inline, on the step's own task:
+/// every template people write (a loop over a few hundred items) fits, in
+/// well under a millisecond. One that needs more starts again on the
+/// blocking pool with the whole budget ([`crate::job::RENDER_FUEL`]),
+/// so a costly render never holds an async worker, and a cancel, a timeout or
+/// shutdown does not wait for it.
+pub const INLINE_RENDER_FUEL: u64 = 50_000;
+
 impl StepEnv<'_> {
     /// Renders a template field of the step, naming the field in the error.
-    pub fn render(&self, field: &str, t: &Template) -> Result<String, StepError> {
-        t.render(|| minijinja::Value::from_serialize((self.inputs)()))
-            .map_err(|e| StepError::Failed(format!("rendering `{field}`: {e}")))
+    /// Plain strings cost nothing; a render that passes
+    /// [`INLINE_RENDER_FUEL`] goes to the blocking pool (holding one of its
+    /// threads, as a `to_thread` would), and a cancel wins while it runs —
+    /// the abandoned render stops at its budget.
+    pub async fn render(&self, field: &str, t: &Template, cancel: &CancellationToken) -> Result<String, StepError> {
+        let failed = |e: crate::job::RenderError| StepError::Failed(format!("rendering `{field}`: {e}"));
+        if !t.is_dynamic() {
+            return Ok(t.source().to_owned());
+        }
+        let ctx = minijinja::Value::from_serialize((self.inputs)());
+        match t.render_within(ctx.clone(), INLINE_RENDER_FUEL) {
+            Err(crate::job::RenderError::OutOfFuel(_)) => {}
+            done => return done.map_err(failed),
+        }
+        let permit = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(StepError::Cancelled),
+            permit = self.ctx.pool.acquire() => permit,
+        };
+        let template = t.clone();
+        let render = permit.spawn(move || template.render_within(ctx, crate::job::RENDER_FUEL));
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(StepError::Cancelled),
+            done = render => match done {
+                Ok(done) => done.map_err(failed),
+                Err(e) => Err(StepError::Failed(format!("rendering `{field}`: the render's thread failed: {e}"))),
+            },
+        }
     }
 
     /// Resolves a path against the job's folder.
@@ -202,5 +236,106 @@ pub(crate) mod testing {
     pub(crate) async fn attempt(kind: StepKind, blocking: bool, dir: &Path) -> Result<StepOutput, StepError> {
         let step = step(kind, blocking);
         attempt_with(&step, dir, BlockingPool::new(2), limits(), &CancellationToken::new()).await
+    }
+}
+
+#[cfg(test)]
+mod render_tests {
+    //! Where a step's templates render: inline while cheap, on the blocking
+    //! pool once they prove costly, where a cancel does not wait for them.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::lines::{RunLines, StepLines};
+    use super::testing::{job, limits, step};
+    use super::{INLINE_RENDER_FUEL, StepEnv, StepError};
+    use crate::exec::{BlockingPool, NodePath, RunContext};
+    use crate::job::{SleepStep, StepKind, Template};
+
+    /// Over an `input` of n items, n² loop iterations: at 300, about 90,000,
+    /// far past [`INLINE_RENDER_FUEL`] and well within the whole budget.
+    const NESTED: &str = "{% for a in input %}{% for b in input %}{% endfor %}{% endfor %}done";
+
+    /// Renders `template` (`input` a list of `n` numbers) with `cancel` beside
+    /// a task that counts how often it got the runtime's one thread before
+    /// the render ended.
+    async fn render_beside_a_ticker(
+        template: &str,
+        n: usize,
+        cancel: &CancellationToken,
+    ) -> (Result<String, StepError>, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = step(StepKind::Sleep(SleepStep { duration: std::time::Duration::ZERO, output: None }), false);
+        let job = job(dir.path(), &s);
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let limits = limits();
+        let run = RunLines::new(tokio::time::Instant::now(), tx, limits.max_output);
+        let ctx = RunContext {
+            cancel: cancel.clone(),
+            pool: BlockingPool::new(1),
+            limits,
+            script_limits: Default::default(),
+            ledger: None,
+        };
+        let inputs =
+            || super::Inputs { steps: Default::default(), input: Some(serde_json::json!((0..n).collect::<Vec<_>>())) };
+        let path: NodePath = "main/s".into();
+        let env = StepEnv { job: &job, ctx: &ctx, inputs: &inputs, lines: StepLines::new(&run, &path) };
+        let t = Template::parse(template).unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let render = async {
+            let r = env.render("content", &t, cancel).await;
+            done.store(true, Ordering::SeqCst);
+            r
+        };
+        let ticker = async {
+            while !done.load(Ordering::SeqCst) {
+                ticks.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+            }
+        };
+        let (r, ()) = tokio::join!(render, ticker);
+        (r, ticks.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_costly_render_runs_on_the_blocking_pool_and_leaves_the_task_free() {
+        let (r, ticks) = render_beside_a_ticker(NESTED, 300, &CancellationToken::new()).await;
+        assert_eq!(r, Ok("done".to_string()));
+        assert!(ticks > 0, "the render held the runtime's only thread from start to end");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_cheap_render_stays_inline() {
+        let (r, ticks) =
+            render_beside_a_ticker("{% for a in input %}{{ a }}{% endfor %}", 10, &CancellationToken::new()).await;
+        assert_eq!(r, Ok("0123456789".to_string()));
+        assert_eq!(ticks, 0, "a cheap render went to the pool (a thread hop per step of a fan-out)");
+        const { assert!(INLINE_RENDER_FUEL < crate::job::RENDER_FUEL) };
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_cancel_wins_over_a_costly_render() {
+        let cancel = CancellationToken::new();
+        let canceller = {
+            let cancel = cancel.clone();
+            async move {
+                tokio::task::yield_now().await;
+                cancel.cancel();
+            }
+        };
+        let ((r, _), ()) = tokio::join!(render_beside_a_ticker(NESTED, 300, &cancel), canceller);
+        assert_eq!(r, Err(StepError::Cancelled));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_runaway_render_still_fails_with_the_whole_budget() {
+        let (r, _) = render_beside_a_ticker(NESTED, 3000, &CancellationToken::new()).await;
+        let Err(StepError::Failed(e)) = r else { panic!("expected the budget error, got {r:?}") };
+        assert!(e.contains("rendering `content`") && e.contains("budget of 5000000 operations"), "{e}");
     }
 }

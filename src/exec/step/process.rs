@@ -61,13 +61,13 @@ pub(super) async fn run_exec(
 ) -> Result<StepOutput, StepError> {
     let mut argv = Vec::with_capacity(step.argv.len());
     for (i, t) in step.argv.iter().enumerate() {
-        argv.push(env.render(&format!("argv[{i}]"), t)?);
+        argv.push(env.render(&format!("argv[{i}]"), t, cancel).await?);
     }
     if argv.is_empty() {
         return Err(StepError::Failed("`exec` has no program to run".into()));
     }
     let program = argv.remove(0);
-    let prepared = prepare(program, argv, &step.process, env).await?;
+    let prepared = prepare(program, argv, &step.process, env, cancel).await?;
     run(prepared, blocking, env, cancel).await
 }
 
@@ -78,8 +78,8 @@ pub(super) async fn run_shell(
     env: &StepEnv<'_>,
     cancel: &CancellationToken,
 ) -> Result<StepOutput, StepError> {
-    let command = env.render("command", &step.command)?;
-    let prepared = prepare("sh".into(), vec!["-c".into(), command], &step.process, env).await?;
+    let command = env.render("command", &step.command, cancel).await?;
+    let prepared = prepare("sh".into(), vec!["-c".into(), command], &step.process, env, cancel).await?;
     run(prepared, blocking, env, cancel).await
 }
 
@@ -99,13 +99,14 @@ async fn prepare(
     args: Vec<String>,
     spec: &ProcessSpec,
     env: &StepEnv<'_>,
+    cancel: &CancellationToken,
 ) -> Result<Prepared, StepError> {
     let mut vars = Vec::with_capacity(spec.env.len());
     for (k, t) in &spec.env {
-        vars.push((k.clone(), env.render(&format!("env.{k}"), t)?));
+        vars.push((k.clone(), env.render(&format!("env.{k}"), t, cancel).await?));
     }
     let cwd = match &spec.cwd {
-        Some(t) => env.resolve(&env.render("cwd", t)?),
+        Some(t) => env.resolve(&env.render("cwd", t, cancel).await?),
         None => env.job.dir.clone(),
     };
     if !cwd.as_os_str().is_empty() {
@@ -120,7 +121,7 @@ async fn prepare(
         }
     }
     let stdin = match &spec.stdin {
-        Some(t) => Some(env.render("stdin", t)?),
+        Some(t) => Some(env.render("stdin", t, cancel).await?),
         None => None,
     };
     Ok(Prepared { identity: env.job.identity.clone(), program, args, env: vars, cwd, stdin })
