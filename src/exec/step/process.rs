@@ -320,8 +320,6 @@ async fn supervise(
     let mut out = Head::new(limits.output_bytes);
     let mut err = Tail::new(limits.stderr_tail_bytes);
     let Pipes { stdin, stdout, stderr } = pipes;
-    grow_pipe(stdout.as_ref());
-    grow_pipe(stderr.as_ref());
     // Boxed, so it can be dropped (giving `out` and `err` back) at the end.
     let mut io = Box::pin(async {
         tokio::join!(
@@ -425,13 +423,15 @@ fn finish(status: ExitStatus, out: Head, err: Tail) -> Result<StepOutput, StepEr
 
 /// A pipe holding 1 MiB (Linux's most for any user by default, up from
 /// 64 KiB) lets a fast writer run ahead while gatherd reads: fewer wake-ups
-/// per megabyte (issue 13's 200 MB bench). Best effort: a refusal leaves the
-/// pipe as it was.
-fn grow_pipe(pipe: Option<&impl std::os::fd::AsFd>) {
+/// per megabyte (issue 13's 200 MB bench). Only for a writer that proved
+/// fast (a read found the pipe's 64 KiB full): a pipe's pages are charged to
+/// its user at once, and past `pipe-user-pages-soft` (64 MiB) every new pipe
+/// of that user — its jobs' own `a | b` too — is cut to two pages, so
+/// growing every step's pipes would starve that user after ~32 steps in
+/// flight. Best effort: a refusal leaves the pipe as it was.
+fn grow_pipe(pipe: &impl std::os::fd::AsFd) {
     #[cfg(target_os = "linux")]
-    if let Some(pipe) = pipe {
-        let _ = nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
-    }
+    let _ = nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
     #[cfg(not(target_os = "linux"))]
     let _ = pipe;
 }
@@ -447,15 +447,22 @@ async fn write_stdin(stdin: Option<(ChildStdin, String)>) {
 
 /// Reads a pipe to its end, handing each chunk to `sink`; the sink decides what
 /// to keep, so the pipe is always drained and the writer never blocks.
-async fn read_all(pipe: Option<impl AsyncRead + Unpin>, mut sink: impl FnMut(&[u8])) {
+async fn read_all(pipe: Option<impl AsyncRead + Unpin + std::os::fd::AsFd>, mut sink: impl FnMut(&[u8])) {
     let Some(mut pipe) = pipe else { return };
     // 64 KiB: a pipe's whole buffer in one read, so a fast writer costs few
     // wake-ups (issue 13's 200 MB bench).
     let mut buf = vec![0u8; 64 * 1024];
+    let mut grown = false;
     loop {
         match pipe.read(&mut buf).await {
             Ok(0) => return,
-            Ok(n) => sink(&buf[..n]),
+            Ok(n) => {
+                if n == buf.len() && !grown {
+                    grow_pipe(&pipe);
+                    grown = true;
+                }
+                sink(&buf[..n]);
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return,
         }
@@ -618,6 +625,28 @@ mod tests {
             let msg = failed(attempt(exec(&["false"]), blocking, Path::new("/")).await);
             assert_eq!(msg, "exit status 1");
         }
+    }
+
+    /// A step that prints little keeps the kernel's 64 KiB pipes: growing
+    /// every step's pipes to 1 MiB charges its user's pipe pages at once and,
+    /// past `pipe-user-pages-soft`, cuts every new pipe of that user short.
+    /// (F_GETPIPE_SZ is 1032; the step asks it of its own stdout, after a
+    /// pause that leaves gatherd time to have grown it.)
+    #[tokio::test]
+    async fn a_quiet_steps_pipes_are_not_grown() {
+        let dir = tempfile::tempdir().unwrap();
+        let ask = "import fcntl, time; time.sleep(0.2); print(fcntl.fcntl(1, 1032)); \
+                   import sys; print(fcntl.fcntl(2, 1032), file=sys.stderr)";
+        let (r, lines) = attempt_lines(
+            &step(exec(&["python3", "-c", ask]), false),
+            dir.path(),
+            BlockingPool::new(2),
+            limits(),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(r.map(|o| o.value), Ok(serde_json::json!("65536")));
+        assert_eq!(lines.last().map(|(_, t)| t.as_str()), Some("65536"), "stderr's pipe: {lines:?}");
     }
 
     #[tokio::test]
