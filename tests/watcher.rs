@@ -203,10 +203,16 @@ fn as_root_no_inotify_watch_is_placed_out_of_the_jobs_folder_through_a_symlink()
     std::fs::create_dir_all(two.join("b")).expect("mkdir");
     let jobs_dir = tempfile::tempdir().expect("jobs dir");
     std::os::unix::fs::symlink(&one, jobs_dir.path().join("at-start")).expect("symlink");
+    // A folder inside, linked as the README advises root to: watched, so the
+    // count below is seen to count (a control for the zero asserted as root).
+    let inside = jobs_dir.path().join(".store").join("team");
+    std::fs::create_dir_all(&inside).expect("mkdir");
+    std::os::unix::fs::symlink(".store/team", jobs_dir.path().join("team")).expect("symlink");
     let d = Daemon::start_in(jobs_dir, &[], &[]);
     std::os::unix::fs::symlink(&two, d.jobs.path().join("live")).expect("symlink");
     d.barrier();
     let watched = inotify_watches_on(d.pid(), &[&one, &one.join("a"), &two, &two.join("b")]);
+    assert_eq!(inotify_watches_on(d.pid(), &[&inside]), 1, "the linked folder inside the jobs folder is watched");
     if is_root() {
         assert_eq!(watched, 0, "inotify watches on the targets of links out of the jobs folder");
         let listed = jobs(&d);

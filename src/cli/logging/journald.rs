@@ -50,7 +50,9 @@ impl Journald {
 
     fn send(&self, entry: &[u8]) -> io::Result<()> {
         match self.socket.send_to(entry, &self.path) {
-            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => self.send_as_memfd(entry),
+            // sd_journal_sendv falls back to a memfd on both: too big for a
+            // datagram, or for the socket's buffer (ENOBUFS).
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMSGSIZE | libc::ENOBUFS)) => self.send_as_memfd(entry),
             sent => sent.map(drop),
         }
     }
