@@ -104,3 +104,52 @@ fn the_daemons_history_keeps_the_same_lines_as_run() {
     assert!(eventually(LONG, || show()["status"] == "succeeded"), "the run never showed as succeeded");
     assert_eq!(lines_of(&show(), "main/count"), expected());
 }
+
+/// Retention (`keep_runs`) prunes a run's output lines with the run: after
+/// three runs of a job keeping one, only the newest run's lines are left in
+/// the history, and `gatherd logs` of a pruned run says it is not there.
+#[test]
+fn retention_removes_a_pruned_runs_output_lines() {
+    let d = Daemon::start(&[], &[], &[]);
+    d.drop_file("kept.toml", "keep_runs = 1\n\n[[step]]\nname = \"say\"\nshell = \"echo line-$$\"\n");
+    assert!(d.wait_for(LONG, |l| finished(l, "kept.toml", "succeeded")), "{}", d.dump());
+    for n in 2..=3 {
+        let (status, body) = support::http(d.api(), "POST", "/jobs/kept.toml/trigger", &[], "");
+        assert_eq!(status, 201, "{body}");
+        assert!(d.wait_for_n(LONG, n, |l| finished(l, "kept.toml", "succeeded")), "{}", d.dump());
+    }
+    let ids: Vec<String> = d
+        .lines()
+        .iter()
+        .filter(|l| is(l, "kept.toml", "run finished"))
+        .filter_map(|l| l["run_id"].as_i64().map(|id| id.to_string()))
+        .collect();
+    assert_eq!(ids.len(), 3, "{}", d.dump());
+    let state = d.state.path().to_str().expect("utf-8").to_string();
+    let db = d.state.path().join("gatherd.db");
+    let lines_in_db = || -> Vec<(i64, String)> {
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3, sys; db = sqlite3.connect(f'file:{sys.argv[1]}?mode=ro', uri=True); \
+                 [print(r, t) for r, t in db.execute('SELECT run_id, text FROM logs ORDER BY id')]",
+            ])
+            .arg(&db)
+            .output()
+            .expect("python3");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' ').and_then(|(r, t)| Some((r.parse().ok()?, t.to_string()))))
+            .collect()
+    };
+    // Pruning follows each run's end once its events are written: poll.
+    let newest: i64 = ids[2].parse().expect("an id");
+    assert!(
+        eventually(LONG, || { lines_in_db().iter().all(|(r, _)| *r == newest) && lines_in_db().len() == 1 }),
+        "only the newest run's line is left: {:?}",
+        lines_in_db()
+    );
+    assert!(lines_in_db()[0].1.starts_with("line-"), "{:?}", lines_in_db());
+    let out = gatherd().args(["logs", &ids[0], "--state", &state]).output().expect("logs");
+    assert!(!out.status.success(), "a pruned run's logs: {}", String::from_utf8_lossy(&out.stdout));
+}
