@@ -80,3 +80,36 @@ fn a_backup_refuses_an_existing_file_and_a_missing_history() {
     assert!(stderr.contains("already exists"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&existing).expect("read"), "keep me");
 }
+
+/// The copy holds every line jobs printed: it is made 0600 (its owner's
+/// only), whatever the umask, here the usual 022 that would give 0644.
+#[test]
+fn a_backup_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let state = tempfile::tempdir().expect("state dir");
+    let history = Connection::open(state.path().join("gatherd.db")).expect("create a history");
+    history
+        .execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE runs (id INTEGER PRIMARY KEY, status TEXT);
+             INSERT INTO runs (status) VALUES ('succeeded');",
+        )
+        .expect("fill the history");
+    drop(history);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("b.db");
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("umask 022 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_gatherd"))
+        .arg("backup")
+        .arg(&file)
+        .arg("--state")
+        .arg(state.path())
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let mode = std::fs::metadata(&file).expect("the backup exists").permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "the backup's mode is {mode:o}, not 600");
+    assert_eq!(ended_runs(&file).len(), 1);
+}
