@@ -262,7 +262,7 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<u8> {
 /// (the backlog, then live, each line once); with no daemon to ask, a run
 /// that is over is read from the database, one still running is an error.
 pub async fn logs(args: LogsArgs) -> anyhow::Result<u8> {
-    let filter = LogFilter { step: args.step.clone().filter(|s| !s.is_empty()), after: None };
+    let filter = LogFilter { step: args.step.clone().filter(|s| !s.is_empty()), after: None, limit: None };
     if args.follow {
         if let Some(code) = follow_lines(&args, &filter).await? {
             return Ok(code);
@@ -380,17 +380,34 @@ async fn snapshot(args: &LogsArgs, filter: &LogFilter) -> anyhow::Result<(Vec<Nu
         Some(answer) => {
             let doc =
                 RunDocument::deserialize(&answer?).with_context(|| format!("cannot read run {run}'s document"))?;
-            let mut query = format!("/runs/{run}/logs");
+            let mut query = format!("/runs/{run}/logs?");
             if let Some(step) = &filter.step {
-                query.push_str(&format!("?step={}", url_escape(step)));
+                query.push_str(&format!("step={}&", url_escape(step)));
             }
             let client = Client::new(&args.where_.api())?;
-            let text = client.text(&query).await.with_context(|| format!("cannot read run {run}'s lines"))?;
-            let lines = text
-                .lines()
-                .map(serde_json::from_str::<NumberedLine>)
-                .collect::<Result<Vec<_>, _>>()
-                .with_context(|| format!("cannot read run {run}'s lines"))?;
+            // A page at a time (the API answers at most 10,000 lines): the
+            // next starts after the last `seq` of this one, as the
+            // `x-next-after` header says, until it says nothing.
+            let mut lines = Vec::new();
+            let mut after = None;
+            loop {
+                let page = match after {
+                    Some(seq) => format!("{query}after={seq}"),
+                    None => query.clone(),
+                };
+                let (text, next) =
+                    client.page(&page).await.with_context(|| format!("cannot read run {run}'s lines"))?;
+                for line in text.lines() {
+                    lines.push(
+                        serde_json::from_str::<NumberedLine>(line)
+                            .with_context(|| format!("cannot read run {run}'s lines"))?,
+                    );
+                }
+                match next {
+                    Some(seq) if after.is_none_or(|a| seq > a) => after = Some(seq),
+                    _ => break,
+                }
+            }
             (doc, lines)
         }
         None => {

@@ -1208,7 +1208,9 @@ async fn a_runs_lines_read_in_sql_are_the_timelines_lines_for_every_filter() {
     let mut cases = Vec::new();
     for step in [None, Some("fetch"), Some("main/fetch"), Some("g_1/fetch"), Some("a_b"), Some("main"), Some("x")] {
         for after in [None, Some(0), Some(2), Some(6)] {
-            cases.push(LogFilter { step: step.map(String::from), after });
+            for limit in [None, Some(1), Some(2)] {
+                cases.push(LogFilter { step: step.map(String::from), after, limit });
+            }
         }
     }
     for filter in cases {
@@ -1217,9 +1219,11 @@ async fn a_runs_lines_read_in_sql_are_the_timelines_lines_for_every_filter() {
         assert_eq!(texts(&sql), texts(&timeline), "{filter:?}");
         assert_eq!(sql, timeline, "{filter:?}");
     }
-    let by_name = store.logs(id, LogFilter { step: Some("fetch".into()), after: None }).await.expect("read");
+    let by_name =
+        store.logs(id, LogFilter { step: Some("fetch".into()), after: None, limit: None }).await.expect("read");
     assert_eq!(texts(&by_name.expect("the run")), ["out", "err"], "a name is the path's last part, `_` no wildcard");
-    let after = store.logs(id, LogFilter { step: Some("a_b".into()), after: Some(4) }).await.expect("read");
+    let after =
+        store.logs(id, LogFilter { step: Some("a_b".into()), after: Some(4), limit: None }).await.expect("read");
     assert_eq!(after.expect("the run").iter().map(|l| l.seq).collect::<Vec<_>>(), [Some(5)]);
     assert_eq!(store.logs(id + 1000, LogFilter::default()).await.expect("read"), None, "no such run");
 }
