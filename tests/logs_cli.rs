@@ -245,3 +245,39 @@ fn without_a_daemon_a_run_left_running_is_printed_but_following_it_is_refused_wi
     assert!(why.contains(&format!("run {run} is still running, and following it needs the daemon")), "{why}");
     assert!(followed.stdout.is_empty(), "nothing half-printed: {}", String::from_utf8_lossy(&followed.stdout));
 }
+
+/// More lines than two of the API's pages (10,000 each): `logs` through the
+/// daemon pages through them and prints every one, once, in order.
+#[test]
+fn logs_through_the_daemon_pages_through_a_run_longer_than_a_page() {
+    let d = Daemon::start(
+        &[(
+            "chatty.rhai",
+            "const schedule = \"0 0 3 1 1 *\";\nawait_step(exec([\"seq\", \"1\", \"25003\"]).named(\"count\"));\n",
+        )],
+        &[],
+        &[],
+    );
+    let run = trigger(&d, "chatty.rhai");
+    assert!(d.wait_for(LONG, |l| finished(l, "chatty.rhai", "succeeded")), "{}", d.dump());
+    // The run's end reaches its history through the batched writer, a
+    // moment after the daemon logs it: read once the history says it ended.
+    let read = || gatherd().args(["logs", &run.to_string(), "--addr", &d.api().to_string()]).output().expect("runs");
+    let mut out = read();
+    assert!(
+        eventually(LONG, || {
+            out = read();
+            !String::from_utf8_lossy(&out.stdout).ends_with("still running (--follow to follow it)\n")
+        }),
+        "the run's end never reached its history"
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    let (end, printed) = lines.split_last().expect("lines");
+    let numbers: Vec<String> = printed.iter().map(|l| fields(l).2).collect();
+    let expected: Vec<String> = (1..=25003).map(|n| n.to_string()).collect();
+    assert_eq!(numbers.len(), expected.len(), "every line once: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(numbers == expected, "in order, no gap, no repeat");
+    assert!(end.starts_with(&format!("run {run} succeeded")), "{end:?}");
+    assert_eq!(out.status.code(), Some(0));
+}

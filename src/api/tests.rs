@@ -867,3 +867,47 @@ async fn a_client_reconnecting_with_last_event_id_mid_run_gets_the_rest_of_the_o
     assert_eq!(seen.last().unwrap().1, "run_finished");
     api.stop().await;
 }
+
+#[tokio::test]
+async fn a_runs_lines_are_read_in_pages_of_limit_with_no_gap_and_no_repeat() {
+    let api = Api::start(None).await;
+    let id = run_with_lines(&api).await;
+    let mut after = None::<String>;
+    let mut seqs = Vec::new();
+    let mut pages = 0;
+    loop {
+        let query = match &after {
+            Some(a) => format!("/runs/{id}/logs?limit=2&after={a}"),
+            None => format!("/runs/{id}/logs?limit=2"),
+        };
+        let response = reqwest::get(api.url(&query)).await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let next = response.headers().get("x-next-after").map(|v| v.to_str().unwrap().to_string());
+        let body = response.text().await.unwrap();
+        let page: Vec<u64> =
+            body.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_u64().unwrap()).collect();
+        assert!(page.len() <= 2, "at most `limit` lines in a page: {page:?}");
+        seqs.extend(&page);
+        pages += 1;
+        match next {
+            Some(n) => {
+                assert_eq!(n, page.last().unwrap().to_string(), "x-next-after is the page's last seq");
+                after = Some(n);
+            }
+            None => break,
+        }
+        assert!(pages < 10, "paging ends");
+    }
+    assert_eq!((seqs, pages), (vec![2, 4, 5, 6, 7], 3), "every line once, in order, in pages of 2");
+    let (_, _, all) = get_raw(&api, &format!("/runs/{id}/logs?limit=5")).await;
+    assert_eq!(all.lines().count(), 5);
+
+    for bad in ["0", "100001", "x"] {
+        let (status, body) = api.get(&format!("/runs/{id}/logs?limit={bad}")).await;
+        assert_eq!(
+            (status, body["error"].as_str().unwrap()),
+            (400, format!("limit must be a number from 1 to 100000, not `{bad}`").as_str())
+        );
+    }
+    api.stop().await;
+}

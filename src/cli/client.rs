@@ -187,10 +187,16 @@ impl Client {
             .map_err(|e| RequestError::Unreadable { what: "is not the JSON expected", source: Box::new(e) })
     }
 
-    /// The daemon's answer to `GET path`, as text (JSON lines, say).
-    pub(super) async fn text(&self, path: &str) -> Result<String, RequestError> {
+    /// The daemon's answer to `GET path` as text, with its `x-next-after`
+    /// header (the `after` of the next page of a run's lines, when there is
+    /// one).
+    pub(super) async fn page(&self, path: &str) -> Result<(String, Option<u64>), RequestError> {
         let response = self.send(reqwest::Method::GET, path).await?;
-        response.text().await.map_err(|e| RequestError::Unreadable { what: "broke off", source: Box::new(e) })
+        let next =
+            response.headers().get("x-next-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let text =
+            response.text().await.map_err(|e| RequestError::Unreadable { what: "broke off", source: Box::new(e) })?;
+        Ok((text, next))
     }
 
     /// Follows a run's server-sent events from its first, calling `each`

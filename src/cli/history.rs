@@ -262,7 +262,7 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<u8> {
 /// (the backlog, then live, each line once); with no daemon to ask, a run
 /// that is over is read from the database, one still running is an error.
 pub async fn logs(args: LogsArgs) -> anyhow::Result<u8> {
-    let filter = LogFilter { step: args.step.clone().filter(|s| !s.is_empty()), after: None };
+    let filter = LogFilter { step: args.step.clone().filter(|s| !s.is_empty()), after: None, limit: None };
     if args.follow {
         if let Some(code) = follow_lines(&args, &filter).await? {
             return Ok(code);
@@ -308,6 +308,14 @@ pub(super) struct LinePrinter {
     pub(super) started_at: Option<DateTime<Utc>>,
     json: bool,
     filter: LogFilter,
+    /// Whether stdout is a terminal (and not `--json`): control characters
+    /// are escaped then, so a line cannot rewrite what is on the screen.
+    terminal: bool,
+}
+
+/// Whether lines printed to stdout should be escaped for a terminal.
+fn terminal(json: bool) -> bool {
+    !json && super::render::stdout_is_terminal()
 }
 
 /// The line an `output` or `log` event carries, numbered `seq`.
@@ -324,19 +332,30 @@ impl LinePrinter {
     /// A printer of run `run`'s lines that `filter` wants; its start is
     /// set when known.
     pub(super) fn new(run: i64, json: bool, filter: LogFilter) -> LinePrinter {
-        LinePrinter { run, started_at: None, json, filter }
+        LinePrinter { run, started_at: None, json, filter, terminal: terminal(json) }
     }
 
     pub(super) fn print(&self, line: &NumberedLine) -> anyhow::Result<()> {
-        if !self.filter.wants_path(&line.path) {
-            return Ok(());
-        }
-        if self.json {
-            outln!("{}", serde_json::to_string(line).context("cannot write JSON")?)?;
-        } else {
-            outln!("{} {} {} {}", self.clock(line.at_ms), line.path, line.stream, line.text)?;
+        if let Some(shown) = self.shown(line)? {
+            outln!("{shown}")?;
         }
         Ok(())
+    }
+
+    /// `line` as printed, `None` if the filter does not want it: JSON, or
+    /// `TIME STEP STREAM TEXT`, escaped for a terminal.
+    fn shown(&self, line: &NumberedLine) -> anyhow::Result<Option<String>> {
+        if !self.filter.wants_path(&line.path) {
+            return Ok(None);
+        }
+        let clock = self.clock(line.at_ms);
+        Ok(Some(if self.json {
+            serde_json::to_string(line).context("cannot write JSON")?
+        } else if self.terminal {
+            format!("{clock} {}", super::render::followed_line(&line.path, line.stream, &line.text, true))
+        } else {
+            format!("{clock} {} {} {}", line.path, line.stream, line.text)
+        }))
     }
 
     /// The wall time of `at_ms` into the run, local, `HH:MM:SS.mmm`
@@ -380,17 +399,34 @@ async fn snapshot(args: &LogsArgs, filter: &LogFilter) -> anyhow::Result<(Vec<Nu
         Some(answer) => {
             let doc =
                 RunDocument::deserialize(&answer?).with_context(|| format!("cannot read run {run}'s document"))?;
-            let mut query = format!("/runs/{run}/logs");
+            let mut query = format!("/runs/{run}/logs?");
             if let Some(step) = &filter.step {
-                query.push_str(&format!("?step={}", url_escape(step)));
+                query.push_str(&format!("step={}&", url_escape(step)));
             }
             let client = Client::new(&args.where_.api())?;
-            let text = client.text(&query).await.with_context(|| format!("cannot read run {run}'s lines"))?;
-            let lines = text
-                .lines()
-                .map(serde_json::from_str::<NumberedLine>)
-                .collect::<Result<Vec<_>, _>>()
-                .with_context(|| format!("cannot read run {run}'s lines"))?;
+            // A page at a time (the API answers at most 10,000 lines): the
+            // next starts after the last `seq` of this one, as the
+            // `x-next-after` header says, until it says nothing.
+            let mut lines = Vec::new();
+            let mut after = None;
+            loop {
+                let page = match after {
+                    Some(seq) => format!("{query}after={seq}"),
+                    None => query.clone(),
+                };
+                let (text, next) =
+                    client.page(&page).await.with_context(|| format!("cannot read run {run}'s lines"))?;
+                for line in text.lines() {
+                    lines.push(
+                        serde_json::from_str::<NumberedLine>(line)
+                            .with_context(|| format!("cannot read run {run}'s lines"))?,
+                    );
+                }
+                match next {
+                    Some(seq) if after.is_none_or(|a| seq > a) => after = Some(seq),
+                    _ => break,
+                }
+            }
             (doc, lines)
         }
         None => {
@@ -400,7 +436,13 @@ async fn snapshot(args: &LogsArgs, filter: &LogFilter) -> anyhow::Result<(Vec<Nu
             (detail.document(), lines)
         }
     };
-    let printer = LinePrinter { run, started_at: doc.report.started_at, json: args.json, filter: filter.clone() };
+    let printer = LinePrinter {
+        run,
+        started_at: doc.report.started_at,
+        json: args.json,
+        filter: filter.clone(),
+        terminal: terminal(args.json),
+    };
     Ok((lines, printer, RunEnd::of_document(&doc)))
 }
 
@@ -414,7 +456,13 @@ async fn follow_lines(args: &LogsArgs, filter: &LogFilter) -> anyhow::Result<Opt
         Err(e) => return Err(e.into()),
     };
     let doc = RunDocument::deserialize(&doc).with_context(|| format!("cannot read run {run}'s document"))?;
-    let mut printer = LinePrinter { run, started_at: doc.report.started_at, json: args.json, filter: filter.clone() };
+    let mut printer = LinePrinter {
+        run,
+        started_at: doc.report.started_at,
+        json: args.json,
+        filter: filter.clone(),
+        terminal: terminal(args.json),
+    };
     let mut end = None;
     let mut failed = None;
     client
@@ -463,6 +511,24 @@ mod tests {
 
     use super::*;
     use crate::store::{Missed, RunStore, RunTrigger};
+
+    #[test]
+    fn the_line_printer_escapes_control_characters_only_for_a_terminal() {
+        let line = NumberedLine {
+            seq: Some(3),
+            path: "main/a".into(),
+            at_ms: 5,
+            stream: crate::exec::Stream::Stderr,
+            text: "x\rFAKE main/other stderr \x1b]0;title\x07".into(),
+        };
+        let printer =
+            |json, terminal| LinePrinter { run: 1, started_at: None, json, filter: LogFilter::default(), terminal };
+        let shown = |json, terminal| printer(json, terminal).shown(&line).expect("shown").expect("wanted");
+        assert_eq!(shown(false, true), "+5ms main/a stderr x\\rFAKE main/other stderr \\x1b]0;title\\x07");
+        assert_eq!(shown(false, false), format!("+5ms main/a stderr {}", line.text), "not a terminal: byte-exact");
+        let json: NumberedLine = serde_json::from_str(&shown(true, false)).expect("JSON");
+        assert_eq!(json, line, "JSON: the text exactly");
+    }
 
     /// The start of each of `names`' columns in `header`.
     fn starts(header: &str, names: &[&str]) -> Vec<usize> {

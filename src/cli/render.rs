@@ -1,6 +1,7 @@
 //! Rendering a finished run for people: a summary line, one line per step, and
 //! an ASCII timeline on a shared time axis so overlap shows at a glance.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 use serde_json::Value;
@@ -48,9 +49,57 @@ pub fn report(r: &RunReport, with_logs: bool) -> String {
 }
 
 /// One line a step printed, as `run --follow` shows it: `STEP STREAM TEXT`
-/// (the step's path, then `stdout`, `stderr`, `print` or `debug`).
-pub fn followed_line(path: &str, stream: crate::exec::Stream, text: &str) -> String {
-    format!("{path} {stream} {text}", stream = stream.as_str())
+/// (the step's path, then `stdout`, `stderr`, `print` or `debug`); for a
+/// `terminal`, with its control characters escaped ([`for_terminal`]).
+pub fn followed_line(path: &str, stream: crate::exec::Stream, text: &str, terminal: bool) -> String {
+    if terminal {
+        format!("{} {stream} {}", for_terminal(path), for_terminal(text), stream = stream.as_str())
+    } else {
+        format!("{path} {stream} {text}", stream = stream.as_str())
+    }
+}
+
+/// Whether stdout is a terminal, so that lines printed there should be
+/// escaped with [`for_terminal`].
+pub fn stdout_is_terminal() -> bool {
+    use std::io::IsTerminal;
+    #[allow(clippy::disallowed_methods)] // asks, does not write
+    let stdout = std::io::stdout();
+    stdout.is_terminal()
+}
+
+/// Whether `c` is a control character a terminal acts on: C0 but tab, DEL,
+/// C1 (`\u{9b}` is CSI on some terminals).
+fn is_control(c: char) -> bool {
+    (c.is_ascii_control() && c != '\t') || ('\u{80}'..='\u{9f}').contains(&c)
+}
+
+/// `text` safe to show on a terminal: each control character but tab
+/// written as Rust writes it in a string, `\r`, `\n`, other C0 and DEL as
+/// `\xHH` (`\x1b`), C1 as `\u{HH}` (`\u{9b}`), so a step's `\r` or escape
+/// sequence cannot overwrite the `TIME STEP STREAM` prefix or drive the
+/// terminal. A backslash stays as it is (this is for reading, not parsing:
+/// `--json` and output that is not a terminal keep the bytes). Borrowed
+/// when there is nothing to escape.
+pub fn for_terminal(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            c if c.is_ascii_control() && c != '\t' => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c if is_control(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// The lines worth showing: all of them, or past [`MAX_LINES`] the ones that did
@@ -304,7 +353,34 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::exec::{NodeKind, RunEvent};
+    use crate::exec::{NodeKind, RunEvent, Stream};
+
+    #[test]
+    fn control_characters_are_escaped_for_a_terminal_except_tab() {
+        let text = "x\rFAKE main/other stderr \x1b]0;title\x07\u{9b}2J\ttab\x7f\0\n\u{85} é \\ ✓";
+        assert_eq!(
+            for_terminal(text),
+            "x\\rFAKE main/other stderr \\x1b]0;title\\x07\\u{9b}2J\ttab\\x7f\\x00\\n\\u{85} é \\ ✓"
+        );
+        assert!(matches!(for_terminal("plain\ttext é"), Cow::Borrowed(_)), "nothing to escape: no copy");
+        // Every C0 (but tab), DEL and every C1 is escaped; nothing else.
+        for c in (0..=0x10ffff_u32).filter_map(char::from_u32) {
+            let control = (c < ' ' && c != '\t') || ('\x7f'..='\u{9f}').contains(&c);
+            let shown = for_terminal(&c.to_string()).into_owned();
+            assert_eq!(shown != c.to_string(), control, "{c:?} shown as {shown:?}");
+            assert!(!shown.chars().any(|s| (s < ' ' && s != '\t') || ('\x7f'..='\u{9f}').contains(&s)), "{shown:?}");
+        }
+    }
+
+    #[test]
+    fn a_followed_line_is_escaped_for_a_terminal_and_byte_exact_otherwise() {
+        let text = "x\rFAKE main/other stderr \x1b[2J";
+        assert_eq!(
+            followed_line("main/a", Stream::Stdout, text, true),
+            "main/a stdout x\\rFAKE main/other stderr \\x1b[2J"
+        );
+        assert_eq!(followed_line("main/a", Stream::Stdout, text, false), format!("main/a stdout {text}"));
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

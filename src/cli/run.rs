@@ -122,15 +122,16 @@ async fn fold_events(
     mut progress: Progress,
     follow: Follow,
 ) -> RunReport {
+    let stdout_terminal = render::stdout_is_terminal();
     while let Some(event) = rx.recv().await {
         match (&event, follow) {
             (RunEvent::Log { path, stream, text, .. }, Follow::AboveTheBar) => {
-                progress.println(&render::followed_line(path, *stream, text));
+                progress.println(&render::followed_line(path, *stream, text, true));
             }
             (RunEvent::Log { path, stream, text, .. }, Follow::Stdout) => {
                 // A reader gone ends `gatherd run` here (quietly, exit 0);
                 // the steps' processes die with it (their death signal).
-                if let Err(e) = super::out::outln!("{}", render::followed_line(path, *stream, text)) {
+                if let Err(e) = super::out::outln!("{}", render::followed_line(path, *stream, text, stdout_terminal)) {
                     tracing::error!("{e:#}");
                 }
             }

@@ -106,6 +106,10 @@ pub struct LogFilter {
     /// `seq` of the last line a client has (lines stored without a number
     /// cannot be placed, so they are left out when this is set).
     pub after: Option<u64>,
+    /// At most this many lines, the first ones (`None`: all), so a reader
+    /// pages through a long run with `after` (the `seq` of the last line
+    /// it got) instead of holding all of it at once.
+    pub limit: Option<usize>,
 }
 
 impl LogFilter {

@@ -1208,7 +1208,9 @@ async fn a_runs_lines_read_in_sql_are_the_timelines_lines_for_every_filter() {
     let mut cases = Vec::new();
     for step in [None, Some("fetch"), Some("main/fetch"), Some("g_1/fetch"), Some("a_b"), Some("main"), Some("x")] {
         for after in [None, Some(0), Some(2), Some(6)] {
-            cases.push(LogFilter { step: step.map(String::from), after });
+            for limit in [None, Some(1), Some(2)] {
+                cases.push(LogFilter { step: step.map(String::from), after, limit });
+            }
         }
     }
     for filter in cases {
@@ -1217,9 +1219,52 @@ async fn a_runs_lines_read_in_sql_are_the_timelines_lines_for_every_filter() {
         assert_eq!(texts(&sql), texts(&timeline), "{filter:?}");
         assert_eq!(sql, timeline, "{filter:?}");
     }
-    let by_name = store.logs(id, LogFilter { step: Some("fetch".into()), after: None }).await.expect("read");
+    let by_name =
+        store.logs(id, LogFilter { step: Some("fetch".into()), after: None, limit: None }).await.expect("read");
     assert_eq!(texts(&by_name.expect("the run")), ["out", "err"], "a name is the path's last part, `_` no wildcard");
-    let after = store.logs(id, LogFilter { step: Some("a_b".into()), after: Some(4) }).await.expect("read");
+    let after =
+        store.logs(id, LogFilter { step: Some("a_b".into()), after: Some(4), limit: None }).await.expect("read");
     assert_eq!(after.expect("the run").iter().map(|l| l.seq).collect::<Vec<_>>(), [Some(5)]);
     assert_eq!(store.logs(id + 1000, LogFilter::default()).await.expect("read"), None, "no such run");
+}
+
+/// `LogFilter::wants_path` (the trait's default, and `logs --follow`'s
+/// filter) and the SQL `substr` rule in `sqlite::read::logs` are one rule
+/// written twice: every path and every step of up to 4 characters from
+/// `a`, `/`, `_` (a `LIKE` wildcard) and `é` (two bytes, one character in
+/// SQLite's `length`) is kept by both or by neither.
+#[tokio::test]
+async fn the_sql_step_filter_is_wants_path_for_every_short_path_and_step() {
+    let alphabet = ["a", "/", "_", "é"];
+    let mut all = vec![String::new()];
+    let mut last = vec![String::new()];
+    for _ in 0..4 {
+        last = last.iter().flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}"))).collect();
+        all.extend(last.iter().cloned());
+    }
+    assert_eq!(all.len(), 341);
+    let dir = tempfile::tempdir().expect("temp");
+    let store = open(&dir).await;
+    let id = store.begin_run(start("paths.rhai", RunTrigger::Manual, 1)).await.expect("begin");
+    let recorder = store.recorder();
+    for (seq, path) in all.iter().enumerate() {
+        let event = RunEvent::Log {
+            path: path.as_str().into(),
+            stream: Stream::Stdout,
+            text: path.clone(),
+            at: Duration::from_millis(1),
+        };
+        recorder.record_numbered(id, seq as u64 + 1, event);
+    }
+    recorder.flush().await.expect("flush");
+    let mut kept = 0;
+    for step in &all {
+        let filter = LogFilter { step: Some(step.clone()), after: None, limit: None };
+        let sql: Vec<String> =
+            store.logs(id, filter.clone()).await.expect("read").expect("the run").into_iter().map(|l| l.path).collect();
+        let rust: Vec<String> = all.iter().filter(|p| filter.wants_path(p)).cloned().collect();
+        assert_eq!(sql, rust, "step {step:?}");
+        kept += rust.len();
+    }
+    assert!(kept > all.len(), "the filters keep more than exact matches: {kept}");
 }

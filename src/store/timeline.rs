@@ -69,6 +69,7 @@ impl RunTimeline {
             .filter(|(line, seq)| {
                 filter.wants_path(&line.path) && filter.after.is_none_or(|after| seq.is_some_and(|s| s > after))
             })
+            .take(filter.limit.unwrap_or(usize::MAX))
             .map(|(line, seq)| NumberedLine::new(seq, line))
             .collect()
     }

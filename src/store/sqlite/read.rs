@@ -189,7 +189,8 @@ pub(super) fn run(conn: &Connection, id: RunId) -> Result<Option<RunDetail>, Sto
 }
 
 /// A run's lines matching `filter`, in the order written (`id`, which is
-/// the order of their numbers); `None` if there is no such run. One read
+/// the order of their numbers), at most `filter.limit` of them (bounded in
+/// the query, not after it); `None` if there is no such run. One read
 /// transaction, so a run seen has all its lines up to then.
 pub(super) fn logs(conn: &Connection, id: RunId, filter: &LogFilter) -> Result<Option<Vec<NumberedLine>>, StoreError> {
     let read = |what| move |source| StoreError::Sqlite { what, source };
@@ -210,10 +211,12 @@ pub(super) fn logs(conn: &Connection, id: RunId, filter: &LogFilter) -> Result<O
              AND (?2 IS NULL OR seq > ?2) \
              AND (?3 IS NULL OR path = ?3 OR (length(path) > length(?3) \
                   AND substr(path, length(path) - length(?3)) = '/' || ?3)) \
-             ORDER BY id",
+             ORDER BY id LIMIT ?4",
         )
         .and_then(|mut s| {
-            s.query_map(params![id, after, filter.step], |r| {
+            // A negative LIMIT is none in SQLite.
+            let limit = filter.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+            s.query_map(params![id, after, filter.step, limit], |r| {
                 Ok(NumberedLine {
                     seq: opt_u64(r, 0)?,
                     path: r.get(1)?,
