@@ -284,6 +284,12 @@ fn text(line: &[u8]) -> String {
     String::from_utf8_lossy(line).into_owned()
 }
 
+/// How many run records the ring holds without counting them against its
+/// cap (so a tiny tail still keeps a few lines of both streams); past them,
+/// each record counts its size, so interleaved streams cannot hold more
+/// than the tail plus this constant in memory.
+const FREE_RUNS: usize = 4;
+
 /// Bytes of one stream read at one millisecond, in the ring.
 struct Run {
     stream: usize,
@@ -322,7 +328,6 @@ impl Ring {
             self.cut_line[s] = chunk[cut - 1] != b'\n';
             &chunk[cut..]
         } else {
-            self.evict((self.bytes.len() + chunk.len()).saturating_sub(self.cap));
             chunk
         };
         if kept.is_empty() {
@@ -333,6 +338,26 @@ impl Ring {
         match self.runs.back_mut() {
             Some(run) if run.stream == s && run.at_ms == at_ms && !run.closes => run.len += kept.len(),
             _ => self.runs.push_back(Run { stream: s, len: kept.len(), at_ms, closes: false }),
+        }
+        self.fit();
+    }
+
+    /// The bytes held plus the run records past [`FREE_RUNS`].
+    fn used(&self) -> usize {
+        self.bytes.len() + self.runs.len().saturating_sub(FREE_RUNS) * std::mem::size_of::<Run>()
+    }
+
+    /// Forgets the oldest bytes until what is held fits the cap. A run
+    /// evicted whole frees its record too, so at most one run is cut.
+    /// A run alone is free, so the newest chunk keeps up to `cap` bytes.
+    fn fit(&mut self) {
+        loop {
+            let over = self.used().saturating_sub(self.cap);
+            let front = self.runs.front().map_or(0, |r| r.len);
+            if over == 0 || front == 0 {
+                return;
+            }
+            self.evict(over.min(front));
         }
     }
 
@@ -541,6 +566,32 @@ mod tests {
         let total = 256 * chunk.len() as u64;
         assert_eq!(got.len(), 1024 / 16 + 1 + 4096 / 16);
         assert_eq!(got[64], out(&format!("… {} bytes dropped …", grouped(total - 1024 - 4096))));
+    }
+
+    #[tokio::test]
+    async fn interleaved_streams_keep_memory_within_the_tail() {
+        // Each change of stream starts a run record: they count too.
+        let (run, mut rx) = bounded(0, 4096);
+        let path: NodePath = "main/s".into();
+        let lines = StepLines::new(&run, &path);
+        let limit = 4096 + FREE_RUNS * std::mem::size_of::<Run>();
+        for _ in 0..100_000 {
+            lines.push(Stream::Stdout, b"a\n");
+            lines.push(Stream::Stderr, b"b\n");
+            let state = lines.state();
+            let ring = state.ring.as_ref().expect("past the head");
+            let used = ring.bytes.len() + ring.runs.len() * std::mem::size_of::<Run>();
+            assert!(used <= limit, "{} bytes and {} runs = {used} > {limit}", ring.bytes.len(), ring.runs.len());
+        }
+        lines.finish();
+        let got = sent(&mut rx);
+        assert!(got[0].1.ends_with("bytes dropped …"), "{:?}", got[0]);
+        assert!(got.len() > 2, "some of the tail is kept: {got:?}");
+        assert_eq!(got.last(), Some(&err("b")), "the last line is kept");
+        // What is kept alternates, in the order read.
+        for pair in got[1..].windows(2) {
+            assert_ne!(pair[0].0, pair[1].0, "{got:?}");
+        }
     }
 
     #[tokio::test]
