@@ -318,3 +318,32 @@ fn run_follow_on_a_terminal_prints_each_line_once_above_the_bar() {
     let report = text.find("✓ tty succeeded").unwrap_or_else(|| panic!("no report in:\n{text}"));
     assert!(text.find("main/work stdout second").is_some_and(|at| at < report), "{text}");
 }
+
+/// `gatherd run --follow > FILE` from a terminal: stdout is not one, so the
+/// lines go to the file (then the report), whatever stderr is; the bar
+/// stays on the terminal's stderr without them.
+#[test]
+fn run_follow_into_a_file_from_a_terminal_writes_the_lines_to_the_file() {
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` (util-linux) to give gatherd a terminal");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "tofile.toml",
+        "[[step]]\nname = \"work\"\nshell = \"echo first; echo 'warn: slow disk' >&2; sleep 0.3; echo second\"\n",
+    );
+    let saved = dir.path().join("out.txt");
+    let command = format!("{} run --follow {} > {}", env!("CARGO_BIN_EXE_gatherd"), file.display(), saved.display());
+    let out = std::process::Command::new("script").args(["-qec", &command, "/dev/null"]).output().expect("script runs");
+    let terminal = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{terminal}");
+    let text = std::fs::read_to_string(&saved).unwrap();
+    for line in ["main/work stdout first", "main/work stderr warn: slow disk", "main/work stdout second"] {
+        assert_eq!(text.matches(line).count(), 1, "{line:?} once in the file:\n{text}\nterminal:\n{terminal}");
+        assert!(!terminal.contains(line), "{line:?} not on the terminal:\n{terminal}");
+    }
+    let report = text.find("✓ tofile succeeded").unwrap_or_else(|| panic!("no report in:\n{text}"));
+    assert!(text.find("main/work stdout second").is_some_and(|at| at < report), "{text}");
+}

@@ -66,6 +66,13 @@ pub fn width() -> Option<usize> {
     terminal_size::terminal_size_of(&stdout).map(|(terminal_size::Width(w), _)| usize::from(w))
 }
 
+/// Whether stdout is a terminal (not a file or a pipe).
+pub fn is_terminal() -> bool {
+    #[allow(clippy::disallowed_methods)] // asks, does not write
+    let stdout = std::io::stdout();
+    std::io::IsTerminal::is_terminal(&stdout)
+}
+
 /// Whether `e` is stdout's reader having gone: an `EPIPE` anywhere in its
 /// chain (a writer that did not go through this module, e.g. a `--json`
 /// document streamed with serde).

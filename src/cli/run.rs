@@ -25,7 +25,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
     /// Print every line the steps print as it comes (`STEP STREAM TEXT`),
-    /// above the progress bar on a terminal, else on stdout before the report.
+    /// above the progress bar on a terminal, else (stdout a file or a pipe)
+    /// on stdout before the report.
     #[arg(short = 'f', long, conflicts_with = "json")]
     pub follow: bool,
     /// Threads of the blocking pool (`blocking = true` steps); default
@@ -60,8 +61,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let (tx, rx) = mpsc::unbounded_channel();
     let show_progress = !args.json && std::io::stderr().is_terminal();
     let progress = Progress::new(job.root.step_count(), show_progress);
-    // Without a bar, followed lines go to stdout as they come.
-    let follow = match (args.follow, show_progress) {
+    // Above the bar only when the bar and stdout share a terminal; else
+    // stdout is a file or a pipe, and the lines belong there as they come.
+    let follow = match (args.follow, show_progress && super::out::is_terminal()) {
         (false, _) => Follow::Off,
         (true, true) => Follow::AboveTheBar,
         (true, false) => Follow::Stdout,
@@ -108,9 +110,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
 enum Follow {
     /// Not asked for.
     Off,
-    /// Above the progress bar (a terminal).
+    /// Above the progress bar (stdout and stderr on a terminal).
     AboveTheBar,
-    /// On stdout, before the report (no terminal).
+    /// On stdout, before the report (stdout not a terminal; a bar, if
+    /// stderr is one, is drawn there without the lines).
     Stdout,
 }
 
