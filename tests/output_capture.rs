@@ -153,3 +153,44 @@ fn retention_removes_a_pruned_runs_output_lines() {
     let out = gatherd().args(["logs", &ids[0], "--state", &state]).output().expect("logs");
     assert!(!out.status.success(), "a pruned run's logs: {}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// `print(1)` .. `print(100000)` (588,895 bytes with their newlines) with
+/// head = tail = 20: prints 1..9 (18 bytes), then the marker, then the last
+/// 20 bytes cut at line boundaries (99998..100000, 19 bytes; the newline
+/// before them ended 99997, dropped with it).
+fn expected_prints(stream: &str) -> Vec<(String, String)> {
+    let total: u64 = (1..=100_000u64).map(|i| i.to_string().len() as u64 + 1).sum();
+    let mut want: Vec<(String, String)> = (1..=9).map(|i| (stream.into(), i.to_string())).collect();
+    let dropped = total - 18 - 19;
+    let grouped = dropped
+        .to_string()
+        .as_bytes()
+        .rchunks(3)
+        .rev()
+        .map(|c| std::str::from_utf8(c).expect("digits"))
+        .collect::<Vec<_>>()
+        .join(",");
+    want.push((stream.into(), format!("… {grouped} bytes dropped …")));
+    want.extend((99_998..=100_000).map(|i| (stream.to_string(), i.to_string())));
+    want
+}
+
+#[test]
+fn a_script_steps_prints_keep_the_head_the_marker_and_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = "[max_output]\nhead = 20\ntail = 20\n\n[[step]]\nname = \"talk\"\nscript = \"for i in 1..=100000 { print(i) } 0\"\n";
+    let file = write(dir.path(), "talk.toml", job);
+    let (code, doc, _) = run_json(&file);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(lines_of(&doc, "main/talk"), expected_prints("print"));
+}
+
+#[test]
+fn a_rhai_jobs_prints_keep_the_head_the_marker_and_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = "const max_output = #{ head: 20, tail: 20 };\nfor i in 1..=100000 { debug(i) }\n";
+    let file = write(dir.path(), "talk.rhai", job);
+    let (code, doc, _) = run_json(&file);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(lines_of(&doc, "main"), expected_prints("debug"));
+}

@@ -318,3 +318,88 @@ fn run_follow_on_a_terminal_prints_each_line_once_above_the_bar() {
     let report = text.find("✓ tty succeeded").unwrap_or_else(|| panic!("no report in:\n{text}"));
     assert!(text.find("main/work stdout second").is_some_and(|at| at < report), "{text}");
 }
+
+/// `gatherd run --follow > FILE` from a terminal: stdout is not one, so the
+/// lines go to the file (then the report), whatever stderr is; the bar
+/// stays on the terminal's stderr without them.
+#[test]
+fn run_follow_into_a_file_from_a_terminal_writes_the_lines_to_the_file() {
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` (util-linux) to give gatherd a terminal");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "tofile.toml",
+        "[[step]]\nname = \"work\"\nshell = \"echo first; echo 'warn: slow disk' >&2; sleep 0.3; echo second\"\n",
+    );
+    let saved = dir.path().join("out.txt");
+    let command = format!("{} run --follow {} > {}", env!("CARGO_BIN_EXE_gatherd"), file.display(), saved.display());
+    let out = std::process::Command::new("script").args(["-qec", &command, "/dev/null"]).output().expect("script runs");
+    let terminal = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{terminal}");
+    let text = std::fs::read_to_string(&saved).unwrap();
+    for line in ["main/work stdout first", "main/work stderr warn: slow disk", "main/work stdout second"] {
+        assert_eq!(text.matches(line).count(), 1, "{line:?} once in the file:\n{text}\nterminal:\n{terminal}");
+        assert!(!terminal.contains(line), "{line:?} not on the terminal:\n{terminal}");
+    }
+    let report = text.find("✓ tofile succeeded").unwrap_or_else(|| panic!("no report in:\n{text}"));
+    assert!(text.find("main/work stdout second").is_some_and(|at| at < report), "{text}");
+}
+
+/// Whether process `pid` still runs (a zombie has ended: only its entry waits
+/// to be reaped).
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+}
+
+/// `gatherd run --follow job | head -1`: the reader goes, so the run is
+/// cancelled as on Ctrl-C — every process of the step's group is killed,
+/// not only its leader — and gatherd exits 0 quietly.
+#[test]
+fn run_follow_whose_reader_goes_cancels_the_run_and_kills_the_whole_group() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("worker.pid");
+    let file = write(
+        dir.path(),
+        "gone.toml",
+        &format!(
+            "[[step]]\nname = \"work\"\nshell = \"sleep 300 & echo $! > {}; echo started; while :; do echo tick; sleep 0.05; done\"\n",
+            pid_file.display()
+        ),
+    );
+    let mut child = gatherd()
+        .arg("run")
+        .arg("--follow")
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("gatherd runs");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("a first line");
+    assert_eq!(first, "main/work stdout started\n");
+    drop(stdout);
+    let pid = std::fs::read_to_string(&pid_file).expect("the step wrote its worker's pid").trim().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "gatherd still runs 30 s after its reader went");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let worker_alive = alive(&pid);
+    if worker_alive {
+        let _ = std::process::Command::new("kill").arg(&pid).status();
+    }
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr).unwrap();
+    assert!(!worker_alive, "the step's background worker (pid {pid}) outlived gatherd run");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr, "", "quiet");
+}

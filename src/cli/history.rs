@@ -315,7 +315,7 @@ pub(super) struct LinePrinter {
 
 /// Whether lines printed to stdout should be escaped for a terminal.
 fn terminal(json: bool) -> bool {
-    !json && super::render::stdout_is_terminal()
+    !json && super::out::is_terminal()
 }
 
 /// The line an `output` or `log` event carries, numbered `seq`.

@@ -24,6 +24,19 @@ pub fn write_fmt(args: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
     settle(stdout.write_fmt(args))
 }
 
+/// Writes `args` to stdout, as [`write_fmt`] does, but a reader gone is
+/// `Ok(false)` instead of the end of the process: for `run --follow`, which
+/// has a run to cancel (and its processes to kill) before it ends.
+pub fn write_fmt_unless_gone(args: std::fmt::Arguments<'_>) -> anyhow::Result<bool> {
+    #[allow(clippy::disallowed_methods)] // the one place
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
+    }
+}
+
 /// Writes `bytes` to stdout, as [`write_fmt`] does.
 pub fn write_bytes(bytes: &[u8]) -> anyhow::Result<()> {
     #[allow(clippy::disallowed_methods)] // the one place
@@ -66,6 +79,14 @@ pub fn width() -> Option<usize> {
     terminal_size::terminal_size_of(&stdout).map(|(terminal_size::Width(w), _)| usize::from(w))
 }
 
+/// Whether stdout is a terminal (not a file or a pipe): where tables are
+/// fitted and lines printed are escaped ([`super::render::for_terminal`]).
+pub fn is_terminal() -> bool {
+    #[allow(clippy::disallowed_methods)] // asks, does not write
+    let stdout = std::io::stdout();
+    std::io::IsTerminal::is_terminal(&stdout)
+}
+
 /// Whether `e` is stdout's reader having gone: an `EPIPE` anywhere in its
 /// chain (a writer that did not go through this module, e.g. a `--json`
 /// document streamed with serde).
@@ -77,8 +98,8 @@ pub fn is_reader_gone(e: &anyhow::Error) -> bool {
 /// 0, nothing said. Nothing is left to clean up at that point: a run the
 /// CLI follows (`trigger --wait`, `logs --follow`) goes on in the daemon;
 /// `gatherd run` prints its report once the run is over, and a `run
-/// --follow` whose reader goes ends with it, its steps' processes killed
-/// by their death signal, as on Ctrl-C twice.
+/// --follow` whose reader goes cancels its run first (see
+/// [`write_fmt_unless_gone`]).
 pub fn reader_gone() -> ! {
     std::process::exit(i32::from(super::exit::OK))
 }

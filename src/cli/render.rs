@@ -59,15 +59,6 @@ pub fn followed_line(path: &str, stream: crate::exec::Stream, text: &str, termin
     }
 }
 
-/// Whether stdout is a terminal, so that lines printed there should be
-/// escaped with [`for_terminal`].
-pub fn stdout_is_terminal() -> bool {
-    use std::io::IsTerminal;
-    #[allow(clippy::disallowed_methods)] // asks, does not write
-    let stdout = std::io::stdout();
-    stdout.is_terminal()
-}
-
 /// Whether `c` is a control character a terminal acts on: C0 but tab, DEL,
 /// C1 (`\u{9b}` is CSI on some terminals).
 fn is_control(c: char) -> bool {

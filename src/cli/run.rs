@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::exit;
 use super::progress::Progress;
@@ -25,7 +26,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
     /// Print every line the steps print as it comes (`STEP STREAM TEXT`),
-    /// above the progress bar on a terminal, else on stdout before the report.
+    /// above the progress bar on a terminal, else (stdout a file or a pipe)
+    /// on stdout before the report.
     #[arg(short = 'f', long, conflicts_with = "json")]
     pub follow: bool,
     /// Threads of the blocking pool (`blocking = true` steps); default
@@ -60,15 +62,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let (tx, rx) = mpsc::unbounded_channel();
     let show_progress = !args.json && std::io::stderr().is_terminal();
     let progress = Progress::new(job.root.step_count(), show_progress);
-    // Without a bar, followed lines go to stdout as they come.
-    let follow = match (args.follow, show_progress) {
+    // Above the bar only when the bar and stdout share a terminal; else
+    // stdout is a file or a pipe, and the lines belong there as they come.
+    let follow = match (args.follow, show_progress && super::out::is_terminal()) {
         (false, _) => Follow::Off,
         (true, true) => Follow::AboveTheBar,
         (true, false) => Follow::Stdout,
     };
     // On a task of its own, so the report is folded on another worker while
     // the run goes on (and events do not pile up in the channel meanwhile).
-    let sink = tokio::spawn(fold_events(rx, RunReport::new(job.name.clone(), job.file.clone()), progress, follow));
+    let sink = tokio::spawn(fold_events(
+        rx,
+        RunReport::new(job.name.clone(), job.file.clone()),
+        progress,
+        follow,
+        cancel.clone(),
+    ));
 
     let run = exec::run(job, ctx, tx);
     tokio::pin!(run);
@@ -86,7 +95,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         }
     }
     // The run is over and its sender dropped: the sink ends.
-    let report = sink.await.context("the run's report was lost")?;
+    let (report, reader_gone) = sink.await.context("the run's report was lost")?;
+    if reader_gone {
+        // As every command whose reader goes: quietly, 0 (the run was
+        // cancelled for it, not by the user).
+        return Ok(exit::OK);
+    }
 
     if args.json {
         // Streamed, not built as one string: a 100,000-step report is tens of MB.
@@ -108,31 +122,41 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
 enum Follow {
     /// Not asked for.
     Off,
-    /// Above the progress bar (a terminal).
+    /// Above the progress bar (stdout and stderr on a terminal).
     AboveTheBar,
-    /// On stdout, before the report (no terminal).
+    /// On stdout, before the report (stdout not a terminal; a bar, if
+    /// stderr is one, is drawn there without the lines).
     Stdout,
 }
 
 /// The CLI's sink: folds every event into the report and the progress bar,
-/// and prints followed lines.
+/// and prints followed lines. Also says whether stdout's reader went while
+/// following: then the run was cancelled (`cancel`), so that every step's
+/// process group is killed the normal way before gatherd ends.
 async fn fold_events(
     mut rx: mpsc::UnboundedReceiver<RunEvent>,
     mut report: RunReport,
     mut progress: Progress,
     follow: Follow,
-) -> RunReport {
-    let stdout_terminal = render::stdout_is_terminal();
+    cancel: CancellationToken,
+) -> (RunReport, bool) {
+    let mut reader_gone = false;
+    let stdout_terminal = super::out::is_terminal();
     while let Some(event) = rx.recv().await {
         match (&event, follow) {
             (RunEvent::Log { path, stream, text, .. }, Follow::AboveTheBar) => {
                 progress.println(&render::followed_line(path, *stream, text, true));
             }
+            (RunEvent::Log { .. }, Follow::Stdout) if reader_gone => {}
             (RunEvent::Log { path, stream, text, .. }, Follow::Stdout) => {
-                // A reader gone ends `gatherd run` here (quietly, exit 0);
-                // the steps' processes die with it (their death signal).
-                if let Err(e) = super::out::outln!("{}", render::followed_line(path, *stream, text, stdout_terminal)) {
-                    tracing::error!("{e:#}");
+                let line = format_args!("{}\n", render::followed_line(path, *stream, text, stdout_terminal));
+                match super::out::write_fmt_unless_gone(line) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        reader_gone = true;
+                        cancel.cancel();
+                    }
+                    Err(e) => tracing::error!("{e:#}"),
                 }
             }
             _ => progress.apply(&event),
@@ -140,5 +164,5 @@ async fn fold_events(
         report.apply(&event);
     }
     progress.finish();
-    report
+    (report, reader_gone)
 }

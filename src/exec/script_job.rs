@@ -31,6 +31,7 @@ use serde_json::Value;
 use tokio::runtime::RuntimeFlavor;
 use tokio_util::sync::CancellationToken;
 
+use super::step::LineSender;
 use super::tree::{Budgeted, NodeFailure, NodeResult, NodeStart, Runner};
 use super::{NodeKind, RunEvent, Status, Stream};
 use crate::job::{Group, GroupMode, Node, OnError, ScriptNode, Step};
@@ -111,6 +112,8 @@ struct Driver<'a> {
     key: String,
     /// Whether the script is blocked waiting for an answer.
     script_waits: bool,
+    /// The script's `print`/`debug` lines, within the job's `max_output`.
+    lines: LineSender,
 }
 
 impl Runner {
@@ -159,6 +162,7 @@ impl Runner {
             names: HashMap::new(),
             key: String::new(),
             script_waits: false,
+            lines: LineSender::new(&self.lines, path),
         };
         let blocking = tokio::runtime::Handle::current().runtime_flavor() == RuntimeFlavor::CurrentThread;
         let end = loop {
@@ -193,6 +197,8 @@ impl Runner {
         while let Some((id, node, result)) = driver.work.next().await {
             driver.complete(id, node.name(), result);
         }
+        // The script's lines end before its node does.
+        driver.lines.finish();
         // A script stopped mid-wait may ask for more before its probe stops
         // it: with nobody left to answer, its asks fail at once.
         drop(driver);
@@ -338,14 +344,8 @@ impl<'a> Driver<'a> {
                 self.answer(reply, ());
             }
             Request::Log { debug: from_debug, text } => {
-                let at = self.runner.now();
                 tracing::info!(job = %self.runner.job.name, path = %self.path, from_debug, "{text}");
-                self.runner.emit(RunEvent::Log {
-                    path: self.path.clone(),
-                    stream: if from_debug { Stream::Debug } else { Stream::Print },
-                    text,
-                    at,
-                });
+                self.lines.line(if from_debug { Stream::Debug } else { Stream::Print }, text);
             }
             Request::Finished(_) => unreachable!("the driver's loop ends on Finished"),
         }

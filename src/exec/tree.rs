@@ -204,7 +204,7 @@ pub(super) struct Runner {
     events: UnboundedSender<RunEvent>,
     start: Instant,
     /// Where steps send their lines (the same clock and channel).
-    lines: RunLines,
+    pub(super) lines: RunLines,
     /// Outputs of finished nodes that some template reads.
     outputs: Mutex<HashMap<String, Value>>,
     wanted: Wanted,

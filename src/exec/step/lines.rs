@@ -1,7 +1,9 @@
 //! A step's output as lines: every line a process writes to stdout or stderr
 //! becomes a [`RunEvent::Log`] as it is read, within the step's bounds
 //! ([`OutputBounds`]: `head` bytes live, then the last `tail` bytes at the
-//! step's end after one marker line saying how much was dropped).
+//! step's end after one marker line saying how much was dropped). A
+//! script's `print`/`debug` lines and an http status line are whole lines
+//! within the same bounds.
 //!
 //! Line rules: lines end at `\n` (the `\r` of a `\r\n` is removed, any other
 //! `\r` is kept, so a progress bar is one line of its frames); a line longer
@@ -10,13 +12,13 @@
 //! error.
 //!
 //! Architecture Invariant: a step keeps at most `tail` bytes of lines in
-//! memory (plus one partial line of at most [`PIECE`] bytes per stream), and
+//! memory, run records included (plus four of them, and one partial line of at most [`PIECE`] bytes per stream), and
 //! at most `head + tail` bytes of lines (plus the marker) ever become events,
 //! however much it writes. Past the head, bytes are only copied into a ring:
 //! no event, no `String`, no line split per dropped line.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -80,21 +82,64 @@ pub struct StepLines<'a> {
     run: &'a RunLines,
     path: &'a NodePath,
     /// Made at the first output: a step that prints nothing costs no more.
-    state: OnceLock<Box<Mutex<State>>>,
+    /// Shared with the step's [`LineSender`]s (a script's thread).
+    state: OnceLock<Arc<Mutex<State>>>,
 }
 
-/// A handle a script's thread can keep: it sends whole lines of one step.
-#[derive(Debug, Clone)]
+/// A handle a script's thread can keep: it sends whole lines of one step (a
+/// script step's, or a Rhai job's script node's), within the same bounds
+/// as the step's other lines.
+#[derive(Clone)]
 pub struct LineSender {
     run: RunLines,
     path: NodePath,
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for LineSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LineSender").field("path", &self.path).finish_non_exhaustive()
+    }
 }
 
 impl LineSender {
-    /// Sends one line now.
-    pub fn line(&self, stream: Stream, text: String) {
-        self.run.send(&self.path, stream, text, self.run.start.elapsed());
+    /// Lines of the node at `path` with a state of their own: a Rhai job's
+    /// script node; [`LineSender::finish`] ends them.
+    pub fn new(run: &RunLines, path: &NodePath) -> LineSender {
+        LineSender { run: run.clone(), path: path.clone(), state: Arc::new(Mutex::new(State::new(run.bounds))) }
     }
+
+    /// One whole line: sent now while the head lasts, else kept in the
+    /// ring for the end.
+    pub fn line(&self, stream: Stream, text: String) {
+        line(&self.run, &self.path, &self.state, stream, text);
+    }
+
+    /// The node ended: the marker of what was dropped, then the tail.
+    pub fn finish(&self) {
+        finish(&self.run, &self.path, &self.state);
+    }
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One whole line into `state`: within the head it goes out as it is (one
+/// event, whatever it holds); past it, its bytes and a newline go to the
+/// ring.
+fn line(run: &RunLines, path: &NodePath, state: &Mutex<State>, stream: Stream, text: String) {
+    let at = run.start.elapsed();
+    let mut emit = |s: Stream, text: String, at: Duration| run.send(path, s, text, at);
+    lock(state).line(index(stream), text, at, &mut emit);
+}
+
+fn finish(run: &RunLines, path: &NodePath, state: &Mutex<State>) {
+    let at = run.start.elapsed();
+    let mut emit = |s: Stream, text: String, at: Duration| run.send(path, s, text, at);
+    let mut state = lock(state);
+    state.close(at, &mut emit);
+    state.flush(at, &mut emit);
 }
 
 impl<'a> StepLines<'a> {
@@ -103,20 +148,23 @@ impl<'a> StepLines<'a> {
         StepLines { run, path, state: OnceLock::new() }
     }
 
-    /// A handle that sends whole lines of this step from another thread.
+    /// A handle that sends whole lines of this step from another thread,
+    /// counted with the step's other lines.
     pub fn sender(&self) -> LineSender {
-        LineSender { run: self.run.clone(), path: self.path.clone() }
+        LineSender { run: self.run.clone(), path: self.path.clone(), state: self.shared().clone() }
     }
 
-    /// One whole line (an http step's status line): sent now, outside the
-    /// bounds of the process streams.
+    /// One whole line (an http step's status line), within the bounds.
     pub fn line(&self, stream: Stream, text: String) {
-        self.run.send(self.path, stream, text, self.run.start.elapsed());
+        line(self.run, self.path, self.shared(), stream, text);
+    }
+
+    fn shared(&self) -> &Arc<Mutex<State>> {
+        self.state.get_or_init(|| Arc::new(Mutex::new(State::new(self.run.bounds))))
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        let state = self.state.get_or_init(|| Box::new(Mutex::new(State::new(self.run.bounds))));
-        state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(self.shared())
     }
 
     /// Takes bytes read from a process's `stream` (stdout or stderr).
@@ -135,7 +183,7 @@ impl<'a> StepLines<'a> {
         if let Some(state) = self.state.get() {
             let at = self.run.start.elapsed();
             let mut emit = |s: Stream, text: String, at: Duration| self.run.send(self.path, s, text, at);
-            state.lock().unwrap_or_else(|e| e.into_inner()).close(at, &mut emit);
+            lock(state).close(at, &mut emit);
         }
     }
 
@@ -143,19 +191,22 @@ impl<'a> StepLines<'a> {
     /// the lines kept past the head. Call once, before the step's end event.
     pub fn finish(&self) {
         if let Some(state) = self.state.get() {
-            let at = self.run.start.elapsed();
-            let mut emit = |s: Stream, text: String, at: Duration| self.run.send(self.path, s, text, at);
-            let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
-            state.close(at, &mut emit);
-            state.flush(at, &mut emit);
+            finish(self.run, self.path, state);
         }
     }
 }
 
-const STREAMS: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
+/// The streams a step's lines come on, by index in the bookkeeping.
+const STREAMS: [Stream; N] = [Stream::Stdout, Stream::Stderr, Stream::Print, Stream::Debug];
+const N: usize = 4;
 
 fn index(stream: Stream) -> usize {
-    usize::from(stream != Stream::Stdout)
+    match stream {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
+        Stream::Print => 2,
+        Stream::Debug => 3,
+    }
 }
 
 type Emit<'e> = dyn FnMut(Stream, String, Duration) + 'e;
@@ -166,14 +217,32 @@ struct State {
     head_left: usize,
     tail: usize,
     /// Each stream's line begun and not ended yet (head phase only).
-    pending: [Vec<u8>; 2],
+    pending: [Vec<u8>; N],
     /// Past the head: the last `tail` bytes.
     ring: Option<Ring>,
 }
 
 impl State {
     fn new(bounds: OutputBounds) -> State {
-        State { head_left: bounds.head, tail: bounds.tail, pending: [Vec::new(), Vec::new()], ring: None }
+        State { head_left: bounds.head, tail: bounds.tail, pending: Default::default(), ring: None }
+    }
+
+    /// One whole line (a script's `print`, an http status line): emitted
+    /// as it is while it fits the head, else its bytes and a newline go to
+    /// the ring like a process's.
+    fn line(&mut self, s: usize, text: String, at: Duration, emit: &mut Emit<'_>) {
+        let len = text.len() + 1;
+        if self.ring.is_none() && len <= self.head_left && self.pending[s].is_empty() {
+            self.head_left -= len;
+            emit(STREAMS[s], text, at);
+            return;
+        }
+        let mut bytes = text.into_bytes();
+        bytes.push(b'\n');
+        match &mut self.ring {
+            Some(ring) => ring.push(s, &bytes, at),
+            None => self.enter_ring(s, at).push(s, &bytes, at),
+        }
     }
 
     fn push(&mut self, s: usize, chunk: &[u8], at: Duration, emit: &mut Emit<'_>) {
@@ -200,7 +269,7 @@ impl State {
     fn enter_ring(&mut self, s: usize, at: Duration) -> &mut Ring {
         self.head_left = 0;
         let mut ring = Ring::new(self.tail);
-        for s in [1 - s, s] {
+        for s in (0..N).filter(|&o| o != s).chain([s]) {
             let pending = std::mem::take(&mut self.pending[s]);
             ring.push(s, &pending, at);
         }
@@ -284,6 +353,12 @@ fn text(line: &[u8]) -> String {
     String::from_utf8_lossy(line).into_owned()
 }
 
+/// How many run records the ring holds without counting them against its
+/// cap (so a tiny tail still keeps a few lines of both streams); past them,
+/// each record counts its size, so interleaved streams cannot hold more
+/// than the tail plus this constant in memory.
+const FREE_RUNS: usize = 4;
+
 /// Bytes of one stream read at one millisecond, in the ring.
 struct Run {
     stream: usize,
@@ -300,15 +375,15 @@ struct Ring {
     cap: usize,
     bytes: VecDeque<u8>,
     runs: VecDeque<Run>,
-    dropped: [u64; 2],
+    dropped: [u64; N],
     /// Whether the stream's first bytes in the ring are the end of a line
     /// whose beginning was dropped.
-    cut_line: [bool; 2],
+    cut_line: [bool; N],
 }
 
 impl Ring {
     fn new(cap: usize) -> Ring {
-        Ring { cap, bytes: VecDeque::new(), runs: VecDeque::new(), dropped: [0; 2], cut_line: [false; 2] }
+        Ring { cap, bytes: VecDeque::new(), runs: VecDeque::new(), dropped: [0; N], cut_line: [false; N] }
     }
 
     fn push(&mut self, s: usize, chunk: &[u8], at: Duration) {
@@ -322,7 +397,6 @@ impl Ring {
             self.cut_line[s] = chunk[cut - 1] != b'\n';
             &chunk[cut..]
         } else {
-            self.evict((self.bytes.len() + chunk.len()).saturating_sub(self.cap));
             chunk
         };
         if kept.is_empty() {
@@ -333,6 +407,26 @@ impl Ring {
         match self.runs.back_mut() {
             Some(run) if run.stream == s && run.at_ms == at_ms && !run.closes => run.len += kept.len(),
             _ => self.runs.push_back(Run { stream: s, len: kept.len(), at_ms, closes: false }),
+        }
+        self.fit();
+    }
+
+    /// The bytes held plus the run records past [`FREE_RUNS`].
+    fn used(&self) -> usize {
+        self.bytes.len() + self.runs.len().saturating_sub(FREE_RUNS) * std::mem::size_of::<Run>()
+    }
+
+    /// Forgets the oldest bytes until what is held fits the cap. A run
+    /// evicted whole frees its record too, so at most one run is cut.
+    /// A run alone is free, so the newest chunk keeps up to `cap` bytes.
+    fn fit(&mut self) {
+        loop {
+            let over = self.used().saturating_sub(self.cap);
+            let front = self.runs.front().map_or(0, |r| r.len);
+            if over == 0 || front == 0 {
+                return;
+            }
+            self.evict(over.min(front));
         }
     }
 
@@ -358,7 +452,7 @@ impl Ring {
 
     /// Ends each stream's unfinished line (the process is gone).
     fn close(&mut self) {
-        for s in 0..2 {
+        for s in 0..N {
             if let Some(run) = self.runs.iter_mut().rev().find(|r| r.stream == s) {
                 run.closes = true;
             }
@@ -371,20 +465,21 @@ impl Ring {
         let bytes = self.bytes.make_contiguous();
         // A stream's first line in the ring lost its beginning: drop the
         // rest of it too, unless it is all the ring holds of that stream.
-        let mut skip = [0usize; 2];
+        let mut skip = [0usize; N];
         for (s, skip) in skip.iter_mut().enumerate() {
             if self.cut_line[s] {
                 *skip = first_line_end(bytes, &self.runs, s);
                 self.dropped[s] += *skip as u64;
             }
         }
-        let dropped = self.dropped[0] + self.dropped[1];
+        let dropped: u64 = self.dropped.iter().sum();
         if dropped > 0 {
-            let majority = if self.dropped[0] > self.dropped[1] { Stream::Stdout } else { Stream::Stderr };
+            // The last of the most: stderr over stdout on a tie.
+            let majority = (0..N).max_by_key(|&s| self.dropped[s]).map_or(Stream::Stderr, |s| STREAMS[s]);
             emit(majority, format!("… {} bytes dropped …", grouped(dropped)), at);
         }
-        let mut pending = [Vec::new(), Vec::new()];
-        let mut last_at = [at; 2];
+        let mut pending: [Vec<u8>; N] = Default::default();
+        let mut last_at = [at; N];
         let mut off = 0;
         for run in &self.runs {
             let s = run.stream;
@@ -404,7 +499,7 @@ impl Ring {
                 pending[s].clear();
             }
         }
-        for s in 0..2 {
+        for s in 0..N {
             if !pending[s].is_empty() {
                 emit(STREAMS[s], text(&pending[s]), last_at[s]);
             }
@@ -541,6 +636,32 @@ mod tests {
         let total = 256 * chunk.len() as u64;
         assert_eq!(got.len(), 1024 / 16 + 1 + 4096 / 16);
         assert_eq!(got[64], out(&format!("… {} bytes dropped …", grouped(total - 1024 - 4096))));
+    }
+
+    #[tokio::test]
+    async fn interleaved_streams_keep_memory_within_the_tail() {
+        // Each change of stream starts a run record: they count too.
+        let (run, mut rx) = bounded(0, 4096);
+        let path: NodePath = "main/s".into();
+        let lines = StepLines::new(&run, &path);
+        let limit = 4096 + FREE_RUNS * std::mem::size_of::<Run>();
+        for _ in 0..100_000 {
+            lines.push(Stream::Stdout, b"a\n");
+            lines.push(Stream::Stderr, b"b\n");
+            let state = lines.state();
+            let ring = state.ring.as_ref().expect("past the head");
+            let used = ring.bytes.len() + ring.runs.len() * std::mem::size_of::<Run>();
+            assert!(used <= limit, "{} bytes and {} runs = {used} > {limit}", ring.bytes.len(), ring.runs.len());
+        }
+        lines.finish();
+        let got = sent(&mut rx);
+        assert!(got[0].1.ends_with("bytes dropped …"), "{:?}", got[0]);
+        assert!(got.len() > 2, "some of the tail is kept: {got:?}");
+        assert_eq!(got.last(), Some(&err("b")), "the last line is kept");
+        // What is kept alternates, in the order read.
+        for pair in got[1..].windows(2) {
+            assert_ne!(pair[0].0, pair[1].0, "{got:?}");
+        }
     }
 
     #[tokio::test]
