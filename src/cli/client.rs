@@ -331,10 +331,10 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<u8> {
             }
         }
         _ => {
-            if let Some((lines, line)) = lines.as_ref().zip(super::history::line_of(id, event)) {
-                if let Err(e) = lines.print(&line) {
-                    failed.get_or_insert(e);
-                }
+            if let Some((lines, line)) = lines.as_ref().zip(super::history::line_of(id, event))
+                && let Err(e) = lines.print(&line)
+            {
+                failed.get_or_insert(e);
             }
         }
     });

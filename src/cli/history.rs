@@ -263,10 +263,10 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<u8> {
 /// that is over is read from the database, one still running is an error.
 pub async fn logs(args: LogsArgs) -> anyhow::Result<u8> {
     let filter = LogFilter { step: args.step.clone().filter(|s| !s.is_empty()), after: None, limit: None };
-    if args.follow {
-        if let Some(code) = follow_lines(&args, &filter).await? {
-            return Ok(code);
-        }
+    if args.follow
+        && let Some(code) = follow_lines(&args, &filter).await?
+    {
+        return Ok(code);
     }
     let (lines, printer, end) = snapshot(&args, &filter).await?;
     if args.follow && end.status == RecordedStatus::Running {

@@ -147,10 +147,10 @@ pub fn sweep(records: &ProcessRecords) -> Vec<Swept> {
                 Ok(rec) => rec.sweep(records, &live, own),
                 Err(error) => Swept::Unreadable { path: path.clone(), error },
             };
-            if let Err(e) = std::fs::remove_file(&path) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    return Swept::Unreadable { path, error: format!("cannot remove it: {e}") };
-                }
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                return Swept::Unreadable { path, error: format!("cannot remove it: {e}") };
             }
             swept
         })

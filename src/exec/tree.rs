@@ -78,10 +78,10 @@ pub(super) async fn run(job: Arc<Job>, ctx: RunContext, events: UnboundedSender<
 
 impl RunOutcome {
     fn with_cause(mut self, f: &NodeFailure) -> RunOutcome {
-        if f.status != Status::Cancelled {
-            if let Some(e) = &mut self.error {
-                e.push_str(&format!(" ({})", f.error));
-            }
+        if f.status != Status::Cancelled
+            && let Some(e) = &mut self.error
+        {
+            e.push_str(&format!(" ({})", f.error));
         }
         self
     }

@@ -295,11 +295,11 @@ pub(crate) fn step_refs(ast: &AST) -> Vec<StepRef> {
             Expr::StringConstant(s, pos) => Some((s.to_string(), *pos, 3)),
             _ => None,
         };
-        if let (Some((name, pos, quotes)), Some(line), Some(col)) = (found, at.line(), at.position()) {
-            if let (Some(end_line), Some(end_col)) = (pos.line(), pos.position()) {
-                let end = (end_line, end_col + name.chars().count() + quotes);
-                refs.push(StepRef { name, start: (line, col), end });
-            }
+        if let (Some((name, pos, quotes)), Some(line), Some(col)) = (found, at.line(), at.position())
+            && let (Some(end_line), Some(end_col)) = (pos.line(), pos.position())
+        {
+            let end = (end_line, end_col + name.chars().count() + quotes);
+            refs.push(StepRef { name, start: (line, col), end });
         }
         true
     });

@@ -563,10 +563,10 @@ mod tests {
     /// Waits for the pid file the command writes once it has started.
     async fn read_pid_file(path: &Path) -> i32 {
         for _ in 0..1000 {
-            if let Ok(s) = std::fs::read_to_string(path) {
-                if let Ok(pid) = s.trim().parse() {
-                    return pid;
-                }
+            if let Ok(s) = std::fs::read_to_string(path)
+                && let Ok(pid) = s.trim().parse()
+            {
+                return pid;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
