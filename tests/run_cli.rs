@@ -293,14 +293,21 @@ fn run_follow_prints_each_output_line_as_it_comes_then_the_report() {
     assert!(!rest.iter().any(|l| l.ends_with("stdout first") || l == "log:"), "each line once: {rest:#?}");
 }
 
+/// Runs a shell `command` with a terminal for its stdin, stdout and stderr
+/// (a pty from util-linux's `script`, in Debian's essential `bsdutils`);
+/// what the terminal showed comes back as the output's stdout. A machine
+/// without `script` fails here, loudly: these tests are not skipped.
+fn on_a_terminal(command: &str) -> std::process::Output {
+    std::process::Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .output()
+        .expect("util-linux's `script` runs (package bsdutils): it gives gatherd a terminal")
+}
+
 /// `gatherd run --follow` on a terminal (a pty from util-linux's `script`):
 /// the lines come above the progress bar, each once, and the report follows.
 #[test]
 fn run_follow_on_a_terminal_prints_each_line_once_above_the_bar() {
-    if std::process::Command::new("script").arg("--version").output().is_err() {
-        eprintln!("skipped: no `script` (util-linux) to give gatherd a terminal");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let file = write(
         dir.path(),
@@ -308,7 +315,7 @@ fn run_follow_on_a_terminal_prints_each_line_once_above_the_bar() {
         "[[step]]\nname = \"work\"\nshell = \"echo first; echo 'warn: slow disk' >&2; sleep 0.3; echo second\"\n",
     );
     let command = format!("{} run --follow {}", env!("CARGO_BIN_EXE_gatherd"), file.display());
-    let out = std::process::Command::new("script").args(["-qec", &command, "/dev/null"]).output().expect("script runs");
+    let out = on_a_terminal(&command);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("0/1 steps"), "the progress bar was drawn (a terminal): {text}");
@@ -324,10 +331,6 @@ fn run_follow_on_a_terminal_prints_each_line_once_above_the_bar() {
 /// stays on the terminal's stderr without them.
 #[test]
 fn run_follow_into_a_file_from_a_terminal_writes_the_lines_to_the_file() {
-    if std::process::Command::new("script").arg("--version").output().is_err() {
-        eprintln!("skipped: no `script` (util-linux) to give gatherd a terminal");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let file = write(
         dir.path(),
@@ -336,7 +339,7 @@ fn run_follow_into_a_file_from_a_terminal_writes_the_lines_to_the_file() {
     );
     let saved = dir.path().join("out.txt");
     let command = format!("{} run --follow {} > {}", env!("CARGO_BIN_EXE_gatherd"), file.display(), saved.display());
-    let out = std::process::Command::new("script").args(["-qec", &command, "/dev/null"]).output().expect("script runs");
+    let out = on_a_terminal(&command);
     let terminal = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{terminal}");
     let text = std::fs::read_to_string(&saved).unwrap();

@@ -30,6 +30,8 @@ mod discover;
 mod fields;
 mod identity;
 mod limits;
+#[cfg(test)]
+pub(crate) use limits::LIMIT_KEYS;
 mod max_output;
 mod ownership;
 mod rhai_job;
