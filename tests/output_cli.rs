@@ -196,3 +196,54 @@ fn runs_limit_out_of_range_is_refused_with_the_range() {
         assert_eq!(rows.as_array().map(Vec::len), Some(2), "{where_:?}");
     }
 }
+
+/// The daemon's `pretty` log into a pipe (a file, supervisord, docker) is
+/// plain text: no ANSI escape, where tracing's default coloured it.
+#[test]
+fn pretty_logs_into_a_pipe_have_no_escapes() {
+    let jobs = tempfile::tempdir().expect("jobs");
+    let state = tempfile::tempdir().expect("state");
+    support::write(jobs.path(), "hello.toml", "[[step]]\nname = \"hi\"\nshell = \"echo hi\"\n");
+    let mut child = gatherd()
+        .args(["daemon", "--log-format", "pretty", "--jobs"])
+        .arg(jobs.path())
+        .arg("--state")
+        .arg(state.path())
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gatherd daemon");
+    let mut log = Vec::new();
+    let mut reader = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while reader.read_line(&mut line).expect("a log line") > 0 {
+        log.extend_from_slice(line.as_bytes());
+        if line.contains("run finished") {
+            break;
+        }
+        line.clear();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&log);
+    assert!(text.contains("run finished"), "the daemon ran the job: {text}");
+    assert!(!log.contains(&0x1b), "an escape in the pretty log into a pipe: {text:?}");
+}
+
+/// `check`'s diagnostics are coloured on a terminal, and not when
+/// `NO_COLOR` is set (no-color.org), nor into a pipe.
+#[test]
+fn check_honours_no_color_on_a_terminal() {
+    let dir = tempfile::tempdir().expect("dir");
+    let bad = support::write(dir.path(), "bad.toml", "[[step]]\nname = \"a\"\nsleep = \"1 fortnight\"\n");
+    let bin = env!("CARGO_BIN_EXE_gatherd");
+    let coloured = support::on_a_terminal(&format!("env -u NO_COLOR {bin} check {}", bad.display()));
+    assert!(coloured.stdout.contains(&0x1b), "a terminal gets colour: {}", String::from_utf8_lossy(&coloured.stdout));
+    let plain = support::on_a_terminal(&format!("NO_COLOR=1 {bin} check {}", bad.display()));
+    let text = String::from_utf8_lossy(&plain.stdout);
+    assert!(text.contains("invalid duration"), "{text}");
+    assert!(!plain.stdout.contains(&0x1b), "NO_COLOR=1 on a terminal: {text:?}");
+    let piped = gatherd().arg("check").arg(&bad).env_remove("NO_COLOR").output().expect("check");
+    assert!(!piped.stderr.contains(&0x1b), "{}", String::from_utf8_lossy(&piped.stderr));
+}

@@ -293,17 +293,6 @@ fn run_follow_prints_each_output_line_as_it_comes_then_the_report() {
     assert!(!rest.iter().any(|l| l.ends_with("stdout first") || l == "log:"), "each line once: {rest:#?}");
 }
 
-/// Runs a shell `command` with a terminal for its stdin, stdout and stderr
-/// (a pty from util-linux's `script`, in Debian's essential `bsdutils`);
-/// what the terminal showed comes back as the output's stdout. A machine
-/// without `script` fails here, loudly: these tests are not skipped.
-fn on_a_terminal(command: &str) -> std::process::Output {
-    std::process::Command::new("script")
-        .args(["-qec", command, "/dev/null"])
-        .output()
-        .expect("util-linux's `script` runs (package bsdutils): it gives gatherd a terminal")
-}
-
 /// `gatherd run --follow` on a terminal (a pty from util-linux's `script`):
 /// the lines come above the progress bar, each once, and the report follows.
 #[test]

@@ -5,7 +5,6 @@
 mod config;
 mod next;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -123,7 +122,7 @@ fn print_human(
     next: Option<(usize, DateTime<Utc>)>,
     quiet: bool,
 ) -> anyhow::Result<()> {
-    let color = std::io::stderr().is_terminal();
+    let color = super::logging::color_on_stderr();
     let mut invalid_jobs = 0;
     for c in checked {
         match &c.outcome {

@@ -114,14 +114,24 @@ impl<W: std::io::Write> std::io::Write for OneLine<W> {
     }
 }
 
-/// The `pretty` format's layer, writing to what `make` gives (stderr).
-fn pretty<S, M, W>(make: M) -> impl tracing_subscriber::Layer<S>
+/// Whether what goes to stderr may be coloured: only on a terminal, and not
+/// when `NO_COLOR` is set to anything but the empty string (no-color.org).
+/// Logs into a file, a pipe, supervisord or docker, and `check`'s
+/// diagnostics there, are plain text.
+pub fn color_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// The `pretty` format's layer, writing to what `make` gives (stderr), in
+/// colour when `ansi`.
+fn pretty<S, M, W>(make: M, ansi: bool) -> impl tracing_subscriber::Layer<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     M: Fn() -> W + Send + Sync + 'static,
     W: std::io::Write + 'static,
 {
-    tracing_subscriber::fmt::layer().with_writer(move || OneLine(make()))
+    tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(move || OneLine(make()))
 }
 
 /// The `json` format's layer: one flat object per event.
@@ -160,13 +170,13 @@ pub fn init(settings: LogSettings) -> Result<(), std::process::ExitCode> {
     let format = settings.format.unwrap_or(if stderr_is_journal() { LogFormat::Journald } else { LogFormat::Pretty });
     let registry = tracing_subscriber::registry().with(with_output(filter, format, settings.output));
     match format {
-        LogFormat::Pretty => registry.with(pretty(std::io::stderr)).init(),
+        LogFormat::Pretty => registry.with(pretty(std::io::stderr, color_on_stderr())).init(),
         LogFormat::Json => registry.with(json(std::io::stderr)).init(),
         LogFormat::Journald => match journald::Journald::new(std::path::Path::new(journald::SOCKET)) {
             // Fields as JOB=, RUN_ID=, STATUS=, so `journalctl -u gatherd JOB=x` works.
             Ok(layer) => registry.with(layer).init(),
             Err(e) => {
-                registry.with(pretty(std::io::stderr)).init();
+                registry.with(pretty(std::io::stderr, color_on_stderr())).init();
                 tracing::warn!("cannot reach the journal ({e}); logging to stderr");
             }
         },
@@ -226,7 +236,9 @@ mod tests {
         };
         let registry = tracing_subscriber::registry().with(with_output(EnvFilter::new("info"), format, log_output));
         match format {
-            LogFormat::Pretty => tracing::subscriber::with_default(registry.with(pretty(move || sink.clone())), feed),
+            LogFormat::Pretty => {
+                tracing::subscriber::with_default(registry.with(pretty(move || sink.clone(), false)), feed)
+            }
             LogFormat::Json => tracing::subscriber::with_default(registry.with(json(move || sink.clone())), feed),
             LogFormat::Journald => unreachable!("the journal has its own test"),
         }

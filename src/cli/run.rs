@@ -46,7 +46,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         Ok(job) => Arc::new(job),
         Err(e) => {
             // Diagnostics are this command's output (rustc-style), not an error line.
-            let color = std::io::stderr().is_terminal();
+            let color = super::logging::color_on_stderr();
             for d in e.diagnostics() {
                 eprintln!("{}", d.render(color));
             }

@@ -593,3 +593,14 @@ pub fn refused_start(jobs: &Path, state: &Path, args: &[&str]) -> (Option<i32>, 
     let code = if exited { output.status.code() } else { None };
     (code, String::from_utf8_lossy(&output.stderr).into_owned())
 }
+
+/// Runs a shell `command` with a terminal for its stdin, stdout and stderr
+/// (a pty from util-linux's `script`, in Debian's essential `bsdutils`);
+/// what the terminal showed comes back as the output's stdout. A machine
+/// without `script` fails here, loudly: these tests are not skipped.
+pub fn on_a_terminal(command: &str) -> std::process::Output {
+    std::process::Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .output()
+        .expect("util-linux's `script` runs (package bsdutils): it gives gatherd a terminal")
+}
