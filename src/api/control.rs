@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::exec::RunEvent;
+use crate::exec::{RecordedStatus, RunEvent};
 use crate::store::RunId;
 
 /// A live event with its number in the run (0 for `run_started`, then 1, 2,
@@ -31,6 +31,19 @@ pub struct JobView {
     pub runnable: bool,
     /// Its runs in flight (store ids).
     pub running: Vec<RunId>,
+    /// Its runs recorded `queued`, waiting for a slot or their semaphore
+    /// (store ids, in the order they will start).
+    pub queued: Vec<RunId>,
+}
+
+/// What a trigger made: the run's id, and whether it runs now (`running`)
+/// or waits for a slot or its semaphore (`queued`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Started {
+    /// The new run's id.
+    pub run_id: RunId,
+    /// `running` or `queued`.
+    pub status: RecordedStatus,
 }
 
 /// Why the daemon did not do what was asked.
@@ -45,7 +58,7 @@ pub enum ControlError {
     /// The job's overlap policy dropped the run.
     #[error("not started: {0}")]
     NotStarted(String),
-    /// No run in flight with that id.
+    /// No run in flight (or queued) with that id.
     #[error("run {0} is not running")]
     NotRunning(RunId),
     /// The daemon is shutting down.
@@ -58,9 +71,11 @@ pub trait Control: Send + Sync {
     /// Every job, sorted by id.
     fn jobs(&self) -> BoxFuture<'_, Vec<JobView>>;
     /// Starts a run of `job` now (trigger `manual`; its overlap policy and
-    /// the admission limits apply) and returns its id once it has one.
-    fn trigger<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<RunId, ControlError>>;
-    /// Cancels a run in flight.
+    /// the admission limits apply) and returns its id once it has one, at
+    /// once: a run that must wait for a slot is recorded `queued` and
+    /// answered as such.
+    fn trigger<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<Started, ControlError>>;
+    /// Cancels a run in flight, or a queued one (it never starts).
     fn cancel(&self, run: RunId) -> BoxFuture<'_, Result<(), ControlError>>;
     /// The live events of a run in flight, numbered, from now on (`None`
     /// once it has ended: read the store then). Every event is recorded with

@@ -285,7 +285,7 @@ impl EventView {
         for (line, seq) in detail.logs.iter().zip(&timeline.logs) {
             put(*seq, EventView::of_line(line));
         }
-        if run.status != RecordedStatus::Running {
+        if !run.status.is_going() {
             put(
                 timeline.run_finished,
                 EventView::RunFinished {

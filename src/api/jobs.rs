@@ -5,7 +5,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 
-use super::{ApiError, AppState, JobView};
+use super::{ApiError, AppState, JobView, Started};
+use crate::exec::RecordedStatus;
 use crate::store::{RunFilter, RunId, RunRow};
 
 /// A job as the daemon knows it, with its last recorded run.
@@ -57,16 +58,21 @@ pub(super) async fn trigger_suffix(
 pub struct Triggered {
     /// The new run's id.
     pub run_id: RunId,
+    /// `running`, or `queued` while it waits for a slot or its semaphore.
+    pub status: RecordedStatus,
     /// Its event stream from its first event: `/runs/{id}/events?from=0`.
     pub events: String,
 }
 
-/// `POST /trigger/{*job}`: starts a run now; 201 with its id.
+/// `POST /trigger/{*job}`: a run now, answered at once with its id and
+/// state: 201 when it started, 202 when it is queued for a slot or its
+/// semaphore (it starts when its turn comes; its events say when).
 pub(super) async fn trigger(
     State(state): State<AppState>,
     Path(job): Path<String>,
 ) -> Result<(StatusCode, Json<Triggered>), ApiError> {
-    let run_id = state.control.trigger(&job).await?;
+    let Started { run_id, status } = state.control.trigger(&job).await?;
     let events = format!("/runs/{run_id}/events?from=0");
-    Ok((StatusCode::CREATED, Json(Triggered { run_id, events })))
+    let code = if status == RecordedStatus::Queued { StatusCode::ACCEPTED } else { StatusCode::CREATED };
+    Ok((code, Json(Triggered { run_id, status, events })))
 }

@@ -80,6 +80,7 @@ pub struct Metrics {
     run_duration: HistogramFamily<JobLabel>,
     step_duration: HistogramFamily<KindLabel>,
     runs_in_flight: Gauge,
+    runs_queued: Gauge,
     pool_busy: Gauge,
     pool_source: Mutex<Option<PoolSource>>,
     invalid_jobs: Gauge,
@@ -119,6 +120,12 @@ impl Metrics {
         registry.register("gatherd_step_duration_seconds", "How long steps took, by step kind", step_duration.clone());
         let runs_in_flight = Gauge::default();
         registry.register("gatherd_runs_in_flight", "Runs going now", runs_in_flight.clone());
+        let runs_queued = Gauge::default();
+        registry.register(
+            "gatherd_runs_queued",
+            "Runs recorded queued, waiting for a slot (max_concurrent_runs) or their semaphore",
+            runs_queued.clone(),
+        );
         let pool_busy = Gauge::default();
         registry.register(
             "gatherd_blocking_pool_busy_threads",
@@ -147,6 +154,7 @@ impl Metrics {
             run_duration,
             step_duration,
             runs_in_flight,
+            runs_queued,
             pool_busy,
             pool_source: Mutex::new(None),
             invalid_jobs,
@@ -170,6 +178,18 @@ impl Metrics {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
             self.last_success.get_or_create(&label).set(now.as_secs_f64());
         }
+    }
+
+    /// A run of `job` ended with `status` without ever starting (cancelled
+    /// while queued): counted in `gatherd_runs_total`, not in flight nor in
+    /// the durations.
+    pub fn run_not_started(&self, job: &str, status: &str) {
+        self.runs_total.get_or_create(&JobStatus { job: escaped(job), status: escaped(status) }).inc();
+    }
+
+    /// How many runs are queued for a slot or their semaphore now.
+    pub fn set_runs_queued(&self, n: usize) {
+        self.runs_queued.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// A step of `kind` (`exec`, `http`, …) ended after `duration`.

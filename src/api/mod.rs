@@ -15,7 +15,7 @@
 //! | `GET /metrics` | [`Metrics::render`], OpenMetrics text |
 //! | `GET /jobs` | `{"jobs": [JobView + last_run]}` |
 //! | `GET /jobs/{job}` | one job + `last_run` (404 if unknown) |
-//! | `POST /jobs/{job}/trigger`, `POST /trigger/{job}` | 201 `{"run_id": N, "events": "/runs/N/events?from=0"}` |
+//! | `POST /jobs/{job}/trigger`, `POST /trigger/{job}` | at once: 201 `{"run_id": N, "status": "running", "events": "/runs/N/events?from=0"}`, or 202 with `"status": "queued"` when it waits for a slot or its semaphore |
 //! | `GET /runs?job=&status=&limit=&before=` | `{"runs": [...], "next_before": id or null}` |
 //! | `GET /runs/{id}` | the run as `gatherd show --json` |
 //! | `POST /runs/{id}/cancel` | 202 `{"run_id": N, "cancelling": true}` |
@@ -69,7 +69,7 @@ use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
 pub use self::conn::{Listener, bind_socket};
-pub use self::control::{Control, ControlError, JobView};
+pub use self::control::{Control, ControlError, JobView, Started};
 pub use self::error::ApiError;
 pub use self::metrics::Metrics;
 pub use self::token::{create_token_file, read_token_file, valid_token};

@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::exec::{NodeKind, RunEvent, Status, Stream};
+use crate::exec::{NodeKind, RecordedStatus, RunEvent, Status, Stream};
 use crate::store::{DB_FILE, RunId, RunStart, RunTrigger, open_sqlite};
 
 /// A daemon that knows `a.toml` and `sub/b.toml`; `busy.toml` is never
@@ -31,6 +31,7 @@ fn job_view(job: &str) -> JobView {
         diagnostic: None,
         runnable: true,
         running: vec![],
+        queued: vec![],
     }
 }
 
@@ -38,12 +39,14 @@ impl Control for FakeControl {
     fn jobs(&self) -> BoxFuture<'_, Vec<JobView>> {
         Box::pin(async { vec![job_view("a.toml"), job_view("sub/b.toml")] })
     }
-    fn trigger<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<RunId, ControlError>> {
+    fn trigger<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<Started, ControlError>> {
         self.triggered.lock().unwrap().push(job.to_string());
+        let running = |run_id| Ok(Started { run_id, status: RecordedStatus::Running });
         Box::pin(async move {
             match job {
-                "a.toml" => Ok(42),
-                "sub/b.toml" => Ok(43),
+                "a.toml" => running(42),
+                "sub/b.toml" => running(43),
+                "waits.toml" => Ok(Started { run_id: 44, status: RecordedStatus::Queued }),
                 "busy.toml" => Err(ControlError::NotStarted("overlap = skip and a run is going".into())),
                 other => Err(ControlError::NoSuchJob(other.into())),
             }
@@ -123,6 +126,7 @@ impl Api {
             fire_time: Utc::now(),
             content_hash: [1; 32],
             node: "node-a".into(),
+            queued: false,
         };
         let id = self.store.begin_run(start).await.unwrap();
         let recorder = self.store.recorder();
@@ -267,7 +271,8 @@ async fn jobs_are_listed_with_their_last_run_and_nested_ids_work() {
 async fn trigger_returns_the_run_id_and_a_run_not_started_is_409() {
     let api = Api::start(None).await;
     // The answer names the run's event stream from its first event.
-    let answer = |id: i64| (201, json!({"run_id": id, "events": format!("/runs/{id}/events?from=0")}));
+    let answer =
+        |id: i64| (201, json!({"run_id": id, "status": "running", "events": format!("/runs/{id}/events?from=0")}));
     assert_eq!(api.post("/jobs/a.toml/trigger").await, answer(42));
     assert_eq!(api.post("/jobs/sub/b.toml/trigger").await, answer(43));
     assert_eq!(api.post("/trigger/sub/b.toml").await, answer(43));
@@ -276,6 +281,14 @@ async fn trigger_returns_the_run_id_and_a_run_not_started_is_409() {
     assert!(body["error"].as_str().unwrap().starts_with("not started"), "{body}");
     assert_eq!(api.post("/trigger/c.toml").await.0, 404);
     assert_eq!(api.post("/jobs/a.toml").await.0, 404);
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_trigger_that_must_wait_for_a_slot_is_answered_202_queued_with_its_run_id() {
+    let api = Api::start(None).await;
+    let queued = json!({"run_id": 44, "status": "queued", "events": "/runs/44/events?from=0"});
+    assert_eq!(api.post("/jobs/waits.toml/trigger").await, (202, queued));
     api.stop().await;
 }
 
@@ -652,6 +665,7 @@ async fn run_with_lines(api: &Api) -> RunId {
         fire_time: Utc::now(),
         content_hash: [2; 32],
         node: "node-a".into(),
+        queued: false,
     };
     let id = api.store.begin_run(start).await.unwrap();
     let line = |path: &str, stream, text: &str, ms| RunEvent::Log {
@@ -784,6 +798,7 @@ async fn a_client_reconnecting_with_last_event_id_mid_run_gets_the_rest_of_the_o
         fire_time: Utc::now(),
         content_hash: [3; 32],
         node: "node-a".into(),
+        queued: false,
     };
     let id = api.store.begin_run(start).await.unwrap();
     let (tx, _keep) = broadcast::channel(64);

@@ -1,6 +1,6 @@
 //! The commands that steer a running daemon through its control API:
-//! `gatherd jobs`, `gatherd trigger JOB [--wait] [--follow]`, `gatherd
-//! cancel RUN`; and the reader of a run's event stream that `gatherd logs
+//! `gatherd jobs`, `gatherd trigger JOB [--wait] [--follow]` (answered at
+//! once, `queued` when the run waits for a slot), `gatherd cancel RUN`; and the reader of a run's event stream that `gatherd logs
 //! RUN --follow` uses too. A thin client: the daemon decides, these print.
 
 use std::path::PathBuf;
@@ -276,9 +276,14 @@ fn jobs_table(list: &[Value], fit: Option<usize>) -> String {
                 _ => "-".to_string(),
             };
             let running = j["running"].as_array().map_or(0, Vec::len);
+            // Runs queued for a slot, beside those in flight: `1 +2 queued`.
+            let running = match j["queued"].as_array().map_or(0, Vec::len) {
+                0 => running.to_string(),
+                queued => format!("{running} +{queued} queued"),
+            };
             let valid = if j["valid"] == true { "yes" } else { "NO" };
             let text = |key: &str| j[key].as_str().unwrap_or("").to_string();
-            vec![text("job"), text("trigger"), next, valid.to_string(), running.to_string(), last]
+            vec![text("job"), text("trigger"), next, valid.to_string(), running, last]
         })
         .collect();
     let mut lines = render::table(&columns, &rows, fit).into_iter();
@@ -306,9 +311,17 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("cannot trigger {}", args.job))?;
     let run = started["run_id"].as_i64().context("the daemon gave no run id")?;
+    // A run that waits for a slot or its semaphore is answered at once too.
+    let queued = started["status"] == RecordedStatus::Queued.as_str();
     if !args.wait && !args.follow {
         if args.json {
             outln!("{started}")?;
+        } else if queued {
+            outln!(
+                "queued run {run} of {}: it starts when a slot (max_concurrent_runs) or its semaphore frees; \
+                 `gatherd cancel {run}` cancels it",
+                args.job
+            )?;
         } else {
             outln!("started run {run} of {}", args.job)?;
         }
@@ -318,7 +331,8 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<u8> {
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .context("cannot listen for Ctrl-C")?;
     if !args.json {
-        eprintln!("run {run} of {} started; waiting for it…", args.job);
+        let state = if queued { "queued" } else { "started" };
+        eprintln!("run {run} of {} {state}; waiting for it…", args.job);
     }
     let quiet = args.json;
     let mut lines = args.follow.then(|| super::history::LinePrinter::new(run, false, LogFilter::default()));

@@ -269,7 +269,7 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<u8> {
         return Ok(code);
     }
     let (lines, printer, end) = snapshot(&args, &filter).await?;
-    if args.follow && end.status == RecordedStatus::Running {
+    if args.follow && end.status.is_going() {
         anyhow::bail!(
             "run {} is still running, and following it needs the daemon, which does not answer (is `gatherd daemon` \
              running, and are --state/--addr right?)",
@@ -370,9 +370,9 @@ impl LinePrinter {
 
     /// Prints how the run ended (not in JSON) and returns the exit status.
     fn end(&self, end: &RunEnd) -> anyhow::Result<u8> {
-        if end.status == RecordedStatus::Running {
+        if end.status.is_going() {
             if !self.json {
-                outln!("run {} is still running (--follow to follow it)", self.run)?;
+                outln!("run {} is still {} (--follow to follow it)", self.run, end.status)?;
             }
             return Ok(exit::OK);
         }
@@ -492,7 +492,7 @@ async fn follow_lines(args: &LogsArgs, filter: &LogFilter) -> anyhow::Result<Opt
             let doc: Value = client.json(reqwest::Method::GET, &format!("/runs/{run}")).await?;
             let doc = RunDocument::deserialize(&doc).with_context(|| format!("cannot read run {run}'s document"))?;
             let end = RunEnd::of_document(&doc);
-            if end.status == RecordedStatus::Running {
+            if end.status.is_going() {
                 anyhow::bail!("the event stream of run {run} ended before the run did (is the daemon stopping?)");
             }
             end

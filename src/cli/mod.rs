@@ -66,9 +66,12 @@ pub enum Command {
     Logs(history::LogsArgs),
     /// List the running daemon's jobs (through its control API).
     Jobs(client::JobsArgs),
-    /// Start a run of a job now (through the daemon's control API).
+    /// Start a run of a job now (through the daemon's control API); returns
+    /// at once with the run's id, saying `queued` when it waits for a slot
+    /// or its semaphore, unless --wait.
     Trigger(client::TriggerArgs),
-    /// Cancel a run in flight (through the daemon's control API).
+    /// Cancel a run in flight, or a queued one (it never starts), through the
+    /// daemon's control API.
     Cancel(client::CancelArgs),
     /// Copy the run history to a new file, consistently, even while the
     /// daemon writes to it (SQLite's online backup).

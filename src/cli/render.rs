@@ -116,6 +116,7 @@ fn symbol(status: RecordedStatus) -> &'static str {
         RecordedStatus::Interrupted => "↯",
         RecordedStatus::Missed => "○",
         RecordedStatus::Running => "…",
+        RecordedStatus::Queued => "⋯",
     }
 }
 

@@ -58,14 +58,31 @@ impl<T> Admission<T> {
     /// semaphore waits, a new arrival waits behind it. (While slots are free,
     /// whatever waits waits for its semaphore only, so others may start.)
     pub fn admit(&mut self, semaphore: Option<&str>, item: T) -> Option<T> {
+        if self.admit_now(semaphore) {
+            Some(item)
+        } else {
+            self.enqueue(semaphore, item);
+            None
+        }
+    }
+
+    /// [`admit`](Admission::admit)'s first half: takes a slot (and
+    /// `semaphore`) and says `true` when a run may start now; `false` when it
+    /// must wait, and then [`enqueue`](Admission::enqueue) puts it in line
+    /// (the supervisor makes the waiting item, a queued run, only then).
+    pub fn admit_now(&mut self, semaphore: Option<&str>) -> bool {
         let queued_ahead = semaphore.is_some() && self.waiting.iter().any(|(s, _)| s.as_deref() == semaphore);
         if !queued_ahead && self.free(semaphore) {
             self.take(semaphore);
-            Some(item)
+            true
         } else {
-            self.waiting.push_back((semaphore.map(str::to_string), item));
-            None
+            false
         }
+    }
+
+    /// Puts `item` at the back of the line, after [`admit_now`](Admission::admit_now) said no.
+    pub fn enqueue(&mut self, semaphore: Option<&str>, item: T) {
+        self.waiting.push_back((semaphore.map(str::to_string), item));
     }
 
     /// A run that held a slot (and `semaphore`) ended: returns the waiting items
@@ -105,6 +122,11 @@ impl<T> Admission<T> {
         let (gone, kept): (VecDeque<_>, VecDeque<_>) = self.waiting.drain(..).partition(|(_, item)| drop(item));
         self.waiting = kept;
         gone.into_iter().map(|(_, item)| item).collect()
+    }
+
+    /// Calls `each` with every waiting item, in line order.
+    pub fn for_each_waiting(&self, each: impl FnMut(&T)) {
+        self.waiting.iter().map(|(_, item)| item).for_each(each);
     }
 
     /// Whether anything waits for which `matches` holds.

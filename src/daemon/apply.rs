@@ -91,7 +91,9 @@ impl Supervisor {
         }
         entry.last_run_hash = Some(hash);
         if self.started {
-            // Appeared (again) while the daemon runs: run it.
+            // Appeared (again) while the daemon runs: run it — instead of
+            // an older version still queued for a slot, which never starts.
+            self.drop_queued(|w| w.job == id, super::supervisor::SUPERSEDED_WHILE_QUEUED);
             return self.fire(id, RunTrigger::File, Utc::now(), None);
         }
         // At start, a version that ran before the restart does not run again.

@@ -10,16 +10,16 @@ use futures::future::BoxFuture;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::api::control::Numbered;
-use crate::api::{Control, ControlError, JobView};
+use crate::api::{Control, ControlError, JobView, Started};
 use crate::store::RunId;
 
 /// A request for the supervisor's loop.
 pub enum Command {
     /// The job table.
     Jobs(oneshot::Sender<Vec<JobView>>),
-    /// Start a run of a job now.
-    Trigger(String, oneshot::Sender<Result<RunId, ControlError>>),
-    /// Cancel a run in flight.
+    /// Start a run of a job now (or queue it for a slot).
+    Trigger(String, oneshot::Sender<Result<Started, ControlError>>),
+    /// Cancel a run in flight or queued.
     Cancel(RunId, oneshot::Sender<Result<(), ControlError>>),
 }
 
@@ -54,7 +54,7 @@ impl Control for DaemonControl {
         async move { self.ask(Command::Jobs).await.unwrap_or_default() }.boxed()
     }
 
-    fn trigger<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<RunId, ControlError>> {
+    fn trigger<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<Started, ControlError>> {
         async move { self.ask(|tx| Command::Trigger(job.to_string(), tx)).await? }.boxed()
     }
 

@@ -13,14 +13,25 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::control::Live;
 use super::sinks::RunSinks;
-use crate::api::{ControlError, Metrics};
-use crate::exec::{self, RunContext, RunEvent, RunOutcome};
+use crate::api::{ControlError, Metrics, Started};
+use crate::exec::{self, RecordedStatus, RunContext, RunEvent, RunOutcome, Status};
 use crate::job::Job;
-use crate::store::{NOT_STARTED_ERROR, RunId, RunStart, RunStore, RunTrigger, StoreError};
+use crate::store::{NOT_STARTED_ERROR, QUEUED_AT_STOP_ERROR, RunId, RunStart, RunStore, RunTrigger, StoreError};
 use crate::watch::JobId;
 
-/// Where a manual trigger waits for its run's id, or for why it did not start.
-pub type Reply = oneshot::Sender<Result<RunId, ControlError>>;
+/// Where a manual trigger waits for its run's id and state (`running`, or
+/// `queued` for a slot), or for why it did not start.
+pub type Reply = oneshot::Sender<Result<Started, ControlError>>;
+
+/// What the supervisor tells a queued run: its slot is free, or it is
+/// cancelled before it started (why, recorded as its error).
+#[derive(Debug)]
+pub enum Go {
+    /// It holds its slot now: run.
+    Start,
+    /// It never starts.
+    Cancel(&'static str),
+}
 
 /// What a run task tells the supervisor's loop while it runs.
 #[derive(Debug)]
@@ -34,7 +45,8 @@ pub enum RunNote {
     Ended { task: tokio::task::Id },
 }
 
-/// A run that holds its admission slot, ready to be spawned.
+/// A run ready to be spawned: holding its admission slot, or queued for one
+/// (`queue`).
 pub struct RunTask {
     /// The job file.
     pub id: JobId,
@@ -46,6 +58,9 @@ pub struct RunTask {
     pub ctx: RunContext,
     /// Who triggered it and waits for the run id.
     pub reply: Option<Reply>,
+    /// `None`: it holds its slot and runs at once. `Some`: it is recorded
+    /// `queued` and waits for the supervisor's word ([`Go`]) before it runs.
+    pub queue: Option<oneshot::Receiver<Go>>,
     /// The run history.
     pub store: Arc<dyn RunStore>,
     /// Counters fed by the run's events.
@@ -122,8 +137,29 @@ impl RunTask {
         let sinks = RunSinks::new(self.id.clone(), run_id, cause, self.metrics, &self.live, self.store.recorder());
         let _ = self.notes.send(RunNote::Recorded { task, run_id });
         if let Some(reply) = self.reply {
-            let _ =
-                reply.send(run_id.ok_or_else(|| ControlError::NotStarted("the run store failed; see the log".into())));
+            let status = if self.queue.is_some() { RecordedStatus::Queued } else { RecordedStatus::Running };
+            let started = run_id
+                .map(|run_id| Started { run_id, status })
+                .ok_or_else(|| ControlError::NotStarted("the run store failed; see the log".into()));
+            let _ = reply.send(started);
+        }
+        if let Some(queue) = self.queue {
+            // Queued: wait for the slot, or for a cancel before it starts.
+            let cancelled = tokio::select! {
+                go = queue => match go {
+                    Ok(Go::Start) => None,
+                    Ok(Go::Cancel(why)) => Some(why),
+                    // The supervisor is gone without a word: it stopped.
+                    Err(_) => Some(QUEUED_AT_STOP_ERROR),
+                },
+                () = self.ctx.cancel.cancelled() => Some(QUEUED_AT_STOP_ERROR),
+            };
+            if let Some(why) = cancelled {
+                tracing::info!(job = %self.id, run_id, reason = why, "the queued run was cancelled before it started");
+                sinks.never_started(Status::Cancelled, why);
+                let _ = self.notes.send(RunNote::Ended { task });
+                return RunOutcome { status: Status::Cancelled, result: None, error: Some(why.to_string()) };
+            }
         }
         #[cfg(test)]
         if self.panic {

@@ -18,6 +18,7 @@
 
 use std::cell::Cell;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::control::{Live, LiveRun};
 use crate::api::Metrics;
@@ -70,6 +71,22 @@ impl RunSinks {
     pub fn event(&self, event: RunEvent) {
         self.log.event(&event);
         observe(&self.metrics, self.job.as_str(), &event);
+        self.stream(event);
+    }
+
+    /// The end of a run that never started (cancelled while queued): logged,
+    /// recorded and sent to live subscribers like any run's end, and counted
+    /// in `gatherd_runs_total` by its status, but never in flight.
+    pub fn never_started(&self, status: Status, error: &str) {
+        let event =
+            RunEvent::RunFinished { status, result: None, error: Some(error.to_string()), duration: Duration::ZERO };
+        self.log.event(&event);
+        self.metrics.run_not_started(self.job.as_str(), status.as_str());
+        self.stream(event);
+    }
+
+    /// To the history and the live stream, numbered.
+    fn stream(&self, event: RunEvent) {
         let seq = self.seq.get();
         self.seq.set(seq + 1);
         // Recorded before it is sent: a subscriber that received it can

@@ -20,14 +20,14 @@ use super::apply::scheduled_cause;
 use super::control::{Command, Live};
 use super::overlap::{self, Busy, Decision};
 use super::retry::Retries;
-use super::run_task::{Reply, RunNote, RunTask};
+use super::run_task::{Go, Reply, RunNote, RunTask};
 use super::systemd::Systemd;
 use super::table::{self, Entry, Loaded, Unread};
 use super::{FILE_BATCH, Options, describe};
 use crate::api::{ControlError, JobView, Metrics, SharedToken};
 use crate::config::Config;
 use crate::exec::{BlockingPool, RunContext, RunEvent, RunOutcome, Status};
-use crate::store::{RunId, RunStart, RunStore, RunTrigger};
+use crate::store::{QUEUED_AT_STOP_ERROR, RunId, RunStart, RunStore, RunTrigger};
 use crate::watch::{JobFileEvent, JobId, Watcher};
 
 /// The `/healthz` problem of a jobs folder that cannot be scanned.
@@ -46,10 +46,28 @@ pub(super) struct Fire {
     pub reply: Option<Reply>,
 }
 
-/// A run in flight, by the id of its task in [`Supervisor::runs`].
+/// A run queued in admission for its slot: its task is spawned, recorded
+/// `queued`, and waits for the word ([`Go`]).
+#[derive(Debug)]
+pub(super) struct Waiting {
+    pub job: JobId,
+    pub task: tokio::task::Id,
+    pub go: tokio::sync::oneshot::Sender<Go>,
+}
+
+/// Why a queued run never started, as recorded (status `cancelled`).
+pub(super) const CANCELLED_WHILE_QUEUED: &str = "cancelled while queued: it never started";
+pub(super) const REMOVED_WHILE_QUEUED: &str = "not started: its job file was removed while it was queued";
+const REPLACED_WHILE_QUEUED: &str = "not started: replaced by a newer run while it was queued (overlap = \"replace\")";
+pub(super) const SUPERSEDED_WHILE_QUEUED: &str = "not started: a new version of the file was saved while it was queued";
+
+/// A run in flight (or queued for its slot), by the id of its task in
+/// [`Supervisor::runs`].
 #[derive(Debug)]
 pub(super) struct InFlight {
     pub job: JobId,
+    /// It waits in admission ([`Waiting`]) and holds no slot yet.
+    pub queued: bool,
     /// The admission slot it holds, given back when it ends.
     pub semaphore: Option<String>,
     /// Its id in the store, once the task has said it ([`RunNote`]).
@@ -82,7 +100,7 @@ pub(super) struct Supervisor {
     pub pool: BlockingPool,
     pub table: BTreeMap<JobId, Entry>,
     pub timers: DelayQueue<JobId>,
-    pub admission: Admission<Fire>,
+    pub admission: Admission<Waiting>,
     /// Every run's task; each one's bookkeeping is in `in_flight`.
     pub runs: JoinSet<RunOutcome>,
     pub in_flight: HashMap<tokio::task::Id, InFlight>,
@@ -236,6 +254,7 @@ impl Supervisor {
     pub fn report_status(&self) {
         self.systemd.status(&self.status_line());
         self.metrics.set_invalid_jobs(self.invalid_jobs + self.refused.len());
+        self.metrics.set_runs_queued(self.admission.waiting());
     }
 
     /// Reads every job file again and applies what changed: the start-up scan,
@@ -454,43 +473,77 @@ impl Supervisor {
                         run.cancel.cancel();
                     }
                 }
-                self.admission.forget(|f| f.job == id);
-                entry.waiting = 0;
+                self.drop_queued(|w| w.job == id, REPLACED_WHILE_QUEUED);
             }
         }
         let fire = Fire { job: id.clone(), cause, due, reply };
-        match self.admission.admit(job.semaphore.as_deref(), fire) {
-            Some(fire) => self.start(fire),
-            None => {
-                tracing::info!(job = %id, semaphore = job.semaphore.as_deref().unwrap_or(""), "waiting for a free slot");
-                if let Some(entry) = self.table.get_mut(&id) {
-                    entry.waiting += 1;
-                }
+        let semaphore = job.semaphore.as_deref();
+        if self.admission.admit_now(semaphore) {
+            self.spawn_run(fire, None);
+            return;
+        }
+        // No slot: the run is recorded `queued` now (its trigger is answered
+        // at once) and waits in admission for the word.
+        tracing::info!(job = %id, semaphore = semaphore.unwrap_or(""), "queued for a free slot");
+        let (go, queue) = tokio::sync::oneshot::channel();
+        if let Some(task) = self.spawn_run(fire, Some(queue)) {
+            self.admission.enqueue(semaphore, Waiting { job: id.clone(), task, go });
+            if let Some(entry) = self.table.get_mut(&id) {
+                entry.waiting += 1;
             }
         }
     }
 
-    /// Starts runs that waited in admission and now hold their slots.
-    fn start_released(&mut self, fires: Vec<Fire>) {
-        for fire in fires {
-            if let Some(entry) = self.table.get_mut(&fire.job) {
+    /// Starts queued runs that now hold their slots.
+    fn start_released(&mut self, released: Vec<Waiting>) {
+        for waiting in released {
+            if let Some(entry) = self.table.get_mut(&waiting.job) {
+                entry.waiting = entry.waiting.saturating_sub(1);
+                entry.running.push(waiting.task);
+            }
+            if let Some(run) = self.in_flight.get_mut(&waiting.task) {
+                run.queued = false;
+            }
+            // A task gone meanwhile (it panicked) holds the slot until its
+            // end is handled, which gives it back.
+            let _ = waiting.go.send(Go::Start);
+        }
+    }
+
+    /// Takes the queued runs for which `which` holds out of admission and
+    /// tells each it never starts, with `why` (its recorded error); returns
+    /// how many. Runs that waited behind them may start.
+    pub fn drop_queued(&mut self, which: impl FnMut(&Waiting) -> bool, why: &'static str) -> usize {
+        let dropped = self.admission.forget(which);
+        let count = dropped.len();
+        for waiting in dropped {
+            if let Some(entry) = self.table.get_mut(&waiting.job) {
                 entry.waiting = entry.waiting.saturating_sub(1);
             }
-            self.start(fire);
+            let _ = waiting.go.send(Go::Cancel(why));
         }
+        if count > 0 && !self.stopping {
+            let released = self.admission.start_waiting();
+            self.start_released(released);
+        }
+        count
     }
 
-    /// Starts a run that holds its admission slot.
-    fn start(&mut self, fire: Fire) {
+    /// Spawns a run: holding its admission slot (`queue` is `None`), or
+    /// queued for it. Returns its task's id, or `None` when the job has no
+    /// version to run (its slot, if it holds one, is given back).
+    fn spawn_run(&mut self, fire: Fire, queue: Option<tokio::sync::oneshot::Receiver<Go>>) -> Option<tokio::task::Id> {
+        let queued = queue.is_some();
         let version = self.table.get(&fire.job).and_then(|e| e.job.clone().zip(e.valid_hash));
         let Some((job, content_hash)) = version else {
-            // The file went away while the run waited: give the slot back.
             if let Some(reply) = fire.reply {
                 let _ = reply.send(Err(ControlError::NoSuchJob(fire.job.to_string())));
             }
-            let released = self.admission.release(None);
-            self.start_released(released);
-            return;
+            if !queued {
+                let released = self.admission.release(None);
+                self.start_released(released);
+            }
+            return None;
         };
         let cancel = self.shutdown.child_token();
         let semaphore = job.semaphore.clone();
@@ -502,6 +555,7 @@ impl Supervisor {
                 fire_time: fire.due,
                 content_hash,
                 node: self.node.clone(),
+                queued,
             },
             ctx: RunContext {
                 cancel: cancel.clone(),
@@ -511,6 +565,7 @@ impl Supervisor {
                 ledger: self.processes.as_ref().map(|p| p.for_job(fire.job.as_str())),
             },
             reply: fire.reply,
+            queue,
             store: self.store.clone(),
             metrics: self.metrics.clone(),
             live: self.live.clone(),
@@ -522,12 +577,14 @@ impl Supervisor {
             job,
         };
         let task = self.runs.spawn(task.run()).id();
-        tracing::debug!(job = %fire.job, cause = fire.cause.as_str(), "run spawned");
-        if let Some(entry) = self.table.get_mut(&fire.job) {
+        tracing::debug!(job = %fire.job, cause = fire.cause.as_str(), queued, "run spawned");
+        if !queued && let Some(entry) = self.table.get_mut(&fire.job) {
             entry.running.push(task);
         }
         let spawned = tokio::time::Instant::now();
-        self.in_flight.insert(task, InFlight { job: fire.job, semaphore, run_id: None, ended: false, cancel, spawned });
+        let run = InFlight { job: fire.job, queued, semaphore, run_id: None, ended: false, cancel, spawned };
+        self.in_flight.insert(task, run);
+        Some(task)
     }
 
     /// What a run task says of itself.
@@ -571,6 +628,7 @@ impl Supervisor {
                         diagnostic: e.invalid.as_ref().map(ToString::to_string),
                         runnable: e.job.is_some(),
                         running: e.running.iter().filter_map(|t| self.in_flight.get(t)?.run_id).collect(),
+                        queued: if e.waiting == 0 { Vec::new() } else { self.queued_runs(id) },
                     })
                     .collect();
                 views.extend(self.refused.iter().map(|(path, reason)| JobView {
@@ -581,6 +639,7 @@ impl Supervisor {
                     diagnostic: Some(format!("{path}: {reason}")),
                     runnable: false,
                     running: Vec::new(),
+                    queued: Vec::new(),
                 }));
                 views.sort_by(|a, b| a.job.cmp(&b.job));
                 let _ = reply.send(views);
@@ -595,9 +654,14 @@ impl Supervisor {
                 }
             },
             Command::Cancel(run, reply) => {
-                let found = self.in_flight.values().find(|r| r.run_id == Some(run) && !r.ended);
+                let found = self.in_flight.iter().find(|(_, r)| r.run_id == Some(run) && !r.ended);
                 let answer = match found {
-                    Some(r) => {
+                    Some((&task, r)) if r.queued => {
+                        tracing::info!(run_id = run, "cancelled through the control API while queued");
+                        self.drop_queued(|w| w.task == task, CANCELLED_WHILE_QUEUED);
+                        Ok(())
+                    }
+                    Some((_, r)) => {
                         tracing::info!(run_id = run, "cancelled through the control API");
                         r.cancel.cancel();
                         Ok(())
@@ -607,6 +671,20 @@ impl Supervisor {
                 let _ = reply.send(answer);
             }
         }
+        self.metrics.set_runs_queued(self.admission.waiting());
+    }
+
+    /// The store ids of `job`'s queued runs, in the order they will start.
+    fn queued_runs(&self, job: &JobId) -> Vec<RunId> {
+        let mut queued: Vec<(tokio::task::Id, RunId)> = Vec::new();
+        self.admission.for_each_waiting(|w| {
+            if &w.job == job
+                && let Some(run_id) = self.in_flight.get(&w.task).and_then(|r| r.run_id)
+            {
+                queued.push((w.task, run_id));
+            }
+        });
+        queued.into_iter().map(|(_, id)| id).collect()
     }
 
     /// A run's task ended — normally, or by a panic, in which case the run
@@ -624,6 +702,12 @@ impl Supervisor {
         match ended {
             Ok(status) => tracing::debug!(job = %run.job, run_id = run.run_id, %status, "run ended"),
             Err(e) => self.record_failed_task(&run, e),
+        }
+        if run.queued {
+            // It never held a slot: only its place in the queue goes (a
+            // task that ended before its word came: it panicked).
+            self.drop_queued(|w| w.task == task, CANCELLED_WHILE_QUEUED);
+            return self.report_status();
         }
         let mut queued = None;
         if let Some(entry) = self.table.get_mut(&run.job) {
@@ -667,7 +751,11 @@ impl Supervisor {
             return; // Its end is recorded already.
         }
         let duration = run.spawned.elapsed();
-        self.metrics.run_finished(run.job.as_str(), Status::Failed.as_str(), duration);
+        if run.queued {
+            self.metrics.run_not_started(run.job.as_str(), Status::Failed.as_str());
+        } else {
+            self.metrics.run_finished(run.job.as_str(), Status::Failed.as_str(), duration);
+        }
         if let Some(run_id) = run.run_id {
             let event = RunEvent::RunFinished { status: Status::Failed, result: None, error: Some(error), duration };
             self.store.recorder().record(run_id, event);
@@ -681,7 +769,7 @@ impl Supervisor {
         if entry.invalid.is_some() {
             self.invalid_jobs -= 1;
         }
-        let waiting = self.admission.forget(|f| &f.job == id);
+        let waiting = self.drop_queued(|w| &w.job == id, REMOVED_WHILE_QUEUED);
         if !entry.running.is_empty() {
             tracing::info!(job = %id, runs = entry.running.len(), "job file removed; cancelling its runs");
         } else {
@@ -692,8 +780,8 @@ impl Supervisor {
                 run.cancel.cancel();
             }
         }
-        if !waiting.is_empty() {
-            tracing::info!(job = %id, runs = waiting.len(), "dropped its runs waiting for a slot");
+        if waiting > 0 {
+            tracing::info!(job = %id, runs = waiting, "cancelled its runs queued for a slot");
         }
     }
 
@@ -770,7 +858,9 @@ impl Supervisor {
         self.systemd.stopping();
         self.stopping = true;
         self.timers.clear();
-        let dropped = self.admission.forget(|_| true).len();
+        // Queued runs never start: recorded cancelled, as not started (a
+        // one-shot's version runs at the next start).
+        let dropped = self.drop_queued(|_| true, QUEUED_AT_STOP_ERROR);
         let grace = self.opts.config.shutdown_grace();
         tracing::info!(runs = self.runs.len(), dropped, grace = %humantime::format_duration(grace), "stopping: letting runs in flight finish");
         let deadline = tokio::time::sleep(grace);

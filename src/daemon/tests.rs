@@ -10,9 +10,9 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::control::Command;
-use super::supervisor::Supervisor;
+use super::supervisor::{CANCELLED_WHILE_QUEUED, REMOVED_WHILE_QUEUED, Supervisor};
 use super::{Options, table};
-use crate::api::ControlError;
+use crate::api::{ControlError, JobView, Started};
 use crate::config::Config;
 use crate::exec::Status;
 use futures::future::BoxFuture;
@@ -93,6 +93,11 @@ impl Harness {
     }
 
     async fn trigger(&mut self, job: &str) -> Result<RunId, ControlError> {
+        self.trigger_started(job).await.map(|started| started.run_id)
+    }
+
+    /// A trigger's whole answer: the run's id and state.
+    async fn trigger_started(&mut self, job: &str) -> Result<Started, ControlError> {
         let (tx, rx) = oneshot::channel();
         self.sup.on_command(Command::Trigger(job.into(), tx));
         rx.await.expect("the trigger is answered")
@@ -205,11 +210,144 @@ async fn a_job_removed_while_its_run_waits_for_a_slot_never_starts() {
     std::fs::remove_file(waiting.path(h.jobs.path())).expect("remove");
     h.sup.on_file_events(vec![JobFileEvent::Removed { id: waiting.clone() }]).await;
     assert_eq!(h.sup.admission.waiting(), 0, "its waiting run is dropped");
+    // Its queued run ends at once, recorded as never started.
+    assert_eq!(still(h.end_next()).await, Some(Status::Cancelled));
+    assert_eq!(h.running(&first), 1);
 
     h.cancel_all(&first);
     assert_eq!(h.end_next().await, Some(Status::Cancelled));
     assert!(h.sup.runs.is_empty(), "nothing started in its place");
-    assert!(h.history("waiting.toml").await.is_empty());
+    let history = h.history("waiting.toml").await;
+    assert_eq!(history, [("cancelled".to_string(), Some(REMOVED_WHILE_QUEUED.to_string()))]);
+}
+
+/// Awaits `f` with the paused clock held still for up to 10 real seconds:
+/// while a blocking task is in flight tokio does not advance it, so the
+/// timers of runs in flight (an hour's sleep) cannot fire while `f` waits
+/// for the history's writer thread.
+async fn still<T>(f: impl std::future::Future<Output = T>) -> T {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let hold = tokio::task::spawn_blocking(move || {
+        let _ = held.recv_timeout(std::time::Duration::from_secs(10));
+    });
+    let out = f.await;
+    let _ = release.send(());
+    hold.await.expect("the clock's hold ends");
+    out
+}
+
+/// Awaits `rx` (a trigger's answer) with the paused clock held still for up
+/// to 10 real seconds (while a blocking task is in flight tokio does not
+/// advance it, so a run's timers cannot fire while the history's writer
+/// thread commits), handling ends of runs as the loop would; returns the
+/// answer and the clock's time it took.
+async fn answer_of<T>(h: &mut Harness, rx: oneshot::Receiver<T>) -> (T, std::time::Duration) {
+    let asked = tokio::time::Instant::now();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let hold = tokio::task::spawn_blocking(move || {
+        let _ = held.recv_timeout(std::time::Duration::from_secs(10));
+    });
+    tokio::pin!(rx);
+    let answer = loop {
+        tokio::select! {
+            answer = &mut rx => break answer.expect("the trigger is answered"),
+            Some(ended) = h.sup.runs.join_next_with_id() => h.sup.on_run_end(ended),
+        }
+    };
+    let took = asked.elapsed();
+    let _ = release.send(());
+    hold.await.expect("the clock's hold ends");
+    (answer, took)
+}
+
+/// The job listed by the API as `name`.
+async fn view(h: &mut Harness, name: &str) -> JobView {
+    let (tx, rx) = oneshot::channel();
+    h.sup.on_command(Command::Jobs(tx));
+    rx.await.expect("the jobs are listed").into_iter().find(|v| v.job == name).expect("the job is listed")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trigger_of_a_job_blocked_by_its_semaphore_is_answered_queued_at_once_and_runs_when_it_frees() {
+    let mut h = Harness::new("[semaphores]\nbackup = 1\n").await;
+    let holder = h.drop_job("holder.toml", &format!("semaphore = \"backup\"\n{LONG}")).await;
+    let waits = h.drop_job("waits.toml", &format!("schedule = \"0 0 3 1 1 *\"\nsemaphore = \"backup\"\n{LONG}")).await;
+    let (tx, rx) = oneshot::channel();
+    h.sup.on_command(Command::Trigger("waits.toml".into(), tx));
+    let (answer, took) = answer_of(&mut h, rx).await;
+    assert!(
+        took < std::time::Duration::from_millis(100),
+        "answered after {took:?}: the trigger waited for the semaphore"
+    );
+    let started = answer.expect("queued, not refused");
+    assert_eq!(started.status, RecordedStatus::Queued);
+    assert_eq!(h.running(&holder), 1, "the semaphore's holder still runs");
+    assert_eq!(h.running(&waits), 0);
+    assert_eq!(still(h.history("waits.toml")).await, [("queued".to_string(), None)], "recorded queued at once");
+    let listed = view(&mut h, "waits.toml").await;
+    assert_eq!((listed.running, listed.queued), (vec![], vec![started.run_id]));
+    assert!(h.sup.metrics.render().contains("gatherd_runs_queued 1\n"), "{}", h.sup.metrics.render());
+
+    h.cancel_all(&holder);
+    assert_eq!(h.end_next().await, Some(Status::Cancelled));
+    assert_eq!(h.running(&waits), 1, "it starts when the semaphore frees");
+    let listed = view(&mut h, "waits.toml").await;
+    assert_eq!((listed.running, listed.queued), (vec![started.run_id], vec![]));
+    assert!(h.sup.metrics.render().contains("gatherd_runs_queued 0\n"));
+    // Its `RunStarted` is recorded once the task has it.
+    while still(h.history("waits.toml")).await[0].0 == "queued" {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(still(h.history("waits.toml")).await, [("running".to_string(), None)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_run_cancelled_never_starts_and_gives_its_place_up() {
+    let mut h = Harness::new("max_concurrent_runs = 1\n").await;
+    let first = h.drop_job("first.toml", LONG).await;
+    let waits = h.drop_job("waits.toml", &format!("schedule = \"0 0 3 1 1 *\"\n{LONG}")).await;
+    h.drop_job("after.toml", &format!("schedule = \"0 0 3 1 1 *\"\n{LONG}")).await;
+    let (tx, rx) = oneshot::channel();
+    h.sup.on_command(Command::Trigger("waits.toml".into(), tx));
+    let run = answer_of(&mut h, rx).await.0.expect("queued").run_id;
+    let (tx, rx) = oneshot::channel();
+    h.sup.on_command(Command::Trigger("after.toml".into(), tx));
+    let after = answer_of(&mut h, rx).await.0.expect("queued").run_id;
+    assert_eq!(h.sup.admission.waiting(), 2);
+
+    assert_eq!(h.cancel(run).await, Ok(()));
+    assert_eq!(still(h.end_next()).await, Some(Status::Cancelled), "the queued run ends at once");
+    assert_eq!(h.sup.admission.waiting(), 1, "its place is given up");
+    assert_eq!(h.cancel(run).await, Err(ControlError::NotRunning(run)));
+    let history = still(h.history("waits.toml")).await;
+    assert_eq!(history, [("cancelled".to_string(), Some(CANCELLED_WHILE_QUEUED.to_string()))]);
+    let detail = still(h.store.run(run)).await.expect("read").expect("the run");
+    assert!(detail.steps.is_empty(), "no step of it ever started: {:?}", detail.steps);
+
+    h.cancel_all(&first);
+    assert_eq!(h.end_next().await, Some(Status::Cancelled));
+    assert_eq!(h.running(&waits), 0, "the cancelled run never starts");
+    assert_eq!(view(&mut h, "after.toml").await.running, vec![after], "the next in line does");
+}
+
+#[tokio::test(start_paused = true)]
+async fn runs_queued_when_the_daemon_stops_are_recorded_as_never_started() {
+    let mut h = Harness::new("max_concurrent_runs = 1\nshutdown_grace = \"1s\"\n").await;
+    h.drop_job("first.toml", LONG).await;
+    let once = h.drop_job("once.toml", LONG).await;
+    assert_eq!(h.sup.admission.waiting(), 1);
+    let hash = h.sup.table[&once].valid_hash.expect("a valid version");
+    // Its row is written (a one-shot's run waits for that).
+    while still(h.history("once.toml")).await.is_empty() {
+        tokio::task::yield_now().await;
+    }
+    let store = h.store.clone();
+    h.sup.shutdown().await.expect("a clean stop");
+    let rows = store.runs(RunFilter { job: Some("once.toml".into()), ..RunFilter::default() }).await.expect("read");
+    let rows: Vec<(String, Option<String>)> = rows.into_iter().map(|r| (r.status.to_string(), r.error)).collect();
+    assert_eq!(rows, [("cancelled".to_string(), Some(crate::store::QUEUED_AT_STOP_ERROR.to_string()))]);
+    let status = store.one_shot_status(once.as_str(), &hash).await.expect("read the history");
+    assert_eq!(status, None, "a one-shot queued at the stop never ran: it runs at the next start");
 }
 
 #[tokio::test(start_paused = true)]
@@ -364,6 +502,7 @@ async fn fill_the_history(h: &mut Harness) {
         fire_time: chrono::Utc::now(),
         content_hash: [0; 32],
         node: "test-node".into(),
+        queued: false,
     });
     let filler = filler.await.expect("a run begins");
     h.sqlite.cap_size(true).await;

@@ -1,7 +1,7 @@
 //! How a node or a run ended ([`Status`], what the executor reports) and how
 //! the run history knows it ([`RecordedStatus`]: a [`Status`], or one of the
 //! states only the history has). Each word is spelled once: `Status`'s table
-//! and the three history-only words in [`RecordedStatus::as_str`].
+//! and the four history-only words in [`RecordedStatus::as_str`].
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -28,6 +28,11 @@ word_enum! {
 /// executor's final [`Status`], or a state the executor never reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RecordedStatus {
+    /// Recorded at once but not started yet: it waits for a slot
+    /// (`max_concurrent_runs`) or its semaphore. Becomes `running` when it
+    /// starts, or `cancelled` if it is cancelled (or the daemon stops)
+    /// first.
+    Queued,
     /// Still going (or its end not yet recorded).
     Running,
     /// Ended as the executor reported.
@@ -42,12 +47,13 @@ pub enum RecordedStatus {
 
 impl RecordedStatus {
     /// The states only the history has.
-    const HISTORY_ONLY: [RecordedStatus; 3] =
-        [RecordedStatus::Running, RecordedStatus::Interrupted, RecordedStatus::Missed];
+    const HISTORY_ONLY: [RecordedStatus; 4] =
+        [RecordedStatus::Queued, RecordedStatus::Running, RecordedStatus::Interrupted, RecordedStatus::Missed];
 
     /// The word stored and shown (`running`, `timed_out`, `missed`, …).
     pub const fn as_str(self) -> &'static str {
         match self {
+            RecordedStatus::Queued => "queued",
             RecordedStatus::Running => "running",
             RecordedStatus::Finished(status) => status.as_str(),
             RecordedStatus::Interrupted => "interrupted",
@@ -62,12 +68,18 @@ impl RecordedStatus {
             .or_else(|| RecordedStatus::HISTORY_ONLY.into_iter().find(|s| s.as_str() == word))
     }
 
-    /// Every status, in the order `running`, the executor's, `interrupted`,
-    /// `missed`: for messages that list them.
+    /// Every status, in the order `queued`, `running`, the executor's,
+    /// `interrupted`, `missed`: for messages that list them.
     pub fn all() -> impl Iterator<Item = RecordedStatus> {
-        std::iter::once(RecordedStatus::Running)
+        [RecordedStatus::Queued, RecordedStatus::Running]
+            .into_iter()
             .chain(Status::ALL.iter().copied().map(RecordedStatus::Finished))
             .chain([RecordedStatus::Interrupted, RecordedStatus::Missed])
+    }
+
+    /// Whether it has not ended yet: `queued` or `running`.
+    pub fn is_going(self) -> bool {
+        matches!(self, RecordedStatus::Queued | RecordedStatus::Running)
     }
 
     /// The executor's status, if it finished that way.
@@ -132,7 +144,7 @@ mod tests {
         let words: Vec<&str> = RecordedStatus::all().map(RecordedStatus::as_str).collect();
         assert_eq!(
             words,
-            ["running", "succeeded", "failed", "timed_out", "cancelled", "skipped", "interrupted", "missed"]
+            ["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "skipped", "interrupted", "missed"]
         );
         for status in RecordedStatus::all() {
             assert_eq!(RecordedStatus::parse(status.as_str()), Some(status));

@@ -98,8 +98,8 @@ use futures::future::BoxFuture;
 pub use self::error::StoreError;
 pub use self::recorder::Recorder;
 pub use self::rows::{
-    ClaimKey, JobRecord, LogFilter, MISSED_ERROR, Missed, NOT_STARTED_ERROR, NumberedLine, RecordedStatus, RunDetail,
-    RunDocument, RunFilter, RunId, RunRow, RunStart, RunTrigger,
+    ClaimKey, JobRecord, LogFilter, MISSED_ERROR, Missed, NOT_STARTED_ERROR, NumberedLine, QUEUED_AT_STOP_ERROR,
+    RecordedStatus, RunDetail, RunDocument, RunFilter, RunId, RunRow, RunStart, RunTrigger,
 };
 pub use self::sqlite::{History, SqliteStore, open_sqlite};
 // `gatherd backup` (sqlite/backup.rs).
@@ -138,11 +138,15 @@ pub const DB_FILE: &str = "gatherd.db";
 pub trait RunStore: Send + Sync {
     /// Marks every run of `node` left `running` (the daemon died: crash,
     /// kill -9) as `interrupted` with `reason` and a finish time, and their
-    /// running steps too; returns those runs so the daemon can log them. Call
-    /// once at start, before any `begin_run`.
+    /// running steps too, and every run left `queued` (it never started) as
+    /// `cancelled` with [`QUEUED_AT_STOP_ERROR`]; returns those runs, as
+    /// marked, so the daemon can log them. Call once at start, before any
+    /// `begin_run`.
     fn recover<'a>(&'a self, node: &'a str, reason: &'a str) -> BoxFuture<'a, Result<Vec<RunRow>, StoreError>>;
 
-    /// Records that a run begins (status `running`) and returns its id. The
+    /// Records that a run begins (status `running`, or `queued` when
+    /// [`RunStart::queued`] says so; its `RunStarted` event then makes it
+    /// `running`) and returns its id. The
     /// row is committed before this returns — except while the history
     /// cannot be written ([`health`](RunStore::health) says why): then the id
     /// is returned at once and the row is written when it can be, unless the
@@ -172,7 +176,8 @@ pub trait RunStore: Send + Sync {
 
     /// How the last file-triggered run of this version of `job` ended, if one
     /// did (`interrupted` included; a run cancelled before it started,
-    /// [`NOT_STARTED_ERROR`], is not one): a restarted daemon neither runs a completed
+    /// [`NOT_STARTED_ERROR`], is not one, nor one queued when the daemon
+    /// stopped, [`QUEUED_AT_STOP_ERROR`], nor one still `queued`): a restarted daemon neither runs a completed
     /// one-shot again nor silently retries an interrupted one. Sees what is
     /// committed; flush the recorder first to see runs that just finished.
     fn one_shot_status<'a>(
@@ -194,11 +199,12 @@ pub trait RunStore: Send + Sync {
     /// committed.
     fn last_fire<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<Option<DateTime<Utc>>, StoreError>>;
 
-    /// Deletes `job`'s finished runs (any status but `running`) beyond the
+    /// Deletes `job`'s finished runs (any status but `running` and `queued`) beyond the
     /// newest `keep_runs` finished ones, and those that started more than
     /// `keep_for` ago; with them their steps, attempts and log lines. A
     /// `running` run is never deleted nor counted. `None` for both deletes
-    /// nothing. Returns how many runs were deleted; one transaction.
+    /// nothing. A `queued` run is not deleted nor counted either. Returns how
+    /// many runs were deleted; one transaction.
     fn prune<'a>(
         &'a self,
         job: &'a str,

@@ -39,6 +39,9 @@ pub struct RunStart {
     pub content_hash: [u8; 32],
     /// The daemon running it (host name or configured node name).
     pub node: String,
+    /// Recorded `queued` (it waits for a slot or its semaphore; its
+    /// `RunStarted` makes it `running`) rather than `running`.
+    pub queued: bool,
 }
 
 /// What [`record_missed`](super::RunStore::record_missed) records: fires of
@@ -67,6 +70,13 @@ pub const MISSED_ERROR: &str = "missed: the daemon was not running";
 /// does not count it, so that version still runs at the next start, as when
 /// it is cancelled while its row waits to be written (then it has no row).
 pub const NOT_STARTED_ERROR: &str = "cancelled before it started";
+
+/// The error recorded on a run that was `queued` when its daemon stopped
+/// (shut down, or found so at the next start after a crash): status
+/// `cancelled`. It never started, so, like [`NOT_STARTED_ERROR`],
+/// [`RunStore::one_shot_status`](super::RunStore::one_shot_status) does not
+/// count it: a one-shot queued when the daemon stopped runs at the next start.
+pub const QUEUED_AT_STOP_ERROR: &str = "not started: the daemon stopped while it was queued";
 
 /// A version of a job file as seen by the daemon.
 #[derive(Debug, Clone, PartialEq)]

@@ -33,7 +33,14 @@ fn group(name: &str, mode: GroupMode, children: Vec<Node>) -> Node {
 }
 
 fn start(job: &str, trigger: RunTrigger, hash: u8) -> RunStart {
-    RunStart { job: job.into(), trigger, fire_time: Utc::now(), content_hash: [hash; 32], node: "node-a".into() }
+    RunStart {
+        job: job.into(),
+        trigger,
+        fire_time: Utc::now(),
+        content_hash: [hash; 32],
+        node: "node-a".into(),
+        queued: false,
+    }
 }
 
 async fn open(dir: &tempfile::TempDir) -> SqliteStore {
@@ -840,9 +847,12 @@ async fn prune_by_age_removes_old_finished_runs_only() {
 /// (as the latest migration that creates the table writes them).
 fn checked_words(table: &str, column: &str) -> Vec<String> {
     let create = format!("CREATE TABLE {table} (");
-    let migrations =
-        [include_str!("migrations/sqlite/0003_steps_check.sql"), include_str!("migrations/sqlite/0001_init.sql")];
-    let sql = migrations.into_iter().find(|sql| sql.contains(&create)).expect("a migration creating the table");
+    let migrations = [
+        include_str!("migrations/sqlite/0004_runs_queued.sql").replace("runs_v4", "runs"),
+        include_str!("migrations/sqlite/0003_steps_check.sql").to_string(),
+        include_str!("migrations/sqlite/0001_init.sql").to_string(),
+    ];
+    let sql = migrations.iter().find(|sql| sql.contains(&create)).expect("a migration creating the table");
     let body = sql.split(&create).nth(1).expect("the table").split("\n);").next().unwrap();
     let after = body.split(&format!("\n    {column} ")).nth(1).expect("the column");
     let list = after.split("CHECK (").nth(1).expect("a CHECK").split(')').next().unwrap();
@@ -853,9 +863,9 @@ fn checked_words(table: &str, column: &str) -> Vec<String> {
 fn the_schema_and_the_enums_spell_the_same_words() {
     let words = |it: &mut dyn Iterator<Item = &'static str>| it.map(str::to_string).collect::<Vec<_>>();
     let all: Vec<String> = words(&mut RecordedStatus::all().map(RecordedStatus::as_str));
-    let except = |skip: &str| all.iter().filter(|w| *w != skip).cloned().collect::<Vec<_>>();
-    assert_eq!(checked_words("runs", "status"), except("skipped"), "a run is never skipped");
-    assert_eq!(checked_words("steps", "status"), except("missed"), "a step is never missed");
+    let except = |skip: &[&str]| all.iter().filter(|w| !skip.contains(&w.as_str())).cloned().collect::<Vec<_>>();
+    assert_eq!(checked_words("runs", "status"), except(&["skipped"]), "a run is never skipped");
+    assert_eq!(checked_words("steps", "status"), except(&["missed", "queued"]), "a step is never missed nor queued");
     assert_eq!(checked_words("runs", "trigger"), words(&mut RunTrigger::ALL.iter().map(|t| t.as_str())));
     assert_eq!(checked_words("jobs", "kind"), words(&mut JobFormat::ALL.iter().map(|k| k.as_str())));
 }
@@ -1168,7 +1178,7 @@ async fn a_version_1_history_reads_back_identically_after_the_steps_table_is_reb
     let conn = rusqlite::Connection::open(&path).unwrap();
     assert_eq!(rows(&conn), before);
     let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     let bad = conn.execute(
         "INSERT INTO steps (run_id, path, name, kind, status, attempts) VALUES (7, 'b', 'b', 'sleep', 'missed', 1)",
         [],
@@ -1267,4 +1277,116 @@ async fn the_sql_step_filter_is_wants_path_for_every_short_path_and_step() {
         kept += rust.len();
     }
     assert!(kept > all.len(), "the filters keep more than exact matches: {kept}");
+}
+
+/// Migration 0004 rebuilds `runs` (its status CHECK takes `queued`): a
+/// version 3 history keeps every run, and every step, attempt, log line and
+/// claim that refers to one (dropping the old table must not cascade), ids
+/// included; an id pruned from the top is still never reused; and foreign
+/// keys hold again afterwards.
+#[tokio::test]
+async fn a_version_3_history_keeps_its_runs_and_their_children_when_runs_is_rebuilt_for_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    let counts = |conn: &rusqlite::Connection| -> Vec<i64> {
+        ["runs", "steps", "attempts", "logs", "claims WHERE run_id IS NOT NULL"]
+            .map(|t| conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0)).unwrap())
+            .to_vec()
+    };
+    let runs = |conn: &rusqlite::Connection| -> Vec<Vec<rusqlite::types::Value>> {
+        let mut stmt = conn.prepare("SELECT * FROM runs ORDER BY id").unwrap();
+        let columns = stmt.column_count();
+        stmt.query_map([], |r| (0..columns).map(|i| r.get(i)).collect()).unwrap().map(Result::unwrap).collect()
+    };
+    let before = {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for sql in [
+            include_str!("migrations/sqlite/0001_init.sql"),
+            include_str!("migrations/sqlite/0002_event_seq.sql"),
+            include_str!("migrations/sqlite/0003_steps_check.sql"),
+        ] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute_batch(
+            "INSERT INTO runs (id, job, trigger, fire_time, content_hash, node, status, started_at, error, start_seq) \
+             VALUES (7, 'a.toml', 'manual', '2026-11-29T09:00:00.000000Z', zeroblob(32), 'n', 'failed', \
+             '2026-11-29T09:00:00.000000Z', 'boom', 0), \
+                    (40, 'a.toml', 'schedule', '2026-11-29T10:00:00.000000Z', zeroblob(32), 'n', 'running', \
+             '2026-11-29T10:00:00.000000Z', NULL, NULL); \
+             INSERT INTO steps (id, run_id, path, name, kind, status, attempts, start_ms) \
+             VALUES (3, 7, 'z', 'z', 'sleep', 'failed', 2, 5), (4, 40, 'y', 'y', 'sleep', 'running', 1, 5); \
+             INSERT INTO attempts (run_id, path, attempt, error, at_ms) VALUES (7, 'z', 1, 'no', 3); \
+             INSERT INTO logs (run_id, path, at_ms, level, text) VALUES (7, 'z', 4, 'stdout', 'hi'); \
+             INSERT INTO claims (job, slot, node, claimed_at, lease_until, run_id) \
+             VALUES ('a.toml', 'fire:x', 'n', 't', 't', 40); \
+             UPDATE sqlite_sequence SET seq = 99 WHERE name = 'runs';",
+        )
+        .unwrap();
+        (counts(&conn), runs(&conn))
+    };
+    assert_eq!(before.0, [2, 2, 1, 1, 1]);
+    let store = open(&dir).await;
+    let id = store.begin_run(RunStart { queued: true, ..start("b.toml", RunTrigger::Manual, 1) }).await.unwrap();
+    assert_eq!(id, 100, "the high-water mark of AUTOINCREMENT is kept: ids above a pruned top are never reused");
+    store.close().await.unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute("DELETE FROM runs WHERE id = 100", []).unwrap();
+    assert_eq!((counts(&conn), runs(&conn)), before, "every run and every row that refers to one is kept");
+    let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, 4);
+    let fks: Vec<String> = conn
+        .prepare("SELECT \"table\" FROM pragma_foreign_key_list('steps')")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(fks, ["runs"], "steps refer to the new runs table");
+    conn.pragma_update(None, "foreign_keys", true).unwrap();
+    let orphan = conn.execute(
+        "INSERT INTO steps (run_id, path, name, kind, status, attempts) VALUES (12345, 'b', 'b', 'sleep', 'running', 1)",
+        [],
+    );
+    assert!(orphan.unwrap_err().to_string().contains("FOREIGN KEY"), "steps still refer to runs");
+    let bad = conn.execute("UPDATE runs SET status = 'skipped' WHERE id = 7", []);
+    assert!(bad.unwrap_err().to_string().contains("CHECK constraint failed"), "a run is never skipped");
+    conn.execute("UPDATE runs SET status = 'queued' WHERE id = 7", []).unwrap();
+}
+
+/// A queued run is recorded at once, becomes `running` when it starts, is
+/// neither pruned nor counted as a one-shot that ran while queued, and one
+/// left queued by a daemon that died is cancelled at the next start as
+/// never started (so a one-shot's version runs then).
+#[tokio::test]
+async fn a_queued_run_is_recorded_queued_starts_running_and_a_dead_daemons_is_cancelled_as_never_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let queued = |job: &str, trigger| RunStart { queued: true, ..start(job, trigger, 5) };
+    let starts = store.begin_run(queued("a.toml", RunTrigger::Manual)).await.unwrap();
+    let left = store.begin_run(queued("once.toml", RunTrigger::File)).await.unwrap();
+    assert_eq!(status_of(&store, starts).await, RecordedStatus::Queued);
+    assert_eq!(store.one_shot_status("once.toml", &[5; 32]).await.unwrap(), None, "queued is not run");
+    assert_eq!(store.prune("a.toml", Some(0), Some(Duration::ZERO)).await.unwrap(), 0, "a queued run is kept");
+    store.recorder().record(starts, RunEvent::RunStarted { job: "a".into(), started_at: Utc::now() });
+    store.recorder().flush().await.unwrap();
+    assert_eq!(status_of(&store, starts).await, RecordedStatus::Running);
+
+    let recovered = store.recover("node-a", "the daemon stopped while it ran").await.unwrap();
+    let marked: Vec<(RunId, RecordedStatus, Option<String>)> =
+        recovered.into_iter().map(|r| (r.id, r.status, r.error)).collect();
+    assert_eq!(
+        marked,
+        [
+            (starts, RecordedStatus::Interrupted, Some("the daemon stopped while it ran".into())),
+            (left, Status::Cancelled.into(), Some(QUEUED_AT_STOP_ERROR.into())),
+        ]
+    );
+    assert_eq!(status_of(&store, left).await, Status::Cancelled.into());
+    assert_eq!(store.one_shot_status("once.toml", &[5; 32]).await.unwrap(), None, "it never started: it runs again");
+    store.close().await.unwrap();
+}
+
+async fn status_of(store: &SqliteStore, id: RunId) -> RecordedStatus {
+    store.run(id).await.unwrap().expect("the run").run.status
 }

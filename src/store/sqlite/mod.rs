@@ -33,8 +33,8 @@ use self::writer::{Stats, Writer};
 use super::recorder::{Msg, Recorder};
 pub(crate) use super::rows::ts;
 use super::{
-    ClaimKey, JobRecord, LogFilter, MISSED_ERROR, Missed, NumberedLine, RecordedStatus, RunDetail, RunFilter, RunId,
-    RunRow, RunStart, RunStore, RunTimeline, RunTrigger, StoreError,
+    ClaimKey, JobRecord, LogFilter, MISSED_ERROR, Missed, NumberedLine, QUEUED_AT_STOP_ERROR, RecordedStatus,
+    RunDetail, RunFilter, RunId, RunRow, RunStart, RunStore, RunTimeline, RunTrigger, StoreError,
 };
 
 /// Opens (creating it and its tables if needed) the run history at `path` and
@@ -192,12 +192,30 @@ impl SqliteStore {
 fn recover(conn: &mut Connection, node: &str, reason: &str) -> Result<Vec<RunRow>, StoreError> {
     let fail = StoreError::sqlite;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail("recover"))?;
+    // The same condition as the partial index `runs_running`, so it is used.
     let mut runs = tx
-        .prepare(&format!("SELECT {} FROM runs WHERE status = 'running' AND node = ?1 ORDER BY id", read::RUN_COLUMNS))
+        .prepare(&format!(
+            "SELECT {} FROM runs WHERE (status = 'running' OR status = 'queued') AND node = ?1 ORDER BY id",
+            read::RUN_COLUMNS
+        ))
         .and_then(|mut s| s.query_map([node], read::run_row)?.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(fail("find the runs left running"))?;
     let now = Utc::now().trunc_subsecs(6); // as stored, so the rows returned equal the rows read later
     for run in &mut runs {
+        if run.status == RecordedStatus::Queued {
+            // It never started: cancelled, with no duration.
+            let status = RecordedStatus::Finished(crate::exec::Status::Cancelled);
+            tx.execute(
+                "UPDATE runs SET status = ?2, error = ?3, finished_at = ?4, duration_ms = 0 WHERE id = ?1",
+                params![run.id, status.as_str(), QUEUED_AT_STOP_ERROR, ts(now)],
+            )
+            .map_err(fail("mark a queued run cancelled"))?;
+            run.status = status;
+            run.error = Some(QUEUED_AT_STOP_ERROR.to_string());
+            run.finished_at = Some(now);
+            run.duration_ms = Some(0);
+            continue;
+        }
         tx.execute(
             "UPDATE runs SET status = 'interrupted', error = ?2, finished_at = ?3 WHERE id = ?1",
             params![run.id, reason, ts(now)],
@@ -217,7 +235,7 @@ fn recover(conn: &mut Connection, node: &str, reason: &str) -> Result<Vec<RunRow
 fn begin_run(conn: &Connection, id: RunId, start: &RunStart) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO runs (id, job, trigger, fire_time, content_hash, node, status, started_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, ?7)",
     )?
     .execute(params![
         id,
@@ -226,7 +244,8 @@ fn begin_run(conn: &Connection, id: RunId, start: &RunStart) -> rusqlite::Result
         ts(start.fire_time),
         &start.content_hash[..],
         start.node,
-        ts(Utc::now())
+        ts(Utc::now()),
+        if start.queued { RecordedStatus::Queued } else { RecordedStatus::Running }.as_str(),
     ])?;
     Ok(())
 }
@@ -282,7 +301,9 @@ fn prune(
     if let Some(keep) = keep_runs {
         deleted += tx
             .prepare_cached(
-                "DELETE FROM runs WHERE job = ?1 AND status <> 'running' AND id NOT IN                  (SELECT id FROM runs WHERE job = ?1 AND status <> 'running' ORDER BY id DESC LIMIT ?2)",
+                "DELETE FROM runs WHERE job = ?1 AND status <> 'running' AND status <> 'queued' AND id NOT IN \
+                 (SELECT id FROM runs WHERE job = ?1 AND status <> 'running' AND status <> 'queued' \
+                 ORDER BY id DESC LIMIT ?2)",
             )
             .and_then(|mut s| s.execute(params![job, i64::try_from(keep).unwrap_or(i64::MAX)]))
             .map_err(fail("prune runs by count"))?;
@@ -292,7 +313,9 @@ fn prune(
         keep_for.and_then(|d| chrono::Duration::from_std(d).ok()).and_then(|d| Utc::now().checked_sub_signed(d));
     if let Some(cutoff) = cutoff {
         deleted += tx
-            .prepare_cached("DELETE FROM runs WHERE job = ?1 AND status <> 'running' AND started_at < ?2")
+            .prepare_cached(
+                "DELETE FROM runs WHERE job = ?1 AND status <> 'running' AND status <> 'queued' AND started_at < ?2",
+            )
             .and_then(|mut s| s.execute(params![job, ts(cutoff)]))
             .map_err(fail("prune runs by age"))?;
     }

@@ -240,10 +240,12 @@ pub(super) fn one_shot_status(
     let status: Option<String> = conn
         .prepare_cached(
             "SELECT status FROM runs WHERE job = ?1 AND content_hash = ?2 AND trigger = 'file' \
-             AND status <> 'running' AND NOT (status = 'cancelled' AND error IS ?3) ORDER BY id DESC LIMIT 1",
+             AND status <> 'running' AND status <> 'queued' \
+             AND NOT (status = 'cancelled' AND (error IS ?3 OR error IS ?4)) ORDER BY id DESC LIMIT 1",
         )
         .and_then(|mut s| {
-            s.query_row(params![job, &content_hash[..], crate::store::NOT_STARTED_ERROR], |r| r.get(0)).optional()
+            let not_started = (crate::store::NOT_STARTED_ERROR, crate::store::QUEUED_AT_STOP_ERROR);
+            s.query_row(params![job, &content_hash[..], not_started.0, not_started.1], |r| r.get(0)).optional()
         })
         .map_err(StoreError::sqlite("look up a one-shot run"))?;
     Ok(status.as_deref().and_then(RecordedStatus::parse))

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::store::StoreError;
 
@@ -18,6 +18,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init.sql", include_str!("../migrations/sqlite/0001_init.sql")),
     ("0002_event_seq.sql", include_str!("../migrations/sqlite/0002_event_seq.sql")),
     ("0003_steps_check.sql", include_str!("../migrations/sqlite/0003_steps_check.sql")),
+    ("0004_runs_queued.sql", include_str!("../migrations/sqlite/0004_runs_queued.sql")),
 ];
 
 /// How long a statement waits for another connection's lock before failing.
@@ -49,8 +50,19 @@ pub(super) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// Applies the migrations the database lacks.
+/// Applies the migrations the database lacks, with foreign keys off (SQLite's
+/// way to rebuild a table others refer to: dropping the old one must not
+/// cascade into its children), each checked with `PRAGMA foreign_key_check`
+/// before it commits; foreign keys are on again afterwards.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    // A no-op inside a transaction: set between them.
+    conn.pragma_update(None, "foreign_keys", false).map_err(StoreError::sqlite("migrate"))?;
+    let migrated = migrate_all(conn);
+    conn.pragma_update(None, "foreign_keys", true).map_err(StoreError::sqlite("migrate"))?;
+    migrated
+}
+
+fn migrate_all(conn: &mut Connection) -> Result<(), StoreError> {
     let known = MIGRATIONS.len() as u32;
     loop {
         let tx =
@@ -64,6 +76,14 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         let next = version + 1;
         let fail = |source| StoreError::Migrate { version: next, name, source };
         tx.execute_batch(sql).map_err(fail)?;
+        let broken: Option<String> =
+            tx.query_row("PRAGMA foreign_key_check", [], |r| r.get(0)).optional().map_err(fail)?;
+        if let Some(table) = broken {
+            let code = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY);
+            let source =
+                rusqlite::Error::SqliteFailure(code, Some(format!("a row of {table} refers to a row that is gone")));
+            return Err(StoreError::Migrate { version: next, name, source });
+        }
         tx.pragma_update(None, "user_version", next).map_err(fail)?;
         tx.commit().map_err(fail)?;
         tracing::debug!(version = next, name, "run history migrated");

@@ -769,11 +769,12 @@ fn apply(
     let seq = seq.and_then(|s| i64::try_from(s).ok());
     match event {
         RunEvent::RunStarted { started_at, .. } => {
-            tx.prepare_cached("UPDATE runs SET started_at = ?2, start_seq = ?3 WHERE id = ?1")?.execute(params![
-                run,
-                ts(*started_at),
-                seq
-            ])?;
+            // A queued run starts: `running` from now.
+            tx.prepare_cached(
+                "UPDATE runs SET started_at = ?2, start_seq = ?3, \
+                 status = CASE WHEN status = 'queued' THEN 'running' ELSE status END WHERE id = ?1",
+            )?
+            .execute(params![run, ts(*started_at), seq])?;
         }
         RunEvent::NodeStarted { path, name, kind, at } => {
             tx.prepare_cached(
