@@ -146,3 +146,79 @@ fn a_queued_run_cancelled_never_starts_and_the_api_answers_202_queued() {
     d.barrier();
     assert_eq!(d.count(|l| is(l, "waits.toml", "run started")), 0, "a cancelled queued run started: {}", d.dump());
 }
+
+/// `job`'s runs as `gatherd runs --json` lists them (status, error,
+/// fire_time), oldest first.
+fn runs_of(api: Api, job: &str) -> Vec<(String, String, chrono::DateTime<chrono::Utc>)> {
+    let runs: Value =
+        serde_json::from_str(&cli(api, &["runs", "--job", job, "--limit", "1000", "--json"])).expect("JSON");
+    let mut rows: Vec<_> = runs
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|r| {
+            let fire_time = r["fire_time"].as_str().and_then(|t| t.parse().ok()).expect("a fire time");
+            (r["status"].as_str().unwrap_or("").to_string(), r["error"].as_str().unwrap_or("").to_string(), fire_time)
+        })
+        .collect();
+    rows.reverse();
+    rows
+}
+
+/// Waits until `job` has at least `n` fires recorded `missed` because it is
+/// paused, fired after `after`, and none of its runs fired after `after` ran.
+fn paused_fires_after(api: Api, job: &str, after: chrono::DateTime<chrono::Utc>, n: usize) {
+    let paused_fire =
+        |(status, error, _): &(String, String, _)| status == "missed" && error == "missed: the job is paused";
+    assert!(
+        eventually(LONG, || runs_of(api, job).iter().filter(|r| r.2 > after && paused_fire(r)).count() >= n),
+        "no {n} paused fires of {job}: {:?}",
+        runs_of(api, job)
+    );
+    let ran: Vec<_> = runs_of(api, job).into_iter().filter(|r| r.2 > after && !paused_fire(r)).collect();
+    assert!(ran.is_empty(), "{job} ran while paused: {ran:?}");
+}
+
+#[test]
+fn a_pause_survives_a_restart_does_not_cancel_a_run_in_flight_and_records_the_fires_missed() {
+    let dir = tempfile::tempdir().expect("temp");
+    let config = write(dir.path(), "config.toml", "shutdown_grace = \"1s\"\n");
+    let config = config.to_str().expect("utf-8").to_string();
+    let slow = "schedule = \"0 0 3 1 1 *\"\n[[step]]\nname = \"t\"\nsleep = \"300s\"\n";
+    let tick = "every = \"1s\"\n[[step]]\nname = \"t\"\nsleep = \"10ms\"\n";
+    let d = Daemon::start(&[("slow.toml", slow), ("tick.toml", tick)], &["--config", &config], &[]);
+    let api = d.api();
+    let run = id_in(&cli(api, &["trigger", "slow.toml"]));
+    assert!(d.wait_for(LONG, |l| started(l, "slow.toml") == Some(run)), "{}", d.dump());
+
+    let said = cli(api, &["pause", "slow.toml"]);
+    assert!(said.starts_with("paused slow.toml"), "{said}");
+    cli(api, &["pause", "tick.toml"]);
+    let paused = chrono::Utc::now();
+    d.barrier();
+    assert_eq!(d.count(|l| is(l, "slow.toml", "run finished")), 0, "pausing cancelled the run: {}", d.dump());
+    let listed = job(api, "slow.toml");
+    assert_eq!((&listed["paused"], &listed["running"]), (&Value::Bool(true), &serde_json::json!([run])));
+    let table = cli(api, &["jobs"]);
+    assert!(table.lines().any(|l| l.starts_with("tick.toml") && l.contains("paused")), "{table}");
+    paused_fires_after(api, "tick.toml", paused, 2);
+    // A manual trigger is explicit: it runs.
+    let manual = id_in(&cli(api, &["trigger", "tick.toml"]));
+    assert!(d.wait_for(LONG, |l| started(l, "tick.toml") == Some(manual)), "{}", d.dump());
+
+    // Restarted: still paused.
+    let (jobs, state) = d.end_with(nix::sys::signal::Signal::SIGTERM);
+    let d = Daemon::start_with(jobs, state, &["--config", &config], &[]);
+    let api = d.api();
+    let restarted = chrono::Utc::now();
+    assert_eq!(job(api, "slow.toml")["paused"], true, "the pause is forgotten after a restart");
+    assert_eq!(job(api, "tick.toml")["paused"], true);
+    paused_fires_after(api, "tick.toml", restarted, 2);
+
+    // Resumed: it fires again, from its next slot.
+    assert_eq!(cli(api, &["resume", "tick.toml"]).trim(), "resumed tick.toml");
+    assert_eq!(job(api, "tick.toml")["paused"], false);
+    assert!(d.wait_for(LONG, |l| finished(l, "tick.toml", "succeeded")), "{}", d.dump());
+    let (status, body) = http(api, "POST", "/jobs/nope.toml/pause", &[], "");
+    assert_eq!(status, 404, "{body}");
+}

@@ -34,6 +34,10 @@ pub struct JobView {
     /// Its runs recorded `queued`, waiting for a slot or their semaphore
     /// (store ids, in the order they will start).
     pub queued: Vec<RunId>,
+    /// Paused (`gatherd pause`): its scheduled fires are recorded `missed`
+    /// and a new version of a one-shot waits for `resume`; runs in flight go
+    /// on and a manual trigger runs.
+    pub paused: bool,
 }
 
 /// What a trigger made: the run's id, and whether it runs now (`running`)
@@ -64,6 +68,10 @@ pub enum ControlError {
     /// The daemon is shutting down.
     #[error("the daemon is stopping")]
     Stopping,
+    /// Done for now, but the run history could not save it, so it will not
+    /// survive a restart.
+    #[error("{0}")]
+    NotSaved(String),
 }
 
 /// The daemon, as the API sees it.
@@ -75,6 +83,10 @@ pub trait Control: Send + Sync {
     /// once: a run that must wait for a slot is recorded `queued` and
     /// answered as such.
     fn trigger<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<Started, ControlError>>;
+    /// Pauses (`true`) or resumes (`false`) `job`, saved in the run history
+    /// (answered once it is); pausing a paused job (or resuming a running
+    /// one) changes nothing and succeeds.
+    fn pause<'a>(&'a self, job: &'a str, paused: bool) -> BoxFuture<'a, Result<(), ControlError>>;
     /// Cancels a run in flight, or a queued one (it never starts).
     fn cancel(&self, run: RunId) -> BoxFuture<'_, Result<(), ControlError>>;
     /// The live events of a run in flight, numbered, from now on (`None`

@@ -80,7 +80,7 @@ impl From<ControlError> for ApiError {
             ControlError::NotRunnable(_) | ControlError::NotStarted(_) | ControlError::NotRunning(_) => {
                 ApiError::Conflict(message)
             }
-            ControlError::Stopping => ApiError::Unavailable(message),
+            ControlError::Stopping | ControlError::NotSaved(_) => ApiError::Unavailable(message),
         }
     }
 }

@@ -41,16 +41,30 @@ pub(super) async fn show(State(state): State<AppState>, Path(job): Path<String>)
     Ok(Json(entry(&state, found).await?))
 }
 
-/// `POST /jobs/{*job}/trigger`: the catch-all takes the whole rest of the
-/// path, so the `/trigger` suffix is parsed here.
+/// `POST /jobs/{*job}/trigger` (and `/pause`, `/resume`): the catch-all
+/// takes the whole rest of the path, so the suffix is parsed here.
 pub(super) async fn trigger_suffix(
     State(state): State<AppState>,
     Path(rest): Path<String>,
-) -> Result<(StatusCode, Json<Triggered>), ApiError> {
-    match rest.strip_suffix("/trigger") {
-        Some(job) if !job.is_empty() => trigger(State(state), Path(job.to_string())).await,
-        _ => Err(ApiError::NotFound(format!("no route POST /jobs/{rest} (did you mean /jobs/{rest}/trigger?)"))),
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let job = |suffix: &str| rest.strip_suffix(suffix).filter(|job| !job.is_empty()).map(str::to_string);
+    if let Some(job) = job("/trigger") {
+        return Ok(trigger(State(state), Path(job)).await?.into_response());
     }
+    for (suffix, paused) in [("/pause", true), ("/resume", false)] {
+        if let Some(job) = job(suffix) {
+            return Ok(pause(&state, job, paused).await?.into_response());
+        }
+    }
+    Err(ApiError::NotFound(format!("no route POST /jobs/{rest} (did you mean /jobs/{rest}/trigger?)")))
+}
+
+/// `POST /jobs/{job}/pause` and `/resume`: 200 `{"job": J, "paused": B}`
+/// once the daemon has saved it; 404 for an unknown job.
+async fn pause(state: &AppState, job: String, paused: bool) -> Result<Json<serde_json::Value>, ApiError> {
+    state.control.pause(&job, paused).await?;
+    Ok(Json(serde_json::json!({ "job": job, "paused": paused })))
 }
 
 /// The answer to a trigger.

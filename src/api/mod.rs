@@ -16,6 +16,7 @@
 //! | `GET /jobs` | `{"jobs": [JobView + last_run]}` |
 //! | `GET /jobs/{job}` | one job + `last_run` (404 if unknown) |
 //! | `POST /jobs/{job}/trigger`, `POST /trigger/{job}` | at once: 201 `{"run_id": N, "status": "running", "events": "/runs/N/events?from=0"}`, or 202 with `"status": "queued"` when it waits for a slot or its semaphore |
+//! | `POST /jobs/{job}/pause`, `POST /jobs/{job}/resume` | 200 `{"job": J, "paused": B}` once saved (404 unknown job, 503 not saved) |
 //! | `GET /runs?job=&status=&limit=&before=` | `{"runs": [...], "next_before": id or null}` |
 //! | `GET /runs/{id}` | the run as `gatherd show --json` |
 //! | `POST /runs/{id}/cancel` | 202 `{"run_id": N, "cancelling": true}` |

@@ -32,6 +32,7 @@ fn job_view(job: &str) -> JobView {
         runnable: true,
         running: vec![],
         queued: vec![],
+        paused: false,
     }
 }
 
@@ -54,6 +55,15 @@ impl Control for FakeControl {
     }
     fn cancel(&self, run: RunId) -> BoxFuture<'_, Result<(), ControlError>> {
         Box::pin(async move { if run == 7 { Ok(()) } else { Err(ControlError::NotRunning(run)) } })
+    }
+    fn pause<'a>(&'a self, job: &'a str, paused: bool) -> BoxFuture<'a, Result<(), ControlError>> {
+        self.triggered.lock().unwrap().push(format!("{job} paused={paused}"));
+        Box::pin(async move {
+            match job {
+                "a.toml" | "sub/b.toml" => Ok(()),
+                other => Err(ControlError::NoSuchJob(other.into())),
+            }
+        })
     }
     fn events(&self, run: RunId) -> Option<broadcast::Receiver<crate::api::control::Numbered>> {
         self.live.lock().unwrap().get(&run).map(|tx| tx.subscribe())
@@ -281,6 +291,19 @@ async fn trigger_returns_the_run_id_and_a_run_not_started_is_409() {
     assert!(body["error"].as_str().unwrap().starts_with("not started"), "{body}");
     assert_eq!(api.post("/trigger/c.toml").await.0, 404);
     assert_eq!(api.post("/jobs/a.toml").await.0, 404);
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn pause_and_resume_answer_the_saved_state_and_a_cross_origin_pause_is_refused() {
+    let api = Api::start(None).await;
+    assert_eq!(api.post("/jobs/sub/b.toml/pause").await, (200, json!({"job": "sub/b.toml", "paused": true})));
+    assert_eq!(api.post("/jobs/a.toml/resume").await, (200, json!({"job": "a.toml", "paused": false})));
+    assert_eq!(api.post("/jobs/nope.toml/pause").await.0, 404);
+    let evil = reqwest::Client::new().post(api.url("/jobs/a.toml/pause")).header("Origin", "http://evil.example");
+    assert_eq!(api.send(evil).await.0, 403);
+    let asked = api.control.triggered.lock().unwrap().clone();
+    assert_eq!(asked, ["sub/b.toml paused=true", "a.toml paused=false", "nope.toml paused=true"], "nothing else");
     api.stop().await;
 }
 

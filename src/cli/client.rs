@@ -85,6 +85,19 @@ pub struct CancelArgs {
     pub api: ApiArgs,
 }
 
+/// Arguments of `gatherd pause` and `gatherd resume`.
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// The job (its path in the jobs folder, e.g. `backup.toml`).
+    #[arg(value_name = "JOB")]
+    pub job: String,
+    /// Print the daemon's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
 /// Why a request to the daemon got no answer it could use.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum RequestError {
@@ -271,6 +284,8 @@ fn jobs_table(list: &[Value], fit: Option<usize>) -> String {
             let next = j["next_fire"]
                 .as_str()
                 .map_or("-".to_string(), |t| t.chars().take(19).collect::<String>().replace('T', " "));
+            // A paused job does not fire: NEXT says so.
+            let next = if j["paused"] == true { "paused".to_string() } else { next };
             let last = match (&j["last_run"]["id"], j["last_run"]["status"].as_str()) {
                 (Value::Number(id), Some(status)) => format!("{id} {status}"),
                 _ => "-".to_string(),
@@ -388,6 +403,28 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<u8> {
         outln!("{answer}")?;
     } else {
         outln!("cancelling run {}", args.run)?;
+    }
+    Ok(exit::OK)
+}
+
+/// `gatherd pause JOB` (`paused` true) and `gatherd resume JOB`.
+pub async fn pause(args: PauseArgs, paused: bool) -> anyhow::Result<u8> {
+    let client = Client::new(&args.api)?;
+    let (verb, route) = if paused { ("pause", "pause") } else { ("resume", "resume") };
+    let answer: Value = client
+        .json(reqwest::Method::POST, &format!("/jobs/{}/{route}", args.job))
+        .await
+        .with_context(|| format!("cannot {verb} {}", args.job))?;
+    if args.json {
+        outln!("{answer}")?;
+    } else if paused {
+        outln!(
+            "paused {}: its fires are recorded missed until `gatherd resume {}`; runs in flight go on",
+            args.job,
+            args.job
+        )?;
+    } else {
+        outln!("resumed {}", args.job)?;
     }
     Ok(exit::OK)
 }

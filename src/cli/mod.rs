@@ -73,6 +73,16 @@ pub enum Command {
     /// Cancel a run in flight, or a queued one (it never starts), through the
     /// daemon's control API.
     Cancel(client::CancelArgs),
+    /// Pause a job (through the daemon's control API, saved across
+    /// restarts): its scheduled fires are recorded `missed` (error "missed:
+    /// the job is paused") instead of running, and a new version of a
+    /// one-shot waits; runs in flight go on, and `gatherd trigger` still runs
+    /// it.
+    Pause(client::PauseArgs),
+    /// Resume a paused job: its schedule goes on from its next fire (the
+    /// fires it missed are not run), and a one-shot's version saved while it
+    /// was paused runs.
+    Resume(client::PauseArgs),
     /// Copy the run history to a new file, consistently, even while the
     /// daemon writes to it (SQLite's online backup).
     Backup(backup::BackupArgs),
@@ -185,6 +195,8 @@ async fn command(command: Command) -> anyhow::Result<u8> {
         Command::Jobs(args) => client::jobs(args).await,
         Command::Trigger(args) => client::trigger(args).await,
         Command::Cancel(args) => client::cancel(args).await,
+        Command::Pause(args) => client::pause(args, true).await,
+        Command::Resume(args) => client::pause(args, false).await,
         Command::Backup(args) => backup::backup(args).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;

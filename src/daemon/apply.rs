@@ -89,6 +89,11 @@ impl Supervisor {
         if entry.last_run_hash == Some(hash) {
             return;
         }
+        let paused = self.paused.contains(id.as_str());
+        if paused && self.started {
+            // Not run now, nor marked run: `resume` runs it.
+            return tracing::info!(job = %id, "the job is paused: this version runs when it is resumed");
+        }
         entry.last_run_hash = Some(hash);
         if self.started {
             // Appeared (again) while the daemon runs: run it — instead of
@@ -103,6 +108,12 @@ impl Supervisor {
                 "this version's run was interrupted when the daemon stopped; not retried (save a new version to run it)"
             ),
             Ok(Some(_)) => tracing::info!(job = %id, "this version already ran to the end; not running it again"),
+            Ok(None) if paused => {
+                tracing::info!(job = %id, "the job is paused: this version runs when it is resumed");
+                if let Some(entry) = self.table.get_mut(&id) {
+                    entry.last_run_hash = None;
+                }
+            }
             Ok(None) => self.fire(id, RunTrigger::File, Utc::now(), None),
             // Fail closed: a version that cannot be proved new is not run
             // (a broken history must not re-run every one-shot that ran).
@@ -154,7 +165,9 @@ impl Supervisor {
     async fn catch_up(&mut self, id: &JobId, schedule: &Schedule, last: DateTime<Utc>) {
         let Some(entry) = self.table.get_mut(id) else { return };
         let (Some(job), Some(hash)) = (entry.job.clone(), entry.valid_hash) else { return };
-        let plan = catch_up::plan(schedule, last, Utc::now(), job.catch_up, job.catch_up_window);
+        // A paused job catches nothing up: every fire it missed is recorded.
+        let policy = if self.paused.contains(id.as_str()) { crate::job::CatchUp::Skip } else { job.catch_up };
+        let plan = catch_up::plan(schedule, last, Utc::now(), policy, job.catch_up_window);
         let cause = scheduled_cause(&job.trigger);
         if let (Some(first), Some(latest)) = (plan.missed.first(), plan.missed.last()) {
             tracing::warn!(job = %id, count = plan.missed.len(), first = %first, last = %latest, more = plan.uncounted, "fires missed while the daemon was down; recorded as missed");

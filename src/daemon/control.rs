@@ -19,6 +19,8 @@ pub enum Command {
     Jobs(oneshot::Sender<Vec<JobView>>),
     /// Start a run of a job now (or queue it for a slot).
     Trigger(String, oneshot::Sender<Result<Started, ControlError>>),
+    /// Pause (`true`) or resume (`false`) a job; answered once saved.
+    Pause(String, bool, oneshot::Sender<Result<(), ControlError>>),
     /// Cancel a run in flight or queued.
     Cancel(RunId, oneshot::Sender<Result<(), ControlError>>),
 }
@@ -56,6 +58,10 @@ impl Control for DaemonControl {
 
     fn trigger<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<Started, ControlError>> {
         async move { self.ask(|tx| Command::Trigger(job.to_string(), tx)).await? }.boxed()
+    }
+
+    fn pause<'a>(&'a self, job: &'a str, paused: bool) -> BoxFuture<'a, Result<(), ControlError>> {
+        async move { self.ask(|tx| Command::Pause(job.to_string(), paused, tx)).await? }.boxed()
     }
 
     fn cancel(&self, run: RunId) -> BoxFuture<'_, Result<(), ControlError>> {

@@ -40,7 +40,16 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
         Arc::new(store::open_sqlite(&db).await.with_context(|| format!("cannot open the run store {}", db.display()))?);
     let node = opts.config.node();
     for run in store.recover(&node, INTERRUPTED).await.context("cannot recover runs left running")? {
-        tracing::warn!(job = %run.job, run_id = run.id, started_at = %run.started_at, reason = INTERRUPTED, "run interrupted");
+        if run.status == crate::store::RecordedStatus::Interrupted {
+            tracing::warn!(job = %run.job, run_id = run.id, started_at = %run.started_at, reason = INTERRUPTED, "run interrupted");
+        } else {
+            tracing::warn!(job = %run.job, run_id = run.id, queued_at = %run.started_at, "a run queued when the daemon stopped never started; recorded cancelled");
+        }
+    }
+    // Before the first scan: a paused job's fires and new versions wait.
+    let paused = store.paused().await.context("cannot read the paused jobs from the run history")?;
+    for (job, since) in &paused {
+        tracing::info!(job = %job, since = %since, "paused (`gatherd resume` resumes it)");
     }
     // A root daemon reads nothing through a link out of the jobs folder, so
     // it watches nothing out of it either.
@@ -54,6 +63,7 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
     let listeners = super::listen::bind(&opts).await?;
 
     let mut sup = Supervisor::new(opts, store, node);
+    sup.paused = paused.into_iter().map(|(job, _)| job).collect();
     sup.lock = Some(lock);
     sup.processes = Some(process_records);
     sup.api = listeners.tcp.as_ref().map(|(_, addr)| (*addr, listeners.token.clone()));

@@ -3,7 +3,7 @@
 //! watchdog. Each input has its handler here; what a job file's new version
 //! does is in `apply.rs`, how a run is built in `run_task.rs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -27,7 +27,7 @@ use super::{FILE_BATCH, Options, describe};
 use crate::api::{ControlError, JobView, Metrics, SharedToken};
 use crate::config::Config;
 use crate::exec::{BlockingPool, RunContext, RunEvent, RunOutcome, Status};
-use crate::store::{QUEUED_AT_STOP_ERROR, RunId, RunStart, RunStore, RunTrigger};
+use crate::store::{Missed, QUEUED_AT_STOP_ERROR, RunId, RunStart, RunStore, RunTrigger};
 use crate::watch::{JobFileEvent, JobId, Watcher};
 
 /// The `/healthz` problem of a jobs folder that cannot be scanned.
@@ -103,6 +103,12 @@ pub(super) struct Supervisor {
     pub admission: Admission<Waiting>,
     /// Every run's task; each one's bookkeeping is in `in_flight`.
     pub runs: JoinSet<RunOutcome>,
+    /// Writes to the history the loop does not wait for (a pause saved, a
+    /// paused fire recorded): owned here, drained by the loop, awaited at
+    /// shutdown before the history closes.
+    pub chores: JoinSet<()>,
+    /// The paused jobs, by id (as saved in the history's `paused_jobs`).
+    pub paused: HashSet<String>,
     pub in_flight: HashMap<tokio::task::Id, InFlight>,
     /// What runs tell the loop (their store ids, their ends).
     pub notes: mpsc::UnboundedReceiver<RunNote>,
@@ -164,6 +170,8 @@ impl Supervisor {
             table: BTreeMap::new(),
             timers: DelayQueue::new(),
             runs: JoinSet::new(),
+            chores: JoinSet::new(),
+            paused: HashSet::new(),
             in_flight: HashMap::new(),
             notes,
             notes_tx,
@@ -214,6 +222,7 @@ impl Supervisor {
                 Some(command) = commands.recv() => self.on_command(command),
                 Some(note) = self.notes.recv() => self.on_note(note),
                 Some(ended) = self.runs.join_next_with_id() => self.on_run_end(ended),
+                Some(_) = self.chores.join_next() => {}
                 () = sleep_until(self.retries.at) => self.retry_reads().await,
                 () = tick(self.watchdog.as_mut()) => self.systemd.watchdog(),
             }
@@ -421,14 +430,77 @@ impl Supervisor {
         self.report_status();
     }
 
-    fn on_timer(&mut self, id: JobId) {
+    pub(super) fn on_timer(&mut self, id: JobId) {
         let Some(entry) = self.table.get_mut(&id) else { return };
         entry.timer = None;
         let cause = entry.job.as_ref().map_or(RunTrigger::Interval, |j| scheduled_cause(&j.trigger));
         let due = entry.slot.unwrap_or_else(Utc::now);
-        self.fire(id.clone(), cause, due, None);
+        if self.paused.contains(id.as_str()) {
+            // Paused: the fire is in the history as `missed` (so a restart
+            // does not take the pause for a down time), and nothing runs.
+            tracing::debug!(job = %id, due = %due, "fire not run: the job is paused (recorded missed)");
+            if let Some(content_hash) = entry.valid_hash {
+                let missed = Missed {
+                    job: id.to_string(),
+                    trigger: cause,
+                    fire_times: vec![due],
+                    content_hash,
+                    node: self.node.clone(),
+                };
+                let store = self.store.clone();
+                self.chores.spawn(async move {
+                    if let Err(e) = store.record_paused(missed).await {
+                        tracing::error!(error = %e, "cannot record a paused job's fire as missed");
+                    }
+                });
+            }
+        } else {
+            self.fire(id.clone(), cause, due, None);
+        }
         self.schedule_next(&id);
         self.report_status();
+    }
+
+    /// Pauses or resumes `id` now and saves it in the history; `reply`
+    /// hears once it is saved. Resuming a one-shot runs the version saved
+    /// while it was paused, if that has not run; a scheduled job's timer
+    /// was never stopped, so it goes on from its next slot (no burst of the
+    /// fires it missed).
+    pub fn set_paused(
+        &mut self,
+        id: &JobId,
+        paused: bool,
+        reply: Option<tokio::sync::oneshot::Sender<Result<(), ControlError>>>,
+    ) {
+        let changed = if paused { self.paused.insert(id.to_string()) } else { self.paused.remove(id.as_str()) };
+        if changed && paused {
+            tracing::info!(job = %id, "paused: its fires are recorded missed and its file's new versions wait until it is resumed; runs in flight go on");
+        } else if changed {
+            tracing::info!(job = %id, "resumed");
+            let pending = self.table.get_mut(id).and_then(|e| {
+                let one_shot = matches!(e.job.as_deref()?.trigger, crate::job::Trigger::OnChange);
+                let hash = e.valid_hash.filter(|h| one_shot && e.last_run_hash != Some(*h))?;
+                e.last_run_hash = Some(hash);
+                Some(hash)
+            });
+            if pending.is_some() {
+                tracing::info!(job = %id, "running the version saved while it was paused");
+                self.fire(id.clone(), RunTrigger::File, Utc::now(), None);
+            }
+        }
+        let (store, job) = (self.store.clone(), id.to_string());
+        self.chores.spawn(async move {
+            let saved = store.set_paused(&job, paused).await.map_err(|e| {
+                let done = if paused { "paused" } else { "resumed" };
+                tracing::error!(job = %job, error = %e, "cannot save the job's pause in the run history");
+                ControlError::NotSaved(format!(
+                    "{done} {job} for now, but the run history could not save it, so a restart will not remember it: {e}"
+                ))
+            });
+            if let Some(reply) = reply {
+                let _ = reply.send(saved);
+            }
+        });
     }
 
     /// A run of `id` is due: apply its overlap policy, then admission.
@@ -629,6 +701,7 @@ impl Supervisor {
                         runnable: e.job.is_some(),
                         running: e.running.iter().filter_map(|t| self.in_flight.get(t)?.run_id).collect(),
                         queued: if e.waiting == 0 { Vec::new() } else { self.queued_runs(id) },
+                        paused: self.paused.contains(id.as_str()),
                     })
                     .collect();
                 views.extend(self.refused.iter().map(|(path, reason)| JobView {
@@ -640,6 +713,7 @@ impl Supervisor {
                     runnable: false,
                     running: Vec::new(),
                     queued: Vec::new(),
+                    paused: false,
                 }));
                 views.sort_by(|a, b| a.job.cmp(&b.job));
                 let _ = reply.send(views);
@@ -649,6 +723,12 @@ impl Supervisor {
                     tracing::info!(job = %id, "triggered through the control API");
                     self.fire(id, RunTrigger::Manual, Utc::now(), Some(reply));
                 }
+                None => {
+                    let _ = reply.send(Err(ControlError::NoSuchJob(job)));
+                }
+            },
+            Command::Pause(job, paused, reply) => match self.table.keys().find(|k| k.as_str() == job).cloned() {
+                Some(id) => self.set_paused(&id, paused, Some(reply)),
                 None => {
                     let _ = reply.send(Err(ControlError::NoSuchJob(job)));
                 }
@@ -879,6 +959,8 @@ impl Supervisor {
         }
         // The records of the groups just reaped are removed (a short wait).
         crate::exec::step::settle_process_records().await;
+        // Pauses and paused fires still being saved.
+        while self.chores.join_next().await.is_some() {}
         tracing::info!("stopped");
         anyhow::Context::context(self.store.close().await, "cannot write the last of the run history")
     }

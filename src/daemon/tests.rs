@@ -444,6 +444,15 @@ impl RunStore for UnreadableHistory {
     fn record_missed(&self, missed: Missed) -> BoxFuture<'_, StoreResult<()>> {
         self.0.record_missed(missed)
     }
+    fn record_paused(&self, missed: Missed) -> BoxFuture<'_, StoreResult<()>> {
+        self.0.record_paused(missed)
+    }
+    fn set_paused<'a>(&'a self, job: &'a str, paused: bool) -> BoxFuture<'a, StoreResult<()>> {
+        self.0.set_paused(job, paused)
+    }
+    fn paused(&self) -> BoxFuture<'_, StoreResult<Vec<crate::store::PausedJob>>> {
+        self.0.paused()
+    }
     fn last_fire<'a>(&'a self, job: &'a str) -> BoxFuture<'a, StoreResult<Option<chrono::DateTime<chrono::Utc>>>> {
         self.0.last_fire(job)
     }
@@ -697,6 +706,15 @@ impl RunStore for CancelsAsItAnswers {
     fn record_missed(&self, missed: Missed) -> BoxFuture<'_, StoreResult<()>> {
         self.inner.record_missed(missed)
     }
+    fn record_paused(&self, missed: Missed) -> BoxFuture<'_, StoreResult<()>> {
+        self.inner.record_paused(missed)
+    }
+    fn set_paused<'a>(&'a self, job: &'a str, paused: bool) -> BoxFuture<'a, StoreResult<()>> {
+        self.inner.set_paused(job, paused)
+    }
+    fn paused(&self) -> BoxFuture<'_, StoreResult<Vec<crate::store::PausedJob>>> {
+        self.inner.paused()
+    }
     fn last_fire<'a>(&'a self, job: &'a str) -> BoxFuture<'a, StoreResult<Option<chrono::DateTime<chrono::Utc>>>> {
         self.inner.last_fire(job)
     }
@@ -748,4 +766,72 @@ async fn a_one_shot_cancelled_as_its_row_commits_is_recorded_cancelled_and_runs_
     let hash = h.sup.table[&once].valid_hash.expect("a valid version");
     let status = h.store.one_shot_status(once.as_str(), &hash).await.expect("read the history");
     assert_eq!(status, None, "a one-shot cancelled before it started does not count as run");
+}
+
+/// Pauses (`true`) or resumes `job` as the API would; the answer once saved.
+async fn pause(h: &mut Harness, job: &str, paused: bool) -> Result<(), ControlError> {
+    let (tx, rx) = oneshot::channel();
+    h.sup.on_command(Command::Pause(job.into(), paused, tx));
+    still(rx).await.expect("the pause is answered")
+}
+
+/// Hands the supervisor its next timer, as the loop would.
+async fn next_timer(h: &mut Harness) {
+    use futures::StreamExt;
+    let expired = h.sup.timers.next().await.expect("a timer");
+    h.sup.on_timer(expired.into_inner());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_job_records_its_fires_missed_a_trigger_still_runs_and_resume_runs_a_one_shot_saved_meanwhile() {
+    const QUICK: &str = "[[step]]\nname = \"t\"\nsleep = \"0s\"\n";
+    let mut h = Harness::new("").await;
+    let tick = h.drop_job("tick.toml", &format!("every = \"1s\"\n{QUICK}")).await;
+    assert_eq!(pause(&mut h, "tick.toml", true).await, Ok(()));
+    assert!(view(&mut h, "tick.toml").await.paused);
+    assert_eq!(pause(&mut h, "tick.toml", true).await, Ok(()), "pausing a paused job is no error");
+    assert!(matches!(pause(&mut h, "nope.toml", true).await, Err(ControlError::NoSuchJob(_))));
+    next_timer(&mut h).await;
+    next_timer(&mut h).await;
+    assert!(h.sup.runs.is_empty(), "a paused job's fires do not run");
+    while h.sup.chores.join_next().await.is_some() {}
+    let missed = (String::from("missed"), Some(crate::store::PAUSED_ERROR.to_string()));
+    assert_eq!(h.history("tick.toml").await, [missed.clone(), missed.clone()]);
+    assert!(h.sup.table[&tick].timer.is_some(), "its schedule goes on");
+    // A manual trigger is explicit: it runs.
+    assert!(h.trigger("tick.toml").await.is_ok());
+    assert_eq!(h.end_next().await, Some(Status::Succeeded));
+    // Resumed: the next fire runs.
+    assert_eq!(pause(&mut h, "tick.toml", false).await, Ok(()));
+    next_timer(&mut h).await;
+    assert_eq!(h.running(&tick), 1);
+    assert_eq!(h.end_next().await, Some(Status::Succeeded));
+
+    // A one-shot: paused, a new version waits for resume, then runs once.
+    let once = h.drop_job("once.toml", QUICK).await;
+    assert_eq!(h.end_next().await, Some(Status::Succeeded));
+    assert_eq!(pause(&mut h, "once.toml", true).await, Ok(()));
+    h.drop_job("once.toml", &format!("{QUICK}# version 2\n")).await;
+    assert!(h.sup.runs.is_empty(), "a paused one-shot's new version waits");
+    assert_eq!(pause(&mut h, "once.toml", false).await, Ok(()));
+    assert_eq!(h.running(&once), 1, "resumed, the version saved meanwhile runs");
+    assert_eq!(h.end_next().await, Some(Status::Succeeded));
+    assert_eq!(pause(&mut h, "once.toml", true).await, Ok(()));
+    assert_eq!(pause(&mut h, "once.toml", false).await, Ok(()));
+    assert!(h.sup.runs.is_empty(), "a version that ran does not run again on resume");
+}
+
+#[tokio::test(start_paused = true)]
+async fn pausing_does_not_cancel_a_run_in_flight_and_the_pause_is_saved() {
+    let mut h = Harness::new("").await;
+    let id = h.drop_job("j.toml", &format!("schedule = \"0 0 3 1 1 *\"\n{LONG}")).await;
+    let run = h.trigger("j.toml").await.expect("started");
+    assert_eq!(pause(&mut h, "j.toml", true).await, Ok(()));
+    assert_eq!(h.running(&id), 1, "the run in flight goes on");
+    assert_eq!(view(&mut h, "j.toml").await.running, vec![run]);
+    assert!(!h.sup.in_flight.values().any(|r| r.cancel.is_cancelled()), "nothing was cancelled");
+    let saved = still(h.store.paused()).await.expect("read the pauses");
+    assert_eq!(saved.iter().map(|(job, _)| job.as_str()).collect::<Vec<_>>(), ["j.toml"]);
+    assert_eq!(pause(&mut h, "j.toml", false).await, Ok(()));
+    assert!(still(h.store.paused()).await.expect("read the pauses").is_empty());
 }

@@ -98,8 +98,8 @@ use futures::future::BoxFuture;
 pub use self::error::StoreError;
 pub use self::recorder::Recorder;
 pub use self::rows::{
-    ClaimKey, JobRecord, LogFilter, MISSED_ERROR, Missed, NOT_STARTED_ERROR, NumberedLine, QUEUED_AT_STOP_ERROR,
-    RecordedStatus, RunDetail, RunDocument, RunFilter, RunId, RunRow, RunStart, RunTrigger,
+    ClaimKey, JobRecord, LogFilter, MISSED_ERROR, Missed, NOT_STARTED_ERROR, NumberedLine, PAUSED_ERROR,
+    QUEUED_AT_STOP_ERROR, RecordedStatus, RunDetail, RunDocument, RunFilter, RunId, RunRow, RunStart, RunTrigger,
 };
 pub use self::sqlite::{History, SqliteStore, open_sqlite};
 // `gatherd backup` (sqlite/backup.rs).
@@ -132,6 +132,9 @@ pub const KEPT_DETAIL_BYTES: usize = 16 * 1024 * 1024;
 
 /// The file name of the embedded database in the state folder.
 pub const DB_FILE: &str = "gatherd.db";
+
+/// A paused job: its id and when it was paused.
+pub type PausedJob = (String, DateTime<Utc>);
 
 /// A run history backend. Dyn-compatible: the daemon holds an
 /// `Arc<dyn RunStore>` chosen at start.
@@ -192,6 +195,20 @@ pub trait RunStore: Send + Sync {
     /// for an empty `fire_times`; [`StoreError::Invalid`] for a trigger other
     /// than `schedule` or `interval`.
     fn record_missed(&self, missed: Missed) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Records fires of a job that came while it was paused, as
+    /// [`record_missed`](RunStore::record_missed) does, with the error
+    /// [`PAUSED_ERROR`].
+    fn record_paused(&self, missed: Missed) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Pauses (`true`: a row in `paused_jobs`, the time now) or resumes
+    /// (`false`: the row deleted) `job`, committed when this returns.
+    /// Idempotent.
+    fn set_paused<'a>(&'a self, job: &'a str, paused: bool) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Every paused job with when it was paused, by job. Sees what is
+    /// committed.
+    fn paused(&self) -> BoxFuture<'_, Result<Vec<PausedJob>, StoreError>>;
 
     /// The latest fire time of `job`'s `schedule` and `interval` runs, whatever
     /// their status (`missed` and `interrupted` included); `None` if it has

@@ -64,6 +64,10 @@ pub struct Missed {
 /// The error recorded on a run with status `missed`.
 pub const MISSED_ERROR: &str = "missed: the daemon was not running";
 
+/// The error recorded on a run with status `missed` for a fire that came
+/// while its job was paused (`gatherd pause`).
+pub const PAUSED_ERROR: &str = "missed: the job is paused";
+
 /// The error recorded on a one-shot's run that was cancelled (its file
 /// removed, a shutdown) just as its row was committed, before it started:
 /// status `cancelled`. [`RunStore::one_shot_status`](super::RunStore::one_shot_status)

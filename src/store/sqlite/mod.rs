@@ -33,8 +33,8 @@ use self::writer::{Stats, Writer};
 use super::recorder::{Msg, Recorder};
 pub(crate) use super::rows::ts;
 use super::{
-    ClaimKey, JobRecord, LogFilter, MISSED_ERROR, Missed, NumberedLine, QUEUED_AT_STOP_ERROR, RecordedStatus,
-    RunDetail, RunFilter, RunId, RunRow, RunStart, RunStore, RunTimeline, RunTrigger, StoreError,
+    ClaimKey, JobRecord, LogFilter, MISSED_ERROR, Missed, NumberedLine, PAUSED_ERROR, QUEUED_AT_STOP_ERROR,
+    RecordedStatus, RunDetail, RunFilter, RunId, RunRow, RunStart, RunStore, RunTimeline, RunTrigger, StoreError,
 };
 
 /// Opens (creating it and its tables if needed) the run history at `path` and
@@ -250,7 +250,12 @@ fn begin_run(conn: &Connection, id: RunId, start: &RunStart) -> rusqlite::Result
     Ok(())
 }
 
-fn record_missed(conn: &mut Connection, missed: &Missed, next_id: &AtomicI64) -> Result<(), StoreError> {
+fn record_missed(
+    conn: &mut Connection,
+    missed: &Missed,
+    next_id: &AtomicI64,
+    error: &'static str,
+) -> Result<(), StoreError> {
     if !matches!(missed.trigger, RunTrigger::Schedule | RunTrigger::Interval) {
         return Err(StoreError::Invalid(format!(
             "a missed fire of {} has trigger {}, not schedule or interval",
@@ -280,7 +285,7 @@ fn record_missed(conn: &mut Connection, missed: &Missed, next_id: &AtomicI64) ->
                     &missed.content_hash[..],
                     missed.node,
                     now,
-                    MISSED_ERROR,
+                    error,
                     next_id.fetch_add(1, Ordering::Relaxed)
                 ])
                 .map_err(fail("record a missed fire"))?;
@@ -402,7 +407,34 @@ impl RunStore for SqliteStore {
 
     fn record_missed(&self, missed: Missed) -> BoxFuture<'_, Result<(), StoreError>> {
         let next_id = self.next_id.clone();
-        self.write(move |conn| record_missed(conn, &missed, &next_id)).boxed()
+        self.write(move |conn| record_missed(conn, &missed, &next_id, MISSED_ERROR)).boxed()
+    }
+
+    fn record_paused(&self, missed: Missed) -> BoxFuture<'_, Result<(), StoreError>> {
+        let next_id = self.next_id.clone();
+        self.write(move |conn| record_missed(conn, &missed, &next_id, PAUSED_ERROR)).boxed()
+    }
+
+    fn set_paused<'a>(&'a self, job: &'a str, paused: bool) -> BoxFuture<'a, Result<(), StoreError>> {
+        let job = job.to_string();
+        self.write(move |conn| {
+            let fail = StoreError::sqlite("save a job's pause");
+            if paused {
+                conn.execute(
+                    "INSERT INTO paused_jobs (job, paused_at) VALUES (?1, ?2) ON CONFLICT (job) DO NOTHING",
+                    params![job, ts(Utc::now())],
+                )
+                .map_err(fail)?;
+            } else {
+                conn.execute("DELETE FROM paused_jobs WHERE job = ?1", [job]).map_err(fail)?;
+            }
+            Ok(())
+        })
+        .boxed()
+    }
+
+    fn paused(&self) -> BoxFuture<'_, Result<Vec<crate::store::PausedJob>, StoreError>> {
+        self.read(read::paused).boxed()
     }
 
     fn last_fire<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<Option<DateTime<Utc>>, StoreError>> {

@@ -261,6 +261,13 @@ pub(super) fn last_fire(conn: &Connection, job: &str) -> Result<Option<DateTime<
     .map_err(StoreError::sqlite("look up a job's last fire"))
 }
 
+/// Every paused job with when it was paused, by job.
+pub(super) fn paused(conn: &Connection) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+    conn.prepare_cached("SELECT job, paused_at FROM paused_jobs ORDER BY job")
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, time(r, 1)?)))?.collect())
+        .map_err(StoreError::sqlite("read the paused jobs"))
+}
+
 /// One run with the place of each of its facts in its event stream; one read
 /// transaction, so the numbers match the rows.
 pub(super) fn timeline(conn: &Connection, id: RunId) -> Result<Option<RunTimeline>, StoreError> {
