@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 
-use super::{ApiError, AppState, JobView};
+use super::{ApiError, AppState, ControlError, JobView};
 use crate::store::{RunFilter, RunId, RunRow};
 
 /// A job as the daemon knows it, with its last recorded run.
@@ -33,9 +33,22 @@ pub(super) async fn list(State(state): State<AppState>) -> Result<Json<serde_jso
     Ok(Json(serde_json::json!({ "jobs": jobs })))
 }
 
-/// `GET /jobs/{*job}`: one job; 404 if the daemon does not know it.
+/// The id of the job `name` means (with or without its extension, see
+/// [`crate::job::resolve_name`]) among `jobs`: 404 with a did-you-mean when
+/// none, 400 naming each when it fits more than one.
+fn resolve(name: &str, jobs: &[JobView]) -> Result<String, ApiError> {
+    crate::job::resolve_name(name, jobs.iter().map(|j| j.job.as_str())).map_err(|e| match e {
+        crate::job::NameError::Unknown { .. } => ApiError::NotFound(e.to_string()),
+        crate::job::NameError::Ambiguous { .. } => ApiError::BadRequest(e.to_string()),
+    })
+}
+
+/// `GET /jobs/{*job}`: one job (its id with or without the extension); 404
+/// if the daemon does not know it.
 pub(super) async fn show(State(state): State<AppState>, Path(job): Path<String>) -> Result<Json<JobEntry>, ApiError> {
-    let found = state.control.jobs().await.into_iter().find(|j| j.job == job);
+    let jobs = state.control.jobs().await;
+    let id = resolve(&job, &jobs)?;
+    let found = jobs.into_iter().find(|j| j.job == id);
     let found = found.ok_or_else(|| ApiError::NotFound(format!("no job `{job}`")))?;
     Ok(Json(entry(&state, found).await?))
 }
@@ -61,12 +74,24 @@ pub struct Triggered {
     pub events: String,
 }
 
-/// `POST /trigger/{*job}`: starts a run now; 201 with its id.
+/// `POST /trigger/{*job}`: starts a run now (the job named with or without
+/// its extension); 201 with its id.
 pub(super) async fn trigger(
     State(state): State<AppState>,
     Path(job): Path<String>,
 ) -> Result<(StatusCode, Json<Triggered>), ApiError> {
-    let run_id = state.control.trigger(&job).await?;
+    // A name no listed job has goes to the daemon as it is (its answer
+    // stands), with the did-you-mean if it has none either.
+    let jobs = state.control.jobs().await;
+    let (id, unknown) = match resolve(&job, &jobs) {
+        Ok(id) => (id, None),
+        Err(e @ ApiError::NotFound(_)) => (job, Some(e)),
+        Err(e) => return Err(e),
+    };
+    let run_id = state.control.trigger(&id).await.map_err(|e| match (e, unknown) {
+        (ControlError::NoSuchJob(_), Some(unknown)) => unknown,
+        (e, _) => e.into(),
+    })?;
     let events = format!("/runs/{run_id}/events?from=0");
     Ok((StatusCode::CREATED, Json(Triggered { run_id, events })))
 }

@@ -567,6 +567,10 @@ impl Supervisor {
                         job: id.to_string(),
                         trigger: e.job.as_ref().map_or_else(|| "none".to_string(), |j| describe(&j.trigger)),
                         next_fire: e.slot,
+                        timezone: e.job.as_ref().and_then(|j| match &j.trigger {
+                            crate::job::Trigger::Cron { timezone: Some(tz), .. } => Some(tz.name().to_string()),
+                            _ => None,
+                        }),
                         valid: e.invalid.is_none(),
                         diagnostic: e.invalid.as_ref().map(ToString::to_string),
                         runnable: e.job.is_some(),
@@ -577,6 +581,7 @@ impl Supervisor {
                     job: path.clone(),
                     trigger: "none".to_string(),
                     next_fire: None,
+                    timezone: None,
                     valid: false,
                     diagnostic: Some(format!("{path}: {reason}")),
                     runnable: false,
