@@ -515,8 +515,8 @@ impl Supervisor {
             metrics: self.metrics.clone(),
             live: self.live.clone(),
             notes: self.notes_tx.clone(),
-            keep_runs: job.keep_runs.or(self.opts.config.keep_runs),
-            keep_for: job.keep_for.or(self.opts.config.keep_for),
+            keep_runs: job.keep_runs.or(self.opts.config.keep_runs()),
+            keep_for: job.keep_for.or(self.opts.config.keep_for()),
             #[cfg(test)]
             panic: self.panic_jobs.contains(&fire.job),
             job,

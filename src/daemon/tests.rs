@@ -610,3 +610,27 @@ async fn a_one_shot_cancelled_as_its_row_commits_is_recorded_cancelled_and_runs_
     let status = h.store.one_shot_status(once.as_str(), &hash).await.expect("read the history");
     assert_eq!(status, None, "a one-shot cancelled before it started does not count as run");
 }
+
+/// With no `keep_runs`/`keep_for` anywhere, the history is finite: a run
+/// that ends prunes its job's history to the default 10,000 runs.
+#[tokio::test(start_paused = true)]
+async fn the_default_retention_prunes_a_job_to_10_000_runs() {
+    let mut h = Harness::new("").await;
+    let at = |i: i64| chrono::Utc::now() - chrono::TimeDelta::seconds(100_000 - i);
+    let missed = crate::store::Missed {
+        job: "tick.toml".into(),
+        trigger: crate::store::RunTrigger::Interval,
+        fire_times: (0..10_000).map(at).collect(),
+        content_hash: [1; 32],
+        node: "test-node".into(),
+    };
+    h.store.record_missed(missed).await.expect("recorded");
+    let tick = h.drop_job("tick.toml", "[[step]]\nname = \"t\"\nsleep = \"0s\"\n").await;
+    assert_eq!(h.running(&tick), 1);
+    assert_eq!(h.end_next().await, Some(Status::Succeeded));
+    h.store.recorder().flush().await.expect("flush the history");
+    let filter = RunFilter { job: Some("tick.toml".into()), limit: 20_000, ..RunFilter::default() };
+    let rows = h.store.runs(filter).await.expect("read the history");
+    assert_eq!(rows.len(), crate::config::DEFAULT_KEEP_RUNS as usize, "10,001 runs pruned to the default");
+    assert_eq!(rows.first().map(|r| r.status.to_string()).as_deref(), Some("succeeded"), "the newest kept");
+}
