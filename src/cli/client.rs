@@ -79,7 +79,8 @@ impl TableArgs {
 /// Arguments of `gatherd trigger`.
 #[derive(Debug, Args)]
 pub struct TriggerArgs {
-    /// The job (its path in the jobs folder, e.g. `backup.toml`).
+    /// The job: its path in the jobs folder, with or without the extension
+    /// (`backup` or `backup.toml`).
     #[arg(value_name = "JOB")]
     pub job: String,
     /// Wait for the run to end, showing its steps as they finish; exit with

@@ -76,7 +76,8 @@ const MAX_LIMIT: i64 = 1000;
 /// Arguments of `gatherd runs`.
 #[derive(Debug, Args)]
 pub struct RunsArgs {
-    /// Only this job (its path in the jobs folder, e.g. `backup.toml`).
+    /// Only this job: its path in the jobs folder, with or without the
+    /// extension (`backup` or `backup.toml`).
     #[arg(long)]
     pub job: Option<String>,
     /// Only runs with this status (succeeded, failed, timed_out, cancelled,
