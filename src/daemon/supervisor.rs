@@ -774,7 +774,12 @@ impl Supervisor {
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.systemd.stopping();
         self.stopping = true;
+        // No more fires: every entry's timer goes with its key in `timers`
+        // (the status line, reported as each run ends, checks they agree).
         self.timers.clear();
+        for entry in self.table.values_mut() {
+            entry.timer = None;
+        }
         let dropped = self.admission.forget(|_| true).len();
         let grace = self.opts.config.shutdown_grace();
         tracing::info!(runs = self.runs.len(), dropped, grace = %humantime::format_duration(grace), "stopping: letting runs in flight finish");

@@ -634,3 +634,16 @@ async fn the_default_retention_prunes_a_job_to_10_000_runs() {
     assert_eq!(rows.len(), crate::config::DEFAULT_KEEP_RUNS as usize, "10,001 runs pruned to the default");
     assert_eq!(rows.first().map(|r| r.status.to_string()).as_deref(), Some("succeeded"), "the newest kept");
 }
+
+/// A run of a timed job that ends while the daemon stops is handled like
+/// any other: the stop clears the timers, and the job table says so too
+/// (the status line's bookkeeping check held `timers` against the entries'
+/// timers, and a run ending in the grace period panicked the daemon).
+#[tokio::test(start_paused = true)]
+async fn a_run_of_a_timed_job_ending_during_shutdown_stops_cleanly() {
+    let mut h = Harness::new("").await;
+    let tick = h.drop_job("tick.toml", "every = \"1h\"\n[[step]]\nname = \"t\"\nsleep = \"1s\"\n").await;
+    h.trigger("tick.toml").await.expect("started");
+    assert_eq!(h.running(&tick), 1);
+    h.sup.shutdown().await.expect("a clean stop");
+}
