@@ -43,9 +43,11 @@ pub struct Config {
     /// or a JSON log of every line of every job is noise).
     pub log_output: Option<bool>,
     /// Keep at most this many runs per job in the history (a job's own
-    /// `keep_runs` wins). Default: all.
+    /// `keep_runs` wins); 0 = no count limit. Default:
+    /// [`DEFAULT_KEEP_RUNS`] ([`Config::keep_runs`]).
     pub keep_runs: Option<u64>,
-    /// Keep runs this long (a job's own `keep_for` wins). Default: forever.
+    /// Keep runs this long (a job's own `keep_for` wins); `"0s"` = no age
+    /// limit. Default: [`DEFAULT_KEEP_FOR`] ([`Config::keep_for`]).
     #[serde(default, deserialize_with = "humantime_opt")]
     pub keep_for: Option<Duration>,
     /// A TCP address for the control API besides its unix socket
@@ -138,6 +140,37 @@ impl ScriptLimitsConfig {
             max_array_len: self.max_array_len,
             max_map_len: self.max_map_len,
             wall_time: self.wall_time,
+        }
+    }
+}
+
+/// How many runs per job the history keeps when neither the job nor the
+/// config says: with [`DEFAULT_KEEP_FOR`], a finite history by default (a
+/// 30-second health check reaches it in 3.5 days; README "Retention").
+pub const DEFAULT_KEEP_RUNS: u64 = 10_000;
+
+/// How long the history keeps a run when neither the job nor the config says.
+pub const DEFAULT_KEEP_FOR: Duration = Duration::from_secs(90 * 24 * 3600);
+
+impl Config {
+    /// The history's count limit per job for jobs that set none: the
+    /// config's `keep_runs`, [`DEFAULT_KEEP_RUNS`] when unset, `None` (no
+    /// limit) for 0.
+    pub fn keep_runs(&self) -> Option<u64> {
+        match self.keep_runs {
+            None => Some(DEFAULT_KEEP_RUNS),
+            Some(0) => None,
+            Some(n) => Some(n),
+        }
+    }
+
+    /// The history's age limit for jobs that set none: the config's
+    /// `keep_for`, [`DEFAULT_KEEP_FOR`] when unset, `None` (no limit) for 0.
+    pub fn keep_for(&self) -> Option<Duration> {
+        match self.keep_for {
+            None => Some(DEFAULT_KEEP_FOR),
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
         }
     }
 }
@@ -344,6 +377,7 @@ mod tests {
         let defaults = Config::parse(Path::new("examples/config.toml"), &uncommented).expect("valid");
         assert_eq!(defaults.max_concurrent_runs(), empty.max_concurrent_runs());
         assert_eq!(defaults.shutdown_grace(), empty.shutdown_grace());
+        assert_eq!((defaults.keep_runs(), defaults.keep_for()), (empty.keep_runs(), empty.keep_for()));
         assert_eq!(defaults.log_level.as_deref(), Some("info"));
         assert_eq!(defaults.script_limits(), ScriptLimits::default());
         assert_eq!(defaults.limits().max_output, crate::exec::step::OutputBounds::default());
@@ -355,6 +389,12 @@ mod tests {
         assert_eq!(config.script_limits(), ScriptLimits::default());
         assert_eq!(config.blocking_threads(), BlockingPool::default_size());
         assert_eq!(config.api_listen, None, "TCP is opt-in");
+        assert_eq!(config.keep_runs(), Some(DEFAULT_KEEP_RUNS), "a finite history by default");
+        assert_eq!(config.keep_for(), Some(DEFAULT_KEEP_FOR));
+        let unbounded = Config::parse(Path::new("c.toml"), "keep_runs = 0\nkeep_for = \"0s\"\n").expect("valid");
+        assert_eq!((unbounded.keep_runs(), unbounded.keep_for()), (None, None), "0 = no limit");
+        let set = Config::parse(Path::new("c.toml"), "keep_runs = 5\nkeep_for = \"1d\"\n").expect("valid");
+        assert_eq!((set.keep_runs(), set.keep_for()), (Some(5), Some(Duration::from_secs(86_400))));
     }
 
     #[test]

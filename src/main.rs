@@ -13,6 +13,7 @@ const ABANDONED_THREADS_GRACE: std::time::Duration = std::time::Duration::from_s
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
+    cli::color::choose(cli.color);
     if let Err(code) = cli::logging::init(cli.log_settings()) {
         return code;
     }

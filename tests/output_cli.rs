@@ -111,6 +111,10 @@ fn every_printing_command_through_a_closed_pipe_exits_0_quietly() {
         (vec!["trigger", "talker.rhai", "--wait", "--addr", &sock], waiting),
         (vec!["trigger", "talker.rhai", "--wait", "--json", "--addr", &sock], waiting),
         (vec!["trigger", "talker.rhai", "--follow", "--addr", &sock], waiting),
+        (vec!["pause", "talker", "--addr", &sock], &[]),
+        (vec!["resume", "talker", "--addr", &sock], &[]),
+        (vec!["pause", "talker", "--json", "--addr", &sock], &[]),
+        (vec!["resume", "talker", "--json", "--addr", &sock], &[]),
         // From the database.
         (vec!["runs", "--state", &state], &[]),
         (vec!["show", &run, "--state", &state], &[]),
@@ -246,4 +250,62 @@ fn check_honours_no_color_on_a_terminal() {
     assert!(!plain.stdout.contains(&0x1b), "NO_COLOR=1 on a terminal: {text:?}");
     let piped = gatherd().arg("check").arg(&bad).env_remove("NO_COLOR").output().expect("check");
     assert!(!piped.stderr.contains(&0x1b), "{}", String::from_utf8_lossy(&piped.stderr));
+}
+
+/// `--color always` colours `run`'s and `show`'s reports even through a
+/// pipe, and wins over `NO_COLOR` (clig.dev: the flag wins); `--color
+/// never`, or `NO_COLOR` with the default `auto`, keeps a terminal plain;
+/// `auto` on a terminal colours the statuses; a pipe by default never sees
+/// an ESC byte.
+#[test]
+fn color_flag_colours_run_and_show_and_never_or_no_color_keeps_them_plain() {
+    let d = Daemon::start(&[("talker.rhai", TALKER)], &[], &[]);
+    let (status, body) = http(d.api(), "POST", "/jobs/talker.rhai/trigger", &[], "");
+    assert_eq!(status, 201, "{body}");
+    let run = serde_json::from_str::<Value>(&body).expect("JSON")["run_id"].as_i64().expect("a run id").to_string();
+    assert!(d.wait_for(LONG, |l| finished(l, "talker.rhai", "succeeded")), "{}", d.dump());
+    let state = d.state.path().to_str().expect("a UTF-8 path").to_string();
+    let jobs = d.jobs.path().to_path_buf();
+    let green = b"\x1b[32msucceeded\x1b[0m";
+    let has = |out: &[u8], what: &[u8]| out.windows(what.len()).any(|w| w == what);
+    for args in [vec!["run", "talker.rhai"], vec!["show", &run, "--state", &state]] {
+        let shown = args.join(" ");
+        let piped = |extra: &[&str], env: Option<&str>| {
+            let mut cmd = gatherd();
+            cmd.args(&args).args(extra).current_dir(&jobs).env_remove("NO_COLOR");
+            if let Some(v) = env {
+                cmd.env("NO_COLOR", v);
+            }
+            cmd.output().expect("gatherd")
+        };
+        let out = piped(&["--color", "always"], None);
+        assert!(
+            has(&out.stdout, green),
+            "{shown} --color always into a pipe: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let out = piped(&["--color", "always"], Some("1"));
+        assert!(has(&out.stdout, green), "{shown} --color always wins over NO_COLOR");
+        for (extra, env) in [(&[][..], None), (&["--color", "never"][..], None), (&["--color", "auto"][..], None)] {
+            let out = piped(extra, env);
+            assert!(out.status.success(), "{shown} {extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                !out.stdout.contains(&0x1b),
+                "{shown} {extra:?} into a pipe: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            assert!(!out.stderr.contains(&0x1b), "{shown} {extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let bin = env!("CARGO_BIN_EXE_gatherd");
+        // stderr elsewhere: `run`'s progress bar moves the cursor with escapes.
+        let line = |extra: &str| format!("sh -c 'cd {} && {bin} {shown}{extra} 2>/dev/null'", jobs.display());
+        let coloured = support::on_a_terminal(&format!("env -u NO_COLOR {}", line("")));
+        assert!(has(&coloured.stdout, green), "{shown} on a terminal: {}", String::from_utf8_lossy(&coloured.stdout));
+        for plain in [format!("NO_COLOR=1 {}", line("")), format!("env -u NO_COLOR {}", line(" --color never"))] {
+            let out = support::on_a_terminal(&plain);
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains("succeeded"), "{plain}: {text}");
+            assert!(!out.stdout.contains(&0x1b), "{plain}: {text:?}");
+        }
+    }
 }

@@ -303,7 +303,9 @@ fn run_follow_on_a_terminal_prints_each_line_once_above_the_bar() {
         "tty.toml",
         "[[step]]\nname = \"work\"\nshell = \"echo first; echo 'warn: slow disk' >&2; sleep 0.3; echo second\"\n",
     );
-    let command = format!("{} run --follow {}", env!("CARGO_BIN_EXE_gatherd"), file.display());
+    // Plain: the report's statuses are coloured on a terminal otherwise
+    // (tests/output_cli.rs covers the colour).
+    let command = format!("{} run --follow --color never {}", env!("CARGO_BIN_EXE_gatherd"), file.display());
     let out = on_a_terminal(&command);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");

@@ -23,6 +23,9 @@ pub struct JobView {
     pub trigger: String,
     /// When it fires next, for scheduled jobs.
     pub next_fire: Option<DateTime<Utc>>,
+    /// The IANA zone its `schedule` is written in, when it names one
+    /// (`timezone = "Europe/Berlin"`): the CLI shows NEXT in it.
+    pub timezone: Option<String>,
     /// Whether the file as last read is valid.
     pub valid: bool,
     /// Why not (one line per diagnostic, file:line:col).

@@ -27,6 +27,7 @@ fn job_view(job: &str) -> JobView {
         job: job.into(),
         trigger: "every 1m".into(),
         next_fire: None,
+        timezone: None,
         valid: true,
         diagnostic: None,
         runnable: true,

@@ -20,7 +20,7 @@ use crate::load::{self, Diagnostic};
 /// Arguments of `gatherd check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Job files, or folders to search for *.toml job files.
+    /// Job files, or folders to search for job files (*.toml and *.rhai).
     #[arg(required_unless_present = "config", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Also check this config file, as `gatherd daemon --config FILE` reads it.
@@ -123,14 +123,17 @@ fn print_human(
     quiet: bool,
 ) -> anyhow::Result<()> {
     let color = super::logging::color_on_stderr();
+    let stdout_color = super::color::on_stdout();
+    let ok = super::color::paint("ok", super::color::GREEN, stdout_color);
+    let invalid = super::color::paint("invalid", super::color::RED, stdout_color);
     let mut invalid_jobs = 0;
     for c in checked {
         match &c.outcome {
-            Outcome::Config if !quiet => outln!("ok      {} (config)", c.path.display())?,
+            Outcome::Config if !quiet => outln!("{ok}      {} (config)", c.path.display())?,
             Outcome::Job(job) if !quiet => {
                 match job.root.step_count() {
-                    Some(n) => outln!("ok      {} ({n} steps)", c.path.display())?,
-                    None => outln!("ok      {} (Rhai script)", c.path.display())?,
+                    Some(n) => outln!("{ok}      {} ({n} steps)", c.path.display())?,
+                    None => outln!("{ok}      {} (Rhai script)", c.path.display())?,
                 }
                 if let Some((n, after)) = next {
                     out!("{}", next::describe(&c.path, job, n, after))?;
@@ -139,14 +142,14 @@ fn print_human(
             Outcome::Config | Outcome::Job(_) => {}
             Outcome::Invalid(diagnostics) => {
                 invalid_jobs += usize::from(c.kind == "job");
-                outln!("invalid {}", c.path.display())?;
+                outln!("{invalid} {}", c.path.display())?;
                 for d in diagnostics {
                     eprintln!("{}", d.render(color));
                 }
             }
             Outcome::Refused(why) => {
                 invalid_jobs += 1;
-                outln!("invalid {}", c.path.display())?;
+                outln!("{invalid} {}", c.path.display())?;
                 eprintln!("error: {why}");
             }
         }

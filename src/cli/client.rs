@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use clap::Args;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -47,13 +48,39 @@ pub struct JobsArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub table: TableArgs,
+    #[command(flatten)]
     pub api: ApiArgs,
+}
+
+/// How a table of times is shown: `--utc`, `--wide`.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct TableArgs {
+    /// Show times in UTC instead of local time (TZ, else /etc/localtime).
+    #[arg(long)]
+    pub utc: bool,
+    /// Cut nothing to fit the terminal's width.
+    #[arg(long)]
+    pub wide: bool,
+}
+
+impl TableArgs {
+    /// The width to fit the table to: the terminal's, unless `--wide`.
+    pub fn fit(self) -> Option<usize> {
+        if self.wide { None } else { super::out::width() }
+    }
+
+    /// How times are shown.
+    pub fn clock(self) -> super::clock::Clock {
+        super::clock::Clock::new(self.utc)
+    }
 }
 
 /// Arguments of `gatherd trigger`.
 #[derive(Debug, Args)]
 pub struct TriggerArgs {
-    /// The job (its path in the jobs folder, e.g. `backup.toml`).
+    /// The job: its path in the jobs folder, with or without the extension
+    /// (`backup` or `backup.toml`).
     #[arg(value_name = "JOB")]
     pub job: String,
     /// Wait for the run to end, showing its steps as they finish; exit with
@@ -261,31 +288,39 @@ pub async fn jobs(args: JobsArgs) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     let list = jobs["jobs"].as_array().cloned().unwrap_or_default();
-    out!("{}", jobs_table(&list, super::out::width()))?;
+    out!("{}", jobs_table(&list, args.table.fit(), args.table.clock(), chrono::Utc::now()))?;
     Ok(exit::OK)
 }
 
-/// The human table of `gatherd jobs`, fitted to `fit` columns when given
-/// (TRIGGER is cut first, then LAST RUN, then the job's name); an invalid
-/// job's diagnostic follows its row, indented.
-fn jobs_table(list: &[Value], fit: Option<usize>) -> String {
+/// The human table of `gatherd jobs` at `now`, times shown by `clock`,
+/// fitted to `fit` columns when given (TRIGGER is cut first, then LAST RUN,
+/// then LAST, then the job's name); an invalid job's diagnostic follows its
+/// row, indented. NEXT is in the job's own `timezone` when it names one
+/// (the time written in its file), else in `clock`'s; LEFT and PASSED say
+/// how far away NEXT and LAST are, as `systemctl list-timers` does.
+fn jobs_table(list: &[Value], fit: Option<usize>, clock: super::clock::Clock, now: DateTime<Utc>) -> String {
     use render::Column;
     let columns = [
-        Column::new("JOB").shrink(2),
+        Column::new("JOB").shrink(3),
         Column::new("TRIGGER").shrink(0),
         Column::new("NEXT"),
+        Column::new("LEFT"),
+        Column::new("LAST").shrink(2),
+        Column::new("PASSED"),
         Column::new("VALID"),
         Column::new("RUNNING").right(),
         Column::new("LAST RUN").shrink(1),
     ];
+    let time = |v: &Value| v.as_str().and_then(|t| t.parse::<DateTime<Utc>>().ok());
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|j| {
-            let next = j["next_fire"]
-                .as_str()
-                .map_or("-".to_string(), |t| t.chars().take(19).collect::<String>().replace('T', " "));
+            let zone = j["timezone"].as_str().and_then(|tz| tz.parse::<chrono_tz::Tz>().ok());
+            let next = time(&j["next_fire"]);
+            let last_at = time(&j["last_run"]["started_at"]);
+            let or_dash = |t: Option<DateTime<Utc>>, show: &dyn Fn(DateTime<Utc>) -> String| t.map_or("-".into(), show);
             // A paused job does not fire: NEXT says so.
-            let next = if j["paused"] == true { "paused".to_string() } else { next };
+            let paused = j["paused"] == true;
             let last = match (&j["last_run"]["id"], j["last_run"]["status"].as_str()) {
                 (Value::Number(id), Some(status)) => format!("{id} {status}"),
                 _ => "-".to_string(),
@@ -298,7 +333,17 @@ fn jobs_table(list: &[Value], fit: Option<usize>) -> String {
             };
             let valid = if j["valid"] == true { "yes" } else { "NO" };
             let text = |key: &str| j[key].as_str().unwrap_or("").to_string();
-            vec![text("job"), text("trigger"), next, valid.to_string(), running, last]
+            vec![
+                text("job"),
+                text("trigger"),
+                if paused { "paused".into() } else { or_dash(next, &|t| clock.show_in(t, zone)) },
+                if paused { "-".into() } else { or_dash(next, &|t| super::clock::left(t, now)) },
+                or_dash(last_at, &|t| clock.show(t)),
+                or_dash(last_at, &|t| super::clock::passed(t, now)),
+                valid.to_string(),
+                running,
+                last,
+            ]
         })
         .collect();
     let mut lines = render::table(&columns, &rows, fit).into_iter();
@@ -330,7 +375,7 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<u8> {
     let queued = started["status"] == RecordedStatus::Queued.as_str();
     if !args.wait && !args.follow {
         if args.json {
-            outln!("{started}")?;
+            super::out::json(&started)?;
         } else if queued {
             outln!(
                 "queued run {run} of {}: it starts when a slot (max_concurrent_runs) or its semaphore frees; \
@@ -350,10 +395,13 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<u8> {
         eprintln!("run {run} of {} {state}; waiting for it…", args.job);
     }
     let quiet = args.json;
+    let stderr_color = super::color::on_stderr();
     let mut lines = args.follow.then(|| super::history::LinePrinter::new(run, false, LogFilter::default()));
     let mut failed = None;
     let followed = client.follow(run, |id, event| match event {
-        EventView::NodeFinished { status, path, .. } if !quiet => eprintln!("  {status} {path}"),
+        EventView::NodeFinished { status, path, .. } if !quiet => {
+            eprintln!("  {} {path}", super::color::status(status.as_str(), *status, stderr_color));
+        }
         EventView::RunStarted { started_at, .. } => {
             if let Some(lines) = &mut lines {
                 lines.started_at = Some(*started_at);
@@ -387,7 +435,7 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<u8> {
     if args.json {
         super::out::json(&document)?;
     } else {
-        out!("{}", render::report(&read.report, true))?;
+        out!("{}", render::report(&read.report, true, super::color::on_stdout()))?;
     }
     Ok(exit_for(read.report.status))
 }
@@ -400,7 +448,7 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("cannot cancel run {}", args.run))?;
     if args.json {
-        outln!("{answer}")?;
+        super::out::json(&answer)?;
     } else {
         outln!("cancelling run {}", args.run)?;
     }
@@ -416,7 +464,7 @@ pub async fn pause(args: PauseArgs, paused: bool) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("cannot {verb} {}", args.job))?;
     if args.json {
-        outln!("{answer}")?;
+        super::out::json(&answer)?;
     } else if paused {
         outln!(
             "paused {}: its fires are recorded missed until `gatherd resume {}`; runs in flight go on",
@@ -440,19 +488,31 @@ mod tests {
     fn two_jobs() -> Vec<Value> {
         vec![
             json!({"job": "backup.toml", "trigger": "schedule 0 30 2 * * Mon-Fri (Europe/Berlin)",
-                   "next_fire": "2026-11-30T01:30:00Z", "valid": true, "running": [],
-                   "last_run": {"id": 12345, "status": "succeeded"}}),
+                   "next_fire": "2026-11-30T01:30:00Z", "timezone": "Europe/Berlin", "valid": true, "running": [],
+                   "last_run": {"id": 12345, "status": "succeeded", "started_at": "2026-11-27T01:30:00.250Z"}}),
             json!({"job": "reports/weekly-summary.rhai", "trigger": "every 1h", "next_fire": null,
                    "valid": false, "running": [], "last_run": null,
                    "diagnostic": "reports/weekly-summary.rhai:3:7: unknown key `scheduel`, did you mean `schedule`? and more"}),
         ]
     }
 
+    /// The `now` of the tables' tests.
+    fn now() -> DateTime<Utc> {
+        "2026-11-29T12:00:00Z".parse().expect("a time")
+    }
+
+    /// The tables' tests' reader: in New York, so a job's own zone (Berlin)
+    /// and the reader's differ.
+    const NEW_YORK: super::super::clock::Clock = super::super::clock::Clock::Zone(chrono_tz::America::New_York);
+
     #[test]
     fn jobs_fit_the_terminal_width_cutting_the_trigger_first() {
-        let table = jobs_table(&two_jobs(), Some(100));
+        // As wide as the columns leave the trigger 16 columns on a 100-column
+        // terminal before NEXT, LEFT, LAST and PASSED came.
+        let width = 154;
+        let table = jobs_table(&two_jobs(), Some(width), NEW_YORK, now());
         for line in table.lines() {
-            assert!(line.chars().count() <= 100, "{} columns: {line:?}\n{table}", line.chars().count());
+            assert!(line.chars().count() <= width, "{} columns: {line:?}\n{table}", line.chars().count());
         }
         assert!(table.contains("schedule 0 30 2…"), "the trigger is cut with …:\n{table}");
         assert!(table.contains("reports/weekly-summary.rhai"), "the job's name is kept whole:\n{table}");
@@ -461,8 +521,23 @@ mod tests {
 
     #[test]
     fn jobs_not_on_a_terminal_are_never_cut() {
-        let table = jobs_table(&two_jobs(), None);
+        let table = jobs_table(&two_jobs(), None, NEW_YORK, now());
         assert!(table.contains("schedule 0 30 2 * * Mon-Fri (Europe/Berlin)"), "{table}");
         assert!(table.contains("did you mean `schedule`? and more"), "{table}");
+    }
+
+    /// NEXT in the job's own zone (02:30 Berlin, as its file says), LAST in
+    /// the reader's, LEFT and PASSED relative to now; `--utc` shows both in
+    /// UTC.
+    #[test]
+    fn jobs_show_next_in_the_jobs_zone_last_in_the_readers_and_both_relative() {
+        let table = jobs_table(&two_jobs(), None, NEW_YORK, now());
+        let backup = table.lines().nth(1).expect("a row");
+        assert!(backup.contains("2026-11-30 02:30:00 CET  in 13h 30min"), "{table}");
+        assert!(backup.contains("2026-11-26 20:30:00 EST  2d 10h ago"), "{table}");
+        let utc = jobs_table(&two_jobs(), None, super::super::clock::Clock::Utc, now());
+        assert!(utc.contains("2026-11-30 01:30:00 UTC  in 13h 30min"), "{utc}");
+        assert!(utc.contains("2026-11-27 01:30:00 UTC  2d 10h ago"), "{utc}");
+        insta::assert_snapshot!(table);
     }
 }

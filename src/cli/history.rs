@@ -76,7 +76,8 @@ const MAX_LIMIT: i64 = 1000;
 /// Arguments of `gatherd runs`.
 #[derive(Debug, Args)]
 pub struct RunsArgs {
-    /// Only this job (its path in the jobs folder, e.g. `backup.toml`).
+    /// Only this job: its path in the jobs folder, with or without the
+    /// extension (`backup` or `backup.toml`).
     #[arg(long)]
     pub job: Option<String>,
     /// Only runs with this status (succeeded, failed, timed_out, cancelled,
@@ -93,6 +94,8 @@ pub struct RunsArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub table: super::client::TableArgs,
     #[command(flatten)]
     pub where_: StateArgs,
 }
@@ -127,6 +130,9 @@ pub struct ShowArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Show times in UTC instead of local time (TZ, else /etc/localtime).
+    #[arg(long)]
+    pub utc: bool,
     #[command(flatten)]
     pub where_: StateArgs,
 }
@@ -148,28 +154,68 @@ pub async fn runs(args: RunsArgs) -> anyhow::Result<u8> {
         }
         None => None,
     };
-    let mut query = format!("/runs?limit={}", args.limit);
-    if let Some(job) = &args.job {
-        query.push_str(&format!("&job={}", url_escape(job)));
-    }
-    if let Some(status) = status {
-        query.push_str(&format!("&status={}", status.as_str()));
-    }
-    if let Some(before) = args.before {
-        query.push_str(&format!("&before={before}"));
-    }
-    let rows = match ask_daemon(&args.where_, &query).await {
+    let query = |job: Option<&str>| {
+        let mut query = format!("/runs?limit={}", args.limit);
+        if let Some(job) = job {
+            query.push_str(&format!("&job={}", url_escape(job)));
+        }
+        if let Some(status) = status {
+            query.push_str(&format!("&status={}", status.as_str()));
+        }
+        if let Some(before) = args.before {
+            query.push_str(&format!("&before={before}"));
+        }
+        query
+    };
+    // The job as named (with or without its extension) among the daemon's
+    // jobs; a name it does not know may still be a removed job's history.
+    let (job, unknown) = match &args.job {
+        None => (None, None),
+        Some(name) => match ask_daemon(&args.where_, "/jobs").await {
+            Some(jobs) => {
+                let jobs = jobs?;
+                let ids = jobs["jobs"].as_array().into_iter().flatten().filter_map(|j| j["job"].as_str());
+                match crate::job::resolve_name(name, ids) {
+                    Ok(id) => (Some(id), None),
+                    Err(e @ crate::job::NameError::Unknown { .. }) => (Some(name.clone()), Some(e)),
+                    Err(e) => return Err(super::invalid(e)),
+                }
+            }
+            None => (Some(name.clone()), None),
+        },
+    };
+    let rows = match ask_daemon(&args.where_, &query(job.as_deref())).await {
         Some(page) => page?["runs"].clone(),
         None => {
-            let filter = RunFilter { job: args.job, status, limit: args.limit, before: args.before };
-            let rows = open(&args.where_).await?.runs(filter).await?;
-            serde_json::to_value(rows)?
+            let history = open(&args.where_).await?;
+            // The database knows every job it has seen: a name none of them
+            // has is an error, not an empty list.
+            let job = match job {
+                Some(name) => Some(
+                    crate::job::resolve_name(&name, history.job_names().await?.iter().map(String::as_str))
+                        .map_err(super::invalid)?,
+                ),
+                None => None,
+            };
+            let filter = RunFilter { job, status, limit: args.limit, before: args.before };
+            serde_json::to_value(history.runs(filter).await?)?
         }
     };
+    if let (Some(unknown), Some(name)) = (unknown, &args.job)
+        && rows.as_array().is_none_or(Vec::is_empty)
+    {
+        // Not a job of the daemon's; an error unless it has runs at all
+        // (a removed job's history, which other filters left out here).
+        let any = ask_daemon(&args.where_, &format!("/runs?limit=1&job={}", url_escape(name))).await;
+        if any.transpose()?.is_none_or(|page| page["runs"].as_array().is_none_or(Vec::is_empty)) {
+            return Err(super::invalid(unknown));
+        }
+    }
     if args.json {
         print_json(&rows)?;
     } else {
-        out!("{}", runs_table(rows.as_array().map_or(&[][..], Vec::as_slice), super::out::width()))?;
+        let rows = rows.as_array().map_or(&[][..], Vec::as_slice);
+        out!("{}", runs_table(rows, args.table.fit(), args.table.clock()))?;
     }
     Ok(exit::OK)
 }
@@ -184,10 +230,10 @@ fn url_escape(text: &str) -> String {
         .collect()
 }
 
-/// The human table of `gatherd runs`, fitted to `fit` columns when given
-/// (ERROR is cut first, then JOB). An error shows its first line, at most
-/// 60 characters, in any case.
-fn runs_table(rows: &[Value], fit: Option<usize>) -> String {
+/// The human table of `gatherd runs`, STARTED shown by `clock`, fitted to
+/// `fit` columns when given (ERROR is cut first, then JOB). An error shows
+/// its first line, at most 60 characters, in any case.
+fn runs_table(rows: &[Value], fit: Option<usize>, clock: super::clock::Clock) -> String {
     use render::Column;
     let columns = [
         Column::new("RUN").right(),
@@ -206,7 +252,8 @@ fn runs_table(rows: &[Value], fit: Option<usize>) -> String {
                 r["duration_ms"].as_u64().map_or_else(|| "-".to_string(), |ms| format!("{:.2}s", ms as f64 / 1000.0));
             let error = text(r, "error");
             let error: String = error.lines().next().unwrap_or("").chars().take(60).collect();
-            let started: String = text(r, "started_at").chars().take(19).collect::<String>().replace('T', " ");
+            let started = r["started_at"].as_str().and_then(|t| t.parse::<DateTime<Utc>>().ok());
+            let started = started.map_or_else(|| "-".to_string(), |t| clock.show(t));
             let id = r["id"].as_i64().map_or_else(|| "?".to_string(), |id| id.to_string());
             vec![id, text(r, "job"), text(r, "trigger"), text(r, "status"), started, duration, error]
         })
@@ -242,15 +289,18 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<u8> {
     if args.json {
         print_json(&json)?;
     } else {
+        let clock = super::clock::Clock::new(args.utc);
+        let time = |key: &str| json[key].as_str().and_then(|t| t.parse::<DateTime<Utc>>().ok());
+        let started = time("started_at").map_or_else(String::new, |t| format!("started {}, ", clock.show(t)));
         outln!(
-            "run {} of {} ({}, due {}, on {})",
+            "run {} of {} ({}, {started}due {}, on {})",
             doc.id,
             doc.report.job,
             doc.trigger,
-            json["fire_time"].as_str().unwrap_or(""),
+            time("fire_time").map_or_else(|| "-".to_string(), |t| clock.show(t)),
             doc.node
         )?;
-        out!("{}", render::report(&doc.report, true))?;
+        out!("{}", render::report(&doc.report, true, super::color::on_stdout()))?;
     }
     Ok(exit::OK)
 }
@@ -570,7 +620,7 @@ mod tests {
     async fn runs_columns_align_with_1_and_5_digit_ids() {
         let rows = runs_of_a_with_1_and_5_digit_ids().await;
         assert_eq!(rows.iter().map(|r| r["id"].as_i64()).collect::<Vec<_>>(), [10_004, 10_003, 2, 1].map(Some));
-        let table = runs_table(&rows, None);
+        let table = runs_table(&rows, None, crate::cli::clock::Clock::Utc);
         let mut lines = table.lines();
         let header = lines.next().expect("a header");
         let columns = ["JOB", "TRIGGER", "STATUS", "STARTED", "DURATION", "ERROR"];
@@ -583,5 +633,7 @@ mod tests {
             assert_eq!(line.find(&id).map(|at| at + id.len()), header.find("RUN").map(|at| at + 3), "{table}");
         }
         insta::assert_snapshot!(table);
+        let berlin = runs_table(&rows, None, crate::cli::clock::Clock::Zone(chrono_tz::Europe::Berlin));
+        assert!(berlin.lines().skip(1).all(|l| l.contains("  2026-11-29 07:00:00 CET  ")), "local time:\n{berlin}");
     }
 }

@@ -114,13 +114,13 @@ impl<W: std::io::Write> std::io::Write for OneLine<W> {
     }
 }
 
-/// Whether what goes to stderr may be coloured: only on a terminal, and not
-/// when `NO_COLOR` is set to anything but the empty string (no-color.org).
-/// Logs into a file, a pipe, supervisord or docker, and `check`'s
-/// diagnostics there, are plain text.
+/// Whether what goes to stderr may be coloured ([`super::color::on_stderr`]):
+/// by default only on a terminal, and not when `NO_COLOR` is set to anything
+/// but the empty string (no-color.org). Logs into a file, a pipe,
+/// supervisord or docker, and `check`'s diagnostics there, are plain text
+/// unless `--color always`.
 pub fn color_on_stderr() -> bool {
-    use std::io::IsTerminal;
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    super::color::on_stderr()
 }
 
 /// The `pretty` format's layer, writing to what `make` gives (stderr), in

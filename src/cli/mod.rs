@@ -13,9 +13,12 @@
 pub mod backup;
 pub mod check;
 pub mod client;
+pub mod clock;
+pub mod color;
 pub mod daemon;
 pub mod history;
 pub mod logging;
+pub mod man;
 pub mod out;
 pub mod progress;
 pub mod render;
@@ -42,6 +45,10 @@ pub mod exit {
 #[derive(Debug, Parser)]
 #[command(name = "gatherd", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
+    /// Colour: `auto` on a terminal unless NO_COLOR is set; `always` even
+    /// into a pipe (this flag wins over NO_COLOR); `never`.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = color::ColorChoice::Auto)]
+    pub color: color::ColorChoice,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -51,49 +58,84 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one job once in the foreground and show each step's result.
+    #[command(after_help = man::examples::RUN)]
     Run(run::RunArgs),
-    /// Validate job files or folders without running anything.
+    /// Validate job files (TOML or Rhai) or folders without running anything.
+    #[command(after_help = man::examples::CHECK)]
     Check(check::CheckArgs),
     /// Watch a jobs folder and run its jobs: on change, on a schedule, at an
     /// interval. The long-running service (systemd Type=notify).
+    #[command(after_help = man::examples::DAEMON)]
     Daemon(daemon::DaemonArgs),
     /// List recorded runs, newest first.
+    #[command(after_help = man::examples::RUNS)]
     Runs(history::RunsArgs),
     /// Show one recorded run: its steps and timeline.
+    #[command(after_help = man::examples::SHOW)]
     Show(history::ShowArgs),
     /// Print every line a run's steps and scripts printed, then how it ended
     /// (--follow: the lines so far, then live until it ends).
+    #[command(after_help = man::examples::LOGS)]
     Logs(history::LogsArgs),
     /// List the running daemon's jobs (through its control API).
+    #[command(after_help = man::examples::JOBS)]
     Jobs(client::JobsArgs),
     /// Start a run of a job now (through the daemon's control API); returns
     /// at once with the run's id, saying `queued` when it waits for a slot
     /// or its semaphore, unless --wait.
+    #[command(after_help = man::examples::TRIGGER)]
     Trigger(client::TriggerArgs),
     /// Cancel a run in flight, or a queued one (it never starts), through the
     /// daemon's control API.
+    #[command(after_help = man::examples::CANCEL)]
     Cancel(client::CancelArgs),
     /// Pause a job (through the daemon's control API, saved across
     /// restarts): its scheduled fires are recorded `missed` (error "missed:
     /// the job is paused") instead of running, and a new version of a
     /// one-shot waits; runs in flight go on, and `gatherd trigger` still runs
     /// it.
+    #[command(after_help = man::examples::PAUSE)]
     Pause(client::PauseArgs),
     /// Resume a paused job: its schedule goes on from its next fire (the
     /// fires it missed are not run), and a one-shot's version saved while it
     /// was paused runs.
+    #[command(after_help = man::examples::RESUME)]
     Resume(client::PauseArgs),
     /// Copy the run history to a new file, consistently, even while the
     /// daemon writes to it (SQLite's online backup).
+    #[command(after_help = man::examples::BACKUP)]
     Backup(backup::BackupArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = man::examples::COMPLETIONS)]
     Completions {
         /// The shell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff) on stdout.
-    Man,
+    /// Print a man page (roff) on stdout: gatherd(1), a subcommand's
+    /// (gatherd-run(1), ...) or the job file format's, gatherd.job(5); or
+    /// write them all into a folder.
+    #[command(after_help = man::examples::MAN)]
+    Man(man::ManArgs),
+}
+
+impl Command {
+    /// Whether the command was asked for `--json`: then an error is a
+    /// JSON document too (see [`dispatch`]).
+    fn json(&self) -> bool {
+        match self {
+            Command::Run(a) => a.json,
+            Command::Check(a) => a.json,
+            Command::Runs(a) => a.json,
+            Command::Show(a) => a.json,
+            Command::Logs(a) => a.json,
+            Command::Jobs(a) => a.json,
+            Command::Trigger(a) => a.json,
+            Command::Cancel(a) => a.json,
+            Command::Pause(a) | Command::Resume(a) => a.json,
+            Command::Daemon(_) | Command::Backup(_) | Command::Completions { .. } | Command::Man(_) => false,
+        }
+    }
 }
 
 impl Cli {
@@ -165,10 +207,13 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 
 /// Runs the chosen subcommand and returns the process's exit code. The one
 /// place a command's error is printed: on stderr, or for the daemon in its
-/// log (which may be the journal). An error that is stdout's reader having
+/// log (which may be the journal), or with `--json` as the document
+/// `{"error": "what: why"}` on stdout (the API's error shape), so a program
+/// reading stdout always gets JSON. An error that is stdout's reader having
 /// gone ends the process quietly ([`out::reader_gone`]).
 pub async fn dispatch(cli: Cli) -> ExitCode {
     let daemon = matches!(cli.command, Command::Daemon(_));
+    let json = cli.command.json();
     let code = match command(cli.command).await {
         Ok(code) => code,
         Err(e) if daemon => {
@@ -176,6 +221,13 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
             exit_code(&e)
         }
         Err(e) if out::is_reader_gone(&e) => out::reader_gone(),
+        Err(e) if json => match out::json(&serde_json::json!({ "error": message(&e) })) {
+            Ok(()) => exit_code(&e),
+            Err(write) => {
+                eprintln!("error: {}: {}", message(&e), message(&write));
+                exit::FAILED
+            }
+        },
         Err(e) => {
             eprintln!("error: {}", message(&e));
             exit_code(&e)
@@ -206,13 +258,6 @@ async fn command(command: Command) -> anyhow::Result<u8> {
             out::write_bytes(&script)?;
             Ok(exit::OK)
         }
-        Command::Man => {
-            use anyhow::Context;
-            use clap::CommandFactory;
-            let mut page = Vec::new();
-            clap_mangen::Man::new(Cli::command()).render(&mut page).context("cannot render the man page")?;
-            out::write_bytes(&page)?;
-            Ok(exit::OK)
-        }
+        Command::Man(args) => man::man(&args),
     }
 }

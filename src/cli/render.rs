@@ -17,11 +17,13 @@ const MAX_LINES: usize = 60;
 const CELL_CHARS: usize = 60;
 
 /// The whole human report: summary, script log lines (unless they were already
-/// shown live), steps, timeline.
-pub fn report(r: &RunReport, with_logs: bool) -> String {
+/// shown live), steps, timeline; with `color`, each status (and its symbol)
+/// in its colour ([`super::color::status`]).
+pub fn report(r: &RunReport, with_logs: bool, color: bool) -> String {
     let mut out = String::new();
-    let status = r.status.as_str();
-    let _ = writeln!(out, "{} {} {status} in {}", symbol(r.status), r.job, seconds(r.duration_ms));
+    let paint = |text: &str| super::color::status(text, r.status, color);
+    let (mark, status) = (paint(symbol(r.status)), paint(r.status.as_str()));
+    let _ = writeln!(out, "{mark} {} {status} in {}", r.job, seconds(r.duration_ms));
     match r.status {
         RecordedStatus::Finished(Status::Succeeded) => {
             let _ = writeln!(out, "result: {}", one_line(&r.result, 200));
@@ -42,7 +44,7 @@ pub fn report(r: &RunReport, with_logs: bool) -> String {
     }
     let shown = shown_lines(r);
     out.push('\n');
-    out.push_str(&steps(r, &shown));
+    out.push_str(&steps(r, &shown, color));
     out.push('\n');
     out.push_str(&timeline(r, &shown));
     out
@@ -155,8 +157,9 @@ fn depth(path: &str) -> usize {
 }
 
 /// One line per step: status, name (indented by depth), kind, time, attempts,
-/// first line of output or error.
-pub fn steps(r: &RunReport, shown: &[&StepReport]) -> String {
+/// first line of output or error; with `color`, the symbol and status in
+/// the status's colour.
+pub fn steps(r: &RunReport, shown: &[&StepReport], color: bool) -> String {
     let mut out = String::new();
     let name_width = shown.iter().map(|s| label(s).chars().count()).max().unwrap_or(4).max(4);
     for s in shown {
@@ -171,10 +174,11 @@ pub fn steps(r: &RunReport, shown: &[&StepReport]) -> String {
             (None, _) => one_line(&s.output, CELL_CHARS),
         };
         let attempts = if s.attempts > 1 { format!(" ×{}", s.attempts) } else { String::new() };
-        let status = s.status.as_str();
+        // Padded before it is painted: the escapes have no width.
+        let status = super::color::status(&format!("{:<9}", s.status.as_str()), s.status, color);
         let line = format!(
-            "{} {name:<name_width$}  {:<12} {status:<9} {time:>7}{attempts}  {detail}",
-            symbol(s.status),
+            "{} {name:<name_width$}  {:<12} {status} {time:>7}{attempts}  {detail}",
+            super::color::status(symbol(s.status), s.status, color),
             s.kind
         );
         let _ = writeln!(out, "{}", line.trim_end());
@@ -438,7 +442,19 @@ mod tests {
 
     #[test]
     fn report_shows_steps_and_a_timeline_on_one_axis() {
-        insta::assert_snapshot!(report(&seed_report(), true));
+        insta::assert_snapshot!(report(&seed_report(), true, false));
+    }
+
+    #[test]
+    fn a_coloured_report_paints_each_status_and_keeps_the_columns() {
+        let plain = report(&seed_report(), true, false);
+        let coloured = report(&seed_report(), true, true);
+        assert!(!plain.contains('\x1b'), "{plain}");
+        assert!(coloured.starts_with("\x1b[32m✓\x1b[0m seed-gather \x1b[32msucceeded\x1b[0m in"), "{coloured}");
+        assert!(coloured.contains("\x1b[31mfailed   \x1b[0m"), "the failed step is red:\n{coloured}");
+        assert!(coloured.contains("\x1b[33mskipped  \x1b[0m"), "the skipped step is yellow:\n{coloured}");
+        let stripped = coloured.replace("\x1b[32m", "").replace("\x1b[31m", "").replace("\x1b[33m", "");
+        assert_eq!(stripped.replace("\x1b[0m", ""), plain, "colour adds escapes and nothing else");
     }
 
     #[test]
@@ -472,7 +488,7 @@ mod tests {
                 (i == 7).then_some("boom"),
             ));
         }
-        let text = report(&r, true);
+        let text = report(&r, true, false);
         assert!(text.contains("(1 of 1000 lines shown: 999 succeeded, 1 failed)"), "{text}");
         assert!(text.contains("s7"));
         assert!(!text.contains("s8 "));

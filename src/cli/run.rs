@@ -19,7 +19,7 @@ use crate::load;
 /// Arguments of `gatherd run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The job file (TOML).
+    /// The job file (TOML or Rhai).
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     /// Print one JSON document with the run's result and every step on stdout.
@@ -108,7 +108,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     } else {
         // Script lines were printed live above the progress bar on a
         // terminal, and every line with `--follow`.
-        super::out::out!("{}", render::report(&report, !show_progress && follow == Follow::Off))?;
+        super::out::out!(
+            "{}",
+            render::report(&report, !show_progress && follow == Follow::Off, super::color::on_stdout())
+        )?;
     }
     Ok(match report.status {
         RecordedStatus::Finished(Status::Succeeded) => exit::OK,

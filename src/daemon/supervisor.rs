@@ -642,8 +642,8 @@ impl Supervisor {
             metrics: self.metrics.clone(),
             live: self.live.clone(),
             notes: self.notes_tx.clone(),
-            keep_runs: job.keep_runs.or(self.opts.config.keep_runs),
-            keep_for: job.keep_for.or(self.opts.config.keep_for),
+            keep_runs: job.keep_runs.or(self.opts.config.keep_runs()),
+            keep_for: job.keep_for.or(self.opts.config.keep_for()),
             #[cfg(test)]
             panic: self.panic_jobs.contains(&fire.job),
             job,
@@ -696,6 +696,10 @@ impl Supervisor {
                         job: id.to_string(),
                         trigger: e.job.as_ref().map_or_else(|| "none".to_string(), |j| describe(&j.trigger)),
                         next_fire: e.slot,
+                        timezone: e.job.as_ref().and_then(|j| match &j.trigger {
+                            crate::job::Trigger::Cron { timezone: Some(tz), .. } => Some(tz.name().to_string()),
+                            _ => None,
+                        }),
                         valid: e.invalid.is_none(),
                         diagnostic: e.invalid.as_ref().map(ToString::to_string),
                         runnable: e.job.is_some(),
@@ -708,6 +712,7 @@ impl Supervisor {
                     job: path.clone(),
                     trigger: "none".to_string(),
                     next_fire: None,
+                    timezone: None,
                     valid: false,
                     diagnostic: Some(format!("{path}: {reason}")),
                     runnable: false,
@@ -937,7 +942,12 @@ impl Supervisor {
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.systemd.stopping();
         self.stopping = true;
+        // No more fires: every entry's timer goes with its key in `timers`
+        // (the status line, reported as each run ends, checks they agree).
         self.timers.clear();
+        for entry in self.table.values_mut() {
+            entry.timer = None;
+        }
         // Queued runs never start: recorded cancelled, as not started (a
         // one-shot's version runs at the next start).
         let dropped = self.drop_queued(|_| true, QUEUED_AT_STOP_ERROR);

@@ -835,3 +835,40 @@ async fn pausing_does_not_cancel_a_run_in_flight_and_the_pause_is_saved() {
     assert_eq!(pause(&mut h, "j.toml", false).await, Ok(()));
     assert!(still(h.store.paused()).await.expect("read the pauses").is_empty());
 }
+
+/// With no `keep_runs`/`keep_for` anywhere, the history is finite: a run
+/// that ends prunes its job's history to the default 10,000 runs.
+#[tokio::test(start_paused = true)]
+async fn the_default_retention_prunes_a_job_to_10_000_runs() {
+    let mut h = Harness::new("").await;
+    let at = |i: i64| chrono::Utc::now() - chrono::TimeDelta::seconds(100_000 - i);
+    let missed = crate::store::Missed {
+        job: "tick.toml".into(),
+        trigger: crate::store::RunTrigger::Interval,
+        fire_times: (0..10_000).map(at).collect(),
+        content_hash: [1; 32],
+        node: "test-node".into(),
+    };
+    h.store.record_missed(missed).await.expect("recorded");
+    let tick = h.drop_job("tick.toml", "[[step]]\nname = \"t\"\nsleep = \"0s\"\n").await;
+    assert_eq!(h.running(&tick), 1);
+    assert_eq!(h.end_next().await, Some(Status::Succeeded));
+    h.store.recorder().flush().await.expect("flush the history");
+    let filter = RunFilter { job: Some("tick.toml".into()), limit: 20_000, ..RunFilter::default() };
+    let rows = h.store.runs(filter).await.expect("read the history");
+    assert_eq!(rows.len(), crate::config::DEFAULT_KEEP_RUNS as usize, "10,001 runs pruned to the default");
+    assert_eq!(rows.first().map(|r| r.status.to_string()).as_deref(), Some("succeeded"), "the newest kept");
+}
+
+/// A run of a timed job that ends while the daemon stops is handled like
+/// any other: the stop clears the timers, and the job table says so too
+/// (the status line's bookkeeping check held `timers` against the entries'
+/// timers, and a run ending in the grace period panicked the daemon).
+#[tokio::test(start_paused = true)]
+async fn a_run_of_a_timed_job_ending_during_shutdown_stops_cleanly() {
+    let mut h = Harness::new("").await;
+    let tick = h.drop_job("tick.toml", "every = \"1h\"\n[[step]]\nname = \"t\"\nsleep = \"1s\"\n").await;
+    h.trigger("tick.toml").await.expect("started");
+    assert_eq!(h.running(&tick), 1);
+    h.sup.shutdown().await.expect("a clean stop");
+}

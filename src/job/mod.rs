@@ -12,6 +12,7 @@ mod backoff;
 mod format;
 mod identity;
 mod kind;
+mod name;
 mod script;
 mod template;
 pub(crate) mod word;
@@ -24,6 +25,7 @@ pub use backoff::Backoff;
 pub use format::JobFormat;
 pub use identity::{Identity, UserIdentity};
 pub use kind::NodeKind;
+pub use name::{NameError, closest, resolve as resolve_name};
 pub use script::{CallFn, CallStep, CancelProbe, LimitOverrides, ScriptLimits, ScriptNode, ScriptSource, ScriptStep};
 pub use template::{RENDER_FUEL, RenderError, Template};
 

@@ -299,36 +299,10 @@ pub(crate) fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = 
     closest(word, candidates).map(|c| format!("did you mean `{c}`?"))
 }
 
-/// The candidate closest to `word`: a small edit distance or a high
-/// Jaro-Winkler similarity, whichever finds one; ties go to the first.
+/// The candidate closest to `word` ([`crate::job::closest`], the one rule of
+/// every did-you-mean).
 pub(crate) fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let word_l = word.to_lowercase();
-    let max_edits = match word.chars().count() {
-        0..=2 => 0,
-        3..=5 => 1,
-        6..=9 => 2,
-        _ => 3,
-    };
-    let mut best: Option<(&str, f64)> = None;
-    for c in candidates {
-        let c_l = c.to_lowercase();
-        if c_l == word_l {
-            return Some(c);
-        }
-        let edits = strsim::damerau_levenshtein(&word_l, &c_l);
-        let jw = strsim::jaro_winkler(&word_l, &c_l);
-        let score = if edits <= max_edits {
-            2.0 - edits as f64 / 10.0
-        } else if jw >= 0.9 {
-            jw
-        } else {
-            continue;
-        };
-        if best.is_none_or(|(_, s)| score > s) {
-            best = Some((c, score));
-        }
-    }
-    best.map(|(c, _)| c)
+    crate::job::closest(word, candidates)
 }
 
 /// The job file's text as miette sees it: named `FILE`, with columns counted

@@ -40,6 +40,11 @@ impl History {
         self.read(move |conn| read::runs(conn, &filter)).await
     }
 
+    /// Every job the history knows (seen by a daemon, or with runs), sorted.
+    pub async fn job_names(&self) -> Result<Vec<String>, StoreError> {
+        self.read(read::job_names).await
+    }
+
     /// One run with its steps and log lines.
     pub async fn run(&self, id: RunId) -> Result<Option<RunDetail>, StoreError> {
         self.read(move |conn| read::run(conn, id)).await

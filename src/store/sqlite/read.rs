@@ -90,6 +90,16 @@ pub(super) fn run_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
     })
 }
 
+/// Every job the history knows: each job file the daemon has seen and each
+/// job with runs recorded (a removed job's history stays), sorted.
+pub(super) fn job_names(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let what = StoreError::sqlite("list jobs");
+    let mut stmt =
+        conn.prepare_cached("SELECT job FROM jobs UNION SELECT DISTINCT job FROM runs ORDER BY 1").map_err(what)?;
+    let rows = stmt.query_map([], |row| row.get(0)).map_err(StoreError::sqlite("list jobs"))?;
+    rows.collect::<rusqlite::Result<Vec<String>>>().map_err(StoreError::sqlite("list jobs"))
+}
+
 /// Runs matching `filter`, newest first.
 pub(super) fn runs(conn: &Connection, filter: &RunFilter) -> Result<Vec<RunRow>, StoreError> {
     let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
