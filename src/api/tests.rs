@@ -300,11 +300,16 @@ async fn pause_and_resume_answer_the_saved_state_and_a_cross_origin_pause_is_ref
     let api = Api::start(None).await;
     assert_eq!(api.post("/jobs/sub/b.toml/pause").await, (200, json!({"job": "sub/b.toml", "paused": true})));
     assert_eq!(api.post("/jobs/a.toml/resume").await, (200, json!({"job": "a.toml", "paused": false})));
-    assert_eq!(api.post("/jobs/nope.toml/pause").await.0, 404);
+    // Named as everywhere: without the extension too; an unknown name is
+    // answered with a did-you-mean and never reaches the daemon.
+    assert_eq!(api.post("/jobs/a/pause").await, (200, json!({"job": "a.toml", "paused": true})));
+    let (status, body) = api.post("/jobs/nope.toml/pause").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"].as_str().unwrap().starts_with("no job `nope.toml`"), "{body}");
     let evil = reqwest::Client::new().post(api.url("/jobs/a.toml/pause")).header("Origin", "http://evil.example");
     assert_eq!(api.send(evil).await.0, 403);
     let asked = api.control.triggered.lock().unwrap().clone();
-    assert_eq!(asked, ["sub/b.toml paused=true", "a.toml paused=false", "nope.toml paused=true"], "nothing else");
+    assert_eq!(asked, ["sub/b.toml paused=true", "a.toml paused=false", "a.toml paused=true"], "nothing else");
     api.stop().await;
 }
 

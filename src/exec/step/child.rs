@@ -78,7 +78,7 @@ async fn spawn_on_spawner<C: Forked>(
         let (spawned, recorded) = match fork() {
             Ok((child, pid)) => {
                 let recorded = group_of(pid, ledger);
-                (Ok((child, recorded.clone())), recorded)
+                (Ok((Unclaimed(Some(child)), recorded.clone())), recorded)
             }
             Err(e) => (Err(e), None),
         };
@@ -87,22 +87,40 @@ async fn spawn_on_spawner<C: Forked>(
         // the write whoever waits. What matters is that the write follows
         // the fork at once, on this thread, before the group's `ended`
         // (which the caller queues here after this work).
-        match reply.send(spawned) {
-            Ok(()) => {
-                if let Some((ledger, group)) = recorded {
-                    ledger.started(&group);
-                }
-            }
-            // The caller's future was dropped while it waited: nobody guards
-            // this group, so it ends here, as a dropped attempt's does.
-            Err(spawned) => {
-                if let Ok((child, _)) = spawned {
-                    child.abandon();
-                }
-            }
+        // Sent: the ledger is told. Not sent, the caller's future was dropped
+        // while it waited: nobody guards this group, so it ends here (the
+        // `Unclaimed` dropped with the answer kills it), as a dropped
+        // attempt's does.
+        if reply.send(spawned).is_ok()
+            && let Some((ledger, group)) = recorded
+        {
+            ledger.started(&group);
         }
     })?;
-    answer.await.map_err(|_| io::Error::other("the process spawner thread failed"))?
+    let (child, recorded) = answer.await.map_err(|_| io::Error::other("the process spawner thread failed"))??;
+    Ok((child.claim(), recorded))
+}
+
+/// A child on its way to its caller: until the caller takes it, dropping it
+/// kills its group. The answer may be sent and the caller's future dropped
+/// before it reads it (an aborted task that was not polled in between), and
+/// the child would then be dropped inside the channel, unguarded, its group
+/// left running.
+struct Unclaimed<C: Forked>(Option<C>);
+
+impl<C: Forked> Unclaimed<C> {
+    /// The child, now the caller's to guard.
+    fn claim(mut self) -> C {
+        self.0.take().expect("an unclaimed child is claimed once")
+    }
+}
+
+impl<C: Forked> Drop for Unclaimed<C> {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.take() {
+            child.abandon();
+        }
+    }
 }
 
 /// A child forked for a caller that is gone.
@@ -329,5 +347,39 @@ mod tests {
             none
         });
         assert!(gone, "a process forked for a caller that was gone is alive: {:?}", marked(&mark));
+    }
+
+    /// The other order: the answer is sent while the caller still waits,
+    /// and the caller is dropped before it reads it (an aborted task not
+    /// polled in between). The child must not be dropped unguarded with
+    /// the answer (seen as `dropping_the_attempt_kills_the_group` failing
+    /// under load: its `sleep 300` outlived the aborted attempt).
+    #[tokio::test]
+    async fn a_spawn_whose_caller_is_dropped_after_the_answer_is_sent_leaves_no_process() {
+        use std::os::unix::process::CommandExt;
+        let mark = format!("unread-{}", std::process::id());
+        for blocking in [false, true] {
+            let mut cmd = Command::new("sleep");
+            cmd.arg("300").env("GATHERD_TEST_MARK", &mark).process_group(0);
+            die_with_parent(&mut cmd);
+            let mut spawn: std::pin::Pin<Box<dyn std::future::Future<Output = bool>>> = if blocking {
+                Box::pin(async { spawn_std(cmd, None).await.is_ok() })
+            } else {
+                Box::pin(async { spawn_async(cmd, None).await.is_ok() })
+            };
+            // Polled once, so its fork is queued; the spawner forks and
+            // answers before it settles; then the caller goes unread.
+            assert!(futures::poll!(spawn.as_mut()).is_pending(), "blocking={blocking}");
+            settle().await;
+            drop(spawn);
+        }
+        let gone = (0..500).any(|_| {
+            let none = marked(&mark).is_empty();
+            if !none {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            none
+        });
+        assert!(gone, "a process answered to a caller that never read it is alive: {:?}", marked(&mark));
     }
 }
