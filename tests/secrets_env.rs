@@ -348,3 +348,40 @@ fn a_bad_env_file_line_is_a_diagnostic_at_its_place() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot read the env file \"nope.env\"") && stderr.contains("m.toml:1:12"), "{stderr}");
 }
+
+#[test]
+fn secrets_are_read_again_on_sighup_and_an_unreadable_one_keeps_the_old() {
+    let etc = tempfile::tempdir().expect("temp");
+    let out = tempfile::tempdir().expect("temp");
+    write(etc.path(), "api.secret", "first-value\n");
+    let config = write(etc.path(), "config.toml", "[secrets]\napi = { file = \"api.secret\" }\n");
+    let target = out.path().join("out.txt");
+    let job = format!(
+        "[[step]]\nname = \"w\"\nwrite_file = {{ path = \"{}\", content = \"{{{{ secrets.api }}}}\" }}\n",
+        target.display()
+    );
+    let d = Daemon::start(&[("uses.toml", &job)], &["--config", config.to_str().expect("utf-8")], &[]);
+    let runs = |n: usize| d.wait_for_n(Duration::from_secs(30), n, |l| finished(l, "uses.toml", "succeeded"));
+    assert!(runs(1), "{}", d.dump());
+    assert_eq!(std::fs::read_to_string(&target).expect("written"), "first-value");
+
+    write(etc.path(), "api.secret", "second-value\n");
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(d.wait_for(Duration::from_secs(30), |l| l["message"] == "config reloaded"), "{}", d.dump());
+    let (status, body) = http(d.api(), "POST", "/trigger/uses.toml", &[], "");
+    assert!(status < 300, "{status} {body}");
+    assert!(runs(2), "{}", d.dump());
+    assert_eq!(std::fs::read_to_string(&target).expect("written"), "second-value");
+
+    std::fs::remove_file(etc.path().join("api.secret")).expect("rm");
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let kept = |l: &Value| {
+        l["message"] == "keeping the old config" && l["error"].as_str().is_some_and(|e| e.contains("secret `api`"))
+    };
+    assert!(d.wait_for(Duration::from_secs(30), kept), "{}", d.dump());
+    let (status, body) = http(d.api(), "POST", "/trigger/uses.toml", &[], "");
+    assert!(status < 300, "{status} {body}");
+    assert!(runs(3), "{}", d.dump());
+    assert_eq!(std::fs::read_to_string(&target).expect("written"), "second-value");
+    d.stop();
+}

@@ -233,6 +233,60 @@ mod tests {
         assert!(matches!(e, RunEvent::AttemptFailed { error, .. } if error == "bad ********"));
     }
 
+    /// A run whose one shell step runs `command`, with secret `api` = `value`.
+    async fn run_shell(command: &str, value: &str) -> (crate::exec::RunOutcome, crate::exec::RunReport) {
+        use crate::job::{
+            Group, GroupMode, Job, Node, OnError, ProcessSpec, Retry, ShellStep, Step, StepKind, Template,
+        };
+        let shell = ShellStep { command: Template::parse(command).expect("template"), process: ProcessSpec::default() };
+        let step = Step {
+            name: "s".into(),
+            kind: StepKind::Shell(Box::new(shell)),
+            blocking: false,
+            timeout: None,
+            retry: Retry::default(),
+        };
+        let root = Group {
+            name: "main".into(),
+            mode: GroupMode::Sequence,
+            children: vec![Node::Step(step)],
+            limit: None,
+            on_error: OnError::Continue,
+            timeout: None,
+            each: None,
+        };
+        let job = Job::for_test("masked", std::path::Path::new("/"), Node::Group(root));
+        let mut ctx = crate::exec::RunContext::new(crate::exec::BlockingPool::new(2));
+        let secrets = Secrets::new([("api".to_string(), value.to_string())]);
+        ctx.environment = Arc::new(crate::exec::Environment::from_vars(Vec::new(), None, &[], secrets));
+        crate::exec::testing::run_with(job, ctx).await
+    }
+
+    /// Lines are assembled across reads before they are masked: a value the
+    /// process writes in two pieces, 200 ms apart, is still masked whole.
+    #[tokio::test]
+    async fn a_value_written_across_two_reads_is_masked_in_the_line() {
+        let (_, report) = run_shell("printf 'key=tok-4f9c'; sleep 0.2; printf '2e81d7\\n'", "tok-4f9c2e81d7").await;
+        let texts: Vec<&str> = report.logs.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["key=********"]);
+        let out = &crate::exec::testing::line(&report, "main/s").output;
+        assert_eq!(out.as_str(), Some("key=********"));
+    }
+
+    /// A key of several lines printed as it is: each of its lines is masked.
+    #[tokio::test]
+    async fn a_value_of_several_lines_printed_line_by_line_is_masked_line_by_line() {
+        let (outcome, report) = run_shell(
+            "printf 'BEGIN-KEY-LINE\\nsecond-line-of-it\\n'; echo 'bad: {{ secrets.api }}' >&2; exit 1",
+            "BEGIN-KEY-LINE\nsecond-line-of-it",
+        )
+        .await;
+        let texts: Vec<&str> = report.logs.iter().map(|l| l.text.as_str()).collect();
+        assert!(!texts.iter().any(|t| t.contains("KEY-LINE") || t.contains("of-it")), "{texts:?}");
+        let error = outcome.error.unwrap_or_default();
+        assert!(!error.contains("KEY-LINE") && error.contains("********"), "{error}");
+    }
+
     #[test]
     fn secrets_show_their_names_only_when_debugged() {
         let s = Secrets::new([("api".to_string(), "s3cr3t-value".to_string())]);
