@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::exec::{BlockingPool, Limits};
+use crate::exec::{BlockingPool, Limits, Secrets};
 use crate::job::{LimitOverrides, MaxOutput, ScriptLimits};
 
 /// The parsed configuration file.
@@ -80,6 +80,31 @@ pub struct Config {
     /// its own `max_output`.
     #[serde(default)]
     pub max_output: MaxOutputConfig,
+    /// Variables of gatherd's environment that steps' processes get too
+    /// (names, or patterns with `*` such as `AWS_*`), besides the minimal set
+    /// (`exec::Environment`). Default: none.
+    #[serde(default)]
+    pub pass_env: Vec<String>,
+    /// `[secrets]`: values jobs read as `{{ secrets.NAME }}` (TOML) or
+    /// `secret("NAME")` (Rhai), each from a file, a variable of gatherd's
+    /// environment or a systemd credential; read at start and on SIGHUP, and
+    /// masked (`********`) in everything a run reports.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSource>,
+}
+
+/// Where one secret's value is read from: exactly one of the three.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// A file holding the value (one trailing newline is dropped); relative
+    /// to the config file's folder unless absolute.
+    pub file: Option<PathBuf>,
+    /// A variable of gatherd's own environment.
+    pub env: Option<String>,
+    /// A systemd credential (`LoadCredential=NAME:PATH` in the unit): the
+    /// file `$CREDENTIALS_DIRECTORY/NAME`.
+    pub credential: Option<String>,
 }
 
 /// `[max_output]` in the config: `head` and `tail` in bytes, each optional.
@@ -201,6 +226,15 @@ pub enum ConfigError {
         /// What is wrong and where.
         message: String,
     },
+    /// A secret's value cannot be read (or is unfit): the message names the
+    /// secret and the file or variable.
+    #[error("config file {}: {message}", path.display())]
+    Secret {
+        /// The file.
+        path: PathBuf,
+        /// Which secret, where it was looked for and why it failed.
+        message: String,
+    },
 }
 
 impl Config {
@@ -249,6 +283,36 @@ impl Config {
         {
             return invalid(format!("`api_hosts` holds host names without port or scheme, found {bad:?}"));
         }
+        for (name, source) in &config.secrets {
+            if !is_name(name) {
+                return invalid(format!(
+                    "secret name `secrets.{name}` must be letters, digits and `_`, not starting with a digit \
+                     (templates read it as `secrets.NAME`)"
+                ));
+            }
+            let set = [source.file.is_some(), source.env.is_some(), source.credential.is_some()];
+            if set.iter().filter(|s| **s).count() != 1 {
+                return invalid(format!(
+                    "secret `secrets.{name}` needs exactly one of `file`, `env` or `credential`, \
+                     e.g. {{ file = \"/etc/gatherd/{name}\" }}"
+                ));
+            }
+            if let Some(credential) = &source.credential
+                && (credential.is_empty() || credential.contains('/') || credential.starts_with('.'))
+            {
+                return invalid(format!(
+                    "secret `secrets.{name}`: a credential is a name as in `LoadCredential=NAME:PATH`, \
+                     found {credential:?}"
+                ));
+            }
+        }
+        if let Some(bad) = config.pass_env.iter().find(|p| {
+            p.is_empty() || p.contains('=') || !p.chars().all(|c| c == '*' || c == '_' || c.is_ascii_alphanumeric())
+        }) {
+            return invalid(format!(
+                "`pass_env` holds variable names or patterns with `*` (e.g. \"AWS_*\"), found {bad:?}"
+            ));
+        }
         // The same rule as a job's own `max_output`: one reader in `load`.
         if let Err(message) = crate::load::check_max_output(&config.max_output.overrides()) {
             return invalid(message);
@@ -258,6 +322,63 @@ impl Config {
             return invalid(message);
         }
         Ok(config)
+    }
+
+    /// Reads every `[secrets]` value now, as the daemon does at start and on
+    /// SIGHUP, and `gatherd run` before it runs: a file relative to the
+    /// folder of `config_path`, a variable of this process's environment, or
+    /// `$CREDENTIALS_DIRECTORY/NAME`. One that cannot be read, is empty, is
+    /// shorter than [`crate::exec::MIN_SECRET_BYTES`] or is not UTF-8 is an
+    /// error naming the secret and where it was looked for.
+    pub fn read_secrets(&self, config_path: Option<&Path>) -> Result<Secrets, ConfigError> {
+        let path = config_path.unwrap_or(Path::new("(no config file)"));
+        let base = config_path.and_then(Path::parent).unwrap_or(Path::new("."));
+        let mut values = Vec::with_capacity(self.secrets.len());
+        for (name, source) in &self.secrets {
+            let failed = |message: String| ConfigError::Secret { path: path.into(), message };
+            let (value, from) = if let Some(file) = &source.file {
+                let file = base.join(file);
+                let from = format!("file {}", file.display());
+                (
+                    read_secret_file(&file)
+                        .map_err(|e| failed(format!("secret `{name}`: cannot read its {from}: {e}")))?,
+                    from,
+                )
+            } else if let Some(var) = &source.env {
+                let from = format!("variable `{var}`");
+                let value = std::env::var(var).map_err(|e| {
+                    failed(format!("secret `{name}`: its {from} is not set in gatherd's environment ({e})"))
+                })?;
+                (value, from)
+            } else if let Some(credential) = &source.credential {
+                let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) else {
+                    return Err(failed(format!(
+                        "secret `{name}`: credential `{credential}` needs $CREDENTIALS_DIRECTORY, which systemd \
+                         sets for a unit with `LoadCredential={credential}:PATH`; it is not set"
+                    )));
+                };
+                let file = PathBuf::from(dir).join(credential);
+                let from = format!("credential `{credential}` ({})", file.display());
+                (
+                    read_secret_file(&file)
+                        .map_err(|e| failed(format!("secret `{name}`: cannot read its {from}: {e}")))?,
+                    from,
+                )
+            } else {
+                // `parse` refuses a source with none of the three.
+                continue;
+            };
+            if value.len() < crate::exec::MIN_SECRET_BYTES {
+                return Err(failed(format!(
+                    "secret `{name}` (from its {from}) is {} bytes long; a secret must be at least {} bytes, \
+                     since every occurrence of its value in every log line and output is masked",
+                    value.len(),
+                    crate::exec::MIN_SECRET_BYTES
+                )));
+            }
+            values.push((name.clone(), value));
+        }
+        Ok(Secrets::new(values))
     }
 
     /// The blocking pool's size: the config's, or the default.
@@ -323,6 +444,26 @@ impl Config {
         let defaults = Limits::default();
         Limits { max_output: defaults.max_output.with(&self.max_output.overrides()), ..defaults }
     }
+}
+
+/// The text of a secret's file, less one trailing newline (`echo x > file`,
+/// `systemd-creds`), which is never part of a token.
+fn read_secret_file(file: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(file).map_err(|e| e.to_string())?;
+    let mut text = String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string())?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
+}
+
+/// A secret's name: what a template can read as `secrets.NAME`.
+fn is_name(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Where state goes when neither `--state` nor the config says.
@@ -479,6 +620,47 @@ mod tests {
         );
         let config = Config::parse(Path::new("c.toml"), "[script_limits]\nmax_expr_depth = 128\n").expect("valid");
         assert_eq!(config.script_limits().max_expr_depth, 128);
+    }
+
+    #[test]
+    fn a_secret_needs_one_source_a_name_and_a_plain_credential() {
+        let refused = [
+            ("[secrets]\na = {}\n", "exactly one of `file`, `env` or `credential`"),
+            ("[secrets]\na = { file = \"x\", env = \"Y\" }\n", "exactly one of"),
+            ("[secrets]\n\"my-key\" = { env = \"Y\" }\n", "`secrets.my-key` must be letters"),
+            ("[secrets]\na = { credential = \"../x\" }\n", "a credential is a name"),
+            ("[secrets]\na = { path = \"x\" }\n", "unknown field `path`"),
+            ("pass_env = [\"A=B\"]\n", "`pass_env` holds variable names"),
+        ];
+        for (text, expected) in refused {
+            let err = Config::parse(Path::new("c.toml"), text).expect_err(text);
+            assert!(err.to_string().contains(expected), "{text:?}: {err}");
+        }
+        let ok = "pass_env = [\"AWS_*\", \"LANG\"]\n[secrets]\nwebhook = { credential = \"webhook\" }\n";
+        let config = Config::parse(Path::new("c.toml"), ok).expect("valid");
+        assert_eq!(config.pass_env, ["AWS_*", "LANG"]);
+        assert_eq!(config.secrets["webhook"].credential.as_deref(), Some("webhook"));
+    }
+
+    #[test]
+    fn secrets_are_read_from_their_files_less_a_newline_and_refused_when_too_short() {
+        let dir = tempfile::tempdir().expect("temp");
+        std::fs::write(dir.path().join("long"), "hunter2-hunter2\r\n").expect("write");
+        std::fs::write(dir.path().join("short"), "abc\n").expect("write");
+        let config_file = dir.path().join("config.toml");
+        let config = Config::parse(&config_file, "[secrets]\nlong = { file = \"long\" }\n").expect("valid");
+        let secrets = config.read_secrets(Some(&config_file)).expect("readable");
+        assert_eq!(secrets.get("long"), Some("hunter2-hunter2"));
+        assert!(!format!("{secrets:?}").contains("hunter2"), "Debug shows names only");
+        let config = Config::parse(&config_file, "[secrets]\nshort = { file = \"short\" }\n").expect("valid");
+        let err = config.read_secrets(Some(&config_file)).expect_err("too short").to_string();
+        assert!(
+            err.contains("secret `short`") && err.contains("is 3 bytes long") && err.contains("at least 4"),
+            "{err}"
+        );
+        let config = Config::parse(&config_file, "[secrets]\ngone = { file = \"gone\" }\n").expect("valid");
+        let err = config.read_secrets(Some(&config_file)).expect_err("missing").to_string();
+        assert!(err.contains("secret `gone`") && err.contains(&dir.path().join("gone").display().to_string()), "{err}");
     }
 
     #[test]

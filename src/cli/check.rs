@@ -74,9 +74,14 @@ enum Outcome {
 /// Checks every file; exit 1 if any is invalid (or a path can't be read).
 pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
     let mut checked = Vec::new();
+    // With a valid config, jobs may read only the secrets it defines.
+    let mut secrets: Option<std::collections::BTreeSet<String>> = None;
     if let Some(path) = &args.config {
         let outcome = match config::check(path) {
-            Ok(_) => Outcome::Config,
+            Ok(config) => {
+                secrets = Some(config.secrets.keys().cloned().collect());
+                Outcome::Config
+            }
             Err(d) => Outcome::Invalid(vec![*d]),
         };
         checked.push(Checked { path: path.clone(), kind: "config", outcome });
@@ -96,7 +101,11 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
             });
         }
         for file in found.files {
-            let outcome = match load::load_file(&file) {
+            let loaded = match &secrets {
+                Some(defined) => load::load_file_with_secrets(&file, defined),
+                None => load::load_file(&file),
+            };
+            let outcome = match loaded {
                 Ok(job) => Outcome::Job(Box::new(job)),
                 Err(e) => Outcome::Invalid(e.diagnostics().to_vec()),
             };

@@ -60,6 +60,8 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
         return Err(super::invalid(anyhow::anyhow!("no jobs folder: pass --jobs DIR or set jobs_dir in the config")));
     };
     let state = config.state_dir(args.state.clone());
+    // A secret that cannot be read is an invalid config: no start (exit 2).
+    let secrets = config.read_secrets(args.config.as_deref()).map_err(super::invalid)?;
     let opts = Options {
         jobs,
         state,
@@ -68,6 +70,7 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
         blocking_threads: args.blocking_threads.map(usize::from),
         max_concurrent_runs: args.max_concurrent_runs.and_then(|n| usize::try_from(n).ok()),
         api_listen: args.api_listen,
+        secrets,
     };
     daemon::run(opts).await?;
     Ok(exit::OK)

@@ -58,6 +58,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let mut ctx = RunContext::new(BlockingPool::new(pool_size));
     ctx.script_limits = config.script_limits();
     ctx.limits = config.limits();
+    // The same environment rules as the daemon's, so a job behaves the same
+    // under both: the minimal set, the config's `pass_env` and `[secrets]`.
+    let secrets = config.read_secrets(args.config.as_deref()).map_err(super::invalid)?;
+    ctx.environment = Arc::new(exec::Environment::of_this_process(&config.pass_env, secrets));
     let cancel = ctx.cancel.clone();
     let (tx, rx) = mpsc::unbounded_channel();
     let show_progress = !args.json && std::io::stderr().is_terminal();

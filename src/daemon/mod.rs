@@ -69,6 +69,9 @@ pub struct Options {
     pub max_concurrent_runs: Option<usize>,
     /// `--api-listen`, winning over the config.
     pub api_listen: Option<std::net::SocketAddr>,
+    /// The config's `[secrets]`, as read at start (`Config::read_secrets`);
+    /// read again with the config on SIGHUP.
+    pub secrets: crate::exec::Secrets,
 }
 
 impl Options {

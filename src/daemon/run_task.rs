@@ -182,7 +182,9 @@ impl RunTask {
             }
             sinks
         });
-        let outcome = exec::run(self.job, self.ctx, tx).await;
+        // Its steps' processes get it as GATHERD_RUN_ID.
+        let ctx = RunContext { run_id, ..self.ctx };
+        let outcome = exec::run(self.job, ctx, tx).await;
         let sinks = match feed.await {
             Ok(sinks) => sinks,
             // The sinks panicked: the run's end is handled as a failed task.

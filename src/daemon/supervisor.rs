@@ -148,6 +148,9 @@ pub(super) struct Supervisor {
     pub lock: Option<nix::fcntl::Flock<std::fs::File>>,
     /// Where runs record their steps' process groups (`processes.rs`).
     pub processes: Option<super::processes::ProcessRecords>,
+    /// What runs' steps get from outside their job: the base environment
+    /// (`pass_env`), the secrets and their masker; remade on SIGHUP.
+    pub environment: Arc<crate::exec::Environment>,
     /// Jobs whose run tasks panic (the supervisor's tests).
     #[cfg(test)]
     pub panic_jobs: std::collections::HashSet<JobId>,
@@ -165,6 +168,10 @@ impl Supervisor {
             live: Live::default(),
             metrics: Arc::new(Metrics::new()),
             pool: BlockingPool::new(opts.blocking_threads()),
+            environment: Arc::new(crate::exec::Environment::of_this_process(
+                &opts.config.pass_env,
+                opts.secrets.clone(),
+            )),
             admission: Admission::new(opts.max_concurrent_runs(), opts.semaphores()),
             opts,
             table: BTreeMap::new(),
@@ -635,6 +642,8 @@ impl Supervisor {
                 limits: self.opts.config.limits(),
                 script_limits: self.opts.config.script_limits(),
                 ledger: self.processes.as_ref().map(|p| p.for_job(fire.job.as_str())),
+                environment: self.environment.clone(),
+                run_id: None,
             },
             reply: fire.reply,
             queue,
@@ -878,10 +887,17 @@ impl Supervisor {
         if let Some(path) = self.opts.config_path.clone() {
             // The token file is read again too (rotated in place, say).
             let state = self.opts.state.clone();
-            let read = move || Config::load(&path).map(|c| (c.api_token(&state), c));
+            let read = move || {
+                let config = Config::load(&path)?;
+                // The secrets are read again too; one that cannot be is an
+                // invalid config, and the old one (secrets and all) stays.
+                let secrets = config.read_secrets(Some(&path))?;
+                Ok::<_, crate::config::ConfigError>((config.api_token(&state), config, secrets))
+            };
             match tokio::task::spawn_blocking(read).await {
-                Ok(Ok((token, config))) => {
+                Ok(Ok((token, config, secrets))) => {
                     self.set_api_token(token);
+                    self.opts.secrets = secrets;
                     self.set_config(config);
                 }
                 Ok(Err(e)) => tracing::error!(error = %e, "keeping the old config"),
@@ -921,6 +937,9 @@ impl Supervisor {
     /// waited start if the new limits let them.
     pub fn set_config(&mut self, config: Config) {
         self.opts.config = config;
+        // New runs get the new `pass_env` and secrets; runs in flight keep theirs.
+        self.environment =
+            Arc::new(crate::exec::Environment::of_this_process(&self.opts.config.pass_env, self.opts.secrets.clone()));
         if self.pool.size() != self.opts.blocking_threads() {
             // Runs in flight keep the old pool; new runs get the new one.
             self.pool = BlockingPool::new(self.opts.blocking_threads());

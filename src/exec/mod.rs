@@ -11,11 +11,13 @@
 //! Architecture Invariant: every task started here has an owner that awaits it,
 //! and every one holds a child of the run's cancel token.
 
+mod environment;
 mod event;
 pub mod ledger;
 pub mod pool;
 pub mod report;
 mod script_job;
+pub mod secrets;
 mod status;
 pub mod step;
 mod tree;
@@ -26,10 +28,12 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
+pub use environment::{DEFAULT_PATH, Environment, glob_matches};
 pub use event::{NodeKind, NodePath, RunEvent, Status, Stream, millis};
 pub use ledger::{ProcessGroup, ProcessLedger};
 pub use pool::BlockingPool;
 pub use report::{FailedAttempt, LogLine, RunReport, StepReport};
+pub use secrets::{MASK, MIN_SECRET_BYTES, Masker, Secrets};
 pub use status::RecordedStatus;
 
 use crate::job::{Job, ScriptLimits};
@@ -81,6 +85,11 @@ pub struct RunContext {
     /// Told of every process group a step starts and reaps (the daemon's
     /// record for after a `kill -9`); `None` for `gatherd run`.
     pub ledger: Option<Arc<dyn ProcessLedger>>,
+    /// What steps get from outside the job: their processes' base
+    /// environment, the secrets, and the masker every event goes through.
+    pub environment: Arc<Environment>,
+    /// The run's id in the history (`GATHERD_RUN_ID`); `None` for `gatherd run`.
+    pub run_id: Option<i64>,
 }
 
 impl RunContext {
@@ -92,6 +101,8 @@ impl RunContext {
             limits: Limits::default(),
             script_limits: ScriptLimits::default(),
             ledger: None,
+            environment: Arc::default(),
+            run_id: None,
         }
     }
 }

@@ -143,6 +143,7 @@ impl Runner {
         let sandbox =
             Sandbox { limits, cancelled: Arc::new(move || probe.is_cancelled() || flag.load(Ordering::Relaxed)) };
         let (link, mut requests) = api::connect(sandbox);
+        link.set_lookup(super::environment::script_lookup(&self.job, &self.ctx.environment));
         let code = s.code.clone();
         let thread = std::thread::Builder::new()
             .name("gatherd-script".into())
@@ -344,7 +345,9 @@ impl<'a> Driver<'a> {
                 self.answer(reply, ());
             }
             Request::Log { debug: from_debug, text } => {
-                tracing::info!(job = %self.runner.job.name, path = %self.path, from_debug, "{text}");
+                // The log is a sink too: masked, as the line's event is.
+                let shown = self.runner.ctx.environment.masker().mask(&text);
+                tracing::info!(job = %self.runner.job.name, path = %self.path, from_debug, "{shown}");
                 self.lines.line(if from_debug { Stream::Debug } else { Stream::Print }, text);
             }
             Request::Finished(_) => unreachable!("the driver's loop ends on Finished"),

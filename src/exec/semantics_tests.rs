@@ -351,7 +351,13 @@ fn an_attempt_in_flight_costs_a_pointer_not_the_largest_kind() {
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let run = step::RunLines::new(tokio::time::Instant::now(), tx, ctx.limits.max_output);
     let path: super::NodePath = "main/a".into();
-    let env = step::StepEnv { job: &j, ctx: &ctx, inputs: &inputs, lines: step::StepLines::new(&run, &path) };
+    let env = step::StepEnv {
+        job: &j,
+        ctx: &ctx,
+        inputs: &inputs,
+        lines: step::StepLines::new(&run, &path),
+        attempt: 1.into(),
+    };
     let token = tokio_util::sync::CancellationToken::new();
     let attempt = step::run_attempt(&s, &env, &token);
     assert!(std::mem::size_of_val(&attempt) <= 128, "{} bytes", std::mem::size_of_val(&attempt));

@@ -48,7 +48,8 @@ pub(super) async fn run(job: Arc<Job>, ctx: RunContext, events: UnboundedSender<
         wanted: referenced_names(&job.root),
         outputs: Mutex::new(HashMap::new()),
         // The job's `max_output` wins over the config's.
-        lines: RunLines::new(start, events.clone(), ctx.limits.max_output.with(&job.max_output)),
+        lines: RunLines::new(start, events.clone(), ctx.limits.max_output.with(&job.max_output))
+            .masked(ctx.environment.masker().clone()),
         start,
         job: job.clone(),
         events,
@@ -67,6 +68,15 @@ pub(super) async fn run(job: Arc<Job>, ctx: RunContext, events: UnboundedSender<
         .with_cause(&f),
         Err(f) => RunOutcome { status: f.status, result: None, error: Some(f.error) },
     };
+    // What the caller is told is masked as the events are.
+    let mut outcome = outcome;
+    let masker = runner.ctx.environment.masker();
+    if let Some(e) = &mut outcome.error {
+        masker.mask_string(e);
+    }
+    if let Some(v) = &mut outcome.result {
+        masker.mask_value(v);
+    }
     runner.emit(RunEvent::RunFinished {
         status: outcome.status,
         result: outcome.result.clone(),
@@ -405,7 +415,9 @@ impl Runner {
         Runner { wanted: Wanted::All, outputs: Mutex::new(HashMap::new()), start, lines, job, events, ctx }
     }
 
-    pub(super) fn emit(&self, event: RunEvent) {
+    pub(super) fn emit(&self, mut event: RunEvent) {
+        // The one place events leave the run tree: no sink ever sees a secret.
+        self.ctx.environment.masker().mask_event(&mut event);
         // A closed receiver is not our problem: the run goes on.
         let _ = self.events.send(event);
     }
@@ -609,11 +621,17 @@ impl Runner {
     ) -> NodeResult {
         let node = self.start_node(path, s.name.clone(), s.kind.node_kind());
         let inputs = || self.inputs(input.as_ref());
-        let env =
-            StepEnv { job: &self.job, ctx: &self.ctx, inputs: &inputs, lines: StepLines::new(&self.lines, &node.path) };
+        let env = StepEnv {
+            job: &self.job,
+            ctx: &self.ctx,
+            inputs: &inputs,
+            lines: StepLines::new(&self.lines, &node.path),
+            attempt: 1.into(),
+        };
         let mut attempt = 0;
         let (result, truncated, failed_output) = loop {
             attempt += 1;
+            env.attempt.store(attempt, std::sync::atomic::Ordering::Relaxed);
             // Only a timeout cancels an attempt alone; without one the attempt
             // runs under the step's token and costs no token of its own.
             let attempt_token = if s.timeout.is_some() { token.child_token() } else { token.clone() };

@@ -34,6 +34,8 @@ pub struct UserIdentity {
     pub groups: Vec<u32>,
     /// Its home folder: `HOME`.
     pub home: PathBuf,
+    /// Its login shell: `SHELL`.
+    pub shell: PathBuf,
 }
 
 impl Identity {

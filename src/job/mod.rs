@@ -66,6 +66,12 @@ pub struct Job {
     /// `max_output`: how much of each step's output lines it keeps; unset
     /// parts are the config's (or the built-in defaults).
     pub max_output: MaxOutput,
+    /// Job-level `env` and `env_file` variables (the table's win over the
+    /// file's), which every `exec`/`shell` step gets; a step's own `env` wins.
+    pub env: Vec<(String, Template)>,
+    /// Job-level `cwd`: the working folder of steps without their own,
+    /// relative to the job's folder.
+    pub cwd: Option<Template>,
     /// The root of the run tree: the first group, or the steps in sequence.
     pub root: Node,
 }
@@ -90,6 +96,8 @@ impl Job {
             keep_for: None,
             identity: None,
             max_output: MaxOutput::default(),
+            env: Vec::new(),
+            cwd: None,
             root,
         }
     }
@@ -98,6 +106,48 @@ impl Job {
     #[cfg(test)]
     pub(crate) fn for_test(name: &str, dir: &std::path::Path, root: Node) -> Job {
         Job::new(name, dir.join(format!("{name}.toml")), dir.to_path_buf(), root)
+    }
+}
+
+impl Job {
+    /// The config's secrets this job's templates read (`secrets.NAME`):
+    /// its `env` and `cwd` and every step's. (A script's `secret("NAME")` is
+    /// known only when it runs.)
+    pub fn secrets_read(&self) -> std::collections::BTreeSet<String> {
+        fn walk<'a>(node: &'a Node, out: &mut Vec<&'a Template>) {
+            match node {
+                Node::Step(s) => out.extend(s.templates()),
+                Node::Group(g) => {
+                    g.children.iter().for_each(|c| walk(c, out));
+                    if let Some(each) = &g.each {
+                        out.extend(each.templates());
+                    }
+                }
+                Node::Script(_) => {}
+            }
+        }
+        let mut templates: Vec<&Template> = self.env.iter().map(|(_, t)| t).chain(self.cwd.iter()).collect();
+        walk(&self.root, &mut templates);
+        templates.iter().flat_map(|t| t.secrets().iter().cloned()).collect()
+    }
+}
+
+impl Step {
+    /// Every template field of the step.
+    pub fn templates(&self) -> Vec<&Template> {
+        fn process(p: &ProcessSpec) -> impl Iterator<Item = &Template> {
+            p.env.iter().map(|(_, t)| t).chain(p.cwd.iter()).chain(p.stdin.iter())
+        }
+        match &self.kind {
+            StepKind::Sleep(_) | StepKind::Call(_) | StepKind::Script(_) => Vec::new(),
+            StepKind::Exec(e) => e.argv.iter().chain(process(&e.process)).collect(),
+            StepKind::Shell(s) => std::iter::once(&s.command).chain(process(&s.process)).collect(),
+            StepKind::Http(h) => {
+                std::iter::once(&h.url).chain(h.headers.iter().map(|(_, t)| t)).chain(h.body.iter()).collect()
+            }
+            StepKind::ReadFile(r) => vec![&r.path],
+            StepKind::WriteFile(w) => vec![&w.path, &w.content],
+        }
     }
 }
 
@@ -319,7 +369,8 @@ pub struct SleepStep {
 /// Settings shared by `exec` and `shell`: the process's surroundings.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ProcessSpec {
-    /// Extra environment variables (the daemon's environment is inherited).
+    /// Extra environment variables, over the job's `env` (see
+    /// `exec::Environment` for the rest of a process's environment).
     pub env: Vec<(String, Template)>,
     /// Working folder; relative to the job's folder. Default: the job's folder.
     pub cwd: Option<Template>,

@@ -31,6 +31,8 @@ pub struct Template {
     source: String,
     /// Names of the steps it refers to (`steps.NAME...`), sorted.
     steps: Vec<String>,
+    /// Names of the config's secrets it reads (`secrets.NAME`), sorted.
+    secrets: Vec<String>,
     /// Whether it refers to `input`.
     uses_input: bool,
     /// Whether it has any Jinja syntax at all; plain strings skip the engine.
@@ -40,7 +42,7 @@ pub struct Template {
 impl Template {
     /// A string used as is, with no template syntax.
     pub fn literal(source: impl Into<String>) -> Template {
-        Template { source: source.into(), steps: Vec::new(), uses_input: false, dynamic: false }
+        Template { source: source.into(), steps: Vec::new(), secrets: Vec::new(), uses_input: false, dynamic: false }
     }
 
     /// Parses `source`; on a syntax error returns minijinja's message.
@@ -57,6 +59,7 @@ impl Template {
         }
         let mut steps = BTreeSet::new();
         let mut uses_input = false;
+        let mut secrets = BTreeSet::new();
         for var in tmpl.undeclared_variables(true) {
             let mut parts = var.split('.');
             match parts.next() {
@@ -69,6 +72,12 @@ impl Template {
                         return Err("write `steps.NAME.output`, not `steps` alone".to_string());
                     }
                 },
+                Some("secrets") => match parts.next() {
+                    Some(name) => {
+                        secrets.insert(name.to_string());
+                    }
+                    None => return Err("write `secrets.NAME`, not `secrets` alone".to_string()),
+                },
                 Some(other) => {
                     return Err(format!(
                         "unknown variable `{other}`: a template may use `steps.NAME.output` \
@@ -78,7 +87,13 @@ impl Template {
                 None => {}
             }
         }
-        Ok(Template { source: source.to_string(), steps: steps.into_iter().collect(), uses_input, dynamic: true })
+        Ok(Template {
+            source: source.to_string(),
+            steps: steps.into_iter().collect(),
+            secrets: secrets.into_iter().collect(),
+            uses_input,
+            dynamic: true,
+        })
     }
 
     /// The text as written.
@@ -89,6 +104,11 @@ impl Template {
     /// The steps this template reads the results of.
     pub fn steps(&self) -> &[String] {
         &self.steps
+    }
+
+    /// The config's secrets this template reads (`secrets.NAME`).
+    pub fn secrets(&self) -> &[String] {
+        &self.secrets
     }
 
     /// Whether it reads `input` (only meaningful in an `each` step).

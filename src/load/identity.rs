@@ -101,7 +101,7 @@ pub(crate) fn read_identity(ctx: &mut Ctx, doc: &DeTable<'_>, job: &mut Job) {
             Identity {
                 gid: group_found.as_ref().map_or(u.gid.as_raw(), |(g, _)| g.gid.as_raw()),
                 group_name: group_found.map(|(g, _)| g.name),
-                user: Some(UserIdentity { name: u.name, uid: u.uid.as_raw(), groups, home: u.dir }),
+                user: Some(UserIdentity { name: u.name, uid: u.uid.as_raw(), groups, home: u.dir, shell: u.shell }),
                 switch: switches(ctx.purpose()),
             }
         }
@@ -223,7 +223,13 @@ mod tests {
 
     fn user(uid: u32) -> Identity {
         Identity {
-            user: Some(UserIdentity { name: "nobody".into(), uid, groups: vec![65534], home: PathBuf::from("/") }),
+            user: Some(UserIdentity {
+                name: "nobody".into(),
+                uid,
+                groups: vec![65534],
+                home: PathBuf::from("/"),
+                shell: PathBuf::from("/usr/sbin/nologin"),
+            }),
             gid: 65534,
             group_name: None,
             switch: true,

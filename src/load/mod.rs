@@ -20,13 +20,14 @@
 //!
 //! Architecture Invariant: the loader never runs anything (Rhai scripts are
 //! compiled, not evaluated) and never touches the network; it reads the file
-//! it is given and the `script_file`s that file names (each size-checked
+//! it is given and the `script_file`s and `env_file` that file names (each size-checked
 //! first), and looks up the names of `user` / `user_group` in the system's user
 //! and group databases (`identity.rs`), nothing else. Every problem a user can cause is a [`Diagnostic`],
 //! never a panic.
 
 mod diagnostic;
 mod discover;
+mod env_file;
 mod fields;
 mod identity;
 mod limits;
@@ -36,6 +37,7 @@ mod max_output;
 mod ownership;
 mod rhai_job;
 mod script;
+mod secret_names;
 mod sections;
 mod step;
 mod toml_job;
@@ -74,6 +76,15 @@ pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 pub fn load_file(path: &Path) -> Result<Job, LoadError> {
     let (text, _) = read_text(path)?;
     load_source(path, &text, Purpose::Check)
+}
+
+/// [`load_file`] for `gatherd check --config FILE`: a job that reads a
+/// secret `defined` lacks is invalid too, at the place it reads it.
+pub fn load_file_with_secrets(path: &Path, defined: &std::collections::BTreeSet<String>) -> Result<Job, LoadError> {
+    let (text, _) = read_text(path)?;
+    let job = load_source(path, &text, Purpose::Check)?;
+    let undefined = secret_names::undefined_secrets(path, &text, &job, defined);
+    if undefined.is_empty() { Ok(job) } else { Err(LoadError::new(path, undefined)) }
 }
 
 /// Loads the job file at `path` to run it in this process, as `gatherd

@@ -332,7 +332,7 @@ fn parse_process(ctx: &mut Ctx, t: &DeTable<'_>, uses: &mut Vec<TemplateUse>) ->
     (ctx.diagnostics.len() == errors_before).then_some(spec)
 }
 
-fn check_env_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_env_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.contains('=') || name.contains('\0') {
         Err(format!("invalid environment variable name \"{name}\": it must be non-empty, without `=`"))
     } else {

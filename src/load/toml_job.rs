@@ -51,6 +51,9 @@ pub(crate) const SETTING_KEYS: &[&str] = &[
     // Not `group`: in TOML that key is the `[[group]]` tables.
     "user_group",
     "max_output",
+    "env",
+    "env_file",
+    "cwd",
 ];
 
 /// Every key a `[[group]]` table may have.
@@ -344,6 +347,7 @@ pub(crate) fn read_settings(ctx: &mut Ctx, doc: &DeTable<'_>, job: &mut Job) {
         job.max_output = super::max_output::read_max_output(ctx, v);
     }
     read_identity(ctx, doc, job);
+    read_environment(ctx, doc, job);
 
     let schedule = doc.get_key_value("schedule");
     let every = doc.get_key_value("every");
@@ -388,6 +392,37 @@ pub(crate) fn read_settings(ctx: &mut Ctx, doc: &DeTable<'_>, job: &mut Job) {
     }
     if let Some(d) = every.and_then(|(_, v)| read_every(ctx, v)) {
         job.trigger = Trigger::Every(d);
+    }
+}
+
+/// `env`, `env_file` and `cwd` of the job, which its steps inherit. Their
+/// templates may read the config's secrets, not other steps' results
+/// (which no job-level value can wait for).
+fn read_environment(ctx: &mut Ctx, doc: &DeTable<'_>, job: &mut Job) {
+    let mut uses = Vec::new();
+    let mut env = Vec::new();
+    if let Some(v) = doc.get("env_file")
+        && let Some(vars) = super::env_file::read(ctx, &job.dir, job.identity.as_deref(), v)
+    {
+        env = vars;
+    }
+    if let Some(table) = doc.get("env").and_then(|v| ctx.template_map("env", v, &mut uses, super::step::check_env_name))
+    {
+        // The table's win over the file's.
+        env.retain(|(k, _)| !table.iter().any(|(t, _)| t == k));
+        env.extend(table);
+    }
+    job.env = env;
+    if let Some(v) = doc.get("cwd") {
+        job.cwd = ctx.template("cwd", v, &mut uses);
+    }
+    for u in uses {
+        let at = u.steps.first().map(|(_, at)| at.clone()).or(u.input);
+        if let Some(at) = at {
+            ctx.error(at, "a job-level `env` or `cwd` cannot read other steps' results or `input`")
+                .label("not known before the job starts")
+                .help("read `{{ secrets.NAME }}` here, or set it in the step's own `env`/`cwd`");
+        }
     }
 }
 

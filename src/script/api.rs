@@ -152,6 +152,8 @@ pub struct Link {
     ast: Arc<OnceLock<Arc<AST>>>,
     /// The limits, for the engines of `to_thread` closures.
     sandbox: Sandbox,
+    /// What `env(name)` and `secret(name)` answer (`script::lookup`).
+    lookup: Arc<OnceLock<crate::script::lookup::Lookup>>,
 }
 
 /// The driver's side: requests in the order the script sent them.
@@ -186,7 +188,8 @@ impl Requests {
 pub fn connect(sandbox: Sandbox) -> (Link, Requests) {
     let (tx, rx) = mpsc::channel();
     let notify = Arc::new(Notify::new());
-    (Link { tx, notify: notify.clone(), ast: Arc::new(OnceLock::new()), sandbox }, Requests { rx, notify })
+    let lookup = Arc::new(OnceLock::new());
+    (Link { tx, notify: notify.clone(), ast: Arc::new(OnceLock::new()), sandbox, lookup }, Requests { rx, notify })
 }
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
@@ -211,6 +214,12 @@ impl Link {
 
     fn log(&self, debug: bool, text: &str) {
         let _ = self.send(Request::Log { debug, text: text.to_string() });
+    }
+
+    /// Says what `env(name)` and `secret(name)` answer; before it is set
+    /// (an engine that only compiles) they know nothing.
+    pub fn set_lookup(&self, lookup: crate::script::lookup::Lookup) {
+        let _ = self.lookup.set(lookup);
     }
 
     /// Records the compiled script so `to_thread` closures can run elsewhere.
@@ -383,6 +392,8 @@ pub fn register(engine: &mut Engine, link: &Link) {
     register_step_values(engine);
     register_range_map(engine);
     register_blocking(engine, link, None);
+    let lookup = link.lookup.get().cloned().unwrap_or_else(crate::script::lookup::nothing);
+    crate::script::lookup::register(engine, &lookup);
     let l = link.clone();
     engine.on_print(move |text| l.log(false, text));
     let l = link.clone();

@@ -7,6 +7,7 @@
 //! runs, records and cancels like any TOML step.
 
 pub mod api;
+pub mod lookup;
 mod sandbox;
 
 pub use sandbox::{Sandbox, describe_error, is_cancellation, sandbox, wall_time_reached};

@@ -73,7 +73,9 @@ pub(super) fn diagnose(path: &Path, text: &str) -> Result<Config, Box<Diagnostic
             Some(span) => Err(Box::new(at(span, message))),
             None => Err(Box::new(Diagnostic::whole_file(path, message))),
         },
-        Err(e @ ConfigError::Read { .. }) => Err(Box::new(Diagnostic::whole_file(path, e.to_string()))),
+        Err(e @ (ConfigError::Read { .. } | ConfigError::Secret { .. })) => {
+            Err(Box::new(Diagnostic::whole_file(path, e.to_string())))
+        }
     }
 }
 
@@ -155,6 +157,8 @@ mod tests {
             ("api_hosts = [\"x:80\"]\n", 1, 13),
             ("[script_limits]\nmax_expr_depth = 1000\n", 2, 18),
             ("[script_limits]\nwall_time = \"0s\"\n", 2, 13),
+            ("[secrets]\napi = {}\n", 2, 7),
+            ("pass_env = [\"A=B\"]\n", 1, 12),
         ];
         for (text, line, col) in cases {
             let (l, c, message) = place(text);

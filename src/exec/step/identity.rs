@@ -1,6 +1,6 @@
 //! Running a step's process as the job's `user` / `user_group` (initgroups
 //! semantics): supplementary groups, then gid, then uid, set in the child
-//! between `fork` and `exec`, and `HOME`, `USER`, `LOGNAME` set to the
+//! between `fork` and `exec`, and `HOME`, `USER`, `LOGNAME`, `SHELL` set to the
 //! user's unless the step's own `env` sets them.
 //!
 //! std's `Command::uid`/`gid` cannot be used: when a uid is given, std drops
@@ -48,7 +48,7 @@ pub(super) fn apply(cmd: &mut std::process::Command, identity: Option<&Arc<Ident
     let Some(identity) = identity else { return };
     if let Some(user) = &identity.user {
         // Before the step's own `envs`, which therefore win.
-        cmd.env("HOME", &user.home).env("USER", &user.name).env("LOGNAME", &user.name);
+        cmd.env("HOME", &user.home).env("USER", &user.name).env("LOGNAME", &user.name).env("SHELL", &user.shell);
     }
     if !identity.switch {
         return;

@@ -62,15 +62,23 @@ pub struct RunLines {
     start: Instant,
     events: UnboundedSender<RunEvent>,
     bounds: OutputBounds,
+    /// Every line's text goes through it before it is sent (`exec::secrets`).
+    masker: crate::exec::Masker,
 }
 
 impl RunLines {
     /// Lines timed from `start` (the run's), sent on `events`.
     pub fn new(start: Instant, events: UnboundedSender<RunEvent>, bounds: OutputBounds) -> RunLines {
-        RunLines { start, events, bounds }
+        RunLines { start, events, bounds, masker: crate::exec::Masker::default() }
     }
 
-    fn send(&self, path: &NodePath, stream: Stream, text: String, at: Duration) {
+    /// These lines with every secret of `masker` masked before it is sent.
+    pub fn masked(self, masker: crate::exec::Masker) -> RunLines {
+        RunLines { masker, ..self }
+    }
+
+    fn send(&self, path: &NodePath, stream: Stream, mut text: String, at: Duration) {
+        self.masker.mask_string(&mut text);
         // A closed receiver is not the step's problem.
         let _ = self.events.send(RunEvent::Log { path: path.clone(), stream, text, at });
     }
@@ -146,6 +154,11 @@ impl<'a> StepLines<'a> {
     /// The lines of the step at `path`.
     pub fn new(run: &'a RunLines, path: &'a NodePath) -> StepLines<'a> {
         StepLines { run, path, state: OnceLock::new() }
+    }
+
+    /// The step's path (`main/fetch`).
+    pub fn path(&self) -> &NodePath {
+        self.path
     }
 
     /// A handle that sends whole lines of this step from another thread,

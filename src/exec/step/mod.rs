@@ -76,6 +76,9 @@ pub struct StepEnv<'a> {
     /// Where the step's lines go (its process's stdout and stderr, a
     /// script's prints, an http failure's status line).
     pub lines: StepLines<'a>,
+    /// The attempt under way, 1-based (`GATHERD_ATTEMPT`); the run tree
+    /// sets it before each attempt.
+    pub attempt: std::sync::atomic::AtomicU32,
 }
 
 /// What a step can read of the run so far: `steps.NAME.output` and, in an
@@ -108,7 +111,7 @@ impl StepEnv<'_> {
         if !t.is_dynamic() {
             return Ok(t.source().to_owned());
         }
-        let ctx = minijinja::Value::from_serialize((self.inputs)());
+        let ctx = self.template_context(field, t)?;
         match t.render_within(ctx.clone(), INLINE_RENDER_FUEL) {
             Err(crate::job::RenderError::OutOfFuel(_)) => {}
             done => return done.map_err(failed),
@@ -130,10 +133,37 @@ impl StepEnv<'_> {
         }
     }
 
+    /// What template `t` of `field` sees: the run so far (`steps`, `input`)
+    /// and the secrets it names (`secrets.NAME`), only those. A name the
+    /// config does not define fails the step, naming it.
+    fn template_context(&self, field: &str, t: &Template) -> Result<minijinja::Value, StepError> {
+        let inputs = minijinja::Value::from_serialize((self.inputs)());
+        if t.secrets().is_empty() {
+            return Ok(inputs);
+        }
+        let defined = self.ctx.environment.secrets();
+        let mut secrets = std::collections::BTreeMap::new();
+        for name in t.secrets() {
+            let Some(value) = defined.get(name) else {
+                return Err(StepError::Failed(unknown_secret(name, &format!("`{field}`"), defined)));
+            };
+            secrets.insert(name.as_str(), value);
+        }
+        Ok(minijinja::context! { secrets => secrets, ..inputs })
+    }
+
     /// Resolves a path against the job's folder.
     pub fn resolve(&self, path: &str) -> PathBuf {
         resolve(&self.job.dir, path)
     }
+}
+
+/// Why secret `name`, read in `place`, cannot be had: the config's
+/// `[secrets]` does not define it.
+pub fn unknown_secret(name: &str, place: &str, defined: &crate::exec::Secrets) -> String {
+    let names: Vec<String> = defined.names().map(|n| format!("`{n}`")).collect();
+    let known = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+    format!("unknown secret `{name}` in {place}: the config's [secrets] does not define it (defined: {known})")
 }
 
 /// `path` if absolute, else `dir/path`.
@@ -214,13 +244,14 @@ pub(crate) mod testing {
         let job = job(dir, step);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let run = RunLines::new(tokio::time::Instant::now(), tx, limits.max_output);
-        let ctx = RunContext { cancel: cancel.clone(), pool, limits, script_limits: Default::default(), ledger: None };
+        let ctx = RunContext { cancel: cancel.clone(), limits, ..RunContext::new(pool) };
         let inputs = || super::Inputs {
             steps: serde_json::json!({ "prev": { "output": "PREV" } }).as_object().cloned().unwrap_or_default(),
             input: Some(serde_json::json!("IN")),
         };
         let path: NodePath = "main/s".into();
-        let env = StepEnv { job: &job, ctx: &ctx, inputs: &inputs, lines: StepLines::new(&run, &path) };
+        let env =
+            StepEnv { job: &job, ctx: &ctx, inputs: &inputs, lines: StepLines::new(&run, &path), attempt: 1.into() };
         let result = run_attempt(step, &env, cancel).await;
         env.lines.finish();
         let mut got = Vec::new();
@@ -273,17 +304,12 @@ mod render_tests {
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let limits = limits();
         let run = RunLines::new(tokio::time::Instant::now(), tx, limits.max_output);
-        let ctx = RunContext {
-            cancel: cancel.clone(),
-            pool: BlockingPool::new(1),
-            limits,
-            script_limits: Default::default(),
-            ledger: None,
-        };
+        let ctx = RunContext { cancel: cancel.clone(), limits, ..RunContext::new(BlockingPool::new(1)) };
         let inputs =
             || super::Inputs { steps: Default::default(), input: Some(serde_json::json!((0..n).collect::<Vec<_>>())) };
         let path: NodePath = "main/s".into();
-        let env = StepEnv { job: &job, ctx: &ctx, inputs: &inputs, lines: StepLines::new(&run, &path) };
+        let env =
+            StepEnv { job: &job, ctx: &ctx, inputs: &inputs, lines: StepLines::new(&run, &path), attempt: 1.into() };
         let t = Template::parse(template).unwrap();
         let done = Arc::new(AtomicBool::new(false));
         let ticks = Arc::new(AtomicUsize::new(0));

@@ -89,6 +89,10 @@ struct Prepared {
     identity: Option<Arc<crate::job::Identity>>,
     program: String,
     args: Vec<String>,
+    /// What every step starts from (the minimal set, `pass_env`): the
+    /// process gets nothing else of gatherd's environment.
+    base: Arc<crate::exec::Environment>,
+    /// The job's env, the step's (which wins) and gatherd's `GATHERD_*`.
     env: Vec<(String, String)>,
     cwd: PathBuf,
     stdin: Option<String>,
@@ -101,13 +105,24 @@ async fn prepare(
     env: &StepEnv<'_>,
     cancel: &CancellationToken,
 ) -> Result<Prepared, StepError> {
-    let mut vars = Vec::with_capacity(spec.env.len());
+    let mut vars = Vec::with_capacity(env.job.env.len() + spec.env.len() + 4);
+    // The job's first, so the step's own win (the last value set is kept).
+    for (k, t) in env.job.env.iter().filter(|(k, _)| !spec.env.iter().any(|(s, _)| s == k)) {
+        vars.push((k.clone(), env.render(&format!("job env.{k}"), t, cancel).await?));
+    }
     for (k, t) in &spec.env {
         vars.push((k.clone(), env.render(&format!("env.{k}"), t, cancel).await?));
     }
-    let cwd = match &spec.cwd {
-        Some(t) => env.resolve(&env.render("cwd", t, cancel).await?),
-        None => env.job.dir.clone(),
+    vars.push(("GATHERD_JOB".into(), env.job.name.clone()));
+    if let Some(id) = env.ctx.run_id {
+        vars.push(("GATHERD_RUN_ID".into(), id.to_string()));
+    }
+    vars.push(("GATHERD_STEP".into(), env.lines.path().to_string()));
+    vars.push(("GATHERD_ATTEMPT".into(), env.attempt.load(std::sync::atomic::Ordering::Relaxed).to_string()));
+    let cwd = match (&spec.cwd, &env.job.cwd) {
+        (Some(t), _) => env.resolve(&env.render("cwd", t, cancel).await?),
+        (None, Some(t)) => env.resolve(&env.render("job cwd", t, cancel).await?),
+        (None, None) => env.job.dir.clone(),
     };
     if !cwd.as_os_str().is_empty() {
         match tokio::fs::metadata(&cwd).await {
@@ -124,7 +139,8 @@ async fn prepare(
         Some(t) => Some(env.render("stdin", t, cancel).await?),
         None => None,
     };
-    Ok(Prepared { identity: env.job.identity.clone(), program, args, env: vars, cwd, stdin })
+    let base = env.ctx.environment.clone();
+    Ok(Prepared { identity: env.job.identity.clone(), program, args, base, env: vars, cwd, stdin })
 }
 
 impl Prepared {
@@ -133,7 +149,9 @@ impl Prepared {
     fn command(&self) -> std::process::Command {
         use std::os::unix::process::CommandExt;
         let mut cmd = std::process::Command::new(&self.program);
-        // First: its env comes before the step's, its `pre_exec` before any other.
+        // Nothing of gatherd's own environment but the base set.
+        cmd.env_clear().envs(self.base.base().iter().map(|(k, v)| (k, v)));
+        // Then: its env comes before the step's, its `pre_exec` before any other.
         super::identity::apply(&mut cmd, self.identity.as_ref());
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -245,7 +263,8 @@ async fn run(
     } else {
         start_async(&p, env.ctx.ledger.as_ref()).await?
     };
-    tracing::debug!(program = %p.program, pgid = %started.guard.pgid, blocking, "process started");
+    let program = env.ctx.environment.masker().mask(&p.program).into_owned();
+    tracing::debug!(program = %program, pgid = %started.guard.pgid, blocking, "process started");
     let Started { leader, mut guard, stdin, stdout, stderr } = started;
     let stdin = stdin.zip(p.stdin);
     let pipes = Pipes { stdin, stdout, stderr };

@@ -29,9 +29,11 @@ pub(super) async fn run(
     // The token is checked from the pool thread at every operation.
     let token = cancel.clone();
     let lines = env.lines.sender();
+    let lookup = crate::exec::environment::script_lookup(env.job, &env.ctx.environment);
     let work = env.ctx.pool.run(move || {
         let sandbox = Sandbox { limits: limits.clone(), cancelled: Arc::new(move || token.is_cancelled()) };
         let mut engine = script::sandbox(&sandbox);
+        script::lookup::register(&mut engine, &lookup);
         // `print` and `debug` are the step's lines, as in a Rhai job.
         let debug = lines.clone();
         engine.on_print(move |text| lines.line(Stream::Print, text.to_string()));
