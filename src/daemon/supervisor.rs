@@ -509,6 +509,8 @@ impl Supervisor {
                 limits: self.opts.config.limits(),
                 script_limits: self.opts.config.script_limits(),
                 ledger: self.processes.as_ref().map(|p| p.for_job(fire.job.as_str())),
+                // Known once the history gives it: the run task sets it.
+                run_id: None,
             },
             reply: fire.reply,
             store: self.store.clone(),

@@ -81,6 +81,9 @@ pub struct RunContext {
     /// Told of every process group a step starts and reaps (the daemon's
     /// record for after a `kill -9`); `None` for `gatherd run`.
     pub ledger: Option<Arc<dyn ProcessLedger>>,
+    /// The run's id in the history (`{{ run.id }}`); `None` under `gatherd
+    /// run`, which keeps no history.
+    pub run_id: Option<i64>,
 }
 
 impl RunContext {
@@ -92,6 +95,7 @@ impl RunContext {
             limits: Limits::default(),
             script_limits: ScriptLimits::default(),
             ledger: None,
+            run_id: None,
         }
     }
 }
@@ -115,6 +119,9 @@ pub async fn run(job: Arc<Job>, ctx: RunContext, events: UnboundedSender<RunEven
 
 #[cfg(test)]
 mod semantics_tests;
+
+#[cfg(test)]
+mod outcome_tests;
 
 #[cfg(test)]
 pub(crate) mod testing {

@@ -273,7 +273,16 @@ impl<'a> Driver<'a> {
         };
         let name = self.name("", label);
         let children = steps.into_iter().map(|s| Node::Step(self.named(s))).collect();
-        Node::Group(Group { name, mode, children, limit: None, on_error: OnError::Cancel, timeout, each: None })
+        Node::Group(Group {
+            name,
+            mode,
+            children,
+            limit: None,
+            on_error: OnError::Cancel,
+            timeout,
+            each: None,
+            finally: None,
+        })
     }
 
     fn handle(&mut self, request: Request) {
