@@ -144,10 +144,12 @@ impl Runner {
             Sandbox { limits, cancelled: Arc::new(move || probe.is_cancelled() || flag.load(Ordering::Relaxed)) };
         let (link, mut requests) = api::connect(sandbox);
         let code = s.code.clone();
+        // A handler calls its function with what the run's end was.
+        let entry = s.entry.clone().map(|function| (function, self.run_view()));
         let thread = std::thread::Builder::new()
             .name("gatherd-script".into())
             .stack_size(SCRIPT_STACK)
-            .spawn(move || api::run_script(&code, link))
+            .spawn(move || api::run_script(&code, link, entry))
             .map_err(|e| NodeFailure::new(Status::Failed, format!("cannot start the script's thread: {e}")))?;
 
         let mut driver = Driver {

@@ -543,6 +543,11 @@ impl Runner {
         Inputs { steps, input: input.cloned(), job: self.job_info.clone(), run }
     }
 
+    /// `run` as a handler sees it (`id`, `started_at`, `status`, `error`).
+    pub(super) fn run_view(&self) -> Value {
+        self.inputs(None, true).run
+    }
+
     /// Runs the handlers that apply to how the main tree ended (`outcome`),
     /// in order, each as an extra root after `main`. A cancelled run runs
     /// none: its `on_exit` is recorded skipped.
