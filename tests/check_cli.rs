@@ -11,9 +11,15 @@ fn the_example_jobs_folder_is_valid() {
     let output = gatherd().arg("check").arg(jobs_dir()).output().expect("runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    for job in
-        ["seed-sequential", "seed-gather", "seed-as-completed", "seed-to-thread", "health-check", "system-report"]
-    {
+    for job in [
+        "seed-sequential",
+        "seed-gather",
+        "seed-as-completed",
+        "seed-to-thread",
+        "health-check",
+        "system-report",
+        "check-disks",
+    ] {
         assert!(stdout.contains(&format!("ok      {}", jobs_dir().join(format!("{job}.toml")).display())), "{stdout}");
     }
 }

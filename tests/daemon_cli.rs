@@ -870,3 +870,22 @@ fn an_unparsable_log_level_exits_2_with_a_message() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("invalid log filter \"gatherd=loud\""), "{stderr}");
 }
+
+/// `{{ run.id }}` under the daemon is the run's id in the history (the
+/// daemon hands it to the executor before the run starts), and
+/// `{{ job.name }}` the job's name.
+#[test]
+fn a_template_under_the_daemon_reads_the_runs_id_in_the_history() {
+    let d = Daemon::start(&[], &[], &[]);
+    let out = d.state.path().join("out.txt");
+    let job = format!(
+        "[[step]]\nname = \"mark\"\nshell = \"echo {{{{ job.name }}}} {{{{ run.id }}}} >> {}\"\n",
+        out.display()
+    );
+    d.drop_file("ids.toml", &job);
+    assert!(d.wait_for(LONG, |l| finished(l, "ids.toml", "succeeded")), "{}", d.dump());
+    let run_id = d.lines().iter().find(|l| is(l, "ids.toml", "run finished")).map(|l| l["run_id"].clone());
+    let run_id = run_id.and_then(|v| v.as_i64()).expect("a run id");
+    assert!(run_id > 0);
+    assert_eq!(std::fs::read_to_string(&out).expect("ran"), format!("ids {run_id}\n"));
+}

@@ -219,3 +219,43 @@ script = "input.to_upper() + \"!\""
     assert_eq!(code, 0, "{doc:#}");
     assert_eq!(doc["result"], json!(["FAST!", "SLOW!"]));
 }
+
+/// A Rhai job's top-level `fn on_failure(run)` and `fn on_exit(run)` run
+/// after its body, as roots after `main`, with `run.status` and
+/// `run.error`; `on_success` does not; the run's status stays the body's.
+#[test]
+fn a_rhai_jobs_on_failure_and_on_exit_functions_run_after_a_failure() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = write(
+        dir.path(),
+        "nightly.rhai",
+        r#"
+fn on_failure(run) {
+    sleep(0, run.status + ": " + run.error).named("alert").await_step()
+}
+fn on_success(run) {
+    sleep(0, "never").named("cheer").await_step()
+}
+fn on_exit(run) {
+    sleep(0, "bye " + run.status).named("bye").await_step()
+}
+sleep(0.1, "x").named("first").await_step();
+throw "the disk is full";
+"#,
+    );
+    let (code, doc, _) = run_json(&file);
+    assert_eq!(code, 1, "{doc:#}");
+    assert_eq!(doc["status"], "failed");
+    assert!(doc["error"].as_str().unwrap_or_default().contains("the disk is full"), "{doc:#}");
+    let alert = step(&doc, "on_failure/alert")["output"].as_str().expect("alert ran").to_string();
+    assert!(alert.starts_with("failed: ") && alert.contains("the disk is full"), "{alert}");
+    assert_eq!(step(&doc, "on_exit/bye")["output"], "bye failed");
+    let roots: Vec<&str> = doc["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["path"].as_str())
+        .filter(|p| !p.contains('/'))
+        .collect();
+    assert_eq!(roots, ["main", "on_failure", "on_exit"], "{doc:#}");
+}

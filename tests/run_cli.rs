@@ -397,3 +397,90 @@ fn run_follow_whose_reader_goes_cancels_the_run_and_kills_the_whole_group() {
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert_eq!(stderr, "", "quiet");
 }
+
+/// `[handlers]` and a `finally` through the real binary: the fan-out's
+/// summary runs although an item failed and reads every item's status; the
+/// failure handler gets the failed step's error; `on_exit` runs last; the
+/// run's status stays the main tree's, and the handlers are roots after
+/// `main` in `--json`.
+#[test]
+fn handlers_and_finally_run_after_a_failure_and_read_how_each_step_ended() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = write(
+        dir.path(),
+        "nightly.toml",
+        r#"
+[handlers]
+on_failure = "alert"
+on_success = "cheer"
+on_exit = "bye"
+
+[[group]]
+name = "main"
+sequence = ["fan"]
+
+[[group]]
+name = "fan"
+gather = ["a", "b", "bad"]
+on_error = "continue"
+finally = "summary"
+
+[[step]]
+name = "a"
+shell = "echo A"
+
+[[step]]
+name = "b"
+shell = "echo B"
+
+[[step]]
+name = "bad"
+shell = "echo disk full >&2; exit 3"
+
+[[step]]
+name = "summary"
+shell = "echo '{{ steps.a.status }}={{ steps.a.output }} {{ steps.bad.status }}={{ steps.bad.output | default(\"-\") }}'"
+
+[[step]]
+name = "alert"
+shell = "echo '{{ run.status }} run={{ run.id | default(\"local\") }} {{ steps.bad.error }}'"
+
+[[step]]
+name = "cheer"
+shell = "echo never"
+
+[[step]]
+name = "bye"
+exec = ["echo", "{{ job.name }}", "{{ run.started_at | date('%Y%m%d') }}", "{{ steps.alert.status }}"]
+"#,
+    );
+    let output = gatherd().env("TZ", "UTC").arg("run").arg(&file).arg("--json").output().expect("gatherd runs");
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    assert_eq!(output.status.code(), Some(1), "{doc:#}");
+    assert_eq!(doc["status"], "failed");
+    assert_eq!(step(&doc, "main/fan")["status"], "failed");
+    assert_eq!(step(&doc, "main/summary")["status"], "succeeded");
+    assert_eq!(step(&doc, "main/summary")["output"], "succeeded=A failed=-");
+    let alert = step(&doc, "alert")["output"].as_str().expect("alert's output").to_string();
+    assert!(alert.starts_with("failed run=local exit status 3"), "{alert}");
+    assert!(alert.contains("disk full"), "{alert}");
+    let started =
+        chrono::DateTime::parse_from_rfc3339(doc["started_at"].as_str().expect("started_at")).expect("a time");
+    assert_eq!(step(&doc, "bye")["output"], format!("nightly {} succeeded", started.format("%Y%m%d")));
+    let roots: Vec<&str> = doc["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["path"].as_str())
+        .filter(|p| !p.contains('/'))
+        .collect();
+    assert_eq!(roots, ["main", "alert", "bye"], "{doc:#}");
+    let alert_start = step(&doc, "alert")["start_ms"].as_u64().expect("started");
+    assert!(alert_start >= step(&doc, "main")["end_ms"].as_u64().expect("ended"));
+}

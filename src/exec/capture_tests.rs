@@ -32,6 +32,7 @@ fn job_of(dir: &std::path::Path, steps: Vec<Step>) -> Job {
         on_error: OnError::Continue,
         timeout: None,
         each: None,
+        finally: None,
     };
     Job::for_test("capture", dir, Node::Group(root))
 }

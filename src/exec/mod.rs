@@ -88,7 +88,8 @@ pub struct RunContext {
     /// What steps get from outside the job: their processes' base
     /// environment, the secrets, and the masker every event goes through.
     pub environment: Arc<Environment>,
-    /// The run's id in the history (`GATHERD_RUN_ID`); `None` for `gatherd run`.
+    /// The run's id in the history (`GATHERD_RUN_ID`, `{{ run.id }}`);
+    /// `None` under `gatherd run`, which keeps no history.
     pub run_id: Option<i64>,
 }
 
@@ -126,6 +127,9 @@ pub async fn run(job: Arc<Job>, ctx: RunContext, events: UnboundedSender<RunEven
 
 #[cfg(test)]
 mod semantics_tests;
+
+#[cfg(test)]
+mod outcome_tests;
 
 #[cfg(test)]
 pub(crate) mod testing {

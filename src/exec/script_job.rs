@@ -145,10 +145,12 @@ impl Runner {
         let (link, mut requests) = api::connect(sandbox);
         link.set_lookup(super::environment::script_lookup(&self.job, &self.ctx.environment));
         let code = s.code.clone();
+        // A handler calls its function with what the run's end was.
+        let entry = s.entry.clone().map(|function| (function, self.run_view()));
         let thread = std::thread::Builder::new()
             .name("gatherd-script".into())
             .stack_size(SCRIPT_STACK)
-            .spawn(move || api::run_script(&code, link))
+            .spawn(move || api::run_script(&code, link, entry))
             .map_err(|e| NodeFailure::new(Status::Failed, format!("cannot start the script's thread: {e}")))?;
 
         let mut driver = Driver {
@@ -274,7 +276,16 @@ impl<'a> Driver<'a> {
         };
         let name = self.name("", label);
         let children = steps.into_iter().map(|s| Node::Step(self.named(s))).collect();
-        Node::Group(Group { name, mode, children, limit: None, on_error: OnError::Cancel, timeout, each: None })
+        Node::Group(Group {
+            name,
+            mode,
+            children,
+            limit: None,
+            on_error: OnError::Cancel,
+            timeout,
+            each: None,
+            finally: None,
+        })
     }
 
     fn handle(&mut self, request: Request) {

@@ -21,6 +21,7 @@ fn script_job_with(code: &str, limits: LimitOverrides) -> Job {
         code: code.into(),
         source: ScriptSource::File(PathBuf::from("script.rhai")),
         limits,
+        entry: None,
     });
     let mut job = Job::for_test("script", std::path::Path::new("."), root);
     job.file = PathBuf::from("script.rhai");

@@ -254,6 +254,7 @@ mod tests {
             on_error: OnError::Continue,
             timeout: None,
             each: None,
+            finally: None,
         };
         let job = Job::for_test("masked", std::path::Path::new("/"), Node::Group(root));
         let mut ctx = crate::exec::RunContext::new(crate::exec::BlockingPool::new(2));

@@ -38,7 +38,16 @@ fn stuck(name: &str, s: f64, t: f64) -> Node {
 }
 
 fn group(name: &str, mode: GroupMode, children: Vec<Node>) -> Group {
-    Group { name: name.into(), mode, children, limit: None, on_error: OnError::Cancel, timeout: None, each: None }
+    Group {
+        name: name.into(),
+        mode,
+        children,
+        limit: None,
+        on_error: OnError::Cancel,
+        timeout: None,
+        each: None,
+        finally: None,
+    }
 }
 
 fn job(root: Group) -> Job {

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::step::{self, Inputs, RunLines, StepEnv, StepError, StepLines};
 use super::{NodeKind, RunContext, RunEvent, RunOutcome, Status};
-use crate::job::{Group, GroupMode, Job, Node, OnError, Step, StepKind, Template};
+use crate::job::{Group, GroupMode, Job, Node, OnError, Step, StepKind, Template, Trigger};
 
 /// Why a node did not produce a value.
 #[derive(Debug, Clone)]
@@ -44,9 +44,18 @@ pub(super) type NodeResult = Result<Value, NodeFailure>;
 /// Runs the whole job; see [`super::run`].
 pub(super) async fn run(job: Arc<Job>, ctx: RunContext, events: UnboundedSender<RunEvent>) -> RunOutcome {
     let start = Instant::now();
+    let started_at = chrono::Utc::now();
+    let outcome_steps = outcome_steps(&job);
+    // Statuses are kept only when a handler or a `finally` may read them.
+    let tracks_ends = job.handlers.iter().next().is_some() || !outcome_steps.is_empty();
     let runner = Runner {
-        wanted: referenced_names(&job.root),
+        wanted: referenced_names(&job),
         outputs: Mutex::new(HashMap::new()),
+        ends: tracks_ends.then(|| Mutex::new(HashMap::new())),
+        outcome_steps,
+        run_end: Mutex::new(None),
+        job_info: serde_json::json!({ "name": job.name, "timezone": timezone(&job) }),
+        started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         // The job's `max_output` wins over the config's.
         lines: RunLines::new(start, events.clone(), ctx.limits.max_output.with(&job.max_output))
             .masked(ctx.environment.masker().clone()),
@@ -55,7 +64,7 @@ pub(super) async fn run(job: Arc<Job>, ctx: RunContext, events: UnboundedSender<
         events,
         ctx,
     };
-    runner.emit(RunEvent::RunStarted { job: job.name.as_str().into(), started_at: chrono::Utc::now() });
+    runner.emit(RunEvent::RunStarted { job: job.name.as_str().into(), started_at });
     let token = runner.ctx.cancel.child_token();
     let (result, timed_out) = guarded(job.timeout, &token, runner.node(&job.root, "", token.clone(), None)).await;
     let outcome = match result {
@@ -68,6 +77,7 @@ pub(super) async fn run(job: Arc<Job>, ctx: RunContext, events: UnboundedSender<
         .with_cause(&f),
         Err(f) => RunOutcome { status: f.status, result: None, error: Some(f.error) },
     };
+    runner.handlers(&outcome).await;
     // What the caller is told is masked as the events are.
     let mut outcome = outcome;
     let masker = runner.ctx.environment.masker();
@@ -114,9 +124,55 @@ impl Wanted {
     }
 }
 
+/// The zone the `date` filter writes in: the job's `timezone`, else the
+/// host's UTC offset now (at the run's start).
+fn timezone(job: &Job) -> String {
+    match &job.trigger {
+        Trigger::Cron { timezone: Some(tz), .. } => tz.name().to_string(),
+        _ => chrono::Local::now().offset().to_string(),
+    }
+}
+
+/// The steps inside a handler or a `finally` (their `each` steps too): they
+/// read statuses, and a null `output` for a node that did not succeed.
+fn outcome_steps(job: &Job) -> HashSet<Arc<str>> {
+    fn all(node: &Node, out: &mut HashSet<Arc<str>>) {
+        match node {
+            Node::Step(s) => {
+                out.insert(s.name.clone());
+            }
+            Node::Script(_) => {}
+            Node::Group(g) => {
+                for child in g.children.iter().chain(g.finally.as_deref()) {
+                    all(child, out);
+                }
+                if let Some(each) = &g.each {
+                    out.insert(each.name.clone());
+                }
+            }
+        }
+    }
+    fn finallies(node: &Node, out: &mut HashSet<Arc<str>>) {
+        if let Node::Group(g) = node {
+            for child in &g.children {
+                finallies(child, out);
+            }
+            if let Some(f) = &g.finally {
+                all(f, out);
+            }
+        }
+    }
+    let mut out = HashSet::new();
+    finallies(&job.root, &mut out);
+    for (_, handler) in job.handlers.iter() {
+        all(handler, &mut out);
+    }
+    out
+}
+
 /// The names (steps and groups) some template reads `steps.NAME.output` of: only
 /// their outputs are kept, so a big fan-out keeps nothing extra.
-fn referenced_names(root: &Node) -> Wanted {
+fn referenced_names(job: &Job) -> Wanted {
     fn templates(step: &Step) -> Option<Vec<&Template>> {
         Some(match &step.kind {
             StepKind::Sleep(_) | StepKind::Call(_) => Vec::new(),
@@ -150,7 +206,7 @@ fn referenced_names(root: &Node) -> Wanted {
             // A script gets its steps' results as return values, not by name.
             Node::Script(_) => Some(()),
             Node::Group(g) => {
-                for child in &g.children {
+                for child in g.children.iter().chain(g.finally.as_deref()) {
                     walk(child, out)?;
                 }
                 match &g.each {
@@ -167,7 +223,9 @@ fn referenced_names(root: &Node) -> Wanted {
         Some(())
     }
     let mut out = HashSet::new();
-    match walk(root, &mut out) {
+    let walked = walk(&job.root, &mut out)
+        .and_then(|()| job.handlers.iter().try_for_each(|(_, handler)| walk(handler, &mut out)));
+    match walked {
         Some(()) => Wanted::Names(out),
         None => Wanted::All,
     }
@@ -208,6 +266,9 @@ pub(super) struct NodeStart {
     pub(super) started: Option<Duration>,
 }
 
+/// How each node ended: its status and error, by name.
+type Ends = HashMap<String, (Status, Option<String>)>;
+
 pub(super) struct Runner {
     pub(super) job: Arc<Job>,
     pub(super) ctx: RunContext,
@@ -218,6 +279,17 @@ pub(super) struct Runner {
     /// Outputs of finished nodes that some template reads.
     outputs: Mutex<HashMap<String, Value>>,
     wanted: Wanted,
+    /// How the wanted nodes ended (status, error), when a handler or a
+    /// `finally` may read it; `None` when nothing can.
+    ends: Option<Mutex<Ends>>,
+    /// The steps that see statuses (see [`outcome_steps`]).
+    outcome_steps: HashSet<Arc<str>>,
+    /// How the main tree ended, once it has: what handlers read as `run`.
+    run_end: Mutex<Option<(Status, Option<String>)>>,
+    /// `job` in templates.
+    job_info: Value,
+    /// `run.started_at`, RFC 3339 in UTC.
+    started_at: String,
 }
 
 /// Which of a group's futures finished: child `i`, or the `each` run for the
@@ -412,7 +484,20 @@ impl Runner {
     pub(super) fn for_test(job: Arc<Job>, ctx: RunContext, events: UnboundedSender<RunEvent>) -> Runner {
         let start = Instant::now();
         let lines = RunLines::new(start, events.clone(), ctx.limits.max_output);
-        Runner { wanted: Wanted::All, outputs: Mutex::new(HashMap::new()), start, lines, job, events, ctx }
+        Runner {
+            wanted: Wanted::All,
+            outputs: Mutex::new(HashMap::new()),
+            ends: None,
+            outcome_steps: HashSet::new(),
+            run_end: Mutex::new(None),
+            job_info: serde_json::json!({ "name": job.name, "timezone": timezone(&job) }),
+            started_at: String::new(),
+            start,
+            lines,
+            job,
+            events,
+            ctx,
+        }
     }
 
     pub(super) fn emit(&self, mut event: RunEvent) {
@@ -434,11 +519,74 @@ impl Runner {
     }
 
     /// What a step can read: `steps.NAME.output` for every remembered output,
-    /// and `input` when there is one.
-    fn inputs(&self, input: Option<&Value>) -> Inputs {
+    /// `job`, `run`, and `input` when there is one. A step in a handler or a
+    /// `finally` (`outcome`) sees every wanted name, with its `status` and
+    /// `error` (null until it ended) and an `output` null unless it
+    /// succeeded, and `run.status` and `run.error`.
+    fn inputs(&self, input: Option<&Value>, outcome: bool) -> Inputs {
         let outputs = self.outputs.lock().unwrap_or_else(|e| e.into_inner());
-        let steps = outputs.iter().map(|(k, v)| (k.clone(), serde_json::json!({ "output": v }))).collect();
-        Inputs { steps, input: input.cloned() }
+        let mut run = serde_json::json!({ "id": self.ctx.run_id, "started_at": self.started_at });
+        let steps = match (&self.ends, outcome) {
+            (Some(ends), true) => {
+                let ends = ends.lock().unwrap_or_else(|e| e.into_inner());
+                let mut steps = serde_json::Map::new();
+                if let Wanted::Names(names) = &self.wanted {
+                    for name in names {
+                        steps
+                            .insert(name.clone(), serde_json::json!({ "output": null, "status": null, "error": null }));
+                    }
+                }
+                for (name, (status, error)) in ends.iter() {
+                    let output = match status {
+                        Status::Succeeded => outputs.get(name).cloned().unwrap_or(Value::Null),
+                        _ => Value::Null,
+                    };
+                    let view = serde_json::json!({ "output": output, "status": status.as_str(), "error": error });
+                    steps.insert(name.clone(), view);
+                }
+                let end = self.run_end.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let (status, error) = end.map_or(("running", None), |(s, e)| (s.as_str(), e));
+                run["status"] = status.into();
+                run["error"] = error.into();
+                steps
+            }
+            _ => outputs.iter().map(|(k, v)| (k.clone(), serde_json::json!({ "output": v }))).collect(),
+        };
+        Inputs { steps, input: input.cloned(), job: self.job_info.clone(), run }
+    }
+
+    /// `run` as a handler sees it (`id`, `started_at`, `status`, `error`).
+    pub(super) fn run_view(&self) -> Value {
+        self.inputs(None, true).run
+    }
+
+    /// Runs the handlers that apply to how the main tree ended (`outcome`),
+    /// in order, each as an extra root after `main`. A cancelled run runs
+    /// none: its `on_exit` is recorded skipped.
+    async fn handlers(&self, outcome: &RunOutcome) {
+        let handlers = &self.job.handlers;
+        if handlers.iter().next().is_none() {
+            return;
+        }
+        *self.run_end.lock().unwrap_or_else(|e| e.into_inner()) = Some((outcome.status, outcome.error.clone()));
+        for (key, node) in handlers.iter() {
+            let applies = match key {
+                "on_failure" => matches!(outcome.status, Status::Failed | Status::TimedOut),
+                "on_success" => outcome.status == Status::Succeeded,
+                _ => true,
+            };
+            if !applies {
+                continue;
+            }
+            if outcome.status == Status::Cancelled || self.ctx.cancel.is_cancelled() {
+                self.skip_because(node, "", "not started: the run was cancelled");
+                continue;
+            }
+            let token = self.ctx.cancel.child_token();
+            // A handler's failure is recorded (its own events) and changes
+            // nothing else.
+            let _ = self.node(node, "", token, None).await;
+        }
     }
 
     /// Runs one node under its own `token`, emitting its start and end.
@@ -453,14 +601,17 @@ impl Runner {
         // step's future, not that of a group's or a script's.
         match node {
             Node::Step(s) => Box::pin(self.step(s, join(parent, &s.name), token, input)),
-            Node::Group(g) => Box::pin(self.group_node(g, join(parent, &g.name), token)),
+            Node::Group(g) => Box::pin(self.group_node(g, parent, join(parent, &g.name), token)),
             Node::Script(s) => Box::pin(self.script_node(s, join(parent, &s.name), token)),
         }
     }
 
-    async fn group_node(&self, g: &Group, path: Arc<str>, token: CancellationToken) -> NodeResult {
+    async fn group_node(&self, g: &Group, parent: &str, path: Arc<str>, token: CancellationToken) -> NodeResult {
         let node = self.start_node(path, g.name.as_str().into(), g.mode.node_kind());
-        let (result, timed_out) = guarded(g.timeout, &token, self.group(g, &node.path, &token)).await;
+        // With a `finally`, the group's own timeout must not cancel `token`:
+        // the finally runs under it, and only a cancel from above stops it.
+        let own = if g.finally.is_some() { token.child_token() } else { token.clone() };
+        let (result, timed_out) = guarded(g.timeout, &own, self.group(g, &node.path, &own)).await;
         let result = match result {
             Err(_) if timed_out => Err(NodeFailure::new(
                 Status::TimedOut,
@@ -476,7 +627,26 @@ impl Runner {
             self.remember(&g.name, v);
         }
         self.finish(node, 1, &result, false);
+        if let Some(finally) = g.finally.as_deref() {
+            self.finally(finally, parent, token).await;
+        }
         result
+    }
+
+    /// Runs a group's `finally` beside it (its path is the group's sibling)
+    /// once the group is done, under the group's own `token`: a cancel from
+    /// above skips it or cancels it; the group's own failure, timeout or
+    /// `on_error` does not. Its result changes nothing of the group's.
+    async fn finally(&self, finally: &Node, parent: &str, token: CancellationToken) {
+        if token.is_cancelled() {
+            self.skip_because(finally, parent, "not started: cancelled before its turn");
+            return;
+        }
+        let token = match finally {
+            Node::Step(_) => token,
+            Node::Group(_) | Node::Script(_) => token.child_token(),
+        };
+        let _ = self.node(finally, parent, token, None).await;
     }
 
     /// Emits the `NodeStarted` of a node, now; the value names it for its
@@ -507,6 +677,11 @@ impl Runner {
             Err(f) => (f.status, failed_output, Some(f.error.clone())),
         };
         let NodeStart { path, name, kind, started } = node;
+        if let Some(ends) = &self.ends
+            && self.wanted.contains(&name)
+        {
+            ends.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), (status, error.clone()));
+        }
         self.emit(RunEvent::NodeFinished {
             path,
             name,
@@ -596,10 +771,15 @@ impl Runner {
 
     /// Records `node` and everything under it as skipped.
     fn skip(&self, node: &Node, parent: &str) {
+        self.skip_because(node, parent, "not started: cancelled before its turn");
+    }
+
+    /// Records `node`, everything under it and its `finally` as skipped, `why`.
+    fn skip_because(&self, node: &Node, parent: &str, why: &str) {
         let path = join(parent, node.name());
         if let Node::Group(g) = node {
             for child in &g.children {
-                self.skip(child, &path);
+                self.skip_because(child, &path, why);
             }
         }
         let kind = match node {
@@ -607,8 +787,11 @@ impl Runner {
             Node::Step(s) => s.kind.node_kind(),
             Node::Script(_) => NodeKind::Script,
         };
-        let result = Err(NodeFailure::new(Status::Skipped, "not started: cancelled before its turn"));
+        let result = Err(NodeFailure::new(Status::Skipped, why));
         self.finish(NodeStart { path, name: node.name().into(), kind, started: None }, 0, &result, false);
+        if let Node::Group(Group { finally: Some(finally), .. }) = node {
+            self.skip_because(finally, parent, why);
+        }
     }
 
     /// Runs a step: attempts, each under the step's `timeout`, with retries.
@@ -620,7 +803,7 @@ impl Runner {
         input: Option<Value>,
     ) -> NodeResult {
         let node = self.start_node(path, s.name.clone(), s.kind.node_kind());
-        let inputs = || self.inputs(input.as_ref());
+        let inputs = || self.inputs(input.as_ref(), self.outcome_steps.contains(&s.name));
         let env = StepEnv {
             job: &self.job,
             ctx: &self.ctx,

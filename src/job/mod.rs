@@ -74,6 +74,31 @@ pub struct Job {
     pub cwd: Option<Template>,
     /// The root of the run tree: the first group, or the steps in sequence.
     pub root: Node,
+    /// `[handlers]`: what runs after the root, by how it ended.
+    pub handlers: Handlers,
+}
+
+/// `[handlers]`: steps or groups outside the main tree that run after it,
+/// in this order, each when it applies. They read how the run and every
+/// step ended (`run.status`, `steps.NAME.status`); their own failure is
+/// recorded and leaves the run's status as it was.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Handlers {
+    /// Runs when the main tree failed or timed out.
+    pub on_failure: Option<Box<Node>>,
+    /// Runs when the main tree succeeded.
+    pub on_success: Option<Box<Node>>,
+    /// Runs after either (not after a cancelled run).
+    pub on_exit: Option<Box<Node>>,
+}
+
+impl Handlers {
+    /// The handlers set, each with the key that names it, in running order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Node)> {
+        [("on_failure", &self.on_failure), ("on_success", &self.on_success), ("on_exit", &self.on_exit)]
+            .into_iter()
+            .filter_map(|(key, node)| node.as_deref().map(|n| (key, n)))
+    }
 }
 
 impl Job {
@@ -99,6 +124,7 @@ impl Job {
             env: Vec::new(),
             cwd: None,
             root,
+            handlers: Handlers::default(),
         }
     }
 
@@ -240,7 +266,7 @@ impl Node {
             Node::Script(_) => None,
             Node::Group(g) => {
                 let mut n = usize::from(g.each.is_some());
-                for child in &g.children {
+                for child in g.children.iter().chain(g.finally.as_deref()) {
                     n += child.step_count()?;
                 }
                 Some(n)
@@ -267,6 +293,10 @@ pub struct Group {
     /// as_completed only: a step run once per child result, as soon as that child
     /// finishes, with the result as its `{{ input }}`.
     pub each: Option<Box<Step>>,
+    /// `finally = "NAME"`: a step or group run when this group is done,
+    /// whatever happened to it (not when a cancel came from above); it reads
+    /// the children's statuses. Its failure does not change the group's.
+    pub finally: Option<Box<Node>>,
 }
 
 /// How a group runs its children; the asyncio function it stands for.

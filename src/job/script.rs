@@ -101,6 +101,9 @@ pub struct ScriptNode {
     pub source: ScriptSource,
     /// The limits the job sets; the rest are the run's defaults.
     pub limits: LimitOverrides,
+    /// A Rhai job's handler: the top-level function (`on_failure`, ...) to
+    /// call with `run` instead of running the script's body.
+    pub entry: Option<String>,
 }
 
 /// `script = "..."` or `script_file = "x.rhai"` in a TOML job: pure computation

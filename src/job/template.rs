@@ -37,12 +37,22 @@ pub struct Template {
     uses_input: bool,
     /// Whether it has any Jinja syntax at all; plain strings skip the engine.
     dynamic: bool,
+    /// What it reads that only a handler or a `finally` may (`run.status`,
+    /// `run.error`, `steps.NAME.status`, `steps.NAME.error`), as written.
+    outcome_reads: Vec<String>,
 }
 
 impl Template {
     /// A string used as is, with no template syntax.
     pub fn literal(source: impl Into<String>) -> Template {
-        Template { source: source.into(), steps: Vec::new(), secrets: Vec::new(), uses_input: false, dynamic: false }
+        Template {
+            source: source.into(),
+            steps: Vec::new(),
+            secrets: Vec::new(),
+            uses_input: false,
+            dynamic: false,
+            outcome_reads: Vec::new(),
+        }
     }
 
     /// Parses `source`; on a syntax error returns minijinja's message.
@@ -60,31 +70,42 @@ impl Template {
         let mut steps = BTreeSet::new();
         let mut uses_input = false;
         let mut secrets = BTreeSet::new();
+        let mut outcome_reads = BTreeSet::new();
         for var in tmpl.undeclared_variables(true) {
             let mut parts = var.split('.');
-            match parts.next() {
-                Some("input") => uses_input = true,
-                Some("steps") => match parts.next() {
-                    Some(name) => {
-                        steps.insert(name.to_string());
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some("input"), ..) => uses_input = true,
+                (Some("steps"), Some(name), field) => {
+                    steps.insert(name.to_string());
+                    if matches!(field, Some("status" | "error")) {
+                        outcome_reads.insert(var.clone());
                     }
-                    None => {
-                        return Err("write `steps.NAME.output`, not `steps` alone".to_string());
-                    }
-                },
-                Some("secrets") => match parts.next() {
-                    Some(name) => {
-                        secrets.insert(name.to_string());
-                    }
-                    None => return Err("write `secrets.NAME`, not `secrets` alone".to_string()),
-                },
-                Some(other) => {
+                }
+                (Some("steps"), None, _) => {
+                    return Err("write `steps.NAME.output`, not `steps` alone".to_string());
+                }
+                (Some("secrets"), Some(name), _) => {
+                    secrets.insert(name.to_string());
+                }
+                (Some("secrets"), None, _) => return Err("write `secrets.NAME`, not `secrets` alone".to_string()),
+                (Some("job"), None | Some("name" | "timezone"), _)
+                | (Some("run"), None | Some("id" | "started_at"), _) => {}
+                (Some("run"), Some("status" | "error"), _) => {
+                    outcome_reads.insert(var.clone());
+                }
+                (Some(top @ ("job" | "run")), Some(field), _) => {
                     return Err(format!(
-                        "unknown variable `{other}`: a template may use `steps.NAME.output` \
-                         and, in an `each` step, `input`"
+                        "unknown variable `{top}.{field}`: a template may use `job.name`, `job.timezone`, \
+                         `run.id`, `run.started_at` and, in a handler or a `finally`, `run.status` and `run.error`"
                     ));
                 }
-                None => {}
+                (Some(other), ..) => {
+                    return Err(format!(
+                        "unknown variable `{other}`: a template may use `steps.NAME.output`, `job.name`, \
+                         `run.id`, `run.started_at`, `secrets.NAME` and, in an `each` step, `input`"
+                    ));
+                }
+                (None, ..) => {}
             }
         }
         Ok(Template {
@@ -93,6 +114,7 @@ impl Template {
             secrets: secrets.into_iter().collect(),
             uses_input,
             dynamic: true,
+            outcome_reads: outcome_reads.into_iter().collect(),
         })
     }
 
@@ -114,6 +136,12 @@ impl Template {
     /// Whether it reads `input` (only meaningful in an `each` step).
     pub fn uses_input(&self) -> bool {
         self.uses_input
+    }
+
+    /// What it reads of how steps and the run ended (`run.status`,
+    /// `steps.NAME.error`, ...): only handlers and `finally` nodes may.
+    pub fn outcome_reads(&self) -> &[String] {
+        &self.outcome_reads
     }
 
     /// Whether it has template syntax; a plain string is used as written.
@@ -200,10 +228,68 @@ impl std::io::Write for BoundedOutput {
     }
 }
 
+/// The one environment templates are parsed (so `check` knows every
+/// filter) and rendered with.
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.add_filter("date", date);
+    env.add_filter("default", default);
     env
+}
+
+/// `{{ run.started_at | date("%Y%m%d") }}`: an RFC 3339 time (or seconds
+/// since 1970) written with a strftime format (default `%Y-%m-%d`) in the
+/// job's timezone: `job.timezone` in the context, an IANA name or the host's
+/// UTC offset at the run's start (`+01:00`), which the executor puts there,
+/// so this stays pure.
+fn date(state: &minijinja::State, value: Value, format: Option<String>) -> Result<String, minijinja::Error> {
+    use chrono::{DateTime, FixedOffset, TimeZone, Utc};
+    use std::fmt::Write;
+    let bad = |message: String| minijinja::Error::new(ErrorKind::InvalidOperation, message);
+    let instant: DateTime<Utc> = if let Some(text) = value.as_str() {
+        DateTime::parse_from_rfc3339(text).map(|d| d.with_timezone(&Utc)).map_err(|e| {
+            bad(format!(
+                "`date` expects a time such as `run.started_at` (RFC 3339) or seconds since 1970, not \"{text}\": {e}"
+            ))
+        })?
+    } else if let Some(seconds) = value.as_i64() {
+        Utc.timestamp_opt(seconds, 0)
+            .single()
+            .ok_or_else(|| bad(format!("`date`: {seconds} seconds is out of range")))?
+    } else {
+        return Err(bad(format!(
+            "`date` expects a time such as `run.started_at` (RFC 3339) or seconds since 1970, not {}",
+            value.kind()
+        )));
+    };
+    let format = format.as_deref().unwrap_or("%Y-%m-%d");
+    let items = chrono::format::StrftimeItems::new(format)
+        .parse()
+        .map_err(|_| bad(format!("`date`: invalid strftime format \"{format}\"")))?;
+    let zone = state.lookup("job").and_then(|job| job.get_attr("timezone").ok()).filter(|z| z.as_str().is_some());
+    let zone = zone.as_ref().and_then(Value::as_str).unwrap_or("+00:00");
+    let mut out = String::new();
+    let written = if let Ok(tz) = zone.parse::<chrono_tz::Tz>() {
+        write!(out, "{}", instant.with_timezone(&tz).format_with_items(items.iter()))
+    } else {
+        let offset = zone.parse::<FixedOffset>().map_err(|_| bad(format!("`date`: unknown timezone \"{zone}\"")))?;
+        write!(out, "{}", instant.with_timezone(&offset).format_with_items(items.iter()))
+    };
+    written.map_err(|_| bad(format!("`date`: the format \"{format}\" does not fit this time")))?;
+    Ok(out)
+}
+
+/// minijinja's `default`, which also replaces null: a step that did not
+/// succeed has a null `output`, and `{{ steps.a.output | default("none") }}`
+/// in a handler is meant to cover it.
+fn default(
+    state: &minijinja::State,
+    value: Value,
+    args: minijinja::value::Rest<Value>,
+) -> Result<Value, minijinja::Error> {
+    let value = if value.is_none() { Value::UNDEFINED } else { value };
+    minijinja::filters::default(state, &value, args)
 }
 
 /// minijinja's error with its detail, on one line.
@@ -307,6 +393,52 @@ mod tests {
             );
         }
         assert!(Template::parse("{% for x in steps.a.output %}{{ x }}{% endfor %}").is_ok());
+    }
+
+    /// A context with `run.started_at` and `job.timezone` as the executor
+    /// gives them.
+    fn run_at(started_at: &str, timezone: &str) -> Value {
+        minijinja::context! {
+            run => minijinja::context! { id => 42, started_at => started_at },
+            job => minijinja::context! { name => "backup", timezone => timezone },
+        }
+    }
+
+    #[test]
+    fn the_date_filter_writes_the_start_in_the_jobs_timezone() {
+        let t = Template::parse("{{ job.name }}-{{ run.id }}-{{ run.started_at | date(\"%Y%m%d\") }}").unwrap();
+        assert_eq!(t.render(|| run_at("2026-11-29T23:30:00.000Z", "+00:00")).unwrap(), "backup-42-20261129");
+        // Past midnight in Berlin, and an hour ahead as a fixed offset.
+        assert_eq!(t.render(|| run_at("2026-11-29T23:30:00.000Z", "Europe/Berlin")).unwrap(), "backup-42-20261130");
+        let hour = Template::parse("{{ run.started_at | date(\"%H:%M\") }} {{ run.started_at | date }}").unwrap();
+        assert_eq!(hour.render(|| run_at("2026-11-29T23:30:00Z", "+01:00")).unwrap(), "00:30 2026-11-30");
+        assert!(t.outcome_reads().is_empty());
+    }
+
+    #[test]
+    fn a_bad_date_format_or_value_is_an_error_not_a_panic() {
+        let t = Template::parse("{{ run.started_at | date(\"%Q\") }}").unwrap();
+        let err = t.render(|| run_at("2026-11-29T23:30:00Z", "+00:00")).unwrap_err();
+        assert!(err.contains("invalid strftime format \"%Q\""), "{err}");
+        let t = Template::parse("{{ job.name | date }}").unwrap();
+        let err = t.render(|| run_at("2026-11-29T23:30:00Z", "+00:00")).unwrap_err();
+        assert!(err.contains("`date` expects a time"), "{err}");
+    }
+
+    #[test]
+    fn default_covers_a_null_output() {
+        let t = Template::parse("{{ steps.a.output | default(\"none\") }}").unwrap();
+        let ctx = || minijinja::context! { steps => minijinja::context!{ a => minijinja::context!{ output => () } } };
+        assert_eq!(t.render(ctx).unwrap(), "none");
+    }
+
+    #[test]
+    fn outcome_reads_and_unknown_run_fields() {
+        let t = Template::parse("{{ run.status }} {{ steps.a.error }} {{ steps.b.output }}").unwrap();
+        assert_eq!(t.outcome_reads(), ["run.status", "steps.a.error"]);
+        assert_eq!(t.steps(), ["a", "b"]);
+        let err = Template::parse("{{ run.statsu }}").unwrap_err();
+        assert!(err.contains("unknown variable `run.statsu`"), "{err}");
     }
 
     #[test]

@@ -52,6 +52,9 @@ pub(crate) struct TemplateUse {
     pub(crate) steps: Vec<(String, Range<usize>)>,
     /// The span of an `input` reference, if any.
     pub(crate) input: Option<Range<usize>>,
+    /// What it reads of how things ended (`run.status`, `steps.a.error`),
+    /// which only handlers and `finally` nodes may, each with its span.
+    pub(crate) outcome: Vec<(String, Range<usize>)>,
 }
 
 impl Ctx {
@@ -283,7 +286,7 @@ impl Ctx {
         let s = self.string(key, v)?;
         match Template::parse(s) {
             Ok(t) => {
-                if !t.steps().is_empty() || t.uses_input() {
+                if !t.steps().is_empty() || t.uses_input() || !t.outcome_reads().is_empty() {
                     let span = v.span();
                     let steps = t
                         .steps()
@@ -294,7 +297,9 @@ impl Ctx {
                         })
                         .collect();
                     let input = t.uses_input().then(|| self.narrow(&span, "input"));
-                    uses.push(TemplateUse { steps, input });
+                    let outcome =
+                        t.outcome_reads().iter().map(|read| (read.clone(), self.narrow(&span, read))).collect();
+                    uses.push(TemplateUse { steps, input, outcome });
                 }
                 Some(t)
             }

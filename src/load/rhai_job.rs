@@ -72,6 +72,7 @@ pub(crate) fn load(path: &Path, source: &str, purpose: Purpose) -> Result<Job, L
             code: Arc::from(source),
             source: ScriptSource::File(path.to_path_buf()),
             limits: LimitOverrides::default(),
+            entry: None,
         }),
     );
     read_settings(&mut ctx, &settings, &mut job);
@@ -90,6 +91,18 @@ pub(crate) fn load(path: &Path, source: &str, purpose: Purpose) -> Result<Job, L
     if let Node::Script(node) = &mut job.root {
         node.limits = limits;
     }
+    // `fn on_failure(run)` & co at the top: handlers, run as script nodes
+    // that call the function instead of the body.
+    let handler = |key: &str| {
+        let defined = ast.iter_functions().any(|f| f.name == key && f.params.len() == 1);
+        let Node::Script(main) = &job.root else { return None };
+        defined.then(|| {
+            Box::new(Node::Script(ScriptNode { name: key.to_string(), entry: Some(key.to_string()), ..main.clone() }))
+        })
+    };
+    job.handlers.on_failure = handler("on_failure");
+    job.handlers.on_success = handler("on_success");
+    job.handlers.on_exit = handler("on_exit");
     Ok(job)
 }
 

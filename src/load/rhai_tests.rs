@@ -456,3 +456,13 @@ fn max_output_is_a_setting_of_rhai_jobs_too() {
         ["jobs/test.rhai:1:29: `max_output.head` must be a number of bytes from 0 to 1073741824, found 2000000000"]
     );
 }
+
+#[test]
+fn top_level_handler_functions_with_one_parameter_are_handlers() {
+    let job = load_rhai("fn on_exit(run) { run.status }\nfn on_failure() { 1 }\nfn helper(run) { 2 }\nsleep(1)\n");
+    let Some(Node::Script(exit)) = job.handlers.on_exit.as_deref() else { panic!("no on_exit: {:?}", job.handlers) };
+    assert_eq!((exit.name.as_str(), exit.entry.as_deref()), ("on_exit", Some("on_exit")));
+    // Without its `run` parameter it is an ordinary function.
+    assert!(job.handlers.on_failure.is_none() && job.handlers.on_success.is_none());
+    assert_eq!(script_node(&job).entry, None);
+}

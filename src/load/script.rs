@@ -374,7 +374,7 @@ pub(crate) fn parse_script_step(
     // Reads of other steps cannot point into another file: point at the path.
     let steps: Vec<_> = step_refs(&ast).into_iter().map(|r| (r.name, span.clone())).collect();
     if !steps.is_empty() {
-        uses.push(TemplateUse { steps, input: None });
+        uses.push(TemplateUse { steps, input: None, outcome: Vec::new() });
     }
     Some(ScriptStep { code: Arc::from(code), source: ScriptSource::File(path), limits: env.limits.clone() })
 }
@@ -405,7 +405,7 @@ fn inline(
                 })
                 .collect();
             if !steps.is_empty() {
-                uses.push(TemplateUse { steps, input: None });
+                uses.push(TemplateUse { steps, input: None, outcome: Vec::new() });
             }
         }
         Err(e) => {

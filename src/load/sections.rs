@@ -26,6 +26,8 @@ pub(crate) enum Section {
     Group,
     /// `[script_limits]`
     ScriptLimits,
+    /// `[handlers]`
+    Handlers,
 }
 
 /// A job file cut at its top-level headers.
@@ -65,6 +67,7 @@ pub(crate) fn layout(source: &str) -> Option<Layout> {
                     (false, "script_limits") if !starts.iter().any(|(s, _)| *s == Section::ScriptLimits) => {
                         Section::ScriptLimits
                     }
+                    (false, "handlers") if !starts.iter().any(|(s, _)| *s == Section::Handlers) => Section::Handlers,
                     _ => return None,
                 };
                 starts.push((section, token.span().start()));

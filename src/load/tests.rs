@@ -1105,3 +1105,152 @@ fn max_output_mistakes_are_diagnostics_at_their_place() {
         "jobs/test.toml:1:14: `max_output` must be a table such as { head = 1048576, tail = 1048576 }, found an integer"
     );
 }
+
+// ---- handlers and finally ------------------------------------------------
+
+/// A race whose loser `a` a handler, a finally and a later step read.
+const OUTCOME_JOB: &str = r#"
+timeout = "1m"
+
+[handlers]
+on_failure = "alert"
+on_exit = "bye"
+
+[[group]]
+name = "main"
+sequence = ["fastest", "fan"]
+
+[[group]]
+name = "fastest"
+race = ["a", "b"]
+
+[[group]]
+name = "fan"
+gather = ["c", "d"]
+on_error = "continue"
+finally = "summary"
+
+[[step]]
+name = "a"
+sleep = "1s"
+
+[[step]]
+name = "b"
+sleep = "2s"
+
+[[step]]
+name = "c"
+sleep = "1s"
+
+[[step]]
+name = "d"
+shell = "exit 1"
+
+[[step]]
+name = "summary"
+shell = "echo {{ steps.c.status }} {{ steps.d.error }} {{ steps.a.output }} {{ run.status }}"
+
+[[step]]
+name = "alert"
+shell = "echo {{ run.status }} {{ run.error }} {{ steps.a.output | default('lost') }} {{ steps.summary.status }}"
+timeout = "5s"
+
+[[step]]
+name = "bye"
+shell = "echo {{ job.name }} {{ run.id }} {{ run.started_at | date('%Y%m%d') }}"
+"#;
+
+#[test]
+fn handlers_and_a_finally_load_outside_the_main_tree() {
+    let job = load(OUTCOME_JOB);
+    let main = group(&job.root);
+    assert_eq!(names(main), ["fastest", "fan"]);
+    let fan = group(&main.children[1]);
+    assert_eq!(fan.finally.as_deref().map(Node::name), Some("summary"));
+    let alert = job.handlers.on_failure.as_deref().expect("on_failure");
+    let bye = job.handlers.on_exit.as_deref().expect("on_exit");
+    assert_eq!((alert.name(), bye.name()), ("alert", "bye"));
+    assert!(job.handlers.on_success.is_none());
+    // A handler's own timeout wins; without one it takes the job's.
+    assert_eq!(step(alert).timeout, Some(Duration::from_secs(5)));
+    assert_eq!(step(bye).timeout, Some(Duration::from_secs(60)));
+    assert_eq!(job.root.step_count(), Some(5), "the finally counts, the handlers do not");
+}
+
+#[test]
+fn without_groups_the_steps_a_handler_names_are_not_in_main() {
+    let job = load(
+        "[handlers]\non_failure = \"alert\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n\
+         [[step]]\nname = \"alert\"\nshell = \"echo {{ steps.a.status }}\"\n[[step]]\nname = \"b\"\nsleep = \"1s\"\n",
+    );
+    assert_eq!(names(group(&job.root)), ["a", "b"]);
+    assert_eq!(job.handlers.on_failure.as_deref().map(Node::name), Some("alert"));
+}
+
+#[test]
+fn check_lets_handlers_and_finally_read_steps_that_may_have_failed_but_not_the_main_tree() {
+    // Accepted in a handler and a finally (above); the same read of the race's
+    // loser from the main tree is still refused.
+    let inside = OUTCOME_JOB
+        .replace("sequence = [\"fastest\", \"fan\"]", "sequence = [\"fastest\", \"fan\", \"show\"]")
+        + "\n[[step]]\nname = \"show\"\nshell = \"echo {{ steps.a.output }}\"\n";
+    let e = error(&inside);
+    assert_eq!(e.diagnostics().len(), 1, "{e}");
+    assert!(e.to_string().contains("`a` is inside race group `fastest`"), "{e}");
+}
+
+#[test]
+fn run_status_outside_a_handler_or_finally() {
+    insta::assert_snapshot!(render(
+        "[[step]]\nname = \"a\"\nsleep = \"1s\"\n[[step]]\nname = \"b\"\nshell = \"echo {{ run.status }}\"\n"
+    ));
+}
+
+#[test]
+fn step_status_outside_a_handler_or_finally() {
+    let e =
+        error("[[step]]\nname = \"a\"\nsleep = \"1s\"\n[[step]]\nname = \"b\"\nshell = \"echo {{ steps.a.error }}\"\n");
+    assert!(e.to_string().contains("`steps.a.error` is only defined in a handler or a `finally`"), "{e}");
+}
+
+#[test]
+fn reading_a_finally_from_the_main_tree() {
+    insta::assert_snapshot!(render(
+        "[[group]]\nname = \"main\"\nsequence = [\"fan\", \"next\"]\n[[group]]\nname = \"fan\"\ngather = [\"a\"]\nfinally = \"sum\"\n\
+         [[step]]\nname = \"a\"\nsleep = \"1s\"\n[[step]]\nname = \"sum\"\nsleep = \"1s\"\n\
+         [[step]]\nname = \"next\"\nshell = \"echo {{ steps.sum.output }}\"\n"
+    ));
+}
+
+#[test]
+fn a_handler_reading_a_later_handler() {
+    insta::assert_snapshot!(render(
+        "[handlers]\non_failure = \"alert\"\non_exit = \"bye\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n\
+         [[step]]\nname = \"alert\"\nshell = \"echo {{ steps.bye.status }}\"\n[[step]]\nname = \"bye\"\nsleep = \"1s\"\n"
+    ));
+}
+
+#[test]
+fn a_finally_listed_in_a_group_too() {
+    insta::assert_snapshot!(render(
+        "[[group]]\nname = \"main\"\ngather = [\"a\", \"b\"]\nfinally = \"b\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n\
+         [[step]]\nname = \"b\"\nsleep = \"1s\"\n"
+    ));
+}
+
+#[test]
+fn a_finally_that_contains_its_group() {
+    insta::assert_snapshot!(render(
+        "[[group]]\nname = \"main\"\ngather = [\"a\"]\n[[group]]\nname = \"outer\"\nsequence = [\"inner\"]\n\
+         [[group]]\nname = \"inner\"\ngather = [\"b\"]\nfinally = \"outer\"\n\
+         [[step]]\nname = \"a\"\nsleep = \"1s\"\n[[step]]\nname = \"b\"\nsleep = \"1s\"\n"
+    ));
+}
+
+#[test]
+fn an_unknown_handler_key_and_name() {
+    let e = error("[handlers]\non_fail = \"a\"\non_exit = \"nope\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n");
+    let text = e.to_string();
+    assert!(text.contains("unknown key `on_fail`") && text.contains("did you mean `on_failure`?"), "{text}");
+    assert!(text.contains("no step or group is named `nope`"), "{text}");
+}

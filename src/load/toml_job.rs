@@ -26,7 +26,10 @@ use super::tree;
 use crate::job::{CatchUp, GroupMode, Job, LimitOverrides, OnError, Overlap, Trigger};
 
 /// The keys at the top of a TOML job that are tables, not settings.
-const TABLE_KEYS: &[&str] = &["script_limits", "group", "step"];
+const TABLE_KEYS: &[&str] = &["script_limits", "handlers", "group", "step"];
+
+/// The keys of `[handlers]`, in the order the handlers run.
+const HANDLER_KEYS: &[&str] = &["on_failure", "on_success", "on_exit"];
 
 /// Every key allowed at the top of a job file: the settings and the tables.
 fn job_keys() -> impl Iterator<Item = &'static str> + Clone {
@@ -58,7 +61,7 @@ pub(crate) const SETTING_KEYS: &[&str] = &[
 
 /// Every key a `[[group]]` table may have.
 const GROUP_KEYS: &[&str] =
-    &["name", "gather", "as_completed", "race", "sequence", "limit", "on_error", "timeout", "each"];
+    &["name", "gather", "as_completed", "race", "sequence", "limit", "on_error", "timeout", "each", "finally"];
 
 /// The keys that choose how a group runs its children.
 const MODE_KEYS: &[(&str, GroupMode)] = &[
@@ -85,6 +88,49 @@ pub(crate) struct RawGroup {
     pub(crate) timeout: Option<Duration>,
     /// `each = "step"` and the span of its value.
     pub(crate) each: Option<(String, Range<usize>)>,
+    /// `finally = "NAME"` and the span of its value.
+    pub(crate) finally: Option<(String, Range<usize>)>,
+}
+
+/// `[handlers]` as read: (key, name, span of the name), in running order.
+#[derive(Debug, Default)]
+pub(crate) struct RawHandlers {
+    pub(crate) named: Vec<(&'static str, String, Range<usize>)>,
+}
+
+/// Reads `[handlers]`: each key names a step or group.
+fn read_handlers(ctx: &mut Ctx, v: &Value<'_>) -> RawHandlers {
+    let DeValue::Table(t) = v.get_ref() else {
+        ctx.wrong_type("handlers", v, "a `[handlers]` table such as `on_failure = \"alert\"`");
+        return RawHandlers::default();
+    };
+    ctx.unknown_keys(t, HANDLER_KEYS, "`[handlers]`");
+    let mut named = Vec::new();
+    for &key in HANDLER_KEYS {
+        if let Some(v) = t.get(key)
+            && let Some(name) = ctx.string(key, v)
+        {
+            named.push((key, name.to_string(), v.span()));
+        }
+    }
+    RawHandlers { named }
+}
+
+/// A job's handlers: each without a `timeout` of its own takes the job's,
+/// so they are bounded when the main tree used its whole budget.
+fn with_handlers(mut job: Job, handlers: crate::job::Handlers) -> Job {
+    job.handlers = handlers;
+    let timeout = job.timeout;
+    for node in
+        [&mut job.handlers.on_failure, &mut job.handlers.on_success, &mut job.handlers.on_exit].into_iter().flatten()
+    {
+        match node.as_mut() {
+            crate::job::Node::Step(s) if s.timeout.is_none() => s.timeout = timeout,
+            crate::job::Node::Group(g) if g.timeout.is_none() => g.timeout = timeout,
+            _ => {}
+        }
+    }
+    job
 }
 
 /// Loads a job from TOML text; `path` names it in messages and in the `Job`.
@@ -113,6 +159,7 @@ fn load_by_table(path: &Path, source: &str, layout: &Layout, purpose: Purpose) -
     check_top_keys(&mut ctx, preamble);
     read_settings(&mut ctx, preamble, &mut job);
     let mut limits = LimitOverrides::default();
+    let mut handlers = RawHandlers::default();
     for (section, range) in &layout.tables {
         if *section == Section::ScriptLimits {
             ctx.set_base(range.start);
@@ -120,10 +167,17 @@ fn load_by_table(path: &Path, source: &str, layout: &Layout, purpose: Purpose) -
             let DeValue::Table(t) = table.get_ref().get("script_limits")?.get_ref() else { return None };
             limits = script_limits(&mut ctx, t);
         }
+        if *section == Section::Handlers {
+            // The names' spans place the tree's diagnostics: a job with any
+            // is read again whole, so they need not be the file's.
+            ctx.set_base(range.start);
+            let table = DeTable::parse(&source[range.clone()]).ok()?;
+            handlers = read_handlers(&mut ctx, table.get_ref().get("handlers")?);
+        }
     }
     let env = LoadEnv { dir: &job.dir, limits: &limits, identity: job.identity.as_deref() };
     let to_read: Vec<&(Section, Range<usize>)> =
-        layout.tables.iter().filter(|(s, _)| *s != Section::ScriptLimits).collect();
+        layout.tables.iter().filter(|(s, _)| !matches!(s, Section::ScriptLimits | Section::Handlers)).collect();
     // A big job's tables are read on every core: they are independent, and
     // each part comes back in file order.
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
@@ -161,8 +215,9 @@ fn load_by_table(path: &Path, source: &str, layout: &Layout, purpose: Purpose) -
     if !ctx.diagnostics.is_empty() || (steps.is_empty() && groups.is_empty()) {
         return None;
     }
-    job.root = tree::build(&mut ctx, steps, groups).filter(|_| ctx.diagnostics.is_empty())?;
-    Some(job)
+    let (root, handlers) = tree::build(&mut ctx, steps, groups, &handlers).filter(|_| ctx.diagnostics.is_empty())?;
+    job.root = root;
+    Some(with_handlers(job, handlers))
 }
 
 /// Below this many tables a job is read on one thread: a thread costs more
@@ -231,6 +286,7 @@ fn load_document(path: &Path, source: &str, purpose: Purpose) -> Result<Job, Loa
         },
         None => LimitOverrides::default(),
     };
+    let handlers = doc.get("handlers").map(|v| read_handlers(&mut ctx, v)).unwrap_or_default();
     let env = LoadEnv { dir: &job.dir, limits: &limits, identity: job.identity.as_deref() };
 
     let before_tables = ctx.diagnostics.len();
@@ -253,16 +309,16 @@ fn load_document(path: &Path, source: &str, purpose: Purpose) -> Result<Job, Loa
     // The document is by far the biggest thing here (~1 KiB a step): free
     // it before the tree is built, since everything read from it is owned.
     drop(parsed);
-    let root = tree::build(&mut ctx, steps, groups);
+    let root = tree::build(&mut ctx, steps, groups, &handlers);
     if !ctx.diagnostics.is_empty() {
         let mut diagnostics = ctx.diagnostics;
         diagnostics.sort_by_key(|d| d.order());
         return Err(LoadError::new(path, diagnostics));
     }
     match root {
-        Some(root) => {
+        Some((root, handlers)) => {
             job.root = root;
-            Ok(job)
+            Ok(with_handlers(job, handlers))
         }
         // tree::build only returns None after reporting why.
         None => Err(LoadError::whole_file(path, "this job could not be built")),
@@ -279,6 +335,7 @@ fn placeholder_root() -> crate::job::Node {
         on_error: OnError::Cancel,
         timeout: None,
         each: None,
+        finally: None,
     })
 }
 
@@ -742,7 +799,8 @@ fn parse_group(ctx: &mut Ctx, table: &DeTable<'_>, header: Range<usize>) -> RawG
         // Kept even when refused, so its step is not also called unused.
         each = Some((s.to_string(), v.span()));
     }
-    RawGroup { name, mode, children_known: ok && mode.is_some(), children, limit, on_error, timeout, each }
+    let finally = table.get("finally").and_then(|v| ctx.string("finally", v).map(|s| (s.to_string(), v.span())));
+    RawGroup { name, mode, children_known: ok && mode.is_some(), children, limit, on_error, timeout, each, finally }
 }
 
 /// The names listed under a mode key: a non-empty array of strings.
@@ -795,6 +853,11 @@ mod tests {
                      [[step]]\nname = \"b\"\nshell = '''\n[[step]]\necho {{ steps.a.output }}\n'''\n\
                      [[step]]\nname = \"c\"\nscript = \"40 + 2\"\n[[step]]\nname = \"e\"\nexec = [\"echo\", \"{{ input }}\"]\n";
         sources.push((dir.join("mixed.toml"), mixed.to_string()));
+        let outcome = "timeout = \"1m\"\n[handlers]\non_failure = \"alert\"\n[[group]]\nname = \"main\"\n\
+                       gather = [\"a\"]\nfinally = \"sum\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n\
+                       [[step]]\nname = \"sum\"\nshell = \"echo {{ steps.a.status }}\"\n\
+                       [[step]]\nname = \"alert\"\nshell = \"echo {{ run.error }}\"\n";
+        sources.push((dir.join("outcome.toml"), outcome.to_string()));
         for (path, text) in &sources {
             let whole =
                 load_document(path, text, Purpose::Check).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));

@@ -8,6 +8,16 @@
 //! ancestor is a `sequence` in which NAME's branch comes first, and NAME is
 //! not inside a `race` below that ancestor (a race's losers are cancelled).
 //!
+//! A group's `finally` and the `[handlers]` are steps or groups no group
+//! lists. For the checks they stand where they run: a finally right after
+//! its group (a hidden sequence of the two takes the group's place), the
+//! handlers after the root (a hidden sequence of the root and the handlers,
+//! in running order). Inside them a template may read any node that has
+//! ended by then, whether it succeeded or not (`steps.NAME.status`,
+//! `run.status`); outside them the rule above holds, and a node inside a
+//! finally counts as one that may have failed (a finally's failure does not
+//! fail its group).
+//!
 //! Architecture Invariant: nothing here is quadratic in the number of steps:
 //! names are looked up in a `HashMap`, cycles are found in one pass over the
 //! parent links, and a reference check climbs at most the depth of the tree.
@@ -18,8 +28,8 @@ use std::ops::Range;
 use super::diagnostic::closest;
 use super::fields::Ctx;
 use super::step::RawStep;
-use super::toml_job::RawGroup;
-use crate::job::{Group, GroupMode, Node, OnError};
+use super::toml_job::{RawGroup, RawHandlers};
+use crate::job::{Group, GroupMode, Handlers, Node, OnError};
 
 /// Groups nested deeper than this are refused: a tree this deep is a mistake,
 /// and walking it recursively (drop, debug, the executor) could overflow the stack.
@@ -43,6 +53,15 @@ struct Tree {
     index: Vec<usize>,
     /// For `each` steps: the group they belong to.
     each_of: Vec<Option<usize>>,
+    /// For a group's `finally`: that group.
+    finally_of: Vec<Option<usize>>,
+    /// Per group (id - n_steps): its `finally`.
+    finally: Vec<Option<usize>>,
+    /// The handlers, in running order.
+    handlers: Vec<usize>,
+    /// Ids from here on are the hidden sequences of the checks (see the
+    /// module docs); the last one, when there are handlers, holds them.
+    hidden_from: usize,
     /// Per group (id - n_steps): mode, children ids, each id.
     modes: Vec<Option<GroupMode>>,
     children: Vec<Vec<usize>>,
@@ -58,7 +77,31 @@ struct Tree {
 
 impl Tree {
     fn name(&self, id: usize) -> &str {
-        self.names[id].as_ref().map_or("?", |(n, _)| n.as_str())
+        self.names.get(id).and_then(Option::as_ref).map_or("?", |(n, _)| n.as_str())
+    }
+
+    /// Whether `n` is in a handler or a `finally` (or is one).
+    fn in_outcome(&self, mut n: usize) -> bool {
+        loop {
+            if self.finally_of[n].is_some() || self.handlers.contains(&n) {
+                return true;
+            }
+            match self.parent[n] {
+                Some(p) => n = p,
+                None => return false,
+            }
+        }
+    }
+
+    /// The nearest `finally` at or above `n` and below its ancestor `top`.
+    fn finally_between(&self, mut n: usize, top: usize) -> Option<usize> {
+        while n != top {
+            if self.finally_of[n].is_some() {
+                return Some(n);
+            }
+            n = self.parent[n]?;
+        }
+        None
     }
 
     fn is_group(&self, id: usize) -> bool {
@@ -147,7 +190,12 @@ impl Tree {
 
 /// Checks the tree and builds the root [`Node`]; reports every problem to
 /// `ctx` and returns `None` if there is any (here or found earlier).
-pub(crate) fn build(ctx: &mut Ctx, mut steps: Vec<RawStep>, groups: Vec<RawGroup>) -> Option<Node> {
+pub(crate) fn build(
+    ctx: &mut Ctx,
+    mut steps: Vec<RawStep>,
+    groups: Vec<RawGroup>,
+    handlers: &RawHandlers,
+) -> Option<(Node, Handlers)> {
     let n_steps = steps.len();
     let synthetic = groups.is_empty();
     let mut tree = Tree::new(&steps, &groups);
@@ -156,13 +204,16 @@ pub(crate) fn build(ctx: &mut Ctx, mut steps: Vec<RawStep>, groups: Vec<RawGroup
 
     let duplicates = check_names(ctx, &mut tree, synthetic);
     if synthetic {
-        tree.children[0] = (0..n_steps).collect();
-        for id in 0..n_steps {
+        link_outside(ctx, &mut tree, &groups, handlers);
+        // The steps a handler names are not in `main`.
+        tree.children[0] = (0..n_steps).filter(|&id| tree.use_span[id].is_none()).collect();
+        for (i, id) in tree.children[0].clone().into_iter().enumerate() {
             tree.parent[id] = Some(root);
-            tree.index[id] = id;
+            tree.index[id] = i;
         }
     } else {
         link_groups(ctx, &mut tree, &groups);
+        link_outside(ctx, &mut tree, &groups, handlers);
         let cyclic = check_cycles(ctx, &tree);
         let all_known = groups.iter().all(|g| g.children_known);
         if all_known {
@@ -170,20 +221,145 @@ pub(crate) fn build(ctx: &mut Ctx, mut steps: Vec<RawStep>, groups: Vec<RawGroup
         }
     }
     let tree_ok = ctx.diagnostics.len() == errors_before && groups.iter().all(|g| g.children_known);
-    if !tree_ok {
+    if !tree_ok || !check_finally_cycles(ctx, &tree) {
         return None;
     }
     let order = breadth_first(&tree, root);
     if !check_depth(ctx, &tree, &order) {
         return None;
     }
+    link_hidden(&mut tree, root);
     for (s, raw) in steps.iter().enumerate() {
         check_references(ctx, &mut tree, s, raw);
     }
     if !ctx.diagnostics.is_empty() {
         return None;
     }
-    assemble(&tree, &mut steps, &groups, &order)
+    let mut built = assemble(&tree, &mut steps, &groups, &order)?;
+    let root_node = built[n_steps].take()?;
+    let mut out = Handlers::default();
+    for (&id, (key, _, _)) in tree.handlers.iter().zip(&handlers.named) {
+        let node = Some(Box::new(built[id].take()?));
+        match *key {
+            "on_failure" => out.on_failure = node,
+            "on_success" => out.on_success = node,
+            _ => out.on_exit = node,
+        }
+    }
+    Some((root_node, out))
+}
+
+/// Links each group's `finally` and the handlers: each must name a step or
+/// group no group lists, used nowhere else.
+fn link_outside(ctx: &mut Ctx, tree: &mut Tree, groups: &[RawGroup], handlers: &RawHandlers) {
+    let n_steps = tree.n_steps;
+    for (g, raw) in groups.iter().enumerate() {
+        let Some((name, span)) = &raw.finally else { continue };
+        let Some(f) = lookup(ctx, tree, name, span) else { continue };
+        if claim(ctx, tree, f, span) {
+            tree.finally_of[f] = Some(n_steps + g);
+            tree.finally[g] = Some(f);
+        }
+    }
+    for (_, name, span) in &handlers.named {
+        if let Some(h) = lookup(ctx, tree, name, span)
+            && claim(ctx, tree, h, span)
+        {
+            tree.handlers.push(h);
+        }
+    }
+}
+
+/// Records a use of `id` outside any group's list at `span` (a `finally`, a
+/// handler); reports the root, or a second use.
+fn claim(ctx: &mut Ctx, tree: &mut Tree, id: usize, span: &Range<usize>) -> bool {
+    if id == tree.n_steps {
+        ctx.error(span.clone(), format!("`{}` is the root group: it cannot run after another", tree.name(id)))
+            .label("the root is named here")
+            .help("name a step or group that no group lists");
+        return false;
+    }
+    if let Some(first) = tree.use_span[id].clone() {
+        ctx.error(span.clone(), format!("{} `{}` is used in two places", tree.what(id), tree.name(id)))
+            .label("second use")
+            .note(first, "first used here")
+            .help("a `finally` or a handler is a step or group of its own, listed in no group; define a copy with its own name");
+        return false;
+    }
+    tree.use_span[id] = Some(span.clone());
+    true
+}
+
+/// Refuses a `finally` that contains its own group (it would run inside
+/// what it follows). Following parent links, and from a finally to its
+/// group, once.
+fn check_finally_cycles(ctx: &mut Ctx, tree: &Tree) -> bool {
+    let total = tree.names.len();
+    let up = |n: usize| tree.parent[n].or(tree.finally_of[n]);
+    let mut state = vec![0u8; total];
+    for start in 0..total {
+        let mut path = Vec::new();
+        let mut cur = start;
+        let closed = loop {
+            if state[cur] != 0 {
+                break state[cur] == 1;
+            }
+            state[cur] = 1;
+            path.push(cur);
+            match up(cur) {
+                Some(p) => cur = p,
+                None => break false,
+            }
+        };
+        if closed {
+            // The cycle passes through a finally (groups alone were checked).
+            let at = path.iter().position(|&n| n == cur).unwrap_or(0);
+            if let Some(&f) = path[at..].iter().find(|&&n| tree.finally_of[n].is_some()) {
+                let g = tree.finally_of[f].unwrap_or(f);
+                ctx.error(
+                    tree.use_span[f].clone().unwrap_or(0..0),
+                    format!("`{}` is the finally of group `{}` but contains it", tree.name(f), tree.name(g)),
+                )
+                .label("runs inside the group it follows")
+                .help("a finally runs after its group: name a step or group outside it");
+                return false;
+            }
+        }
+        for n in path {
+            state[n] = 2;
+        }
+    }
+    true
+}
+
+/// Adds the hidden sequences of the checks (see the module docs): each
+/// group with a `finally` and the finally under one in the group's place,
+/// then the top of the tree and the handlers under one.
+fn link_hidden(tree: &mut Tree, root: usize) {
+    let n_groups = tree.finally.len();
+    for g in 0..n_groups {
+        let Some(f) = tree.finally[g] else { continue };
+        let gid = tree.n_steps + g;
+        let v = tree.hidden(tree.parent[gid], tree.index[gid], vec![gid, f]);
+        tree.parent[gid] = Some(v);
+        tree.index[gid] = 0;
+        tree.parent[f] = Some(v);
+        tree.index[f] = 1;
+    }
+    if tree.handlers.is_empty() {
+        return;
+    }
+    let mut top = root;
+    while let Some(p) = tree.parent[top] {
+        top = p;
+    }
+    let mut children = vec![top];
+    children.extend(tree.handlers.iter().copied());
+    let v = tree.hidden(None, 0, children.clone());
+    for (i, c) in children.into_iter().enumerate() {
+        tree.parent[c] = Some(v);
+        tree.index[c] = i;
+    }
 }
 
 impl Tree {
@@ -208,6 +384,10 @@ impl Tree {
             use_span: vec![None; total],
             index: vec![0; total],
             each_of: vec![None; total],
+            finally_of: vec![None; total],
+            finally: vec![None; n_groups],
+            handlers: Vec::new(),
+            hidden_from: total,
             modes: if synthetic { vec![Some(GroupMode::Sequence)] } else { groups.iter().map(|g| g.mode).collect() },
             children: vec![Vec::new(); n_groups],
             each: vec![None; n_groups],
@@ -218,11 +398,30 @@ impl Tree {
     }
 }
 
-/// Builds the root [`Node`] of a checked tree from its steps (taken out of
-/// `steps`), bottom-up along `order` so deep trees need no recursion here.
-fn assemble(tree: &Tree, steps: &mut [RawStep], groups: &[RawGroup], order: &[usize]) -> Option<Node> {
+impl Tree {
+    /// A hidden sequence of `children` at `index` under `parent`; its id.
+    fn hidden(&mut self, parent: Option<usize>, index: usize, children: Vec<usize>) -> usize {
+        let id = self.names.len();
+        self.names.push(None);
+        self.parent.push(parent);
+        self.use_span.push(None);
+        self.index.push(index);
+        self.each_of.push(None);
+        self.finally_of.push(None);
+        self.modes.push(Some(GroupMode::Sequence));
+        self.children.push(children);
+        self.each.push(None);
+        self.finally.push(None);
+        id
+    }
+}
+
+/// Builds every node of a checked tree from its steps (taken out of
+/// `steps`), bottom-up along `order` so deep trees need no recursion here;
+/// the root is at the first group's id.
+fn assemble(tree: &Tree, steps: &mut [RawStep], groups: &[RawGroup], order: &[usize]) -> Option<Vec<Option<Node>>> {
     let n_steps = tree.n_steps;
-    let total = tree.names.len();
+    let total = tree.hidden_from;
     let synthetic = groups.is_empty();
     let mut built: Vec<Option<Node>> = Vec::with_capacity(total);
     built.extend(steps.iter_mut().map(|s| s.step.take().map(Node::Step)));
@@ -254,6 +453,7 @@ fn assemble(tree: &Tree, steps: &mut [RawStep], groups: &[RawGroup], order: &[us
                 on_error: OnError::Cancel,
                 timeout: None,
                 each: None,
+                finally: None,
             }
         } else {
             let raw = &groups[g];
@@ -265,11 +465,15 @@ fn assemble(tree: &Tree, steps: &mut [RawStep], groups: &[RawGroup], order: &[us
                 on_error: raw.on_error,
                 timeout: raw.timeout,
                 each,
+                finally: match tree.finally[g] {
+                    Some(f) => Some(Box::new(built[f].take()?)),
+                    None => None,
+                },
             }
         };
         built[id] = Some(Node::Group(group));
     }
-    built[n_steps].take()
+    Some(built)
 }
 
 /// Registers every name; reports duplicates (at the later one). Returns, per
@@ -445,7 +649,7 @@ fn report_cycle(ctx: &mut Ctx, tree: &Tree, upward: &[usize]) {
 fn check_unused(ctx: &mut Ctx, tree: &Tree, duplicate: &[bool], cyclic: &[bool]) {
     let root = tree.n_steps;
     for id in 0..tree.names.len() {
-        if id == root || tree.parent[id].is_some() || duplicate[id] || cyclic[id] {
+        if id == root || tree.parent[id].is_some() || tree.use_span[id].is_some() || duplicate[id] || cyclic[id] {
             continue;
         }
         let Some((name, span)) = &tree.names[id] else {
@@ -460,9 +664,11 @@ fn check_unused(ctx: &mut Ctx, tree: &Tree, duplicate: &[bool], cyclic: &[bool])
     }
 }
 
-/// Ids reachable from the root, parents before children.
+/// Ids reachable from the root and the handlers, parents (and a group
+/// before its `finally`) before children.
 fn breadth_first(tree: &Tree, root: usize) -> Vec<usize> {
     let mut order = vec![root];
+    order.extend(tree.handlers.iter().copied());
     let mut i = 0;
     while i < order.len() {
         let id = order[i];
@@ -470,6 +676,7 @@ fn breadth_first(tree: &Tree, root: usize) -> Vec<usize> {
             let g = id - tree.n_steps;
             order.extend(tree.children[g].iter().copied());
             order.extend(tree.each[g]);
+            order.extend(tree.finally[g]);
         }
         i += 1;
     }
@@ -480,7 +687,8 @@ fn breadth_first(tree: &Tree, root: usize) -> Vec<usize> {
 fn check_depth(ctx: &mut Ctx, tree: &Tree, order: &[usize]) -> bool {
     let mut depth = vec![0usize; tree.names.len()];
     for &id in order {
-        if let Some(p) = tree.parent[id] {
+        // A finally runs a level below its group (the executor nests it so).
+        if let Some(p) = tree.parent[id].or(tree.finally_of[id]) {
             depth[id] = depth[p] + 1;
         }
         if depth[id] > MAX_DEPTH {
@@ -497,7 +705,13 @@ fn check_depth(ctx: &mut Ctx, tree: &Tree, order: &[usize]) -> bool {
 /// Checks the template references of step `s` (see the module docs).
 fn check_references(ctx: &mut Ctx, tree: &mut Tree, s: usize, raw: &RawStep) {
     let each_group = tree.each_of[s];
+    let outcome = raw.uses.iter().any(|u| !u.steps.is_empty() || !u.outcome.is_empty()) && tree.in_outcome(s);
     for uses in &raw.uses {
+        if !outcome && let Some((read, span)) = uses.outcome.first() {
+            ctx.error(span.clone(), format!("`{read}` is only defined in a handler or a `finally`"))
+                .label("not defined here")
+                .help("how steps and the run ended is read after them: in `[handlers]` or a group's `finally`");
+        }
         for (name, span) in &uses.steps {
             let Some(&t) = tree.by_name.get(name.as_str()) else {
                 let help = tree.suggest(name).unwrap_or_else(|| {
@@ -506,7 +720,7 @@ fn check_references(ctx: &mut Ctx, tree: &mut Tree, s: usize, raw: &RawStep) {
                 ctx.error(span.clone(), format!("no step or group is named `{name}`")).label("unknown name").help(help);
                 continue;
             };
-            check_reference(ctx, tree, s, each_group, t, span);
+            check_reference(ctx, tree, s, each_group, t, span, outcome);
         }
         if let (Some(span), None) = (&uses.input, each_group) {
             ctx.error(span.clone(), "`input` is only defined in the `each` step of an as_completed group")
@@ -517,9 +731,21 @@ fn check_references(ctx: &mut Ctx, tree: &mut Tree, s: usize, raw: &RawStep) {
 }
 
 /// Whether step `s` may read the result of `t`; reports why not.
-fn check_reference(ctx: &mut Ctx, tree: &Tree, s: usize, each_group: Option<usize>, t: usize, span: &Range<usize>) {
-    if let Some(problem) = reference_problem(tree, s, each_group, t) {
-        problem.report(ctx, tree, s, t, span);
+/// In a handler or a `finally` (`outcome`), a node that may have failed is
+/// fine to read; one that has not ended by then is not.
+fn check_reference(
+    ctx: &mut Ctx,
+    tree: &Tree,
+    s: usize,
+    each_group: Option<usize>,
+    t: usize,
+    span: &Range<usize>,
+    outcome: bool,
+) {
+    match reference_problem(tree, s, each_group, t) {
+        Some(RefProblem::InRace { .. } | RefProblem::InFinally { .. }) if outcome => {}
+        Some(problem) => problem.report(ctx, tree, s, t, span),
+        None => {}
     }
 }
 
@@ -545,11 +771,16 @@ fn reference_problem(tree: &Tree, s: usize, each_group: Option<usize>, t: usize)
     let direct = lca.a == pos && lca.b == t;
     match tree.mode(lca.node).unwrap_or(GroupMode::Sequence) {
         GroupMode::Sequence if tree.index[lca.b] < tree.index[lca.a] => {}
+        GroupMode::Sequence if lca.node >= tree.hidden_from => return Some(RefProblem::RunsAfter { lca }),
         GroupMode::Sequence => return Some(RefProblem::LaterInSequence { lca, direct }),
         mode => return Some(RefProblem::Concurrent { lca, mode, direct }),
     }
-    // Below the common sequence, a race may have cancelled `t`.
-    tree.race_between(t, lca.node).map(|race| RefProblem::InRace { race })
+    // Below the common sequence, a race may have cancelled `t`, and a
+    // finally may have failed without failing its group.
+    if let Some(race) = tree.race_between(t, lca.node) {
+        return Some(RefProblem::InRace { race });
+    }
+    tree.finally_between(t, lca.node).map(|finally| RefProblem::InFinally { finally })
 }
 
 /// The lowest common ancestor of two nodes, and its children that hold each.
@@ -582,6 +813,11 @@ enum RefProblem {
     Concurrent { lca: Lca, mode: GroupMode, direct: bool },
     /// The result is inside `race`, which may cancel it.
     InRace { race: usize },
+    /// The result is in (or is) `finally`, whose failure fails nothing.
+    InFinally { finally: usize },
+    /// The result is in a handler or a `finally` that runs after the step
+    /// (`lca` is a hidden sequence).
+    RunsAfter { lca: Lca },
 }
 
 impl RefProblem {
@@ -654,6 +890,39 @@ impl RefProblem {
                 ctx.error(span, format!("`{tn}` may not have finished when `{sn}` starts"))
                     .label("may still be running")
                     .help(format!("{detail}; to use its result, run them in a `sequence` group with `{bn}` first"));
+            }
+            RefProblem::InFinally { finally } => {
+                let (fname, gname) = (tree.name(finally), tree.finally_of[finally].map_or("?", |g| tree.name(g)));
+                let message = if finally == t {
+                    format!("`{tn}` is the finally of group `{gname}`: it may have failed")
+                } else {
+                    format!("`{tn}` is in `{fname}`, the finally of group `{gname}`: it may have failed")
+                };
+                ctx.error(span, message)
+                .label("may have failed")
+                .help("a finally's failure does not fail its group; read it in a handler, or in another finally, where `steps.NAME.status` says how it ended");
+            }
+            RefProblem::RunsAfter { lca } => {
+                let later = lca.b;
+                let (message, help) = if tree.handlers.contains(&later) {
+                    (
+                        format!(
+                            "`{tn}` has not run yet when `{sn}` starts: handler `{}` runs after it",
+                            tree.name(later)
+                        ),
+                        "handlers run after the main tree, in the order on_failure, on_success, on_exit".to_string(),
+                    )
+                } else {
+                    let g = tree.finally_of[later].map_or("?", |g| tree.name(g));
+                    (
+                        format!(
+                            "`{tn}` has not run yet when `{sn}` starts: `{}` is the finally of group `{g}`, run once `{g}` is done",
+                            tree.name(later)
+                        ),
+                        format!("read it after `{g}`, in a handler, or in the finally itself"),
+                    )
+                };
+                ctx.error(span, message).label("runs later").help(help);
             }
             RefProblem::InRace { race } => {
                 let rn = tree.name(race);

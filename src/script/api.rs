@@ -240,7 +240,9 @@ pub fn engine_for_check(limits: &crate::job::ScriptLimits) -> Engine {
 
 /// Runs a whole script on the calling thread (the script's own thread),
 /// talking to the driver through `link`, and ends with [`Request::Finished`].
-pub fn run_script(code: &str, link: Link) {
+/// With an `entry` (a Rhai job's handler), calls that top-level function
+/// with its argument (`run`) instead of running the body.
+pub fn run_script(code: &str, link: Link, entry: Option<(String, serde_json::Value)>) {
     let end = {
         let mut engine = sandbox(&link.sandbox);
         register(&mut engine, &link);
@@ -249,7 +251,20 @@ pub fn run_script(code: &str, link: Link) {
             Ok(ast) => {
                 let ast = Arc::new(ast);
                 link.set_ast(ast.clone());
-                match engine.eval_ast::<Dynamic>(&ast) {
+                let done = match entry {
+                    None => engine.eval_ast::<Dynamic>(&ast),
+                    Some((function, arg)) => rhai::serde::to_dynamic(arg).and_then(|arg| {
+                        let options = rhai::CallFnOptions::new().eval_ast(false);
+                        engine.call_fn_with_options::<Dynamic>(
+                            options,
+                            &mut rhai::Scope::new(),
+                            &ast,
+                            &function,
+                            (arg,),
+                        )
+                    }),
+                };
+                match done {
                     Ok(value) => match to_json(&value) {
                         Ok(value) => ScriptEnd::Returned(value),
                         Err(e) => ScriptEnd::Failed(format!("the script's result is {e}")),

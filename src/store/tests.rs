@@ -29,6 +29,7 @@ fn group(name: &str, mode: GroupMode, children: Vec<Node>) -> Node {
         on_error: OnError::Continue,
         timeout: None,
         each: None,
+        finally: None,
     })
 }
 

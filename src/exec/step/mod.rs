@@ -81,15 +81,24 @@ pub struct StepEnv<'a> {
     pub attempt: std::sync::atomic::AtomicU32,
 }
 
-/// What a step can read of the run so far: `steps.NAME.output` and, in an
-/// `each` step, `input`. Serialises to the shape templates and scripts see.
+/// What a step can read of the run so far: `steps.NAME.output`, `job` and
+/// `run` and, in an `each` step, `input`. Serialises to the shape templates
+/// and scripts see.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Inputs {
-    /// `NAME → {"output": value}` for the outputs that were kept.
+    /// `NAME → {"output": value}` for the outputs that were kept; in a
+    /// handler or a `finally`, also `status` and `error`, and `output` null
+    /// for a node that did not succeed.
     pub steps: serde_json::Map<String, Value>,
     /// The result that triggered an `each` step.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input: Option<Value>,
+    /// `{"name", "timezone"}`: the job's name, and the zone `date` writes
+    /// in (the job's `timezone`, or the host's UTC offset at the run's start).
+    pub job: Value,
+    /// `{"id", "started_at"}` (`id` null under `gatherd run`); in a handler
+    /// or a `finally`, also `status` and `error`.
+    pub run: Value,
 }
 
 /// Engine operations a render may take inline, on the step's own task:
@@ -248,6 +257,7 @@ pub(crate) mod testing {
         let inputs = || super::Inputs {
             steps: serde_json::json!({ "prev": { "output": "PREV" } }).as_object().cloned().unwrap_or_default(),
             input: Some(serde_json::json!("IN")),
+            ..Default::default()
         };
         let path: NodePath = "main/s".into();
         let env =
@@ -306,7 +316,7 @@ mod render_tests {
         let run = RunLines::new(tokio::time::Instant::now(), tx, limits.max_output);
         let ctx = RunContext { cancel: cancel.clone(), limits, ..RunContext::new(BlockingPool::new(1)) };
         let inputs =
-            || super::Inputs { steps: Default::default(), input: Some(serde_json::json!((0..n).collect::<Vec<_>>())) };
+            || super::Inputs { input: Some(serde_json::json!((0..n).collect::<Vec<_>>())), ..Default::default() };
         let path: NodePath = "main/s".into();
         let env =
             StepEnv { job: &job, ctx: &ctx, inputs: &inputs, lines: StepLines::new(&run, &path), attempt: 1.into() };

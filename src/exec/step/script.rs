@@ -45,6 +45,11 @@ pub(super) async fn run(
             inputs.remove("steps").unwrap_or_else(|| Dynamic::from_map(rhai::Map::new())),
         );
         scope.push_constant_dynamic("input", inputs.remove("input").unwrap_or(Dynamic::UNIT));
+        // `job.name`, `run.id`, `run.started_at` (and, in a handler or a
+        // finally, `run.status` and `run.error`), as templates read them.
+        for name in ["job", "run"] {
+            scope.push_constant_dynamic(name, inputs.remove(name).unwrap_or(Dynamic::UNIT));
+        }
         match engine.eval_with_scope::<Dynamic>(&mut scope, &code) {
             Ok(value) => Ok(value),
             Err(e) if script::is_cancellation(&e) => Err(None),
