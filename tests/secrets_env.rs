@@ -201,8 +201,12 @@ fn run_json(file: &Path, config: &Path, envs: &[(&str, &str)]) -> (Option<i32>, 
         cmd.env(k, v);
     }
     let out = cmd.output().expect("gatherd run");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let doc = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    // With `--json` an error is `{"error": ...}` on stdout, stderr empty.
+    let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if let Some(error) = doc["error"].as_str() {
+        stderr.push_str(error);
+    }
     (out.status.code(), doc, stderr)
 }
 

@@ -383,7 +383,9 @@ fn a_step_in_flight_is_small() {
     let node = Node::Step(s);
     let fut = runner.node(&node, "main", tokio_util::sync::CancellationToken::new(), None);
     let size = std::mem::size_of_val(&*fut);
-    assert!(size <= 384, "{size} bytes (352 when this was written)");
+    // 352 when this was written; 392 since issue 14 (the attempt number
+    // for GATHERD_ATTEMPT in StepEnv, and the step's handler/finally reads).
+    assert!(size <= 400, "{size} bytes (392 last measured)");
 }
 
 /// A fan-out costs a bounded number of polls per step, under a runtime's
