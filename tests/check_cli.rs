@@ -100,6 +100,12 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         ":9:",
         "may not have finished",
     ),
+    (
+        "template reading an earlier child of a sequence with on_error = continue",
+        "[[group]]\nname = \"main\"\nsequence = [\"a\", \"b\"]\non_error = \"continue\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n[[step]]\nname = \"b\"\nshell = \"echo {{ steps.a.output }}\"\n",
+        ":10:18",
+        "`a` may have failed when `b` starts",
+    ),
     ("invalid TOML syntax", "[[step]]\nname = \"a\nsleep = \"1s\"\n", ":2:", "invalid TOML"),
     ("wrong value type", "[[step]]\nname = \"a\"\nsleep = \"1s\"\nretries = \"3\"\n", ":4:11", "must be an integer"),
 ];

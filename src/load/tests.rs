@@ -292,7 +292,7 @@ shell = "echo {{ input }}"
 
 [[step]]
 name = "after"
-shell = "echo {{ steps.fan.output }}"
+shell = "echo after"
 "#,
     );
     let root = group(&job.root);
@@ -839,6 +839,80 @@ fn template_referencing_a_later_step() {
     insta::assert_snapshot!(render(
         "[[group]]\nname = \"main\"\nsequence = [\"show\", \"fetch\"]\n\n[[step]]\nname = \"fetch\"\nhttp = \"http://x/\"\n\n[[step]]\nname = \"show\"\nshell = \"echo {{ steps.fetch.output }}\"\n"
     ));
+}
+
+/// A `sequence` with `on_error = "continue"` goes on after a child failed,
+/// so a later child may not read an earlier one's result (issue 14: `check`
+/// accepted it, and the run failed rendering the failed step's output).
+#[test]
+fn template_referencing_an_earlier_child_of_a_continue_sequence() {
+    insta::assert_snapshot!(render(
+        "[[group]]\nname = \"main\"\nsequence = [\"fetch\", \"show\"]\non_error = \"continue\"\n\n[[step]]\nname = \"fetch\"\nhttp = \"http://x/\"\n\n[[step]]\nname = \"show\"\nshell = \"echo {{ steps.fetch.output }}\"\n"
+    ));
+}
+
+#[test]
+fn template_referencing_a_step_nested_in_an_earlier_child_of_a_continue_sequence() {
+    insta::assert_snapshot!(render(
+        "[[group]]\nname = \"main\"\nsequence = [\"facts\", \"show\"]\non_error = \"continue\"\n\n[[group]]\nname = \"facts\"\ngather = [\"a\", \"b\"]\n\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n\n[[step]]\nname = \"b\"\nsleep = \"1s\"\n\n[[step]]\nname = \"show\"\nshell = \"echo {{ steps.a.output }}\"\n"
+    ));
+}
+
+/// What stays accepted around `on_error = "continue"`: a `continue` group
+/// inside a `cancel` sequence (it fails at its end, and the sequence stops),
+/// a `continue` sequence's child reading within its own `cancel` sequence,
+/// and a `continue` sequence reading what finished before it.
+#[test]
+fn a_continue_group_below_a_cancel_sequence_may_still_be_read() {
+    load(
+        r#"
+[[group]]
+name = "main"
+sequence = ["setup", "facts", "steps2", "report"]
+
+[[group]]
+name = "facts"
+gather = ["a", "b"]
+on_error = "continue"
+
+[[group]]
+name = "steps2"
+sequence = ["inner", "after"]
+on_error = "continue"
+
+[[group]]
+name = "inner"
+sequence = ["c", "d"]
+
+[[step]]
+name = "setup"
+sleep = "0s"
+
+[[step]]
+name = "a"
+sleep = "0s"
+
+[[step]]
+name = "b"
+sleep = "0s"
+
+[[step]]
+name = "c"
+sleep = "0s"
+
+[[step]]
+name = "d"
+shell = "echo {{ steps.c.output }} {{ steps.a.output }}"
+
+[[step]]
+name = "after"
+shell = "echo {{ steps.setup.output }} {{ steps.facts.output }}"
+
+[[step]]
+name = "report"
+shell = "echo {{ steps.a.output }} {{ steps.steps2.output }} {{ steps.d.output }}"
+"#,
+    );
 }
 
 #[test]

@@ -5,8 +5,10 @@
 //! other step and group must be listed exactly once (an `each` counts as a
 //! use). A template may read `steps.NAME.output` only when NAME is certain to
 //! have finished successfully before the step starts: their lowest common
-//! ancestor is a `sequence` in which NAME's branch comes first, and NAME is
-//! not inside a `race` below that ancestor (a race's losers are cancelled).
+//! ancestor is a `sequence` in which NAME's branch comes first and that stops
+//! at a failure (not `on_error = "continue"`, which goes on after a failed
+//! child), and NAME is not inside a `race` below that ancestor (a race's
+//! losers are cancelled).
 //!
 //! Architecture Invariant: nothing here is quadratic in the number of steps:
 //! names are looked up in a `HashMap`, cycles are found in one pass over the
@@ -45,6 +47,8 @@ struct Tree {
     each_of: Vec<Option<usize>>,
     /// Per group (id - n_steps): mode, children ids, each id.
     modes: Vec<Option<GroupMode>>,
+    /// Per group: what a child's failure does (`on_error`).
+    on_errors: Vec<OnError>,
     children: Vec<Vec<usize>>,
     each: Vec<Option<usize>>,
     /// Name → id, for the first definition of each name.
@@ -67,6 +71,11 @@ impl Tree {
 
     fn mode(&self, id: usize) -> Option<GroupMode> {
         self.modes.get(id.checked_sub(self.n_steps)?).copied().flatten()
+    }
+
+    /// The `on_error` of group `id` (`cancel` for a step).
+    fn on_error(&self, id: usize) -> OnError {
+        id.checked_sub(self.n_steps).and_then(|g| self.on_errors.get(g)).copied().unwrap_or(OnError::Cancel)
     }
 
     fn what(&self, id: usize) -> &'static str {
@@ -209,6 +218,7 @@ impl Tree {
             index: vec![0; total],
             each_of: vec![None; total],
             modes: if synthetic { vec![Some(GroupMode::Sequence)] } else { groups.iter().map(|g| g.mode).collect() },
+            on_errors: if synthetic { vec![OnError::Cancel] } else { groups.iter().map(|g| g.on_error).collect() },
             children: vec![Vec::new(); n_groups],
             each: vec![None; n_groups],
             by_name: HashMap::with_capacity_and_hasher(total, Default::default()),
@@ -544,7 +554,13 @@ fn reference_problem(tree: &Tree, s: usize, each_group: Option<usize>, t: usize)
     let lca = tree.lca(pos, t)?;
     let direct = lca.a == pos && lca.b == t;
     match tree.mode(lca.node).unwrap_or(GroupMode::Sequence) {
-        GroupMode::Sequence if tree.index[lca.b] < tree.index[lca.a] => {}
+        // With `on_error = "continue"` the sequence goes on after `t`'s
+        // branch failed, so `t` may have no result when `s` starts.
+        GroupMode::Sequence if tree.index[lca.b] < tree.index[lca.a] => {
+            if tree.on_error(lca.node) == OnError::Continue {
+                return Some(RefProblem::MayHaveFailed { lca, direct });
+            }
+        }
         GroupMode::Sequence => return Some(RefProblem::LaterInSequence { lca, direct }),
         mode => return Some(RefProblem::Concurrent { lca, mode, direct }),
     }
@@ -578,6 +594,10 @@ enum RefProblem {
     /// The result comes later in the sequence `lca.node`; `direct` when the
     /// step and the result are themselves the sequence's children.
     LaterInSequence { lca: Lca, direct: bool },
+    /// The result comes earlier in the sequence `lca.node`, which has
+    /// `on_error = "continue"`: it goes on after a failure, so the result
+    /// may not exist.
+    MayHaveFailed { lca: Lca, direct: bool },
     /// The two run at once in a group of `mode`.
     Concurrent { lca: Lca, mode: GroupMode, direct: bool },
     /// The result is inside `race`, which may cancel it.
@@ -642,6 +662,19 @@ impl RefProblem {
                     )
                 };
                 ctx.error(span, message).label("runs later").help(help);
+            }
+            RefProblem::MayHaveFailed { lca, direct } => {
+                let (ln, bn) = (tree.name(lca.node), tree.name(lca.b));
+                let holder = if direct { String::new() } else { format!(" (in `{bn}`)") };
+                ctx.error(
+                    span,
+                    format!("`{tn}` may have failed when `{sn}` starts: sequence `{ln}` has `on_error = \"continue\"`"),
+                )
+                .label("may have failed")
+                .help(format!(
+                    "`{ln}` goes on after a failed child, so `{tn}`{holder} may have no result; remove \
+                     `on_error = \"continue\"` (then `{sn}` is skipped when `{bn}` fails), or do not read `{tn}` here"
+                ));
             }
             RefProblem::Concurrent { lca, mode, direct } => {
                 let (ln, an, bn) = (tree.name(lca.node), tree.name(lca.a), tree.name(lca.b));
