@@ -146,7 +146,8 @@ impl RunTask {
             }
             sinks
         });
-        let outcome = exec::run(self.job, self.ctx, tx).await;
+        let ctx = RunContext { run_id, ..self.ctx };
+        let outcome = exec::run(self.job, ctx, tx).await;
         let sinks = match feed.await {
             Ok(sinks) => sinks,
             // The sinks panicked: the run's end is handled as a failed task.

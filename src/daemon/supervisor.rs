@@ -509,6 +509,7 @@ impl Supervisor {
                 limits: self.opts.config.limits(),
                 script_limits: self.opts.config.script_limits(),
                 ledger: self.processes.as_ref().map(|p| p.for_job(fire.job.as_str())),
+                run_id: None, // the store's, set by the run task once it has it
             },
             reply: fire.reply,
             store: self.store.clone(),

@@ -81,6 +81,9 @@ pub struct RunContext {
     /// Told of every process group a step starts and reaps (the daemon's
     /// record for after a `kill -9`); `None` for `gatherd run`.
     pub ledger: Option<Arc<dyn ProcessLedger>>,
+    /// The run's id in the history (the daemon's); `None` under `gatherd
+    /// run`, which keeps no history. A Rhai job reads it as `run_id()`.
+    pub run_id: Option<i64>,
 }
 
 impl RunContext {
@@ -92,6 +95,7 @@ impl RunContext {
             limits: Limits::default(),
             script_limits: ScriptLimits::default(),
             ledger: None,
+            run_id: None,
         }
     }
 }

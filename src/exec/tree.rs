@@ -583,7 +583,7 @@ impl Runner {
     }
 
     /// Records `node` and everything under it as skipped.
-    fn skip(&self, node: &Node, parent: &str) {
+    pub(super) fn skip(&self, node: &Node, parent: &str) {
         let path = join(parent, node.name());
         if let Node::Group(g) = node {
             for child in &g.children {

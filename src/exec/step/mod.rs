@@ -214,7 +214,14 @@ pub(crate) mod testing {
         let job = job(dir, step);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let run = RunLines::new(tokio::time::Instant::now(), tx, limits.max_output);
-        let ctx = RunContext { cancel: cancel.clone(), pool, limits, script_limits: Default::default(), ledger: None };
+        let ctx = RunContext {
+            cancel: cancel.clone(),
+            pool,
+            limits,
+            script_limits: Default::default(),
+            ledger: None,
+            run_id: None,
+        };
         let inputs = || super::Inputs {
             steps: serde_json::json!({ "prev": { "output": "PREV" } }).as_object().cloned().unwrap_or_default(),
             input: Some(serde_json::json!("IN")),
@@ -279,6 +286,7 @@ mod render_tests {
             limits,
             script_limits: Default::default(),
             ledger: None,
+            run_id: None,
         };
         let inputs =
             || super::Inputs { steps: Default::default(), input: Some(serde_json::json!((0..n).collect::<Vec<_>>())) };
