@@ -106,6 +106,18 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         ":10:18",
         "`a` may have failed when `b` starts",
     ),
+    (
+        "template with a misspelt attribute",
+        "[[step]]\nname = \"a\"\nsleep = \"1s\"\n[[step]]\nname = \"b\"\nshell = \"echo {{ steps.a.outptu }}\"\n",
+        ":6:26",
+        "did you mean `steps.a.output`?",
+    ),
+    (
+        "template with an unknown filter",
+        "[[step]]\nname = \"a\"\nsleep = \"1s\"\n[[step]]\nname = \"b\"\nshell = \"echo {{ steps.a.output | uper }}\"\n",
+        ":6:35",
+        "unknown filter `uper`",
+    ),
     ("invalid TOML syntax", "[[step]]\nname = \"a\nsleep = \"1s\"\n", ":2:", "invalid TOML"),
     ("wrong value type", "[[step]]\nname = \"a\"\nsleep = \"1s\"\nretries = \"3\"\n", ":4:11", "must be an integer"),
 ];

@@ -934,6 +934,78 @@ fn each_step_referencing_its_groups_children() {
     ));
 }
 
+/// Template typos are caught by `check`, placed inside the string (issue 14).
+#[test]
+fn template_misspelt_attribute_of_a_step() {
+    insta::assert_snapshot!(render(
+        "[[step]]\nname = \"a\"\nsleep = \"1s\"\n\n[[step]]\nname = \"b\"\nshell = \"echo {{ steps.a.outptu }}\"\n"
+    ));
+}
+
+#[test]
+fn template_unknown_variable() {
+    insta::assert_snapshot!(render(
+        "[[step]]\nname = \"a\"\nsleep = \"1s\"\n\n[[step]]\nname = \"b\"\nexec = [\"echo\", \"{{ stpes.a.output }}\"]\n"
+    ));
+}
+
+#[test]
+fn template_misspelt_attribute_of_job() {
+    insta::assert_snapshot!(render("[[step]]\nname = \"a\"\nshell = \"echo {{ job.nmae }}\"\n"));
+}
+
+#[test]
+fn template_unknown_filter() {
+    insta::assert_snapshot!(render(
+        "[[step]]\nname = \"a\"\nsleep = \"1s\"\n\n[[step]]\nname = \"b\"\nwrite_file = { path = \"out.txt\", content = \"\"\"\ntotal: {{ steps.a.output }}\nname: {{ steps.a.output | uper }}\n\"\"\" }\n"
+    ));
+}
+
+#[test]
+fn template_unknown_test() {
+    insta::assert_snapshot!(render(
+        "[[step]]\nname = \"a\"\nsleep = \"1s\"\n\n[[step]]\nname = \"b\"\nshell = \"{% if steps.a.output is od %}odd{% endif %}\"\n"
+    ));
+}
+
+/// What a template may read and call stays accepted.
+#[test]
+fn templates_reading_the_allowed_names_and_builtin_filters_load() {
+    load(
+        r#"
+[[group]]
+name = "main"
+sequence = ["a", "fan", "b"]
+
+[[group]]
+name = "fan"
+as_completed = ["c"]
+each = "e"
+
+[[step]]
+name = "a"
+sleep = "0s"
+output = { items = [1, 2] }
+
+[[step]]
+name = "c"
+sleep = "0s"
+
+[[step]]
+name = "e"
+shell = "echo {{ input.x | default('none') }} {{ input }}"
+
+[[step]]
+name = "b"
+shell = """echo {{ steps.a.output.items | join(",") }} {{ job.name }} {{ run.id }} {{ run.started_at }} {{ secrets.TOKEN }}
+{% filter upper %}{{ steps.a.output | tojson }}{% endfilter %} {{ "a | nope is nothing" }}
+{% if steps.a.output is not none and steps.a.output.items is sequence %}{{ steps.fan.output | length }}{% endif %}
+{# a comment: {{ x | nothing }} #}{% raw %}{{ y | nothing }}{% endraw %}
+{% for x in steps.a.output.items if x is odd %}{{ loop.index }}{{ x | string | trim }}{% endfor %}"""
+"#,
+    );
+}
+
 #[test]
 fn template_syntax_error() {
     insta::assert_snapshot!(render("[[step]]\nname = \"a\"\nshell = \"echo {{ steps.a.output \"\n"));
