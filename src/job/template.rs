@@ -528,7 +528,8 @@ fn tag(source: &str, from: usize, block: bool) -> (usize, Vec<Word<'_>>) {
     let bytes = source.as_bytes();
     let mut words = Vec::new();
     let mut depth = 0usize;
-    let mut i = from;
+    // Whitespace control (`{%-`, `{{+`) is not a token.
+    let mut i = if matches!(bytes.get(from), Some(b'-' | b'+')) { from + 1 } else { from };
     let mut after_dot = false;
     while i < bytes.len() {
         let c = bytes[i];
@@ -789,6 +790,8 @@ mod tests {
         let (message, at, help) = pointed("{% if steps.a.output is not defind %}x{% endif %}");
         assert_eq!((message.as_str(), at.as_str()), ("unknown test `defind`", "defind"));
         assert_eq!(help.as_deref(), Some("did you mean `defined`?"));
+        let (message, at, _) = pointed("{%- raw -%}{{ x | nothing }}{%- endraw %}{%- filter uppr -%}x{% endfilter %}");
+        assert_eq!((message.as_str(), at.as_str()), ("unknown filter `uppr`", "uppr"));
         let (message, _, help) = pointed("{{ steps.a.output | frobnicate }}");
         assert_eq!(message, "unknown filter `frobnicate`");
         assert!(help.is_some_and(|h| h.contains("minijinja")));

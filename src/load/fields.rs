@@ -299,9 +299,11 @@ impl Ctx {
                 }
                 Some(t)
             }
-            Err(e) if e.at.is_some() => {
-                let at = e.at.clone().unwrap_or_default();
-                let span = self.within(&v.span(), s, at);
+            Err(e) if e.label.is_some() => {
+                let span = match e.at.clone() {
+                    Some(at) => self.within(&v.span(), s, at),
+                    None => v.span(),
+                };
                 let d = self.error(span, format!("{} in `{key}`", e.message));
                 if let Some(label) = &e.label {
                     d.label(label.clone());
