@@ -106,6 +106,24 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         ":9:",
         "may not have finished",
     ),
+    (
+        "template reading an earlier child of a sequence with on_error = continue",
+        "[[group]]\nname = \"main\"\nsequence = [\"a\", \"b\"]\non_error = \"continue\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n[[step]]\nname = \"b\"\nshell = \"echo {{ steps.a.output }}\"\n",
+        ":10:18",
+        "`a` may have failed when `b` starts",
+    ),
+    (
+        "template with a misspelt attribute",
+        "[[step]]\nname = \"a\"\nsleep = \"1s\"\n[[step]]\nname = \"b\"\nshell = \"echo {{ steps.a.outptu }}\"\n",
+        ":6:26",
+        "did you mean `steps.a.output`?",
+    ),
+    (
+        "template with an unknown filter",
+        "[[step]]\nname = \"a\"\nsleep = \"1s\"\n[[step]]\nname = \"b\"\nshell = \"echo {{ steps.a.output | uper }}\"\n",
+        ":6:35",
+        "unknown filter `uper`",
+    ),
     ("invalid TOML syntax", "[[step]]\nname = \"a\nsleep = \"1s\"\n", ":2:", "invalid TOML"),
     ("wrong value type", "[[step]]\nname = \"a\"\nsleep = \"1s\"\nretries = \"3\"\n", ":4:11", "must be an integer"),
 ];

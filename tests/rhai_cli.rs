@@ -259,3 +259,23 @@ throw "the disk is full";
         .collect();
     assert_eq!(roots, ["main", "on_failure", "on_exit"], "{doc:#}");
 }
+
+/// `run_id()` is the history's id of the run under the daemon, and `()`
+/// under `gatherd run`; `job_name()` is the job's name in both.
+#[test]
+fn run_id_is_the_historys_under_the_daemon_and_unit_under_run() {
+    let d = Daemon::start(&[], &[], &[]);
+    d.drop_file("ids.rhai", "print(`ids: ${job_name()} ${run_id()}`);\nrun_id()\n");
+    assert!(d.wait_for(Duration::from_secs(20), |l| finished(l, "ids.rhai", "succeeded")), "{}", d.dump());
+    let run_id = d.lines().iter().find(|l| is(l, "ids.rhai", "run finished")).map(|l| l["run_id"].clone());
+    let run_id = run_id.and_then(|v| v.as_i64()).expect("a run id");
+    let printed =
+        d.lines().iter().find_map(|l| l["message"].as_str().filter(|m| m.starts_with("ids: ")).map(String::from));
+    assert_eq!(printed.as_deref(), Some(format!("ids: ids {run_id}").as_str()), "{}", d.dump());
+
+    let dir = tempfile::tempdir().expect("temp");
+    let file = write(dir.path(), "ids.rhai", "[job_name(), run_id()]\n");
+    let (code, doc, _) = run_json(&file);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["result"], json!(["ids", null]));
+}

@@ -250,6 +250,25 @@ fn a_runaway_template_fails_its_step_with_the_budget_error() {
     assert!(error.contains("`command`") && error.contains("budget"), "{error}");
 }
 
+/// A template that passes `check` and fails at run time (the result has no
+/// such key) names the field and the job file's line (issue 14).
+#[test]
+fn a_render_error_at_run_time_names_the_field_and_the_job_files_line() {
+    let dir = tempfile::tempdir().expect("temp");
+    let file = write(
+        dir.path(),
+        "backup.toml",
+        "# back up, then say where\n\n[[group]]\nname = \"main\"\nsequence = [\"dump\", \"say\"]\n\n\
+         [[step]]\nname = \"dump\"\nsleep = \"0s\"\noutput = { path = \"app.sql\" }\n\n\
+         [[step]]\nname = \"say\"\nshell = { command = \"echo {{ steps.dump.output.size }}\" }\n",
+    );
+    let (code, doc, _) = run_json(&file);
+    assert_eq!(code, 1, "{doc:#}");
+    let error = step(&doc, "main/say")["error"].as_str().expect("error").to_string();
+    assert!(error.starts_with("rendering `command` (backup.toml:14): "), "{error}");
+    assert!(error.contains("undefined"), "{error}");
+}
+
 /// `gatherd run --follow` without a terminal: each output line on stdout as
 /// it comes (`STEP STREAM TEXT`), then the report. The step waits for a file
 /// the test creates only once the first line has arrived, so a line printed

@@ -643,7 +643,7 @@ impl Supervisor {
                 script_limits: self.opts.config.script_limits(),
                 ledger: self.processes.as_ref().map(|p| p.for_job(fire.job.as_str())),
                 environment: self.environment.clone(),
-                run_id: None,
+                run_id: None, // the store's, set by the run task once it has it
             },
             reply: fire.reply,
             queue,

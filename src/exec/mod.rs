@@ -88,8 +88,9 @@ pub struct RunContext {
     /// What steps get from outside the job: their processes' base
     /// environment, the secrets, and the masker every event goes through.
     pub environment: Arc<Environment>,
-    /// The run's id in the history (`GATHERD_RUN_ID`, `{{ run.id }}`);
-    /// `None` under `gatherd run`, which keeps no history.
+    /// The run's id in the history (`GATHERD_RUN_ID`, `{{ run.id }}`, a
+    /// Rhai job's `run_id()`); `None` under `gatherd run`, which keeps no
+    /// history.
     pub run_id: Option<i64>,
 }
 

@@ -20,6 +20,7 @@
 //! `NodeFinished` follows the events of everything it started.
 
 use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -61,8 +62,13 @@ enum Pending {
 struct Iter {
     /// Results not yet taken by the script, in finish order.
     ready: VecDeque<Outcome>,
-    /// Children still running.
+    /// Children not finished yet: running, or waiting in `queue`.
     running: usize,
+    /// Children waiting for a place in the window (`#{ limit: N }`), in
+    /// the order given, each with its index; the next starts when one ends.
+    queue: VecDeque<(usize, Node)>,
+    /// The token every child runs under.
+    token: CancellationToken,
     /// The script waiting for the next results.
     waiting: Option<Sender<Vec<Outcome>>>,
     /// The group node the children are recorded under.
@@ -142,7 +148,8 @@ impl Runner {
         tokio::pin!(deadline);
         let sandbox =
             Sandbox { limits, cancelled: Arc::new(move || probe.is_cancelled() || flag.load(Ordering::Relaxed)) };
-        let (link, mut requests) = api::connect(sandbox);
+        let run = api::RunInfo { job_name: self.job.name.clone(), run_id: self.ctx.run_id };
+        let (link, mut requests) = api::connect(sandbox, run);
         link.set_lookup(super::environment::script_lookup(&self.job, &self.ctx.environment));
         let code = s.code.clone();
         // A handler calls its function with what the run's end was.
@@ -269,23 +276,20 @@ impl<'a> Driver<'a> {
         })));
     }
 
-    fn group(&mut self, mode: GroupMode, steps: Vec<Step>, timeout: Option<Duration>) -> Node {
+    fn group(
+        &mut self,
+        mode: GroupMode,
+        steps: Vec<Step>,
+        limit: Option<NonZeroUsize>,
+        timeout: Option<Duration>,
+    ) -> Node {
         let label = match (mode, timeout) {
             (_, Some(_)) => "wait_for",
             (m, None) => m.key(),
         };
         let name = self.name("", label);
         let children = steps.into_iter().map(|s| Node::Step(self.named(s))).collect();
-        Node::Group(Group {
-            name,
-            mode,
-            children,
-            limit: None,
-            on_error: OnError::Cancel,
-            timeout,
-            each: None,
-            finally: None,
-        })
+        Node::Group(Group { name, mode, children, limit, on_error: OnError::Cancel, timeout, each: None, finally: None })
     }
 
     fn handle(&mut self, request: Request) {
@@ -299,25 +303,25 @@ impl<'a> Driver<'a> {
                 self.pending.insert(id, Pending::Reply(reply));
                 self.start(id, node, here, token);
             }
-            Request::Group { mode, steps, reply } => {
+            Request::Group { mode, steps, limit, reply } => {
                 let id = self.id();
-                let node = self.group(mode, steps, None);
+                let node = self.group(mode, steps, limit, None);
                 self.pending.insert(id, Pending::Reply(reply));
                 self.start(id, node, here, token);
             }
             Request::WaitFor { step, timeout, reply } => {
                 let id = self.id();
-                let node = self.group(GroupMode::Sequence, vec![step], Some(timeout));
+                let node = self.group(GroupMode::Sequence, vec![step], None, Some(timeout));
                 self.pending.insert(id, Pending::Single(reply));
                 self.start(id, node, here, token);
             }
-            Request::AsCompleted { steps, settle, reply } => {
-                let iter = self.collect(GroupMode::AsCompleted, steps, settle, None, token);
+            Request::AsCompleted { steps, settle, limit, reply } => {
+                let iter = self.collect(GroupMode::AsCompleted, steps, settle, limit, None, token);
                 self.answer(reply, iter);
             }
-            Request::Settled { steps, reply } => {
+            Request::Settled { steps, limit, reply } => {
                 let slots = vec![Value::Null; steps.len()];
-                self.collect(GroupMode::Gather, steps, true, Some((slots, reply)), token);
+                self.collect(GroupMode::Gather, steps, true, limit, Some((slots, reply)), token);
             }
             // Every result already in is handed over at once: one round trip
             // per batch, not per result. Empty: nothing more will come.
@@ -366,12 +370,15 @@ impl<'a> Driver<'a> {
     }
 
     /// Starts `steps` under a group node the driver records itself, routing each
-    /// result to the returned collection.
+    /// result to the returned collection. With a `limit`, only that many run
+    /// at once: the rest wait in the collection's queue, in order, and the
+    /// next starts when one finishes (a TOML group's sliding window).
     fn collect(
         &mut self,
         mode: GroupMode,
         steps: Vec<Step>,
         settle: bool,
+        limit: Option<NonZeroUsize>,
         ordered: Option<(Vec<Value>, Sender<Outcome>)>,
         token: CancellationToken,
     ) -> u64 {
@@ -386,9 +393,16 @@ impl<'a> Driver<'a> {
             at: started,
         });
         let running = steps.len();
+        let window = limit.map_or(usize::MAX, NonZeroUsize::get);
+        let mut queue = VecDeque::new();
         for (index, step) in steps.into_iter().enumerate() {
-            let id = self.id();
+            // Named in the order given, whenever they start.
             let node = Node::Step(self.named(step));
+            if index >= window {
+                queue.push_back((index, node));
+                continue;
+            }
+            let id = self.id();
             self.pending.insert(id, Pending::Collect { iter, index });
             // Nothing cancels one child alone: they can share the token.
             self.start(id, node, path.clone(), token.clone());
@@ -401,7 +415,10 @@ impl<'a> Driver<'a> {
             failures: Vec::new(),
             results: Vec::new(),
         };
-        self.iters.insert(iter, Iter { ready: VecDeque::new(), running, waiting: None, group, settle, ordered });
+        self.iters.insert(
+            iter,
+            Iter { ready: VecDeque::new(), running, queue, token, waiting: None, group, settle, ordered },
+        );
         if running == 0 {
             self.close_iter(iter);
         }
@@ -452,6 +469,7 @@ impl<'a> Driver<'a> {
                         None => it.ready.push_back(outcome),
                     }
                 }
+                self.start_queued(iter);
                 if self.iters.get(&iter).is_some_and(|it| it.running == 0) {
                     self.close_iter(iter);
                 }
@@ -468,6 +486,33 @@ impl<'a> Driver<'a> {
             }
             None => {}
         }
+    }
+
+    /// A child of collection `iter` finished: the next one waiting starts —
+    /// unless the collection is being cancelled (the script ended), and then
+    /// every one waiting is recorded skipped, as a TOML group's would be.
+    fn start_queued(&mut self, iter: u64) {
+        let Some(it) = self.iters.get_mut(&iter) else { return };
+        if it.queue.is_empty() {
+            return;
+        }
+        let path = it.group.path.clone();
+        let token = it.token.clone();
+        if token.is_cancelled() {
+            let skipped: Vec<(usize, Node)> = it.queue.drain(..).collect();
+            it.running -= skipped.len();
+            for (_, node) in &skipped {
+                it.group.failures.push(format!("`{}` skipped: not started", node.name()));
+            }
+            for (_, node) in &skipped {
+                self.runner.skip(node, &path);
+            }
+            return;
+        }
+        let Some((index, node)) = it.queue.pop_front() else { return };
+        let id = self.id();
+        self.pending.insert(id, Pending::Collect { iter, index });
+        self.start(id, node, path, token);
     }
 
     /// Records the end of a collection's group once its last child is done,

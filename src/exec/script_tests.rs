@@ -341,3 +341,129 @@ async fn the_wall_time_limit_counts_the_time_spent_waiting_for_steps() {
     assert!(error.contains("wall-time limit (2s)"), "{error}");
     assert_eq!(timing(&report, "main/long"), (Status::Cancelled, Some(0), Some(2000)));
 }
+
+/// Runs `code` with `ctx`; returns the outcome, the report and every event.
+async fn run_script_events(code: &str, ctx: RunContext) -> (RunOutcome, RunReport, Vec<RunEvent>) {
+    let job = script_job(code);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut report = RunReport::new(job.name.clone(), job.file.clone());
+    let outcome = run(std::sync::Arc::new(job), ctx, tx).await;
+    let mut events = Vec::new();
+    while let Ok(event) = rx.try_recv() {
+        report.apply(&event);
+        events.push(event);
+    }
+    (outcome, report, events)
+}
+
+/// The most steps under `group` (a path) in flight at once, from the
+/// event stream: each start counts up, each end counts down.
+fn max_in_flight(events: &[RunEvent], group: &str) -> usize {
+    let prefix = format!("{group}/");
+    let (mut now, mut max) = (0usize, 0usize);
+    for event in events {
+        match event {
+            RunEvent::NodeStarted { path, .. } if path.starts_with(&prefix) => {
+                now += 1;
+                max = max.max(now);
+            }
+            RunEvent::NodeFinished { path, started: Some(_), .. } if path.starts_with(&prefix) => now -= 1,
+            _ => {}
+        }
+    }
+    max
+}
+
+/// The start times (ms) of the steps under `group`, in the order they started.
+fn starts(events: &[RunEvent], group: &str) -> Vec<u64> {
+    let prefix = format!("{group}/");
+    events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::NodeStarted { path, at, .. } if path.starts_with(&prefix) => Some(millis(*at)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn gather_with_a_limit_never_has_more_in_flight_and_keeps_the_order() {
+    let code = "gather((0..20).map(|i| sleep(1, i)), #{ limit: 5 })";
+    let (outcome, report, events) = run_script_events(code, RunContext::new(BlockingPool::simulated(2))).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{:?}", outcome.error);
+    assert_eq!(outcome.result, Some(json!((0..20).collect::<Vec<_>>())));
+    assert_eq!(max_in_flight(&events, "main/gather_1"), 5);
+    // Four rounds of five one-second sleeps.
+    assert_eq!(report.duration_ms, 4000);
+    let mut expected: Vec<u64> = (0..4).flat_map(|round| [round * 1000; 5]).collect();
+    expected.sort_unstable();
+    assert_eq!(starts(&events, "main/gather_1"), expected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_limit_is_a_sliding_window_not_batches() {
+    // One slow step and many quick ones: with a window, the quick ones keep
+    // the other places busy while the slow one runs; in batches of 2 they
+    // would wait for it.
+    let code = r#"let steps = [sleep(3, "slow")] + (0..6).map(|i| sleep(1, i));
+                  let order = [];
+                  for x in as_completed(steps, #{ limit: 2 }) { order.push(x); }
+                  [gather(steps, #{ limit: 2 }), order]"#;
+    let (outcome, report, events) = run_script_events(code, RunContext::new(BlockingPool::simulated(2))).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{:?}", outcome.error);
+    assert_eq!(outcome.result, Some(json!([["slow", 0, 1, 2, 3, 4, 5], [0, 1, "slow", 2, 3, 4, 5]])));
+    assert_eq!(max_in_flight(&events, "main/as_completed_1"), 2);
+    assert_eq!(max_in_flight(&events, "main/gather_1"), 2);
+    // The slow one holds one place for 3 s while 0, 1 and 2 pass through the
+    // other; then 3 and 4 together, then 5: 5 s (batches of two: 6 s). Then
+    // the gather, the same 5 s.
+    assert_eq!(timing(&report, "main/as_completed_1"), (Status::Succeeded, Some(0), Some(5000)));
+    assert_eq!(timing(&report, "main/gather_1"), (Status::Succeeded, Some(5000), Some(10_000)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn gather_with_a_limit_and_return_exceptions_settles_in_order() {
+    let code = r#"let bad = read_file("/nonexistent/gatherd-test").named("bad");
+                  let all = gather([sleep(1, "a"), bad, sleep(1, "c")], #{ limit: 1, return_exceptions: true });
+                  [all[0], is_error(all[1]), all[2]]"#;
+    let (outcome, report, events) = run_script_events(code, RunContext::new(BlockingPool::simulated(2))).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{:?}", outcome.error);
+    assert_eq!(outcome.result, Some(json!(["a", true, "c"])));
+    assert_eq!(max_in_flight(&events, "main/gather_1"), 1);
+    assert_eq!(report.duration_ms, 2000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_option_or_a_limit_below_one_is_a_script_error_naming_it() {
+    for (code, words) in [
+        ("gather([sleep(1)], #{ limt: 5 })", "gather(): unknown option `limt`; did you mean `limit`?"),
+        ("as_completed([sleep(1)], #{ size: 5 })", "as_completed(): unknown option `size`; the options are"),
+        ("gather([sleep(1)], #{ limit: 0 })", "gather(): `limit` must be at least 1"),
+        ("as_completed([sleep(1)], #{ limit: -3 })", "as_completed(): `limit` must be at least 1"),
+        ("gather([sleep(1)], #{ limit: \"5\" })", "gather(): `limit` must be an integer"),
+    ] {
+        let (outcome, _) = run_script(code).await;
+        assert_eq!(outcome.status, Status::Failed, "{code}");
+        let error = outcome.error.unwrap_or_default();
+        assert!(error.contains(words), "{code}: {error}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_script_knows_its_job_name_run_id_and_the_time() {
+    let code = "[job_name(), run_id(), now()]";
+    let (outcome, _) = run_script(code).await;
+    let result = outcome.result.expect("a result");
+    // `gatherd run` keeps no history: no run id.
+    assert_eq!(result[0], json!("script"));
+    assert_eq!(result[1], json!(null));
+    let now = result[2].as_str().expect("now() is a string");
+    let at = chrono::DateTime::parse_from_rfc3339(now).expect("RFC 3339");
+    assert!((chrono::Utc::now() - at.to_utc()).num_seconds().abs() < 60, "{now}");
+    assert!(now.ends_with('Z') && now.len() == "2026-11-29T14:15:22.123Z".len(), "{now}");
+
+    let mut ctx = RunContext::new(BlockingPool::simulated(2));
+    ctx.run_id = Some(42);
+    let (outcome, _, _) = run_script_events("run_id()", ctx).await;
+    assert_eq!(outcome.result, Some(json!(42)));
+}

@@ -770,7 +770,7 @@ impl Runner {
     }
 
     /// Records `node` and everything under it as skipped.
-    fn skip(&self, node: &Node, parent: &str) {
+    pub(super) fn skip(&self, node: &Node, parent: &str) {
         self.skip_because(node, parent, "not started: cancelled before its turn");
     }
 

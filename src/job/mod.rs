@@ -27,7 +27,7 @@ pub use identity::{Identity, UserIdentity};
 pub use kind::NodeKind;
 pub use name::{NameError, closest, resolve as resolve_name};
 pub use script::{CallFn, CallStep, CancelProbe, LimitOverrides, ScriptLimits, ScriptNode, ScriptSource, ScriptStep};
-pub use template::{RENDER_FUEL, RenderError, Template};
+pub use template::{NAMES as TEMPLATE_NAMES, RENDER_FUEL, RenderError, Template, TemplateError};
 
 /// One job, loaded from one file and validated.
 #[derive(Debug, Clone, PartialEq)]

@@ -286,6 +286,7 @@ impl Ctx {
         let s = self.string(key, v)?;
         match Template::parse(s) {
             Ok(t) => {
+                let t = if t.is_dynamic() { t.at_line(self.line_col(v.span().start).0) } else { t };
                 if !t.steps().is_empty() || t.uses_input() || !t.outcome_reads().is_empty() {
                     let span = v.span();
                     let steps = t
@@ -303,12 +304,41 @@ impl Ctx {
                 }
                 Some(t)
             }
+            Err(e) if e.label.is_some() => {
+                let span = match e.at.clone() {
+                    Some(at) => self.within(&v.span(), s, at),
+                    None => v.span(),
+                };
+                let d = self.error(span, format!("{} in `{key}`", e.message));
+                if let Some(label) = &e.label {
+                    d.label(label.clone());
+                }
+                if let Some(help) = &e.help {
+                    d.help(help.clone());
+                }
+                None
+            }
             Err(e) => {
                 self.error(v.span(), format!("invalid template in `{key}`: {e}"))
                     .label("this template does not parse")
                     .help("templates are Jinja: `{{ steps.NAME.output }}`, and `{{ input }}` in an `each` step");
                 None
             }
+        }
+    }
+
+    /// The span in the file of bytes `at` of `text`, the string value written
+    /// at `span`: exact when the value is written without escapes (the text
+    /// is then found as is inside it), else where the same bytes first
+    /// appear in it, else the whole value.
+    fn within(&self, span: &Range<usize>, text: &str, at: Range<usize>) -> Range<usize> {
+        let Some(raw) = self.source().get(span.clone()) else { return span.clone() };
+        if let Some(start) = raw.find(text) {
+            return span.start + start + at.start..span.start + start + at.end;
+        }
+        match text.get(at) {
+            Some(needle) => self.narrow(span, needle),
+            None => span.clone(),
         }
     }
 

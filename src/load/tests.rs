@@ -292,7 +292,7 @@ shell = "echo {{ input }}"
 
 [[step]]
 name = "after"
-shell = "echo {{ steps.fan.output }}"
+shell = "echo after"
 "#,
     );
     let root = group(&job.root);
@@ -841,6 +841,80 @@ fn template_referencing_a_later_step() {
     ));
 }
 
+/// A `sequence` with `on_error = "continue"` goes on after a child failed,
+/// so a later child may not read an earlier one's result (issue 14: `check`
+/// accepted it, and the run failed rendering the failed step's output).
+#[test]
+fn template_referencing_an_earlier_child_of_a_continue_sequence() {
+    insta::assert_snapshot!(render(
+        "[[group]]\nname = \"main\"\nsequence = [\"fetch\", \"show\"]\non_error = \"continue\"\n\n[[step]]\nname = \"fetch\"\nhttp = \"http://x/\"\n\n[[step]]\nname = \"show\"\nshell = \"echo {{ steps.fetch.output }}\"\n"
+    ));
+}
+
+#[test]
+fn template_referencing_a_step_nested_in_an_earlier_child_of_a_continue_sequence() {
+    insta::assert_snapshot!(render(
+        "[[group]]\nname = \"main\"\nsequence = [\"facts\", \"show\"]\non_error = \"continue\"\n\n[[group]]\nname = \"facts\"\ngather = [\"a\", \"b\"]\n\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n\n[[step]]\nname = \"b\"\nsleep = \"1s\"\n\n[[step]]\nname = \"show\"\nshell = \"echo {{ steps.a.output }}\"\n"
+    ));
+}
+
+/// What stays accepted around `on_error = "continue"`: a `continue` group
+/// inside a `cancel` sequence (it fails at its end, and the sequence stops),
+/// a `continue` sequence's child reading within its own `cancel` sequence,
+/// and a `continue` sequence reading what finished before it.
+#[test]
+fn a_continue_group_below_a_cancel_sequence_may_still_be_read() {
+    load(
+        r#"
+[[group]]
+name = "main"
+sequence = ["setup", "facts", "steps2", "report"]
+
+[[group]]
+name = "facts"
+gather = ["a", "b"]
+on_error = "continue"
+
+[[group]]
+name = "steps2"
+sequence = ["inner", "after"]
+on_error = "continue"
+
+[[group]]
+name = "inner"
+sequence = ["c", "d"]
+
+[[step]]
+name = "setup"
+sleep = "0s"
+
+[[step]]
+name = "a"
+sleep = "0s"
+
+[[step]]
+name = "b"
+sleep = "0s"
+
+[[step]]
+name = "c"
+sleep = "0s"
+
+[[step]]
+name = "d"
+shell = "echo {{ steps.c.output }} {{ steps.a.output }}"
+
+[[step]]
+name = "after"
+shell = "echo {{ steps.setup.output }} {{ steps.facts.output }}"
+
+[[step]]
+name = "report"
+shell = "echo {{ steps.a.output }} {{ steps.steps2.output }} {{ steps.d.output }}"
+"#,
+    );
+}
+
 #[test]
 fn template_referencing_a_race_loser() {
     insta::assert_snapshot!(render(
@@ -858,6 +932,78 @@ fn each_step_referencing_its_groups_children() {
     insta::assert_snapshot!(render(
         "[[group]]\nname = \"main\"\nas_completed = [\"a\", \"b\"]\neach = \"e\"\n\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n\n[[step]]\nname = \"b\"\nsleep = \"1s\"\n\n[[step]]\nname = \"e\"\nshell = \"echo {{ steps.a.output }}\"\n"
     ));
+}
+
+/// Template typos are caught by `check`, placed inside the string (issue 14).
+#[test]
+fn template_misspelt_attribute_of_a_step() {
+    insta::assert_snapshot!(render(
+        "[[step]]\nname = \"a\"\nsleep = \"1s\"\n\n[[step]]\nname = \"b\"\nshell = \"echo {{ steps.a.outptu }}\"\n"
+    ));
+}
+
+#[test]
+fn template_unknown_variable() {
+    insta::assert_snapshot!(render(
+        "[[step]]\nname = \"a\"\nsleep = \"1s\"\n\n[[step]]\nname = \"b\"\nexec = [\"echo\", \"{{ stpes.a.output }}\"]\n"
+    ));
+}
+
+#[test]
+fn template_misspelt_attribute_of_job() {
+    insta::assert_snapshot!(render("[[step]]\nname = \"a\"\nshell = \"echo {{ job.nmae }}\"\n"));
+}
+
+#[test]
+fn template_unknown_filter() {
+    insta::assert_snapshot!(render(
+        "[[step]]\nname = \"a\"\nsleep = \"1s\"\n\n[[step]]\nname = \"b\"\nwrite_file = { path = \"out.txt\", content = \"\"\"\ntotal: {{ steps.a.output }}\nname: {{ steps.a.output | uper }}\n\"\"\" }\n"
+    ));
+}
+
+#[test]
+fn template_unknown_test() {
+    insta::assert_snapshot!(render(
+        "[[step]]\nname = \"a\"\nsleep = \"1s\"\n\n[[step]]\nname = \"b\"\nshell = \"{% if steps.a.output is od %}odd{% endif %}\"\n"
+    ));
+}
+
+/// What a template may read and call stays accepted.
+#[test]
+fn templates_reading_the_allowed_names_and_builtin_filters_load() {
+    load(
+        r#"
+[[group]]
+name = "main"
+sequence = ["a", "fan", "b"]
+
+[[group]]
+name = "fan"
+as_completed = ["c"]
+each = "e"
+
+[[step]]
+name = "a"
+sleep = "0s"
+output = { items = [1, 2] }
+
+[[step]]
+name = "c"
+sleep = "0s"
+
+[[step]]
+name = "e"
+shell = "echo {{ input.x | default('none') }} {{ input }}"
+
+[[step]]
+name = "b"
+shell = """echo {{ steps.a.output.items | join(",") }} {{ job.name }} {{ run.id }} {{ run.started_at }} {{ secrets.TOKEN }}
+{% filter upper %}{{ steps.a.output | tojson }}{% endfilter %} {{ "a | nope is nothing" }}
+{% if steps.a.output is not none and steps.a.output.items is sequence %}{{ steps.fan.output | length }}{% endif %}
+{# a comment: {{ x | nothing }} #}{% raw %}{{ y | nothing }}{% endraw %}
+{% for x in steps.a.output.items if x is odd %}{{ loop.index }}{{ x | string | trim }}{% endfor %}"""
+"#,
+    );
 }
 
 #[test]

@@ -5,8 +5,10 @@
 //! other step and group must be listed exactly once (an `each` counts as a
 //! use). A template may read `steps.NAME.output` only when NAME is certain to
 //! have finished successfully before the step starts: their lowest common
-//! ancestor is a `sequence` in which NAME's branch comes first, and NAME is
-//! not inside a `race` below that ancestor (a race's losers are cancelled).
+//! ancestor is a `sequence` in which NAME's branch comes first and that stops
+//! at a failure (not `on_error = "continue"`, which goes on after a failed
+//! child), and NAME is not inside a `race` below that ancestor (a race's
+//! losers are cancelled).
 //!
 //! A group's `finally` and the `[handlers]` are steps or groups no group
 //! lists. For the checks they stand where they run: a finally right after
@@ -64,6 +66,8 @@ struct Tree {
     hidden_from: usize,
     /// Per group (id - n_steps): mode, children ids, each id.
     modes: Vec<Option<GroupMode>>,
+    /// Per group: what a child's failure does (`on_error`).
+    on_errors: Vec<OnError>,
     children: Vec<Vec<usize>>,
     each: Vec<Option<usize>>,
     /// Name → id, for the first definition of each name.
@@ -110,6 +114,11 @@ impl Tree {
 
     fn mode(&self, id: usize) -> Option<GroupMode> {
         self.modes.get(id.checked_sub(self.n_steps)?).copied().flatten()
+    }
+
+    /// The `on_error` of group `id` (`cancel` for a step).
+    fn on_error(&self, id: usize) -> OnError {
+        id.checked_sub(self.n_steps).and_then(|g| self.on_errors.get(g)).copied().unwrap_or(OnError::Cancel)
     }
 
     fn what(&self, id: usize) -> &'static str {
@@ -389,6 +398,7 @@ impl Tree {
             handlers: Vec::new(),
             hidden_from: total,
             modes: if synthetic { vec![Some(GroupMode::Sequence)] } else { groups.iter().map(|g| g.mode).collect() },
+            on_errors: if synthetic { vec![OnError::Cancel] } else { groups.iter().map(|g| g.on_error).collect() },
             children: vec![Vec::new(); n_groups],
             each: vec![None; n_groups],
             by_name: HashMap::with_capacity_and_hasher(total, Default::default()),
@@ -743,7 +753,9 @@ fn check_reference(
     outcome: bool,
 ) {
     match reference_problem(tree, s, each_group, t) {
-        Some(RefProblem::InRace { .. } | RefProblem::InFinally { .. }) if outcome => {}
+        // Inside a handler or a finally, a step that may have failed is
+        // read for its status: its output is null then.
+        Some(RefProblem::InRace { .. } | RefProblem::InFinally { .. } | RefProblem::MayHaveFailed { .. }) if outcome => {}
         Some(problem) => problem.report(ctx, tree, s, t, span),
         None => {}
     }
@@ -770,7 +782,13 @@ fn reference_problem(tree: &Tree, s: usize, each_group: Option<usize>, t: usize)
     let lca = tree.lca(pos, t)?;
     let direct = lca.a == pos && lca.b == t;
     match tree.mode(lca.node).unwrap_or(GroupMode::Sequence) {
-        GroupMode::Sequence if tree.index[lca.b] < tree.index[lca.a] => {}
+        // With `on_error = "continue"` the sequence goes on after `t`'s
+        // branch failed, so `t` may have no result when `s` starts.
+        GroupMode::Sequence if tree.index[lca.b] < tree.index[lca.a] => {
+            if tree.on_error(lca.node) == OnError::Continue {
+                return Some(RefProblem::MayHaveFailed { lca, direct });
+            }
+        }
         GroupMode::Sequence if lca.node >= tree.hidden_from => return Some(RefProblem::RunsAfter { lca }),
         GroupMode::Sequence => return Some(RefProblem::LaterInSequence { lca, direct }),
         mode => return Some(RefProblem::Concurrent { lca, mode, direct }),
@@ -809,6 +827,10 @@ enum RefProblem {
     /// The result comes later in the sequence `lca.node`; `direct` when the
     /// step and the result are themselves the sequence's children.
     LaterInSequence { lca: Lca, direct: bool },
+    /// The result comes earlier in the sequence `lca.node`, which has
+    /// `on_error = "continue"`: it goes on after a failure, so the result
+    /// may not exist.
+    MayHaveFailed { lca: Lca, direct: bool },
     /// The two run at once in a group of `mode`.
     Concurrent { lca: Lca, mode: GroupMode, direct: bool },
     /// The result is inside `race`, which may cancel it.
@@ -878,6 +900,19 @@ impl RefProblem {
                     )
                 };
                 ctx.error(span, message).label("runs later").help(help);
+            }
+            RefProblem::MayHaveFailed { lca, direct } => {
+                let (ln, bn) = (tree.name(lca.node), tree.name(lca.b));
+                let holder = if direct { String::new() } else { format!(" (in `{bn}`)") };
+                ctx.error(
+                    span,
+                    format!("`{tn}` may have failed when `{sn}` starts: sequence `{ln}` has `on_error = \"continue\"`"),
+                )
+                .label("may have failed")
+                .help(format!(
+                    "`{ln}` goes on after a failed child, so `{tn}`{holder} may have no result; remove \
+                     `on_error = \"continue\"` (then `{sn}` is skipped when `{bn}` fails), or do not read `{tn}` here"
+                ));
             }
             RefProblem::Concurrent { lca, mode, direct } => {
                 let (ln, an, bn) = (tree.name(lca.node), tree.name(lca.a), tree.name(lca.b));

@@ -11,6 +11,7 @@
 //! only describes steps and asks the driver. The driver lives in `crate::exec`.
 
 use std::collections::VecDeque;
+use std::num::NonZeroUsize;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -46,6 +47,8 @@ pub enum Request {
         mode: GroupMode,
         /// The steps.
         steps: Vec<Step>,
+        /// At most this many at once (`#{ limit: N }`), as a TOML group's `limit`.
+        limit: Option<NonZeroUsize>,
         /// The group's result.
         reply: Sender<Outcome>,
     },
@@ -64,6 +67,8 @@ pub enum Request {
     Settled {
         /// The steps.
         steps: Vec<Step>,
+        /// At most this many at once; the next starts when one finishes.
+        limit: Option<NonZeroUsize>,
         /// The list of results.
         reply: Sender<Outcome>,
     },
@@ -73,6 +78,8 @@ pub enum Request {
         steps: Vec<Step>,
         /// Hand failures on as error maps instead of raising them.
         settle: bool,
+        /// At most this many at once; the next starts when one finishes.
+        limit: Option<NonZeroUsize>,
         /// The id of the iterator.
         reply: Sender<u64>,
     },
@@ -154,6 +161,17 @@ pub struct Link {
     sandbox: Sandbox,
     /// What `env(name)` and `secret(name)` answer (`script::lookup`).
     lookup: Arc<OnceLock<crate::script::lookup::Lookup>>,
+    /// What the script may know of its run.
+    run: Arc<RunInfo>,
+}
+
+/// What a script may know of its run: `job_name()` and `run_id()`.
+#[derive(Debug, Clone, Default)]
+pub struct RunInfo {
+    /// The job's name (its file name without the extension).
+    pub job_name: String,
+    /// The run's id in the daemon's history; `None` under `gatherd run`.
+    pub run_id: Option<i64>,
 }
 
 /// The driver's side: requests in the order the script sent them.
@@ -185,11 +203,13 @@ impl Requests {
 }
 
 /// A connected pair: the script's link and the driver's requests.
-pub fn connect(sandbox: Sandbox) -> (Link, Requests) {
+pub fn connect(sandbox: Sandbox, run: RunInfo) -> (Link, Requests) {
     let (tx, rx) = mpsc::channel();
     let notify = Arc::new(Notify::new());
     let lookup = Arc::new(OnceLock::new());
-    (Link { tx, notify: notify.clone(), ast: Arc::new(OnceLock::new()), sandbox, lookup }, Requests { rx, notify })
+    let link =
+        Link { tx, notify: notify.clone(), ast: Arc::new(OnceLock::new()), sandbox, lookup, run: Arc::new(run) };
+    (link, Requests { rx, notify })
 }
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
@@ -233,7 +253,7 @@ impl Link {
 pub fn engine_for_check(limits: &crate::job::ScriptLimits) -> Engine {
     let sandbox_ = Sandbox { limits: limits.clone(), cancelled: Arc::new(|| false) };
     let mut engine = sandbox(&sandbox_);
-    let (link, _requests) = connect(sandbox_);
+    let (link, _requests) = connect(sandbox_, RunInfo::default());
     register(&mut engine, &link);
     engine
 }
@@ -394,6 +414,50 @@ fn steps_of(items: Array) -> RhaiResult<Vec<Step>> {
     Ok(steps)
 }
 
+/// The options of `gather(list, #{ ... })` and `as_completed(list, #{ ... })`.
+#[derive(Debug, Clone, Copy, Default)]
+struct GroupOptions {
+    /// `limit`: at most this many steps at once (≥ 1).
+    limit: Option<NonZeroUsize>,
+    /// `return_exceptions`: failures come back as error maps.
+    settle: bool,
+}
+
+/// The keys `#{ ... }` may have after a `gather` or `as_completed` list.
+const GROUP_OPTIONS: [&str; 2] = ["limit", "return_exceptions"];
+
+/// Reads `#{ limit: N, return_exceptions: B }`; an unknown key or a limit
+/// below 1 is an error naming it (`func` is the function, for the message).
+fn group_options(func: &str, options: &Map) -> RhaiResult<GroupOptions> {
+    let mut out = GroupOptions::default();
+    for (key, value) in options {
+        match key.as_str() {
+            "limit" => {
+                let n =
+                    value.as_int().map_err(|t| error(format!("{func}(): `limit` must be an integer, found {t}")))?;
+                let limit = usize::try_from(n).ok().and_then(NonZeroUsize::new).ok_or_else(|| {
+                    error(format!("{func}(): `limit` must be at least 1 (at most that many steps at once), found {n}"))
+                })?;
+                out.limit = Some(limit);
+            }
+            "return_exceptions" => {
+                out.settle = value
+                    .as_bool()
+                    .map_err(|t| error(format!("{func}(): `return_exceptions` must be true or false, found {t}")))?;
+            }
+            other => {
+                let near = GROUP_OPTIONS.iter().find(|k| strsim::levenshtein(other, k) <= 2);
+                let hint = match near {
+                    Some(k) => format!("did you mean `{k}`?"),
+                    None => "the options are `limit` and `return_exceptions`".to_string(),
+                };
+                return Err(error(format!("{func}(): unknown option `{other}`; {hint}")));
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn text_of(map: &Map, key: &str) -> RhaiResult<Option<String>> {
     match map.get(key) {
         None => Ok(None),
@@ -436,19 +500,27 @@ pub fn register(engine: &mut Engine, link: &Link) {
         to_script(l.ask(|reply| Request::Await { step: s.into_step(), reply })?)
     });
     let l = link.clone();
-    engine.register_fn("gather", move |items: Array| {
+    let gather = move |items: Array, options: GroupOptions| {
         let steps = steps_of(items)?;
-        to_script(l.ask(|reply| Request::Group { mode: GroupMode::Gather, steps, reply })?)
-    });
-    let l = link.clone();
-    engine.register_fn("gather", move |items: Array, return_exceptions: bool| {
-        let steps = steps_of(items)?;
-        if return_exceptions {
-            to_script(l.ask(|reply| Request::Settled { steps, reply })?)
+        let GroupOptions { limit, settle } = options;
+        if settle {
+            to_script(l.ask(|reply| Request::Settled { steps, limit, reply })?)
         } else {
-            to_script(l.ask(|reply| Request::Group { mode: GroupMode::Gather, steps, reply })?)
+            to_script(l.ask(|reply| Request::Group { mode: GroupMode::Gather, steps, limit, reply })?)
         }
+    };
+    let g = gather.clone();
+    engine.register_fn("gather", move |items: Array| g(items, GroupOptions::default()));
+    let g = gather.clone();
+    engine.register_fn("gather", move |items: Array, return_exceptions: bool| {
+        g(items, GroupOptions { limit: None, settle: return_exceptions })
     });
+    engine.register_fn("gather", move |items: Array, options: Map| gather(items, group_options("gather", &options)?));
+    let l = link.clone();
+    engine.register_fn("job_name", move || l.run.job_name.clone());
+    let l = link.clone();
+    engine.register_fn("run_id", move || l.run.run_id.map_or(Dynamic::UNIT, Dynamic::from_int));
+    engine.register_fn("now", || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     engine.register_fn("is_error", |value: Dynamic| {
         value.read_lock::<Map>().is_some_and(|m| m.contains_key("error") && m.contains_key("status"))
     });
@@ -458,28 +530,29 @@ pub fn register(engine: &mut Engine, link: &Link) {
         if steps.is_empty() {
             return Err(error("race() needs at least one step"));
         }
-        to_script(l.ask(|reply| Request::Group { mode: GroupMode::Race, steps, reply })?)
+        to_script(l.ask(|reply| Request::Group { mode: GroupMode::Race, steps, limit: None, reply })?)
     });
     let l = link.clone();
     engine.register_fn("wait_for", move |s: StepValue, secs: Dynamic| {
         let timeout = seconds(&secs)?;
         to_script(l.ask(|reply| Request::WaitFor { step: s.into_step(), timeout, reply })?)
     });
-    for settle in [false, true] {
-        let l = link.clone();
-        let start = move |items: Array, settle: bool| -> RhaiResult<AsCompleted> {
-            let steps = steps_of(items)?;
-            let id = l.ask(|reply| Request::AsCompleted { steps, settle, reply })?;
-            Ok(AsCompleted { id, link: l.clone(), taken: Arc::default() })
-        };
-        if settle {
-            engine.register_fn("as_completed", move |items: Array, return_exceptions: bool| {
-                start(items, return_exceptions)
-            });
-        } else {
-            engine.register_fn("as_completed", move |items: Array| start(items, false));
-        }
-    }
+    let l = link.clone();
+    let start = move |items: Array, options: GroupOptions| -> RhaiResult<AsCompleted> {
+        let steps = steps_of(items)?;
+        let GroupOptions { limit, settle } = options;
+        let id = l.ask(|reply| Request::AsCompleted { steps, settle, limit, reply })?;
+        Ok(AsCompleted { id, link: l.clone(), taken: Arc::default() })
+    };
+    let s = start.clone();
+    engine.register_fn("as_completed", move |items: Array| s(items, GroupOptions::default()));
+    let s = start.clone();
+    engine.register_fn("as_completed", move |items: Array, return_exceptions: bool| {
+        s(items, GroupOptions { limit: None, settle: return_exceptions })
+    });
+    engine.register_fn("as_completed", move |items: Array, options: Map| {
+        start(items, group_options("as_completed", &options)?)
+    });
     engine.register_type_with_name::<AsCompleted>("AsCompleted").register_iterator_result::<AsCompleted, Dynamic>();
 
     // `spawn` is a reserved word in Rhai, so `spawn(x)` is custom syntax.

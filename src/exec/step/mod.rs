@@ -116,7 +116,8 @@ impl StepEnv<'_> {
     /// threads, as a `to_thread` would), and a cancel wins while it runs —
     /// the abandoned render stops at its budget.
     pub async fn render(&self, field: &str, t: &Template, cancel: &CancellationToken) -> Result<String, StepError> {
-        let failed = |e: crate::job::RenderError| StepError::Failed(format!("rendering `{field}`: {e}"));
+        let failed =
+            |e: crate::job::RenderError| StepError::Failed(format!("rendering `{field}`{}: {e}", self.place(t)));
         if !t.is_dynamic() {
             return Ok(t.source().to_owned());
         }
@@ -137,7 +138,10 @@ impl StepEnv<'_> {
             _ = cancel.cancelled() => Err(StepError::Cancelled),
             done = render => match done {
                 Ok(done) => done.map_err(failed),
-                Err(e) => Err(StepError::Failed(format!("rendering `{field}`: the render's thread failed: {e}"))),
+                Err(e) => Err(StepError::Failed(format!(
+                    "rendering `{field}`{}: the render's thread failed: {e}",
+                    self.place(t)
+                ))),
             },
         }
     }
@@ -159,6 +163,15 @@ impl StepEnv<'_> {
             secrets.insert(name.as_str(), value);
         }
         Ok(minijinja::context! { secrets => secrets, ..inputs })
+    }
+
+    /// ` (backup.toml:12)`: the job file and line `t` was written on, for
+    /// a render's error; empty when `t` was not read from a file.
+    fn place(&self, t: &Template) -> String {
+        match (t.line(), self.job.file.file_name()) {
+            (Some(line), Some(file)) => format!(" ({}:{line})", file.to_string_lossy()),
+            _ => String::new(),
+        }
     }
 
     /// Resolves a path against the job's folder.
