@@ -902,7 +902,8 @@ mod tests {
         assert_eq!(t.outcome_reads(), ["run.status", "steps.a.error"]);
         assert_eq!(t.steps(), ["a", "b"]);
         let err = Template::parse("{{ run.statsu }}").unwrap_err();
-        assert!(err.contains("unknown variable `run.statsu`"), "{err}");
+        assert_eq!(err.message, "unknown attribute `statsu` in `run.statsu`");
+        assert_eq!(err.help.as_deref(), Some("did you mean `run.status`?"));
     }
 
     /// The text of `source` an error points at.
