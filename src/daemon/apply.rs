@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::catch_up;
 use super::describe;
+use super::notify::Input as NotifyInput;
 use super::supervisor::Supervisor;
 use super::table::{Hash, Loaded};
 use crate::job::{Job, Trigger};
@@ -53,8 +54,12 @@ impl Supervisor {
         if entry.job.is_some() {
             tracing::warn!(job = %id, "keeping the last valid version until the file is fixed or removed");
         }
+        let error = e.diagnostics().first().map(|d| d.one_line());
         if entry.invalid.replace(e).is_none() {
             self.invalid_jobs += 1;
+            let settings = self.notify_settings(id.as_str());
+            let event = crate::job::NotifyEvent::Invalid;
+            self.notify(NotifyInput::Event { job: id.to_string(), run_id: None, event, error, settings });
         }
     }
 
@@ -154,7 +159,7 @@ impl Supervisor {
         let (Some(job), Some(hash)) = (entry.job.clone(), entry.valid_hash) else { return };
         let plan = catch_up::plan(schedule, last, Utc::now(), job.catch_up, job.catch_up_window);
         let cause = scheduled_cause(&job.trigger);
-        if let (Some(first), Some(latest)) = (plan.missed.first(), plan.missed.last()) {
+        if let (Some(&first), Some(&latest)) = (plan.missed.first(), plan.missed.last()) {
             tracing::warn!(job = %id, count = plan.missed.len(), first = %first, last = %latest, more = plan.uncounted, "fires missed while the daemon was down; recorded as missed");
             let missed = Missed {
                 job: id.to_string(),
@@ -163,9 +168,13 @@ impl Supervisor {
                 content_hash: hash,
                 node: self.node.clone(),
             };
+            let error = Some(format!("{} fires missed, from {first} to {latest}", missed.fire_times.len()));
             if let Err(e) = self.store.record_missed(missed).await {
                 tracing::error!(job = %id, error = %e, "cannot record the missed fires");
             }
+            let settings = job.notify.clone();
+            let event = crate::job::NotifyEvent::Missed;
+            self.notify(NotifyInput::Event { job: id.to_string(), run_id: None, event, error, settings });
         }
         if plan.run.is_empty() {
             return;

@@ -30,6 +30,7 @@ mod apply;
 mod catch_up;
 mod control;
 mod listen;
+mod notify;
 mod overlap;
 mod processes;
 mod retry;

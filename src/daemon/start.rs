@@ -11,6 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use super::control::DaemonControl;
+use super::notify::Input as NotifyInput;
 use super::processes::{self, ProcessRecords, Swept};
 use super::supervisor::{Inputs, Supervisor};
 use super::{DEBOUNCE, Options};
@@ -39,7 +40,8 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
     let store: Arc<dyn RunStore> =
         Arc::new(store::open_sqlite(&db).await.with_context(|| format!("cannot open the run store {}", db.display()))?);
     let node = opts.config.node();
-    for run in store.recover(&node, INTERRUPTED).await.context("cannot recover runs left running")? {
+    let interrupted = store.recover(&node, INTERRUPTED).await.context("cannot recover runs left running")?;
+    for run in &interrupted {
         tracing::warn!(job = %run.job, run_id = run.id, started_at = %run.started_at, reason = INTERRUPTED, "run interrupted");
     }
     // A root daemon reads nothing through a link out of the jobs folder, so
@@ -71,6 +73,13 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
     ));
     tracing::info!(jobs = %sup.opts.jobs.display(), state = %sup.opts.state.display(), "gatherd daemon starting");
     sup.rescan().await;
+    // Told once the jobs (and their subscriptions) are loaded.
+    for run in interrupted {
+        let settings = sup.notify_settings(&run.job);
+        let event = crate::job::NotifyEvent::Interrupted;
+        let input = NotifyInput::Event { job: run.job, run_id: Some(run.id), event, error: run.error, settings };
+        sup.notify(input);
+    }
     sup.started = true;
     sup.systemd.ready(&sup.status_line());
     tracing::info!(jobs = sup.table.len(), "ready");

@@ -12,6 +12,7 @@ mod backoff;
 mod format;
 mod identity;
 mod kind;
+mod notify;
 mod script;
 mod template;
 pub(crate) mod word;
@@ -24,6 +25,7 @@ pub use backoff::Backoff;
 pub use format::JobFormat;
 pub use identity::{Identity, UserIdentity};
 pub use kind::NodeKind;
+pub use notify::{DEFAULT_NOTIFY_ON, Notify, NotifyEvent};
 pub use script::{CallFn, CallStep, CancelProbe, LimitOverrides, ScriptLimits, ScriptNode, ScriptSource, ScriptStep};
 pub use template::{RENDER_FUEL, RenderError, Template};
 
@@ -64,6 +66,9 @@ pub struct Job {
     /// `max_output`: how much of each step's output lines it keeps; unset
     /// parts are the config's (or the built-in defaults).
     pub max_output: MaxOutput,
+    /// `notify`, `notify_on`, `notify_after`, `repeat_every`,
+    /// `expect_success_within`: what the daemon's notifier tells whom.
+    pub notify: Notify,
     /// The root of the run tree: the first group, or the steps in sequence.
     pub root: Node,
 }
@@ -88,6 +93,7 @@ impl Job {
             keep_for: None,
             identity: None,
             max_output: MaxOutput::default(),
+            notify: Notify::default(),
             root,
         }
     }

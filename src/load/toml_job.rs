@@ -51,6 +51,12 @@ pub(crate) const SETTING_KEYS: &[&str] = &[
     // Not `group`: in TOML that key is the `[[group]]` tables.
     "user_group",
     "max_output",
+    // Notifications (`notify.rs`).
+    "notify",
+    "notify_on",
+    "notify_after",
+    "repeat_every",
+    "expect_success_within",
 ];
 
 /// Every key a `[[group]]` table may have.
@@ -344,6 +350,7 @@ pub(crate) fn read_settings(ctx: &mut Ctx, doc: &DeTable<'_>, job: &mut Job) {
         job.max_output = super::max_output::read_max_output(ctx, v);
     }
     read_identity(ctx, doc, job);
+    super::notify::read_notify(ctx, doc, job);
 
     let schedule = doc.get_key_value("schedule");
     let every = doc.get_key_value("every");

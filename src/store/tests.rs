@@ -1168,7 +1168,8 @@ async fn a_version_1_history_reads_back_identically_after_the_steps_table_is_reb
     let conn = rusqlite::Connection::open(&path).unwrap();
     assert_eq!(rows(&conn), before);
     let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!(version, 3);
+    // Version 3 (the rebuild) applied, and any later ones.
+    assert!(version >= 3, "{version}");
     let bad = conn.execute(
         "INSERT INTO steps (run_id, path, name, kind, status, attempts) VALUES (7, 'b', 'b', 'sleep', 'missed', 1)",
         [],

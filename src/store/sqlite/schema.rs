@@ -18,6 +18,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init.sql", include_str!("../migrations/sqlite/0001_init.sql")),
     ("0002_event_seq.sql", include_str!("../migrations/sqlite/0002_event_seq.sql")),
     ("0003_steps_check.sql", include_str!("../migrations/sqlite/0003_steps_check.sql")),
+    ("0004_notifications.sql", include_str!("../migrations/sqlite/0004_notifications.sql")),
 ];
 
 /// How long a statement waits for another connection's lock before failing.
