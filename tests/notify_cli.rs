@@ -204,3 +204,39 @@ fn a_daemon_restarted_mid_streak_does_not_send_the_failure_again() {
     d.stop();
     assert_eq!(hook.events(), ["failure", "recovery"], "{:?}", hook.got());
 }
+
+#[test]
+fn a_dead_man_job_whose_last_success_is_older_than_its_window_at_start_is_stale_once_until_it_succeeds() {
+    let hook = Receiver::start(&[]);
+    let (_c, path) = config(&format!("[notify.ops]\nwebhook = \"http://{}/hook\"\n", hook.addr));
+    let window = Duration::from_secs(5);
+    let job = "expect_success_within = \"5s\"\nnotify = [\"ops\"]\n[[step]]\nname = \"ok\"\nsleep = \"1ms\"\n";
+    let d = Daemon::start(&[("dm.toml", job)], &["--config", &path], &[]);
+    assert!(d.wait_for(LONG, |l| finished(l, "dm.toml", "succeeded")), "{}", d.dump());
+    let succeeded = std::time::Instant::now();
+    let (jobs, state) = d.end_with(Signal::SIGTERM);
+    assert!(succeeded.elapsed() < window, "too slow a box to stop the daemon within the window");
+    assert!(hook.got().is_empty(), "nothing is stale yet: {:?}", hook.got());
+    // The window passes while no daemon runs.
+    thread::sleep(window.saturating_sub(succeeded.elapsed()) + Duration::from_millis(200));
+    let d = Daemon::start_with(jobs, state, &["--config", &path], &[]);
+    let (_, metrics) = http(d.api(), "GET", "/metrics", &[], "");
+    assert!(
+        metrics.contains("gatherd_last_success_timestamp_seconds{job=\"dm.toml\"}"),
+        "the last success is read from the history at start: {metrics}"
+    );
+    delivered(&d, 1);
+    d.barrier();
+    let (jobs, state) = d.end_with(Signal::SIGTERM);
+    assert_eq!(hook.events(), ["stale"], "{:?}", hook.got());
+    assert_eq!(hook.got()[0].json()["job"], "dm.toml");
+    // Told once: a restart with still no success sends nothing more...
+    let d = Daemon::start_with(jobs, state, &["--config", &path], &[]);
+    d.barrier();
+    assert_eq!(hook.events(), ["stale"], "{:?}", hook.got());
+    // ...and the next success clears it.
+    trigger_and_wait(&d, "dm.toml", 1);
+    delivered(&d, 1);
+    d.stop();
+    assert_eq!(hook.events(), ["stale", "recovery"], "{:?}", hook.got());
+}

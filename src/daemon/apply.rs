@@ -75,7 +75,10 @@ impl Supervisor {
         let same_timing = entry.job.as_ref().is_some_and(|old| old.trigger == job.trigger && old.jitter == job.jitter);
         tracing::info!(job = %id, trigger = %describe(&job.trigger), fixed = was_invalid, "job loaded");
         let trigger = job.trigger.clone();
+        let settings = job.notify.clone();
         entry.job = Some(Arc::new(job));
+        self.notify(NotifyInput::Job { job: id.to_string(), settings });
+        let Some(entry) = self.table.get_mut(&id) else { return };
         entry.valid_hash = Some(hash);
         let scheduled = entry.timer.is_some();
         match trigger {

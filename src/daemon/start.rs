@@ -56,6 +56,16 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
     let listeners = super::listen::bind(&opts).await?;
 
     let mut sup = Supervisor::new(opts, store, node);
+    // `gatherd_last_success_timestamp_seconds` from the history, so it
+    // survives restarts (before `ready`: a scrape after it sees them).
+    match sup.store.last_successes().await {
+        Ok(found) => {
+            for (job, at) in found {
+                sup.metrics.set_last_success(&job, at.into());
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot read the jobs' last successes from the run history"),
+    }
     sup.lock = Some(lock);
     sup.processes = Some(process_records);
     sup.api = listeners.tcp.as_ref().map(|(_, addr)| (*addr, listeners.token.clone()));

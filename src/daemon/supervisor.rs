@@ -709,6 +709,7 @@ impl Supervisor {
     pub fn remove(&mut self, id: &JobId) {
         self.cancel_timer(id);
         let Some(entry) = self.table.remove(id) else { return };
+        self.notify(NotifyInput::Removed { job: id.to_string() });
         if entry.invalid.is_some() {
             self.invalid_jobs -= 1;
         }

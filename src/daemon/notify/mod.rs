@@ -53,6 +53,11 @@ pub enum Input {
     RunEnded { job: String, run_id: Option<RunId>, status: Status, error: Option<String>, settings: Notify },
     /// Something else happened to a job (missed, interrupted, invalid, stale).
     Event { job: String, run_id: Option<RunId>, event: NotifyEvent, error: Option<String>, settings: Notify },
+    /// A job's valid version was loaded, with its settings (its dead-man
+    /// window among them).
+    Job { job: String, settings: Notify },
+    /// A job's file is gone.
+    Removed { job: String },
     /// The config was reloaded.
     Config(Box<Targets>),
 }
@@ -79,10 +84,16 @@ impl Targets {
     }
 
     /// A job's subscription: its own settings, else the config's defaults.
+    /// `expect_success_within` subscribes to `stale` (that is all it does).
     pub fn subscription(&self, settings: &Notify) -> Subscription {
+        let mut on =
+            settings.on.clone().or_else(|| self.default_on.clone()).unwrap_or_else(|| DEFAULT_NOTIFY_ON.to_vec());
+        if settings.expect_success_within.is_some() && !on.contains(&NotifyEvent::Stale) {
+            on.push(NotifyEvent::Stale);
+        }
         Subscription {
             targets: settings.targets.clone().unwrap_or_else(|| self.default_notify.clone()),
-            on: settings.on.clone().or_else(|| self.default_on.clone()).unwrap_or_else(|| DEFAULT_NOTIFY_ON.to_vec()),
+            on,
             after: settings.after.unwrap_or(1),
             repeat_every: settings.repeat_every,
         }
@@ -110,6 +121,11 @@ pub struct Notifier {
     metrics: Arc<Metrics>,
     targets: Targets,
     states: HashMap<String, NotifyState>,
+    /// Jobs with a dead-man check: their settings and their last success
+    /// (or, never having succeeded, when this daemon first loaded them).
+    deadman: HashMap<String, (Notify, chrono::DateTime<Utc>)>,
+    /// Each job's last success, from the history at start and from runs since.
+    last_success: HashMap<String, chrono::DateTime<Utc>>,
     client: reqwest::Client,
     deliveries: JoinSet<()>,
     /// Cancelled when the drain at shutdown is over.
@@ -129,6 +145,8 @@ pub fn start(
         metrics,
         targets,
         states: HashMap::new(),
+        deadman: HashMap::new(),
+        last_success: HashMap::new(),
         client: reqwest::Client::new(),
         deliveries: JoinSet::new(),
         stop: CancellationToken::new(),
@@ -148,13 +166,23 @@ impl Notifier {
             Ok(states) => self.states = states.into_iter().collect(),
             Err(e) => tracing::error!(error = %e, "cannot read the notification states; failure streaks start over"),
         }
+        match self.store.last_successes().await {
+            Ok(found) => self.last_success = found.into_iter().collect(),
+            Err(e) => tracing::error!(error = %e, "cannot read the last successes; dead-man checks count from now"),
+        }
         loop {
+            let due = self.next_stale();
             tokio::select! {
                 input = rx.recv() => match input {
                     Some(input) => self.handle(input).await,
                     None => break,
                 },
                 Some(_) = self.deliveries.join_next() => {}
+                () = sleep_until_wall(due.as_ref().map(|(_, at)| *at)) => {
+                    if let Some((job, _)) = due {
+                        self.stale(job).await;
+                    }
+                }
             }
         }
         // Shutdown: what is being delivered gets a moment, then is given up.
@@ -168,14 +196,66 @@ impl Notifier {
         }
     }
 
+    /// The dead-man check due first: a job whose window since its last
+    /// success ends soonest, and has not been told `stale` yet.
+    fn next_stale(&self) -> Option<(String, chrono::DateTime<Utc>)> {
+        self.deadman
+            .iter()
+            .filter(|(job, _)| !self.states.get(*job).is_some_and(|s| s.stale))
+            .filter_map(|(job, (settings, since))| {
+                let window = chrono::Duration::from_std(settings.expect_success_within?).ok()?;
+                Some((job.clone(), since.checked_add_signed(window)?))
+            })
+            .min_by_key(|(_, at)| *at)
+    }
+
+    /// `job` has not succeeded within its window: `stale`, once until its
+    /// next success.
+    async fn stale(&mut self, job: String) {
+        let Some((settings, since)) = self.deadman.get(&job).cloned() else { return };
+        let state = self.states.entry(job.clone()).or_default();
+        state.stale = true;
+        let state = state.clone();
+        if let Err(e) = self.store.save_notify_state(&job, state).await {
+            tracing::warn!(job = %job, error = %e, "cannot save the job's notification state");
+        }
+        let window = settings.expect_success_within.map(|w| humantime::format_duration(w).to_string());
+        let error = match self.last_success.get(&job) {
+            Some(at) => format!("no run has succeeded since {at} (expected within {})", window.unwrap_or_default()),
+            None => format!("no run has succeeded since {since} (expected within {})", window.unwrap_or_default()),
+        };
+        tracing::warn!(job = %job, error = %error, "job is stale");
+        let sub = self.targets.subscription(&settings);
+        self.notify(&sub, &job, None, NotifyEvent::Stale, None, Some(error), 0);
+    }
+
     async fn handle(&mut self, input: Input) {
         match input {
             Input::Config(targets) => self.targets = *targets,
+            Input::Job { job, settings } => {
+                if settings.expect_success_within.is_some() {
+                    let since = self.last_success.get(&job).copied().unwrap_or_else(Utc::now);
+                    let since = self.deadman.get(&job).map_or(since, |(_, s)| *s);
+                    self.deadman.insert(job, (settings, since));
+                } else {
+                    self.deadman.remove(&job);
+                }
+            }
+            Input::Removed { job } => {
+                self.deadman.remove(&job);
+            }
             Input::RunEnded { job, run_id, status, error, settings } => {
                 let sub = self.targets.subscription(&settings);
                 let state = self.states.entry(job.clone()).or_default();
                 let before = state.clone();
-                let events = streak::after_run(state, status, &sub, Utc::now());
+                let now = Utc::now();
+                let events = streak::after_run(state, status, &sub, now);
+                if status == Status::Succeeded {
+                    self.last_success.insert(job.clone(), now);
+                    if let Some((_, since)) = self.deadman.get_mut(&job) {
+                        *since = now;
+                    }
+                }
                 let (state, failures) = (state.clone(), state.failures.max(before.failures));
                 if state != before
                     && let Err(e) = self.store.save_notify_state(&job, state).await
@@ -309,6 +389,19 @@ impl Delivery {
         let response = builder.send().await.map_err(|e| format!("{}: {}", request.url, error_chain(&e)))?;
         let status = response.status();
         if status.is_success() { Ok(()) } else { Err(format!("{} answered HTTP {status}", request.url)) }
+    }
+}
+
+/// Until wall-clock time `at` (checked at least every minute, so a clock
+/// step or a suspend does not stretch it), or never when it is `None`.
+async fn sleep_until_wall(at: Option<chrono::DateTime<Utc>>) {
+    let Some(at) = at else { return std::future::pending().await };
+    loop {
+        let left = (at - Utc::now()).to_std().unwrap_or_default();
+        if left.is_zero() {
+            return;
+        }
+        tokio::time::sleep(left.min(Duration::from_secs(60))).await;
     }
 }
 

@@ -7,7 +7,8 @@
 //!   consecutive failures (1 by default), then again only every
 //!   `repeat_every` if set.
 //! - A success ends the streak: `recovery` once, if its `failure` was sent
-//!   (or the job does not subscribe to `failure`, so there was none to send).
+//!   (or the job does not subscribe to `failure`, so there was none to send),
+//!   or if the job was told `stale` (its dead-man check).
 //! - A cancelled run neither lengthens nor ends a streak: someone (or a
 //!   shutdown) stopped it; it says nothing about the job's health.
 
@@ -42,10 +43,8 @@ pub fn after_run(state: &mut NotifyState, status: Status, sub: &Subscription, no
     let mut events = Vec::new();
     match status {
         Status::Succeeded => {
-            if state.failures > 0
-                && (state.told || !sub.wants(NotifyEvent::Failure))
-                && sub.wants(NotifyEvent::Recovery)
-            {
+            let streak_told = state.failures > 0 && (state.told || !sub.wants(NotifyEvent::Failure));
+            if (streak_told || state.stale) && sub.wants(NotifyEvent::Recovery) {
                 events.push(NotifyEvent::Recovery);
             }
             if sub.wants(NotifyEvent::Success) {
@@ -123,6 +122,13 @@ mod tests {
         // One run a minute, repeated every 2 minutes.
         let got = run(&mut state, &[Failed, Failed, Failed, Failed], &sub(1, Some(120)));
         assert_eq!(got, [vec![Failure], vec![], vec![Failure], vec![]]);
+    }
+
+    #[test]
+    fn a_success_after_a_stale_sends_recovery_and_clears_it() {
+        let mut state = NotifyState { stale: true, ..NotifyState::default() };
+        assert_eq!(run(&mut state, &[Succeeded, Succeeded], &sub(1, None)), [vec![Recovery], vec![]]);
+        assert_eq!(state, NotifyState::default());
     }
 
     #[test]
