@@ -240,3 +240,26 @@ fn a_dead_man_job_whose_last_success_is_older_than_its_window_at_start_is_stale_
     d.stop();
     assert_eq!(hook.events(), ["stale", "recovery"], "{:?}", hook.got());
 }
+
+#[test]
+fn a_command_target_gets_the_event_as_json_on_stdin_and_as_variables() {
+    let out = tempfile::tempdir().expect("out dir");
+    let file = out.path().join("event");
+    let script = format!("cat > {0}.json && echo \"$GATHERD_EVENT $GATHERD_JOB\" > {0}", file.display());
+    let (_c, path) = config(&format!("[notify.script]\ncommand = [\"sh\", \"-c\", {}]\n", toml_string(&script)));
+    let d = Daemon::start(&[], &["--config", &path], &[]);
+    let job = "notify = [\"script\"]\n[[step]]\nname = \"no\"\nshell = \"exit 1\"\n";
+    d.drop_file("fails.toml", job);
+    assert!(d.wait_for(LONG, |l| finished(l, "fails.toml", "failed")), "{}", d.dump());
+    delivered(&d, 1);
+    d.stop();
+    assert_eq!(std::fs::read_to_string(&file).expect("variables"), "failure fails.toml\n");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(file.with_extension("json")).expect("stdin"))
+        .expect("JSON on stdin");
+    assert_eq!((json["event"].as_str(), json["status"].as_str()), (Some("failure"), Some("failed")));
+}
+
+/// `text` as a TOML basic string.
+fn toml_string(text: &str) -> String {
+    serde_json::to_string(text).expect("a string")
+}

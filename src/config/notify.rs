@@ -1,8 +1,8 @@
 //! `[notify.NAME]` in the config: where notifications go. A target is a
 //! webhook (`webhook = "URL"` or `webhook = { url, method, headers, body }`,
-//! with a ready-made `format`), and may sign its requests
-//! (`signing_secret`); how long one delivery is retried is the target's
-//! too. `default_notify` and `default_notify_on` are the subscription of
+//! with a ready-made `format`), which may sign its requests
+//! (`signing_secret`), or a `command`; how long one delivery is retried is
+//! the target's too. `default_notify` and `default_notify_on` are the subscription of
 //! every job that names none.
 
 use std::collections::BTreeMap;
@@ -28,6 +28,9 @@ pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct NotifyTarget {
     /// An HTTP request per notification.
     pub webhook: Option<Webhook>,
+    /// Or a program run per notification (`["argv", ...]`): the notification
+    /// as JSON on its stdin and as `GATHERD_*` variables; killed at `timeout`.
+    pub command: Option<Vec<String>>,
     /// The body's shape for a well-known receiver (default `json`).
     #[serde(default)]
     pub format: WebhookFormat,
@@ -128,8 +131,24 @@ pub(super) fn check(
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return Err(format!("`notify.{name}`: a target's name is letters, digits, `_` or `-`"));
         }
-        let Some(webhook) = &target.webhook else {
-            return Err(format!("`notify.{name}` needs `webhook = \"URL\"` (or a table with `url`)"));
+        if target.timeout.is_some_and(|d| d.is_zero()) || target.retry_delay.is_some_and(|d| d.is_zero()) {
+            return Err(format!("`notify.{name}`: `timeout` and `retry_delay` must be longer than zero"));
+        }
+        let webhook = match (&target.webhook, &target.command) {
+            (Some(_), Some(_)) => return Err(format!("`notify.{name}`: set `webhook` or `command`, not both")),
+            (None, None) => {
+                return Err(format!("`notify.{name}` needs `webhook = \"URL\"` or `command = [\"program\", ...]`"));
+            }
+            (None, Some(argv)) => {
+                if argv.first().is_none_or(|p| p.is_empty()) {
+                    return Err(format!("`notify.{name}.command` must name a program first"));
+                }
+                if target.signing_secret.is_some() || target.format != WebhookFormat::Json {
+                    return Err(format!("`notify.{name}`: `format` and `signing_secret` are for a `webhook`"));
+                }
+                continue;
+            }
+            (Some(webhook), None) => webhook,
         };
         let url = webhook.url();
         match reqwest::Url::parse(url) {
@@ -160,9 +179,6 @@ pub(super) fn check(
         }
         if target.signing_secret.as_deref() == Some("") {
             return Err(format!("`notify.{name}.signing_secret` must not be empty"));
-        }
-        if target.timeout.is_some_and(|d| d.is_zero()) || target.retry_delay.is_some_and(|d| d.is_zero()) {
-            return Err(format!("`notify.{name}`: `timeout` and `retry_delay` must be longer than zero"));
         }
     }
     if let Some(unknown) = default_notify.iter().find(|n| !targets.contains_key(*n)) {

@@ -21,6 +21,7 @@
 //! message) goes through [`Notifier::mask`] before it is rendered or
 //! stored; the secrets work plugs its masker in there.
 
+mod command;
 mod notice;
 mod sign;
 mod streak;
@@ -378,18 +379,25 @@ impl Delivery {
         }
     }
 
-    /// One attempt: the request, bounded by the target's `timeout`.
+    /// One attempt: the request (or the command), bounded by the target's `timeout`.
     async fn attempt(&self) -> Result<(), String> {
-        let request = notice::request(&self.target, &self.notice)?;
-        let mut builder =
-            self.client.request(request.method, &request.url).timeout(self.target.timeout()).body(request.body);
-        for (k, v) in &request.headers {
-            builder = builder.header(k, v);
+        if let Some(argv) = &self.target.command {
+            return command::run(argv, &self.notice, self.target.timeout()).await;
         }
-        let response = builder.send().await.map_err(|e| format!("{}: {}", request.url, error_chain(&e)))?;
-        let status = response.status();
-        if status.is_success() { Ok(()) } else { Err(format!("{} answered HTTP {status}", request.url)) }
+        attempt_webhook(&self.client, &self.target, &self.notice).await
     }
+}
+
+/// One request of a webhook target, bounded by its `timeout`.
+async fn attempt_webhook(client: &reqwest::Client, target: &NotifyTarget, notice: &Notice) -> Result<(), String> {
+    let request = notice::request(target, notice)?;
+    let mut builder = client.request(request.method, &request.url).timeout(target.timeout()).body(request.body);
+    for (k, v) in &request.headers {
+        builder = builder.header(k, v);
+    }
+    let response = builder.send().await.map_err(|e| format!("{}: {}", request.url, error_chain(&e)))?;
+    let status = response.status();
+    if status.is_success() { Ok(()) } else { Err(format!("{} answered HTTP {status}", request.url)) }
 }
 
 /// Until wall-clock time `at` (checked at least every minute, so a clock
