@@ -263,3 +263,26 @@ fn a_command_target_gets_the_event_as_json_on_stdin_and_as_variables() {
 fn toml_string(text: &str) -> String {
     serde_json::to_string(text).expect("a string")
 }
+
+#[test]
+fn notify_test_sends_a_test_notification_straight_from_the_config_and_says_why_when_it_fails() {
+    let hook = Receiver::start(&[]);
+    let broken = Receiver::start(&[503]);
+    let (_c, path) = config(&format!(
+        "[notify.ops]\nwebhook = \"http://{}/hook\"\n[notify.down]\nwebhook = \"http://{}/hook\"\n",
+        hook.addr, broken.addr
+    ));
+    let out = gatherd().args(["notify", "test", "ops", "--config", &path]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "delivered a test notification to ops\n");
+    assert_eq!(hook.events(), ["test"]);
+    assert_eq!(hook.got()[0].json()["target"], "ops");
+    let out = gatherd().args(["notify", "test", "down", "--config", &path]).output().expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the test notification to `down` was not delivered") && stderr.contains("503"), "{stderr}");
+    let out = gatherd().args(["notify", "test", "nope", "--config", &path]).output().expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no target `[notify.nope]` in the config (targets: down, ops)"), "{stderr}");
+}

@@ -16,6 +16,7 @@ pub mod client;
 pub mod daemon;
 pub mod history;
 pub mod logging;
+pub mod notify;
 pub mod out;
 pub mod progress;
 pub mod render;
@@ -70,6 +71,8 @@ pub enum Command {
     Trigger(client::TriggerArgs),
     /// Cancel a run in flight (through the daemon's control API).
     Cancel(client::CancelArgs),
+    /// Notification targets: `notify test NAME` sends a test notification.
+    Notify(notify::NotifyArgs),
     /// Copy the run history to a new file, consistently, even while the
     /// daemon writes to it (SQLite's online backup).
     Backup(backup::BackupArgs),
@@ -183,6 +186,7 @@ async fn command(command: Command) -> anyhow::Result<u8> {
         Command::Trigger(args) => client::trigger(args).await,
         Command::Cancel(args) => client::cancel(args).await,
         Command::Backup(args) => backup::backup(args).await,
+        Command::Notify(args) => notify::notify(args).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             // Into memory first: `generate` panics on a write error.

@@ -400,6 +400,27 @@ async fn attempt_webhook(client: &reqwest::Client, target: &NotifyTarget, notice
     if status.is_success() { Ok(()) } else { Err(format!("{} answered HTTP {status}", request.url)) }
 }
 
+/// Sends one `test` notification to `target` (named `name`), one attempt,
+/// nothing recorded: `gatherd notify test NAME`.
+pub async fn send_test(name: &str, target: &NotifyTarget) -> Result<(), String> {
+    let notice = Notice {
+        event: NotifyEvent::Test,
+        job: String::new(),
+        run_id: None,
+        status: None,
+        error: None,
+        failures: 0,
+        run_url: None,
+        at: Utc::now(),
+        message: Notice::describe(NotifyEvent::Test, "", 0, None),
+        target: name.to_string(),
+    };
+    if let Some(argv) = &target.command {
+        return command::run(argv, &notice, target.timeout()).await;
+    }
+    attempt_webhook(&reqwest::Client::new(), target, &notice).await
+}
+
 /// Until wall-clock time `at` (checked at least every minute, so a clock
 /// step or a suspend does not stretch it), or never when it is `None`.
 async fn sleep_until_wall(at: Option<chrono::DateTime<Utc>>) {

@@ -48,7 +48,7 @@ impl Notice {
             NotifyEvent::Interrupted => format!("{job}'s run was interrupted{why}"),
             NotifyEvent::Stale => format!("{job} has not succeeded in time{why}"),
             NotifyEvent::Invalid => format!("{job} is invalid{why}"),
-            NotifyEvent::Test => format!("a test notification from gatherd{why}"),
+            NotifyEvent::Test => "a test notification from gatherd: this target works".to_string(),
         }
     }
 
