@@ -635,12 +635,11 @@ impl Supervisor {
             }
             Err(e) => (Status::Failed, Some(self.record_failed_task(&run, e))),
         };
-        // A one-shot that never started (its history could not record it) tells nothing.
-        if run.run_id.is_some() {
-            let settings = self.notify_settings(run.job.as_str());
-            let job = run.job.to_string();
-            self.notify(NotifyInput::RunEnded { job, run_id: run.run_id, status, error, settings });
-        }
+        // Also a run the history could not record (a one-shot not run for
+        // that ends `cancelled`, which tells nothing).
+        let settings = self.notify_settings(run.job.as_str());
+        let job = run.job.to_string();
+        self.notify(NotifyInput::RunEnded { job, run_id: run.run_id, status, error, settings });
         let mut queued = None;
         if let Some(entry) = self.table.get_mut(&run.job) {
             entry.running.retain(|t| *t != task);

@@ -350,17 +350,18 @@ impl Delivery {
             };
             let error = match tried {
                 Ok(()) => {
+                    // Recorded and counted before it is logged: the log line says it is all done.
                     self.record(id, DeliveryStatus::Delivered, attempts, last_error.as_deref()).await;
-                    tracing::info!(job = %n.job, run_id = n.run_id, target = %n.target, event = %n.event, attempts, "notification delivered");
-                    return self.metrics.notification(&n.target, DeliveryStatus::Delivered.as_str());
+                    self.metrics.notification(&n.target, DeliveryStatus::Delivered.as_str());
+                    return tracing::info!(job = %n.job, run_id = n.run_id, target = %n.target, event = %n.event, attempts, "notification delivered");
                 }
                 Err(e) => e,
             };
             let wait = backoff.next_wait();
             if self.stop.is_cancelled() || started.elapsed() + wait > self.target.retry_for() {
                 self.record(id, DeliveryStatus::Failed, attempts, Some(&error)).await;
-                tracing::warn!(job = %n.job, run_id = n.run_id, target = %n.target, event = %n.event, attempts, error = %error, "notification not delivered; given up");
-                return self.metrics.notification(&n.target, DeliveryStatus::Failed.as_str());
+                self.metrics.notification(&n.target, DeliveryStatus::Failed.as_str());
+                return tracing::warn!(job = %n.job, run_id = n.run_id, target = %n.target, event = %n.event, attempts, error = %error, "notification not delivered; given up");
             }
             self.record(id, DeliveryStatus::Pending, attempts, Some(&error)).await;
             tracing::debug!(job = %n.job, target = %n.target, event = %n.event, attempts, error = %error, retry_in = ?wait, "notification attempt failed; retrying");
