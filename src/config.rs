@@ -12,7 +12,10 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::exec::{BlockingPool, Limits, Secrets};
-use crate::job::{LimitOverrides, MaxOutput, ScriptLimits};
+use crate::job::{LimitOverrides, MaxOutput, NotifyEvent, ScriptLimits};
+
+mod notify;
+pub use notify::{MAX_RETRY_WAIT, NotifyTarget, Webhook, WebhookFormat, WebhookRequest};
 
 /// The parsed configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -80,6 +83,15 @@ pub struct Config {
     /// its own `max_output`.
     #[serde(default)]
     pub max_output: MaxOutputConfig,
+    /// `[notify.NAME]`: notification targets (README "Alerting").
+    #[serde(default)]
+    pub notify: BTreeMap<String, NotifyTarget>,
+    /// The targets of every job without its own `notify`. Default: none.
+    #[serde(default)]
+    pub default_notify: Vec<String>,
+    /// The events of every job without its own `notify_on`. Default:
+    /// failure and recovery.
+    pub default_notify_on: Option<Vec<NotifyEvent>>,
     /// Variables of gatherd's environment that steps' processes get too
     /// (names, or patterns with `*` such as `AWS_*`), besides the minimal set
     /// (`exec::Environment`). Default: none.
@@ -319,6 +331,10 @@ impl Config {
         }
         // The same ranges as a job's own limits: one table in `load`.
         if let Err(message) = crate::load::check_limits(&config.script_limits.overrides(), "script_limits.") {
+            return invalid(message);
+        }
+        if let Err(message) = notify::check(&config.notify, &config.default_notify, config.default_notify_on.as_deref())
+        {
             return invalid(message);
         }
         Ok(config)

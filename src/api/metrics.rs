@@ -36,6 +36,12 @@ struct JobLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetStatus {
+    target: String,
+    status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: String,
 }
@@ -86,6 +92,7 @@ pub struct Metrics {
     invalid_jobs: Gauge,
     last_success: Family<JobLabel, Gauge<f64, AtomicU64>>,
     degraded: Family<ProblemLabel, Gauge>,
+    notifications: Family<TargetStatus, Counter>,
     /// What is wrong now, by what it concerns: `/healthz` says it.
     problems: Mutex<std::collections::BTreeMap<&'static str, String>>,
 }
@@ -146,7 +153,14 @@ impl Metrics {
             "1 while the daemon is degraded for this reason (see /healthz), else 0",
             degraded.clone(),
         );
+        let notifications = Family::<TargetStatus, Counter>::default();
+        registry.register(
+            "gatherd_notifications",
+            "Notifications whose delivery ended, by target and status (delivered, failed)",
+            notifications.clone(),
+        );
         Metrics {
+            notifications,
             degraded,
             problems: Mutex::new(std::collections::BTreeMap::new()),
             registry,
@@ -190,6 +204,22 @@ impl Metrics {
     /// How many runs are queued for a slot or their semaphore now.
     pub fn set_runs_queued(&self, n: usize) {
         self.runs_queued.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// `job` last succeeded at `at` (the history's, at start: the gauge
+    /// survives restarts). A later success of this daemon's wins.
+    pub fn set_last_success(&self, job: &str, at: SystemTime) {
+        let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        let gauge = self.last_success.get_or_create(&JobLabel { job: escaped(job) });
+        if gauge.get() < secs {
+            gauge.set(secs);
+        }
+    }
+
+    /// A notification to `target` ended its delivery with `status`
+    /// (`delivered` or `failed`).
+    pub fn notification(&self, target: &str, status: &str) {
+        self.notifications.get_or_create(&TargetStatus { target: escaped(target), status: escaped(status) }).inc();
     }
 
     /// A step of `kind` (`exec`, `http`, …) ended after `duration`.

@@ -22,6 +22,7 @@
 //! | `POST /runs/{id}/cancel` | 202 `{"run_id": N, "cancelling": true}` |
 //! | `GET /runs/{id}/events[?from=N]` | server-sent events (`id:`, `Last-Event-ID`), see [`events`] |
 //! | `GET /runs/{id}/logs[?step=&after=SEQ]` | the run's lines as JSON lines (`application/x-ndjson`), see `logs` |
+//! | `GET /notifications[?job=&run_id=&limit=]` | `{"notifications": [...]}`, newest first, each with its delivery |
 //!
 //! Job ids contain `/` (subfolders), so `{job}` is a catch-all: matchit (axum's
 //! router) allows a catch-all only at the end of a route, hence
@@ -278,6 +279,7 @@ fn router(state: AppState) -> Router {
         .route("/runs/{id}/cancel", post(runs::cancel))
         .route("/runs/{id}/events", get(events::stream))
         .route("/runs/{id}/logs", get(logs::lines))
+        .route("/notifications", get(runs::notifications))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::limit_body))

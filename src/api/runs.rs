@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState};
-use crate::store::RunDocument;
+use crate::store::{Notification, NotificationFilter, RunDocument};
 use crate::store::{RecordedStatus, RunFilter, RunId, RunRow};
 
 /// A page's size when the query gives none.
@@ -89,10 +89,50 @@ pub(super) fn run_id(text: &str) -> Result<RunId, ApiError> {
     text.parse().map_err(|_| ApiError::BadRequest(format!("`{text}` is not a run id")))
 }
 
-pub(super) async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<RunDocument>, ApiError> {
+pub(super) async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<RunShown>, ApiError> {
     let id = run_id(&id)?;
     let detail = state.store.run(id).await?.ok_or_else(|| ApiError::NotFound(format!("no run {id}")))?;
-    Ok(Json(detail.document()))
+    let filter = NotificationFilter { run_id: Some(id), ..NotificationFilter::default() };
+    let notifications = state.store.notifications(filter).await?;
+    Ok(Json(RunShown { document: detail.document(), notifications }))
+}
+
+/// `GET /runs/{id}`: the run document, and the notifications sent about the
+/// run (left out when there are none, so the document is `show --json`'s).
+#[derive(Debug, Serialize)]
+pub struct RunShown {
+    #[serde(flatten)]
+    document: RunDocument,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    notifications: Vec<Notification>,
+}
+
+/// The query of `GET /notifications`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct NotificationsQuery {
+    job: Option<String>,
+    run_id: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /notifications[?job=&run_id=&limit=]`: `{"notifications": [...]}`,
+/// newest first (limit 1 to 1000, default 100).
+pub(super) async fn notifications(
+    State(state): State<AppState>,
+    query: Result<Query<NotificationsQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let run_id = query.run_id.as_deref().filter(|s| !s.is_empty()).map(run_id).transpose()?;
+    let limit = match query.limit.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(text) => match text.parse::<u32>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Some(n),
+            _ => return Err(ApiError::BadRequest(format!("`limit` must be from 1 to {MAX_LIMIT}, found `{text}`"))),
+        },
+    };
+    let job = query.job.filter(|j| !j.is_empty());
+    let found = state.store.notifications(NotificationFilter { run_id, job, limit }).await?;
+    Ok(Json(serde_json::json!({ "notifications": found })))
 }
 
 /// `POST /runs/{id}/cancel`: 202, the run ends soon (watch its events); 409

@@ -177,6 +177,13 @@ pub mod examples {
     /// `gatherd resume`.
     pub const RESUME: &str = "Examples:
   gatherd resume backup                        runs again from its next fire (no burst)";
+    /// `gatherd notify`.
+    pub const NOTIFY: &str = "Examples:
+  gatherd notify test ops                      send a test notification to [notify.ops]
+  gatherd notify test ops --config /etc/gatherd/config.toml";
+    /// `gatherd notify test`.
+    pub const NOTIFY_TEST: &str = "Examples:
+  gatherd notify test ops                      one attempt; exit 1 says why it was not taken";
     /// `gatherd backup`.
     pub const BACKUP: &str = "Examples:
   gatherd backup /srv/backup/history.db        a consistent copy, while the daemon runs

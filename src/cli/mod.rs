@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod history;
 pub mod logging;
 pub mod man;
+pub mod notify;
 pub mod out;
 pub mod progress;
 pub mod render;
@@ -101,6 +102,9 @@ pub enum Command {
     /// was paused runs.
     #[command(after_help = man::examples::RESUME)]
     Resume(client::PauseArgs),
+    /// Notification targets: `notify test NAME` sends a test notification.
+    #[command(after_help = man::examples::NOTIFY)]
+    Notify(notify::NotifyArgs),
     /// Copy the run history to a new file, consistently, even while the
     /// daemon writes to it (SQLite's online backup).
     #[command(after_help = man::examples::BACKUP)]
@@ -133,7 +137,11 @@ impl Command {
             Command::Trigger(a) => a.json,
             Command::Cancel(a) => a.json,
             Command::Pause(a) | Command::Resume(a) => a.json,
-            Command::Daemon(_) | Command::Backup(_) | Command::Completions { .. } | Command::Man(_) => false,
+            Command::Daemon(_)
+            | Command::Backup(_)
+            | Command::Notify(_)
+            | Command::Completions { .. }
+            | Command::Man(_) => false,
         }
     }
 }
@@ -250,6 +258,7 @@ async fn command(command: Command) -> anyhow::Result<u8> {
         Command::Pause(args) => client::pause(args, true).await,
         Command::Resume(args) => client::pause(args, false).await,
         Command::Backup(args) => backup::backup(args).await,
+        Command::Notify(args) => notify::notify(args).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             // Into memory first: `generate` panics on a write error.

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::catch_up;
 use super::describe;
+use super::notify::Input as NotifyInput;
 use super::supervisor::Supervisor;
 use super::table::{Hash, Loaded};
 use crate::job::{Job, Trigger};
@@ -53,8 +54,12 @@ impl Supervisor {
         if entry.job.is_some() {
             tracing::warn!(job = %id, "keeping the last valid version until the file is fixed or removed");
         }
+        let error = e.diagnostics().first().map(|d| d.one_line());
         if entry.invalid.replace(e).is_none() {
             self.invalid_jobs += 1;
+            let settings = self.notify_settings(id.as_str());
+            let event = crate::job::NotifyEvent::Invalid;
+            self.notify(NotifyInput::Event { job: id.to_string(), run_id: None, event, error, settings });
         }
     }
 
@@ -70,7 +75,10 @@ impl Supervisor {
         let same_timing = entry.job.as_ref().is_some_and(|old| old.trigger == job.trigger && old.jitter == job.jitter);
         tracing::info!(job = %id, trigger = %describe(&job.trigger), fixed = was_invalid, "job loaded");
         let trigger = job.trigger.clone();
+        let settings = job.notify.clone();
         entry.job = Some(Arc::new(job));
+        self.notify(NotifyInput::Job { job: id.to_string(), settings });
+        let Some(entry) = self.table.get_mut(&id) else { return };
         entry.valid_hash = Some(hash);
         let scheduled = entry.timer.is_some();
         match trigger {
@@ -169,7 +177,7 @@ impl Supervisor {
         let policy = if self.paused.contains(id.as_str()) { crate::job::CatchUp::Skip } else { job.catch_up };
         let plan = catch_up::plan(schedule, last, Utc::now(), policy, job.catch_up_window);
         let cause = scheduled_cause(&job.trigger);
-        if let (Some(first), Some(latest)) = (plan.missed.first(), plan.missed.last()) {
+        if let (Some(&first), Some(&latest)) = (plan.missed.first(), plan.missed.last()) {
             tracing::warn!(job = %id, count = plan.missed.len(), first = %first, last = %latest, more = plan.uncounted, "fires missed while the daemon was down; recorded as missed");
             let missed = Missed {
                 job: id.to_string(),
@@ -178,9 +186,13 @@ impl Supervisor {
                 content_hash: hash,
                 node: self.node.clone(),
             };
+            let error = Some(format!("{} fires missed, from {first} to {latest}", missed.fire_times.len()));
             if let Err(e) = self.store.record_missed(missed).await {
                 tracing::error!(job = %id, error = %e, "cannot record the missed fires");
             }
+            let settings = job.notify.clone();
+            let event = crate::job::NotifyEvent::Missed;
+            self.notify(NotifyInput::Event { job: id.to_string(), run_id: None, event, error, settings });
         }
         if plan.run.is_empty() {
             return;

@@ -30,6 +30,7 @@ mod apply;
 mod catch_up;
 mod control;
 mod listen;
+mod notify;
 mod overlap;
 mod processes;
 mod retry;
@@ -47,6 +48,8 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::job::Trigger;
+/// `gatherd notify test NAME`: one test notification, straight from the config.
+pub use notify::send_test;
 /// The log sink of a run and the target of its output lines, for the
 /// logging set up in the CLI (and its tests of the formats the sink feeds).
 pub use sinks::{OUTPUT_TARGET, RunLog};

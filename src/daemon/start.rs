@@ -11,6 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use super::control::DaemonControl;
+use super::notify::Input as NotifyInput;
 use super::processes::{self, ProcessRecords, Swept};
 use super::supervisor::{Inputs, Supervisor};
 use super::{DEBOUNCE, Options};
@@ -39,9 +40,12 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
     let store: Arc<dyn RunStore> =
         Arc::new(store::open_sqlite(&db).await.with_context(|| format!("cannot open the run store {}", db.display()))?);
     let node = opts.config.node();
-    for run in store.recover(&node, INTERRUPTED).await.context("cannot recover runs left running")? {
+    let recovered = store.recover(&node, INTERRUPTED).await.context("cannot recover runs left running")?;
+    let mut interrupted = Vec::new();
+    for run in recovered {
         if run.status == crate::store::RecordedStatus::Interrupted {
             tracing::warn!(job = %run.job, run_id = run.id, started_at = %run.started_at, reason = INTERRUPTED, "run interrupted");
+            interrupted.push(run);
         } else {
             tracing::warn!(job = %run.job, run_id = run.id, queued_at = %run.started_at, "a run queued when the daemon stopped never started; recorded cancelled");
         }
@@ -64,6 +68,16 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
 
     let mut sup = Supervisor::new(opts, store, node);
     sup.paused = paused.into_iter().map(|(job, _)| job).collect();
+    // `gatherd_last_success_timestamp_seconds` from the history, so it
+    // survives restarts (before `ready`: a scrape after it sees them).
+    match sup.store.last_successes().await {
+        Ok(found) => {
+            for (job, at) in found {
+                sup.metrics.set_last_success(&job, at.into());
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot read the jobs' last successes from the run history"),
+    }
     sup.lock = Some(lock);
     sup.processes = Some(process_records);
     sup.api = listeners.tcp.as_ref().map(|(_, addr)| (*addr, listeners.token.clone()));
@@ -81,6 +95,13 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
     ));
     tracing::info!(jobs = %sup.opts.jobs.display(), state = %sup.opts.state.display(), "gatherd daemon starting");
     sup.rescan().await;
+    // Told once the jobs (and their subscriptions) are loaded.
+    for run in interrupted {
+        let settings = sup.notify_settings(&run.job);
+        let event = crate::job::NotifyEvent::Interrupted;
+        let input = NotifyInput::Event { job: run.job, run_id: Some(run.id), event, error: run.error, settings };
+        sup.notify(input);
+    }
     sup.started = true;
     sup.systemd.ready(&sup.status_line());
     tracing::info!(jobs = sup.table.len(), "ready");

@@ -18,6 +18,7 @@ use tokio_util::time::DelayQueue;
 use super::admit::Admission;
 use super::apply::scheduled_cause;
 use super::control::{Command, Live};
+use super::notify::{Input as NotifyInput, Targets};
 use super::overlap::{self, Busy, Decision};
 use super::retry::Retries;
 use super::run_task::{Go, Reply, RunNote, RunTask};
@@ -151,6 +152,8 @@ pub(super) struct Supervisor {
     /// What runs' steps get from outside their job: the base environment
     /// (`pass_env`), the secrets and their masker; remade on SIGHUP.
     pub environment: Arc<crate::exec::Environment>,
+    /// The notifier's handle and its task (`notify/`), awaited at shutdown.
+    pub notifier: Option<(super::notify::NotifyHandle, tokio::task::JoinHandle<()>)>,
     /// Jobs whose run tasks panic (the supervisor's tests).
     #[cfg(test)]
     pub panic_jobs: std::collections::HashSet<JobId>,
@@ -159,19 +162,23 @@ pub(super) struct Supervisor {
 impl Supervisor {
     pub fn new(opts: Options, store: Arc<dyn RunStore>, node: String) -> Supervisor {
         let (notes_tx, notes) = mpsc::unbounded_channel();
+        let metrics = Arc::new(Metrics::new());
+        let environment =
+            Arc::new(crate::exec::Environment::of_this_process(&opts.config.pass_env, opts.secrets.clone()));
+        let targets = Targets::from_config(&opts.config, opts.api_listen.or(opts.config.api_listen))
+            .masking(environment.masker());
+        let notifier = Some(super::notify::start(store.clone(), metrics.clone(), targets));
         let sup = Supervisor {
+            notifier,
             store_health: store.health(),
             store,
             node,
             started: false,
             stopping: false,
             live: Live::default(),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             pool: BlockingPool::new(opts.blocking_threads()),
-            environment: Arc::new(crate::exec::Environment::of_this_process(
-                &opts.config.pass_env,
-                opts.secrets.clone(),
-            )),
+            environment,
             admission: Admission::new(opts.max_concurrent_runs(), opts.semaphores()),
             opts,
             table: BTreeMap::new(),
@@ -787,16 +794,24 @@ impl Supervisor {
     pub fn on_run_end(&mut self, ended: Result<(tokio::task::Id, RunOutcome), tokio::task::JoinError>) {
         self.take_notes();
         let (task, ended) = match ended {
-            Ok((task, outcome)) => (task, Ok(outcome.status)),
+            Ok((task, outcome)) => (task, Ok(outcome)),
             Err(e) => (e.id(), Err(e)),
         };
         let Some(run) = self.in_flight.remove(&task) else {
             return tracing::error!("a run task the supervisor does not know ended");
         };
-        match ended {
-            Ok(status) => tracing::debug!(job = %run.job, run_id = run.run_id, %status, "run ended"),
-            Err(e) => self.record_failed_task(&run, e),
-        }
+        let (status, error) = match ended {
+            Ok(outcome) => {
+                tracing::debug!(job = %run.job, run_id = run.run_id, status = %outcome.status, "run ended");
+                (outcome.status, outcome.error)
+            }
+            Err(e) => (Status::Failed, Some(self.record_failed_task(&run, e))),
+        };
+        // Also a run the history could not record (a one-shot not run for
+        // that ends `cancelled`, which tells nothing).
+        let settings = self.notify_settings(run.job.as_str());
+        let job = run.job.to_string();
+        self.notify(NotifyInput::RunEnded { job, run_id: run.run_id, status, error, settings });
         if run.queued {
             // It never held a slot: only its place in the queue goes (a
             // task that ended before its word came: it panicked).
@@ -829,7 +844,7 @@ impl Supervisor {
 
     /// A run's task panicked (or was aborted): its events stopped, so the
     /// history, the metrics and the log hear of its end from here.
-    fn record_failed_task(&self, run: &InFlight, e: tokio::task::JoinError) {
+    fn record_failed_task(&self, run: &InFlight, e: tokio::task::JoinError) -> String {
         let why = match e.try_into_panic() {
             Ok(p) => p
                 .downcast_ref::<String>()
@@ -842,7 +857,7 @@ impl Supervisor {
         let error = format!("internal error: the run's task failed ({why})");
         tracing::error!(job = %run.job, run_id = run.run_id, status = "failed", error = %error, "run finished");
         if run.ended {
-            return; // Its end is recorded already.
+            return error; // Its end is recorded already.
         }
         let duration = run.spawned.elapsed();
         if run.queued {
@@ -851,15 +866,31 @@ impl Supervisor {
             self.metrics.run_finished(run.job.as_str(), Status::Failed.as_str(), duration);
         }
         if let Some(run_id) = run.run_id {
-            let event = RunEvent::RunFinished { status: Status::Failed, result: None, error: Some(error), duration };
+            let event =
+                RunEvent::RunFinished { status: Status::Failed, result: None, error: Some(error.clone()), duration };
             self.store.recorder().record(run_id, event);
         }
+        error
+    }
+
+    /// Tells the notifier (never waits).
+    pub fn notify(&self, input: NotifyInput) {
+        if let Some((handle, _)) = &self.notifier {
+            handle.send(input);
+        }
+    }
+
+    /// The notification settings of `job`'s last valid version (the
+    /// config's defaults apply to a job that never had one).
+    pub fn notify_settings(&self, job: &str) -> crate::job::Notify {
+        self.table.get(job).and_then(|e| e.job.as_ref()).map(|j| j.notify.clone()).unwrap_or_default()
     }
 
     /// The job file is gone: unschedule it and cancel its runs.
     pub fn remove(&mut self, id: &JobId) {
         self.cancel_timer(id);
         let Some(entry) = self.table.remove(id) else { return };
+        self.notify(NotifyInput::Removed { job: id.to_string() });
         if entry.invalid.is_some() {
             self.invalid_jobs -= 1;
         }
@@ -936,10 +967,13 @@ impl Supervisor {
     /// Takes a new config: new runs get its pool and limits, and runs that
     /// waited start if the new limits let them.
     pub fn set_config(&mut self, config: Config) {
+        let api = self.opts.api_listen.or(config.api_listen);
         self.opts.config = config;
         // New runs get the new `pass_env` and secrets; runs in flight keep theirs.
         self.environment =
             Arc::new(crate::exec::Environment::of_this_process(&self.opts.config.pass_env, self.opts.secrets.clone()));
+        let targets = Targets::from_config(&self.opts.config, api).masking(self.environment.masker());
+        self.notify(NotifyInput::Config(Box::new(targets)));
         if self.pool.size() != self.opts.blocking_threads() {
             // Runs in flight keep the old pool; new runs get the new one.
             self.pool = BlockingPool::new(self.opts.blocking_threads());
@@ -990,6 +1024,13 @@ impl Supervisor {
         crate::exec::step::settle_process_records().await;
         // Pauses and paused fires still being saved.
         while self.chores.join_next().await.is_some() {}
+        // The notifier sends what the last runs told, within its drain.
+        if let Some((handle, task)) = self.notifier.take() {
+            drop(handle);
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "the notifier's task failed");
+            }
+        }
         tracing::info!("stopped");
         anyhow::Context::context(self.store.close().await, "cannot write the last of the run history")
     }

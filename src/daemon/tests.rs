@@ -426,6 +426,43 @@ impl RunStore for UnreadableHistory {
     fn recover<'a>(&'a self, node: &'a str, reason: &'a str) -> BoxFuture<'a, StoreResult<Vec<RunRow>>> {
         self.0.recover(node, reason)
     }
+    fn notify_states(&self) -> BoxFuture<'_, StoreResult<Vec<(String, crate::store::NotifyState)>>> {
+        self.0.notify_states()
+    }
+    fn save_notify_state<'a>(
+        &'a self,
+        job: &'a str,
+        state: crate::store::NotifyState,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        self.0.save_notify_state(job, state)
+    }
+    fn begin_notification<'a>(
+        &'a self,
+        job: &'a str,
+        run_id: Option<RunId>,
+        target: &'a str,
+        event: &'a str,
+    ) -> BoxFuture<'a, StoreResult<crate::store::NotificationId>> {
+        self.0.begin_notification(job, run_id, target, event)
+    }
+    fn update_notification<'a>(
+        &'a self,
+        id: crate::store::NotificationId,
+        status: crate::store::DeliveryStatus,
+        attempts: u32,
+        error: Option<&'a str>,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        self.0.update_notification(id, status, attempts, error)
+    }
+    fn notifications(
+        &self,
+        filter: crate::store::NotificationFilter,
+    ) -> BoxFuture<'_, StoreResult<Vec<crate::store::Notification>>> {
+        self.0.notifications(filter)
+    }
+    fn last_successes(&self) -> BoxFuture<'_, StoreResult<crate::store::LastSuccesses>> {
+        self.0.last_successes()
+    }
     fn begin_run(&self, start: RunStart) -> BoxFuture<'_, StoreResult<RunId>> {
         self.0.begin_run(start)
     }
@@ -682,6 +719,43 @@ struct CancelsAsItAnswers {
 impl RunStore for CancelsAsItAnswers {
     fn recover<'a>(&'a self, node: &'a str, reason: &'a str) -> BoxFuture<'a, StoreResult<Vec<RunRow>>> {
         self.inner.recover(node, reason)
+    }
+    fn notify_states(&self) -> BoxFuture<'_, StoreResult<Vec<(String, crate::store::NotifyState)>>> {
+        self.inner.notify_states()
+    }
+    fn save_notify_state<'a>(
+        &'a self,
+        job: &'a str,
+        state: crate::store::NotifyState,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        self.inner.save_notify_state(job, state)
+    }
+    fn begin_notification<'a>(
+        &'a self,
+        job: &'a str,
+        run_id: Option<RunId>,
+        target: &'a str,
+        event: &'a str,
+    ) -> BoxFuture<'a, StoreResult<crate::store::NotificationId>> {
+        self.inner.begin_notification(job, run_id, target, event)
+    }
+    fn update_notification<'a>(
+        &'a self,
+        id: crate::store::NotificationId,
+        status: crate::store::DeliveryStatus,
+        attempts: u32,
+        error: Option<&'a str>,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        self.inner.update_notification(id, status, attempts, error)
+    }
+    fn notifications(
+        &self,
+        filter: crate::store::NotificationFilter,
+    ) -> BoxFuture<'_, StoreResult<Vec<crate::store::Notification>>> {
+        self.inner.notifications(filter)
+    }
+    fn last_successes(&self) -> BoxFuture<'_, StoreResult<crate::store::LastSuccesses>> {
+        self.inner.last_successes()
     }
     fn begin_run(&self, start: RunStart) -> BoxFuture<'_, StoreResult<RunId>> {
         Box::pin(async move {

@@ -289,7 +289,16 @@ impl<'a> Driver<'a> {
         };
         let name = self.name("", label);
         let children = steps.into_iter().map(|s| Node::Step(self.named(s))).collect();
-        Node::Group(Group { name, mode, children, limit, on_error: OnError::Cancel, timeout, each: None, finally: None })
+        Node::Group(Group {
+            name,
+            mode,
+            children,
+            limit,
+            on_error: OnError::Cancel,
+            timeout,
+            each: None,
+            finally: None,
+        })
     }
 
     fn handle(&mut self, request: Request) {

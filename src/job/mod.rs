@@ -13,6 +13,7 @@ mod format;
 mod identity;
 mod kind;
 mod name;
+mod notify;
 mod script;
 mod template;
 pub(crate) mod word;
@@ -26,6 +27,7 @@ pub use format::JobFormat;
 pub use identity::{Identity, UserIdentity};
 pub use kind::NodeKind;
 pub use name::{NameError, closest, resolve as resolve_name};
+pub use notify::{DEFAULT_NOTIFY_ON, Notify, NotifyEvent};
 pub use script::{CallFn, CallStep, CancelProbe, LimitOverrides, ScriptLimits, ScriptNode, ScriptSource, ScriptStep};
 pub use template::{NAMES as TEMPLATE_NAMES, RENDER_FUEL, RenderError, Template, TemplateError};
 
@@ -72,6 +74,9 @@ pub struct Job {
     /// Job-level `cwd`: the working folder of steps without their own,
     /// relative to the job's folder.
     pub cwd: Option<Template>,
+    /// `notify`, `notify_on`, `notify_after`, `repeat_every`,
+    /// `expect_success_within`: what the daemon's notifier tells whom.
+    pub notify: Notify,
     /// The root of the run tree: the first group, or the steps in sequence.
     pub root: Node,
     /// `[handlers]`: what runs after the root, by how it ended.
@@ -123,6 +128,7 @@ impl Job {
             max_output: MaxOutput::default(),
             env: Vec::new(),
             cwd: None,
+            notify: Notify::default(),
             root,
             handlers: Handlers::default(),
         }

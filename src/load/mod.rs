@@ -34,6 +34,7 @@ mod limits;
 #[cfg(test)]
 pub(crate) use limits::LIMIT_KEYS;
 mod max_output;
+mod notify;
 mod ownership;
 mod rhai_job;
 mod script;

@@ -57,6 +57,12 @@ pub(crate) const SETTING_KEYS: &[&str] = &[
     "env",
     "env_file",
     "cwd",
+    // Notifications (`notify.rs`).
+    "notify",
+    "notify_on",
+    "notify_after",
+    "repeat_every",
+    "expect_success_within",
 ];
 
 /// Every key a `[[group]]` table may have.
@@ -405,6 +411,7 @@ pub(crate) fn read_settings(ctx: &mut Ctx, doc: &DeTable<'_>, job: &mut Job) {
     }
     read_identity(ctx, doc, job);
     read_environment(ctx, doc, job);
+    super::notify::read_notify(ctx, doc, job);
 
     let schedule = doc.get_key_value("schedule");
     let every = doc.get_key_value("every");

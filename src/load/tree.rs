@@ -755,7 +755,8 @@ fn check_reference(
     match reference_problem(tree, s, each_group, t) {
         // Inside a handler or a finally, a step that may have failed is
         // read for its status: its output is null then.
-        Some(RefProblem::InRace { .. } | RefProblem::InFinally { .. } | RefProblem::MayHaveFailed { .. }) if outcome => {}
+        Some(RefProblem::InRace { .. } | RefProblem::InFinally { .. } | RefProblem::MayHaveFailed { .. })
+            if outcome => {}
         Some(problem) => problem.report(ctx, tree, s, t, span),
         None => {}
     }

@@ -207,8 +207,7 @@ pub fn connect(sandbox: Sandbox, run: RunInfo) -> (Link, Requests) {
     let (tx, rx) = mpsc::channel();
     let notify = Arc::new(Notify::new());
     let lookup = Arc::new(OnceLock::new());
-    let link =
-        Link { tx, notify: notify.clone(), ast: Arc::new(OnceLock::new()), sandbox, lookup, run: Arc::new(run) };
+    let link = Link { tx, notify: notify.clone(), ast: Arc::new(OnceLock::new()), sandbox, lookup, run: Arc::new(run) };
     (link, Requests { rx, notify })
 }
 

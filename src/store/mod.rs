@@ -82,6 +82,7 @@
 
 mod error;
 mod json;
+mod notifications;
 mod recorder;
 mod rows;
 mod sqlite;
@@ -96,6 +97,9 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
 pub use self::error::StoreError;
+pub use self::notifications::{
+    DeliveryStatus, LastSuccesses, Notification, NotificationFilter, NotificationId, NotifyState,
+};
 pub use self::recorder::Recorder;
 pub use self::rows::{
     ClaimKey, JobRecord, LogFilter, MISSED_ERROR, Missed, NOT_STARTED_ERROR, NumberedLine, PAUSED_ERROR,
@@ -265,6 +269,39 @@ pub trait RunStore: Send + Sync {
 
     /// Extends every claim `node` holds to `lease` from now.
     fn renew_claims<'a>(&'a self, node: &'a str, lease: Duration) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Every job's notification state (its failure streak), for the
+    /// notifier at start.
+    fn notify_states(&self) -> BoxFuture<'_, Result<Vec<(String, NotifyState)>, StoreError>>;
+
+    /// Saves `job`'s notification state (after each run's end is decided).
+    fn save_notify_state<'a>(&'a self, job: &'a str, state: NotifyState) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Records a notification to deliver (`pending`, no attempt yet) and
+    /// returns its id. Only the newest 10,000 are kept.
+    fn begin_notification<'a>(
+        &'a self,
+        job: &'a str,
+        run_id: Option<RunId>,
+        target: &'a str,
+        event: &'a str,
+    ) -> BoxFuture<'a, Result<NotificationId, StoreError>>;
+
+    /// Records where a notification's delivery stands after an attempt.
+    fn update_notification<'a>(
+        &'a self,
+        id: NotificationId,
+        status: DeliveryStatus,
+        attempts: u32,
+        error: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Notifications matching `filter`, newest first.
+    fn notifications(&self, filter: NotificationFilter) -> BoxFuture<'_, Result<Vec<Notification>, StoreError>>;
+
+    /// When each job's latest successful run finished (the metric
+    /// `gatherd_last_success_timestamp_seconds` and dead-man checks at start).
+    fn last_successes(&self) -> BoxFuture<'_, Result<LastSuccesses, StoreError>>;
 
     /// Writes everything recorded so far and stops the writer. Later records
     /// are dropped (logged at debug level); later writes and flushes fail with

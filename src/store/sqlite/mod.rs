@@ -9,6 +9,7 @@
 
 mod backup;
 mod history;
+mod notifications;
 mod read;
 mod schema;
 mod writer;
@@ -33,8 +34,9 @@ use self::writer::{Stats, Writer};
 use super::recorder::{Msg, Recorder};
 pub(crate) use super::rows::ts;
 use super::{
-    ClaimKey, JobRecord, LogFilter, MISSED_ERROR, Missed, NumberedLine, PAUSED_ERROR, QUEUED_AT_STOP_ERROR,
-    RecordedStatus, RunDetail, RunFilter, RunId, RunRow, RunStart, RunStore, RunTimeline, RunTrigger, StoreError,
+    ClaimKey, DeliveryStatus, JobRecord, LastSuccesses, LogFilter, MISSED_ERROR, Missed, Notification,
+    NotificationFilter, NotificationId, NotifyState, NumberedLine, PAUSED_ERROR, QUEUED_AT_STOP_ERROR, RecordedStatus,
+    RunDetail, RunFilter, RunId, RunRow, RunStart, RunStore, RunTimeline, RunTrigger, StoreError,
 };
 
 /// Opens (creating it and its tables if needed) the run history at `path` and
@@ -481,6 +483,45 @@ impl RunStore for SqliteStore {
     fn renew_claims<'a>(&'a self, node: &'a str, lease: Duration) -> BoxFuture<'a, Result<(), StoreError>> {
         let node = node.to_string();
         self.write(move |conn| renew_claims(conn, &node, lease)).boxed()
+    }
+
+    fn notify_states(&self) -> BoxFuture<'_, Result<Vec<(String, NotifyState)>, StoreError>> {
+        self.read(notifications::states).boxed()
+    }
+
+    fn save_notify_state<'a>(&'a self, job: &'a str, state: NotifyState) -> BoxFuture<'a, Result<(), StoreError>> {
+        let job = job.to_string();
+        self.write(move |conn| notifications::save_state(conn, &job, &state)).boxed()
+    }
+
+    fn begin_notification<'a>(
+        &'a self,
+        job: &'a str,
+        run_id: Option<RunId>,
+        target: &'a str,
+        event: &'a str,
+    ) -> BoxFuture<'a, Result<NotificationId, StoreError>> {
+        let (job, target, event) = (job.to_string(), target.to_string(), event.to_string());
+        self.write(move |conn| notifications::begin(conn, &job, run_id, &target, &event)).boxed()
+    }
+
+    fn update_notification<'a>(
+        &'a self,
+        id: NotificationId,
+        status: DeliveryStatus,
+        attempts: u32,
+        error: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let error = error.map(str::to_string);
+        self.write(move |conn| notifications::update(conn, id, status, attempts, error.as_deref())).boxed()
+    }
+
+    fn notifications(&self, filter: NotificationFilter) -> BoxFuture<'_, Result<Vec<Notification>, StoreError>> {
+        self.read(move |conn| notifications::list(conn, &filter)).boxed()
+    }
+
+    fn last_successes(&self) -> BoxFuture<'_, Result<LastSuccesses, StoreError>> {
+        self.read(notifications::last_successes).boxed()
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -26,12 +26,12 @@ fn bad(idx: usize, detail: impl Into<String>) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, detail.into().into())
 }
 
-fn time(row: &Row<'_>, idx: usize) -> rusqlite::Result<DateTime<Utc>> {
+pub(super) fn time(row: &Row<'_>, idx: usize) -> rusqlite::Result<DateTime<Utc>> {
     let s: String = row.get(idx)?;
     DateTime::parse_from_rfc3339(&s).map(|t| t.with_timezone(&Utc)).map_err(|e| bad(idx, format!("time {s:?}: {e}")))
 }
 
-fn opt_time(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+pub(super) fn opt_time(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
     match row.get_ref(idx)? {
         ValueRef::Null => Ok(None),
         _ => time(row, idx).map(Some),

@@ -20,6 +20,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0003_steps_check.sql", include_str!("../migrations/sqlite/0003_steps_check.sql")),
     ("0004_runs_queued.sql", include_str!("../migrations/sqlite/0004_runs_queued.sql")),
     ("0005_paused_jobs.sql", include_str!("../migrations/sqlite/0005_paused_jobs.sql")),
+    ("0006_notifications.sql", include_str!("../migrations/sqlite/0006_notifications.sql")),
 ];
 
 /// How long a statement waits for another connection's lock before failing.
