@@ -450,29 +450,47 @@ impl Supervisor {
         let cause = entry.job.as_ref().map_or(RunTrigger::Interval, |j| scheduled_cause(&j.trigger));
         let due = entry.slot.unwrap_or_else(Utc::now);
         if self.paused.contains(id.as_str()) {
-            // Paused: the fire is in the history as `missed` (so a restart
-            // does not take the pause for a down time), and nothing runs.
-            tracing::debug!(job = %id, due = %due, "fire not run: the job is paused (recorded missed)");
-            if let Some(content_hash) = entry.valid_hash {
-                let missed = Missed {
-                    job: id.to_string(),
-                    trigger: cause,
-                    fire_times: vec![due],
-                    content_hash,
-                    node: self.node.clone(),
-                };
-                let store = self.store.clone();
-                self.chores.spawn(async move {
-                    if let Err(e) = store.record_paused(missed).await {
-                        tracing::error!(error = %e, "cannot record a paused job's fire as missed");
-                    }
-                });
-            }
+            self.record_paused_fire(&id, cause, due);
         } else {
             self.fire(id.clone(), cause, due, None);
         }
         self.schedule_next(&id);
         self.report_status();
+    }
+
+    /// A fire of the paused job `id` (its timer's, or one kept by
+    /// `overlap = "queue"` or a catch-up): nothing runs, the fire is in the
+    /// history as `missed` (so a restart does not take the pause for a
+    /// down time), and the job's history is pruned as a run's end would
+    /// prune it, so a paused job stays within its retention.
+    fn record_paused_fire(&mut self, id: &JobId, cause: RunTrigger, due: chrono::DateTime<Utc>) {
+        tracing::debug!(job = %id, due = %due, "fire not run: the job is paused (recorded missed)");
+        let Some(entry) = self.table.get(id) else { return };
+        let Some(content_hash) = entry.valid_hash else { return };
+        let job = entry.job.as_ref();
+        let keep_runs = job.and_then(|j| j.keep_runs).or(self.opts.config.keep_runs());
+        let keep_for = job.and_then(|j| j.keep_for).or(self.opts.config.keep_for());
+        let missed = Missed {
+            job: id.to_string(),
+            trigger: cause,
+            fire_times: vec![due],
+            content_hash,
+            node: self.node.clone(),
+        };
+        let store = self.store.clone();
+        self.chores.spawn(async move {
+            let job = missed.job.clone();
+            if let Err(e) = store.record_paused(missed).await {
+                return tracing::error!(job = %job, error = %e, "cannot record a paused job's fire as missed");
+            }
+            if keep_runs.is_some() || keep_for.is_some() {
+                match store.prune(&job, keep_runs, keep_for).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(job = %job, pruned = n, "old runs pruned"),
+                    Err(e) => tracing::warn!(job = %job, error = %e, "cannot prune old runs"),
+                }
+            }
+        });
     }
 
     /// Pauses or resumes `id` now and saves it in the history; `reply`
@@ -827,17 +845,31 @@ impl Supervisor {
         }
         let released = self.admission.release(run.semaphore.as_deref());
         self.start_released(released);
+        // A fire kept while this run went on, and caught-up fires, which run
+        // one after another: not while the job is paused (recorded missed),
+        // unless someone asked for it (a trigger runs a paused job).
+        let paused = self.paused.contains(run.job.as_str());
         if let Some((cause, due)) = queued {
-            self.fire(run.job.clone(), cause, due, None);
+            if paused && cause != RunTrigger::Manual {
+                self.record_paused_fire(&run.job, cause, due);
+            } else {
+                self.fire(run.job.clone(), cause, due, None);
+            }
         }
-        // Caught-up fires run one after another.
-        let next_catch_up = self
-            .table
-            .get_mut(&run.job)
-            .filter(|e| e.running.is_empty())
-            .and_then(|e| Some((e.catch_up.pop_front()?, e.catch_up_cause?)));
-        if let Some((due, cause)) = next_catch_up {
-            self.fire(run.job, cause, due, None);
+        loop {
+            let next_catch_up = self
+                .table
+                .get_mut(&run.job)
+                .filter(|e| e.running.is_empty())
+                .and_then(|e| Some((e.catch_up.pop_front()?, e.catch_up_cause?)));
+            match next_catch_up {
+                Some((due, cause)) if paused => self.record_paused_fire(&run.job, cause, due),
+                Some((due, cause)) => {
+                    self.fire(run.job.clone(), cause, due, None);
+                    break;
+                }
+                None => break,
+            }
         }
         self.report_status();
     }

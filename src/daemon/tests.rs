@@ -947,3 +947,48 @@ async fn a_run_of_a_timed_job_ending_during_shutdown_stops_cleanly() {
     assert_eq!(h.running(&tick), 1);
     h.sup.shutdown().await.expect("a clean stop");
 }
+
+/// A scheduled fire kept by `overlap = "queue"` while a run goes on is not
+/// run when that run ends if the job was paused meanwhile: it is recorded
+/// missed, like a fire of a paused job; a kept manual trigger still runs.
+#[tokio::test(start_paused = true)]
+async fn a_fire_kept_by_overlap_queue_is_recorded_missed_once_the_job_is_paused() {
+    let mut h = Harness::new("").await;
+    let id = h.drop_job("q.toml", &format!("every = \"1m\"\noverlap = \"queue\"\n{LONG}")).await;
+    next_timer(&mut h).await;
+    assert_eq!(h.running(&id), 1, "the first fire runs");
+    next_timer(&mut h).await;
+    assert!(h.sup.table[&id].queued.is_some(), "the second is kept");
+    assert_eq!(pause(&mut h, "q.toml", true).await, Ok(()));
+    h.cancel_all(&id);
+    assert_eq!(h.end_next().await, Some(Status::Cancelled));
+    assert_eq!(h.running(&id), 0, "the kept fire did not start: the job is paused");
+    while h.sup.chores.join_next().await.is_some() {}
+    let history = h.history("q.toml").await;
+    let missed = (String::from("missed"), Some(crate::store::PAUSED_ERROR.to_string()));
+    assert_eq!(history.last(), Some(&missed), "{history:?}");
+
+    // A manual trigger kept the same way is explicit: it runs.
+    assert_eq!(pause(&mut h, "q.toml", false).await, Ok(()));
+    next_timer(&mut h).await;
+    assert_eq!(h.running(&id), 1);
+    assert!(matches!(h.trigger("q.toml").await, Err(ControlError::NotStarted(_))), "kept");
+    assert_eq!(pause(&mut h, "q.toml", true).await, Ok(()));
+    h.cancel_all(&id);
+    assert_eq!(h.end_next().await, Some(Status::Cancelled));
+    assert_eq!(h.running(&id), 1, "a kept trigger runs while paused");
+}
+
+/// A paused job's fires are pruned like runs: its history stays within
+/// `keep_runs` though it never runs.
+#[tokio::test(start_paused = true)]
+async fn a_paused_jobs_missed_fires_are_pruned_to_its_retention() {
+    let mut h = Harness::new("").await;
+    h.drop_job("tick.toml", "every = \"1s\"\nkeep_runs = 3\n[[step]]\nname = \"t\"\nsleep = \"0s\"\n").await;
+    assert_eq!(pause(&mut h, "tick.toml", true).await, Ok(()));
+    for _ in 0..6 {
+        next_timer(&mut h).await;
+        while h.sup.chores.join_next().await.is_some() {}
+    }
+    assert_eq!(h.history("tick.toml").await.len(), 3, "pruned to keep_runs");
+}
