@@ -58,9 +58,14 @@ pub(crate) fn read(
     };
     match parse(&content) {
         Ok(vars) => Some(vars.into_iter().map(|(k, v)| (k, Template::literal(v))).collect()),
-        Err(bad) => {
+        Err(_) => {
+            // An env file holds secrets: a diagnostic (stored with the job,
+            // served by the API, sent as an `invalid` notification) shows
+            // its lines with every value starred out, the keys kept.
+            let shown = redacted(&content);
+            let bad = parse(&shown).err().unwrap_or_default();
             // Each bad line is placed in the env file, sorted where the job names it.
-            let mut file_ctx = Ctx::new(display_name(&path), Arc::from(content.as_str()));
+            let mut file_ctx = Ctx::new(display_name(&path), Arc::from(shown.as_str()));
             let (line, col) = ctx.line_col(span.start);
             let job_file = ctx.file().clone();
             for (at, message) in bad {
@@ -121,6 +126,30 @@ pub(crate) fn parse(text: &str) -> Result<Vec<(String, String)>, Vec<BadLine>> {
     if bad.is_empty() { Ok(vars) } else { Err(bad) }
 }
 
+/// `text` with what may be a value starred out, line by line: after the
+/// first `=` (or, in a line without one, after its first word; in a
+/// comment, after the `#`) every character but a space becomes `*`. Keys,
+/// `=` and line lengths in characters stay, so the lines are still bad or
+/// good for the same reason, and a diagnostic places them the same way.
+fn redacted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        let body = trimmed.strip_prefix("export ").unwrap_or(trimmed);
+        let kept = indent
+            + (trimmed.len() - body.len())
+            + if trimmed.starts_with('#') {
+                1
+            } else {
+                body.find('=').map_or_else(|| body.find(char::is_whitespace).unwrap_or(body.len()), |eq| eq + 1)
+            };
+        out.push_str(&line[..kept]);
+        out.extend(line[kept..].chars().map(|c| if c.is_whitespace() { c } else { '*' }));
+    }
+    out
+}
+
 /// At most 40 characters of `line`, for a message.
 fn shorten(line: &str) -> String {
     match line.char_indices().nth(40) {
@@ -142,6 +171,19 @@ mod tests {
             got,
             [("A", "1"), ("B", "two words"), ("C", "quoted # not a comment"), ("D", "x"), ("E", ""), ("F", "a=b")]
         );
+    }
+
+    #[test]
+    fn a_redacted_file_keeps_keys_and_the_same_bad_lines_but_no_value() {
+        let text = "A=hunter2-prod\n# OLD=pw-2019\nDB_PASSWORD hunter2-prod\nexport B=\"x y\"\n1X=secret\n";
+        let shown = super::redacted(text);
+        assert_eq!(shown, "A=************\n# ***********\nDB_PASSWORD ************\nexport B=** **\n1X=******\n");
+        let (bad, shown_bad) = (parse(text).expect_err("bad"), parse(&shown).expect_err("bad"));
+        assert_eq!(
+            bad.iter().map(|b| b.0.clone()).collect::<Vec<_>>(),
+            shown_bad.iter().map(|b| b.0.clone()).collect::<Vec<_>>()
+        );
+        assert!(!shown_bad.iter().any(|b| b.1.contains("hunter2") || b.1.contains("secret")), "{shown_bad:?}");
     }
 
     #[test]
