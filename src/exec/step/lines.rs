@@ -123,10 +123,31 @@ impl LineSender {
         line(&self.run, &self.path, &self.state, stream, text);
     }
 
+    /// Bytes read from a process's `stream`, as [`StepLines::push`] takes
+    /// them: for a pipe read on a thread of its own.
+    pub fn push(&self, stream: Stream, chunk: &[u8]) {
+        push(&self.run, &self.path, &self.state, stream, chunk);
+    }
+
+    /// Whether the head is spent: what comes now is only kept for the
+    /// step's end, so nobody waits for it to be read at once.
+    pub fn past_head(&self) -> bool {
+        lock(&self.state).ring.is_some()
+    }
+
     /// The node ended: the marker of what was dropped, then the tail.
     pub fn finish(&self) {
         finish(&self.run, &self.path, &self.state);
     }
+}
+
+fn push(run: &RunLines, path: &NodePath, state: &Mutex<State>, stream: Stream, chunk: &[u8]) {
+    if chunk.is_empty() {
+        return;
+    }
+    let at = run.start.elapsed();
+    let mut emit = |s: Stream, text: String, at: Duration| run.send(path, s, text, at);
+    lock(state).push(index(stream), chunk, at, &mut emit);
 }
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
@@ -176,18 +197,16 @@ impl<'a> StepLines<'a> {
         self.state.get_or_init(|| Arc::new(Mutex::new(State::new(self.run.bounds))))
     }
 
+    #[cfg(test)]
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         lock(self.shared())
     }
 
     /// Takes bytes read from a process's `stream` (stdout or stderr).
     pub fn push(&self, stream: Stream, chunk: &[u8]) {
-        if chunk.is_empty() {
-            return;
+        if !chunk.is_empty() {
+            push(self.run, self.path, self.shared(), stream, chunk);
         }
-        let at = self.run.start.elapsed();
-        let mut emit = |s: Stream, text: String, at: Duration| self.run.send(self.path, s, text, at);
-        self.state().push(index(stream), chunk, at, &mut emit);
     }
 
     /// The process's streams ended (its attempt is over): a line left

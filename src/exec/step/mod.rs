@@ -19,6 +19,7 @@ mod file;
 mod http;
 mod identity;
 mod lines;
+mod pipe;
 mod process;
 mod script;
 mod sleep;

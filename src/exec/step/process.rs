@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 use tokio::task::JoinHandle;
 use tokio::time::Sleep;
@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::capture::{Head, Tail, os_error, trim_one_newline};
 use super::child;
+use super::pipe::{Sink, read_all};
 use super::{StepEnv, StepError, StepLines, StepOutput};
 use crate::exec::ledger::{ProcessGroup, ProcessLedger};
 use crate::exec::pool::PoolPermit;
@@ -336,22 +337,14 @@ async fn supervise(
     limits: &Limits,
     cancel: &CancellationToken,
 ) -> Result<StepOutput, StepError> {
-    let mut out = Head::new(limits.output_bytes);
-    let mut err = Tail::new(limits.stderr_tail_bytes);
+    let out = Sink::new(Head::new(limits.output_bytes), lines.sender(), Stream::Stdout);
+    let err = Sink::new(Tail::new(limits.stderr_tail_bytes), lines.sender(), Stream::Stderr);
     let Pipes { stdin, stdout, stderr } = pipes;
-    // Boxed, so it can be dropped (giving `out` and `err` back) at the end.
+    // Cancelled when the step gives up on its pipes: the readers end
+    // (a thread reading one too) and `io` completes at once.
+    let stop = CancellationToken::new();
     let mut io = Box::pin(async {
-        tokio::join!(
-            write_stdin(stdin),
-            read_all(stdout, |c| {
-                out.push(c);
-                lines.push(Stream::Stdout, c);
-            }),
-            read_all(stderr, |c| {
-                err.push(c);
-                lines.push(Stream::Stderr, c);
-            })
-        )
+        tokio::join!(write_stdin(stdin), read_all(stdout, out.clone(), &stop), read_all(stderr, err.clone(), &stop))
     });
     let mut io_done = false;
     let ended = {
@@ -379,6 +372,8 @@ async fn supervise(
                     None => std::future::pending().await,
                 } }, if drain.is_some() && !io_done => {
                     tracing::warn!(pgid = %guard.pgid, "a process outside the step's group kept its output open; stopped reading");
+                    stop.cancel();
+                    (&mut io).await;
                     io_done = true;
                 }
             }
@@ -390,7 +385,7 @@ async fn supervise(
     match ended {
         Ended::Exited(status) => {
             drop(io);
-            finish(status, out, err)
+            finish(status, out.kept(Head::new(0)), err.kept(Tail::new(0)))
         }
         Ended::Cancelled => {
             guard.kill(Signal::SIGTERM);
@@ -400,8 +395,9 @@ async fn supervise(
             // What the group wrote before it died is still in the pipes:
             // read it (they close with the group), so a cancelled or timed
             // out step keeps everything it printed.
-            if !io_done {
-                let _ = tokio::time::timeout(PIPE_DRAIN, &mut io).await;
+            if !io_done && tokio::time::timeout(PIPE_DRAIN, &mut io).await.is_err() {
+                stop.cancel();
+                io.await;
             }
             Err(StepError::Cancelled)
         }
@@ -440,51 +436,12 @@ fn finish(status: ExitStatus, out: Head, err: Tail) -> Result<StepOutput, StepEr
     Err(StepError::FailedWithOutput(error, Box::new(StepOutput { value: text.into(), truncated })))
 }
 
-/// A pipe holding 1 MiB (Linux's most for any user by default, up from
-/// 64 KiB) lets a fast writer run ahead while gatherd reads: fewer wake-ups
-/// per megabyte (issue 13's 200 MB bench). Only for a writer that proved
-/// fast (a read found the pipe's 64 KiB full): a pipe's pages are charged to
-/// its user at once, and past `pipe-user-pages-soft` (64 MiB) every new pipe
-/// of that user — its jobs' own `a | b` too — is cut to two pages, so
-/// growing every step's pipes would starve that user after ~32 steps in
-/// flight. Best effort: a refusal leaves the pipe as it was.
-fn grow_pipe(pipe: &impl std::os::fd::AsFd) {
-    #[cfg(target_os = "linux")]
-    let _ = nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
-    #[cfg(not(target_os = "linux"))]
-    let _ = pipe;
-}
-
 /// Writes the stdin text and closes the pipe. A program that exits without
 /// reading it is not an error (EPIPE is ignored).
 async fn write_stdin(stdin: Option<(ChildStdin, String)>) {
     if let Some((mut pipe, text)) = stdin {
         let _ = pipe.write_all(text.as_bytes()).await;
         let _ = pipe.shutdown().await;
-    }
-}
-
-/// Reads a pipe to its end, handing each chunk to `sink`; the sink decides what
-/// to keep, so the pipe is always drained and the writer never blocks.
-async fn read_all(pipe: Option<impl AsyncRead + Unpin + std::os::fd::AsFd>, mut sink: impl FnMut(&[u8])) {
-    let Some(mut pipe) = pipe else { return };
-    // 64 KiB: a pipe's whole buffer in one read, so a fast writer costs few
-    // wake-ups (issue 13's 200 MB bench).
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut grown = false;
-    loop {
-        match pipe.read(&mut buf).await {
-            Ok(0) => return,
-            Ok(n) => {
-                if n == buf.len() && !grown {
-                    grow_pipe(&pipe);
-                    grown = true;
-                }
-                sink(&buf[..n]);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
     }
 }
 
@@ -666,6 +623,26 @@ mod tests {
         .await;
         assert_eq!(r.map(|o| o.value), Ok(serde_json::json!("65536")));
         assert_eq!(lines.last().map(|(_, t)| t.as_str()), Some("65536"), "stderr's pipe: {lines:?}");
+    }
+
+    /// A flood read on its own thread (past the first MiB) keeps the same
+    /// bounds as one read on the async side: one 50 MB line without a
+    /// newline is cut into pieces while the head lasts, the rest of it is
+    /// dropped, and the invalid UTF-8 after it is kept lossily.
+    #[tokio::test]
+    async fn a_50_mb_line_without_a_newline_then_binary_bytes_keep_the_bounds() {
+        let s = step(shell("head -c 50000000 /dev/zero | tr '\\0' x; printf '\\n\\377\\376 end\\n'"), false);
+        let (r, lines) =
+            attempt_lines(&s, Path::new("/"), BlockingPool::new(1), limits(), &CancellationToken::new()).await;
+        let piece = "x".repeat(crate::exec::step::PIECE);
+        let mut want: Vec<(Stream, String)> = vec![(Stream::Stdout, piece); 64];
+        // 50,000,008 bytes: 1 MiB of head, the 7 of the last line kept.
+        want.push((Stream::Stdout, "… 48,951,425 bytes dropped …".into()));
+        want.push((Stream::Stdout, "\u{FFFD}\u{FFFD} end".into()));
+        assert!(lines == want, "{} lines, the last {:?}", lines.len(), &lines[lines.len().saturating_sub(2)..]);
+        let out = r.expect("it succeeds");
+        assert!(out.truncated);
+        assert_eq!(out.value, serde_json::json!("x".repeat(1024 * 1024)));
     }
 
     #[tokio::test]
