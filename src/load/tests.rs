@@ -1400,3 +1400,11 @@ fn an_unknown_handler_key_and_name() {
     assert!(text.contains("unknown key `on_fail`") && text.contains("did you mean `on_failure`?"), "{text}");
     assert!(text.contains("no step or group is named `nope`"), "{text}");
 }
+
+/// A job-level `env` is set before anything ran: `run.status` there would
+/// fail every exec/shell step when it renders, so `check` refuses it.
+#[test]
+fn a_job_level_env_may_not_read_how_the_run_ended() {
+    let text = error("env = { S = \"{{ run.status }}\" }\n[[step]]\nname = \"a\"\nshell = \"true\"\n").to_string();
+    assert!(text.contains("cannot read other steps' results, `input` or how the run ended"), "{text}");
+}

@@ -481,9 +481,14 @@ fn read_environment(ctx: &mut Ctx, doc: &DeTable<'_>, job: &mut Job) {
         job.cwd = ctx.template("cwd", v, &mut uses);
     }
     for u in uses {
-        let at = u.steps.first().map(|(_, at)| at.clone()).or(u.input);
+        let at = u
+            .steps
+            .first()
+            .map(|(_, at)| at.clone())
+            .or(u.input)
+            .or_else(|| u.outcome.first().map(|(_, at)| at.clone()));
         if let Some(at) = at {
-            ctx.error(at, "a job-level `env` or `cwd` cannot read other steps' results or `input`")
+            ctx.error(at, "a job-level `env` or `cwd` cannot read other steps' results, `input` or how the run ended")
                 .label("not known before the job starts")
                 .help("read `{{ secrets.NAME }}` here, or set it in the step's own `env`/`cwd`");
         }
