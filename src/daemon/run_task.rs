@@ -27,8 +27,10 @@ pub type Reply = oneshot::Sender<Result<Started, ControlError>>;
 /// cancelled before it started (why, recorded as its error).
 #[derive(Debug)]
 pub enum Go {
-    /// It holds its slot now: run.
-    Start,
+    /// It holds its slot now: run, with the environment (base variables,
+    /// secrets, masker) of the config in force now — a run queued before a
+    /// SIGHUP that rotated a secret must not start with the revoked one.
+    Start(std::sync::Arc<crate::exec::Environment>),
     /// It never starts.
     Cancel(&'static str),
 }
@@ -81,7 +83,7 @@ pub struct RunTask {
 
 impl RunTask {
     /// Records the run, runs it through its sinks, applies retention.
-    pub async fn run(self) -> RunOutcome {
+    pub async fn run(mut self) -> RunOutcome {
         let task = tokio::task::id();
         let cause = self.start.trigger;
         // The run's id is the store's; without a store row the run still
@@ -147,7 +149,10 @@ impl RunTask {
             // Queued: wait for the slot, or for a cancel before it starts.
             let cancelled = tokio::select! {
                 go = queue => match go {
-                    Ok(Go::Start) => None,
+                    Ok(Go::Start(environment)) => {
+                        self.ctx.environment = environment;
+                        None
+                    }
                     Ok(Go::Cancel(why)) => Some(why),
                     // The supervisor is gone without a word: it stopped.
                     Err(_) => Some(QUEUED_AT_STOP_ERROR),

@@ -610,7 +610,7 @@ impl Supervisor {
             }
             // A task gone meanwhile (it panicked) holds the slot until its
             // end is handled, which gives it back.
-            let _ = waiting.go.send(Go::Start);
+            let _ = waiting.go.send(Go::Start(self.environment.clone()));
         }
     }
 

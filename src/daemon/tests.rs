@@ -992,3 +992,30 @@ async fn a_paused_jobs_missed_fires_are_pruned_to_its_retention() {
     }
     assert_eq!(h.history("tick.toml").await.len(), 3, "pruned to keep_runs");
 }
+
+/// A run queued before a SIGHUP starts with the secrets of the config in
+/// force when it starts, not the ones it was queued with (a rotated secret
+/// is never used after the reload).
+#[tokio::test(start_paused = true)]
+async fn a_queued_run_starts_with_the_secrets_of_the_config_in_force_when_it_starts() {
+    let mut h = Harness::new("[semaphores]\nbackup = 1\n[secrets]\ntok = { env = \"UNUSED\" }\n").await;
+    h.sup.opts.secrets = crate::exec::Secrets::new([("tok".to_string(), "old-value".to_string())]);
+    let config = h.sup.opts.config.clone();
+    h.sup.set_config(config.clone());
+    let holder = h.drop_job("holder.toml", &format!("semaphore = \"backup\"\n{LONG}")).await;
+    let out = h.jobs.path().join("token.txt");
+    let waits = format!(
+        "schedule = \"0 0 3 1 1 *\"\nsemaphore = \"backup\"\n[[step]]\nname = \"w\"\nwrite_file = {{ path = {:?}, content = \"{{{{ secrets.tok }}}}\" }}\n",
+        out.display().to_string()
+    );
+    let waits = h.drop_job("waits.toml", &waits).await;
+    assert!(h.trigger_started("waits.toml").await.is_ok_and(|s| s.status == RecordedStatus::Queued));
+    // SIGHUP: the secret was rotated.
+    h.sup.opts.secrets = crate::exec::Secrets::new([("tok".to_string(), "new-value".to_string())]);
+    h.sup.set_config(config);
+    h.cancel_all(&holder);
+    assert_eq!(h.end_next().await, Some(Status::Cancelled));
+    assert_eq!(h.running(&waits), 1);
+    assert_eq!(h.end_next().await, Some(Status::Succeeded));
+    assert_eq!(std::fs::read_to_string(&out).expect("written"), "new-value");
+}
