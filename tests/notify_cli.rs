@@ -286,3 +286,51 @@ fn notify_test_sends_a_test_notification_straight_from_the_config_and_says_why_w
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no target `[notify.nope]` in the config (targets: down, ops)"), "{stderr}");
 }
+
+/// Notifications of one job to one target are delivered in order: a
+/// `recovery` waits for the `failure` it ends, even while that one is
+/// being retried (an endpoint down at the failure, back by the recovery).
+#[test]
+fn a_recovery_never_overtakes_the_failure_being_retried() {
+    let hook = Receiver::start(&[500]);
+    let (_c, path) = config(&format!("[notify.ops]\nwebhook = \"http://{}/hook\"\nretry_delay = \"2s\"\n", hook.addr));
+    let d = Daemon::start(&[], &["--config", &path], &[]);
+    let counter = d.state.path().join("count");
+    d.drop_file("flaky.toml", &flaky_job(&counter, 1, ""));
+    assert!(d.wait_for(LONG, |l| finished(l, "flaky.toml", "failed")), "{}", d.dump());
+    assert!(eventually(LONG, || !hook.got().is_empty()), "the failure's first attempt");
+    // The second run succeeds while the failure waits for its retry. (Its
+    // trigger may find the first run's task still pruning: ask again.)
+    let mut answer = (0, String::new());
+    assert!(
+        eventually(LONG, || {
+            answer = http(d.api(), "POST", "/jobs/flaky.toml/trigger", &[], "");
+            answer.0 != 409
+        }),
+        "{}",
+        answer.1
+    );
+    assert_eq!(answer.0, 201, "{}", answer.1);
+    assert!(d.wait_for(LONG, |l| finished(l, "flaky.toml", "succeeded")), "{}", d.dump());
+    delivered(&d, 2);
+    assert_eq!(hook.events(), ["failure", "failure", "recovery"], "in order, the failure retried first");
+}
+
+/// What a target answers is recorded, logged and served masked: a command
+/// that echoes a secret on stderr leaves `********` in `/notifications`
+/// and the log, never the value.
+#[test]
+fn a_targets_answer_quoting_a_secret_is_masked_where_it_is_kept() {
+    const VALUE: &str = "tok-9f8e7d6c5b4a";
+    let (_c, path) = config(&format!(
+        "[secrets]\ntok = {{ env = \"NOTIFY_TEST_TOK\" }}\n[notify.ops]\ncommand = [\"sh\", \"-c\", \"echo token {VALUE} >&2; exit 1\"]\nretry_delay = \"50ms\"\nretry_for = \"120ms\"\n"
+    ));
+    let d = Daemon::start(&[], &["--config", &path], &[("NOTIFY_TEST_TOK", VALUE)]);
+    let counter = d.state.path().join("count");
+    d.drop_file("flaky.toml", &flaky_job(&counter, 1, ""));
+    assert!(d.wait_for(LONG, |l| l["message"] == "notification not delivered; given up"), "{}", d.dump());
+    let (code, body) = http(d.api(), "GET", "/notifications", &[], "");
+    assert_eq!(code, 200, "{body}");
+    assert!(!body.contains(VALUE) && body.contains("token ********"), "{body}");
+    assert!(!d.dump().contains(VALUE), "the log holds the secret: {}", d.dump());
+}

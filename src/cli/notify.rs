@@ -43,7 +43,9 @@ pub async fn notify(args: NotifyArgs) -> anyhow::Result<u8> {
         let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
         return Err(super::invalid(anyhow!("no target `[notify.{name}]` in the config (targets: {known})")));
     };
-    crate::daemon::send_test(&name, target)
+    // As the daemon runs a command target: the config's environment only.
+    let environment = crate::exec::Environment::of_this_process(&config.pass_env, crate::exec::Secrets::default());
+    crate::daemon::send_test(&name, target, environment.base())
         .await
         .map_err(|e| anyhow!(e))
         .with_context(|| format!("the test notification to `{name}` was not delivered"))?;

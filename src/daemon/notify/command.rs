@@ -34,12 +34,28 @@ pub fn variables(notice: &Notice) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Runs `argv` once for `notice`; `Ok` if it exits 0 within `timeout`.
-pub async fn run(argv: &[String], notice: &Notice, timeout: Duration) -> Result<(), String> {
+/// Kills a command's process group when dropped (the delivery given up at
+/// shutdown, say), unless disarmed: `kill_on_drop` reaches the leader only.
+struct GroupGuard(Option<Pid>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// Runs `argv` once for `notice`, with `base` as its environment (the
+/// config's minimal set and `pass_env`, as a step gets; never gatherd's own)
+/// and the `GATHERD_*` variables; `Ok` if it exits 0 within `timeout`.
+pub async fn run(argv: &[String], notice: &Notice, timeout: Duration, base: &[(String, String)]) -> Result<(), String> {
     let Some((program, args)) = argv.split_first() else { return Err("the command is empty".into()) };
     let json = serde_json::to_vec(notice).map_err(|e| e.to_string())?;
     let mut child = tokio::process::Command::new(program)
         .args(args)
+        .env_clear()
+        .envs(base.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .envs(variables(notice))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -48,7 +64,8 @@ pub async fn run(argv: &[String], notice: &Notice, timeout: Duration) -> Result<
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start {program:?}: {e}"))?;
-    let pgid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
+    let pgid = child.id().and_then(|id| i32::try_from(id).ok()).filter(|id| *id > 1).map(Pid::from_raw);
+    let _guard = GroupGuard(pgid);
     let mut stdin = child.stdin.take();
     let mut stderr = child.stderr.take();
     let work = async {
@@ -57,9 +74,19 @@ pub async fn run(argv: &[String], notice: &Notice, timeout: Duration) -> Result<
             let _ = stdin.write_all(&json).await;
         }
         drop(stdin.take());
+        // Only the end is kept: a command spewing stderr costs no memory.
         let mut err = Vec::new();
         if let Some(stderr) = stderr.as_mut() {
-            let _ = stderr.read_to_end(&mut err).await;
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                err.extend_from_slice(&buf[..n]);
+                if err.len() > 2 * STDERR_KEPT {
+                    err.drain(..err.len() - STDERR_KEPT);
+                }
+            }
         }
         (child.wait().await, err)
     };
@@ -109,6 +136,27 @@ mod tests {
         }
     }
 
+    fn path() -> Vec<(String, String)> {
+        vec![("PATH".to_string(), crate::exec::DEFAULT_PATH.to_string())]
+    }
+
+    /// A command target gets the base environment and its `GATHERD_*`
+    /// variables, never gatherd's own; a stderr flood keeps only its end.
+    #[tokio::test]
+    async fn the_command_gets_no_variable_of_gatherds_own_and_a_bounded_stderr() {
+        let dir = tempfile::tempdir().expect("temp");
+        let out = dir.path().join("env");
+        // HOME is in every test process's environment, never in `path()`.
+        assert!(std::env::var_os("HOME").is_some(), "the test needs a variable of its own");
+        let script = format!("env > {}; head -c 50000000 /dev/zero | tr '\\0' x >&2; exit 1", out.display());
+        let err = run(&sh(&script), &notice(), Duration::from_secs(30), &path()).await.expect_err("exit 1");
+        let env = std::fs::read_to_string(&out).expect("env");
+        let names: Vec<&str> = env.lines().filter_map(|l| l.split_once('=').map(|(k, _)| k)).collect();
+        assert!(!names.contains(&"HOME"), "gatherd's own environment leaked: {names:?}");
+        assert!(names.contains(&"PATH") && names.contains(&"GATHERD_EVENT"), "{names:?}");
+        assert!(err.len() < 3 * STDERR_KEPT, "the error keeps only the end of stderr: {} bytes", err.len());
+    }
+
     fn sh(script: &str) -> Vec<String> {
         vec!["sh".into(), "-c".into(), script.into()]
     }
@@ -121,7 +169,7 @@ mod tests {
             "cat > {0}.json; echo \"$GATHERD_EVENT $GATHERD_JOB $GATHERD_RUN_ID $GATHERD_FAILURES\" > {0}",
             out.display()
         );
-        run(&sh(&script), &notice(), Duration::from_secs(10)).await.expect("ran");
+        run(&sh(&script), &notice(), Duration::from_secs(10), &path()).await.expect("ran");
         assert_eq!(std::fs::read_to_string(&out).expect("vars"), "failure backup.toml 7 2\n");
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("out.json")).expect("stdin")).expect("json");
@@ -130,10 +178,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_command_says_its_status_and_stderr_and_a_slow_one_is_killed() {
-        let err = run(&sh("echo nope >&2; exit 3"), &notice(), Duration::from_secs(10)).await.expect_err("fails");
+        let err =
+            run(&sh("echo nope >&2; exit 3"), &notice(), Duration::from_secs(10), &path()).await.expect_err("fails");
         assert!(err.contains("exit status: 3") && err.contains("nope"), "{err}");
         let started = std::time::Instant::now();
-        let err = run(&sh("trap '' TERM; sleep 30"), &notice(), Duration::from_millis(200)).await.expect_err("slow");
+        let err =
+            run(&sh("trap '' TERM; sleep 30"), &notice(), Duration::from_millis(200), &path()).await.expect_err("slow");
         assert!(err.contains("did not finish within 200ms; killed"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(10), "killed after the grace, not waited for");
     }

@@ -71,8 +71,10 @@ pub struct Targets {
     default_on: Option<Vec<NotifyEvent>>,
     /// `http://ADDR` of the API's TCP listener, for links to runs.
     api_base: Option<String>,
-    /// The config's secrets, masked in every text a notification carries.
-    masker: crate::exec::Masker,
+    /// The config's environment: its secrets are masked in every text a
+    /// notification carries, and a `command` target runs with its base
+    /// variables (never gatherd's own environment), as a step does.
+    environment: Arc<crate::exec::Environment>,
 }
 
 impl Targets {
@@ -83,13 +85,14 @@ impl Targets {
             default_notify: config.default_notify.clone(),
             default_on: config.default_notify_on.clone(),
             api_base: api_listen.map(|a| format!("http://{a}")),
-            masker: crate::exec::Masker::default(),
+            environment: Arc::default(),
         }
     }
 
-    /// The same, masking the values `masker` knows (the config's secrets).
-    pub fn masking(mut self, masker: &crate::exec::Masker) -> Targets {
-        self.masker = masker.clone();
+    /// The same, with the config's environment: its secrets masked, its
+    /// base variables for `command` targets.
+    pub fn with_environment(mut self, environment: &Arc<crate::exec::Environment>) -> Targets {
+        self.environment = environment.clone();
         self
     }
 
@@ -137,7 +140,17 @@ pub struct Notifier {
     /// Each job's last success, from the history at start and from runs since.
     last_success: HashMap<String, chrono::DateTime<Utc>>,
     client: reqwest::Client,
-    deliveries: JoinSet<()>,
+    /// Deliveries under way, each ending with its lane's key.
+    deliveries: JoinSet<Lane>,
+    /// Per (job, target), the notifications waiting for the one under way:
+    /// a lane delivers in order, so a `recovery` never overtakes the
+    /// `failure` it ends while that one is being retried. A lane with a
+    /// delivery under way has an entry (empty when nothing waits).
+    lanes: HashMap<Lane, std::collections::VecDeque<Delivery>>,
+    /// Bounds the attempts made at once, all targets together, so an
+    /// outage that fails hundreds of jobs does not start hundreds of
+    /// requests or commands at once.
+    attempts: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the drain at shutdown is over.
     stop: CancellationToken,
 }
@@ -159,6 +172,8 @@ pub fn start(
         last_success: HashMap::new(),
         client: reqwest::Client::new(),
         deliveries: JoinSet::new(),
+        lanes: HashMap::new(),
+        attempts: Arc::new(tokio::sync::Semaphore::new(MAX_ATTEMPTS_AT_ONCE)),
         stop: CancellationToken::new(),
     };
     (NotifyHandle { tx }, tokio::spawn(notifier.serve(rx)))
@@ -170,7 +185,7 @@ impl Notifier {
     /// masked by the executor already; this covers the rest, such as an
     /// interrupted run's or an invalid file's message).
     fn mask(&self, mut text: String) -> String {
-        self.targets.masker.mask_string(&mut text);
+        self.targets.environment.masker().mask_string(&mut text);
         text
     }
 
@@ -190,7 +205,7 @@ impl Notifier {
                     Some(input) => self.handle(input).await,
                     None => break,
                 },
-                Some(_) = self.deliveries.join_next() => {}
+                Some(done) = self.deliveries.join_next() => self.lane_done(done),
                 () = sleep_until_wall(due.as_ref().map(|(_, at)| *at)) => {
                     if let Some((job, _)) = due {
                         self.stale(job).await;
@@ -203,7 +218,7 @@ impl Notifier {
         tokio::pin!(drain);
         while !self.deliveries.is_empty() {
             tokio::select! {
-                _ = self.deliveries.join_next() => {}
+                Some(done) = self.deliveries.join_next() => self.lane_done(done),
                 () = &mut drain, if !self.stop.is_cancelled() => self.stop.cancel(),
             }
         }
@@ -328,11 +343,62 @@ impl Notifier {
                 target: target.clone(),
                 notice,
                 stop: self.stop.clone(),
+                environment: self.targets.environment.clone(),
+                attempts: self.attempts.clone(),
             };
-            self.deliveries.spawn(delivery.run());
+            let lane = (job.to_string(), name.clone());
+            match self.lanes.get_mut(&lane) {
+                Some(waiting) => waiting.push_back(delivery),
+                None => {
+                    self.lanes.insert(lane.clone(), std::collections::VecDeque::new());
+                    self.deliveries.spawn(delivery.run(lane));
+                }
+            }
+        }
+    }
+
+    /// A delivery of `done`'s lane ended: the next one waiting there starts.
+    fn lane_done(&mut self, done: Result<Lane, tokio::task::JoinError>) {
+        let Ok(lane) = done else {
+            // A delivery task that panicked: its lane is unknown; nothing
+            // waits forever, since every lane is looked at again below.
+            return self.restart_idle_lanes();
+        };
+        match self.lanes.get_mut(&lane).and_then(std::collections::VecDeque::pop_front) {
+            Some(next) => {
+                self.deliveries.spawn(next.run(lane));
+            }
+            None => {
+                self.lanes.remove(&lane);
+            }
+        }
+    }
+
+    /// After a delivery task failed: lanes with waiting notifications but
+    /// (as far as can be told) nothing under way are started again.
+    fn restart_idle_lanes(&mut self) {
+        if !self.deliveries.is_empty() {
+            return;
+        }
+        let lanes: Vec<Lane> = self.lanes.keys().cloned().collect();
+        for lane in lanes {
+            match self.lanes.get_mut(&lane).and_then(std::collections::VecDeque::pop_front) {
+                Some(next) => {
+                    self.deliveries.spawn(next.run(lane));
+                }
+                None => {
+                    self.lanes.remove(&lane);
+                }
+            }
         }
     }
 }
+
+/// A lane of deliveries: (job, target).
+type Lane = (String, String);
+
+/// At most this many notification attempts (requests, commands) at once.
+const MAX_ATTEMPTS_AT_ONCE: usize = 16;
 
 /// One notification to one target, until delivered or given up.
 struct Delivery {
@@ -342,10 +408,20 @@ struct Delivery {
     target: NotifyTarget,
     notice: Notice,
     stop: CancellationToken,
+    /// The config's environment: its masker for every error recorded or
+    /// logged, its base variables for a command.
+    environment: Arc<crate::exec::Environment>,
+    attempts: Arc<tokio::sync::Semaphore>,
 }
 
 impl Delivery {
-    async fn run(self) {
+    /// Delivers, retrying, then returns `lane` for the next in it.
+    async fn run(self, lane: Lane) -> Lane {
+        self.deliver().await;
+        lane
+    }
+
+    async fn deliver(self) {
         let n = &self.notice;
         let begun = self.store.begin_notification(&n.job, n.run_id, &n.target, n.event.as_str()).await;
         let id = begun.map_err(|e| tracing::warn!(error = %e, "cannot record a notification")).ok();
@@ -357,9 +433,17 @@ impl Delivery {
         loop {
             attempts += 1;
             let tried = tokio::select! {
-                tried = self.attempt() => tried,
+                tried = async {
+                    let _slot = self.attempts.acquire().await;
+                    self.attempt().await
+                } => tried,
                 () = self.stop.cancelled() => Err("the daemon stopped before it was delivered".to_string()),
             };
+            // What a target answered may quote a secret (a command's stderr).
+            let tried = tried.map_err(|mut e| {
+                self.environment.masker().mask_string(&mut e);
+                e
+            });
             let error = match tried {
                 Ok(()) => {
                     // Recorded and counted before it is logged: the log line says it is all done.
@@ -395,7 +479,7 @@ impl Delivery {
     /// One attempt: the request (or the command), bounded by the target's `timeout`.
     async fn attempt(&self) -> Result<(), String> {
         if let Some(argv) = &self.target.command {
-            return command::run(argv, &self.notice, self.target.timeout()).await;
+            return command::run(argv, &self.notice, self.target.timeout(), self.environment.base()).await;
         }
         attempt_webhook(&self.client, &self.target, &self.notice).await
     }
@@ -408,14 +492,32 @@ async fn attempt_webhook(client: &reqwest::Client, target: &NotifyTarget, notice
     for (k, v) in &request.headers {
         builder = builder.header(k, v);
     }
-    let response = builder.send().await.map_err(|e| format!("{}: {}", request.url, error_chain(&e)))?;
+    // A webhook's path and query are often its credential (Slack's
+    // `/services/T/B/X`, a healthchecks ping id): errors, which are stored,
+    // logged and served, name the scheme and host only.
+    let shown = redacted_url(&request.url);
+    let response = builder.send().await.map_err(|e| format!("{shown}: {}", error_chain(&e.without_url())))?;
     let status = response.status();
-    if status.is_success() { Ok(()) } else { Err(format!("{} answered HTTP {status}", request.url)) }
+    if status.is_success() { Ok(()) } else { Err(format!("{shown} answered HTTP {status}")) }
+}
+
+/// `https://hooks.slack.com/…` for `https://hooks.slack.com/services/T/B/X?x=1`.
+fn redacted_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => {
+            let host = u.host_str().unwrap_or("");
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let rest = if u.path().len() > 1 || u.query().is_some() { "/…" } else { "" };
+            format!("{}://{host}{port}{rest}", u.scheme())
+        }
+        Err(_) => "the webhook's URL".to_string(),
+    }
 }
 
 /// Sends one `test` notification to `target` (named `name`), one attempt,
-/// nothing recorded: `gatherd notify test NAME`.
-pub async fn send_test(name: &str, target: &NotifyTarget) -> Result<(), String> {
+/// nothing recorded: `gatherd notify test NAME`. A command runs with
+/// `base` as its environment (the config's, as under the daemon).
+pub async fn send_test(name: &str, target: &NotifyTarget, base: &[(String, String)]) -> Result<(), String> {
     let notice = Notice {
         event: NotifyEvent::Test,
         job: String::new(),
@@ -429,7 +531,7 @@ pub async fn send_test(name: &str, target: &NotifyTarget) -> Result<(), String> 
         target: name.to_string(),
     };
     if let Some(argv) = &target.command {
-        return command::run(argv, &notice, target.timeout()).await;
+        return command::run(argv, &notice, target.timeout(), base).await;
     }
     attempt_webhook(&reqwest::Client::new(), target, &notice).await
 }
