@@ -334,3 +334,22 @@ fn a_targets_answer_quoting_a_secret_is_masked_where_it_is_kept() {
     assert!(!body.contains(VALUE) && body.contains("token ********"), "{body}");
     assert!(!d.dump().contains(VALUE), "the log holds the secret: {}", d.dump());
 }
+
+/// `gatherd check --config FILE JOBS` refuses a job naming a target the
+/// config lacks, at the name, with a did-you-mean: a typo found when the
+/// job is checked, not when the alert it should have sent is lost.
+#[test]
+fn check_with_a_config_rejects_a_job_naming_an_unknown_target_at_its_place() {
+    let (dir, path) = config("[notify.ops]\nwebhook = \"http://127.0.0.1:9/hook\"\n");
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir(&jobs).expect("mkdir");
+    std::fs::write(jobs.join("ok.toml"), "notify = [\"ops\"]\n[[step]]\nname = \"s\"\nshell = \"true\"\n").expect("w");
+    std::fs::write(jobs.join("bad.toml"), "notify = [\"opss\"]\n[[step]]\nname = \"s\"\nshell = \"true\"\n")
+        .expect("w");
+    let out = gatherd().arg("check").arg("--config").arg(&path).arg(&jobs).output().expect("check");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("ok.toml") && stdout.contains("invalid ") && stdout.contains("bad.toml"), "{stdout}");
+    assert!(stderr.contains("unknown notification target `opss`") && stderr.contains("bad.toml:1:12"), "{stderr}");
+    assert!(stderr.contains("did you mean `ops`?"), "{stderr}");
+}

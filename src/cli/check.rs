@@ -74,12 +74,13 @@ enum Outcome {
 /// Checks every file; exit 1 if any is invalid (or a path can't be read).
 pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
     let mut checked = Vec::new();
-    // With a valid config, jobs may read only the secrets it defines.
-    let mut secrets: Option<std::collections::BTreeSet<String>> = None;
+    // With a valid config, jobs may read only the secrets it defines and
+    // name only its notification targets.
+    let mut names: Option<(std::collections::BTreeSet<String>, std::collections::BTreeSet<String>)> = None;
     if let Some(path) = &args.config {
         let outcome = match config::check(path) {
             Ok(config) => {
-                secrets = Some(config.secrets.keys().cloned().collect());
+                names = Some((config.secrets.keys().cloned().collect(), config.notify.keys().cloned().collect()));
                 Outcome::Config
             }
             Err(d) => Outcome::Invalid(vec![*d]),
@@ -101,8 +102,8 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
             });
         }
         for file in found.files {
-            let loaded = match &secrets {
-                Some(defined) => load::load_file_with_secrets(&file, defined),
+            let loaded = match &names {
+                Some((defined, targets)) => load::load_file_with_config(&file, defined, targets),
                 None => load::load_file(&file),
             };
             let outcome = match loaded {

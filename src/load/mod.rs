@@ -80,12 +80,18 @@ pub fn load_file(path: &Path) -> Result<Job, LoadError> {
 }
 
 /// [`load_file`] for `gatherd check --config FILE`: a job that reads a
-/// secret `defined` lacks is invalid too, at the place it reads it.
-pub fn load_file_with_secrets(path: &Path, defined: &std::collections::BTreeSet<String>) -> Result<Job, LoadError> {
+/// secret the config lacks (`secrets`), or names a notification target it
+/// lacks (`targets`), is invalid too, at the place it does.
+pub fn load_file_with_config(
+    path: &Path,
+    secrets: &std::collections::BTreeSet<String>,
+    targets: &std::collections::BTreeSet<String>,
+) -> Result<Job, LoadError> {
     let (text, _) = read_text(path)?;
     let job = load_source(path, &text, Purpose::Check)?;
-    let undefined = secret_names::undefined_secrets(path, &text, &job, defined);
-    if undefined.is_empty() { Ok(job) } else { Err(LoadError::new(path, undefined)) }
+    let mut problems = secret_names::undefined_secrets(path, &text, &job, secrets);
+    problems.extend(secret_names::unknown_targets(path, &text, &job, targets));
+    if problems.is_empty() { Ok(job) } else { Err(LoadError::new(path, problems)) }
 }
 
 /// Loads the job file at `path` to run it in this process, as `gatherd

@@ -1,6 +1,7 @@
 //! `gatherd check --config FILE JOBS`: a job reading a secret the config
 //! does not define is invalid, placed at the `secrets.NAME` (or the
-//! `secret("NAME")` of a script) that reads it.
+//! `secret("NAME")` of a script) that reads it; so is a job naming a
+//! notification target the config lacks, placed at the name.
 //!
 //! Which names a job reads is the parsed job's word (its templates'
 //! `secrets.NAME`), plus the `secret("NAME")` calls with a literal name in
@@ -46,6 +47,38 @@ pub fn undefined_secrets(path: &Path, source: &str, job: &Job, defined: &BTreeSe
             format!("define it in the config: `[secrets]` `{name} = {{ file = \"/etc/gatherd/{name}\" }}`")
         });
         d.help(help);
+        out.push(d);
+    }
+    out
+}
+
+/// The diagnostics of `job` for every notification target it names
+/// (`notify = [...]`) that the config's `[notify.NAME]` tables lack: a
+/// typo there would otherwise surface only as a warning when an alert is
+/// due, and the alert would be lost.
+pub fn unknown_targets(path: &Path, source: &str, job: &Job, defined: &BTreeSet<String>) -> Vec<Diagnostic> {
+    let file: Arc<str> = display_name(path);
+    let text: Arc<str> = Arc::from(source);
+    let lines = LineIndex::new(source);
+    let mut out = Vec::new();
+    for name in job.notify.targets.iter().flatten() {
+        if defined.contains(name) {
+            continue;
+        }
+        let span = source.find(&format!("\"{name}\"")).map_or(0..0, |at| at + 1..at + 1 + name.len());
+        let line_col = lines.line_col(source, span.start);
+        let mut d = Diagnostic::at(
+            file.clone(),
+            text.clone(),
+            span,
+            line_col,
+            format!("unknown notification target `{name}`: the config has no `[notify.{name}]`"),
+        );
+        d.label("not a target of the config");
+        d.help(
+            did_you_mean(name, defined.iter().map(String::as_str))
+                .unwrap_or_else(|| format!("define it in the config: `[notify.{name}]` `webhook = \"https://...\"`")),
+        );
         out.push(d);
     }
     out
