@@ -353,3 +353,26 @@ fn check_with_a_config_rejects_a_job_naming_an_unknown_target_at_its_place() {
     assert!(stderr.contains("unknown notification target `opss`") && stderr.contains("bad.toml:1:12"), "{stderr}");
     assert!(stderr.contains("did you mean `ops`?"), "{stderr}");
 }
+
+/// `invalid` is told once per mistake: a restart, which reads every job
+/// file anew, does not page again for a file still invalid the same way.
+#[test]
+fn an_invalid_file_is_told_once_not_again_at_every_restart() {
+    let hook = Receiver::start(&[]);
+    let (_c, path) = config(&format!(
+        "default_notify = [\"ops\"]\ndefault_notify_on = [\"invalid\", \"failure\"]\n[notify.ops]\nwebhook = \"http://{}/hook\"\n",
+        hook.addr
+    ));
+    let d = Daemon::start(&[("bad.toml", "[[step]]\nname = \"s\"\nshel = \"true\"\n")], &["--config", &path], &[]);
+    delivered(&d, 1);
+    let (jobs, state) = d.end_with(Signal::SIGTERM);
+    let d = Daemon::start_with(jobs, state, &["--config", &path], &[]);
+    assert!(d.wait_for(LONG, |l| l["message"] == "invalid job file"), "{}", d.dump());
+    // A later notification, handled after the scan's: once it is delivered,
+    // the invalid file's second reading has been dealt with.
+    d.drop_file("other.toml", "[[step]]\nname = \"s\"\nshell = \"exit 1\"\n");
+    delivered(&d, 1);
+    let mut events = hook.events();
+    events.sort();
+    assert_eq!(events, ["failure", "invalid"], "the restart told `invalid` again");
+}

@@ -20,6 +20,10 @@ pub struct NotifyState {
     pub told_at: Option<DateTime<Utc>>,
     /// A `stale` was sent and no run has succeeded since.
     pub stale: bool,
+    /// The diagnostic of the invalid version whose `invalid` was told (none
+    /// once a valid version loads): told once per mistake, not again at
+    /// every restart, which reads every job file anew.
+    pub invalid: Option<String>,
 }
 
 /// Each job's latest success: `(job, when it finished)`.

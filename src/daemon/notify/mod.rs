@@ -261,6 +261,14 @@ impl Notifier {
         match input {
             Input::Config(targets) => self.targets = *targets,
             Input::Job { job, settings } => {
+                // A valid version: the next mistake is news again.
+                if let Some(state) = self.states.get_mut(&job).filter(|s| s.invalid.is_some()) {
+                    state.invalid = None;
+                    let state = state.clone();
+                    if let Err(e) = self.store.save_notify_state(&job, state).await {
+                        tracing::warn!(job = %job, error = %e, "cannot save the job's notification state");
+                    }
+                }
                 if settings.expect_success_within.is_some() {
                     let since = self.last_success.get(&job).copied().unwrap_or_else(Utc::now);
                     let since = self.deadman.get(&job).map_or(since, |(_, s)| *s);
@@ -294,6 +302,25 @@ impl Notifier {
                     let failures = if event == NotifyEvent::Failure { failures } else { 0 };
                     let status = Some(status.as_str().to_string());
                     self.notify(&sub, &job, run_id, event, status, error.clone(), failures);
+                }
+            }
+            Input::Event { job, run_id, event: NotifyEvent::Invalid, error, settings } => {
+                // Told once per mistake: a restart reads every file anew
+                // and finds the same invalid version again.
+                let told = self.states.get(&job).and_then(|s| s.invalid.clone());
+                let now = Some(error.clone().unwrap_or_default());
+                if told == now {
+                    return tracing::debug!(job = %job, "invalid again with the same diagnostic: told already");
+                }
+                let state = self.states.entry(job.clone()).or_default();
+                state.invalid = now;
+                let state = state.clone();
+                if let Err(e) = self.store.save_notify_state(&job, state).await {
+                    tracing::warn!(job = %job, error = %e, "cannot save the job's notification state");
+                }
+                let sub = self.targets.subscription(&settings);
+                if sub.on.contains(&NotifyEvent::Invalid) {
+                    self.notify(&sub, &job, run_id, NotifyEvent::Invalid, None, error, 0);
                 }
             }
             Input::Event { job, run_id, event, error, settings } => {

@@ -16,7 +16,8 @@ pub(crate) const KEPT_NOTIFICATIONS: i64 = 10_000;
 /// Every job's notification state.
 pub(super) fn states(conn: &Connection) -> Result<Vec<(String, NotifyState)>, StoreError> {
     let fail = StoreError::sqlite("read the notification states");
-    let mut stmt = conn.prepare("SELECT job, failures, told, told_at, stale FROM notify_state").map_err(fail)?;
+    let mut stmt =
+        conn.prepare("SELECT job, failures, told, told_at, stale, invalid FROM notify_state").map_err(fail)?;
     let rows = stmt
         .query_map([], |r| {
             let failures: i64 = r.get(1)?;
@@ -27,6 +28,7 @@ pub(super) fn states(conn: &Connection) -> Result<Vec<(String, NotifyState)>, St
                     told: r.get(2)?,
                     told_at: opt_time_at(r, 3)?,
                     stale: r.get(4)?,
+                    invalid: r.get(5)?,
                 },
             ))
         })
@@ -45,12 +47,22 @@ pub(super) fn save_state(conn: &mut Connection, job: &str, state: &NotifyState) 
         return Ok(());
     }
     conn.prepare_cached(
-        "INSERT INTO notify_state (job, failures, told, told_at, stale, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+        "INSERT INTO notify_state (job, failures, told, told_at, stale, invalid, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
          ON CONFLICT (job) DO UPDATE SET failures = excluded.failures, told = excluded.told, \
-         told_at = excluded.told_at, stale = excluded.stale, updated_at = excluded.updated_at",
+         told_at = excluded.told_at, stale = excluded.stale, invalid = excluded.invalid, \
+         updated_at = excluded.updated_at",
     )
     .and_then(|mut s| {
-        s.execute(params![job, state.failures, state.told, state.told_at.map(ts), state.stale, ts(Utc::now())])
+        s.execute(params![
+            job,
+            state.failures,
+            state.told,
+            state.told_at.map(ts),
+            state.stale,
+            state.invalid,
+            ts(Utc::now())
+        ])
     })
     .map_err(fail)?;
     Ok(())

@@ -8,6 +8,7 @@ CREATE TABLE notify_state (
     told        INTEGER NOT NULL CHECK (told IN (0, 1)),  -- this streak's `failure` was sent
     told_at     TEXT,                       -- when it was last sent (for repeat_every)
     stale       INTEGER NOT NULL DEFAULT 0 CHECK (stale IN (0, 1)),  -- `stale` sent, no success since
+    invalid     TEXT,                       -- the invalid version told (its diagnostic), until a valid one
     updated_at  TEXT NOT NULL
 );
 
