@@ -71,10 +71,6 @@ pub struct RunTask {
     pub live: Live,
     /// The loop's inbox.
     pub notes: mpsc::UnboundedSender<RunNote>,
-    /// Retention after the run: at most this many runs of the job…
-    pub keep_runs: Option<u64>,
-    /// …and none older than this.
-    pub keep_for: Option<std::time::Duration>,
     /// A failpoint for the supervisor's tests: the task panics once its run
     /// is recorded.
     #[cfg(test)]
@@ -195,22 +191,10 @@ impl RunTask {
             // The sinks panicked: the run's end is handled as a failed task.
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
-        let recorder = sinks.recorder().cloned();
+        // Retention is the supervisor's chore once this task has ended
+        // (`Supervisor::prune_later`): pruning here held the job's slot past
+        // its "run finished", and a trigger right after it was refused.
         drop(sinks);
-        // Retention, after this run is written: the job's oldest runs go.
-        if let Some(recorder) = recorder
-            && (self.keep_runs.is_some() || self.keep_for.is_some())
-        {
-            let pruned = match recorder.flush().await {
-                Ok(()) => self.store.prune(self.id.as_str(), self.keep_runs, self.keep_for).await,
-                Err(e) => Err(e),
-            };
-            match pruned {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(job = %self.id, pruned = n, "old runs pruned"),
-                Err(e) => tracing::warn!(job = %self.id, error = %e, "cannot prune old runs"),
-            }
-        }
         outcome
     }
 }

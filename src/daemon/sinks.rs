@@ -104,11 +104,6 @@ impl RunSinks {
             (None, None) => {}
         }
     }
-
-    /// The run history's writer for this run, if it has one.
-    pub fn recorder(&self) -> Option<&Recorder> {
-        self.recorder.as_ref().map(|(_, r)| r)
-    }
 }
 
 impl Drop for RunSinks {

@@ -467,9 +467,6 @@ impl Supervisor {
         tracing::debug!(job = %id, due = %due, "fire not run: the job is paused (recorded missed)");
         let Some(entry) = self.table.get(id) else { return };
         let Some(content_hash) = entry.valid_hash else { return };
-        let job = entry.job.as_ref();
-        let keep_runs = job.and_then(|j| j.keep_runs).or(self.opts.config.keep_runs());
-        let keep_for = job.and_then(|j| j.keep_for).or(self.opts.config.keep_for());
         let missed = Missed {
             job: id.to_string(),
             trigger: cause,
@@ -478,19 +475,43 @@ impl Supervisor {
             node: self.node.clone(),
         };
         let store = self.store.clone();
+        let prune = self.pruning(id);
         self.chores.spawn(async move {
             let job = missed.job.clone();
             if let Err(e) = store.record_paused(missed).await {
                 return tracing::error!(job = %job, error = %e, "cannot record a paused job's fire as missed");
             }
-            if keep_runs.is_some() || keep_for.is_some() {
-                match store.prune(&job, keep_runs, keep_for).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(job = %job, pruned = n, "old runs pruned"),
-                    Err(e) => tracing::warn!(job = %job, error = %e, "cannot prune old runs"),
-                }
-            }
+            prune.await;
         });
+    }
+
+    /// The retention of `id` as a future for the loop's chores: what was
+    /// recorded before is written first (the recorder's flush), then the
+    /// job's oldest runs go, per its `keep_runs`/`keep_for` or the
+    /// config's. After a run it is spawned from `on_run_end`, so the run's
+    /// slot is given back at its end and not after the prune (which held it
+    /// past "run finished": a trigger right after was refused as still
+    /// going).
+    fn pruning(&self, id: &JobId) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let job = self.table.get(id).and_then(|e| e.job.as_ref());
+        let keep_runs = job.and_then(|j| j.keep_runs).or(self.opts.config.keep_runs());
+        let keep_for = job.and_then(|j| j.keep_for).or(self.opts.config.keep_for());
+        let store = self.store.clone();
+        let id = id.to_string();
+        async move {
+            if keep_runs.is_none() && keep_for.is_none() {
+                return;
+            }
+            let pruned = match store.recorder().flush().await {
+                Ok(()) => store.prune(&id, keep_runs, keep_for).await,
+                Err(e) => Err(e),
+            };
+            match pruned {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(job = %id, pruned = n, "old runs pruned"),
+                Err(e) => tracing::warn!(job = %id, error = %e, "cannot prune old runs"),
+            }
+        }
     }
 
     /// Pauses or resumes `id` now and saves it in the history; `reply`
@@ -676,8 +697,6 @@ impl Supervisor {
             metrics: self.metrics.clone(),
             live: self.live.clone(),
             notes: self.notes_tx.clone(),
-            keep_runs: job.keep_runs.or(self.opts.config.keep_runs()),
-            keep_for: job.keep_for.or(self.opts.config.keep_for()),
             #[cfg(test)]
             panic: self.panic_jobs.contains(&fire.job),
             job,
@@ -818,6 +837,10 @@ impl Supervisor {
         let Some(run) = self.in_flight.remove(&task) else {
             return tracing::error!("a run task the supervisor does not know ended");
         };
+        // Retention, once this run is written (a queued run that never
+        // started has its row too).
+        let prune = self.pruning(&run.job);
+        self.chores.spawn(prune);
         let (status, error) = match ended {
             Ok(outcome) => {
                 tracing::debug!(job = %run.job, run_id = run.run_id, status = %outcome.status, "run ended");

@@ -928,6 +928,14 @@ async fn the_default_retention_prunes_a_job_to_10_000_runs() {
     let tick = h.drop_job("tick.toml", "[[step]]\nname = \"t\"\nsleep = \"0s\"\n").await;
     assert_eq!(h.running(&tick), 1);
     assert_eq!(h.end_next().await, Some(Status::Succeeded));
+    // The run's task has ended and given its slot back with the prune
+    // still to do, as a chore of the loop's: a trigger right after the
+    // run's end is not refused as "still going" while its history prunes.
+    assert_eq!(h.running(&tick), 0);
+    assert!(!h.sup.chores.is_empty(), "the prune is the loop's chore, not the run task's");
+    assert!(h.trigger("tick.toml").await.is_ok(), "a trigger right after the end starts");
+    assert_eq!(h.end_next().await, Some(Status::Succeeded));
+    while h.sup.chores.join_next().await.is_some() {}
     h.store.recorder().flush().await.expect("flush the history");
     let filter = RunFilter { job: Some("tick.toml".into()), limit: 20_000, ..RunFilter::default() };
     let rows = h.store.runs(filter).await.expect("read the history");
@@ -1014,7 +1022,8 @@ async fn a_queued_run_starts_with_the_secrets_of_the_config_in_force_when_it_sta
     h.sup.opts.secrets = crate::exec::Secrets::new([("tok".to_string(), "new-value".to_string())]);
     h.sup.set_config(config);
     h.cancel_all(&holder);
-    assert_eq!(h.end_next().await, Some(Status::Cancelled));
+    // The holder ends (cancelled, or done if the paused clock ran its hour).
+    assert!(h.end_next().await.is_some());
     assert_eq!(h.running(&waits), 1);
     assert_eq!(h.end_next().await, Some(Status::Succeeded));
     assert_eq!(std::fs::read_to_string(&out).expect("written"), "new-value");
