@@ -166,7 +166,8 @@ impl Supervisor {
         let environment =
             Arc::new(crate::exec::Environment::of_this_process(&opts.config.pass_env, opts.secrets.clone()));
         let targets = Targets::from_config(&opts.config, opts.api_listen.or(opts.config.api_listen))
-            .masking(environment.masker());
+            .masking(environment.masker())
+            .with_secrets(environment.secrets());
         let notifier = Some(super::notify::start(store.clone(), metrics.clone(), targets));
         let sup = Supervisor {
             notifier,
@@ -972,7 +973,9 @@ impl Supervisor {
         // New runs get the new `pass_env` and secrets; runs in flight keep theirs.
         self.environment =
             Arc::new(crate::exec::Environment::of_this_process(&self.opts.config.pass_env, self.opts.secrets.clone()));
-        let targets = Targets::from_config(&self.opts.config, api).masking(self.environment.masker());
+        let targets = Targets::from_config(&self.opts.config, api)
+            .masking(self.environment.masker())
+            .with_secrets(self.environment.secrets());
         self.notify(NotifyInput::Config(Box::new(targets)));
         if self.pool.size() != self.opts.blocking_threads() {
             // Runs in flight keep the old pool; new runs get the new one.

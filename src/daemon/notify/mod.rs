@@ -22,6 +22,7 @@
 //! stored; the secrets work plugs its masker in there.
 
 mod command;
+mod email;
 mod notice;
 mod sign;
 mod streak;
@@ -39,7 +40,7 @@ pub use self::notice::Notice;
 pub use self::streak::Subscription;
 use crate::api::Metrics;
 use crate::config::{Config, MAX_RETRY_WAIT, NotifyTarget};
-use crate::exec::Status;
+use crate::exec::{Secrets, Status};
 use crate::job::{Backoff, DEFAULT_NOTIFY_ON, Notify, NotifyEvent};
 use crate::store::{DeliveryStatus, NotifyState, RunId, RunStore};
 
@@ -73,6 +74,8 @@ pub struct Targets {
     api_base: Option<String>,
     /// The config's secrets, masked in every text a notification carries.
     masker: crate::exec::Masker,
+    /// Their values, for the targets that log in with one (`password_secret`).
+    secrets: Secrets,
 }
 
 impl Targets {
@@ -84,7 +87,15 @@ impl Targets {
             default_on: config.default_notify_on.clone(),
             api_base: api_listen.map(|a| format!("http://{a}")),
             masker: crate::exec::Masker::default(),
+            secrets: Secrets::default(),
         }
+    }
+
+    /// The same, with the secrets' values for the targets that log in
+    /// (`password_secret`).
+    pub fn with_secrets(mut self, secrets: &Secrets) -> Targets {
+        self.secrets = secrets.clone();
+        self
     }
 
     /// The same, masking the values `masker` knows (the config's secrets).
@@ -325,6 +336,7 @@ impl Notifier {
                 store: self.store.clone(),
                 metrics: self.metrics.clone(),
                 client: self.client.clone(),
+                secrets: self.targets.secrets.clone(),
                 target: target.clone(),
                 notice,
                 stop: self.stop.clone(),
@@ -339,6 +351,8 @@ struct Delivery {
     store: Arc<dyn RunStore>,
     metrics: Arc<Metrics>,
     client: reqwest::Client,
+    /// For a target's `password_secret`.
+    secrets: Secrets,
     target: NotifyTarget,
     notice: Notice,
     stop: CancellationToken,
@@ -392,13 +406,27 @@ impl Delivery {
         }
     }
 
-    /// One attempt: the request (or the command), bounded by the target's `timeout`.
+    /// One attempt: the request (or the command, or the mail), bounded by
+    /// the target's `timeout`.
     async fn attempt(&self) -> Result<(), String> {
-        if let Some(argv) = &self.target.command {
-            return command::run(argv, &self.notice, self.target.timeout()).await;
-        }
-        attempt_webhook(&self.client, &self.target, &self.notice).await
+        attempt(&self.client, &self.target, &self.secrets, &self.notice).await
     }
+}
+
+/// One attempt of `target` for `notice`, whatever its kind.
+async fn attempt(
+    client: &reqwest::Client,
+    target: &NotifyTarget,
+    secrets: &Secrets,
+    notice: &Notice,
+) -> Result<(), String> {
+    if let Some(argv) = &target.command {
+        return command::run(argv, notice, target.timeout()).await;
+    }
+    if let Some(mail) = &target.email {
+        return email::send(mail, secrets, notice, target.timeout()).await;
+    }
+    attempt_webhook(client, target, notice).await
 }
 
 /// One request of a webhook target, bounded by its `timeout`.
@@ -414,8 +442,9 @@ async fn attempt_webhook(client: &reqwest::Client, target: &NotifyTarget, notice
 }
 
 /// Sends one `test` notification to `target` (named `name`), one attempt,
-/// nothing recorded: `gatherd notify test NAME`.
-pub async fn send_test(name: &str, target: &NotifyTarget) -> Result<(), String> {
+/// nothing recorded: `gatherd notify test NAME`. `secrets` holds the
+/// password of a target that logs in.
+pub async fn send_test(name: &str, target: &NotifyTarget, secrets: &Secrets) -> Result<(), String> {
     let notice = Notice {
         event: NotifyEvent::Test,
         job: String::new(),
@@ -428,10 +457,7 @@ pub async fn send_test(name: &str, target: &NotifyTarget) -> Result<(), String> 
         message: Notice::describe(NotifyEvent::Test, "", 0, None),
         target: name.to_string(),
     };
-    if let Some(argv) = &target.command {
-        return command::run(argv, &notice, target.timeout()).await;
-    }
-    attempt_webhook(&reqwest::Client::new(), target, &notice).await
+    attempt(&reqwest::Client::new(), target, secrets, &notice).await
 }
 
 /// Until wall-clock time `at` (checked at least every minute, so a clock
