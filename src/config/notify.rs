@@ -2,8 +2,9 @@
 //! webhook (`webhook = "URL"` or `webhook = { url, method, headers, body }`,
 //! with a ready-made `format`), which may sign its requests
 //! (`signing_secret`), a `command`, or an `email` sent through an SMTP
-//! relay; how long one delivery is retried is the target's too. `default_notify` and `default_notify_on` are the subscription of
-//! every job that names none.
+//! relay; how long one delivery is retried is the target's too.
+//! `default_notify` and `default_notify_on` are the subscription of every
+//! job that names none.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -122,12 +123,7 @@ impl Email {
 
 /// Whether `host` names this machine (a password may cross it unencrypted).
 fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Checks an `email` table; the message names the key.
