@@ -15,7 +15,7 @@ use crate::exec::{BlockingPool, Limits, Secrets};
 use crate::job::{LimitOverrides, MaxOutput, NotifyEvent, ScriptLimits};
 
 mod notify;
-pub use notify::{MAX_RETRY_WAIT, NotifyTarget, Webhook, WebhookFormat, WebhookRequest};
+pub use notify::{Email, EmailTls, MAX_RETRY_WAIT, NotifyTarget, Webhook, WebhookFormat, WebhookRequest};
 
 /// The parsed configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -333,7 +333,8 @@ impl Config {
         if let Err(message) = crate::load::check_limits(&config.script_limits.overrides(), "script_limits.") {
             return invalid(message);
         }
-        if let Err(message) = notify::check(&config.notify, &config.default_notify, config.default_notify_on.as_deref())
+        if let Err(message) =
+            notify::check(&config.notify, &config.default_notify, config.default_notify_on.as_deref(), &config.secrets)
         {
             return invalid(message);
         }

@@ -376,3 +376,242 @@ fn an_invalid_file_is_told_once_not_again_at_every_restart() {
     events.sort();
     assert_eq!(events, ["failure", "invalid"], "the restart told `invalid` again");
 }
+
+/// One message the SMTP sink accepted.
+#[derive(Debug, Clone)]
+struct Mail {
+    /// `MAIL FROM:<...>`'s address.
+    from: String,
+    /// Each `RCPT TO:<...>`'s address.
+    to: Vec<String>,
+    /// The `AUTH PLAIN` credentials (user, password), when the client sent them.
+    auth: Option<(String, String)>,
+    /// The message as sent after `DATA` (dots unstuffed), `\r\n` line ends.
+    data: String,
+}
+
+impl Mail {
+    /// A header's value (unfolded), by name, from the message's header block.
+    fn header(&self, name: &str) -> Option<String> {
+        let head = self.data.split("\r\n\r\n").next().unwrap_or("");
+        let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
+        unfolded.split("\r\n").find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+
+    /// The body: what follows the header block.
+    fn body(&self) -> String {
+        self.data.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+    }
+}
+
+/// An SMTP server on 127.0.0.1 (a thread, one connection at a time) that
+/// speaks the plain-text subset a relay needs — 220, EHLO (with AUTH PLAIN),
+/// AUTH, MAIL FROM, RCPT TO, DATA (354, up to `.`), RSET, QUIT — and keeps
+/// every message it accepted. The first `temporary` MAIL FROMs are answered
+/// `451` (try again later), as a busy relay does.
+struct SmtpSink {
+    addr: SocketAddr,
+    got: Arc<Mutex<Vec<Mail>>>,
+}
+
+impl SmtpSink {
+    fn start(temporary: u32) -> SmtpSink {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let addr = listener.local_addr().expect("addr");
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = got.clone();
+        thread::spawn(move || {
+            let mut temporary = temporary;
+            for stream in listener.incoming().flatten() {
+                let _ = stream.set_read_timeout(Some(LONG));
+                let mut out = stream.try_clone().expect("clone");
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                let mut read = |line: &mut String| {
+                    line.clear();
+                    reader.read_line(line).unwrap_or(0) > 0
+                };
+                let _ = out.write_all(b"220 sink.test ESMTP ready\r\n");
+                let (mut from, mut to, mut auth) = (String::new(), Vec::new(), None);
+                while read(&mut line) {
+                    let command = line.trim_end().to_string();
+                    let upper = command.to_ascii_uppercase();
+                    let reply: String = if upper.starts_with("EHLO") {
+                        "250-sink.test greets you\r\n250-8BITMIME\r\n250 AUTH PLAIN\r\n".into()
+                    } else if upper.starts_with("HELO") {
+                        "250 sink.test\r\n".into()
+                    } else if let Some(plain) = upper.strip_prefix("AUTH PLAIN ").map(|_| &command[11..]) {
+                        auth = decode_plain(plain);
+                        "235 2.7.0 accepted\r\n".into()
+                    } else if upper.starts_with("MAIL FROM:") {
+                        if temporary > 0 {
+                            temporary -= 1;
+                            "451 4.3.0 busy, try again later\r\n".into()
+                        } else {
+                            from = address(&command);
+                            to.clear();
+                            "250 2.1.0 ok\r\n".into()
+                        }
+                    } else if upper.starts_with("RCPT TO:") {
+                        to.push(address(&command));
+                        "250 2.1.5 ok\r\n".into()
+                    } else if upper == "DATA" {
+                        let _ = out.write_all(b"354 end with <CRLF>.<CRLF>\r\n");
+                        let mut data = String::new();
+                        while read(&mut line) && line != ".\r\n" {
+                            data.push_str(line.strip_prefix('.').unwrap_or(&line));
+                        }
+                        let mail = Mail { from: from.clone(), to: to.clone(), auth: auth.clone(), data };
+                        sink.lock().expect("got").push(mail);
+                        "250 2.0.0 queued\r\n".into()
+                    } else if upper == "RSET" || upper == "NOOP" {
+                        "250 2.0.0 ok\r\n".into()
+                    } else if upper == "QUIT" {
+                        let _ = out.write_all(b"221 2.0.0 bye\r\n");
+                        break;
+                    } else {
+                        "502 5.5.1 not implemented\r\n".into()
+                    };
+                    let _ = out.write_all(reply.as_bytes());
+                }
+            }
+        });
+        SmtpSink { addr, got }
+    }
+
+    fn got(&self) -> Vec<Mail> {
+        self.got.lock().expect("got").clone()
+    }
+}
+
+/// The address in `MAIL FROM:<a@b>` or `RCPT TO:<a@b> ...`.
+fn address(command: &str) -> String {
+    let start = command.find('<').map_or(0, |i| i + 1);
+    let end = command[start..].find('>').map_or(command.len(), |i| start + i);
+    command[start..end].to_string()
+}
+
+/// `AUTH PLAIN`'s base64 of `\0user\0password`.
+fn decode_plain(b64: &str) -> Option<(String, String)> {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut bytes = Vec::new();
+    for c in b64.trim().bytes().take_while(|c| *c != b'=') {
+        bits = (bits << 6) | alphabet.iter().position(|a| *a == c)? as u32;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            bytes.push((bits >> n) as u8);
+        }
+    }
+    let text = String::from_utf8(bytes).ok()?;
+    let mut parts = text.split('\0').skip(1);
+    Some((parts.next()?.to_string(), parts.next()?.to_string()))
+}
+
+/// A config with `[notify.mail]` sending to `sink` in the clear (a relay on
+/// this machine), logging in as `gatherd` with the secret `smtp` (from
+/// `$SMTP_PASSWORD`).
+fn mail_config(sink: &SmtpSink) -> (tempfile::TempDir, String) {
+    config(&format!(
+        "[secrets]\nsmtp = {{ env = \"SMTP_PASSWORD\" }}\n\n[notify.mail]\nretry_delay = \"50ms\"\n\
+         email = {{ host = \"127.0.0.1\", port = {}, tls = \"none\", from = \"gatherd@example.org\", \
+         to = [\"ops@example.org\", \"oncall@example.org\"], username = \"gatherd\", password_secret = \"smtp\" }}\n",
+        sink.addr.port()
+    ))
+}
+
+const SMTP_PASSWORD: &str = "smtp-hunter2";
+
+#[test]
+fn a_failing_job_with_an_email_target_sends_one_mail_with_the_subject_the_link_and_the_error() {
+    let sink = SmtpSink::start(0);
+    let (_c, path) = mail_config(&sink);
+    let d = Daemon::start(&[], &["--config", &path], &[("SMTP_PASSWORD", SMTP_PASSWORD)]);
+    // The error carries the secret (stderr), which the mail must show masked.
+    let job = "notify = [\"mail\"]\n[[step]]\nname = \"dump\"\nshell = \"echo disk full at {{ secrets.smtp }} >&2; exit 3\"\n";
+    d.drop_file("backup.toml", job);
+    assert!(d.wait_for(LONG, |l| finished(l, "backup.toml", "failed")), "{}", d.dump());
+    delivered(&d, 1);
+    let (_, notifications) = http(d.api(), "GET", "/notifications", &[], "");
+    let notifications: Value = serde_json::from_str(&notifications).expect("json");
+    let run_id = notifications["notifications"][0]["run_id"].as_i64().expect("a run");
+    let (_, run) = http(d.api(), "GET", &format!("/runs/{run_id}"), &[], "");
+    let (code, lines) = d.stop();
+    assert_eq!(code, Some(0));
+    let got = sink.got();
+    assert_eq!(got.len(), 1, "exactly one message: {got:?}");
+    let mail = &got[0];
+    assert_eq!(mail.from, "gatherd@example.org");
+    assert_eq!(mail.to, ["ops@example.org", "oncall@example.org"]);
+    assert_eq!(mail.auth, Some(("gatherd".to_string(), SMTP_PASSWORD.to_string())), "logged in with the secret");
+    assert_eq!(mail.header("From").as_deref(), Some("gatherd@example.org"));
+    assert_eq!(mail.header("To").as_deref(), Some("ops@example.org, oncall@example.org"));
+    assert_eq!(mail.header("Subject"), Some(format!("[gatherd] backup.toml failed (run {run_id})")), "{mail:?}");
+    let body = mail.body();
+    let run: Value = serde_json::from_str(&run).expect("json");
+    let error = run["error"].as_str().unwrap_or_else(|| panic!("the run's error: {run}"));
+    assert!(body.contains(error), "the run's error {error:?} in the body:\n{body}");
+    assert!(body.contains(&format!("/runs/{run_id}")), "the link to the run in the body:\n{body}");
+    assert!(body.contains("backup.toml failed"), "the message in the body:\n{body}");
+    assert!(body.contains("disk full at ********"), "the stderr in the error, masked:\n{body}");
+    assert!(!mail.data.contains(SMTP_PASSWORD), "the secret is nowhere in the mail:\n{}", mail.data);
+    assert!(!lines.iter().any(|l| l.to_string().contains(SMTP_PASSWORD)), "the password is in no log line");
+}
+
+#[test]
+fn an_smtp_relay_answering_451_first_gets_the_mail_on_the_second_attempt_both_recorded() {
+    let sink = SmtpSink::start(1);
+    let (_c, path) = mail_config(&sink);
+    let d = Daemon::start(&[], &["--config", &path], &[("SMTP_PASSWORD", SMTP_PASSWORD)]);
+    let job = "notify = [\"mail\"]\n[[step]]\nname = \"no\"\nshell = \"exit 1\"\n";
+    d.drop_file("fails.toml", job);
+    assert!(d.wait_for(LONG, |l| finished(l, "fails.toml", "failed")), "{}", d.dump());
+    delivered(&d, 1);
+    let (_, body) = http(d.api(), "GET", "/notifications", &[], "");
+    d.stop();
+    assert_eq!(sink.got().len(), 1, "{:?}", sink.got());
+    let list: Value = serde_json::from_str(&body).expect("json");
+    let n = &list["notifications"][0];
+    assert_eq!((n["target"].as_str(), n["event"].as_str()), (Some("mail"), Some("failure")), "{list}");
+    assert_eq!((n["status"].as_str(), n["attempts"].as_u64()), (Some("delivered"), Some(2)), "{list}");
+    assert!(n["error"].as_str().is_some_and(|e| e.contains("451")), "the first attempt's error: {list}");
+}
+
+#[test]
+fn notify_test_sends_a_test_mail_through_the_relay() {
+    let sink = SmtpSink::start(0);
+    let (_c, path) = mail_config(&sink);
+    let out = gatherd()
+        .args(["notify", "test", "mail", "--config", &path])
+        .env("SMTP_PASSWORD", SMTP_PASSWORD)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "delivered a test notification to mail\n");
+    let got = sink.got();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].header("Subject").as_deref(), Some("[gatherd] test notification to mail"));
+    assert!(got[0].body().contains("this target works"), "{}", got[0].body());
+}
+
+#[test]
+fn a_starttls_target_never_falls_back_to_plain_text_with_a_relay_that_does_not_offer_it() {
+    let sink = SmtpSink::start(0);
+    let (_c, path) = config(&format!(
+        "[notify.mail]\nemail = {{ host = \"127.0.0.1\", port = {}, from = \"gatherd@example.org\", to = [\"ops@example.org\"] }}\n",
+        sink.addr.port()
+    ));
+    let out = gatherd().args(["notify", "test", "mail", "--config", &path]).output().expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the test notification to `mail` was not delivered") && stderr.contains(&sink.addr.to_string()),
+        "{stderr}"
+    );
+    assert!(sink.got().is_empty(), "nothing sent in the clear: {:?}", sink.got());
+}

@@ -37,15 +37,23 @@ pub enum NotifyCommand {
 /// Runs `gatherd notify ...`.
 pub async fn notify(args: NotifyArgs) -> anyhow::Result<u8> {
     let NotifyCommand::Test { name, config } = args.command;
-    let config = Config::load_or_default(config.as_deref()).map_err(|e| super::invalid(anyhow!("{e}")))?;
+    let config_path = config;
+    let config = Config::load_or_default(config_path.as_deref()).map_err(|e| super::invalid(anyhow!("{e}")))?;
     let Some(target) = config.notify.get(&name) else {
         let known: Vec<&str> = config.notify.keys().map(String::as_str).collect();
         let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
         return Err(super::invalid(anyhow!("no target `[notify.{name}]` in the config (targets: {known})")));
     };
+    // Read only for a target that logs in: a test of a webhook does not
+    // depend on every secret being readable here.
+    let logs_in = target.email.as_ref().is_some_and(|e| e.password_secret.is_some());
+    let secrets = match logs_in {
+        true => config.read_secrets(config_path.as_deref()).map_err(super::invalid)?,
+        false => crate::exec::Secrets::default(),
+    };
     // As the daemon runs a command target: the config's environment only.
-    let environment = crate::exec::Environment::of_this_process(&config.pass_env, crate::exec::Secrets::default());
-    crate::daemon::send_test(&name, target, environment.base())
+    let environment = crate::exec::Environment::of_this_process(&config.pass_env, secrets);
+    crate::daemon::send_test(&name, target, &environment)
         .await
         .map_err(|e| anyhow!(e))
         .with_context(|| format!("the test notification to `{name}` was not delivered"))?;

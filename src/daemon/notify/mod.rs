@@ -19,9 +19,10 @@
 //!
 //! Masking seam: every text a notification carries (the run's error, the
 //! message) goes through [`Notifier::mask`] before it is rendered or
-//! stored; the secrets work plugs its masker in there.
+//! stored, masked with the config's secrets.
 
 mod command;
+mod email;
 mod notice;
 mod sign;
 mod streak;
@@ -436,7 +437,8 @@ struct Delivery {
     notice: Notice,
     stop: CancellationToken,
     /// The config's environment: its masker for every error recorded or
-    /// logged, its base variables for a command.
+    /// logged, its base variables for a command, its secrets for a
+    /// target's `password_secret`.
     environment: Arc<crate::exec::Environment>,
     attempts: Arc<tokio::sync::Semaphore>,
 }
@@ -503,13 +505,27 @@ impl Delivery {
         }
     }
 
-    /// One attempt: the request (or the command), bounded by the target's `timeout`.
+    /// One attempt: the request (or the command, or the mail), bounded by
+    /// the target's `timeout`.
     async fn attempt(&self) -> Result<(), String> {
-        if let Some(argv) = &self.target.command {
-            return command::run(argv, &self.notice, self.target.timeout(), self.environment.base()).await;
-        }
-        attempt_webhook(&self.client, &self.target, &self.notice).await
+        attempt(&self.client, &self.target, &self.environment, &self.notice).await
     }
+}
+
+/// One attempt of `target` for `notice`, whatever its kind.
+async fn attempt(
+    client: &reqwest::Client,
+    target: &NotifyTarget,
+    environment: &crate::exec::Environment,
+    notice: &Notice,
+) -> Result<(), String> {
+    if let Some(argv) = &target.command {
+        return command::run(argv, notice, target.timeout(), environment.base()).await;
+    }
+    if let Some(mail) = &target.email {
+        return email::send(mail, environment.secrets(), notice, target.timeout()).await;
+    }
+    attempt_webhook(client, target, notice).await
 }
 
 /// One request of a webhook target, bounded by its `timeout`.
@@ -542,9 +558,14 @@ fn redacted_url(url: &str) -> String {
 }
 
 /// Sends one `test` notification to `target` (named `name`), one attempt,
-/// nothing recorded: `gatherd notify test NAME`. A command runs with
-/// `base` as its environment (the config's, as under the daemon).
-pub async fn send_test(name: &str, target: &NotifyTarget, base: &[(String, String)]) -> Result<(), String> {
+/// nothing recorded: `gatherd notify test NAME`. `environment` is the
+/// config's: a command's base variables, the password of a target that
+/// logs in.
+pub async fn send_test(
+    name: &str,
+    target: &NotifyTarget,
+    environment: &crate::exec::Environment,
+) -> Result<(), String> {
     let notice = Notice {
         event: NotifyEvent::Test,
         job: String::new(),
@@ -557,10 +578,7 @@ pub async fn send_test(name: &str, target: &NotifyTarget, base: &[(String, Strin
         message: Notice::describe(NotifyEvent::Test, "", 0, None),
         target: name.to_string(),
     };
-    if let Some(argv) = &target.command {
-        return command::run(argv, &notice, target.timeout(), base).await;
-    }
-    attempt_webhook(&reqwest::Client::new(), target, &notice).await
+    attempt(&reqwest::Client::new(), target, environment, &notice).await
 }
 
 /// Until wall-clock time `at` (checked at least every minute, so a clock
