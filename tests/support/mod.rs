@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod postgres;
+
 /// Whether the tests run as root (as CI does): the one check for the tests
 /// that switch users or that root's privileges change.
 pub fn is_root() -> bool {
