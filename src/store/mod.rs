@@ -1,8 +1,9 @@
 //! Run history: what ran, when, what each step returned, and the jobs seen.
 //!
 //! The store is one more sink of the [`RunEvent`] stream. The daemon opens a
-//! backend at start (today [`open_sqlite`], an embedded SQLite file at
-//! `STATE_DIR/gatherd.db`; later PostgreSQL for fleets), holds it as an
+//! backend at start ([`open_sqlite`], an embedded SQLite file at
+//! `STATE_DIR/gatherd.db`, by default; [`open_postgres`] for a database a
+//! fleet can share), holds it as an
 //! `Arc<dyn RunStore>`, calls [`RunStore::recover`] once, then for each run
 //! [`RunStore::begin_run`] (the id it returns is the `run_id` of the logs) and
 //! forwards the run's events to a [`Recorder`].
@@ -26,9 +27,9 @@
 //! round trip to its own worker thread. What sqlx would have shared with a
 //! Postgres backend is small: the SQL of the two differs (types, upserts with
 //! `RETURNING`, leases), so each backend has its own migrations folder
-//! (`migrations/sqlite/`, later `migrations/postgres/`) either way. The
-//! Postgres backend can use sqlx-postgres or tokio-postgres behind the same
-//! trait; nothing outside `store/` will notice.
+//! (`migrations/sqlite/`, `migrations/postgres/`) either way. The
+//! PostgreSQL backend (`postgres/`) uses tokio-postgres behind the same
+//! trait; nothing outside `store/` notices.
 //!
 //! ## Writes: one writer, batched transactions
 //! Every write of a backend goes through one writer (for SQLite a thread that
@@ -83,6 +84,7 @@
 mod error;
 mod json;
 mod notifications;
+mod postgres;
 mod recorder;
 mod rows;
 mod sqlite;
@@ -100,6 +102,7 @@ pub use self::error::StoreError;
 pub use self::notifications::{
     DeliveryStatus, LastSuccesses, Notification, NotificationFilter, NotificationId, NotifyState,
 };
+pub use self::postgres::{PostgresHistory, PostgresStore, open_postgres};
 pub use self::recorder::Recorder;
 pub use self::rows::{
     ClaimKey, JobRecord, LogFilter, MISSED_ERROR, Missed, NOT_STARTED_ERROR, NumberedLine, PAUSED_ERROR,

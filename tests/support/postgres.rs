@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -182,6 +183,49 @@ impl Cluster {
         // Its own working folder: postgres may not be able to enter ours.
         cmd.args(args).current_dir(self.dir.path()).env_remove("PGDATA");
         cmd.output().unwrap_or_else(|e| panic!("run {}: {e}", exe.display()))
+    }
+}
+
+impl Cluster {
+    /// One cluster for the whole test process, started at the first call:
+    /// tests take a database each (`create_db`), so the start-up is paid
+    /// once. A static is never dropped, so a watcher process (started here,
+    /// as this process's user) stops the cluster and removes its folder once
+    /// this process is gone, however it ended.
+    pub fn shared() -> &'static Cluster {
+        static SHARED: std::sync::OnceLock<Cluster> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let cluster = Cluster::start();
+            let stop = if cluster.as_postgres { "runuser -u postgres -- " } else { "" };
+            let script = format!(
+                "while [ -d /proc/{pid} ]; do sleep 0.2; done; {stop}{bin}/pg_ctl -D '{data}' -m immediate -w stop \
+                 >/dev/null 2>&1; rm -rf '{dir}'",
+                pid = std::process::id(),
+                bin = PG_BIN,
+                data = path_str(&cluster.data()),
+                dir = path_str(cluster.dir.path()),
+            );
+            // Never waited for, on purpose: it outlives this process (then
+            // init reaps it), which is its whole point.
+            #[allow(clippy::zombie_processes)]
+            Command::new("sh")
+                .args(["-c", &script])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .process_group(0)
+                .spawn()
+                .expect("start the watcher that stops the shared cluster");
+            cluster
+        })
+    }
+
+    /// A fresh database in the shared cluster, named uniquely in this
+    /// process; its URL.
+    pub fn fresh_db() -> String {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Cluster::shared().create_db(&format!("t{}_{n}", std::process::id()))
     }
 }
 
