@@ -140,6 +140,33 @@ pub const KEPT_DETAIL_BYTES: usize = 16 * 1024 * 1024;
 /// The file name of the embedded database in the state folder.
 pub const DB_FILE: &str = "gatherd.db";
 
+/// Which history a store URL names (`--store`, `GATHERD_STORE`, the
+/// config's `store`): a `postgres://` or `postgresql://` URL is a
+/// PostgreSQL database; anything else is refused with what is expected.
+pub fn postgres_url(url: &str) -> Result<&str, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(url)
+    } else {
+        let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
+        Err(StoreError::Invalid(format!(
+            "the store `{scheme}` is not known: give a postgres:// URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE), \
+             or no store for the SQLite file in the state folder"
+        )))
+    }
+}
+
+/// Opens the history a daemon records into: the PostgreSQL database of
+/// `url`, or without one the SQLite file [`DB_FILE`] in `state`.
+pub async fn open_store(
+    url: Option<&str>,
+    state: &std::path::Path,
+) -> Result<std::sync::Arc<dyn RunStore>, StoreError> {
+    Ok(match url {
+        Some(url) => std::sync::Arc::new(open_postgres(postgres_url(url)?).await?),
+        None => std::sync::Arc::new(open_sqlite(state.join(DB_FILE)).await?),
+    })
+}
+
 /// A paused job: its id and when it was paused.
 pub type PausedJob = (String, DateTime<Utc>);
 
