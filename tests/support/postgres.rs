@@ -81,20 +81,12 @@ impl Cluster {
         let mut last = String::new();
         for _ in 0..5 {
             cluster.port = free_port();
-            let options = format!(
-                "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off \
-                 -c full_page_writes=off -c max_connections=200",
-                cluster.port,
-                path_str(cluster.dir.path())
-            );
-            let log = cluster.dir.path().join("server.log");
-            let out = cluster.run_pg(
-                "pg_ctl",
-                &["-D", path_str(&data), "-o", &options, "-l", path_str(&log), "-w", "-t", "60", "start"],
-            );
+            let options = cluster.options();
+            let out = cluster.pg_ctl_start(&options);
             if out.status.success() {
                 return cluster;
             }
+            let log = cluster.dir.path().join("server.log");
             last = format!(
                 "{}{}\nserver log:\n{}",
                 String::from_utf8_lossy(&out.stdout),
@@ -103,6 +95,34 @@ impl Cluster {
             );
         }
         panic!("the throwaway PostgreSQL cluster did not start: {last}");
+    }
+
+    fn options(&self) -> String {
+        format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off -c max_connections=200",
+            self.port,
+            path_str(self.dir.path())
+        )
+    }
+
+    fn pg_ctl_start(&self, options: &str) -> Output {
+        let (data, log) = (self.data(), self.dir.path().join("server.log"));
+        self.run_pg("pg_ctl", &["-D", path_str(&data), "-o", options, "-l", path_str(&log), "-w", "-t", "60", "start"])
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`: its connections are cut), as
+    /// a database restart or an outage does; [`start_again`](Cluster::start_again)
+    /// brings it back on the same port.
+    pub fn stop(&self) {
+        let data = self.data();
+        self.pg("pg_ctl", &["-D", path_str(&data), "-m", "fast", "-w", "stop"]);
+    }
+
+    /// Starts the stopped server again, same data, same port.
+    pub fn start_again(&self) {
+        let out = self.pg_ctl_start(&self.options());
+        assert!(out.status.success(), "restart: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// The data folder.

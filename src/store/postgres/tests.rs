@@ -2,8 +2,108 @@
 //! messages at open. (The store's behaviour is `store::tests`, on both
 //! backends.)
 
+use std::time::{Duration, Instant};
+
 use super::cluster::Cluster;
 use super::*;
+use crate::exec::{NodeKind, RunEvent, Status};
+use crate::store::BATCH_EVENTS;
+
+fn start(job: &str) -> RunStart {
+    RunStart {
+        job: job.into(),
+        trigger: RunTrigger::Manual,
+        fire_time: Utc::now(),
+        content_hash: [1; 32],
+        node: "node-a".into(),
+        queued: false,
+    }
+}
+
+/// A run of `n` steps that each start and succeed, then its end.
+fn steps_events(n: usize) -> Vec<RunEvent> {
+    let mut events = vec![RunEvent::RunStarted { job: "big".into(), started_at: Utc::now() }];
+    for i in 0..n {
+        let path: crate::exec::NodePath = format!("main/s{i}").into();
+        let name: std::sync::Arc<str> = format!("s{i}").into();
+        events.push(RunEvent::NodeStarted {
+            path: path.clone(),
+            name: name.clone(),
+            kind: NodeKind::Sleep,
+            at: Duration::ZERO,
+        });
+        events.push(RunEvent::NodeFinished {
+            path,
+            name,
+            kind: NodeKind::Sleep,
+            status: Status::Succeeded,
+            attempts: 1,
+            started: Some(Duration::ZERO),
+            at: Duration::from_millis(1),
+            output: Some(serde_json::json!(i)),
+            error: None,
+            truncated: false,
+        });
+    }
+    events.push(RunEvent::RunFinished {
+        status: Status::Succeeded,
+        result: None,
+        error: None,
+        duration: Duration::from_millis(2),
+    });
+    events
+}
+
+#[tokio::test]
+async fn ten_thousand_steps_are_written_in_few_pipelined_transactions() {
+    let store = open_postgres(&Cluster::fresh_db()).await.unwrap();
+    let id = store.begin_run(start("big.toml")).await.unwrap();
+    let (events, recorder) = (steps_events(10_000), store.recorder());
+    let n = events.len() as u64;
+    let began = Instant::now();
+    for e in events {
+        recorder.record(id, e);
+    }
+    let queued = began.elapsed();
+    recorder.flush().await.unwrap();
+    let written = began.elapsed();
+    let batches = store.batches_written();
+    assert_eq!(store.events_written(), n);
+    assert!(batches <= 2 * n / BATCH_EVENTS as u64 + 2, "{batches} transactions for {n} events");
+    // The figure for ARCHITECTURE.md (run with --nocapture).
+    eprintln!("postgres: {n} events queued in {queued:?}, written in {written:?} ({batches} transactions)");
+    let detail = store.run(id).await.unwrap().unwrap();
+    assert_eq!(detail.steps.len(), 10_000);
+    assert_eq!(detail.steps[9_999].output, serde_json::json!(9_999));
+    assert_eq!(detail.run.status, RecordedStatus::Finished(Status::Succeeded));
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn what_runs_record_while_the_database_is_down_is_written_when_it_is_back() {
+    let cluster = Cluster::start();
+    let store = open_postgres(&cluster.create_db("outage")).await.unwrap();
+    let id = store.begin_run(start("a.toml")).await.unwrap();
+    let mut health = store.health();
+    cluster.stop();
+    let recorder = store.recorder();
+    for e in steps_events(3) {
+        recorder.record(id, e);
+    }
+    let flushed = recorder.flush().await;
+    assert!(matches!(flushed, Err(StoreError::Unwritable(_))), "{flushed:?}");
+    let why = health.borrow_and_update().clone().expect("the store says it cannot write");
+    assert!(!why.is_empty());
+    cluster.start_again();
+    tokio::time::timeout(Duration::from_secs(60), health.wait_for(Option::is_none))
+        .await
+        .expect("well again within a minute (retries back off to 30 s at most)")
+        .unwrap();
+    let detail = store.run(id).await.unwrap().expect("the run");
+    assert_eq!(detail.run.status, RecordedStatus::Finished(Status::Succeeded), "its real end, written late");
+    assert_eq!(detail.steps.len(), 3);
+    store.close().await.unwrap();
+}
 
 #[tokio::test]
 async fn migrations_are_recorded_in_schema_version_and_a_newer_schema_is_refused_with_the_way_out() {
