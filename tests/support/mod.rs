@@ -230,6 +230,9 @@ impl Daemon {
             .args(["--log-format", "json", "--log-level", "gatherd=debug"])
             .args(args)
             .env_remove("RUST_LOG")
+            // A developer's own store must not turn every test's history
+            // into theirs (a test that wants one passes it in `envs`).
+            .env_remove("GATHERD_STORE")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("JOURNAL_STREAM")
             .stdout(std::process::Stdio::null())

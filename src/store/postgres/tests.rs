@@ -142,3 +142,27 @@ async fn a_wrong_password_is_the_servers_own_words() {
     assert!(err.contains("password authentication failed for user \"postgres\""), "{err}");
     assert!(!err.contains(":wrong@"), "{err}");
 }
+
+#[tokio::test]
+async fn a_write_postgresql_refuses_is_lost_alone_and_the_batch_around_it_is_written() {
+    let store = open_postgres(&Cluster::fresh_db()).await.unwrap();
+    let id = store.begin_run(start("a.toml")).await.unwrap();
+    let recorder = store.recorder();
+    let events = steps_events(50);
+    let (first, rest) = events.split_at(40);
+    for e in first {
+        recorder.record(id, e.clone());
+    }
+    // No such run: its step's row breaks the foreign key, in mid-batch.
+    recorder.record(id + 1000, events[1].clone());
+    for e in rest {
+        recorder.record(id, e.clone());
+    }
+    recorder.flush().await.expect("the batch is written without the refused write");
+    assert_eq!(store.health().borrow().clone(), None, "one bad write is not the database's trouble");
+    let detail = store.run(id).await.unwrap().expect("the run");
+    assert_eq!(detail.steps.len(), 50);
+    assert_eq!(detail.run.status, RecordedStatus::Finished(Status::Succeeded));
+    assert!(store.run(id + 1000).await.unwrap().is_none());
+    store.close().await.unwrap();
+}

@@ -455,7 +455,7 @@ async fn write_batch(
                 }
                 Err(e) if is_data(&e) => {
                     sp.rollback().await.map_err(storage)?;
-                    refused(p, &e);
+                    refused(p, e);
                 }
                 Err(e) => return Err(storage(e)),
             }
@@ -473,20 +473,19 @@ async fn write_batch(
 }
 
 /// Logs (and answers) a write PostgreSQL refused for its data.
-fn refused(p: &mut Pending, e: &tokio_postgres::Error) {
+fn refused(p: &mut Pending, e: tokio_postgres::Error) {
     match p {
         Pending::Event { run, .. } => {
-            tracing::warn!(run_id = *run, "cannot record an event of the run: {}", postgres_reason(e))
+            tracing::warn!(run_id = *run, "cannot record an event of the run: {}", postgres_reason(&e))
         }
         Pending::Begin { start, answer, .. } => {
-            tracing::error!(job = %start.job, "cannot record the run's beginning: {}", postgres_reason(e));
+            tracing::error!(job = %start.job, "cannot record the run's beginning: {}", postgres_reason(&e));
             if let Some(answer) = answer.take() {
-                let reason = postgres_reason(e);
-                let _ = answer.send(Err(StoreError::Batch { what: "begin a run", reason }));
+                let _ = answer.send(Err(StoreError::Postgres { what: "begin a run", source: e }));
             }
         }
         Pending::Job(job) => {
-            tracing::error!(job = %job.job, "cannot record the job file in the store: {}", postgres_reason(e));
+            tracing::error!(job = %job.job, "cannot record the job file in the store: {}", postgres_reason(&e));
         }
     }
 }
