@@ -26,6 +26,10 @@ pub struct Config {
     /// Where the daemon keeps its state (`--state` wins; then
     /// `$STATE_DIRECTORY`; then a user default).
     pub state_dir: Option<PathBuf>,
+    /// The run history: a `postgres://USER:PASSWORD@HOST:PORT/DB` URL for a
+    /// PostgreSQL database (`--store` and `GATHERD_STORE` win); none: the
+    /// SQLite file `gatherd.db` in the state folder.
+    pub store: Option<String>,
     /// Threads of the blocking pool; default min(32, CPUs + 4).
     pub blocking_threads: Option<usize>,
     /// At most this many runs at once across all jobs; fires beyond it wait

@@ -18,6 +18,10 @@ pub struct DaemonArgs {
     /// systemd), else ~/.local/state/gatherd.
     #[arg(long, value_name = "DIR", env = "GATHERD_STATE")]
     pub state: Option<PathBuf>,
+    /// The run history: a postgres:// URL (wins over the config's `store`);
+    /// default the SQLite file gatherd.db in the state folder.
+    #[arg(long, value_name = "URL", env = "GATHERD_STORE", hide_env_values = true)]
+    pub store: Option<String>,
     /// A configuration file (see examples/config.toml); re-read on SIGHUP.
     #[arg(long, value_name = "FILE", env = "GATHERD_CONFIG")]
     pub config: Option<PathBuf>,
@@ -70,6 +74,7 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
         blocking_threads: args.blocking_threads.map(usize::from),
         max_concurrent_runs: args.max_concurrent_runs.and_then(|n| usize::try_from(n).ok()),
         api_listen: args.api_listen,
+        store: args.store.clone(),
         secrets,
     };
     daemon::run(opts).await?;

@@ -17,7 +17,10 @@ use super::out::{out, outln};
 use super::{exit, render};
 use crate::api::events::EventView;
 use crate::config::Config;
-use crate::store::{self, History, LogFilter, NumberedLine, RecordedStatus, RunDocument, RunFilter};
+use crate::store::{
+    self, History, LogFilter, NumberedLine, PostgresHistory, RecordedStatus, RunDetail, RunDocument, RunFilter, RunId,
+    RunRow, StoreError,
+};
 
 /// Where the history is: the daemon's API, or its state folder.
 #[derive(Debug, Args)]
@@ -26,6 +29,11 @@ pub struct StateArgs {
     /// (`logs --follow`: the daemon of this state folder).
     #[arg(long, value_name = "DIR", env = "GATHERD_STATE")]
     pub state: Option<PathBuf>,
+    /// Read the history in this PostgreSQL database (a postgres:// URL)
+    /// instead of asking the daemon: a fleet's history, with no daemon
+    /// (default: the config's `store`, when no daemon answers).
+    #[arg(long, value_name = "URL", env = "GATHERD_STORE", hide_env_values = true)]
+    pub store: Option<String>,
     /// The daemon's config file, for its `state_dir` (where its socket and
     /// database are) and its token.
     #[arg(long, value_name = "FILE", env = "GATHERD_CONFIG")]
@@ -54,7 +62,7 @@ impl StateArgs {
 /// Asks the daemon for `path` unless `--state` says to read the database;
 /// `None` when it should read the database (no daemon answers).
 async fn ask_daemon(args: &StateArgs, path: &str) -> Option<anyhow::Result<Value>> {
-    if args.state.is_some() {
+    if args.state.is_some() || args.store.is_some() {
         return None;
     }
     let client = match Client::new(&args.api()) {
@@ -137,13 +145,56 @@ pub struct ShowArgs {
     pub where_: StateArgs,
 }
 
-async fn open(args: &StateArgs) -> anyhow::Result<History> {
+/// The history read without a daemon: the state folder's SQLite file, or
+/// the PostgreSQL database of `--store` (or of the config's `store`, unless
+/// `--state` names a folder).
+enum Reader {
+    Sqlite(History),
+    Postgres(PostgresHistory),
+}
+
+impl Reader {
+    async fn runs(&self, filter: RunFilter) -> Result<Vec<RunRow>, StoreError> {
+        match self {
+            Reader::Sqlite(h) => h.runs(filter).await,
+            Reader::Postgres(h) => h.runs(filter).await,
+        }
+    }
+
+    async fn job_names(&self) -> Result<Vec<String>, StoreError> {
+        match self {
+            Reader::Sqlite(h) => h.job_names().await,
+            Reader::Postgres(h) => h.job_names().await,
+        }
+    }
+
+    async fn run(&self, id: RunId) -> Result<Option<RunDetail>, StoreError> {
+        match self {
+            Reader::Sqlite(h) => h.run(id).await,
+            Reader::Postgres(h) => h.run(id).await,
+        }
+    }
+
+    async fn logs(&self, id: RunId, filter: LogFilter) -> Result<Option<Vec<NumberedLine>>, StoreError> {
+        match self {
+            Reader::Sqlite(h) => h.logs(id, filter).await,
+            Reader::Postgres(h) => h.logs(id, filter).await,
+        }
+    }
+}
+
+async fn open(args: &StateArgs) -> anyhow::Result<Reader> {
     let config = Config::load_or_default(args.config.as_deref())?;
+    let url = args.store.as_deref().or(if args.state.is_none() { config.store.as_deref() } else { None });
+    if let Some(url) = url {
+        let url = store::postgres_url(url).map_err(super::invalid)?;
+        return Ok(Reader::Postgres(PostgresHistory::open(url).await?));
+    }
     let db = config.state_dir(args.state.clone()).join(store::DB_FILE);
     if !db.exists() {
         anyhow::bail!("no run history at {} (is --state right?)", db.display());
     }
-    Ok(History::open(&db).await?)
+    Ok(Reader::Sqlite(History::open(&db).await?))
 }
 
 /// `gatherd runs`: a table of runs, newest first.
@@ -605,7 +656,8 @@ mod tests {
         store.record_missed(missed("filler.toml", RunTrigger::Interval, filler)).await.expect("recorded");
         store.record_missed(missed("a.toml", RunTrigger::Interval, vec![at(4), at(5)])).await.expect("recorded");
         store.close().await.expect("closed");
-        let args = StateArgs { state: Some(dir.path().to_path_buf()), config: None, addr: None, token: None };
+        let args =
+            StateArgs { state: Some(dir.path().to_path_buf()), store: None, config: None, addr: None, token: None };
         let filter = RunFilter { job: Some("a.toml".into()), limit: 20, ..RunFilter::default() };
         let rows = open(&args).await.expect("the history").runs(filter).await.expect("runs");
         let mut rows = serde_json::to_value(rows).expect("JSON");

@@ -72,6 +72,8 @@ pub struct Options {
     pub max_concurrent_runs: Option<usize>,
     /// `--api-listen`, winning over the config.
     pub api_listen: Option<std::net::SocketAddr>,
+    /// `--store` (or `GATHERD_STORE`), winning over the config's `store`.
+    pub store: Option<String>,
     /// The config's `[secrets]`, as read at start (`Config::read_secrets`);
     /// read again with the config on SIGHUP.
     pub secrets: crate::exec::Secrets,

@@ -36,9 +36,15 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
     let process_records = tokio::task::spawn_blocking(move || kill_left_processes(&state))
         .await
         .context("the sweep of process records failed")??;
-    let db = opts.state.join(store::DB_FILE);
-    let store: Arc<dyn RunStore> =
-        Arc::new(store::open_sqlite(&db).await.with_context(|| format!("cannot open the run store {}", db.display()))?);
+    let store: Arc<dyn RunStore> = match opts.store.as_deref().or(opts.config.store.as_deref()) {
+        Some(url) => store::open_store(Some(url), &opts.state).await.context("cannot open the run store")?,
+        None => {
+            let db = opts.state.join(store::DB_FILE);
+            store::open_store(None, &opts.state)
+                .await
+                .with_context(|| format!("cannot open the run store {}", db.display()))?
+        }
+    };
     let node = opts.config.node();
     let recovered = store.recover(&node, INTERRUPTED).await.context("cannot recover runs left running")?;
     let mut interrupted = Vec::new();

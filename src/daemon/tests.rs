@@ -58,6 +58,7 @@ impl Harness {
             blocking_threads: Some(2),
             max_concurrent_runs: None,
             api_listen: None,
+            store: None,
             secrets: Default::default(),
         };
         let mut sup = Supervisor::new(opts, store.clone(), "test-node".into());

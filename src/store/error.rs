@@ -77,11 +77,66 @@ pub enum StoreError {
     /// The store was closed (or its writer stopped).
     #[error("the run history is closed")]
     Closed,
+    /// The PostgreSQL run history could not be reached or set up.
+    #[error("cannot open the run history at {url}: {reason}")]
+    Connect {
+        /// The store's URL, its password hidden.
+        url: String,
+        /// Why, with the server's or the driver's words.
+        reason: String,
+    },
+    /// A PostgreSQL statement failed.
+    #[error("run history: {what}: {}", postgres_reason(source))]
+    Postgres {
+        /// What was being done.
+        what: &'static str,
+        /// Why it failed.
+        source: tokio_postgres::Error,
+    },
+    /// A PostgreSQL migration failed; the database is left at the version before it.
+    #[error("cannot migrate the run history to version {version} ({name}): {}", postgres_reason(source))]
+    MigratePostgres {
+        /// The version it failed to reach.
+        version: i32,
+        /// The migration's file name.
+        name: &'static str,
+        /// Why.
+        source: tokio_postgres::Error,
+    },
+}
+
+/// A driver error with the server's own message, detail and hint when it
+/// has one (tokio-postgres's `Display` says only "db error").
+pub(crate) fn postgres_reason(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                s.push_str(&format!("; {detail}"));
+            }
+            if let Some(hint) = db.hint() {
+                s.push_str(&format!("; hint: {hint}"));
+            }
+            s
+        }
+        None => {
+            use std::error::Error as _;
+            match e.source() {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            }
+        }
+    }
 }
 
 impl StoreError {
     /// Wraps a SQLite error with what was being done.
     pub(crate) fn sqlite(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
         move |source| StoreError::Sqlite { what, source }
+    }
+
+    /// Wraps a PostgreSQL error with what was being done.
+    pub(crate) fn postgres(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
+        move |source| StoreError::Postgres { what, source }
     }
 }

@@ -1,8 +1,9 @@
 //! Run history: what ran, when, what each step returned, and the jobs seen.
 //!
 //! The store is one more sink of the [`RunEvent`] stream. The daemon opens a
-//! backend at start (today [`open_sqlite`], an embedded SQLite file at
-//! `STATE_DIR/gatherd.db`; later PostgreSQL for fleets), holds it as an
+//! backend at start ([`open_sqlite`], an embedded SQLite file at
+//! `STATE_DIR/gatherd.db`, by default; [`open_postgres`] for a database a
+//! fleet can share), holds it as an
 //! `Arc<dyn RunStore>`, calls [`RunStore::recover`] once, then for each run
 //! [`RunStore::begin_run`] (the id it returns is the `run_id` of the logs) and
 //! forwards the run's events to a [`Recorder`].
@@ -26,9 +27,9 @@
 //! round trip to its own worker thread. What sqlx would have shared with a
 //! Postgres backend is small: the SQL of the two differs (types, upserts with
 //! `RETURNING`, leases), so each backend has its own migrations folder
-//! (`migrations/sqlite/`, later `migrations/postgres/`) either way. The
-//! Postgres backend can use sqlx-postgres or tokio-postgres behind the same
-//! trait; nothing outside `store/` will notice.
+//! (`migrations/sqlite/`, `migrations/postgres/`) either way. The
+//! PostgreSQL backend (`postgres/`) uses tokio-postgres behind the same
+//! trait; nothing outside `store/` notices.
 //!
 //! ## Writes: one writer, batched transactions
 //! Every write of a backend goes through one writer (for SQLite a thread that
@@ -83,6 +84,7 @@
 mod error;
 mod json;
 mod notifications;
+mod postgres;
 mod recorder;
 mod rows;
 mod sqlite;
@@ -100,6 +102,7 @@ pub use self::error::StoreError;
 pub use self::notifications::{
     DeliveryStatus, LastSuccesses, Notification, NotificationFilter, NotificationId, NotifyState,
 };
+pub use self::postgres::{PostgresHistory, PostgresStore, open_postgres};
 pub use self::recorder::Recorder;
 pub use self::rows::{
     ClaimKey, JobRecord, LogFilter, MISSED_ERROR, Missed, NOT_STARTED_ERROR, NumberedLine, PAUSED_ERROR,
@@ -136,6 +139,33 @@ pub const KEPT_DETAIL_BYTES: usize = 16 * 1024 * 1024;
 
 /// The file name of the embedded database in the state folder.
 pub const DB_FILE: &str = "gatherd.db";
+
+/// Which history a store URL names (`--store`, `GATHERD_STORE`, the
+/// config's `store`): a `postgres://` or `postgresql://` URL is a
+/// PostgreSQL database; anything else is refused with what is expected.
+pub fn postgres_url(url: &str) -> Result<&str, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(url)
+    } else {
+        let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
+        Err(StoreError::Invalid(format!(
+            "the store `{scheme}` is not known: give a postgres:// URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE), \
+             or no store for the SQLite file in the state folder"
+        )))
+    }
+}
+
+/// Opens the history a daemon records into: the PostgreSQL database of
+/// `url`, or without one the SQLite file [`DB_FILE`] in `state`.
+pub async fn open_store(
+    url: Option<&str>,
+    state: &std::path::Path,
+) -> Result<std::sync::Arc<dyn RunStore>, StoreError> {
+    Ok(match url {
+        Some(url) => std::sync::Arc::new(open_postgres(postgres_url(url)?).await?),
+        None => std::sync::Arc::new(open_sqlite(state.join(DB_FILE)).await?),
+    })
+}
 
 /// A paused job: its id and when it was paused.
 pub type PausedJob = (String, DateTime<Utc>);

@@ -48,6 +48,108 @@ async fn open(dir: &tempfile::TempDir) -> SqliteStore {
     open_sqlite(dir.path().join(DB_FILE)).await.expect("open the store")
 }
 
+/// The backends the behaviour tests run against: each test below written
+/// `async fn NAME(backend: Backend)` is listed in `both!`, which makes it
+/// two tests, `NAME::sqlite` and `NAME::postgres`. What is about SQLite's
+/// internals (its file, its writer's bursts, its migrations) stays a plain
+/// SQLite test.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Where a test's history lives: a temp folder (SQLite's file, and the jobs'
+/// folder of tests that run jobs) and, for PostgreSQL, a fresh database of
+/// the process's throwaway cluster.
+struct Place {
+    dir: tempfile::TempDir,
+    db: Option<(String, String)>,
+}
+
+impl Backend {
+    fn place(self) -> Place {
+        let dir = tempfile::tempdir().unwrap();
+        let db = match self {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let url = postgres::cluster::Cluster::fresh_db();
+                let name = url.rsplit('/').next().unwrap().to_string();
+                Some((name, url))
+            }
+        };
+        Place { dir, db }
+    }
+}
+
+impl Place {
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Opens the history (again: the same file or database).
+    async fn open(&self) -> Arc<dyn RunStore> {
+        match &self.db {
+            None => Arc::new(open(&self.dir).await),
+            Some((_, url)) => Arc::new(open_postgres(url).await.expect("open the PostgreSQL store")),
+        }
+    }
+
+    /// `SELECT count(*) FROM {from}`, read beside the store.
+    fn count(&self, from: &str) -> i64 {
+        let sql = format!("SELECT count(*) FROM {from}");
+        match &self.db {
+            None => rusqlite::Connection::open(self.dir.path().join(DB_FILE))
+                .unwrap()
+                .query_row(&sql, [], |r| r.get(0))
+                .unwrap(),
+            Some((name, _)) => postgres::cluster::Cluster::shared().psql(name, &sql).parse().unwrap(),
+        }
+    }
+
+    /// How many rows of each table belong to run `id`.
+    fn rows_of(&self, id: RunId) -> [i64; 4] {
+        ["runs WHERE id", "steps WHERE run_id", "attempts WHERE run_id", "logs WHERE run_id"]
+            .map(|t| self.count(&format!("{t} = {id}")))
+    }
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await;
+            }
+        }
+    )*};
+}
+
+both!(
+    recorded_rows_match_the_report_folded_from_the_same_events,
+    logs_are_kept_in_order_and_big_outputs_are_bounded,
+    recover_interrupts_what_was_running_and_leaves_the_rest,
+    runs_are_listed_newest_first_and_filtered,
+    jobs_are_upserted,
+    a_claim_belongs_to_one_node_until_its_lease_ends,
+    reopening_keeps_the_history_and_ids_go_on,
+    missed_fires_are_listed_and_survive_recover,
+    last_fire_is_the_latest_scheduled_fire_whatever_its_status,
+    prune_by_count_keeps_the_newest_and_running_runs_with_their_steps,
+    prune_by_age_removes_old_finished_runs_only,
+    a_value_nested_200_deep_is_stored_cut_at_the_depth_bound_and_every_read_works,
+    a_run_in_flight_says_running_in_its_history_document,
+    the_history_document_is_the_report_plus_the_run_record,
+    a_runs_lines_read_in_sql_are_the_timelines_lines_for_every_filter,
+    the_sql_step_filter_is_wants_path_for_every_short_path_and_step,
+    a_queued_run_is_recorded_queued_starts_running_and_a_dead_daemons_is_cancelled_as_never_started
+);
+
 /// Runs `job` for real and returns its events.
 async fn events_of(job: Job) -> Vec<RunEvent> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -60,7 +162,7 @@ async fn events_of(job: Job) -> Vec<RunEvent> {
 }
 
 /// Records `events` as run `id` and waits until they are written.
-async fn record_all(store: &SqliteStore, id: RunId, events: &[RunEvent]) {
+async fn record_all(store: &dyn RunStore, id: RunId, events: &[RunEvent]) {
     let recorder = store.recorder();
     for e in events {
         recorder.record(id, e.clone());
@@ -68,10 +170,9 @@ async fn record_all(store: &SqliteStore, id: RunId, events: &[RunEvent]) {
     recorder.flush().await.expect("flush");
 }
 
-#[tokio::test]
-async fn recorded_rows_match_the_report_folded_from_the_same_events() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn recorded_rows_match_the_report_folded_from_the_same_events(backend: Backend) {
+    let dir = backend.place();
+    let store = dir.open().await;
     let failing = Step {
         name: "missing".into(),
         kind: StepKind::ReadFile(ReadFileStep { path: Template::literal("no-such-file.txt") }),
@@ -103,7 +204,7 @@ async fn recorded_rows_match_the_report_folded_from_the_same_events() {
     events.iter().for_each(|e| report.apply(e));
 
     let id = store.begin_run(start("mixed.toml", RunTrigger::Manual, 1)).await.unwrap();
-    record_all(&store, id, &events).await;
+    record_all(&*store, id, &events).await;
     let detail = store.run(id).await.unwrap().expect("the run is there");
 
     assert_eq!(detail.run.status, RecordedStatus::from(report.status.finished().expect("finished")));
@@ -154,10 +255,9 @@ async fn recorded_rows_match_the_report_folded_from_the_same_events() {
     store.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn logs_are_kept_in_order_and_big_outputs_are_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn logs_are_kept_in_order_and_big_outputs_are_bounded(backend: Backend) {
+    let dir = backend.place();
+    let store = dir.open().await;
     let id = store.begin_run(start("s.rhai", RunTrigger::Manual, 1)).await.unwrap();
     let path: exec::NodePath = "main/big".into();
     let big = "é".repeat(OUTPUT_BOUND); // 2 bytes each: twice the bound
@@ -185,7 +285,7 @@ async fn logs_are_kept_in_order_and_big_outputs_are_bounded() {
             duration: Duration::from_millis(3),
         },
     ];
-    record_all(&store, id, &events).await;
+    record_all(&*store, id, &events).await;
     let detail = store.run(id).await.unwrap().unwrap();
     let logs: Vec<(&str, u64, &str)> =
         detail.logs.iter().map(|l| (l.text.as_str(), l.at_ms, l.stream.as_str())).collect();
@@ -199,12 +299,11 @@ async fn logs_are_kept_in_order_and_big_outputs_are_bounded() {
     store.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn recover_interrupts_what_was_running_and_leaves_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
+async fn recover_interrupts_what_was_running_and_leaves_the_rest(backend: Backend) {
+    let dir = backend.place();
     let (done, crashed, elsewhere, one_shot);
     {
-        let store = open(&dir).await;
+        let store = dir.open().await;
         done = store.begin_run(start("a.toml", RunTrigger::File, 1)).await.unwrap();
         crashed = store.begin_run(start("a.toml", RunTrigger::File, 2)).await.unwrap();
         let mut other = start("b.toml", RunTrigger::Schedule, 3);
@@ -242,7 +341,7 @@ async fn recover_interrupts_what_was_running_and_leaves_the_rest() {
         recorder.record(one_shot, finished(Status::Succeeded));
         store.close().await.unwrap(); // like a kill -9 after the last commit: `crashed` never finished
     }
-    let store = open(&dir).await;
+    let store = dir.open().await;
     let recovered = store.recover("node-a", "the daemon stopped while it ran").await.unwrap();
     assert_eq!(recovered.iter().map(|r| r.id).collect::<Vec<_>>(), [crashed]);
     assert_eq!(recovered[0].status, RecordedStatus::Interrupted);
@@ -325,10 +424,9 @@ fn many_step_events(n: usize) -> Vec<RunEvent> {
     events
 }
 
-#[tokio::test]
-async fn runs_are_listed_newest_first_and_filtered() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn runs_are_listed_newest_first_and_filtered(backend: Backend) {
+    let dir = backend.place();
+    let store = dir.open().await;
     let mut ids = Vec::new();
     for job in ["a.toml", "b.toml", "a.toml", "a.toml"] {
         ids.push(store.begin_run(start(job, RunTrigger::Manual, 1)).await.unwrap());
@@ -350,10 +448,9 @@ async fn runs_are_listed_newest_first_and_filtered() {
     store.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn jobs_are_upserted() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn jobs_are_upserted(backend: Backend) {
+    let dir = backend.place();
+    let store = dir.open().await;
     let mut job =
         JobRecord { job: "a.toml".into(), kind: JobFormat::Toml, content_hash: [1; 32], valid: true, diagnostic: None };
     store.record_job(job.clone());
@@ -361,17 +458,13 @@ async fn jobs_are_upserted() {
     job.diagnostic = Some("a.toml:1:1: expected a table".into());
     store.record_job(job);
     store.close().await.unwrap();
-    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
-    let (n, valid, diag): (i64, bool, Option<String>) = conn
-        .query_row("SELECT count(*), valid, diagnostic FROM jobs", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap();
-    assert_eq!((n, valid, diag.as_deref()), (1, false, Some("a.toml:1:1: expected a table")));
+    assert_eq!(dir.count("jobs"), 1);
+    assert_eq!(dir.count("jobs WHERE NOT valid AND diagnostic = 'a.toml:1:1: expected a table'"), 1);
 }
 
-#[tokio::test]
-async fn a_claim_belongs_to_one_node_until_its_lease_ends() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn a_claim_belongs_to_one_node_until_its_lease_ends(backend: Backend) {
+    let dir = backend.place();
+    let store = dir.open().await;
     let key = ClaimKey::fire("a.toml", Utc::now());
     let long = Duration::from_secs(60);
     assert!(store.claim(&key, "node-a", long).await.unwrap());
@@ -386,20 +479,18 @@ async fn a_claim_belongs_to_one_node_until_its_lease_ends() {
     store.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn reopening_keeps_the_history_and_ids_go_on() {
-    let dir = tempfile::tempdir().unwrap();
+async fn reopening_keeps_the_history_and_ids_go_on(backend: Backend) {
+    let dir = backend.place();
     let first = {
-        let store = open(&dir).await;
+        let store = dir.open().await;
         let id = store.begin_run(start("a.toml", RunTrigger::Manual, 1)).await.unwrap();
         store.close().await.unwrap();
         id
     };
-    let store = open(&dir).await;
+    let store = dir.open().await;
     assert_eq!(store.runs(RunFilter::default()).await.unwrap().len(), 1);
     let second = store.begin_run(start("a.toml", RunTrigger::Manual, 1)).await.unwrap();
     assert!(second > first);
-    let store: Arc<dyn RunStore> = Arc::new(store);
     store.close().await.unwrap();
     assert!(matches!(store.begin_run(start("a.toml", RunTrigger::Manual, 1)).await, Err(StoreError::Closed)));
 }
@@ -682,20 +773,19 @@ fn missed(job: &str, trigger: RunTrigger, fire_times: Vec<chrono::DateTime<Utc>>
     Missed { job: job.into(), trigger, fire_times, content_hash: [5; 32], node: "node-a".into() }
 }
 
-#[tokio::test]
-async fn missed_fires_are_listed_and_survive_recover() {
-    let dir = tempfile::tempdir().unwrap();
+async fn missed_fires_are_listed_and_survive_recover(backend: Backend) {
+    let dir = backend.place();
     let t0 = Utc::now().trunc_subsecs(6) - chrono::Duration::hours(3);
     let fires = vec![t0, t0 + chrono::Duration::hours(1)];
     {
-        let store = open(&dir).await;
+        let store = dir.open().await;
         store.record_missed(missed("a.toml", RunTrigger::Schedule, fires.clone())).await.unwrap();
         store.record_missed(missed("a.toml", RunTrigger::Schedule, Vec::new())).await.unwrap();
         let refused = store.record_missed(missed("a.toml", RunTrigger::Manual, fires.clone())).await;
         assert!(matches!(refused, Err(StoreError::Invalid(_))), "{refused:?}");
         store.close().await.unwrap();
     }
-    let store = open(&dir).await;
+    let store = dir.open().await;
     assert!(store.recover("node-a", "down").await.unwrap().is_empty(), "a missed run is not running");
     let rows = store.runs(RunFilter { job: Some("a.toml".into()), ..RunFilter::default() }).await.unwrap();
     assert_eq!(rows.len(), 2);
@@ -713,10 +803,9 @@ async fn missed_fires_are_listed_and_survive_recover() {
     store.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn last_fire_is_the_latest_scheduled_fire_whatever_its_status() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn last_fire_is_the_latest_scheduled_fire_whatever_its_status(backend: Backend) {
+    let dir = backend.place();
+    let store = dir.open().await;
     let t0 = Utc::now().trunc_subsecs(6) - chrono::Duration::hours(10);
     let hours = |h| t0 + chrono::Duration::hours(h);
     assert_eq!(store.last_fire("a.toml").await.unwrap(), None, "no runs at all");
@@ -757,7 +846,7 @@ async fn last_fire_is_the_latest_scheduled_fire_whatever_its_status() {
 
 /// Begins a run of `job` with one step and one log line, finished unless
 /// `running`; returns its id.
-async fn run_with_step(store: &SqliteStore, job: &str, running: bool) -> RunId {
+async fn run_with_step(store: &dyn RunStore, job: &str, running: bool) -> RunId {
     let id = store.begin_run(start(job, RunTrigger::Schedule, 1)).await.unwrap();
     let path: exec::NodePath = "main/x".into();
     let mut events = vec![
@@ -783,25 +872,17 @@ async fn run_with_step(store: &SqliteStore, job: &str, running: bool) -> RunId {
     id
 }
 
-/// How many rows of each table belong to run `id`, read from the file.
-fn rows_of(dir: &tempfile::TempDir, id: RunId) -> [i64; 4] {
-    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
-    ["runs WHERE id", "steps WHERE run_id", "attempts WHERE run_id", "logs WHERE run_id"]
-        .map(|t| conn.query_row(&format!("SELECT count(*) FROM {t} = ?1"), [id], |r| r.get(0)).unwrap())
-}
-
-#[tokio::test]
-async fn prune_by_count_keeps_the_newest_and_running_runs_with_their_steps() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
-    let running = run_with_step(&store, "a.toml", true).await;
+async fn prune_by_count_keeps_the_newest_and_running_runs_with_their_steps(backend: Backend) {
+    let dir = backend.place();
+    let store = dir.open().await;
+    let running = run_with_step(&*store, "a.toml", true).await;
     let mut finished = Vec::new();
     for _ in 0..4 {
-        finished.push(run_with_step(&store, "a.toml", false).await);
+        finished.push(run_with_step(&*store, "a.toml", false).await);
     }
     store.record_missed(missed("a.toml", RunTrigger::Schedule, vec![Utc::now()])).await.unwrap();
-    let other = run_with_step(&store, "b.toml", false).await;
-    assert_eq!(rows_of(&dir, finished[0]), [1, 1, 1, 1]);
+    let other = run_with_step(&*store, "b.toml", false).await;
+    assert_eq!(dir.rows_of(finished[0]), [1, 1, 1, 1]);
 
     assert_eq!(store.prune("a.toml", None, None).await.unwrap(), 0, "no limits: nothing");
     assert_eq!(store.prune("a.toml", Some(2), None).await.unwrap(), 3);
@@ -815,31 +896,30 @@ async fn prune_by_count_keeps_the_newest_and_running_runs_with_their_steps() {
     let missed_id = ids[0];
     assert_eq!(ids, [missed_id, finished[3], running], "the newest two finished, and the running one");
     for &gone in &finished[..3] {
-        assert_eq!(rows_of(&dir, gone), [0, 0, 0, 0], "run {gone} and its steps, attempts, logs");
+        assert_eq!(dir.rows_of(gone), [0, 0, 0, 0], "run {gone} and its steps, attempts, logs");
     }
-    assert_eq!(rows_of(&dir, running), [1, 1, 1, 1]);
-    assert_eq!(rows_of(&dir, other), [1, 1, 1, 1], "another job's runs are not touched");
+    assert_eq!(dir.rows_of(running), [1, 1, 1, 1]);
+    assert_eq!(dir.rows_of(other), [1, 1, 1, 1], "another job's runs are not touched");
 
     assert_eq!(store.prune("a.toml", Some(0), None).await.unwrap(), 2);
-    assert_eq!(rows_of(&dir, running), [1, 1, 1, 1], "a running run is never pruned");
+    assert_eq!(dir.rows_of(running), [1, 1, 1, 1], "a running run is never pruned");
     assert_eq!(store.runs(RunFilter::default()).await.unwrap().len(), 2);
     store.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn prune_by_age_removes_old_finished_runs_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
-    let old = run_with_step(&store, "a.toml", false).await;
-    let old_running = run_with_step(&store, "a.toml", true).await;
+async fn prune_by_age_removes_old_finished_runs_only(backend: Backend) {
+    let dir = backend.place();
+    let store = dir.open().await;
+    let old = run_with_step(&*store, "a.toml", false).await;
+    let old_running = run_with_step(&*store, "a.toml", true).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let new = run_with_step(&store, "a.toml", false).await;
+    let new = run_with_step(&*store, "a.toml", false).await;
 
     assert_eq!(store.prune("a.toml", None, Some(Duration::from_secs(3600))).await.unwrap(), 0, "all recent");
     assert_eq!(store.prune("a.toml", Some(10), Some(Duration::from_millis(150))).await.unwrap(), 1);
-    assert_eq!(rows_of(&dir, old), [0, 0, 0, 0]);
-    assert_eq!(rows_of(&dir, old_running), [1, 1, 1, 1], "running: kept however old");
-    assert_eq!(rows_of(&dir, new), [1, 1, 1, 1]);
+    assert_eq!(dir.rows_of(old), [0, 0, 0, 0]);
+    assert_eq!(dir.rows_of(old_running), [1, 1, 1, 1], "running: kept however old");
+    assert_eq!(dir.rows_of(new), [1, 1, 1, 1]);
     assert_eq!(store.prune("a.toml", None, Some(Duration::MAX)).await.unwrap(), 0, "forever keeps all");
     store.close().await.unwrap();
 }
@@ -885,10 +965,9 @@ fn depth_of(value: &Value) -> usize {
     }
 }
 
-#[tokio::test]
-async fn a_value_nested_200_deep_is_stored_cut_at_the_depth_bound_and_every_read_works() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn a_value_nested_200_deep_is_stored_cut_at_the_depth_bound_and_every_read_works(backend: Backend) {
+    let dir = backend.place();
+    let store = dir.open().await;
     let id = store.begin_run(start("deep.rhai", RunTrigger::Manual, 1)).await.unwrap();
     let path: exec::NodePath = "main".into();
     let events = vec![
@@ -912,7 +991,7 @@ async fn a_value_nested_200_deep_is_stored_cut_at_the_depth_bound_and_every_read
             duration: Duration::from_millis(1),
         },
     ];
-    record_all(&store, id, &events).await;
+    record_all(&*store, id, &events).await;
     let runs = store.runs(RunFilter::default()).await.expect("the run list reads");
     assert_eq!(runs.len(), 1);
     let detail = store.run(id).await.expect("the run reads").expect("it exists");
@@ -947,11 +1026,10 @@ async fn a_stored_value_that_is_not_readable_json_reads_as_a_marker() {
     store.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_run_in_flight_says_running_in_its_history_document() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
-    let id = run_with_step(&store, "slow.rhai", true).await;
+async fn a_run_in_flight_says_running_in_its_history_document(backend: Backend) {
+    let dir = backend.place();
+    let store = dir.open().await;
+    let id = run_with_step(&*store, "slow.rhai", true).await;
     let detail = store.run(id).await.unwrap().unwrap();
     let served = serde_json::to_value(detail.document()).unwrap();
     assert_eq!(served["status"], "running", "{served:#}");
@@ -964,11 +1042,10 @@ async fn a_run_in_flight_says_running_in_its_history_document() {
     store.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn the_history_document_is_the_report_plus_the_run_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
-    let id = run_with_step(&store, "done.rhai", false).await;
+async fn the_history_document_is_the_report_plus_the_run_record(backend: Backend) {
+    let dir = backend.place();
+    let store = dir.open().await;
+    let id = run_with_step(&*store, "done.rhai", false).await;
     let detail = store.run(id).await.unwrap().unwrap();
     let mut served = serde_json::to_value(detail.document()).unwrap();
     let record = served.as_object_mut().unwrap();
@@ -1191,10 +1268,9 @@ async fn a_version_1_history_reads_back_identically_after_the_steps_table_is_reb
     }
 }
 
-#[tokio::test]
-async fn a_runs_lines_read_in_sql_are_the_timelines_lines_for_every_filter() {
-    let dir = tempfile::tempdir().expect("temp");
-    let store = open(&dir).await;
+async fn a_runs_lines_read_in_sql_are_the_timelines_lines_for_every_filter(backend: Backend) {
+    let dir = backend.place();
+    let store = dir.open().await;
     let id = store.begin_run(start("lines.rhai", RunTrigger::Manual, 1)).await.expect("begin");
     let line = |path: &str, stream, text: &str| RunEvent::Log {
         path: path.into(),
@@ -1244,8 +1320,7 @@ async fn a_runs_lines_read_in_sql_are_the_timelines_lines_for_every_filter() {
 /// written twice: every path and every step of up to 4 characters from
 /// `a`, `/`, `_` (a `LIKE` wildcard) and `é` (two bytes, one character in
 /// SQLite's `length`) is kept by both or by neither.
-#[tokio::test]
-async fn the_sql_step_filter_is_wants_path_for_every_short_path_and_step() {
+async fn the_sql_step_filter_is_wants_path_for_every_short_path_and_step(backend: Backend) {
     let alphabet = ["a", "/", "_", "é"];
     let mut all = vec![String::new()];
     let mut last = vec![String::new()];
@@ -1254,8 +1329,8 @@ async fn the_sql_step_filter_is_wants_path_for_every_short_path_and_step() {
         all.extend(last.iter().cloned());
     }
     assert_eq!(all.len(), 341);
-    let dir = tempfile::tempdir().expect("temp");
-    let store = open(&dir).await;
+    let dir = backend.place();
+    let store = dir.open().await;
     let id = store.begin_run(start("paths.rhai", RunTrigger::Manual, 1)).await.expect("begin");
     let recorder = store.recorder();
     for (seq, path) in all.iter().enumerate() {
@@ -1359,19 +1434,20 @@ async fn a_version_3_history_keeps_its_runs_and_their_children_when_runs_is_rebu
 /// neither pruned nor counted as a one-shot that ran while queued, and one
 /// left queued by a daemon that died is cancelled at the next start as
 /// never started (so a one-shot's version runs then).
-#[tokio::test]
-async fn a_queued_run_is_recorded_queued_starts_running_and_a_dead_daemons_is_cancelled_as_never_started() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn a_queued_run_is_recorded_queued_starts_running_and_a_dead_daemons_is_cancelled_as_never_started(
+    backend: Backend,
+) {
+    let dir = backend.place();
+    let store = dir.open().await;
     let queued = |job: &str, trigger| RunStart { queued: true, ..start(job, trigger, 5) };
     let starts = store.begin_run(queued("a.toml", RunTrigger::Manual)).await.unwrap();
     let left = store.begin_run(queued("once.toml", RunTrigger::File)).await.unwrap();
-    assert_eq!(status_of(&store, starts).await, RecordedStatus::Queued);
+    assert_eq!(status_of(&*store, starts).await, RecordedStatus::Queued);
     assert_eq!(store.one_shot_status("once.toml", &[5; 32]).await.unwrap(), None, "queued is not run");
     assert_eq!(store.prune("a.toml", Some(0), Some(Duration::ZERO)).await.unwrap(), 0, "a queued run is kept");
     store.recorder().record(starts, RunEvent::RunStarted { job: "a".into(), started_at: Utc::now() });
     store.recorder().flush().await.unwrap();
-    assert_eq!(status_of(&store, starts).await, RecordedStatus::Running);
+    assert_eq!(status_of(&*store, starts).await, RecordedStatus::Running);
 
     let recovered = store.recover("node-a", "the daemon stopped while it ran").await.unwrap();
     let marked: Vec<(RunId, RecordedStatus, Option<String>)> =
@@ -1383,11 +1459,11 @@ async fn a_queued_run_is_recorded_queued_starts_running_and_a_dead_daemons_is_ca
             (left, Status::Cancelled.into(), Some(QUEUED_AT_STOP_ERROR.into())),
         ]
     );
-    assert_eq!(status_of(&store, left).await, Status::Cancelled.into());
+    assert_eq!(status_of(&*store, left).await, Status::Cancelled.into());
     assert_eq!(store.one_shot_status("once.toml", &[5; 32]).await.unwrap(), None, "it never started: it runs again");
     store.close().await.unwrap();
 }
 
-async fn status_of(store: &SqliteStore, id: RunId) -> RecordedStatus {
+async fn status_of(store: &dyn RunStore, id: RunId) -> RecordedStatus {
     store.run(id).await.unwrap().expect("the run").run.status
 }

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod postgres;
+
 /// Whether the tests run as root (as CI does): the one check for the tests
 /// that switch users or that root's privileges change.
 pub fn is_root() -> bool {
@@ -228,6 +230,9 @@ impl Daemon {
             .args(["--log-format", "json", "--log-level", "gatherd=debug"])
             .args(args)
             .env_remove("RUST_LOG")
+            // A developer's own store must not turn every test's history
+            // into theirs (a test that wants one passes it in `envs`).
+            .env_remove("GATHERD_STORE")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("JOURNAL_STREAM")
             .stdout(std::process::Stdio::null())

@@ -15,6 +15,7 @@ mod schema;
 mod writer;
 pub use self::backup::{BackupError, BackupReport, backup};
 pub use self::history::History;
+pub(crate) use self::notifications::KEPT_NOTIFICATIONS;
 #[cfg(test)]
 pub(crate) use self::writer::ROWS_PER_STATEMENT;
 pub(crate) use self::writer::bounded_json;

@@ -1,0 +1,119 @@
+//! Reaching the PostgreSQL database and bringing its schema up to date.
+//!
+//! Migrations are SQL files under `src/store/migrations/postgres/`,
+//! embedded in the binary; the table `schema_version` has one row per
+//! migration applied. They run in one transaction that first takes an
+//! advisory lock (so daemons of a fleet starting together apply each once)
+//! and re-reads the version; PostgreSQL's DDL is transactional, so a
+//! migration that fails leaves the database as it was.
+
+use std::str::FromStr;
+
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::store::StoreError;
+use crate::store::error::postgres_reason;
+
+/// The migrations, in order: (file name, SQL). Never edit a released one; add
+/// the next.
+pub(super) const MIGRATIONS: &[(&str, &str)] =
+    &[("0001_init.sql", include_str!("../migrations/postgres/0001_init.sql"))];
+
+/// The advisory lock the migrations hold (any fixed number: "gatherd").
+const MIGRATION_LOCK: i64 = 0x0067_6174_6865_7264;
+
+/// A store URL read and checked: the driver's config and the URL to show
+/// (its password hidden).
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub(super) config: Config,
+    pub(super) shown: String,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl Target {
+    /// Reads a `postgres://` URL (or a `key=value` connection string).
+    pub(crate) fn parse(url: &str) -> Result<Target, StoreError> {
+        let config = Config::from_str(url).map_err(|e| StoreError::Connect {
+            url: "the store URL".into(),
+            reason: format!("it is not a PostgreSQL URL ({e}); expected postgres://USER:PASSWORD@HOST:PORT/DATABASE"),
+        })?;
+        let shown = shown(&config);
+        if config.get_ssl_mode() == SslMode::Require {
+            return Err(StoreError::Connect {
+                url: shown,
+                reason: "sslmode=require, but this gatherd does not speak TLS to PostgreSQL yet: use a unix socket \
+                         (host=/run/postgresql) or a private network, with sslmode=disable or prefer"
+                    .into(),
+            });
+        }
+        Ok(Target { config, shown })
+    }
+
+    /// Connects one client; its connection runs as a task of the current
+    /// runtime until the client is dropped.
+    pub(super) async fn connect(&self) -> Result<Client, StoreError> {
+        let (client, connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| StoreError::Connect { url: self.shown.clone(), reason: postgres_reason(&e) })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("a connection to the run history ended: {}", postgres_reason(&e));
+            }
+        });
+        Ok(client)
+    }
+}
+
+/// `postgres://user@host:port/db`: what a message may show of a URL.
+fn shown(config: &Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{}@{host}:{port}/{}",
+        config.get_user().unwrap_or(""),
+        config.get_dbname().unwrap_or(config.get_user().unwrap_or(""))
+    )
+}
+
+/// Applies the migrations the database lacks; refuses a database newer than
+/// this binary.
+pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let fail = StoreError::postgres;
+    let tx = client.transaction().await.map_err(fail("begin the migrations"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(fail("lock the schema"))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, \
+         applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .await
+    .map_err(fail("create schema_version"))?;
+    let found: i32 = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(fail("read the schema version"))?;
+    let known = i32::try_from(MIGRATIONS.len()).unwrap_or(i32::MAX);
+    if found > known {
+        return Err(StoreError::TooNew { found: found.unsigned_abs(), known: known.unsigned_abs() });
+    }
+    for (version, (name, sql)) in (1..).zip(MIGRATIONS.iter()).skip(found.unsigned_abs() as usize) {
+        tx.batch_execute(sql).await.map_err(|source| StoreError::MigratePostgres { version, name, source })?;
+        tx.execute("INSERT INTO schema_version (version, name) VALUES ($1, $2)", &[&version, name])
+            .await
+            .map_err(|source| StoreError::MigratePostgres { version, name, source })?;
+    }
+    tx.commit().await.map_err(fail("commit the migrations"))
+}
