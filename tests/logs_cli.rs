@@ -281,3 +281,28 @@ fn logs_through_the_daemon_pages_through_a_run_longer_than_a_page() {
     assert!(end.starts_with(&format!("run {run} succeeded")), "{end:?}");
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// `logs --utc` shows TIME in UTC, whatever `TZ` says; without it TIME is
+/// the reader's local time (here Asia/Tokyo, UTC+9 all year).
+#[test]
+fn logs_utc_shows_the_time_in_utc_and_without_it_the_local_time() {
+    let d = Daemon::start(&[], &[], &[]);
+    d.drop_file("say.rhai", "print(\"hello\");\n");
+    assert!(d.wait_for(LONG, |l| finished(l, "say.rhai", "succeeded")), "{}", d.dump());
+    let run = d.lines().iter().find(|l| is(l, "say.rhai", "run finished")).and_then(|l| l["run_id"].as_i64());
+    let run = run.expect("a run id").to_string();
+    let time = |utc: bool| {
+        let mut cmd = gatherd();
+        cmd.args(["logs", &run, "--addr", &d.api().to_string()]).env("TZ", "Asia/Tokyo");
+        if utc {
+            cmd.arg("--utc");
+        }
+        let out = cmd.output().expect("logs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let first = stdout.lines().next().unwrap_or_default().to_string();
+        let hour: u32 = first.get(..2).and_then(|h| h.parse().ok()).unwrap_or_else(|| panic!("no TIME: {stdout}"));
+        hour
+    };
+    let (utc, tokyo) = (time(true), time(false));
+    assert_eq!((utc + 9) % 24, tokyo, "UTC {utc}h, Tokyo {tokyo}h");
+}

@@ -95,6 +95,9 @@ fn every_printing_command_through_a_closed_pipe_exits_0_quietly() {
     let jobs = d.jobs.path().to_path_buf();
     let sock = format!("unix:{}", d.state.path().join("gatherd.sock").display());
     let run = run.to_string();
+    let notify_config = d.state.path().join("notify.toml");
+    std::fs::write(&notify_config, "[notify.ok]\ncommand = [\"true\"]\n").expect("write a config");
+    let notify_config = notify_config.to_str().expect("utf-8").to_string();
     let waiting: &[&str] = &["waiting for it", "  succeeded ", "  skipped "];
     let all: Vec<(Vec<&str>, &[&str])> = vec![
         // Through the daemon.
@@ -124,6 +127,8 @@ fn every_printing_command_through_a_closed_pipe_exits_0_quietly() {
         (vec!["completions", "bash"], &[]),
         (vec!["completions", "zsh"], &[]),
         (vec!["man"], &[]),
+        (vec!["man", "run"], &[]),
+        (vec!["notify", "test", "ok", "--config", &notify_config], &[]),
         (vec!["run", "talker.rhai", "--json"], &[]),
         (vec!["--help"], &[]),
         (vec!["runs", "--help"], &[]),

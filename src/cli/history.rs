@@ -125,6 +125,9 @@ pub struct LogsArgs {
     /// line (as `GET /runs/{id}/logs`), and no end line.
     #[arg(long)]
     pub json: bool,
+    /// Show TIME in UTC instead of local time (TZ, else /etc/localtime).
+    #[arg(long)]
+    pub utc: bool,
     #[command(flatten)]
     pub where_: StateArgs,
 }
@@ -412,6 +415,8 @@ pub(super) struct LinePrinter {
     /// Whether stdout is a terminal (and not `--json`): control characters
     /// are escaped then, so a line cannot rewrite what is on the screen.
     terminal: bool,
+    /// TIME in UTC (`--utc`), else local.
+    utc: bool,
 }
 
 /// Whether lines printed to stdout should be escaped for a terminal.
@@ -433,7 +438,7 @@ impl LinePrinter {
     /// A printer of run `run`'s lines that `filter` wants; its start is
     /// set when known.
     pub(super) fn new(run: i64, json: bool, filter: LogFilter) -> LinePrinter {
-        LinePrinter { run, started_at: None, json, filter, terminal: terminal(json) }
+        LinePrinter { run, started_at: None, json, filter, terminal: terminal(json), utc: false }
     }
 
     pub(super) fn print(&self, line: &NumberedLine) -> anyhow::Result<()> {
@@ -464,6 +469,7 @@ impl LinePrinter {
     fn clock(&self, at_ms: u64) -> String {
         let at = i64::try_from(at_ms).ok().map(chrono::TimeDelta::milliseconds);
         match self.started_at.zip(at).and_then(|(start, at)| start.checked_add_signed(at)) {
+            Some(time) if self.utc => time.format("%H:%M:%S%.3f").to_string(),
             Some(time) => time.with_timezone(&chrono::Local).format("%H:%M:%S%.3f").to_string(),
             None => format!("+{at_ms}ms"),
         }
@@ -543,6 +549,7 @@ async fn snapshot(args: &LogsArgs, filter: &LogFilter) -> anyhow::Result<(Vec<Nu
         json: args.json,
         filter: filter.clone(),
         terminal: terminal(args.json),
+        utc: args.utc,
     };
     Ok((lines, printer, RunEnd::of_document(&doc)))
 }
@@ -563,6 +570,7 @@ async fn follow_lines(args: &LogsArgs, filter: &LogFilter) -> anyhow::Result<Opt
         json: args.json,
         filter: filter.clone(),
         terminal: terminal(args.json),
+        utc: args.utc,
     };
     let mut end = None;
     let mut failed = None;
@@ -622,8 +630,14 @@ mod tests {
             stream: crate::exec::Stream::Stderr,
             text: "x\rFAKE main/other stderr \x1b]0;title\x07".into(),
         };
-        let printer =
-            |json, terminal| LinePrinter { run: 1, started_at: None, json, filter: LogFilter::default(), terminal };
+        let printer = |json, terminal| LinePrinter {
+            run: 1,
+            started_at: None,
+            json,
+            filter: LogFilter::default(),
+            terminal,
+            utc: false,
+        };
         let shown = |json, terminal| printer(json, terminal).shown(&line).expect("shown").expect("wanted");
         assert_eq!(shown(false, true), "+5ms main/a stderr x\\rFAKE main/other stderr \\x1b]0;title\\x07");
         assert_eq!(shown(false, false), format!("+5ms main/a stderr {}", line.text), "not a terminal: byte-exact");
