@@ -265,3 +265,22 @@ async fn templates_read_the_job_name_the_run_id_and_the_start_date() {
     let started = report.started_at.expect("a start").with_timezone(&chrono::Local);
     assert_eq!(read(dir.path(), "w.txt"), format!("nightly 42 {}", started.format("%Y%m%d")));
 }
+
+/// Outside handlers and `finally`, `check` refuses `run.status`; a template
+/// that reaches it another way (`run["status"]`, `{% set r = run %}`)
+/// reads `running` — the run is running — and never fails its step.
+#[tokio::test(start_paused = true)]
+async fn the_main_tree_reads_run_status_as_running_by_subscript_too() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let j = job(
+        dir.path(),
+        group(
+            "main",
+            GroupMode::Sequence,
+            vec![write("w", "w.txt", "{{ run['status'] }} {% set r = run %}{{ r.error | default('none') }}")],
+        ),
+    );
+    let (outcome, report) = run_job(j).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{:#?}", report.steps);
+    assert_eq!(read(dir.path(), "w.txt"), "running none");
+}

@@ -550,7 +550,14 @@ impl Runner {
                 run["error"] = error.into();
                 steps
             }
-            _ => outputs.iter().map(|(k, v)| (k.clone(), serde_json::json!({ "output": v }))).collect(),
+            _ => {
+                // `check` refuses `run.status` here; a template that reaches
+                // it another way (`run["status"]`) reads the truth, not a
+                // render error.
+                run["status"] = "running".into();
+                run["error"] = Value::Null;
+                outputs.iter().map(|(k, v)| (k.clone(), serde_json::json!({ "output": v }))).collect()
+            }
         };
         Inputs { steps, input: input.cloned(), job: self.job_info.clone(), run }
     }
