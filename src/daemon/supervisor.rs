@@ -978,13 +978,16 @@ impl Supervisor {
                 // The secrets are read again too; one that cannot be is an
                 // invalid config, and the old one (secrets and all) stays.
                 let secrets = config.read_secrets(Some(&path))?;
-                Ok::<_, crate::config::ConfigError>((config.api_token(&state), config, secrets))
+                // Built here too: it looks the user up (NSS, maybe LDAP),
+                // which the loop must not wait for.
+                let environment = crate::exec::Environment::of_this_process(&config.pass_env, secrets.clone());
+                Ok::<_, crate::config::ConfigError>((config.api_token(&state), config, secrets, environment))
             };
             match tokio::task::spawn_blocking(read).await {
-                Ok(Ok((token, config, secrets))) => {
+                Ok(Ok((token, config, secrets, environment))) => {
                     self.set_api_token(token);
                     self.opts.secrets = secrets;
-                    self.set_config(config);
+                    self.set_config_with(config, Arc::new(environment));
                 }
                 Ok(Err(e)) => tracing::error!(error = %e, "keeping the old config"),
                 Err(e) => tracing::error!(error = %e, "keeping the old config"),
@@ -1021,12 +1024,19 @@ impl Supervisor {
 
     /// Takes a new config: new runs get its pool and limits, and runs that
     /// waited start if the new limits let them.
+    #[cfg(test)]
     pub fn set_config(&mut self, config: Config) {
+        let environment = crate::exec::Environment::of_this_process(&config.pass_env, self.opts.secrets.clone());
+        self.set_config_with(config, Arc::new(environment));
+    }
+
+    /// [`Supervisor::set_config`] with the environment (`pass_env`, the
+    /// secrets) already built off the loop: new runs get it; runs in
+    /// flight keep theirs.
+    pub fn set_config_with(&mut self, config: Config, environment: Arc<crate::exec::Environment>) {
         let api = self.opts.api_listen.or(config.api_listen);
         self.opts.config = config;
-        // New runs get the new `pass_env` and secrets; runs in flight keep theirs.
-        self.environment =
-            Arc::new(crate::exec::Environment::of_this_process(&self.opts.config.pass_env, self.opts.secrets.clone()));
+        self.environment = environment;
         let targets = Targets::from_config(&self.opts.config, api).with_environment(&self.environment);
         self.notify(NotifyInput::Config(Box::new(targets)));
         if self.pool.size() != self.opts.blocking_threads() {
