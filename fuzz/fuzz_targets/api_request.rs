@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use gatherd::api::control::Numbered;
-use gatherd::api::{ApiConfig, Control, ControlError, JobView, Metrics, SharedToken, serve};
+use gatherd::api::{ApiConfig, Control, ControlError, JobView, Metrics, SharedToken, Started, serve};
 use gatherd::store::{DB_FILE, RunId, RunStore, open_sqlite};
 use libfuzzer_sys::fuzz_target;
 use tokio::sync::broadcast;
@@ -32,10 +32,18 @@ impl Control for OneJob {
     fn jobs(&self) -> BoxFuture<'_, Vec<JobView>> {
         Box::pin(async { vec![view()] })
     }
-    fn trigger<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<RunId, ControlError>> {
+    fn trigger<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<Started, ControlError>> {
         Box::pin(async move {
             match job {
                 "a.toml" => Err(ControlError::NotStarted("overlap = skip and a run is going".into())),
+                other => Err(ControlError::NoSuchJob(other.into())),
+            }
+        })
+    }
+    fn pause<'a>(&'a self, job: &'a str, _paused: bool) -> BoxFuture<'a, Result<(), ControlError>> {
+        Box::pin(async move {
+            match job {
+                "a.toml" => Ok(()),
                 other => Err(ControlError::NoSuchJob(other.into())),
             }
         })
@@ -53,10 +61,13 @@ fn view() -> JobView {
         job: "a.toml".into(),
         trigger: "every 1m".into(),
         next_fire: None,
+        timezone: None,
         valid: true,
         diagnostic: None,
         runnable: true,
         running: vec![],
+        queued: vec![],
+        paused: false,
     }
 }
 
