@@ -30,27 +30,7 @@ pub(crate) fn read(
         ctx.error(span, "`env_file` is empty").label("expected a path such as \".env\"");
         return None;
     }
-    let path = dir.join(&text);
-    let bytes = match super::read_bounded_with_meta(&path) {
-        Ok((bytes, meta)) => {
-            if let Some(why) = super::ownership::refusal_for(ctx.purpose(), &meta, identity) {
-                ctx.error(span, format!("the env file \"{text}\" is {why}"))
-                    .label(format!("read from {}", path.display()));
-                return None;
-            }
-            bytes
-        }
-        Err(why) => {
-            let why = match why {
-                super::ReadError::Io(e) => e.to_string(),
-                other => other.describe("an env file"),
-            };
-            ctx.error(span, format!("cannot read the env file \"{text}\": {why}"))
-                .label(format!("read from {}", path.display()))
-                .help("`env_file` is relative to the job file's folder");
-            return None;
-        }
-    };
+    let (path, bytes) = super::read_beside_job(ctx, span.clone(), dir, &text, identity, &ENV_FILE)?;
     let Ok(content) = String::from_utf8(bytes) else {
         ctx.error(span, format!("the env file \"{text}\" is not UTF-8 text"))
             .label(format!("read from {}", path.display()));
@@ -82,6 +62,9 @@ pub(crate) fn read(
         }
     }
 }
+
+/// How messages name an env file.
+const ENV_FILE: super::BesideFile = super::BesideFile { key: "env_file", what: "env file", noun: "an env file" };
 
 /// A bad line of an env file: its span and why.
 type BadLine = (Range<usize>, String);

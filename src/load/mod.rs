@@ -174,6 +174,53 @@ impl ReadError {
     }
 }
 
+/// A kind of file a job names beside it, as messages call it.
+pub(crate) struct BesideFile {
+    /// The key naming it (`script_file`).
+    pub key: &'static str,
+    /// "script file".
+    pub what: &'static str,
+    /// "a script", for a size or kind refusal.
+    pub noun: &'static str,
+}
+
+/// Reads a file a job names beside it (`script_file`, `env_file`), `text`
+/// relative to `dir`, for the job's `identity`: bounded as a job file is
+/// and, as root, held to the job file's owner and mode rule (its content
+/// feeds what the job runs). Every refusal is a diagnostic at `span`;
+/// `None` after one.
+pub(crate) fn read_beside_job(
+    ctx: &mut fields::Ctx,
+    span: std::ops::Range<usize>,
+    dir: &Path,
+    text: &str,
+    identity: Option<&crate::job::Identity>,
+    kind: &BesideFile,
+) -> Option<(std::path::PathBuf, Vec<u8>)> {
+    let BesideFile { key, what, noun } = kind;
+    let path = dir.join(text);
+    match read_bounded_with_meta(&path) {
+        Ok((bytes, meta)) => {
+            if let Some(why) = ownership::refusal_for(ctx.purpose(), &meta, identity) {
+                ctx.error(span, format!("the {what} \"{text}\" is {why}"))
+                    .label(format!("read from {}", path.display()));
+                return None;
+            }
+            Some((path, bytes))
+        }
+        Err(why) => {
+            let why = match why {
+                ReadError::Io(e) => e.to_string(),
+                other => other.describe(noun),
+            };
+            ctx.error(span, format!("cannot read the {what} \"{text}\": {why}"))
+                .label(format!("read from {}", path.display()))
+                .help(format!("`{key}` is relative to the job file's folder"));
+            None
+        }
+    }
+}
+
 /// Reads at most [`MAX_FILE_BYTES`], checking the size first (and again while
 /// reading, in case the file grows in between). Returns the metadata of the file opened too (`fstat`), so a check of its
 /// owner is about the file read, not one swapped in since.

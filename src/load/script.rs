@@ -20,6 +20,9 @@ use super::step::LoadEnv;
 use crate::job::{ScriptLimits, ScriptSource, ScriptStep};
 use crate::script::{Sandbox, sandbox};
 
+/// How messages name a script file.
+const SCRIPT_FILE: super::BesideFile = super::BesideFile { key: "script_file", what: "script file", noun: "a script" };
+
 /// Which engine a script runs in, so it is compiled with the same syntax.
 #[derive(Clone, Copy)]
 pub(crate) enum Dialect {
@@ -324,29 +327,7 @@ pub(crate) fn parse_script_step(
         ctx.error(span, "`script_file` is empty").label("expected a path such as \"report.rhai\"");
         return None;
     }
-    let path = env.dir.join(&text);
-    let bytes = match super::read_bounded_with_meta(&path) {
-        Ok((bytes, meta)) => {
-            // A root gatherd holds it to the job file's rule: its value
-            // may feed the commands the job runs.
-            if let Some(why) = super::ownership::refusal_for(ctx.purpose(), &meta, env.identity) {
-                ctx.error(span, format!("the script file \"{text}\" is {why}"))
-                    .label(format!("read from {}", path.display()));
-                return None;
-            }
-            bytes
-        }
-        Err(why) => {
-            let why = match why {
-                super::ReadError::Io(e) => e.to_string(),
-                other => other.describe("a script"),
-            };
-            ctx.error(span, format!("cannot read the script file \"{text}\": {why}"))
-                .label(format!("read from {}", path.display()))
-                .help("`script_file` is relative to the job file's folder");
-            return None;
-        }
-    };
+    let (path, bytes) = super::read_beside_job(ctx, span.clone(), env.dir, &text, env.identity, &SCRIPT_FILE)?;
     let code = match String::from_utf8(bytes) {
         Ok(code) => code,
         Err(e) => {
