@@ -16,7 +16,7 @@ use super::sinks::RunSinks;
 use crate::api::{ControlError, Metrics, Started};
 use crate::exec::{self, RecordedStatus, RunContext, RunEvent, RunOutcome, Status};
 use crate::job::Job;
-use crate::store::{NOT_STARTED_ERROR, QUEUED_AT_STOP_ERROR, RunId, RunStart, RunStore, RunTrigger, StoreError};
+use crate::store::{QUEUED_AT_STOP_ERROR, RunId, RunStart, RunStore, RunTrigger, StoreError};
 use crate::watch::JobId;
 
 /// Where a manual trigger waits for its run's id and state (`running`, or
@@ -104,12 +104,7 @@ impl RunTask {
                 if let Some(Ok(run_id)) = futures::FutureExt::now_or_never(begin.as_mut()) {
                     tracing::info!(job = %self.id, run_id, "the one-shot was cancelled before it started");
                     let recorder = self.store.recorder();
-                    recorder.record(run_id, RunEvent::RunFinished {
-                        status: crate::exec::Status::Cancelled,
-                        result: None,
-                        error: Some(NOT_STARTED_ERROR.into()),
-                        duration: std::time::Duration::ZERO,
-                    });
+                    recorder.record(run_id, crate::store::not_started_end());
                 }
                 Err(StoreError::Unwritable("cancelled while waiting".into()))
             }

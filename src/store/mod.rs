@@ -107,6 +107,7 @@ pub use self::recorder::Recorder;
 pub use self::rows::{
     ClaimKey, JobRecord, LogFilter, MISSED_ERROR, Missed, NOT_STARTED_ERROR, NumberedLine, PAUSED_ERROR,
     QUEUED_AT_STOP_ERROR, RecordedStatus, RunDetail, RunDocument, RunFilter, RunId, RunRow, RunStart, RunTrigger,
+    not_started_end,
 };
 pub use self::sqlite::{History, SqliteStore, open_sqlite};
 // `gatherd backup` (sqlite/backup.rs).

@@ -75,6 +75,17 @@ pub const PAUSED_ERROR: &str = "missed: the job is paused";
 /// it is cancelled while its row waits to be written (then it has no row).
 pub const NOT_STARTED_ERROR: &str = "cancelled before it started";
 
+/// The end recorded for a run that never started ([`NOT_STARTED_ERROR`]):
+/// `cancelled`, no result, no time spent.
+pub fn not_started_end() -> crate::exec::RunEvent {
+    crate::exec::RunEvent::RunFinished {
+        status: crate::exec::Status::Cancelled,
+        result: None,
+        error: Some(NOT_STARTED_ERROR.into()),
+        duration: std::time::Duration::ZERO,
+    }
+}
+
 /// The error recorded on a run that was `queued` when its daemon stopped
 /// (shut down, or found so at the next start after a crash): status
 /// `cancelled`. It never started, so, like [`NOT_STARTED_ERROR`],

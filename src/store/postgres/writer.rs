@@ -37,14 +37,12 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
 use super::schema::Target;
-use crate::exec::{RecordedStatus, RunEvent, Status, millis};
+use crate::exec::{RecordedStatus, RunEvent, millis};
 use crate::job::Backoff;
 use crate::store::error::postgres_reason;
 use crate::store::recorder::Msg;
 use crate::store::sqlite::bounded_json;
-use crate::store::{
-    BATCH_EVENTS, BATCH_WINDOW, JobRecord, KEPT_DETAIL_BYTES, NOT_STARTED_ERROR, RunId, RunStart, StoreError,
-};
+use crate::store::{BATCH_EVENTS, BATCH_WINDOW, JobRecord, KEPT_DETAIL_BYTES, RunId, RunStart, StoreError};
 
 /// The first retry of a batch that failed, after this.
 pub const RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -412,17 +410,7 @@ impl Writer {
         for id in not_started {
             tracing::info!(run_id = id, "the run gave up as its row was committed: recorded as not started");
             self.urgent = true;
-            self.keep(Pending::Event {
-                run: id,
-                seq: None,
-                event: RunEvent::RunFinished {
-                    status: Status::Cancelled,
-                    result: None,
-                    error: Some(NOT_STARTED_ERROR.into()),
-                    duration: Duration::ZERO,
-                },
-                at: Utc::now(),
-            });
+            self.keep(Pending::Event { run: id, seq: None, event: crate::store::not_started_end(), at: Utc::now() });
         }
         Ok(())
     }

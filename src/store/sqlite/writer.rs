@@ -52,13 +52,12 @@ use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
 use super::ts;
-use crate::exec::{RecordedStatus, RunEvent, Status, millis};
+use crate::exec::{RecordedStatus, RunEvent, millis};
 use crate::job::Backoff;
 use crate::store::json::depth_bounded;
 use crate::store::recorder::Msg;
 use crate::store::{
-    BATCH_EVENTS, BATCH_WINDOW, JobRecord, KEPT_DETAIL_BYTES, NOT_STARTED_ERROR, OUTPUT_BOUND, RunId, RunStart,
-    RunTrigger, StoreError,
+    BATCH_EVENTS, BATCH_WINDOW, JobRecord, KEPT_DETAIL_BYTES, OUTPUT_BOUND, RunId, RunStart, RunTrigger, StoreError,
 };
 
 /// The first retry of a batch that failed, after this.
@@ -465,17 +464,7 @@ impl Writer {
         for id in not_started {
             tracing::info!(run_id = id, "the run gave up as its row was committed: recorded as not started");
             self.urgent = true;
-            self.keep(Pending::Event {
-                run: id,
-                seq: None,
-                event: RunEvent::RunFinished {
-                    status: Status::Cancelled,
-                    result: None,
-                    error: Some(NOT_STARTED_ERROR.into()),
-                    duration: Duration::ZERO,
-                },
-                at: Utc::now(),
-            });
+            self.keep(Pending::Event { run: id, seq: None, event: crate::store::not_started_end(), at: Utc::now() });
         }
         Ok(())
     }
