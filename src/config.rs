@@ -17,6 +17,12 @@ use crate::job::{LimitOverrides, MaxOutput, NotifyEvent, ScriptLimits};
 mod notify;
 pub use notify::{Email, EmailTls, MAX_RETRY_WAIT, NotifyTarget, Webhook, WebhookFormat, WebhookRequest};
 
+/// The default `lease` of a fleet node.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+
+/// The shortest `lease` taken (tests use it).
+pub const MIN_LEASE: Duration = Duration::from_secs(1);
+
 /// The parsed configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,9 +79,17 @@ pub struct Config {
     /// rebinding): e.g. the name a reverse proxy forwards.
     #[serde(default)]
     pub api_hosts: Vec<String>,
-    /// This daemon's name in the run history (default: the host name). Keep it
-    /// stable: on start, runs this node left running are marked interrupted.
-    pub node: Option<String>,
+    /// The label of this daemon's node id (default: the host name): each
+    /// start records its runs as `{node_name}-{8 random hex}` (README
+    /// "Nodes, leases and takeover"). `node` is the older name of the key.
+    #[serde(alias = "node")]
+    pub node_name: Option<String>,
+    /// In a fleet (a PostgreSQL store): a node whose last heartbeat (on the
+    /// database's clock) is older than this is dead, and a live node takes
+    /// its runs over. Nodes heartbeat every lease/3. Default 15 s, at least
+    /// 1 s.
+    #[serde(default, deserialize_with = "humantime_opt")]
+    pub lease: Option<Duration>,
     /// Counts of named semaphores (`semaphore = "NAME"` in jobs); unnamed
     /// ones count 1.
     #[serde(default)]
@@ -274,6 +288,20 @@ impl Config {
         if config.blocking_threads == Some(0) {
             return invalid("`blocking_threads` must be at least 1".into());
         }
+        if config.lease.is_some_and(|l| l < MIN_LEASE) {
+            return invalid(format!(
+                "`lease` must be at least {} (a node heartbeats every lease/3)",
+                humantime::format_duration(MIN_LEASE)
+            ));
+        }
+        if let Some(name) = &config.node_name
+            && !valid_label(name)
+        {
+            return invalid(format!(
+                "`node_name` must be 1 to 48 letters, digits, `.`, `_` or `-` (it starts each node id, \
+                 e.g. web1-3f9a2c7e), found {name:?}"
+            ));
+        }
         if config.max_concurrent_runs == Some(0) {
             return invalid("`max_concurrent_runs` must be at least 1".into());
         }
@@ -407,14 +435,19 @@ impl Config {
         self.blocking_threads.unwrap_or_else(BlockingPool::default_size)
     }
 
-    /// This daemon's name: the config's, else the host name.
-    pub fn node(&self) -> String {
-        self.node.clone().unwrap_or_else(|| {
-            nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_else(|| "localhost".to_string())
+    /// The label of this daemon's node ids: `node_name`, else the host
+    /// name (made a valid label), else `localhost`.
+    pub fn node_label(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+            label_of(&host)
         })
+    }
+
+    /// How long a fleet node may go without heartbeating before it is
+    /// dead: `lease`, default [`DEFAULT_LEASE`].
+    pub fn lease(&self) -> Duration {
+        self.lease.unwrap_or(DEFAULT_LEASE)
     }
 
     /// The state folder: `flag` (`--state`), else the config's, else
@@ -469,6 +502,23 @@ impl Config {
 
 /// The text of a secret's file, less one trailing newline (`echo x > file`,
 /// `systemd-creds`), which is never part of a token.
+/// Whether `name` can start a node id: 1 to 48 ASCII letters, digits, `.`,
+/// `_` or `-` (what a host name holds), so ids read well in tables and logs.
+pub fn valid_label(name: &str) -> bool {
+    (1..=48).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// A node label from a host name: its characters a label cannot hold become
+/// `-`, cut to 48; `localhost` for an empty one.
+pub fn label_of(host: &str) -> String {
+    let label: String = host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
+        .take(48)
+        .collect();
+    if label.is_empty() { "localhost".to_string() } else { label }
+}
+
 fn read_secret_file(file: &Path) -> Result<String, String> {
     let bytes = std::fs::read(file).map_err(|e| e.to_string())?;
     let mut text = String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string())?;
@@ -543,6 +593,21 @@ mod tests {
         assert_eq!(defaults.log_level.as_deref(), Some("info"));
         assert_eq!(defaults.script_limits(), ScriptLimits::default());
         assert_eq!(defaults.limits().max_output, crate::exec::step::OutputBounds::default());
+    }
+
+    #[test]
+    fn node_name_or_its_old_name_node_labels_node_ids_and_lease_has_a_floor() {
+        let path = Path::new("c.toml");
+        assert_eq!(Config::parse(path, "node_name = \"web1\"\n").unwrap().node_label(), "web1");
+        assert_eq!(Config::parse(path, "node = \"worker-1\"\n").unwrap().node_label(), "worker-1");
+        let bad = Config::parse(path, "node_name = \"a b\"\n").unwrap_err().to_string();
+        assert!(bad.contains("`node_name` must be"), "{bad}");
+        assert_eq!(Config::default().lease(), DEFAULT_LEASE);
+        assert_eq!(Config::parse(path, "lease = \"1s\"\n").unwrap().lease(), Duration::from_secs(1));
+        let short = Config::parse(path, "lease = \"500ms\"\n").unwrap_err().to_string();
+        assert!(short.contains("`lease` must be at least 1s"), "{short}");
+        assert_eq!(label_of("a host/name"), "a-host-name");
+        assert_eq!(label_of(""), "localhost");
     }
 
     #[test]

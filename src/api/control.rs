@@ -97,4 +97,9 @@ pub trait Control: Send + Sync {
     /// its number before it is sent, so an event received, and all before
     /// it, are in the store once the recorder is flushed.
     fn events(&self, run: RunId) -> Option<broadcast::Receiver<Numbered>>;
+    /// This daemon's node as it stands now: what `GET /nodes` answers when
+    /// the store keeps no `nodes` table (a single node). `None`: unknown.
+    fn node(&self) -> Option<crate::store::NodeRow> {
+        None
+    }
 }

@@ -23,6 +23,7 @@
 //! | `GET /runs/{id}/events[?from=N]` | server-sent events (`id:`, `Last-Event-ID`), see [`events`] |
 //! | `GET /runs/{id}/logs[?step=&after=SEQ]` | the run's lines as JSON lines (`application/x-ndjson`), see `logs` |
 //! | `GET /notifications[?job=&run_id=&limit=]` | `{"notifications": [...]}`, newest first, each with its delivery |
+//! | `GET /nodes` | `{"nodes": [...]}`: the fleet's nodes (id, label, version, started_at, heartbeat_at, runs_in_flight, state, lease_ms, taken_over_by), alive first; a single node's own |
 //!
 //! Job ids contain `/` (subfolders), so `{job}` is a catch-all: matchit (axum's
 //! router) allows a catch-all only at the end of a route, hence
@@ -56,6 +57,7 @@ pub mod events;
 mod jobs;
 mod logs;
 mod metrics;
+mod nodes;
 mod runs;
 mod token;
 
@@ -280,6 +282,7 @@ fn router(state: AppState) -> Router {
         .route("/runs/{id}/events", get(events::stream))
         .route("/runs/{id}/logs", get(logs::lines))
         .route("/notifications", get(runs::notifications))
+        .route("/nodes", get(nodes::list))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::limit_body))

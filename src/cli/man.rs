@@ -162,6 +162,11 @@ pub mod examples {
   gatherd jobs                                 the daemon's jobs: next fire, last run
   gatherd jobs --wide --utc                    nothing cut, times in UTC
   gatherd jobs --addr 127.0.0.1:7878 --json    a daemon's jobs over TCP, as JSON";
+    /// `gatherd nodes`.
+    pub const NODES: &str = "Examples:
+  gatherd nodes                                the fleet's nodes: state, last heartbeat, runs
+  gatherd nodes --store postgres://gatherd@db/gatherd   from the database, no daemon
+  gatherd nodes --json | jq '.nodes[] | select(.state == \"dead\")'";
     /// `gatherd trigger`.
     pub const TRIGGER: &str = "Examples:
   gatherd trigger backup                       start backup.toml now (the extension may go)

@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod history;
 pub mod logging;
 pub mod man;
+pub mod nodes;
 pub mod notify;
 pub mod out;
 pub mod progress;
@@ -81,6 +82,11 @@ pub enum Command {
     /// List the running daemon's jobs (through its control API).
     #[command(after_help = man::examples::JOBS)]
     Jobs(client::JobsArgs),
+    /// List the fleet's nodes: id, label, version, state, start, last
+    /// heartbeat, runs in flight (through the daemon's control API, or
+    /// --store URL for a PostgreSQL history without a daemon).
+    #[command(after_help = man::examples::NODES)]
+    Nodes(nodes::NodesArgs),
     /// Start a run of a job now (through the daemon's control API); returns
     /// at once with the run's id, saying `queued` when it waits for a slot
     /// or its semaphore, unless --wait.
@@ -134,6 +140,7 @@ impl Command {
             Command::Show(a) => a.json,
             Command::Logs(a) => a.json,
             Command::Jobs(a) => a.json,
+            Command::Nodes(a) => a.json,
             Command::Trigger(a) => a.json,
             Command::Cancel(a) => a.json,
             Command::Pause(a) | Command::Resume(a) => a.json,
@@ -253,6 +260,7 @@ async fn command(command: Command) -> anyhow::Result<u8> {
         Command::Show(args) => history::show(args).await,
         Command::Logs(args) => history::logs(args).await,
         Command::Jobs(args) => client::jobs(args).await,
+        Command::Nodes(args) => nodes::nodes(args).await,
         Command::Trigger(args) => client::trigger(args).await,
         Command::Cancel(args) => client::cancel(args).await,
         Command::Pause(args) => client::pause(args, true).await,

@@ -41,6 +41,8 @@ const LIVE_CAPACITY: usize = 1024;
 pub struct DaemonControl {
     pub(super) commands: mpsc::Sender<Command>,
     pub(super) live: Live,
+    /// This daemon's node (`GET /nodes` on a single-node store).
+    pub(super) node: Arc<super::fleet::Node>,
 }
 
 impl DaemonControl {
@@ -66,6 +68,10 @@ impl Control for DaemonControl {
 
     fn cancel(&self, run: RunId) -> BoxFuture<'_, Result<(), ControlError>> {
         async move { self.ask(|tx| Command::Cancel(run, tx)).await? }.boxed()
+    }
+
+    fn node(&self) -> Option<crate::store::NodeRow> {
+        Some(self.node.row())
     }
 
     fn events(&self, run: RunId) -> Option<broadcast::Receiver<Numbered>> {

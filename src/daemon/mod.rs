@@ -21,7 +21,7 @@
 //!
 //! Where things are: `start.rs` (start-up), `supervisor.rs` (the state, the
 //! loop, its handlers, shutdown), `apply.rs` (a job file's new version),
-//! `run_task.rs` (one run), `sinks.rs` (a run's events to the log, metrics,
+//! `run_task.rs` (one run), `fleet/` (node ids, heartbeats, takeover), `sinks.rs` (a run's events to the log, metrics,
 //! live subscribers and the history); the pure decisions `overlap.rs`,
 //! `admit.rs` and `catch_up.rs`; `table.rs`, `control.rs`, `systemd.rs`.
 
@@ -29,6 +29,7 @@ pub mod admit;
 mod apply;
 mod catch_up;
 mod control;
+mod fleet;
 mod listen;
 mod notify;
 mod overlap;

@@ -45,7 +45,15 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
                 .with_context(|| format!("cannot open the run store {}", db.display()))?
         }
     };
-    let node = opts.config.node();
+    // A new node id at each start (ARCHITECTURE.md "Fleets"). SQLite's
+    // recover takes every run left running (one daemon per state folder);
+    // a fleet's takes none of a live node's (the takeover does, later).
+    let fleet_node = Arc::new(super::fleet::Node::new(opts.config.node_label(), opts.config.lease()));
+    let node = fleet_node.id();
+    if store.shared() {
+        store.register_node(&fleet_node.row()).await.context("cannot register this node in the fleet's history")?;
+        tracing::info!(node = %node, lease = %humantime::format_duration(fleet_node.lease), "joined the fleet");
+    }
     let recovered = store.recover(&node, INTERRUPTED).await.context("cannot recover runs left running")?;
     let mut interrupted = Vec::new();
     for run in recovered {
@@ -73,6 +81,10 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
     let listeners = super::listen::bind(&opts).await?;
 
     let mut sup = Supervisor::new(opts, store, node);
+    if sup.store.shared() {
+        sup.heartbeats = Some(super::fleet::Heartbeats::start(fleet_node.clone(), sup.store.clone()));
+    }
+    sup.fleet_node = Some(fleet_node.clone());
     sup.paused = paused.into_iter().map(|(job, _)| job).collect();
     // `gatherd_last_success_timestamp_seconds` from the history, so it
     // survives restarts (before `ready`: a scrape after it sees them).
@@ -88,7 +100,7 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
     sup.processes = Some(process_records);
     sup.api = listeners.tcp.as_ref().map(|(_, addr)| (*addr, listeners.token.clone()));
     let (commands_tx, commands) = tokio::sync::mpsc::channel(64);
-    let control = Arc::new(DaemonControl { commands: commands_tx, live: sup.live.clone() });
+    let control = Arc::new(DaemonControl { commands: commands_tx, live: sup.live.clone(), node: fleet_node });
     let api_stop = CancellationToken::new();
     // Owned by the loop's inputs and awaited when the loop ends.
     let api = tokio::spawn(super::listen::serve(

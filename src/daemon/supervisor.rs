@@ -122,8 +122,14 @@ pub(super) struct Supervisor {
     pub store: Arc<dyn RunStore>,
     /// Whether the history can be written (`None`) or why not.
     pub store_health: tokio::sync::watch::Receiver<Option<String>>,
-    /// This daemon's name in the store.
+    /// This daemon's node id in the store (`fleet::node_id`; a rejoin
+    /// replaces it).
     pub node: String,
+    /// This daemon's node, which the API and the heartbeats read (set by
+    /// start-up).
+    pub fleet_node: Option<Arc<super::fleet::Node>>,
+    /// The heartbeat task, in a fleet (a shared store).
+    pub heartbeats: Option<super::fleet::Heartbeats>,
     /// Live event streams of runs in flight, for the API.
     pub live: Live,
     /// Prometheus metrics, fed by every run.
@@ -173,6 +179,8 @@ impl Supervisor {
             store_health: store.health(),
             store,
             node,
+            fleet_node: None,
+            heartbeats: None,
             started: false,
             stopping: false,
             live: Live::default(),
@@ -237,6 +245,7 @@ impl Supervisor {
                 Some(note) = self.notes.recv() => self.on_note(note),
                 Some(ended) = self.runs.join_next_with_id() => self.on_run_end(ended),
                 Some(_) = self.chores.join_next() => {}
+                Some(note) = recv_fleet(self.heartbeats.as_mut()) => self.on_fleet_note(note),
                 () = sleep_until(self.retries.at) => self.retry_reads().await,
                 () = tick(self.watchdog.as_mut()) => self.systemd.watchdog(),
             }
@@ -275,6 +284,9 @@ impl Supervisor {
     }
 
     pub fn report_status(&self) {
+        if let Some(node) = &self.fleet_node {
+            node.set_in_flight(self.admission.running() + self.admission.waiting());
+        }
         self.systemd.status(&self.status_line());
         self.metrics.set_invalid_jobs(self.invalid_jobs + self.refused.len());
         self.metrics.set_runs_queued(self.admission.waiting());
@@ -1096,6 +1108,14 @@ impl Supervisor {
                 tracing::warn!(error = %e, "the notifier's task failed");
             }
         }
+        // No more heartbeats; then the node is `stopped` (after its runs'
+        // ends are written), so no other node takes it over.
+        if let Some(heartbeats) = self.heartbeats.take() {
+            heartbeats.stop().await;
+            if let Err(e) = self.store.node_stopped(&self.node).await {
+                tracing::warn!(node = %self.node, error = %e, "cannot mark this node stopped in the fleet's history");
+            }
+        }
         tracing::info!("stopped");
         anyhow::Context::context(self.store.close().await, "cannot write the last of the run history")
     }
@@ -1105,6 +1125,14 @@ impl Supervisor {
 async fn recv_or_pending<T>(rx: Option<&mut mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The heartbeat task's next note, or never without one.
+async fn recv_fleet(heartbeats: Option<&mut super::fleet::Heartbeats>) -> Option<super::fleet::FleetNote> {
+    match heartbeats {
+        Some(h) => h.notes.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -48,6 +48,9 @@ pub struct Job {
     pub trigger: Trigger,
     /// What the daemon does when a run is due while the last is still going.
     pub overlap: Overlap,
+    /// What a fleet does with this job's run when the node running it is
+    /// lost (README "Nodes, leases and takeover").
+    pub on_node_loss: OnNodeLoss,
     /// Jobs naming the same semaphore never run more at once than its count
     /// (set in the config; default 1).
     pub semaphore: Option<String>,
@@ -118,6 +121,7 @@ impl Job {
             timeout: None,
             trigger: Trigger::OnChange,
             overlap: Overlap::default(),
+            on_node_loss: OnNodeLoss::default(),
             semaphore: None,
             jitter: None,
             catch_up: CatchUp::default(),
@@ -227,6 +231,19 @@ pub enum Overlap {
     Replace,
     /// Run both.
     Allow,
+}
+
+/// What a fleet does with a run of the job when the node running it stops
+/// heartbeating (`on_node_loss`): the node that takes it over always records
+/// the run `interrupted`; with `Rerun` it also starts the job again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnNodeLoss {
+    /// Record the run `interrupted`; nothing runs again.
+    #[default]
+    Record,
+    /// Record it `interrupted`, and start a new run of the job (same
+    /// trigger, on the node that took it over): at least once.
+    Rerun,
 }
 
 /// What a scheduled job does after downtime with the fires it missed

@@ -382,6 +382,7 @@ fn example(name: &str) -> String {
         "schedule" => "\"*/10 * * * *\"".to_string(),
         "timezone" => "\"Europe/Berlin\"".to_string(),
         "overlap" => "\"skip\"".to_string(),
+        "on_node_loss" => "\"rerun\"".to_string(),
         "semaphore" => "\"backup\"".to_string(),
         "catch_up" => "\"latest\"".to_string(),
         "catch_up_window" => "\"6h\"".to_string(),

@@ -115,6 +115,13 @@ fn a_rhai_job_without_settings_runs_on_change_with_default_limits() {
 }
 
 #[test]
+fn on_node_loss_is_a_rhai_setting_too() {
+    let job = load_rhai("export const every = \"30s\";\nconst on_node_loss = \"rerun\";\nsleep(1)\n");
+    assert_eq!(job.on_node_loss, crate::job::OnNodeLoss::Rerun);
+    assert_eq!(load_rhai("sleep(1)\n").on_node_loss, crate::job::OnNodeLoss::Record);
+}
+
+#[test]
 fn every_is_an_interval() {
     let job = load_rhai("export const every = \"30s\";\nconst overlap = \"allow\";\nsleep(1)\n");
     assert_eq!(job.trigger, Trigger::Every(Duration::from_secs(30)));

@@ -787,6 +787,18 @@ fn schedule_and_every() {
 }
 
 #[test]
+fn on_node_loss_is_record_by_default_or_rerun_and_a_misspelling_is_refused_with_the_choices() {
+    let job = load("[[step]]\nname = \"a\"\nsleep = \"1s\"\n");
+    assert_eq!(job.on_node_loss, crate::job::OnNodeLoss::Record);
+    let job = load("on_node_loss = \"rerun\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n");
+    assert_eq!(job.on_node_loss, crate::job::OnNodeLoss::Rerun);
+    let job = load("on_node_loss = \"record\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n");
+    assert_eq!(job.on_node_loss, crate::job::OnNodeLoss::Record);
+    let shown = render("on_node_loss = \"retry\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n");
+    assert!(shown.contains("on_node_loss") && shown.contains("record") && shown.contains("rerun"), "{shown}");
+}
+
+#[test]
 fn misspelt_overlap() {
     insta::assert_snapshot!(render("overlap = \"skipp\"\n[[step]]\nname = \"a\"\nsleep = \"1s\"\n"));
 }

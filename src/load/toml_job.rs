@@ -23,7 +23,7 @@ use super::limits::{LIMIT_KEYS, read_limits};
 use super::sections::{self, Layout, Section};
 use super::step::{LoadEnv, RawStep, STEP_KEYS, parse_step, read_name};
 use super::tree;
-use crate::job::{CatchUp, GroupMode, Job, LimitOverrides, OnError, Overlap, Trigger};
+use crate::job::{CatchUp, GroupMode, Job, LimitOverrides, OnError, OnNodeLoss, Overlap, Trigger};
 
 /// The keys at the top of a TOML job that are tables, not settings.
 const TABLE_KEYS: &[&str] = &["script_limits", "handlers", "group", "step"];
@@ -44,6 +44,7 @@ pub(crate) const SETTING_KEYS: &[&str] = &[
     "timezone",
     "every",
     "overlap",
+    "on_node_loss",
     "semaphore",
     "jitter",
     "catch_up",
@@ -401,6 +402,12 @@ pub(crate) fn read_settings(ctx: &mut Ctx, doc: &DeTable<'_>, job: &mut Job) {
         ];
         if let Some(o) = ctx.choice("overlap", v, &choices) {
             job.overlap = o;
+        }
+    }
+    if let Some(v) = doc.get("on_node_loss") {
+        let choices = [("record", OnNodeLoss::Record), ("rerun", OnNodeLoss::Rerun)];
+        if let Some(o) = ctx.choice("on_node_loss", v, &choices) {
+            job.on_node_loss = o;
         }
     }
     if let Some(v) = doc.get("semaphore") {

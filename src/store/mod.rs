@@ -83,6 +83,7 @@
 
 mod error;
 mod json;
+mod nodes;
 mod notifications;
 mod postgres;
 mod recorder;
@@ -99,6 +100,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
 pub use self::error::StoreError;
+pub use self::nodes::{NodeRow, NodeState, TakenOver, orphan_error, taken_over_error};
 pub use self::notifications::{
     DeliveryStatus, LastSuccesses, Notification, NotificationFilter, NotificationId, NotifyState,
 };
@@ -174,8 +176,9 @@ pub type PausedJob = (String, DateTime<Utc>);
 /// A run history backend. Dyn-compatible: the daemon holds an
 /// `Arc<dyn RunStore>` chosen at start.
 pub trait RunStore: Send + Sync {
-    /// Marks every run of `node` left `running` (the daemon died: crash,
-    /// kill -9) as `interrupted` with `reason` and a finish time, and their
+    /// Marks every run of `node` (on SQLite, one daemon per state folder:
+    /// every run, whatever node id it recorded — the id is new at each
+    /// start) left `running` (the daemon died: crash, kill -9) as `interrupted` with `reason` and a finish time, and their
     /// running steps too, and every run left `queued` (it never started) as
     /// `cancelled` with [`QUEUED_AT_STOP_ERROR`]; returns those runs, as
     /// marked, so the daemon can log them. Call once at start, before any
@@ -300,6 +303,48 @@ pub trait RunStore: Send + Sync {
 
     /// Extends every claim `node` holds to `lease` from now.
     fn renew_claims<'a>(&'a self, node: &'a str, lease: Duration) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Whether several daemons share this history (a fleet): then the daemon
+    /// registers its node, heartbeats and takes dead nodes over. A
+    /// single-node store (SQLite, one daemon per state folder) says no, and
+    /// the node methods below keep their defaults: nothing to write.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Records a node that starts (state `alive`, started and heartbeaten
+    /// now on the database's clock). See `daemon::fleet`.
+    fn register_node<'a>(&'a self, _node: &'a NodeRow) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Heartbeats `node` (now, on the database's clock) with its runs in
+    /// flight. `false` when its row is no longer `alive`: another node
+    /// declared it dead (it must not go on under this id).
+    fn heartbeat<'a>(&'a self, _node: &'a str, _runs_in_flight: u64) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async { Ok(true) })
+    }
+
+    /// Declares dead every other node whose heartbeat is older than its
+    /// lease, and marks their runs left `running`/`queued` (and those of
+    /// any id no longer alive) `interrupted`, as `me` takes them over; in
+    /// one transaction, so each is taken over by one node only. Returns
+    /// what this call took.
+    fn take_over<'a>(&'a self, _me: &'a str) -> BoxFuture<'a, Result<Vec<TakenOver>, StoreError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Marks `node` stopped (a clean shutdown), after what was recorded
+    /// before is written.
+    fn node_stopped<'a>(&'a self, _node: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Every node of the fleet (alive first, then by start, newest first);
+    /// `None` for a single-node store, whose one node the daemon knows.
+    fn nodes(&self) -> BoxFuture<'_, Result<Option<Vec<NodeRow>>, StoreError>> {
+        Box::pin(async { Ok(None) })
+    }
 
     /// Every job's notification state (its failure streak), for the
     /// notifier at start.

@@ -343,7 +343,14 @@ async fn recover_interrupts_what_was_running_and_leaves_the_rest(backend: Backen
     }
     let store = dir.open().await;
     let recovered = store.recover("node-a", "the daemon stopped while it ran").await.unwrap();
-    assert_eq!(recovered.iter().map(|r| r.id).collect::<Vec<_>>(), [crashed]);
+    // SQLite: one daemon per state folder, whose node id is new at each
+    // start, so every run left running is its; a fleet's history: only the
+    // node's own (a live node's runs are taken over by leases, never here).
+    let want = match backend {
+        Backend::Sqlite => vec![crashed, elsewhere],
+        Backend::Postgres => vec![crashed],
+    };
+    assert_eq!(recovered.iter().map(|r| r.id).collect::<Vec<_>>(), want);
     assert_eq!(recovered[0].status, RecordedStatus::Interrupted);
     assert_eq!(recovered[0].error.as_deref(), Some("the daemon stopped while it ran"));
     assert!(recovered[0].finished_at.is_some());
@@ -357,7 +364,15 @@ async fn recover_interrupts_what_was_running_and_leaves_the_rest(backend: Backen
     );
     let status_of = async |id| store.run(id).await.unwrap().unwrap().run.status;
     assert_eq!(status_of(done).await, RecordedStatus::Finished(Status::Failed));
-    assert_eq!(status_of(elsewhere).await, RecordedStatus::Running, "another node's run is its own business");
+    let elsewhere_now = match backend {
+        Backend::Sqlite => RecordedStatus::Interrupted,
+        Backend::Postgres => RecordedStatus::Running,
+    };
+    assert_eq!(
+        status_of(elsewhere).await,
+        elsewhere_now,
+        "another node's run: the folder's (SQLite), its own (a fleet)"
+    );
     assert_eq!(store.run(done).await.unwrap().unwrap().steps[0].status, RecordedStatus::Running);
 
     assert_eq!(

@@ -16,6 +16,7 @@
 //! Architecture Invariant: the run's path never waits for PostgreSQL:
 //! [`Recorder::record`] is the same channel send as for SQLite.
 
+mod nodes;
 mod read;
 mod schema;
 mod writer;
@@ -45,9 +46,9 @@ use tokio_postgres::NoTls;
 use self::writer::{Stats, Writer};
 use super::recorder::{Msg, Recorder};
 use super::{
-    ClaimKey, DeliveryStatus, JobRecord, LastSuccesses, LogFilter, MISSED_ERROR, Missed, Notification,
+    ClaimKey, DeliveryStatus, JobRecord, LastSuccesses, LogFilter, MISSED_ERROR, Missed, NodeRow, Notification,
     NotificationFilter, NotificationId, NotifyState, NumberedLine, PAUSED_ERROR, QUEUED_AT_STOP_ERROR, RecordedStatus,
-    RunDetail, RunFilter, RunId, RunRow, RunStart, RunStore, RunTimeline, RunTrigger, StoreError,
+    RunDetail, RunFilter, RunId, RunRow, RunStart, RunStore, RunTimeline, RunTrigger, StoreError, TakenOver,
 };
 use crate::store::sqlite::KEPT_NOTIFICATIONS;
 
@@ -178,6 +179,11 @@ impl PostgresHistory {
     /// One run with its steps and log lines.
     pub async fn run(&self, id: RunId) -> Result<Option<RunDetail>, StoreError> {
         read::run(&self.client, id).await
+    }
+
+    /// Every node of the fleet (see `RunStore::nodes`).
+    pub async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
+        nodes::list(&self.client).await
     }
 
     /// A run's lines matching `filter`, numbered (see `RunStore::logs`).
@@ -476,6 +482,36 @@ impl RunStore for PostgresStore {
             Ok(())
         }
         .boxed()
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn register_node<'a>(&'a self, node: &'a NodeRow) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move { nodes::register(&**self.client().await?, node).await }.boxed()
+    }
+
+    fn heartbeat<'a>(&'a self, node: &'a str, runs_in_flight: u64) -> BoxFuture<'a, Result<bool, StoreError>> {
+        async move { nodes::heartbeat(&**self.client().await?, node, runs_in_flight).await }.boxed()
+    }
+
+    fn take_over<'a>(&'a self, me: &'a str) -> BoxFuture<'a, Result<Vec<TakenOver>, StoreError>> {
+        async move { nodes::take_over(&mut self.client().await?, me).await }.boxed()
+    }
+
+    fn node_stopped<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            // Its runs' ends first: a node seen stopped with a run still
+            // `running` would have it taken over.
+            self.after_recorded().await;
+            nodes::stopped(&**self.client().await?, node).await
+        }
+        .boxed()
+    }
+
+    fn nodes(&self) -> BoxFuture<'_, Result<Option<Vec<NodeRow>>, StoreError>> {
+        async move { nodes::list(&**self.client().await?).await.map(Some) }.boxed()
     }
 
     fn notify_states(&self) -> BoxFuture<'_, Result<Vec<(String, NotifyState)>, StoreError>> {

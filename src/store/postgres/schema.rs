@@ -17,8 +17,10 @@ use crate::store::error::postgres_reason;
 
 /// The migrations, in order: (file name, SQL). Never edit a released one; add
 /// the next.
-pub(super) const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_init.sql", include_str!("../migrations/postgres/0001_init.sql"))];
+pub(super) const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init.sql", include_str!("../migrations/postgres/0001_init.sql")),
+    ("0002_nodes.sql", include_str!("../migrations/postgres/0002_nodes.sql")),
+];
 
 /// The advisory lock the migrations hold (any fixed number: "gatherd").
 const MIGRATION_LOCK: i64 = 0x0067_6174_6865_7264;

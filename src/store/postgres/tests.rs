@@ -112,10 +112,10 @@ async fn migrations_are_recorded_in_schema_version_and_a_newer_schema_is_refused
     open_postgres(&url).await.unwrap().close().await.unwrap();
     open_postgres(&url).await.expect("a second open finds it up to date").close().await.unwrap();
     let applied = Cluster::shared().psql(&db, "SELECT string_agg(version || ' ' || name, ',') FROM schema_version");
-    assert_eq!(applied, "1 0001_init.sql");
+    assert_eq!(applied, "1 0001_init.sql,2 0002_nodes.sql");
     Cluster::shared().psql(&db, "INSERT INTO schema_version (version, name) VALUES (99, '0099_future.sql')");
     let err = open_postgres(&url).await.expect_err("a newer schema is refused").to_string();
-    assert!(err.contains("schema version 99, newer than this gatherd knows (1): upgrade gatherd"), "{err}");
+    assert!(err.contains("schema version 99, newer than this gatherd knows (2): upgrade gatherd"), "{err}");
 }
 
 #[tokio::test]

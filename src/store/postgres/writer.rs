@@ -21,6 +21,14 @@
 //! for its row's commit — while the database is unreachable, until it is
 //! back (or the run gives up: a one-shot cancelled, the daemon stopping).
 //!
+//! Fencing: every write of a run's rows is guarded by the run being still
+//! `running` or `queued` (`WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1
+//! AND status IN ('running', 'queued'))`). A run another node took over is
+//! `interrupted`, so the writes of the node that lost it — paused past its
+//! lease, cut off, then back — change nothing: the takeover's row and error
+//! stay. (A run's `node` never changes after its row is begun, so the
+//! status alone says the run is still its node's.)
+//!
 //! Architecture Invariant: only this thread writes runs' events and rows.
 //!
 //! [`RunStore::health`]: crate::store::RunStore::health
@@ -96,20 +104,23 @@ impl Statements {
             started: client
                 .prepare(
                     "UPDATE runs SET started_at = $2, start_seq = $3, \
-                     status = CASE WHEN status = 'queued' THEN 'running' ELSE status END WHERE id = $1",
+                     status = CASE WHEN status = 'queued' THEN 'running' ELSE status END \
+                     WHERE id = $1 AND status IN ('running', 'queued')",
                 )
                 .await?,
             step_started: client
                 .prepare(
                     "INSERT INTO steps (run_id, path, name, kind, status, attempts, start_ms, start_seq) \
-                     VALUES ($1, $2, $3, $4, 'running', 1, $5, $6) \
+                     SELECT $1, $2, $3, $4, 'running', 1, $5, $6 WHERE EXISTS (SELECT 1 FROM runs WHERE \
+                     id = $1 AND status IN ('running', 'queued')) \
                      ON CONFLICT (run_id, path) DO UPDATE SET attempts = 1, start_ms = excluded.start_ms, \
                      start_seq = excluded.start_seq",
                 )
                 .await?,
             attempt: client
                 .prepare(
-                    "WITH step AS (UPDATE steps SET attempts = $3 + 1 WHERE run_id = $1 AND path = $2 RETURNING 1) \
+                    "WITH step AS (UPDATE steps SET attempts = $3 + 1 WHERE run_id = $1 AND path = $2 \
+                     AND EXISTS (SELECT 1 FROM runs WHERE id = $1 AND status IN ('running', 'queued')) RETURNING 1) \
                      INSERT INTO attempts (run_id, path, attempt, error, at_ms, seq, retry_in_ms) \
                      SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM step) \
                      ON CONFLICT (run_id, path, attempt) DO UPDATE SET error = excluded.error, \
@@ -119,7 +130,8 @@ impl Statements {
             step_finished: client
                 .prepare(
                     "INSERT INTO steps (run_id, path, name, kind, status, attempts, start_ms, end_ms, output, \
-                     truncated, error, end_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                     truncated, error, end_seq) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
+                     WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1 AND status IN ('running', 'queued')) \
                      ON CONFLICT (run_id, path) DO UPDATE SET status = excluded.status, \
                      attempts = excluded.attempts, start_ms = excluded.start_ms, end_ms = excluded.end_ms, \
                      output = excluded.output, truncated = excluded.truncated, error = excluded.error, \
@@ -127,12 +139,15 @@ impl Statements {
                 )
                 .await?,
             log: client
-                .prepare("INSERT INTO logs (run_id, path, at_ms, level, text, seq) VALUES ($1, $2, $3, $4, $5, $6)")
+                .prepare(
+                    "INSERT INTO logs (run_id, path, at_ms, level, text, seq) SELECT $1, $2, $3, $4, $5, $6 \
+                     WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1 AND status IN ('running', 'queued'))",
+                )
                 .await?,
             finished: client
                 .prepare(
                     "UPDATE runs SET status = $2, finished_at = $3, duration_ms = $4, error = $5, result = $6, \
-                     result_truncated = $7, end_seq = $8 WHERE id = $1",
+                     result_truncated = $7, end_seq = $8 WHERE id = $1 AND status IN ('running', 'queued')",
                 )
                 .await?,
             job: client

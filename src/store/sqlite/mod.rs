@@ -192,16 +192,19 @@ impl SqliteStore {
     }
 }
 
-fn recover(conn: &mut Connection, node: &str, reason: &str) -> Result<Vec<RunRow>, StoreError> {
+/// One daemon per state folder (its lock file): every run left running or
+/// queued is the last daemon's, whatever node id it recorded (a new one at
+/// each start).
+fn recover(conn: &mut Connection, reason: &str) -> Result<Vec<RunRow>, StoreError> {
     let fail = StoreError::sqlite;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail("recover"))?;
     // The same condition as the partial index `runs_running`, so it is used.
     let mut runs = tx
         .prepare(&format!(
-            "SELECT {} FROM runs WHERE (status = 'running' OR status = 'queued') AND node = ?1 ORDER BY id",
+            "SELECT {} FROM runs WHERE (status = 'running' OR status = 'queued') ORDER BY id",
             read::RUN_COLUMNS
         ))
-        .and_then(|mut s| s.query_map([node], read::run_row)?.collect::<rusqlite::Result<Vec<_>>>())
+        .and_then(|mut s| s.query_map([], read::run_row)?.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(fail("find the runs left running"))?;
     let now = Utc::now().trunc_subsecs(6); // as stored, so the rows returned equal the rows read later
     for run in &mut runs {
@@ -371,8 +374,9 @@ fn renew_claims(conn: &mut Connection, node: &str, lease: Duration) -> Result<()
 
 impl RunStore for SqliteStore {
     fn recover<'a>(&'a self, node: &'a str, reason: &'a str) -> BoxFuture<'a, Result<Vec<RunRow>, StoreError>> {
-        let (node, reason) = (node.to_string(), reason.to_string());
-        self.write(move |conn| recover(conn, &node, &reason)).boxed()
+        let _ = node; // every run of the folder: see `recover`
+        let reason = reason.to_string();
+        self.write(move |conn| recover(conn, &reason)).boxed()
     }
 
     fn begin_run(&self, start: RunStart) -> BoxFuture<'_, Result<RunId, StoreError>> {
