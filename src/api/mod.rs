@@ -24,6 +24,7 @@
 //! | `GET /runs/{id}/logs[?step=&after=SEQ]` | the run's lines as JSON lines (`application/x-ndjson`), see `logs` |
 //! | `GET /notifications[?job=&run_id=&limit=]` | `{"notifications": [...]}`, newest first, each with its delivery |
 //! | `GET /nodes` | `{"nodes": [...]}`: the fleet's nodes (id, label, version, started_at, heartbeat_at, runs_in_flight, state, lease_ms, taken_over_by), alive first; a single node's own |
+//! | `GET /` (303 to `/ui/`), `/ui/...` | the dashboard: HTML pages and their forms, see `ui` |
 //!
 //! Job ids contain `/` (subfolders), so `{job}` is a catch-all: matchit (axum's
 //! router) allows a catch-all only at the end of a route, hence
@@ -60,6 +61,7 @@ mod metrics;
 mod nodes;
 mod runs;
 mod token;
+mod ui;
 
 #[cfg(test)]
 mod tests;
@@ -73,7 +75,7 @@ use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
 pub use self::conn::{Listener, bind_socket};
-pub use self::control::{Control, ControlError, JobView, Started};
+pub use self::control::{Control, ControlError, JobDetail, JobView, SOURCE_LIMIT, Started};
 pub use self::error::ApiError;
 pub use self::metrics::Metrics;
 pub use self::token::{create_token_file, read_token_file, valid_token};
@@ -234,6 +236,8 @@ struct AppState {
     shutdown: CancellationToken,
     /// Whether this is the unix socket's router (no token, no `Host` rule).
     unix: bool,
+    /// The dashboard's login sessions on this listener.
+    sessions: Arc<ui::session::Sessions>,
 }
 
 /// Serves the API on `listener` (TCP, or the unix socket) until `shutdown`
@@ -262,7 +266,9 @@ pub async fn serve(
         Listener::Unix(_) => (config, true),
     };
     let header_timeout = config.header_timeout;
-    let state = AppState { config: Arc::new(config), control, store, metrics, shutdown: shutdown.clone(), unix };
+    let sessions = Arc::new(ui::session::Sessions::new());
+    let state =
+        AppState { config: Arc::new(config), control, store, metrics, shutdown: shutdown.clone(), unix, sessions };
     let listener = conn::Guarded::new(listener, state.config.max_connections, state.config.idle_timeout);
     conn::serve(listener, router(state), header_timeout, shutdown).await;
     Ok(())
@@ -283,6 +289,7 @@ fn router(state: AppState) -> Router {
         .route("/runs/{id}/logs", get(logs::lines))
         .route("/notifications", get(runs::notifications))
         .route("/nodes", get(nodes::list))
+        .merge(ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::limit_body))
