@@ -29,6 +29,7 @@ pub mod admit;
 mod apply;
 mod catch_up;
 mod control;
+mod fleet;
 mod listen;
 mod notify;
 mod overlap;
