@@ -154,7 +154,11 @@ impl Supervisor {
         } else {
             None
         };
-        match Schedule::new(trigger, last.unwrap_or_else(Utc::now)) {
+        // A fleet's nodes must fire the same slots, whenever each loaded the
+        // file: an `every` job's grid starts at the Unix epoch there (one
+        // daemon keeps its own: from its last fire, or from now).
+        let anchor = if self.store.shared() { DateTime::UNIX_EPOCH } else { last.unwrap_or_else(Utc::now) };
+        match Schedule::new(trigger, anchor) {
             Ok(Some(schedule)) => {
                 if let Some(last) = last {
                     self.catch_up(&id, &schedule, last).await;

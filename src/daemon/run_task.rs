@@ -35,12 +35,20 @@ pub enum Go {
     Cancel(&'static str),
 }
 
+/// Why a run waiting for its semaphore's slot across the fleet never
+/// started (its file removed, the API, shutdown).
+pub const SEMAPHORE_CANCELLED: &str = "cancelled while queued for its semaphore: it never started";
+
 /// What a run task tells the supervisor's loop while it runs.
 #[derive(Debug)]
 pub enum RunNote {
     /// The store gave the run this id (`None`: the store failed; the run
     /// runs unrecorded — or, a one-shot, does not run at all).
     Recorded { task: tokio::task::Id, run_id: Option<RunId> },
+    /// The fleet's claim of the run was not this node's (or could not be
+    /// made): it does not run here and records nothing; its end tells no
+    /// one and prunes nothing (`fleet/claim.rs`).
+    NotRunHere { task: tokio::task::Id },
     /// The run's `RunFinished` passed its sinks: it is over for the API
     /// (cancel answers "not running"), though its task still records and
     /// prunes before it ends.
@@ -63,6 +71,11 @@ pub struct RunTask {
     /// `None`: it holds its slot and runs at once. `Some`: it is recorded
     /// `queued` and waits for the supervisor's word ([`Go`]) before it runs.
     pub queue: Option<oneshot::Receiver<Go>>,
+    /// The fleet's claim it must win before it begins (a shared history,
+    /// a trigger other than manual), else `None`.
+    pub claim: Option<crate::store::Claim>,
+    /// Its semaphore, held across the fleet (a shared history), else `None`.
+    pub fleet_semaphore: Option<super::fleet::semaphore::Needed>,
     /// The run history.
     pub store: Arc<dyn RunStore>,
     /// Counters fed by the run's events.
@@ -88,6 +101,26 @@ impl RunTask {
         // its `begin_run` then), so a restart never runs it again; while the
         // history cannot be written it waits, until cancelled (its file
         // removed, shutdown).
+        // In a fleet: this node runs it only if its claim wins; a node
+        // without room claims late, so one with room wins (`fleet/claim.rs`).
+        if let Some(claim) = self.claim.take()
+            && let Err(not_here) =
+                super::fleet::claim::decide(&*self.store, &claim, self.queue.is_some(), &self.ctx.cancel).await
+        {
+            let _ = self.notes.send(RunNote::NotRunHere { task });
+            return RunOutcome { status: Status::Cancelled, result: None, error: Some(not_here.reason()) };
+        }
+        // Its semaphore across the fleet: taken now if free; else it is
+        // recorded queued and waits for it (below), as for a local slot.
+        let node = self.start.node.clone();
+        let mut held = None;
+        if let Some(needed) = &self.fleet_semaphore
+            && self.queue.is_none()
+        {
+            held = super::fleet::semaphore::try_take(&*self.store, needed, &node).await;
+            self.start.queued = held.is_none();
+        }
+        let queued = self.start.queued;
         let one_shot = cause == RunTrigger::File;
         if one_shot && let Some(why) = self.store.health().borrow().clone() {
             tracing::warn!(job = %self.id, reason = %why, "the run history cannot be written: this one-shot waits until it can");
@@ -130,7 +163,7 @@ impl RunTask {
         let sinks = RunSinks::new(self.id.clone(), run_id, cause, self.metrics, &self.live, self.store.recorder());
         let _ = self.notes.send(RunNote::Recorded { task, run_id });
         if let Some(reply) = self.reply {
-            let status = if self.queue.is_some() { RecordedStatus::Queued } else { RecordedStatus::Running };
+            let status = if queued { RecordedStatus::Queued } else { RecordedStatus::Running };
             let started = run_id
                 .map(|run_id| Started { run_id, status })
                 .ok_or_else(|| ControlError::NotStarted("the run store failed; see the log".into()));
@@ -151,6 +184,19 @@ impl RunTask {
                 () = self.ctx.cancel.cancelled() => Some(QUEUED_AT_STOP_ERROR),
             };
             if let Some(why) = cancelled {
+                tracing::info!(job = %self.id, run_id, reason = why, "the queued run was cancelled before it started");
+                sinks.never_started(Status::Cancelled, why);
+                let _ = self.notes.send(RunNote::Ended { task });
+                return RunOutcome { status: Status::Cancelled, result: None, error: Some(why.to_string()) };
+            }
+        }
+        if let Some(needed) = &self.fleet_semaphore
+            && held.is_none()
+        {
+            tracing::info!(job = %self.id, run_id, semaphore = %needed.name, "queued: its semaphore is held on other nodes");
+            held = super::fleet::semaphore::wait(&*self.store, needed, &node, &self.ctx.cancel).await;
+            if held.is_none() {
+                let why = SEMAPHORE_CANCELLED;
                 tracing::info!(job = %self.id, run_id, reason = why, "the queued run was cancelled before it started");
                 sinks.never_started(Status::Cancelled, why);
                 let _ = self.notes.send(RunNote::Ended { task });
@@ -186,6 +232,9 @@ impl RunTask {
             // The sinks panicked: the run's end is handled as a failed task.
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
+        if let Some(held) = held {
+            super::fleet::semaphore::release(&*self.store, held, &node).await;
+        }
         // Retention is the supervisor's chore once this task has ended
         // (`Supervisor::prune_later`): pruning here held the job's slot past
         // its "run finished", and a trigger right after it was refused.

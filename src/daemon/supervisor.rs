@@ -75,6 +75,9 @@ pub(super) struct InFlight {
     pub run_id: Option<RunId>,
     /// Its `RunFinished` was handled: it is over for the API.
     pub ended: bool,
+    /// The fleet's claim was not this node's: it did not run here, and its
+    /// end tells no one and prunes nothing.
+    pub not_here: bool,
     /// Cancels it (file removed, `replace`, the API, shutdown).
     pub cancel: CancellationToken,
     /// When it was spawned, for the duration of a run whose task failed.
@@ -684,16 +687,24 @@ impl Supervisor {
         };
         let cancel = self.shutdown.child_token();
         let semaphore = job.semaphore.clone();
+        let start = RunStart {
+            job: fire.job.to_string(),
+            trigger: fire.cause,
+            fire_time: fire.due,
+            content_hash,
+            node: self.node.clone(),
+            queued,
+        };
+        // A fleet: the claim to win, and the semaphore to hold there too.
+        let claim = super::fleet::claim::claim_for(&*self.store, &start, job.overlap);
+        let fleet_semaphore = semaphore.as_ref().filter(|_| self.store.shared()).map(|name| {
+            super::fleet::semaphore::Needed { name: name.clone(), count: self.opts.config.semaphore(name) }
+        });
         let task = RunTask {
             id: fire.job.clone(),
-            start: RunStart {
-                job: fire.job.to_string(),
-                trigger: fire.cause,
-                fire_time: fire.due,
-                content_hash,
-                node: self.node.clone(),
-                queued,
-            },
+            start,
+            claim,
+            fleet_semaphore,
             ctx: RunContext {
                 cancel: cancel.clone(),
                 pool: self.pool.clone(),
@@ -719,7 +730,8 @@ impl Supervisor {
             entry.running.push(task);
         }
         let spawned = tokio::time::Instant::now();
-        let run = InFlight { job: fire.job, queued, semaphore, run_id: None, ended: false, cancel, spawned };
+        let run =
+            InFlight { job: fire.job, queued, semaphore, run_id: None, ended: false, not_here: false, cancel, spawned };
         self.in_flight.insert(task, run);
         Some(task)
     }
@@ -735,6 +747,11 @@ impl Supervisor {
             RunNote::Ended { task } => {
                 if let Some(run) = self.in_flight.get_mut(&task) {
                     run.ended = true;
+                }
+            }
+            RunNote::NotRunHere { task } => {
+                if let Some(run) = self.in_flight.get_mut(&task) {
+                    run.not_here = true;
                 }
             }
         }
@@ -875,9 +892,12 @@ impl Supervisor {
             return tracing::error!("a run task the supervisor does not know ended");
         };
         // Retention, once this run is written (a queued run that never
-        // started has its row too).
-        let prune = self.pruning(&run.job);
-        self.chores.spawn(prune);
+        // started has its row too) — by the node that ran it, not by every
+        // node whose claim lost.
+        if !run.not_here {
+            let prune = self.pruning(&run.job);
+            self.chores.spawn(prune);
+        }
         let (status, error) = match ended {
             Ok(outcome) => {
                 tracing::debug!(job = %run.job, run_id = run.run_id, status = %outcome.status, "run ended");
@@ -887,9 +907,11 @@ impl Supervisor {
         };
         // Also a run the history could not record (a one-shot not run for
         // that ends `cancelled`, which tells nothing).
-        let settings = self.notify_settings(run.job.as_str());
-        let job = run.job.to_string();
-        self.notify(NotifyInput::RunEnded { job, run_id: run.run_id, status, error, settings });
+        if !run.not_here {
+            let settings = self.notify_settings(run.job.as_str());
+            let job = run.job.to_string();
+            self.notify(NotifyInput::RunEnded { job, run_id: run.run_id, status, error, settings });
+        }
         if run.queued {
             // It never held a slot: only its place in the queue goes (a
             // task that ended before its word came: it panicked).

@@ -55,21 +55,20 @@
 //! the id. A one-shot's (`file`) `begin_run` always returns after the commit,
 //! so a one-shot never runs unless the history can vouch that it did.
 //!
-//! ## Fleets (later): claims and leases
-//! Several daemons sharing one PostgreSQL database must run each scheduled fire
-//! and each dropped file version exactly once. The `claims` table holds one row
-//! per unit of work, keyed uniquely by `(job, slot)`: `slot` is the nominal
-//! fire time for `schedule`/`interval` fires and `sha256:<hex>` of the content
-//! for a one-shot file. A node that wants to run it does
-//! `INSERT INTO claims ... ON CONFLICT (job, slot) DO UPDATE SET node = ...,
-//! lease_until = ... WHERE claims.lease_until < now() RETURNING node`: exactly
-//! one node gets a row back (the first, or the one taking over an expired
-//! lease), the others skip. While a run goes on, its node renews its leases
-//! ([`RunStore::renew_claims`]) every lease/3; a node that dies stops renewing,
-//! and after the lease another node's claim of the same key succeeds, so it
-//! takes the work over (and marks the dead node's run `interrupted`). On SQLite
-//! (one daemon per state folder, enforced by a lock file) the same statements
-//! run and always succeed; the table costs nothing until used.
+//! ## Fleets: claims
+//! Several daemons sharing one PostgreSQL database run each scheduled fire
+//! and each dropped file version once ([`RunStore::shared`] is true there).
+//! The `claims` table holds one row per unit of work, keyed by `(job, slot)`:
+//! `slot` is `fire:<nominal time>` for `schedule`/`interval` fires and
+//! `sha256:<hex>` of the content for a one-shot ([`ClaimKey`]). A run task
+//! calls [`RunStore::claim_once`] before [`RunStore::begin_run`]: an insert
+//! if absent, so exactly one node is answered [`Claimed::Won`] and the
+//! others skip, whenever they ask. Missed fires are claimed as they are
+//! recorded. Named semaphores are held across the fleet
+//! ([`RunStore::acquire_semaphore`]). On SQLite (one daemon per state
+//! folder, enforced by a lock file) the defaults answer without a round
+//! trip. The older [`RunStore::claim`] (a claim with a lease, taken over
+//! when it expires) is kept for the takeover of a dead node's work.
 //!
 //! ## Missed fires and retention
 //! A `schedule`/`interval` fire that came while the daemon was down is
@@ -81,6 +80,7 @@
 //! log lines with them (`ON DELETE CASCADE`; the writer's connection has
 //! foreign keys on).
 
+mod claim;
 mod error;
 mod json;
 mod nodes;
@@ -99,6 +99,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
+pub use self::claim::{Claim, Claimed};
 pub use self::error::StoreError;
 pub use self::nodes::{NodeRow, NodeState, TakenOver, orphan_error, taken_over_error};
 pub use self::notifications::{
@@ -304,10 +305,13 @@ pub trait RunStore: Send + Sync {
     /// Extends every claim `node` holds to `lease` from now.
     fn renew_claims<'a>(&'a self, node: &'a str, lease: Duration) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    /// Whether several daemons share this history (a fleet): then the daemon
-    /// registers its node, heartbeats and takes dead nodes over. A
-    /// single-node store (SQLite, one daemon per state folder) says no, and
-    /// the node methods below keep their defaults: nothing to write.
+    /// Whether several daemons may share this history (a fleet): then the
+    /// daemon registers its node, heartbeats and takes dead nodes over, a
+    /// scheduled fire or a one-shot version runs only on the node whose
+    /// [`claim_once`](RunStore::claim_once) wins, and named semaphores are
+    /// held in the database. False (the default, SQLite: one daemon per
+    /// state folder): the node and claim methods below keep their defaults,
+    /// and nothing is asked of the store.
     fn shared(&self) -> bool {
         false
     }
@@ -344,6 +348,40 @@ pub trait RunStore: Send + Sync {
     /// `None` for a single-node store, whose one node the daemon knows.
     fn nodes(&self) -> BoxFuture<'_, Result<Option<Vec<NodeRow>>, StoreError>> {
         Box::pin(async { Ok(None) })
+    }
+
+    /// Claims a unit of work once in the fleet: insert-if-absent, so of all
+    /// the nodes claiming one key exactly one is answered [`Claimed::Won`]
+    /// (or [`Claimed::Busy`]), whenever they ask; a claim is never taken
+    /// over. The single-node answer (the default): won.
+    fn claim_once<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, Result<Claimed, StoreError>> {
+        let _ = claim;
+        Box::pin(std::future::ready(Ok(Claimed::Won)))
+    }
+
+    /// Takes one of the `count` slots of semaphore `name` for `node`, if
+    /// one is free in the fleet: its number, or `None` when all are held.
+    /// The single-node answer (the default): slot 0 — the daemon's own
+    /// admission (`daemon/admit.rs`) already counts the semaphore.
+    fn acquire_semaphore<'a>(
+        &'a self,
+        name: &'a str,
+        count: usize,
+        node: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u32>, StoreError>> {
+        let _ = (name, count, node);
+        Box::pin(std::future::ready(Ok(Some(0))))
+    }
+
+    /// Gives back slot `slot` of semaphore `name` that `node` holds.
+    fn release_semaphore<'a>(
+        &'a self,
+        name: &'a str,
+        slot: u32,
+        node: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = (name, slot, node);
+        Box::pin(std::future::ready(Ok(())))
     }
 
     /// Every job's notification state (its failure streak), for the

@@ -423,7 +423,14 @@ impl Daemon {
             .map(|n| format!("{BARRIER_PREFIX}{n}.toml"))
             .find(|name| !self.jobs.path().join(name).exists())
             .expect("an unused barrier name");
-        let job = format!("[[step]]\nname = \"barrier\"\nsleep = \"{}ms\"\n", (WATCH_DEBOUNCE * 2).as_millis());
+        // Its daemon's pid makes it a version of its own: daemons of one
+        // fleet (one history) each run their own sentinels, where the same
+        // file would run once in the fleet (a one-shot version's claim).
+        let job = format!(
+            "# the barrier of daemon {}\n[[step]]\nname = \"barrier\"\nsleep = \"{}ms\"\n",
+            self.pid(),
+            (WATCH_DEBOUNCE * 2).as_millis()
+        );
         self.drop_file(&name, &job);
         assert!(
             self.wait_for(Duration::from_secs(20), |l| finished(l, &name, "succeeded")),

@@ -16,6 +16,7 @@
 //! Architecture Invariant: the run's path never waits for PostgreSQL:
 //! [`Recorder::record`] is the same channel send as for SQLite.
 
+mod claims;
 mod nodes;
 mod read;
 mod schema;
@@ -46,11 +47,16 @@ use tokio_postgres::NoTls;
 use self::writer::{Stats, Writer};
 use super::recorder::{Msg, Recorder};
 use super::{
-    ClaimKey, DeliveryStatus, JobRecord, LastSuccesses, LogFilter, MISSED_ERROR, Missed, NodeRow, Notification,
+    Claim, ClaimKey, Claimed, DeliveryStatus, JobRecord, LastSuccesses, LogFilter, MISSED_ERROR, Missed, NodeRow,
+    Notification,
     NotificationFilter, NotificationId, NotifyState, NumberedLine, PAUSED_ERROR, QUEUED_AT_STOP_ERROR, RecordedStatus,
     RunDetail, RunFilter, RunId, RunRow, RunStart, RunStore, RunTimeline, RunTrigger, StoreError, TakenOver,
 };
 use crate::store::sqlite::KEPT_NOTIFICATIONS;
+
+/// The first key of the advisory lock a job's retention holds (the second
+/// is the job's hash): "gthr".
+const PRUNE_LOCK: i32 = 0x6774_6872;
 
 /// Connections of the read pool: reads are short, and the writer has its own.
 const POOL_SIZE: usize = 4;
@@ -236,6 +242,8 @@ async fn recover(client: &mut deadpool_postgres::Object, node: &str, reason: &st
         run.error = Some(reason.to_string());
         run.finished_at = Some(now);
     }
+    // What it held before it stopped (a crash) is free again.
+    claims::release_node(&*tx, node).await?;
     tx.commit().await.map_err(fail("recover"))?;
     Ok(runs)
 }
@@ -255,20 +263,9 @@ async fn record_missed(
     if missed.fire_times.is_empty() {
         return Ok(());
     }
-    let fail = StoreError::postgres;
-    let now = Utc::now().trunc_subsecs(6);
-    let fires: Vec<DateTime<Utc>> = missed.fire_times.iter().map(|t| t.trunc_subsecs(6)).collect();
-    let hash = &missed.content_hash[..];
-    // One statement for every fire, in order (ids ascending with the times).
-    client
-        .execute(
-            "INSERT INTO runs (job, trigger, fire_time, content_hash, node, status, started_at, finished_at, \
-             duration_ms, error) SELECT $1, $2, f, $3, $4, 'missed', $5, $5, 0, $6 \
-             FROM unnest($7::timestamptz[]) WITH ORDINALITY AS t(f, n) ORDER BY n",
-            &[&missed.job, &missed.trigger.as_str(), &hash, &missed.node, &now, &error, &fires],
-        )
-        .await
-        .map_err(fail("record missed fires"))?;
+    // One row per fire in the fleet: each is recorded only if its claim
+    // is this node's (claims.rs).
+    claims::record_missed(&***client, missed, error).await?;
     Ok(())
 }
 
@@ -280,6 +277,17 @@ async fn prune(
 ) -> Result<u64, StoreError> {
     let fail = StoreError::postgres;
     let tx = client.transaction().await.map_err(fail("prune runs"))?;
+    // Once in the fleet: a node pruning this job now does it for all (the
+    // deletes are idempotent, but two at once would wait on each other's
+    // rows and could deadlock).
+    let alone: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1, hashtext($2))", &[&PRUNE_LOCK, &job])
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(fail("lock a job's retention"))?;
+    if !alone {
+        return Ok(0);
+    }
     let mut deleted = 0;
     if let Some(keep) = keep_runs {
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
@@ -304,6 +312,7 @@ async fn prune(
             .await
             .map_err(fail("prune runs by age"))?;
     }
+    claims::prune_claims(&*tx, job).await?;
     tx.commit().await.map_err(fail("prune runs"))?;
     Ok(deleted)
 }
@@ -512,6 +521,28 @@ impl RunStore for PostgresStore {
 
     fn nodes(&self) -> BoxFuture<'_, Result<Option<Vec<NodeRow>>, StoreError>> {
         async move { nodes::list(&**self.client().await?).await.map(Some) }.boxed()
+    }
+
+    fn claim_once<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, Result<Claimed, StoreError>> {
+        async move { claims::claim_once(&**self.client().await?, claim).await }.boxed()
+    }
+
+    fn acquire_semaphore<'a>(
+        &'a self,
+        name: &'a str,
+        count: usize,
+        node: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u32>, StoreError>> {
+        async move { claims::acquire_semaphore(&**self.client().await?, name, count, node).await }.boxed()
+    }
+
+    fn release_semaphore<'a>(
+        &'a self,
+        name: &'a str,
+        slot: u32,
+        node: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move { claims::release_semaphore(&**self.client().await?, name, slot, node).await }.boxed()
     }
 
     fn notify_states(&self) -> BoxFuture<'_, Result<Vec<(String, NotifyState)>, StoreError>> {

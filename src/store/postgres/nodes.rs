@@ -92,17 +92,15 @@ pub(crate) async fn list(c: &impl GenericClient) -> Result<Vec<NodeRow>, StoreEr
     rows.iter().map(node_row).collect::<Result<_, _>>().map_err(StoreError::postgres("read a node"))
 }
 
-/// What the takeover hook frees of the dead nodes besides their runs: the
-/// claims they held (migration 0001's `claims`) end their leases now, so
-/// the work they stood for can be claimed again at once. The `claims` branch
-/// (fleet-wide semaphores, migration 0003) frees its own holders here too.
+/// What the dead nodes held is given back in the takeover's transaction:
+/// their semaphore slots (`claims::release_node`). Their claims stay: a
+/// claim says a unit of work was taken, and is never taken again on a
+/// lease (a lagging node's late timer must not run a slot twice); the
+/// interrupted runs are the takeover's to re-run (`on_node_loss`).
 async fn release_holdings(tx: &deadpool_postgres::Transaction<'_>, dead: &[String]) -> Result<(), StoreError> {
-    if dead.is_empty() {
-        return Ok(());
+    for node in dead {
+        super::claims::release_node(&**tx, node).await?;
     }
-    tx.execute("UPDATE claims SET lease_until = now() WHERE node = ANY($1) AND lease_until > now()", &[&dead])
-        .await
-        .map_err(StoreError::postgres("release a dead node's claims"))?;
     Ok(())
 }
 

@@ -52,6 +52,9 @@ async fn a_node_past_its_lease_is_taken_over_once_and_its_heartbeat_then_says_it
     store.register_node(&node("web3-00000003", Duration::from_secs(60))).await.unwrap();
     let lost = store.begin_run(start("a.toml", "web1-00000001")).await.unwrap();
     let kept = store.begin_run(start("b.toml", "web2-00000002")).await.unwrap();
+    // web1 holds the one slot of a fleet-wide semaphore.
+    assert_eq!(store.acquire_semaphore("db", 1, "web1-00000001").await.unwrap(), Some(0));
+    assert_eq!(store.acquire_semaphore("db", 1, "web2-00000002").await.unwrap(), None, "held by web1");
     store.recorder().record(lost, step_started("x"));
     store.recorder().flush().await.unwrap();
     assert!(store.take_over("web2-00000002").await.unwrap().is_empty(), "web1 is within its lease");
@@ -74,6 +77,11 @@ async fn a_node_past_its_lease_is_taken_over_once_and_its_heartbeat_then_says_it
     assert_eq!(detail.steps[0].status, RecordedStatus::Interrupted);
     assert_eq!(store.run(kept).await.unwrap().unwrap().run.status, RecordedStatus::Running, "a live node's run");
     assert!(!store.heartbeat("web1-00000001", 0).await.unwrap(), "declared dead: it must rejoin under a new id");
+    assert_eq!(
+        store.acquire_semaphore("db", 1, "web2-00000002").await.unwrap(),
+        Some(0),
+        "the takeover gives the dead node's semaphore slot back"
+    );
 
     let nodes = store.nodes().await.unwrap().unwrap();
     let web1 = nodes.iter().find(|n| n.id == "web1-00000001").unwrap();

@@ -17,9 +17,13 @@ use crate::store::error::postgres_reason;
 
 /// The migrations, in order: (file name, SQL). Never edit a released one; add
 /// the next.
+/// A migration's version is the number its file name starts with, so the
+/// branches of a fleet's work can each add theirs (0002 nodes, 0003 claims)
+/// and a database records which ones it has, whatever their order of merge.
 pub(super) const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init.sql", include_str!("../migrations/postgres/0001_init.sql")),
     ("0002_nodes.sql", include_str!("../migrations/postgres/0002_nodes.sql")),
+    ("0003_claims.sql", include_str!("../migrations/postgres/0003_claims.sql")),
 ];
 
 /// The advisory lock the migrations hold (any fixed number: "gatherd").
@@ -102,20 +106,29 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     )
     .await
     .map_err(fail("create schema_version"))?;
-    let found: i32 = tx
-        .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
+    let applied: Vec<i32> = tx
+        .query("SELECT version FROM schema_version", &[])
         .await
-        .and_then(|r| r.try_get(0))
+        .and_then(|rows| rows.iter().map(|r| r.try_get(0)).collect())
         .map_err(fail("read the schema version"))?;
-    let known = i32::try_from(MIGRATIONS.len()).unwrap_or(i32::MAX);
+    let found = applied.iter().copied().max().unwrap_or(0);
+    let known = MIGRATIONS.iter().map(|(name, _)| version_of(name)).max().unwrap_or(0);
     if found > known {
         return Err(StoreError::TooNew { found: found.unsigned_abs(), known: known.unsigned_abs() });
     }
-    for (version, (name, sql)) in (1..).zip(MIGRATIONS.iter()).skip(found.unsigned_abs() as usize) {
+    for (name, sql) in MIGRATIONS.iter().filter(|(name, _)| !applied.contains(&version_of(name))) {
+        let version = version_of(name);
         tx.batch_execute(sql).await.map_err(|source| StoreError::MigratePostgres { version, name, source })?;
         tx.execute("INSERT INTO schema_version (version, name) VALUES ($1, $2)", &[&version, name])
             .await
             .map_err(|source| StoreError::MigratePostgres { version, name, source })?;
     }
     tx.commit().await.map_err(fail("commit the migrations"))
+}
+
+/// The version of a migration: the number its file name starts with
+/// (`0003_claims.sql` is 3).
+fn version_of(name: &str) -> i32 {
+    let digits: String = name.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().expect("a migration's file name starts with its version")
 }

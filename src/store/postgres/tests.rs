@@ -111,11 +111,12 @@ async fn migrations_are_recorded_in_schema_version_and_a_newer_schema_is_refused
     let db = url.rsplit('/').next().unwrap().to_string();
     open_postgres(&url).await.unwrap().close().await.unwrap();
     open_postgres(&url).await.expect("a second open finds it up to date").close().await.unwrap();
-    let applied = Cluster::shared().psql(&db, "SELECT string_agg(version || ' ' || name, ',') FROM schema_version");
-    assert_eq!(applied, "1 0001_init.sql,2 0002_nodes.sql");
+    let applied = Cluster::shared()
+        .psql(&db, "SELECT string_agg(version || ' ' || name, ',' ORDER BY version) FROM schema_version");
+    assert_eq!(applied, "1 0001_init.sql,2 0002_nodes.sql,3 0003_claims.sql");
     Cluster::shared().psql(&db, "INSERT INTO schema_version (version, name) VALUES (99, '0099_future.sql')");
     let err = open_postgres(&url).await.expect_err("a newer schema is refused").to_string();
-    assert!(err.contains("schema version 99, newer than this gatherd knows (2): upgrade gatherd"), "{err}");
+    assert!(err.contains("schema version 99, newer than this gatherd knows (3): upgrade gatherd"), "{err}");
 }
 
 #[tokio::test]
@@ -165,4 +166,166 @@ async fn a_write_postgresql_refuses_is_lost_alone_and_the_batch_around_it_is_wri
     assert_eq!(detail.run.status, RecordedStatus::Finished(Status::Succeeded));
     assert!(store.run(id + 1000).await.unwrap().is_none());
     store.close().await.unwrap();
+}
+
+/// A fire claimed by three nodes at once, 300 times: one winner each time
+/// (the claim is insert-if-absent, never taken over), and the figure of a
+/// claim's round trip for benches/ (run with --nocapture).
+#[tokio::test]
+async fn claims_are_won_once_among_nodes_racing_and_answer_fast() {
+    let url = Cluster::fresh_db();
+    let stores =
+        [open_postgres(&url).await.unwrap(), open_postgres(&url).await.unwrap(), open_postgres(&url).await.unwrap()];
+    let base = Utc::now().trunc_subsecs(0);
+    let mut latencies = Vec::new();
+    for i in 0..300 {
+        let slot = base + chrono::Duration::seconds(i);
+        let claims: Vec<Claim> = (0..3)
+            .map(|n| Claim {
+                key: ClaimKey::fire("tick.toml", slot),
+                node: format!("node{n}"),
+                content_hash: [7; 32],
+                exclusive: true,
+            })
+            .collect();
+        let (a, b, c) = tokio::join!(
+            timed_claim(&stores[0], &claims[0]),
+            timed_claim(&stores[1], &claims[1]),
+            timed_claim(&stores[2], &claims[2])
+        );
+        let answers = [a.0, b.0, c.0];
+        let won = answers.iter().filter(|a| **a == Claimed::Won).count();
+        assert_eq!(won, 1, "slot {i}: {answers:?}");
+        assert_eq!(answers.iter().filter(|a| **a == Claimed::Lost).count(), 2, "slot {i}: {answers:?}");
+        latencies.extend([a.1, b.1, c.1]);
+        // Asked again later, by the winner or not: the claim stands.
+        assert_eq!(stores[0].claim_once(&claims[1]).await.unwrap(), Claimed::Lost);
+    }
+    latencies.sort();
+    let (p50, p99) = (latencies[latencies.len() / 2], latencies[latencies.len() * 99 / 100]);
+    eprintln!("postgres: claim latency p50 {p50:?}, p99 {p99:?} ({} claims, 3 nodes racing)", latencies.len());
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let kept = Cluster::shared().psql(&db, "SELECT count(*) FROM claims WHERE content_hash IS NOT NULL");
+    assert_eq!(kept, "300", "each claim keeps the version it ran");
+    for store in stores {
+        store.close().await.unwrap();
+    }
+}
+
+/// `claim`'s answer and how long it took.
+async fn timed_claim(store: &PostgresStore, claim: &Claim) -> (Claimed, Duration) {
+    let began = Instant::now();
+    let answer = store.claim_once(claim).await.unwrap();
+    (answer, began.elapsed())
+}
+
+/// A claim is `Busy` (won, not run) while a run of the job goes on on
+/// another node, unless the job allows overlap.
+#[tokio::test]
+async fn a_claim_of_a_job_running_on_another_node_is_busy_unless_it_allows_overlap() {
+    let store = open_postgres(&Cluster::fresh_db()).await.unwrap();
+    let _running = store.begin_run(RunStart { trigger: RunTrigger::Interval, ..start("slow.toml") }).await.unwrap();
+    let claim = |slot: i64, node: &str, exclusive: bool| Claim {
+        key: ClaimKey::fire("slow.toml", Utc::now() + chrono::Duration::seconds(slot)),
+        node: node.into(),
+        content_hash: [1; 32],
+        exclusive,
+    };
+    assert_eq!(store.claim_once(&claim(1, "node-b", true)).await.unwrap(), Claimed::Busy { node: "node-a".into() });
+    assert_eq!(store.claim_once(&claim(2, "node-b", false)).await.unwrap(), Claimed::Won, "allow");
+    assert_eq!(
+        store.claim_once(&claim(3, "node-a", true)).await.unwrap(),
+        Claimed::Won,
+        "its own run is the local overlap's"
+    );
+    store.close().await.unwrap();
+}
+
+/// Two nodes recording the same missed fires (a fleet starting after an
+/// outage): one `missed` row per fire.
+#[tokio::test]
+async fn missed_fires_recorded_by_two_nodes_are_recorded_once() {
+    let url = Cluster::fresh_db();
+    let (a, b) = (open_postgres(&url).await.unwrap(), open_postgres(&url).await.unwrap());
+    let base = Utc::now().trunc_subsecs(0) - chrono::Duration::hours(1);
+    let fires: Vec<_> = (0..5).map(|i| base + chrono::Duration::minutes(i)).collect();
+    let missed = |node: &str, fires: Vec<DateTime<Utc>>| Missed {
+        job: "tick.toml".into(),
+        trigger: RunTrigger::Interval,
+        fire_times: fires,
+        content_hash: [1; 32],
+        node: node.into(),
+    };
+    let (x, y) = tokio::join!(
+        a.record_missed(missed("node-a", fires.clone())),
+        b.record_missed(missed("node-b", fires[2..].to_vec()))
+    );
+    x.unwrap();
+    y.unwrap();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let rows =
+        Cluster::shared().psql(&db, "SELECT count(*), count(DISTINCT fire_time) FROM runs WHERE status = 'missed'");
+    assert_eq!(rows, "5|5");
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+/// A semaphore of 2 has two holders at most in the fleet; a slot given
+/// back (or all of a node's, at its takeover) is taken again.
+#[tokio::test]
+async fn a_semaphores_slots_are_held_once_in_the_fleet_and_freed_with_their_node() {
+    let url = Cluster::fresh_db();
+    let (a, b) = (open_postgres(&url).await.unwrap(), open_postgres(&url).await.unwrap());
+    let first = a.acquire_semaphore("db", 2, "node-a").await.unwrap().expect("free");
+    let second = b.acquire_semaphore("db", 2, "node-b").await.unwrap().expect("free");
+    assert_ne!(first, second);
+    assert_eq!(b.acquire_semaphore("db", 2, "node-b").await.unwrap(), None, "both held");
+    assert_eq!(a.acquire_semaphore("other", 1, "node-a").await.unwrap(), Some(0), "another semaphore is its own");
+    b.release_semaphore("db", first, "node-b").await.unwrap();
+    assert_eq!(b.acquire_semaphore("db", 2, "node-b").await.unwrap(), None, "not node-b's to give back");
+    a.release_semaphore("db", first, "node-a").await.unwrap();
+    assert_eq!(b.acquire_semaphore("db", 2, "node-b").await.unwrap(), Some(first));
+    // node-b is taken over: what it held is free.
+    let freed = claims::release_node(&**b.client().await.unwrap(), "node-b").await.unwrap();
+    assert_eq!(freed, 2);
+    assert!(a.acquire_semaphore("db", 2, "node-a").await.unwrap().is_some());
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+/// Retention once: a node pruning a job leaves it to another node pruning
+/// that job at that moment (the per-job advisory lock), and nodes pruning
+/// together neither fail nor delete more than the retention asks.
+#[tokio::test]
+async fn nodes_pruning_one_job_at_once_do_not_fight() {
+    let url = Cluster::fresh_db();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let (a, b) = (open_postgres(&url).await.unwrap(), open_postgres(&url).await.unwrap());
+    Cluster::shared().psql(
+        &db,
+        "INSERT INTO runs (job, trigger, fire_time, content_hash, node, status, started_at, finished_at) \
+         SELECT 'a.toml', 'interval', now() - i * interval '1 second', '\\x01', 'node-a', 'succeeded', now(), now() \
+         FROM generate_series(1, 2000) AS i",
+    );
+    Cluster::shared().psql(
+        &db,
+        "INSERT INTO claims (job, slot, node, claimed_at, lease_until) VALUES \
+         ('a.toml', 'fire:old', 'node-a', now() - interval '25 hours', 'infinity'), \
+         ('a.toml', 'fire:new', 'node-a', now(), 'infinity')",
+    );
+    // Another node prunes a.toml right now: this one leaves it to it.
+    let mut other = schema::Target::parse(&url).unwrap().connect().await.unwrap();
+    let tx = other.transaction().await.unwrap();
+    tx.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", &[&PRUNE_LOCK, &"a.toml"]).await.unwrap();
+    assert_eq!(a.prune("a.toml", Some(10), None).await.unwrap(), 0, "left to the node pruning it");
+    tx.commit().await.unwrap();
+    let (x, y) = tokio::join!(a.prune("a.toml", Some(10), None), b.prune("a.toml", Some(10), None));
+    let (x, y) = (x.unwrap(), y.unwrap());
+    // Whoever came second found nothing left to do, or it was left to the first.
+    assert_eq!(x + y, 1990, "{x} + {y}");
+    assert_eq!(Cluster::shared().psql(&db, "SELECT count(*) FROM runs WHERE job = 'a.toml'"), "10");
+    let claims = Cluster::shared().psql(&db, "SELECT string_agg(slot, ',') FROM claims WHERE job = 'a.toml'");
+    assert_eq!(claims, "fire:new", "claims older than a day go with the job's retention");
+    a.close().await.unwrap();
+    b.close().await.unwrap();
 }
