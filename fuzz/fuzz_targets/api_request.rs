@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use gatherd::api::control::Numbered;
-use gatherd::api::{ApiConfig, Control, ControlError, JobView, Metrics, SharedToken, Started, serve};
+use gatherd::api::{ApiConfig, Control, ControlError, JobDetail, JobView, Metrics, SharedToken, Started, serve};
 use gatherd::store::{DB_FILE, RunId, RunStore, open_sqlite};
 use libfuzzer_sys::fuzz_target;
 use tokio::sync::broadcast;
@@ -47,6 +47,9 @@ impl Control for OneJob {
                 other => Err(ControlError::NoSuchJob(other.into())),
             }
         })
+    }
+    fn job_detail<'a>(&'a self, job: &'a str, _fires: usize) -> BoxFuture<'a, Option<JobDetail>> {
+        Box::pin(async move { (job == "a.toml").then(JobDetail::default) })
     }
     fn cancel(&self, run: RunId) -> BoxFuture<'_, Result<(), ControlError>> {
         Box::pin(async move { Err(ControlError::NotRunning(run)) })

@@ -110,8 +110,19 @@ fn origin_host(origin: &str) -> Option<String> {
 /// With a token configured, answers 401 unless the request carries
 /// `Authorization: Bearer TOKEN` (the scheme in any case). Not on the unix
 /// socket, whose mode is the gate.
+///
+/// The dashboard (`/ui/...`) and the live events of a run (`GET
+/// /runs/{id}/events`, which its run page follows) take a session cookie
+/// instead (see `ui::session`); a dashboard page without either redirects
+/// to the login form. The login form, the assets and `/` need neither.
+/// The rest of the JSON API takes the bearer token only.
 pub(super) async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if state.unix {
+        return next.run(request).await;
+    }
+    let path = request.uri().path();
+    let ui = super::ui::is_ui(path);
+    if ui && (path == "/" || path == "/ui" || path == "/ui/login" || path.starts_with("/ui/assets/")) {
         return next.run(request).await;
     }
     let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
@@ -121,10 +132,21 @@ pub(super) async fn require_token(State(state): State<AppState>, request: Reques
         (Some(token), Some(given)) if !same(given.trim().as_bytes(), token.as_bytes()) => Some("wrong token"),
         (Some(_), Some(_)) => None,
     });
-    match refused {
-        Some(why) => ApiError::Unauthorized(why.into()).into_response(),
-        None => next.run(request).await,
+    let Some(why) = refused else { return next.run(request).await };
+    let events = request.method() == axum::http::Method::GET
+        && path
+            .strip_prefix("/runs/")
+            .and_then(|rest| rest.strip_suffix("/events"))
+            .is_some_and(|id| !id.contains('/'));
+    if (ui || events)
+        && matches!(super::ui::session::access(&state, request.headers()), super::ui::session::Access::Session(_))
+    {
+        return next.run(request).await;
     }
+    if ui {
+        return axum::response::Redirect::to("/ui/login").into_response();
+    }
+    ApiError::Unauthorized(why.into()).into_response()
 }
 
 /// The credentials of `Authorization: Bearer TOKEN`; the scheme is
@@ -136,7 +158,7 @@ fn bearer(value: &str) -> Option<&str> {
 
 /// Compares in time that depends on the lengths only, so the token cannot
 /// be guessed byte by byte from response times.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn same(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

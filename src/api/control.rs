@@ -43,6 +43,27 @@ pub struct JobView {
     pub paused: bool,
 }
 
+/// What the dashboard's job page shows of a job beyond its [`JobView`]:
+/// the file as the daemon last read it, its next fires, and its
+/// diagnostics with their source excerpts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobDetail {
+    /// The file's text as last read; `None` when it was not text, was
+    /// refused, or is larger than [`SOURCE_LIMIT`] (memory is kept for the
+    /// job files people read, not for generated giants).
+    pub source: Option<std::sync::Arc<str>>,
+    /// The next scheduled fires (nominal times, before jitter), as many as
+    /// asked; empty for a job that is not scheduled.
+    pub next_fires: Vec<DateTime<Utc>>,
+    /// Why the file as last read is invalid: each diagnostic with its
+    /// file:line:col, source line and caret, as `gatherd check` prints it
+    /// without colour.
+    pub excerpt: Option<String>,
+}
+
+/// The largest job file whose text the daemon keeps for [`JobDetail::source`].
+pub const SOURCE_LIMIT: usize = 256 * 1024;
+
 /// What a trigger made: the run's id, and whether it runs now (`running`)
 /// or waits for a slot or its semaphore (`queued`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -90,6 +111,9 @@ pub trait Control: Send + Sync {
     /// (answered once it is); pausing a paused job (or resuming a running
     /// one) changes nothing and succeeds.
     fn pause<'a>(&'a self, job: &'a str, paused: bool) -> BoxFuture<'a, Result<(), ControlError>>;
+    /// What the dashboard shows of one job (its exact id) beyond its
+    /// [`JobView`], with up to `fires` next fires; `None` for an unknown job.
+    fn job_detail<'a>(&'a self, job: &'a str, fires: usize) -> BoxFuture<'a, Option<JobDetail>>;
     /// Cancels a run in flight, or a queued one (it never starts).
     fn cancel(&self, run: RunId) -> BoxFuture<'_, Result<(), ControlError>>;
     /// The live events of a run in flight, numbered, from now on (`None`

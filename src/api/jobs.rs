@@ -37,7 +37,7 @@ pub(super) async fn list(State(state): State<AppState>) -> Result<Json<serde_jso
 /// The id of the job `name` means (with or without its extension, see
 /// [`crate::job::resolve_name`]) among `jobs`: 404 with a did-you-mean when
 /// none, 400 naming each when it fits more than one.
-fn resolve(name: &str, jobs: &[JobView]) -> Result<String, ApiError> {
+pub(super) fn resolve(name: &str, jobs: &[JobView]) -> Result<String, ApiError> {
     crate::job::resolve_name(name, jobs.iter().map(|j| j.job.as_str())).map_err(|e| match e {
         crate::job::NameError::Unknown { .. } => ApiError::NotFound(e.to_string()),
         crate::job::NameError::Ambiguous { .. } => ApiError::BadRequest(e.to_string()),

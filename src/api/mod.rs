@@ -23,6 +23,7 @@
 //! | `GET /runs/{id}/events[?from=N]` | server-sent events (`id:`, `Last-Event-ID`), see [`events`] |
 //! | `GET /runs/{id}/logs[?step=&after=SEQ]` | the run's lines as JSON lines (`application/x-ndjson`), see `logs` |
 //! | `GET /notifications[?job=&run_id=&limit=]` | `{"notifications": [...]}`, newest first, each with its delivery |
+//! | `GET /` (303 to `/ui/`), `/ui/...` | the dashboard: HTML pages and their forms, see `ui` |
 //!
 //! Job ids contain `/` (subfolders), so `{job}` is a catch-all: matchit (axum's
 //! router) allows a catch-all only at the end of a route, hence
@@ -58,6 +59,7 @@ mod logs;
 mod metrics;
 mod runs;
 mod token;
+mod ui;
 
 #[cfg(test)]
 mod tests;
@@ -71,7 +73,7 @@ use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
 pub use self::conn::{Listener, bind_socket};
-pub use self::control::{Control, ControlError, JobView, Started};
+pub use self::control::{Control, ControlError, JobDetail, JobView, SOURCE_LIMIT, Started};
 pub use self::error::ApiError;
 pub use self::metrics::Metrics;
 pub use self::token::{create_token_file, read_token_file, valid_token};
@@ -232,6 +234,8 @@ struct AppState {
     shutdown: CancellationToken,
     /// Whether this is the unix socket's router (no token, no `Host` rule).
     unix: bool,
+    /// The dashboard's login sessions on this listener.
+    sessions: Arc<ui::session::Sessions>,
 }
 
 /// Serves the API on `listener` (TCP, or the unix socket) until `shutdown`
@@ -260,7 +264,9 @@ pub async fn serve(
         Listener::Unix(_) => (config, true),
     };
     let header_timeout = config.header_timeout;
-    let state = AppState { config: Arc::new(config), control, store, metrics, shutdown: shutdown.clone(), unix };
+    let sessions = Arc::new(ui::session::Sessions::new());
+    let state =
+        AppState { config: Arc::new(config), control, store, metrics, shutdown: shutdown.clone(), unix, sessions };
     let listener = conn::Guarded::new(listener, state.config.max_connections, state.config.idle_timeout);
     conn::serve(listener, router(state), header_timeout, shutdown).await;
     Ok(())
@@ -280,6 +286,7 @@ fn router(state: AppState) -> Router {
         .route("/runs/{id}/events", get(events::stream))
         .route("/runs/{id}/logs", get(logs::lines))
         .route("/notifications", get(runs::notifications))
+        .merge(ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::limit_body))

@@ -54,6 +54,9 @@ impl Control for FakeControl {
             }
         })
     }
+    fn job_detail<'a>(&'a self, job: &'a str, _fires: usize) -> BoxFuture<'a, Option<JobDetail>> {
+        Box::pin(async move { ["a.toml", "sub/b.toml"].contains(&job).then(JobDetail::default) })
+    }
     fn cancel(&self, run: RunId) -> BoxFuture<'_, Result<(), ControlError>> {
         Box::pin(async move { if run == 7 { Ok(()) } else { Err(ControlError::NotRunning(run)) } })
     }

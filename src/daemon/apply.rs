@@ -30,6 +30,7 @@ impl Supervisor {
             return;
         }
         entry.hash = Some(loaded.hash);
+        entry.source = loaded.source;
         self.store.record_job(JobRecord {
             job: id.to_string(),
             kind: id.format(),

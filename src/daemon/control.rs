@@ -10,13 +10,15 @@ use futures::future::BoxFuture;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::api::control::Numbered;
-use crate::api::{Control, ControlError, JobView, Started};
+use crate::api::{Control, ControlError, JobDetail, JobView, Started};
 use crate::store::RunId;
 
 /// A request for the supervisor's loop.
 pub enum Command {
     /// The job table.
     Jobs(oneshot::Sender<Vec<JobView>>),
+    /// One job's file text, next fires (as many as asked) and diagnostics.
+    Job(String, usize, oneshot::Sender<Option<JobDetail>>),
     /// Start a run of a job now (or queue it for a slot).
     Trigger(String, oneshot::Sender<Result<Started, ControlError>>),
     /// Pause (`true`) or resume (`false`) a job; answered once saved.
@@ -62,6 +64,10 @@ impl Control for DaemonControl {
 
     fn pause<'a>(&'a self, job: &'a str, paused: bool) -> BoxFuture<'a, Result<(), ControlError>> {
         async move { self.ask(|tx| Command::Pause(job.to_string(), paused, tx)).await? }.boxed()
+    }
+
+    fn job_detail<'a>(&'a self, job: &'a str, fires: usize) -> BoxFuture<'a, Option<JobDetail>> {
+        async move { self.ask(|tx| Command::Job(job.to_string(), fires, tx)).await.ok().flatten() }.boxed()
     }
 
     fn cancel(&self, run: RunId) -> BoxFuture<'_, Result<(), ControlError>> {

@@ -25,7 +25,7 @@ use super::run_task::{Go, Reply, RunNote, RunTask};
 use super::systemd::Systemd;
 use super::table::{self, Entry, Loaded, Unread};
 use super::{FILE_BATCH, Options, describe};
-use crate::api::{ControlError, JobView, Metrics, SharedToken};
+use crate::api::{ControlError, JobDetail, JobView, Metrics, SharedToken};
 use crate::config::Config;
 use crate::exec::{BlockingPool, RunContext, RunEvent, RunOutcome, Status};
 use crate::store::{Missed, QUEUED_AT_STOP_ERROR, RunId, RunStart, RunStore, RunTrigger};
@@ -785,6 +785,9 @@ impl Supervisor {
                     let _ = reply.send(Err(ControlError::NoSuchJob(job)));
                 }
             },
+            Command::Job(job, fires, reply) => {
+                let _ = reply.send(self.job_detail(&job, fires));
+            }
             Command::Pause(job, paused, reply) => match self.table.keys().find(|k| k.as_str() == job).cloned() {
                 Some(id) => self.set_paused(&id, paused, Some(reply)),
                 None => {
@@ -810,6 +813,28 @@ impl Supervisor {
             }
         }
         self.metrics.set_runs_queued(self.admission.waiting());
+    }
+
+    /// The dashboard's view of one job: its text as last read, its next
+    /// `fires` nominal fires (the next slot, then the schedule from it), and
+    /// its diagnostics with their excerpts (or why the file was refused).
+    fn job_detail(&self, job: &str, fires: usize) -> Option<JobDetail> {
+        if let Some((path, reason)) = self.refused.iter().find(|(path, _)| path.as_str() == job) {
+            return Some(JobDetail { excerpt: Some(format!("{path}: {reason}")), ..JobDetail::default() });
+        }
+        let (_, entry) = self.table.iter().find(|(id, _)| id.as_str() == job)?;
+        let mut next_fires = Vec::new();
+        if let (Some(slot), Some(schedule)) = (entry.slot, &entry.schedule)
+            && fires > 0
+        {
+            next_fires.push(slot);
+            next_fires.extend(schedule.next_fires(slot, fires - 1).into_iter().map(|f| f.at));
+        }
+        Some(JobDetail {
+            source: entry.source.clone(),
+            next_fires,
+            excerpt: entry.invalid.as_ref().map(|e| e.render(false)),
+        })
     }
 
     /// The store ids of `job`'s queued runs, in the order they will start.

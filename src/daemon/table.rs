@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use tokio_util::time::delay_queue;
 
+use crate::api::SOURCE_LIMIT;
 use crate::job::Job;
 use crate::load::{self, LoadError, MAX_FILE_BYTES};
 use crate::schedule::Schedule;
@@ -25,6 +26,9 @@ pub struct Loaded {
     pub hash: Hash,
     /// The job, or why the file is not a valid job.
     pub job: Result<Job, LoadError>,
+    /// Its text, when it is UTF-8 and at most [`SOURCE_LIMIT`] bytes (the
+    /// dashboard shows it).
+    pub source: Option<Arc<str>>,
 }
 
 /// Why a job file was not read.
@@ -86,17 +90,20 @@ pub fn read(path: &Path, confine: Option<&Path>) -> Result<Loaded, Unread> {
         // size stands in for the hash so a change of size is a change.
         let mut hash = [0; 32];
         hash[..8].copy_from_slice(&meta.len().to_le_bytes());
-        return Ok(Loaded { hash, job: Err(load::too_large(path, meta.len())) });
+        return Ok(Loaded { hash, job: Err(load::too_large(path, meta.len())), source: None });
     }
     let mut bytes = Vec::new();
     (&file).take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(unread)?;
     let hash: Hash = Sha256::digest(&bytes).into();
-    let job = match String::from_utf8(bytes) {
-        Ok(text) => load::load_to_run(path, &text, &meta),
+    let (job, source) = match String::from_utf8(bytes) {
+        Ok(text) => {
+            let job = load::load_to_run(path, &text, &meta);
+            (job, (text.len() <= SOURCE_LIMIT).then(|| Arc::from(text)))
+        }
         // The loader's message names the offending byte and line.
-        Err(e) => Err(load::not_utf8(path, e)),
+        Err(e) => (Err(load::not_utf8(path, e)), None),
     };
-    Ok(Loaded { hash, job })
+    Ok(Loaded { hash, job, source })
 }
 
 /// Refuses an open `file` whose real path — the kernel's, for the
@@ -262,6 +269,8 @@ pub struct Entry {
     pub job: Option<Arc<Job>>,
     /// The content hash of the file as last read.
     pub hash: Option<Hash>,
+    /// The file's text as last read (see [`Loaded::source`]).
+    pub source: Option<Arc<str>>,
     /// The content hash of `job`, the version that runs.
     pub valid_hash: Option<Hash>,
     /// Why the file as last read is invalid.

@@ -1029,3 +1029,37 @@ async fn a_queued_run_starts_with_the_secrets_of_the_config_in_force_when_it_sta
     assert_eq!(h.end_next().await, Some(Status::Succeeded));
     assert_eq!(std::fs::read_to_string(&out).expect("written"), "new-value");
 }
+
+/// The dashboard's view of `name` (`Control::job_detail`).
+async fn detail(h: &mut Harness, name: &str, fires: usize) -> Option<crate::api::JobDetail> {
+    let (tx, rx) = oneshot::channel();
+    h.sup.on_command(Command::Job(name.into(), fires, tx));
+    rx.await.expect("the job's detail is answered")
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_dashboard_gets_a_jobs_text_next_fires_and_its_diagnostic_excerpt() {
+    let mut h = Harness::new("").await;
+    let text = "# hourly\nschedule = \"0 * * * *\"\n[[step]]\nname = \"t\"\nsleep = \"0s\"\n";
+    h.drop_job("hourly.toml", text).await;
+    let got = detail(&mut h, "hourly.toml", 5).await.expect("a known job");
+    assert_eq!(got.source.as_deref(), Some(text));
+    assert_eq!(got.excerpt, None);
+    assert_eq!(got.next_fires.len(), 5);
+    assert_eq!(Some(got.next_fires[0]), view(&mut h, "hourly.toml").await.next_fire, "the first is the next slot");
+    for pair in got.next_fires.windows(2) {
+        assert_eq!(pair[1] - pair[0], chrono::Duration::hours(1), "{:?}", got.next_fires);
+    }
+    // An invalid version: its text, and each diagnostic with its caret excerpt.
+    let broken = "schedule = \"0 * * * *\"\nnmae = 1\n[[step]]\nname = \"t\"\nsleep = \"0s\"\n";
+    h.drop_job("hourly.toml", broken).await;
+    let got = detail(&mut h, "hourly.toml", 5).await.expect("a known job");
+    assert_eq!(got.source.as_deref(), Some(broken));
+    let excerpt = got.excerpt.expect("the diagnostic");
+    assert!(excerpt.contains("2 │ nmae = 1"), "the source line: {excerpt}");
+    assert!(excerpt.contains("hourly.toml:2:1"), "{excerpt}");
+    assert_eq!(detail(&mut h, "nope.toml", 5).await, None);
+    // A one-shot is not scheduled.
+    h.drop_job("once.toml", "[[step]]\nname = \"t\"\nsleep = \"0s\"\n").await;
+    assert!(detail(&mut h, "once.toml", 5).await.expect("known").next_fires.is_empty());
+}
