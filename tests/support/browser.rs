@@ -316,13 +316,13 @@ impl Browser {
         panic!("`{css}` on {} still says {last:?}, not {expected:?}, after {limit:?}", self.path().await)
     }
 
-    /// Waits (up to [`PATIENCE`]) until the page's path is `path` (after a
-    /// form's POST and its 303, say).
+    /// Waits (up to [`PATIENCE`]) until the page's path is `path`, whatever
+    /// its query (after a form's POST and its 303, say).
     pub async fn wait_path(&self, path: &str) {
         let start = Instant::now();
         loop {
             let now = self.path().await;
-            if now == path {
+            if now.split('?').next() == Some(path) {
                 return;
             }
             assert!(start.elapsed() < PATIENCE, "the browser is at {now}, not {path}, after {PATIENCE:?}");
