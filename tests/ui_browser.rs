@@ -80,22 +80,69 @@ impl Ui {
             .collect()
     }
 
-    /// The one run of `job` (the one the page's button started).
+    /// The one run of `job` in the history (the one a button started, long
+    /// since recorded).
     fn only_run(&self, job: &str) -> u64 {
         let ids = self.run_ids(job);
         assert_eq!(ids.len(), 1, "{job} should have exactly one run, the one the button started: {ids:?}");
         ids[0]
     }
 
-    /// Waits until the API reports run `id` with `status`; returns the run.
-    async fn api_run_status(&self, id: u64, status: &str) -> Value {
+    /// The id of the one run of `job` in flight, which a button just
+    /// started: read from `GET /jobs/{job}`'s `running` (the supervisor's
+    /// table), waiting for it up to [`PATIENCE`]. Not from the history: a
+    /// trigger is answered once the run is spawned, and its row may land a
+    /// moment later.
+    async fn started_run(&self, job: &str) -> u64 {
         let start = std::time::Instant::now();
         loop {
-            let run = self.api(&format!("/runs/{id}"));
-            if run["status"] == status {
-                return run;
+            let view = self.api(&format!("/jobs/{job}"));
+            let running: Vec<u64> = view["running"]
+                .as_array()
+                .map(|ids| ids.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default();
+            if !running.is_empty() {
+                assert_eq!(running.len(), 1, "the button should start exactly one run of {job}: {view}");
+                return running[0];
             }
-            assert!(start.elapsed() < PATIENCE, "run {id} is {} in the API, not {status}: {run:#}", run["status"]);
+            assert!(start.elapsed() < PATIENCE, "no run of {job} in flight after its trigger button: {view}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until run `id` is in the history (its row lands a moment after
+    /// the trigger is answered), so its page exists.
+    async fn recorded(&self, id: u64) {
+        let start = std::time::Instant::now();
+        let bearer = format!("Bearer {TOKEN}");
+        loop {
+            let (code, body) = http(self.tcp, "GET", &format!("/runs/{id}"), &[("authorization", &bearer)], "");
+            if code == 200 {
+                return;
+            }
+            assert!(code == 404 && start.elapsed() < PATIENCE, "run {id} is not in the history: {code} {body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the API has run `id` with `status` (the run may not be in
+    /// the history yet: 404 until it is); returns the run.
+    async fn api_run_status(&self, id: u64, status: &str) -> Value {
+        let start = std::time::Instant::now();
+        let bearer = format!("Bearer {TOKEN}");
+        loop {
+            let (code, body) = http(self.tcp, "GET", &format!("/runs/{id}"), &[("authorization", &bearer)], "");
+            assert!(code == 200 || code == 404, "GET /runs/{id}: {code} {body}");
+            if code == 200 {
+                let run: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+                if run["status"] == status {
+                    return run;
+                }
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "run {id} is not {status} in the API after {PATIENCE:?}: {code} {body}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -237,7 +284,8 @@ async fn trigger_and_follow_the_run_live(ui: &Ui) {
     b.goto(&ui.url("/ui/")).await;
     b.find("tr[data-job=\"steps.toml\"] button[data-action=\"trigger\"]").await.click().await.expect("click trigger");
     b.wait_path("/ui/").await;
-    let id = ui.only_run("steps.toml");
+    let id = ui.started_run("steps.toml").await;
+    ui.recorded(id).await;
 
     b.goto(&ui.url(&format!("/ui/runs/{id}"))).await;
     // The gate is shut: the run cannot end before the test opens it.
@@ -259,6 +307,7 @@ async fn trigger_and_follow_the_run_live(ui: &Ui) {
     assert_eq!(Browser::attr(&status, "data-status").await, "succeeded", "#run-status's data-status at the end");
 
     let run = ui.api_run_status(id, "succeeded").await;
+    assert_eq!(ui.run_ids("steps.toml"), [id], "the history has the one run the button started");
     let gate_path = Ui::step_path(&run, "gate");
     let printed = b.text(&format!("pre.output[data-path=\"{gate_path}\"]")).await;
     assert!(printed.contains("gate open"), "the gate step's line did not appear live: {printed:?}");
@@ -313,13 +362,14 @@ async fn cancel_a_long_run_from_its_page(ui: &Ui) {
     b.goto(&ui.url("/ui/jobs/long.toml")).await;
     b.find("button[data-action=\"trigger\"]").await.click().await.expect("click trigger");
     b.wait_path("/ui/jobs/long.toml").await;
-    let id = ui.only_run("long.toml");
+    let id = ui.started_run("long.toml").await;
+    ui.recorded(id).await;
     b.goto(&ui.url(&format!("/ui/runs/{id}"))).await;
     b.wait_text("#run-status", "running", PATIENCE).await;
     b.find("button[data-action=\"cancel\"]").await.click().await.expect("click cancel");
     b.wait_text("#run-status", "cancelled", PATIENCE).await;
-    let run = ui.api_run_status(id, "cancelled").await;
-    assert_eq!(run["status"], "cancelled", "{run:#}");
+    ui.api_run_status(id, "cancelled").await;
+    assert_eq!(ui.run_ids("long.toml"), [id], "the history has the one run the button started");
     b.goto(&ui.url(&format!("/ui/runs/{id}"))).await;
     b.wait_text("#run-status", "cancelled", PATIENCE).await;
     assert!(b.all("button[data-action=\"cancel\"]").await.is_empty(), "a cancelled run still has a cancel button");
