@@ -236,3 +236,58 @@ fn a_daemon_stopped_while_the_database_is_down_names_the_runs_whose_ends_it_coul
     let status = cluster.psql("stop", &format!("SELECT status FROM runs WHERE id = {run}"));
     assert_eq!(status, "interrupted", "{}", again.dump());
 }
+
+#[test]
+fn a_daemon_refuses_to_start_on_an_unreachable_database_or_a_newer_schema_saying_why_and_exits_1() {
+    let (jobs, state) = (tempfile::tempdir().expect("jobs"), tempfile::tempdir().expect("state"));
+    let port = support::closed_port();
+    let url = format!("postgres://gatherd:s3cret-pw@127.0.0.1:{port}/history?connect_timeout=5");
+    let (code, stderr) = support::refused_start(jobs.path(), state.path(), &["--store", &url]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot open the run history at postgres://gatherd@127.0.0.1:{port}/history: ")),
+        "the URL without its password: {stderr}"
+    );
+    assert!(stderr.contains("Connection refused"), "the server's (here the system's) own words: {stderr}");
+    assert!(!stderr.contains("s3cret-pw"), "{stderr}");
+
+    let cluster = Cluster::shared();
+    let wrong = Cluster::fresh_db().replace(support::postgres::PASSWORD, "wrong");
+    let (code, stderr) = support::refused_start(jobs.path(), state.path(), &["--store", &wrong]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("password authentication failed for user \"postgres\""), "{stderr}");
+    assert!(!stderr.contains(":wrong@"), "{stderr}");
+
+    let url = Cluster::fresh_db();
+    let db = url.rsplit('/').next().expect("a database name");
+    cluster.psql(
+        db,
+        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, \
+         applied_at TIMESTAMPTZ NOT NULL DEFAULT now()); \
+         INSERT INTO schema_version (version, name) VALUES (99, '0099_future.sql')",
+    );
+    let (code, stderr) = support::refused_start(jobs.path(), state.path(), &["--store", &url]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("schema version 99, newer than this gatherd knows"), "{stderr}");
+    assert!(stderr.contains("upgrade gatherd"), "{stderr}");
+    assert!(!stderr.contains(support::postgres::PASSWORD), "{stderr}");
+    assert!(!state.path().join("gatherd.db").exists(), "no SQLite history made instead");
+}
+
+#[test]
+fn a_database_address_that_accepts_but_never_answers_is_refused_at_start_within_the_connect_limit() {
+    let (jobs, state) = (tempfile::tempdir().expect("jobs"), tempfile::tempdir().expect("state"));
+    // A TCP server that takes the connection and never says a word: a
+    // wrong port, a proxy with nothing behind it, a half-dead server.
+    let silent = support::http_server(support::Reply::Hang);
+    let url = format!("postgres://gatherd:s3cret-pw@{silent}/history");
+    let began = Instant::now();
+    let (code, stderr) = support::refused_start(jobs.path(), state.path(), &["--store", &url]);
+    assert_eq!(code, Some(1), "still waiting after 20 s (None) or another exit: {stderr}");
+    assert!(began.elapsed() < Duration::from_secs(15), "{:?}", began.elapsed());
+    assert!(
+        stderr.contains(&format!("cannot open the run history at postgres://gatherd@{silent}/history: ")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no answer within 10 s"), "{stderr}");
+}

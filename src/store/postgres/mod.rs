@@ -105,6 +105,7 @@ fn pool(target: &Target) -> Result<Pool, StoreError> {
         Manager::from_config(target.config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
         .max_size(POOL_SIZE)
+        .create_timeout(Some(target.connect_limit()))
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
         .map_err(|e| StoreError::Connect { url: target.shown.clone(), reason: e.to_string() })
