@@ -10,8 +10,10 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use tokio_postgres::config::{Host, SslMode};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::config::Host;
+use tokio_postgres::{Client, Config};
+
+use super::tls::{MakeRustls, split_tls};
 
 use crate::store::StoreError;
 use crate::store::error::postgres_reason;
@@ -42,6 +44,8 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct Target {
     pub(super) config: Config,
     pub(super) shown: String,
+    /// TLS per the URL's `sslmode`/`sslrootcert` (`tls.rs`).
+    pub(super) tls: MakeRustls,
 }
 
 impl std::fmt::Debug for Target {
@@ -53,24 +57,19 @@ impl std::fmt::Debug for Target {
 impl Target {
     /// Reads a `postgres://` URL (or a `key=value` connection string).
     pub(crate) fn parse(url: &str) -> Result<Target, StoreError> {
-        let config = Config::from_str(url).map_err(|e| StoreError::Connect {
+        let not_a_url = |e: String| StoreError::Connect {
             url: "the store URL".into(),
             reason: format!("it is not a PostgreSQL URL ({e}); expected postgres://USER:PASSWORD@HOST:PORT/DATABASE"),
-        })?;
+        };
+        let (rest, settings) = split_tls(url).map_err(not_a_url)?;
+        let mut config = Config::from_str(&rest).map_err(|e| not_a_url(e.to_string()))?;
         let shown = shown(&config);
-        if config.get_ssl_mode() == SslMode::Require {
-            return Err(StoreError::Connect {
-                url: shown,
-                reason: "sslmode=require, but this gatherd does not speak TLS to PostgreSQL yet: use a unix socket \
-                         (host=/run/postgresql) or a private network, with sslmode=disable or prefer"
-                    .into(),
-            });
-        }
-        let mut config = config;
+        config.ssl_mode(settings.mode.driver());
+        let tls = MakeRustls::new(&settings).map_err(|reason| StoreError::Connect { url: shown.clone(), reason })?;
         if config.get_tcp_user_timeout().is_none() {
             config.tcp_user_timeout(TCP_USER_TIMEOUT);
         }
-        Ok(Target { config, shown })
+        Ok(Target { config, shown, tls })
     }
 
     /// The limit of one connection's whole set-up (see [`CONNECT_LIMIT`]).
@@ -82,7 +81,7 @@ impl Target {
     /// runtime until the client is dropped.
     pub(super) async fn connect(&self) -> Result<Client, StoreError> {
         let limit = self.connect_limit();
-        let (client, connection) = tokio::time::timeout(limit, self.config.connect(NoTls))
+        let (client, connection) = tokio::time::timeout(limit, self.config.connect(self.tls.clone()))
             .await
             .map_err(|_| StoreError::Connect {
                 url: self.shown.clone(),
