@@ -125,6 +125,32 @@ impl Cluster {
         assert!(out.status.success(), "restart: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// Turns TLS on (`ssl = on`) with this certificate and key (PEM): copies
+    /// them into the cluster's folder (given to `postgres`, the key 0600, as
+    /// the server demands) and restarts the server with them.
+    pub fn enable_tls(&self, cert: &Path, key: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let (to_cert, to_key) = (self.dir.path().join("server.crt"), self.dir.path().join("server.key"));
+        std::fs::copy(cert, &to_cert).expect("copy the server certificate");
+        std::fs::copy(key, &to_key).expect("copy the server key");
+        std::fs::set_permissions(&to_key, std::fs::Permissions::from_mode(0o600)).expect("chmod the key");
+        if self.as_postgres {
+            let user = nix::unistd::User::from_name("postgres").ok().flatten().expect("the postgres user");
+            for file in [&to_cert, &to_key] {
+                nix::unistd::chown(file, Some(user.uid), Some(user.gid)).expect("give the TLS files to postgres");
+            }
+        }
+        self.stop();
+        let options = format!(
+            "{} -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            self.options(),
+            path_str(&to_cert),
+            path_str(&to_key)
+        );
+        let out = self.pg_ctl_start(&options);
+        assert!(out.status.success(), "start with TLS: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// The data folder.
     pub fn data(&self) -> PathBuf {
         self.dir.path().join("data")

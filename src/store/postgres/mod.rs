@@ -20,6 +20,7 @@ mod claims;
 mod nodes;
 mod read;
 mod schema;
+mod tls;
 mod writer;
 
 /// The throwaway cluster of the tests (one file for these and the
@@ -42,7 +43,6 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::{oneshot, watch};
-use tokio_postgres::NoTls;
 
 use self::writer::{Stats, Writer};
 use super::recorder::{Msg, Recorder};
@@ -108,10 +108,14 @@ pub async fn open_postgres(url: &str) -> Result<PostgresStore, StoreError> {
 }
 
 fn pool(target: &Target) -> Result<Pool, StoreError> {
-    let manager =
-        Manager::from_config(target.config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let manager = Manager::from_config(
+        target.config.clone(),
+        target.tls.clone(),
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
     Pool::builder(manager)
         .max_size(POOL_SIZE)
+        .create_timeout(Some(target.connect_limit()))
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
         .map_err(|e| StoreError::Connect { url: target.shown.clone(), reason: e.to_string() })

@@ -8,9 +8,12 @@
 //! migration that fails leaves the database as it was.
 
 use std::str::FromStr;
+use std::time::Duration;
 
-use tokio_postgres::config::{Host, SslMode};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::config::Host;
+use tokio_postgres::{Client, Config};
+
+use super::tls::{MakeRustls, split_tls};
 
 use crate::store::StoreError;
 use crate::store::error::postgres_reason;
@@ -29,12 +32,26 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
 /// The advisory lock the migrations hold (any fixed number: "gatherd").
 const MIGRATION_LOCK: i64 = 0x0067_6174_6865_7264;
 
+/// How long a new connection may take, all of it (TCP, TLS, the start-up
+/// exchange and the password), unless the URL sets `connect_timeout`: an
+/// address that takes the connection and never answers (a wrong port, a
+/// proxy with nothing behind it) is an error at start, not a hang.
+pub(crate) const CONNECT_LIMIT: Duration = Duration::from_secs(10);
+
+/// Data sent and not acknowledged for this long closes the connection
+/// (Linux's `TCP_USER_TIMEOUT`), unless the URL sets `tcp_user_timeout`: a
+/// network cut between a node and the database is noticed in seconds, not
+/// after the kernel's ~15 minutes of retransmissions.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A store URL read and checked: the driver's config and the URL to show
 /// (its password hidden).
 #[derive(Clone)]
 pub(crate) struct Target {
     pub(super) config: Config,
     pub(super) shown: String,
+    /// TLS per the URL's `sslmode`/`sslrootcert` (`tls.rs`).
+    pub(super) tls: MakeRustls,
 }
 
 impl std::fmt::Debug for Target {
@@ -46,29 +63,40 @@ impl std::fmt::Debug for Target {
 impl Target {
     /// Reads a `postgres://` URL (or a `key=value` connection string).
     pub(crate) fn parse(url: &str) -> Result<Target, StoreError> {
-        let config = Config::from_str(url).map_err(|e| StoreError::Connect {
+        let not_a_url = |e: String| StoreError::Connect {
             url: "the store URL".into(),
             reason: format!("it is not a PostgreSQL URL ({e}); expected postgres://USER:PASSWORD@HOST:PORT/DATABASE"),
-        })?;
+        };
+        let (rest, settings) = split_tls(url).map_err(not_a_url)?;
+        let mut config = Config::from_str(&rest).map_err(|e| not_a_url(e.to_string()))?;
         let shown = shown(&config);
-        if config.get_ssl_mode() == SslMode::Require {
-            return Err(StoreError::Connect {
-                url: shown,
-                reason: "sslmode=require, but this gatherd does not speak TLS to PostgreSQL yet: use a unix socket \
-                         (host=/run/postgresql) or a private network, with sslmode=disable or prefer"
-                    .into(),
-            });
+        config.ssl_mode(settings.mode.driver());
+        let tls = MakeRustls::new(&settings).map_err(|reason| StoreError::Connect { url: shown.clone(), reason })?;
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
         }
-        Ok(Target { config, shown })
+        Ok(Target { config, shown, tls })
+    }
+
+    /// The limit of one connection's whole set-up (see [`CONNECT_LIMIT`]).
+    pub(super) fn connect_limit(&self) -> Duration {
+        self.config.get_connect_timeout().copied().unwrap_or(CONNECT_LIMIT)
     }
 
     /// Connects one client; its connection runs as a task of the current
     /// runtime until the client is dropped.
     pub(super) async fn connect(&self) -> Result<Client, StoreError> {
-        let (client, connection) = self
-            .config
-            .connect(NoTls)
+        let limit = self.connect_limit();
+        let (client, connection) = tokio::time::timeout(limit, self.config.connect(self.tls.clone()))
             .await
+            .map_err(|_| StoreError::Connect {
+                url: self.shown.clone(),
+                reason: format!(
+                    "no answer within {} s (is it a PostgreSQL server? set connect_timeout=SECONDS in the URL to \
+                     wait longer)",
+                    limit.as_secs()
+                ),
+            })?
             .map_err(|e| StoreError::Connect { url: self.shown.clone(), reason: postgres_reason(&e) })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {

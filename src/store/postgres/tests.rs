@@ -131,9 +131,6 @@ async fn an_unreachable_database_is_said_with_its_url_and_never_its_password() {
     assert!(!err.contains("s3cret-pw"), "{err}");
     let err = open_postgres("mysql://x").await.expect_err("not a PostgreSQL URL").to_string();
     assert!(err.contains("it is not a PostgreSQL URL"), "{err}");
-    let err =
-        open_postgres(&format!("{}?sslmode=require", Cluster::fresh_db())).await.expect_err("no TLS yet").to_string();
-    assert!(err.contains("does not speak TLS to PostgreSQL yet"), "{err}");
 }
 
 #[tokio::test]
@@ -328,4 +325,106 @@ async fn nodes_pruning_one_job_at_once_do_not_fight() {
     assert_eq!(claims, "fire:new", "claims older than a day go with the job's retention");
     a.close().await.unwrap();
     b.close().await.unwrap();
+}
+
+/// `openssl` with `args` in `dir`; panics with its stderr.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA `NAME.crt`/`NAME.key` (self-signed, EC P-256) in `dir`.
+fn make_ca(dir: &std::path::Path, name: &str) {
+    let (key, crt, subj) = (format!("{name}.key"), format!("{name}.crt"), format!("/CN=gatherd test CA {name}"));
+    openssl(dir, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &key]);
+    openssl(dir, &["req", "-x509", "-new", "-key", &key, "-out", &crt, "-days", "2", "-subj", &subj]);
+}
+
+/// Whether the connection behind `client` is TLS (the server's view).
+async fn on_tls(client: &tokio_postgres::Client) -> bool {
+    client.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn tls_follows_sslmode_verify_full_passes_with_the_test_ca_and_a_wrong_ca_or_name_fails_saying_why() {
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path();
+    make_ca(dir, "ca");
+    make_ca(dir, "other");
+    // The server's certificate, for the name `localhost` only.
+    openssl(dir, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "server.key"]);
+    openssl(dir, &["req", "-new", "-key", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]);
+    std::fs::write(dir.join("ext"), "subjectAltName=DNS:localhost\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+    );
+    let cluster = Cluster::start();
+    cluster.create_db("tls");
+    cluster.enable_tls(&dir.join("server.crt"), &dir.join("server.key"));
+    let (ca, other) = (dir.join("ca.crt"), dir.join("other.crt"));
+    let url = |host: &str, query: &str| {
+        format!("postgres://postgres:{}@{host}:{}/tls?{query}", super::cluster::PASSWORD, cluster.port())
+    };
+    let connect = |url: String| async move { Target::parse(&url)?.connect().await };
+
+    // verify-full with the test CA and the certificate's name: TLS, checked.
+    let full = url("localhost", &format!("sslmode=verify-full&sslrootcert={}", ca.display()));
+    assert!(on_tls(&connect(full.clone()).await.unwrap()).await);
+    // The whole store over it: migrations, the writer, the pool.
+    let store = open_postgres(&full).await.unwrap();
+    let id = store.begin_run(start("tls.toml")).await.unwrap();
+    assert!(store.run(id).await.unwrap().is_some());
+    store.close().await.unwrap();
+    // verify-ca checks the CA, not the name; verify-full checks the name.
+    assert!(
+        on_tls(&connect(url("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={}", ca.display()))).await.unwrap())
+            .await
+    );
+    let err = connect(url("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={}", ca.display())))
+        .await
+        .expect_err("the certificate does not name 127.0.0.1")
+        .to_string();
+    assert!(err.contains("TLS handshake") && err.contains("certificate not valid for name \"127.0.0.1\""), "{err}");
+    assert!(err.contains("verify-full: the certificate must be signed by"), "{err}");
+    // A wrong CA fails, saying which file was trusted.
+    let err = connect(url("localhost", &format!("sslmode=verify-full&sslrootcert={}", other.display())))
+        .await
+        .expect_err("not signed by that CA")
+        .to_string();
+    assert!(err.contains("TLS handshake") && err.contains("invalid peer certificate"), "{err}");
+    eprintln!("a wrong CA reads: {err}");
+    assert!(err.contains(&format!("the CA in sslrootcert={}", other.display())), "{err}");
+    assert!(!err.contains(super::cluster::PASSWORD), "{err}");
+    // require: TLS, the certificate unchecked; prefer (the default): TLS
+    // when offered; disable: in clear.
+    assert!(on_tls(&connect(url("127.0.0.1", "sslmode=require")).await.unwrap()).await);
+    assert!(on_tls(&connect(url("127.0.0.1", "application_name=x")).await.unwrap()).await);
+    assert!(!on_tls(&connect(url("127.0.0.1", "sslmode=disable")).await.unwrap()).await);
+}
+
+#[tokio::test]
+async fn sslmode_require_against_a_server_without_tls_is_refused_in_the_servers_terms() {
+    let err = open_postgres(&format!("{}?sslmode=require", Cluster::fresh_db())).await.expect_err("no TLS there");
+    let err = err.to_string();
+    assert!(err.contains("server does not support TLS"), "{err}");
+    // And prefer (the default) falls back to clear there.
+    let store = open_postgres(&Cluster::fresh_db()).await.expect("prefer connects in clear");
+    store.close().await.unwrap();
 }

@@ -15,8 +15,10 @@
 //! When the database cannot be reached (down, restarting, the network cut)
 //! the batch is kept and retried after [`RETRY_FIRST`], doubling to
 //! [`RETRY_MAX`], on a new connection; step events and log lines past
-//! [`KEPT_DETAIL_BYTES`] are dropped meanwhile, runs' beginnings and ends
-//! and job versions are kept, and [`RunStore::health`] says why. Run ids
+//! [`KEPT_DETAIL_BYTES`] are dropped meanwhile (logged when it starts,
+//! naming the run; the runs that lost some are named when the database is
+//! back), runs' beginnings and ends and job versions are kept, and
+//! [`RunStore::health`] says why. Run ids
 //! come from the database (`RETURNING id`), so a run's `begin_run` waits
 //! for its row's commit — while the database is unreachable, until it is
 //! back (or the run gives up: a one-shot cancelled, the daemon stopping).
@@ -33,6 +35,7 @@
 //!
 //! [`RunStore::health`]: crate::store::RunStore::health
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -175,7 +178,9 @@ pub(super) struct Writer {
     health: watch::Sender<Option<String>>,
     failing: Option<Failing>,
     detail_bytes: usize,
-    dropped: u64,
+    /// Step events and log lines dropped past the memory bound during this
+    /// outage, per run (logged as they start, and named at the recovery).
+    dropped: BTreeMap<RunId, u64>,
 }
 
 /// Why a batch was not committed.
@@ -220,7 +225,7 @@ impl Writer {
             health,
             failing: None,
             detail_bytes: 0,
-            dropped: 0,
+            dropped: BTreeMap::new(),
         })
     }
 
@@ -277,7 +282,16 @@ impl Writer {
                     && let Some(size) = detail_size(&event)
                 {
                     if self.detail_bytes + size > KEPT_DETAIL_BYTES {
-                        self.dropped += 1;
+                        if self.dropped.is_empty() {
+                            tracing::warn!(
+                                run_id = run,
+                                bound_bytes = KEPT_DETAIL_BYTES,
+                                "the run history is still unreachable and what it keeps in memory reached its bound: \
+                                 step events and log lines are dropped from now on (runs' beginnings and ends are \
+                                 still kept); the runs that lose some are named when it is back"
+                            );
+                        }
+                        *self.dropped.entry(run).or_default() += 1;
                         return;
                     }
                     self.detail_bytes += size;
@@ -326,9 +340,27 @@ impl Writer {
     fn last_write(&mut self) -> Result<(), StoreError> {
         let written = self.write();
         if let Err(e) = &written {
+            let ends: Vec<String> = self
+                .pending
+                .iter()
+                .filter_map(|p| match p {
+                    Pending::Event { run, event: RunEvent::RunFinished { .. }, .. } => Some(run.to_string()),
+                    _ => None,
+                })
+                .collect();
+            let beginnings: Vec<&str> = self
+                .pending
+                .iter()
+                .filter_map(|p| match p {
+                    Pending::Begin { start, .. } => Some(start.job.as_str()),
+                    _ => None,
+                })
+                .collect();
             tracing::error!(
                 error = %e,
                 writes = self.pending.len(),
+                ends_of_runs = %ends.join(", "),
+                beginnings_of = %beginnings.join(", "),
                 "stopping with writes the run history could not take: they are lost (runs that ended meanwhile \
                  read `interrupted` at the next start)"
             );
@@ -349,13 +381,14 @@ impl Writer {
             Ok(()) => {
                 self.detail_bytes = 0;
                 if self.failing.take().is_some() {
+                    let dropped = std::mem::take(&mut self.dropped);
                     tracing::warn!(
                         written = kept,
-                        dropped = self.dropped,
+                        dropped = dropped.values().sum::<u64>(),
+                        dropped_from = %per_run(&dropped),
                         "the run history can be written again: what was kept in memory is written (`dropped`: step \
-                         events and log lines past the memory bound)"
+                         events and log lines past the memory bound, `dropped_from`: of which runs)"
                     );
-                    self.dropped = 0;
                     self.health.send_replace(None);
                 }
                 Ok(())
@@ -473,6 +506,11 @@ async fn write_batch(
     }
     tx.commit().await.map_err(storage)?;
     Ok(events)
+}
+
+/// `run 12: 300, run 13: 4`: how many writes of each run were dropped.
+fn per_run(dropped: &BTreeMap<RunId, u64>) -> String {
+    dropped.iter().map(|(run, n)| format!("run {run}: {n}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Logs (and answers) a write PostgreSQL refused for its data.
