@@ -889,3 +889,37 @@ fn a_template_under_the_daemon_reads_the_runs_id_in_the_history() {
     assert!(run_id > 0);
     assert_eq!(std::fs::read_to_string(&out).expect("ran"), format!("ids {run_id}\n"));
 }
+
+/// A daemon stopped (`SIGSTOP`, a suspended machine) past some slots of an
+/// interval job skips them — it does not run a burst — and records each
+/// one `missed`, so the history has a row for every slot.
+#[test]
+fn slots_passed_while_the_daemon_was_stopped_are_recorded_missed_not_run() {
+    let tick = "every = \"1s\"\noverlap = \"allow\"\n[[step]]\nname = \"t\"\nsleep = \"10ms\"\n";
+    let d = Daemon::start(&[("tick.toml", tick)], &[], &[]);
+    assert!(d.wait_for(LONG, |l| finished(l, "tick.toml", "succeeded")), "{}", d.dump());
+    d.signal(Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(3500));
+    d.signal(Signal::SIGCONT);
+    let behind = |l: &serde_json::Value| is(l, "tick.toml", "fell behind the schedule; skipping to the next slot");
+    assert!(d.wait_for(LONG, behind), "{}", d.dump());
+    let skipped = d.lines().into_iter().find(|l| behind(l)).and_then(|l| l["missed"].as_u64()).unwrap_or(0);
+    assert!(skipped >= 2, "3.5 s stopped skips at least 2 slots of 1 s: {}", d.dump());
+    let done = d.count(|l| finished(l, "tick.toml", "succeeded"));
+    assert!(d.wait_for_n(LONG, done + 2, |l| finished(l, "tick.toml", "succeeded")), "{}", d.dump());
+    d.barrier();
+    let mut fires: Vec<_> = fire_times(d.state.path(), "tick.toml").into_iter().map(|(fire, _)| fire).collect();
+    fires.sort();
+    for pair in fires.windows(2) {
+        assert_eq!(pair[1] - pair[0], chrono::TimeDelta::seconds(1), "a slot without its row: {fires:?}");
+    }
+    let db = rusqlite::Connection::open_with_flags(
+        d.state.path().join("gatherd.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open the run store");
+    let missed: i64 = db
+        .query_row("SELECT count(*) FROM runs WHERE job = 'tick.toml' AND status = 'missed'", [], |r| r.get(0))
+        .expect("count missed");
+    assert_eq!(missed as u64, skipped, "each skipped slot recorded missed, once: {fires:?}");
+}

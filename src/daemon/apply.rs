@@ -233,12 +233,34 @@ impl Supervisor {
         // when the daemon fell behind (busy, suspended), the next one after now.
         let after = entry.slot.unwrap_or(now);
         let mut next = schedule.next_after(after);
+        let mut skipped = Vec::new();
         if let Some(n) = next
             && n + jitter < now
         {
-            tracing::warn!(job = %id, missed_since = %n, "fell behind the schedule; skipping to the next slot");
-            next = schedule.next_after(now);
+            // The slots passed meanwhile are recorded `missed` (in a fleet,
+            // each claimed as it is recorded: a slot another node ran is
+            // left to its run), so the history has a row for every slot.
+            // The next is the first slot still due, even if only by its
+            // jitter (past `now` by the slot alone, it would be lost).
+            let mut slot = Some(n);
+            while let Some(s) = slot.filter(|s| *s + jitter < now) {
+                if skipped.len() == catch_up::MAX_MISSED {
+                    slot = schedule.next_after(now);
+                    break;
+                }
+                skipped.push(s);
+                slot = schedule.next_after(s);
+            }
+            tracing::warn!(job = %id, missed_since = %n, missed = skipped.len(), "fell behind the schedule; skipping to the next slot");
+            next = slot;
         }
+        let skipped = entry.valid_hash.filter(|_| !skipped.is_empty()).map(|content_hash| Missed {
+            job: id.to_string(),
+            trigger: scheduled_cause(&job.trigger),
+            fire_times: skipped,
+            content_hash,
+            node: self.node.clone(),
+        });
         if let Some(key) = entry.timer.take() {
             self.timers.remove(&key);
         }
@@ -248,6 +270,14 @@ impl Supervisor {
             let delay = (due - now).to_std().unwrap_or(Duration::ZERO);
             entry.timer = Some(self.timers.insert(id.clone(), delay));
             tracing::debug!(job = %id, next = %due, "scheduled");
+        }
+        if let Some(missed) = skipped {
+            let store = self.store.clone();
+            self.chores.spawn(async move {
+                if let Err(e) = store.record_missed(missed).await {
+                    tracing::error!(error = %e, "cannot record the fires skipped when the daemon fell behind");
+                }
+            });
         }
     }
 }

@@ -48,9 +48,9 @@ use self::writer::{Stats, Writer};
 use super::recorder::{Msg, Recorder};
 use super::{
     Claim, ClaimKey, Claimed, DeliveryStatus, JobRecord, LastSuccesses, LogFilter, MISSED_ERROR, Missed, NodeRow,
-    Notification,
-    NotificationFilter, NotificationId, NotifyState, NumberedLine, PAUSED_ERROR, QUEUED_AT_STOP_ERROR, RecordedStatus,
-    RunDetail, RunFilter, RunId, RunRow, RunStart, RunStore, RunTimeline, RunTrigger, StoreError, TakenOver,
+    Notification, NotificationFilter, NotificationId, NotifyState, NumberedLine, PAUSED_ERROR, QUEUED_AT_STOP_ERROR,
+    RecordedStatus, RunDetail, RunFilter, RunId, RunRow, RunStart, RunStore, RunTimeline, RunTrigger, StoreError,
+    TakenOver,
 };
 use crate::store::sqlite::KEPT_NOTIFICATIONS;
 
