@@ -76,6 +76,9 @@ pub struct RunTask {
     pub claim: Option<crate::store::Claim>,
     /// Its semaphore, held across the fleet (a shared history), else `None`.
     pub fleet_semaphore: Option<super::fleet::semaphore::Needed>,
+    /// Cancelled when the daemon begins to stop: a run still waiting for
+    /// its semaphore across the fleet never starts then.
+    pub stopping: tokio_util::sync::CancellationToken,
     /// The run history.
     pub store: Arc<dyn RunStore>,
     /// Counters fed by the run's events.
@@ -194,9 +197,17 @@ impl RunTask {
             && held.is_none()
         {
             tracing::info!(job = %self.id, run_id, semaphore = %needed.name, "queued: its semaphore is held on other nodes");
-            held = super::fleet::semaphore::wait(&*self.store, needed, &node, &self.ctx.cancel).await;
-            if held.is_none() {
-                let why = SEMAPHORE_CANCELLED;
+            let waited =
+                super::fleet::semaphore::wait(&*self.store, needed, &node, &self.ctx.cancel, &self.stopping).await;
+            let why = match waited {
+                super::fleet::semaphore::Waited::Held(slot) => {
+                    held = Some(slot);
+                    None
+                }
+                super::fleet::semaphore::Waited::Cancelled => Some(SEMAPHORE_CANCELLED),
+                super::fleet::semaphore::Waited::Stopping => Some(QUEUED_AT_STOP_ERROR),
+            };
+            if let Some(why) = why {
                 tracing::info!(job = %self.id, run_id, reason = why, "the queued run was cancelled before it started");
                 sinks.never_started(Status::Cancelled, why);
                 let _ = self.notes.send(RunNote::Ended { task });
