@@ -480,7 +480,7 @@ impl RunStore for UnreadableHistory {
     ) -> BoxFuture<'a, StoreResult<Option<RecordedStatus>>> {
         Box::pin(async { Err(StoreError::Worker("database disk image is malformed".into())) })
     }
-    fn record_missed(&self, missed: Missed) -> BoxFuture<'_, StoreResult<()>> {
+    fn record_missed(&self, missed: Missed) -> BoxFuture<'_, StoreResult<u64>> {
         self.0.record_missed(missed)
     }
     fn record_paused(&self, missed: Missed) -> BoxFuture<'_, StoreResult<()>> {
@@ -779,7 +779,7 @@ impl RunStore for CancelsAsItAnswers {
     ) -> BoxFuture<'a, StoreResult<Option<RecordedStatus>>> {
         self.inner.one_shot_status(job, hash)
     }
-    fn record_missed(&self, missed: Missed) -> BoxFuture<'_, StoreResult<()>> {
+    fn record_missed(&self, missed: Missed) -> BoxFuture<'_, StoreResult<u64>> {
         self.inner.record_missed(missed)
     }
     fn record_paused(&self, missed: Missed) -> BoxFuture<'_, StoreResult<()>> {
@@ -1116,7 +1116,7 @@ impl RunStore for Fleet {
     ) -> BoxFuture<'a, StoreResult<Option<RecordedStatus>>> {
         self.inner.one_shot_status(job, hash)
     }
-    fn record_missed(&self, missed: Missed) -> BoxFuture<'_, StoreResult<()>> {
+    fn record_missed(&self, missed: Missed) -> BoxFuture<'_, StoreResult<u64>> {
         self.inner.record_missed(missed)
     }
     fn record_paused(&self, missed: Missed) -> BoxFuture<'_, StoreResult<()>> {
