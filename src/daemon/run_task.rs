@@ -98,12 +98,6 @@ impl RunTask {
     pub async fn run(mut self) -> RunOutcome {
         let task = tokio::task::id();
         let cause = self.start.trigger;
-        // The run's id is the store's; without a store row the run still
-        // runs (and is logged), it just is not in the history — except a
-        // one-shot: it runs only once its row is committed (the store answers
-        // its `begin_run` then), so a restart never runs it again; while the
-        // history cannot be written it waits, until cancelled (its file
-        // removed, shutdown).
         // In a fleet: this node runs it only if its claim wins; a node
         // without room claims late, so one with room wins (`fleet/claim.rs`).
         if let Some(claim) = self.claim.take()
@@ -124,6 +118,12 @@ impl RunTask {
             self.start.queued = held.is_none();
         }
         let queued = self.start.queued;
+        // The run's id is the store's; without a store row the run still
+        // runs (and is logged), it just is not in the history — except a
+        // one-shot: it runs only once its row is committed (the store answers
+        // its `begin_run` then), so a restart never runs it again; while the
+        // history cannot be written it waits, until cancelled (its file
+        // removed, shutdown).
         let one_shot = cause == RunTrigger::File;
         if one_shot && let Some(why) = self.store.health().borrow().clone() {
             tracing::warn!(job = %self.id, reason = %why, "the run history cannot be written: this one-shot waits until it can");
@@ -152,6 +152,9 @@ impl RunTask {
             Err(e) if one_shot => {
                 tracing::error!(job = %self.id, error = %e, "the run history could not record this one-shot; not running it (save a new version to run it)");
                 let _ = self.notes.send(RunNote::Recorded { task, run_id: None });
+                if let Some(held) = held {
+                    super::fleet::semaphore::release(&*self.store, held, &node).await;
+                }
                 let error = Some(format!("not run: the run history could not record it ({e})"));
                 return RunOutcome { status: crate::exec::Status::Cancelled, result: None, error };
             }
