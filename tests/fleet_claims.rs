@@ -27,21 +27,29 @@ fn fleet(n: usize, url: &str, files: &[(&str, &str)], config: &str) -> Vec<Daemo
     fleet_of(n, url, |_| files.iter().map(|(name, text)| (name.to_string(), text.to_string())).collect(), config)
 }
 
-/// [`fleet`], with the files of node `i` (from 1) given by `files(i)`.
-fn fleet_of(n: usize, url: &str, files: impl Fn(usize) -> Vec<(String, String)>, config: &str) -> Vec<Daemon> {
-    (1..=n)
-        .map(|i| {
-            let jobs = tempfile::tempdir().expect("jobs dir");
-            for (name, text) in files(i) {
-                support::write(jobs.path(), &name, &text);
-            }
-            let state = tempfile::tempdir().expect("state dir");
-            let file = state.path().join("config.toml");
-            std::fs::write(&file, format!("node = \"node{i}\"\n{config}")).expect("write the config");
-            let file = file.to_str().expect("a UTF-8 path").to_string();
-            Daemon::start_with(jobs, state, &["--store", url, "--config", &file], &[])
-        })
-        .collect()
+/// [`fleet`], with the files of node `i` (from 1) given by `files(i)`. The
+/// daemons start together (each on its own thread), as a fleet restarted
+/// after an outage does: their start-up scans race.
+fn fleet_of(n: usize, url: &str, files: impl Fn(usize) -> Vec<(String, String)> + Sync, config: &str) -> Vec<Daemon> {
+    std::thread::scope(|scope| {
+        let starting: Vec<_> = (1..=n)
+            .map(|i| {
+                let files = &files;
+                scope.spawn(move || {
+                    let jobs = tempfile::tempdir().expect("jobs dir");
+                    for (name, text) in files(i) {
+                        support::write(jobs.path(), &name, &text);
+                    }
+                    let state = tempfile::tempdir().expect("state dir");
+                    let file = state.path().join("config.toml");
+                    std::fs::write(&file, format!("node_name = \"node{i}\"\n{config}")).expect("write the config");
+                    let file = file.to_str().expect("a UTF-8 path").to_string();
+                    Daemon::start_with(jobs, state, &["--store", url, "--config", &file], &[])
+                })
+            })
+            .collect();
+        starting.into_iter().map(|t| t.join().expect("a daemon starts")).collect()
+    })
 }
 
 /// Stops every daemon (SIGTERM), asserting each exits 0.
@@ -158,7 +166,8 @@ fn a_file_dropped_into_every_folder_of_the_fleet_runs_once_and_a_manual_trigger_
     assert_eq!(
         psql(
             &db,
-            "SELECT string_agg(node, ',' ORDER BY node) FROM runs WHERE job = 'hello.toml' AND trigger = 'manual'"
+            "SELECT string_agg(regexp_replace(node, '-[0-9a-f]{8}$', ''), ',' ORDER BY node) FROM runs \
+             WHERE job = 'hello.toml' AND trigger = 'manual'"
         ),
         "node1,node2,node3"
     );
@@ -173,14 +182,19 @@ fn a_file_dropped_into_every_folder_of_the_fleet_runs_once_and_a_manual_trigger_
 fn after_a_full_fleet_outage_each_missed_fire_is_recorded_once_and_caught_up_once() {
     let url = Cluster::fresh_db();
     let db = db_of(&url);
-    let tick = "every = \"1s\"\ncatch_up = \"latest\"\n[[step]]\nname = \"t\"\nsleep = \"10ms\"\n";
+    let tick = "every = \"1s\"\ncatch_up = \"latest\"\nnotify = [\"told\"]\nnotify_on = [\"missed\"]\n\
+                [[step]]\nname = \"t\"\nsleep = \"10ms\"\n";
+    // Every node tells one file of the notifications it sends.
+    let told = tempfile::NamedTempFile::new().expect("a temp file");
+    let config =
+        format!("[notify.told]\ncommand = [\"sh\", \"-c\", \"echo $GATHERD_EVENT >> '{}'\"]\n", told.path().display());
     let interval = "SELECT count(*) FROM runs WHERE job = 'tick.toml' AND status = 'succeeded'";
-    let daemons = fleet(2, &url, &[("tick.toml", tick)], "");
+    let daemons = fleet(2, &url, &[("tick.toml", tick)], &config);
     assert!(wait_count(&db, interval, 2, Duration::from_secs(20)) >= 2);
     stop_all(daemons);
     let before: u64 = psql(&db, "SELECT count(*) FROM runs WHERE job = 'tick.toml'").parse().unwrap();
     std::thread::sleep(Duration::from_millis(3500)); // the whole fleet is down for three slots or more
-    let daemons = fleet(2, &url, &[("tick.toml", tick)], "");
+    let daemons = fleet(2, &url, &[("tick.toml", tick)], &config);
     assert!(
         wait_count(&db, "SELECT count(*) FROM runs WHERE job = 'tick.toml'", before + 6, Duration::from_secs(20))
             >= before + 6
@@ -190,6 +204,10 @@ fn after_a_full_fleet_outage_each_missed_fire_is_recorded_once_and_caught_up_onc
     let missed: u64 =
         psql(&db, "SELECT count(*) FROM runs WHERE job = 'tick.toml' AND status = 'missed'").parse().unwrap();
     assert!(missed >= 2, "the outage's fires are recorded missed: {missed}");
+    // Told once, by the node that recorded them (each daemon's stop waited
+    // for its notifier).
+    let notices = std::fs::read_to_string(told.path()).expect("read the notices");
+    assert_eq!(notices.lines().filter(|l| *l == "missed").count(), 1, "missed notifications: {notices:?}");
 }
 
 #[test]
@@ -216,8 +234,10 @@ fn a_semaphore_of_one_never_has_two_holders_in_the_fleet() {
     assert!(wait_count(&db, done, 10, Duration::from_secs(40)) >= 10);
     stop_all(daemons);
     assert_eq!(overlapping_runs(&db, "sem%"), "", "two holders of a semaphore of 1");
+    // Not vacuous: the semaphore went from node to node. (Which nodes win
+    // the polls is not promised: a poll may miss a slot freed between two.)
     let nodes = psql(&db, "SELECT count(DISTINCT node) FROM runs WHERE job LIKE 'sem%' AND status = 'succeeded'");
-    assert_eq!(nodes, "3", "every node ran its job");
+    assert!(nodes.parse::<u32>().unwrap_or(0) >= 2, "runs on {nodes} node(s) only");
     assert_eq!(psql(&db, "SELECT count(*) FROM semaphore_slots"), "0", "every slot given back");
 }
 
@@ -243,7 +263,7 @@ fn a_node_at_its_run_limit_lets_a_node_with_room_take_the_fires() {
     assert!(wait_count(&db, &after, 4, Duration::from_secs(20)) >= 4);
     let on_full = psql(
         &db,
-        &format!("SELECT count(*) FROM runs WHERE job = 'tick.toml' AND fire_time > '{since}' AND node = 'node1'"),
+        &format!("SELECT count(*) FROM runs WHERE job = 'tick.toml' AND fire_time > '{since}' AND node LIKE 'node1-%'"),
     );
     stop_all(daemons);
     assert_eq!(on_full, "0", "the full node took fires a node with room could run");

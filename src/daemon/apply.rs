@@ -192,8 +192,11 @@ impl Supervisor {
                 node: self.node.clone(),
             };
             let error = Some(format!("{} fires missed, from {first} to {latest}", missed.fire_times.len()));
-            if let Err(e) = self.store.record_missed(missed).await {
-                tracing::error!(job = %id, error = %e, "cannot record the missed fires");
+            match self.store.record_missed(missed).await {
+                // A fleet's other node recorded (and tells) them.
+                Ok(0) => return tracing::info!(job = %id, "the missed fires were recorded by another node"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(job = %id, error = %e, "cannot record the missed fires"),
             }
             let settings = job.notify.clone();
             let event = crate::job::NotifyEvent::Missed;

@@ -76,6 +76,9 @@ pub struct RunTask {
     pub claim: Option<crate::store::Claim>,
     /// Its semaphore, held across the fleet (a shared history), else `None`.
     pub fleet_semaphore: Option<super::fleet::semaphore::Needed>,
+    /// Cancelled when the daemon begins to stop: a run still waiting for
+    /// its semaphore across the fleet never starts then.
+    pub stopping: tokio_util::sync::CancellationToken,
     /// The run history.
     pub store: Arc<dyn RunStore>,
     /// Counters fed by the run's events.
@@ -95,12 +98,6 @@ impl RunTask {
     pub async fn run(mut self) -> RunOutcome {
         let task = tokio::task::id();
         let cause = self.start.trigger;
-        // The run's id is the store's; without a store row the run still
-        // runs (and is logged), it just is not in the history — except a
-        // one-shot: it runs only once its row is committed (the store answers
-        // its `begin_run` then), so a restart never runs it again; while the
-        // history cannot be written it waits, until cancelled (its file
-        // removed, shutdown).
         // In a fleet: this node runs it only if its claim wins; a node
         // without room claims late, so one with room wins (`fleet/claim.rs`).
         if let Some(claim) = self.claim.take()
@@ -121,6 +118,12 @@ impl RunTask {
             self.start.queued = held.is_none();
         }
         let queued = self.start.queued;
+        // The run's id is the store's; without a store row the run still
+        // runs (and is logged), it just is not in the history — except a
+        // one-shot: it runs only once its row is committed (the store answers
+        // its `begin_run` then), so a restart never runs it again; while the
+        // history cannot be written it waits, until cancelled (its file
+        // removed, shutdown).
         let one_shot = cause == RunTrigger::File;
         if one_shot && let Some(why) = self.store.health().borrow().clone() {
             tracing::warn!(job = %self.id, reason = %why, "the run history cannot be written: this one-shot waits until it can");
@@ -149,6 +152,9 @@ impl RunTask {
             Err(e) if one_shot => {
                 tracing::error!(job = %self.id, error = %e, "the run history could not record this one-shot; not running it (save a new version to run it)");
                 let _ = self.notes.send(RunNote::Recorded { task, run_id: None });
+                if let Some(held) = held {
+                    super::fleet::semaphore::release(&*self.store, held, &node).await;
+                }
                 let error = Some(format!("not run: the run history could not record it ({e})"));
                 return RunOutcome { status: crate::exec::Status::Cancelled, result: None, error };
             }
@@ -194,9 +200,17 @@ impl RunTask {
             && held.is_none()
         {
             tracing::info!(job = %self.id, run_id, semaphore = %needed.name, "queued: its semaphore is held on other nodes");
-            held = super::fleet::semaphore::wait(&*self.store, needed, &node, &self.ctx.cancel).await;
-            if held.is_none() {
-                let why = SEMAPHORE_CANCELLED;
+            let waited =
+                super::fleet::semaphore::wait(&*self.store, needed, &node, &self.ctx.cancel, &self.stopping).await;
+            let why = match waited {
+                super::fleet::semaphore::Waited::Held(slot) => {
+                    held = Some(slot);
+                    None
+                }
+                super::fleet::semaphore::Waited::Cancelled => Some(SEMAPHORE_CANCELLED),
+                super::fleet::semaphore::Waited::Stopping => Some(QUEUED_AT_STOP_ERROR),
+            };
+            if let Some(why) = why {
                 tracing::info!(job = %self.id, run_id, reason = why, "the queued run was cancelled before it started");
                 sinks.never_started(Status::Cancelled, why);
                 let _ = self.notes.send(RunNote::Ended { task });

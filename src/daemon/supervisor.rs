@@ -119,6 +119,9 @@ pub(super) struct Supervisor {
     pub notes_tx: mpsc::UnboundedSender<RunNote>,
     /// Parent of every run's token.
     pub shutdown: CancellationToken,
+    /// Cancelled when shutdown begins: runs waiting for their semaphore
+    /// across the fleet (`fleet/semaphore.rs`) never start, like local waits.
+    pub stopping_token: CancellationToken,
     pub systemd: Systemd,
     pub watchdog: Option<tokio::time::Interval>,
     /// Run history.
@@ -201,6 +204,7 @@ impl Supervisor {
             notes,
             notes_tx,
             shutdown: CancellationToken::new(),
+            stopping_token: CancellationToken::new(),
             systemd: Systemd,
             watchdog: Systemd.watchdog_interval().map(tokio::time::interval),
             invalid_jobs: 0,
@@ -705,6 +709,7 @@ impl Supervisor {
             start,
             claim,
             fleet_semaphore,
+            stopping: self.stopping_token.clone(),
             ctx: RunContext {
                 cancel: cancel.clone(),
                 pool: self.pool.clone(),
@@ -1119,6 +1124,7 @@ impl Supervisor {
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.systemd.stopping();
         self.stopping = true;
+        self.stopping_token.cancel();
         // No more fires: every entry's timer goes with its key in `timers`
         // (the status line, reported as each run ends, checks they agree).
         self.timers.clear();

@@ -480,7 +480,7 @@ impl RunStore for UnreadableHistory {
     ) -> BoxFuture<'a, StoreResult<Option<RecordedStatus>>> {
         Box::pin(async { Err(StoreError::Worker("database disk image is malformed".into())) })
     }
-    fn record_missed(&self, missed: Missed) -> BoxFuture<'_, StoreResult<()>> {
+    fn record_missed(&self, missed: Missed) -> BoxFuture<'_, StoreResult<u64>> {
         self.0.record_missed(missed)
     }
     fn record_paused(&self, missed: Missed) -> BoxFuture<'_, StoreResult<()>> {
@@ -779,7 +779,7 @@ impl RunStore for CancelsAsItAnswers {
     ) -> BoxFuture<'a, StoreResult<Option<RecordedStatus>>> {
         self.inner.one_shot_status(job, hash)
     }
-    fn record_missed(&self, missed: Missed) -> BoxFuture<'_, StoreResult<()>> {
+    fn record_missed(&self, missed: Missed) -> BoxFuture<'_, StoreResult<u64>> {
         self.inner.record_missed(missed)
     }
     fn record_paused(&self, missed: Missed) -> BoxFuture<'_, StoreResult<()>> {
@@ -1062,4 +1062,221 @@ async fn the_dashboard_gets_a_jobs_text_next_fires_and_its_diagnostic_excerpt() 
     // A one-shot is not scheduled.
     h.drop_job("once.toml", "[[step]]\nname = \"t\"\nsleep = \"0s\"\n").await;
     assert!(detail(&mut h, "once.toml", 5).await.expect("known").next_fires.is_empty());
+}
+
+/// A history shared with other nodes (a fleet): the real store's, except
+/// that its claims of the jobs in `lose` are another node's, and each claim
+/// asked is noted with the clock's time.
+struct Fleet {
+    inner: Arc<dyn RunStore>,
+    lose: Vec<String>,
+    claims: std::sync::Mutex<Vec<(String, tokio::time::Instant)>>,
+    /// Every semaphore's slots are held on other nodes.
+    semaphores_full: bool,
+}
+
+impl Fleet {
+    fn claims(&self) -> Vec<(String, tokio::time::Instant)> {
+        self.claims.lock().expect("the claims").clone()
+    }
+}
+
+impl RunStore for Fleet {
+    fn shared(&self) -> bool {
+        true
+    }
+    fn claim_once<'a>(&'a self, claim: &'a crate::store::Claim) -> BoxFuture<'a, StoreResult<crate::store::Claimed>> {
+        self.claims.lock().expect("the claims").push((claim.key.job.clone(), tokio::time::Instant::now()));
+        let lost = self.lose.contains(&claim.key.job);
+        Box::pin(async move { Ok(if lost { crate::store::Claimed::Lost } else { crate::store::Claimed::Won }) })
+    }
+    fn acquire_semaphore<'a>(&'a self, _: &'a str, _: usize, _: &'a str) -> BoxFuture<'a, StoreResult<Option<u32>>> {
+        let full = self.semaphores_full;
+        Box::pin(async move { Ok(if full { None } else { Some(0) }) })
+    }
+    fn recover<'a>(&'a self, node: &'a str, reason: &'a str) -> BoxFuture<'a, StoreResult<Vec<RunRow>>> {
+        self.inner.recover(node, reason)
+    }
+    fn notify_states(&self) -> BoxFuture<'_, StoreResult<Vec<(String, crate::store::NotifyState)>>> {
+        self.inner.notify_states()
+    }
+    fn save_notify_state<'a>(
+        &'a self,
+        job: &'a str,
+        state: crate::store::NotifyState,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        self.inner.save_notify_state(job, state)
+    }
+    fn begin_notification<'a>(
+        &'a self,
+        job: &'a str,
+        run_id: Option<RunId>,
+        target: &'a str,
+        event: &'a str,
+    ) -> BoxFuture<'a, StoreResult<crate::store::NotificationId>> {
+        self.inner.begin_notification(job, run_id, target, event)
+    }
+    fn update_notification<'a>(
+        &'a self,
+        id: crate::store::NotificationId,
+        status: crate::store::DeliveryStatus,
+        attempts: u32,
+        error: Option<&'a str>,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        self.inner.update_notification(id, status, attempts, error)
+    }
+    fn notifications(
+        &self,
+        filter: crate::store::NotificationFilter,
+    ) -> BoxFuture<'_, StoreResult<Vec<crate::store::Notification>>> {
+        self.inner.notifications(filter)
+    }
+    fn last_successes(&self) -> BoxFuture<'_, StoreResult<crate::store::LastSuccesses>> {
+        self.inner.last_successes()
+    }
+    fn begin_run(&self, start: RunStart) -> BoxFuture<'_, StoreResult<RunId>> {
+        self.inner.begin_run(start)
+    }
+    fn recorder(&self) -> Recorder {
+        self.inner.recorder()
+    }
+    fn record_job(&self, job: JobRecord) {
+        self.inner.record_job(job)
+    }
+    fn one_shot_status<'a>(
+        &'a self,
+        job: &'a str,
+        hash: &'a [u8; 32],
+    ) -> BoxFuture<'a, StoreResult<Option<RecordedStatus>>> {
+        self.inner.one_shot_status(job, hash)
+    }
+    fn record_missed(&self, missed: Missed) -> BoxFuture<'_, StoreResult<u64>> {
+        self.inner.record_missed(missed)
+    }
+    fn record_paused(&self, missed: Missed) -> BoxFuture<'_, StoreResult<()>> {
+        self.inner.record_paused(missed)
+    }
+    fn set_paused<'a>(&'a self, job: &'a str, paused: bool) -> BoxFuture<'a, StoreResult<()>> {
+        self.inner.set_paused(job, paused)
+    }
+    fn paused(&self) -> BoxFuture<'_, StoreResult<Vec<crate::store::PausedJob>>> {
+        self.inner.paused()
+    }
+    fn last_fire<'a>(&'a self, job: &'a str) -> BoxFuture<'a, StoreResult<Option<chrono::DateTime<chrono::Utc>>>> {
+        self.inner.last_fire(job)
+    }
+    fn prune<'a>(
+        &'a self,
+        job: &'a str,
+        keep_runs: Option<u64>,
+        keep_for: Option<std::time::Duration>,
+    ) -> BoxFuture<'a, StoreResult<u64>> {
+        self.inner.prune(job, keep_runs, keep_for)
+    }
+    fn runs(&self, filter: RunFilter) -> BoxFuture<'_, StoreResult<Vec<RunRow>>> {
+        self.inner.runs(filter)
+    }
+    fn run(&self, id: RunId) -> BoxFuture<'_, StoreResult<Option<RunDetail>>> {
+        self.inner.run(id)
+    }
+    fn claim<'a>(
+        &'a self,
+        key: &'a ClaimKey,
+        node: &'a str,
+        lease: std::time::Duration,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        self.inner.claim(key, node, lease)
+    }
+    fn renew_claims<'a>(&'a self, node: &'a str, lease: std::time::Duration) -> BoxFuture<'a, StoreResult<()>> {
+        self.inner.renew_claims(node, lease)
+    }
+    fn close(&self) -> BoxFuture<'_, StoreResult<()>> {
+        self.inner.close()
+    }
+}
+
+/// `h`'s supervisor on a shared history where `lose`'s claims are another
+/// node's.
+fn in_a_fleet(h: &mut Harness, lose: &[&str]) -> Arc<Fleet> {
+    in_a_fleet_with(h, lose, false)
+}
+
+/// [`in_a_fleet`], with every semaphore held on other nodes when
+/// `semaphores_full`.
+fn in_a_fleet_with(h: &mut Harness, lose: &[&str], semaphores_full: bool) -> Arc<Fleet> {
+    let fleet = Arc::new(Fleet {
+        inner: h.store.clone(),
+        lose: lose.iter().map(ToString::to_string).collect(),
+        claims: Default::default(),
+        semaphores_full,
+    });
+    h.sup.store = fleet.clone();
+    fleet
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_whose_fleet_claim_is_lost_records_nothing_and_gives_its_slot_back_at_once() {
+    let mut h = Harness::new("max_concurrent_runs = 1\n").await;
+    let fleet = in_a_fleet(&mut h, &["lost.toml"]);
+    let lost = h.drop_job("lost.toml", LONG).await;
+    assert_eq!(h.running(&lost), 1, "spawned: its task claims before it begins");
+    assert_eq!(h.end_next().await, Some(Status::Cancelled), "ended as soon as the claim was lost");
+    assert_eq!((h.sup.admission.running(), h.sup.admission.waiting()), (0, 0), "its slot is free");
+    assert!(h.sup.in_flight.is_empty());
+    assert_eq!(still(h.history("lost.toml")).await, [], "nothing recorded on this node");
+    assert_eq!(fleet.claims().len(), 1);
+    // A manual trigger is not claimed: the node asked runs it.
+    let run = h.trigger("lost.toml").await.expect("started");
+    assert!(run > 0);
+    assert_eq!(fleet.claims().len(), 1, "no claim for a manual trigger");
+    assert_eq!(h.running(&lost), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_without_room_claims_after_the_delay_and_one_with_room_at_once() {
+    let mut h = Harness::new("max_concurrent_runs = 1\n").await;
+    let fleet = in_a_fleet(&mut h, &[]);
+    let began = tokio::time::Instant::now();
+    let hog = h.drop_job("hog.toml", LONG).await;
+    h.drop_job("late.toml", LONG).await;
+    assert_eq!((h.sup.admission.running(), h.sup.admission.waiting()), (1, 1), "late waits for the slot");
+    while fleet.claims().len() < 2 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let claims = fleet.claims();
+    assert_eq!(claims[0].0, "hog.toml");
+    assert!(
+        claims[0].1 - began < std::time::Duration::from_millis(50),
+        "with room: at once ({:?})",
+        claims[0].1 - began
+    );
+    assert_eq!(claims[1].0, "late.toml");
+    let late = claims[1].1 - began;
+    assert!(late >= super::fleet::claim::BUSY_CLAIM_DELAY, "without room: after the delay ({late:?})");
+    assert!(late < super::fleet::claim::BUSY_CLAIM_DELAY + std::time::Duration::from_millis(50), "{late:?}");
+    // Won late, it still runs once there is room: never lost to load.
+    h.cancel_all(&hog);
+    assert_eq!(h.end_next().await, Some(Status::Cancelled));
+    assert_eq!(h.running(&id("late.toml")), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_waiting_for_its_semaphore_held_on_other_nodes_is_queued_and_never_starts_when_the_daemon_stops() {
+    let mut h = Harness::new("shutdown_grace = \"1h\"\n").await;
+    in_a_fleet_with(&mut h, &[], true);
+    h.drop_job("waits.toml", &format!("semaphore = \"db\"\n{LONG}")).await;
+    // Recorded queued while it waits for a slot held elsewhere.
+    while still(h.history("waits.toml")).await.is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(still(h.history("waits.toml")).await, [("queued".to_string(), None)]);
+    let store = h.store.clone();
+    let stopping = tokio::time::Instant::now();
+    // The clock held still: only a wait for the grace (1 h) can move it.
+    still(h.sup.shutdown()).await.expect("a clean stop");
+    let took = stopping.elapsed();
+    let rows = store.runs(RunFilter { job: Some("waits.toml".into()), ..RunFilter::default() }).await.expect("read");
+    let rows: Vec<(String, Option<String>)> = rows.into_iter().map(|r| (r.status.to_string(), r.error)).collect();
+    assert_eq!(rows, [("cancelled".to_string(), Some(crate::store::QUEUED_AT_STOP_ERROR.to_string()))]);
+    assert!(took < std::time::Duration::from_secs(1), "the stop waited {took:?} for a run that never started");
 }

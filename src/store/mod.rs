@@ -233,7 +233,11 @@ pub trait RunStore: Send + Sync {
     /// duration 0, error [`MISSED_ERROR`]; all in one transaction. Nothing
     /// for an empty `fire_times`; [`StoreError::Invalid`] for a trigger other
     /// than `schedule` or `interval`.
-    fn record_missed(&self, missed: Missed) -> BoxFuture<'_, Result<(), StoreError>>;
+    ///
+    /// Returns how many fires it recorded: all of them, except on a shared
+    /// history, where a fire another node recorded (or ran) is not recorded
+    /// again (its claim is that node's).
+    fn record_missed(&self, missed: Missed) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     /// Records fires of a job that came while it was paused, as
     /// [`record_missed`](RunStore::record_missed) does, with the error

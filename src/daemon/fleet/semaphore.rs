@@ -5,7 +5,8 @@
 //! `semaphore_slots`, whose primary key is `(name, slot)`), before its run
 //! starts, and gives it back at its end. A run that finds every slot held
 //! elsewhere is recorded `queued` and polls for one ([`POLL_FIRST`],
-//! doubling to [`POLL_MAX`]) until it has one or it is cancelled.
+//! doubling to [`POLL_MAX`]) until it has one, it is cancelled, or the
+//! daemon begins to stop (then it never starts, like a run queued locally).
 
 use std::time::Duration;
 
@@ -49,17 +50,38 @@ pub async fn try_take(store: &dyn RunStore, needed: &Needed, node: &str) -> Opti
     }
 }
 
-/// Polls until a slot of `needed` is free and takes it; `None` when
-/// cancelled first.
-pub async fn wait(store: &dyn RunStore, needed: &Needed, node: &str, cancel: &CancellationToken) -> Option<Held> {
+/// How a wait for a slot held elsewhere ended.
+#[derive(Debug)]
+pub enum Waited {
+    /// A slot is this run's now.
+    Held(Held),
+    /// The run was cancelled (its file removed, the API, shutdown's end).
+    Cancelled,
+    /// The daemon began to stop: a run that has not started never does.
+    Stopping,
+}
+
+/// Polls until a slot of `needed` is free and takes it, or the run is
+/// cancelled, or the daemon begins to stop (`stopping`).
+pub async fn wait(
+    store: &dyn RunStore,
+    needed: &Needed,
+    node: &str,
+    cancel: &CancellationToken,
+    stopping: &CancellationToken,
+) -> Waited {
     let mut pause = POLL_FIRST;
     loop {
+        if stopping.is_cancelled() {
+            return Waited::Stopping;
+        }
         if let Some(held) = try_take(store, needed, node).await {
-            return Some(held);
+            return Waited::Held(held);
         }
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
-            () = cancel.cancelled() => return None,
+            () = cancel.cancelled() => return Waited::Cancelled,
+            () = stopping.cancelled() => return Waited::Stopping,
         }
         pause = (pause * 2).min(POLL_MAX);
     }

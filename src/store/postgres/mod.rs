@@ -256,7 +256,7 @@ async fn record_missed(
     client: &mut deadpool_postgres::Object,
     missed: &Missed,
     error: &'static str,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     if !matches!(missed.trigger, RunTrigger::Schedule | RunTrigger::Interval) {
         return Err(StoreError::Invalid(format!(
             "a missed fire of {} has trigger {}, not schedule or interval",
@@ -265,12 +265,11 @@ async fn record_missed(
         )));
     }
     if missed.fire_times.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     // One row per fire in the fleet: each is recorded only if its claim
     // is this node's (claims.rs).
-    claims::record_missed(&***client, missed, error).await?;
-    Ok(())
+    claims::record_missed(&***client, missed, error).await
 }
 
 async fn prune(
@@ -366,7 +365,7 @@ impl RunStore for PostgresStore {
         async move { read::one_shot_status(&**self.client().await?, job, content_hash).await }.boxed()
     }
 
-    fn record_missed(&self, missed: Missed) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn record_missed(&self, missed: Missed) -> BoxFuture<'_, Result<u64, StoreError>> {
         async move {
             self.after_recorded().await;
             record_missed(&mut self.client().await?, &missed, MISSED_ERROR).await
@@ -377,7 +376,8 @@ impl RunStore for PostgresStore {
     fn record_paused(&self, missed: Missed) -> BoxFuture<'_, Result<(), StoreError>> {
         async move {
             self.after_recorded().await;
-            record_missed(&mut self.client().await?, &missed, PAUSED_ERROR).await
+            record_missed(&mut self.client().await?, &missed, PAUSED_ERROR).await?;
+            Ok(())
         }
         .boxed()
     }

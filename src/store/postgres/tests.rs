@@ -257,8 +257,8 @@ async fn missed_fires_recorded_by_two_nodes_are_recorded_once() {
         a.record_missed(missed("node-a", fires.clone())),
         b.record_missed(missed("node-b", fires[2..].to_vec()))
     );
-    x.unwrap();
-    y.unwrap();
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(x + y, 5, "each says what it recorded: {x} + {y}");
     let db = url.rsplit('/').next().unwrap().to_string();
     let rows =
         Cluster::shared().psql(&db, "SELECT count(*), count(DISTINCT fire_time) FROM runs WHERE status = 'missed'");

@@ -412,9 +412,10 @@ impl RunStore for SqliteStore {
         self.read(move |conn| read::one_shot_status(conn, &job, &hash)).boxed()
     }
 
-    fn record_missed(&self, missed: Missed) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn record_missed(&self, missed: Missed) -> BoxFuture<'_, Result<u64, StoreError>> {
         let next_id = self.next_id.clone();
-        self.write(move |conn| record_missed(conn, &missed, &next_id, MISSED_ERROR)).boxed()
+        let fires = u64::try_from(missed.fire_times.len()).unwrap_or(u64::MAX);
+        self.write(move |conn| record_missed(conn, &missed, &next_id, MISSED_ERROR).map(|()| fires)).boxed()
     }
 
     fn record_paused(&self, missed: Missed) -> BoxFuture<'_, Result<(), StoreError>> {
