@@ -68,6 +68,7 @@ fn view() -> JobView {
         running: vec![],
         queued: vec![],
         paused: false,
+        skew: Vec::new(),
     }
 }
 
