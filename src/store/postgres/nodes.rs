@@ -126,17 +126,28 @@ pub(super) async fn forget_job(c: &impl GenericClient, node: &str, job: &str) ->
     Ok(())
 }
 
-/// What the takeover hook frees of the dead nodes besides their runs: the
-/// claims they held (migration 0001's `claims`) end their leases now, so
-/// the work they stood for can be claimed again at once. The `claims` branch
-/// (fleet-wide semaphores, migration 0003) frees its own holders here too.
+/// What the takeover frees of the dead nodes besides their runs: the slots
+/// of named semaphores they held across the fleet (`semaphore_slots`, the
+/// `claims` work's migration 0003), so a semaphore of 1 is not held by a
+/// dead node forever. Deleted when that table exists, so this works before
+/// and after the `claims` migration is applied. Their claims stay, as the
+/// `claims` design has it: a claim says the work was taken; running it
+/// again is `on_node_loss`'s, not a late claim's.
 async fn release_holdings(tx: &deadpool_postgres::Transaction<'_>, dead: &[String]) -> Result<(), StoreError> {
     if dead.is_empty() {
         return Ok(());
     }
-    tx.execute("UPDATE claims SET lease_until = now() WHERE node = ANY($1) AND lease_until > now()", &[&dead])
+    let fail = StoreError::postgres("give a dead node's semaphore slots back");
+    let semaphores: bool = tx
+        .query_one("SELECT to_regclass('semaphore_slots') IS NOT NULL", &[])
         .await
-        .map_err(StoreError::postgres("release a dead node's claims"))?;
+        .and_then(|r| r.try_get(0))
+        .map_err(fail)?;
+    if semaphores {
+        tx.execute("DELETE FROM semaphore_slots WHERE node = ANY($1)", &[&dead])
+            .await
+            .map_err(StoreError::postgres("give a dead node's semaphore slots back"))?;
+    }
     Ok(())
 }
 

@@ -205,3 +205,27 @@ async fn each_node_records_its_job_versions_and_sees_another_live_nodes_other_ve
     one.close().await.unwrap();
     two.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_takeover_gives_back_the_dead_nodes_semaphore_slots_and_leaves_its_claims() {
+    let url = Cluster::fresh_db();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let store = open_postgres(&url).await.unwrap();
+    // The `claims` work's table (its migration 0003), as it has it.
+    Cluster::shared().psql(
+        &db,
+        "CREATE TABLE semaphore_slots (name TEXT NOT NULL, slot INTEGER NOT NULL, node TEXT NOT NULL, \
+         run_id BIGINT, acquired_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (name, slot)); \
+         INSERT INTO semaphore_slots (name, slot, node) VALUES ('db', 0, 'lost-00000001'), ('db', 1, 'live-00000002'); \
+         INSERT INTO claims (job, slot, node, claimed_at, lease_until) VALUES ('a.toml', 'fire:x', 'lost-00000001', now(), 'infinity')",
+    );
+    store.register_node(&node("lost-00000001", Duration::from_millis(200))).await.unwrap();
+    store.register_node(&node("live-00000002", Duration::from_secs(60))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(store.take_over("live-00000002").await.unwrap().len(), 1);
+    let slots = Cluster::shared().psql(&db, "SELECT string_agg(node, ',') FROM semaphore_slots");
+    assert_eq!(slots, "live-00000002", "the dead node's slot is free, the live node's kept");
+    let claims = Cluster::shared().psql(&db, "SELECT node || ' ' || lease_until FROM claims");
+    assert_eq!(claims, "lost-00000001 infinity", "a claim says the work was taken: it stays");
+    store.close().await.unwrap();
+}
