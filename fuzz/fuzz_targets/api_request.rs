@@ -71,6 +71,7 @@ fn view() -> JobView {
         running: vec![],
         queued: vec![],
         paused: false,
+        skew: Vec::new(),
     }
 }
 

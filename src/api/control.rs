@@ -41,6 +41,11 @@ pub struct JobView {
     /// and a new version of a one-shot waits for `resume`; runs in flight go
     /// on and a manual trigger runs.
     pub paused: bool,
+    /// In a fleet: the live nodes that have this job file in another
+    /// version (content hash) than this node — version skew. Left out of
+    /// the JSON when there is none.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub skew: Vec<String>,
 }
 
 /// What the dashboard's job page shows of a job beyond its [`JobView`]:

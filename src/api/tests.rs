@@ -34,6 +34,7 @@ fn job_view(job: &str) -> JobView {
         running: vec![],
         queued: vec![],
         paused: false,
+        skew: Vec::new(),
     }
 }
 

@@ -332,6 +332,11 @@ fn jobs_table(list: &[Value], fit: Option<usize>, clock: super::clock::Clock, no
                 queued => format!("{running} +{queued} queued"),
             };
             let valid = if j["valid"] == true { "yes" } else { "NO" };
+            // Version skew in a fleet: another live node has another version.
+            let valid = match j["skew"].as_array().map_or(0, Vec::len) {
+                0 => valid.to_string(),
+                _ => format!("{valid} skew"),
+            };
             let text = |key: &str| j[key].as_str().unwrap_or("").to_string();
             vec![
                 text("job"),
@@ -517,6 +522,16 @@ mod tests {
         assert!(table.contains("schedule 0 30 2…"), "the trigger is cut with …:\n{table}");
         assert!(table.contains("reports/weekly-summary.rhai"), "the job's name is kept whole:\n{table}");
         insta::assert_snapshot!(table);
+    }
+
+    #[test]
+    fn a_job_another_node_has_in_another_version_is_marked_skew() {
+        let mut jobs = two_jobs();
+        jobs[0]["skew"] = serde_json::json!(["web2-8c01d4aa"]);
+        let table = jobs_table(&jobs, None, NEW_YORK, now());
+        let rows: Vec<&str> = table.lines().collect();
+        assert!(rows[1].contains(" yes skew "), "{table}");
+        assert!(!rows[2].contains("skew"), "{table}");
     }
 
     #[test]

@@ -59,6 +59,7 @@ fn nodes_table(list: &[Value], fit: Option<usize>, clock: super::clock::Clock, n
         Column::new("STARTED"),
         Column::new("HEARTBEAT"),
         Column::new("RUNS").right(),
+        Column::new("SKEW").right(),
         Column::new("TAKEN OVER BY").shrink(0),
     ];
     let time = |v: &Value| v.as_str().and_then(|t| t.parse::<DateTime<Utc>>().ok());
@@ -74,6 +75,7 @@ fn nodes_table(list: &[Value], fit: Option<usize>, clock: super::clock::Clock, n
                 time(&n["started_at"]).map_or_else(|| "-".into(), |t| clock.show(t)),
                 time(&n["heartbeat_at"]).map_or_else(|| "-".into(), |t| super::clock::passed(t, now)),
                 n["runs_in_flight"].as_u64().map_or_else(|| "-".into(), |r| r.to_string()),
+                n["skewed_jobs"].as_u64().map_or_else(|| "-".into(), |r| r.to_string()),
                 text("taken_over_by"),
             ]
         })
@@ -99,7 +101,7 @@ mod tests {
         let list = serde_json::json!([
             {"id": "web2-8c01d4aa", "label": "web2", "version": "0.1.0", "state": "alive",
              "started_at": "2026-11-29T16:01:12Z", "heartbeat_at": "2026-11-29T17:04:58Z",
-             "runs_in_flight": 3, "lease_ms": 15000, "taken_over_by": null},
+             "runs_in_flight": 3, "lease_ms": 15000, "taken_over_by": null, "skewed_jobs": 1},
             {"id": "web1-3f9a2c7e", "label": "web1", "version": "0.1.0", "state": "dead",
              "started_at": "2026-11-29T15:58:40Z", "heartbeat_at": "2026-11-29T17:04:18Z",
              "runs_in_flight": 2, "lease_ms": 15000, "taken_over_by": "web2-8c01d4aa"}
@@ -112,6 +114,7 @@ mod tests {
             "{table}"
         );
         assert!(lines[1].contains("2026-11-29 16:01:12 UTC"), "{table}");
+        assert!(lines[0].contains("SKEW"), "{table}");
         assert!(
             lines[2].contains("dead") && lines[2].contains("42s ago") && lines[2].ends_with("web2-8c01d4aa"),
             "{table}"

@@ -136,6 +136,9 @@ pub(super) struct Supervisor {
     pub fleet_node: Option<Arc<super::fleet::Node>>,
     /// The heartbeat task, in a fleet (a shared store).
     pub heartbeats: Option<super::fleet::Heartbeats>,
+    /// Version skew, as the heartbeat task last found it: job → the live
+    /// nodes that have it in another version.
+    pub skew: BTreeMap<String, Vec<String>>,
     /// Live event streams of runs in flight, for the API.
     pub live: Live,
     /// Prometheus metrics, fed by every run.
@@ -187,6 +190,7 @@ impl Supervisor {
             node,
             fleet_node: None,
             heartbeats: None,
+            skew: BTreeMap::new(),
             started: false,
             stopping: false,
             live: Live::default(),
@@ -793,6 +797,7 @@ impl Supervisor {
                         running: e.running.iter().filter_map(|t| self.in_flight.get(t)?.run_id).collect(),
                         queued: if e.waiting == 0 { Vec::new() } else { self.queued_runs(id) },
                         paused: self.paused.contains(id.as_str()),
+                        skew: self.skew.get(id.as_str()).cloned().unwrap_or_default(),
                     })
                     .collect();
                 views.extend(self.refused.iter().map(|(path, reason)| JobView {
@@ -806,6 +811,7 @@ impl Supervisor {
                     running: Vec::new(),
                     queued: Vec::new(),
                     paused: false,
+                    skew: Vec::new(),
                 }));
                 views.sort_by(|a, b| a.job.cmp(&b.job));
                 let _ = reply.send(views);
@@ -1010,6 +1016,7 @@ impl Supervisor {
         self.cancel_timer(id);
         let Some(entry) = self.table.remove(id) else { return };
         self.notify(NotifyInput::Removed { job: id.to_string() });
+        self.forget_node_job(id.as_str());
         if entry.invalid.is_some() {
             self.invalid_jobs -= 1;
         }

@@ -1280,3 +1280,48 @@ async fn a_run_waiting_for_its_semaphore_held_on_other_nodes_is_queued_and_never
     assert_eq!(rows, [("cancelled".to_string(), Some(crate::store::QUEUED_AT_STOP_ERROR.to_string()))]);
     assert!(took < std::time::Duration::from_secs(1), "the stop waited {took:?} for a run that never started");
 }
+
+/// A takeover (the heartbeat task's note): the dead node's run of a job
+/// with `on_node_loss = "rerun"` runs again here, with its trigger and
+/// nominal time; one with the default (`record`) does not, nor one of a job
+/// this node does not have.
+#[tokio::test(start_paused = true)]
+async fn a_run_taken_over_from_a_dead_node_runs_again_here_only_when_its_job_says_rerun() {
+    let mut h = Harness::new("").await;
+    let yearly = "schedule = \"0 0 1 1 *\"\n";
+    let rerun = h.drop_job("rerun.toml", &format!("{yearly}on_node_loss = \"rerun\"\n{LONG}")).await;
+    let record = h.drop_job("record.toml", &format!("{yearly}{LONG}")).await;
+    let fire: chrono::DateTime<chrono::Utc> = "2026-01-01T00:00:00Z".parse().expect("a time");
+    let lost = |id: RunId, job: &str, trigger: crate::store::RunTrigger| RunRow {
+        id,
+        job: job.into(),
+        trigger,
+        fire_time: fire,
+        content_hash: [0; 32],
+        node: "web1-00000001".into(),
+        status: RecordedStatus::Interrupted,
+        started_at: fire,
+        finished_at: Some(fire),
+        duration_ms: None,
+        error: Some("node web1-00000001 stopped heartbeating".into()),
+        result: serde_json::Value::Null,
+    };
+    let taken = crate::store::TakenOver {
+        node: "web1-00000001".into(),
+        last_heartbeat: Some(fire),
+        runs: vec![
+            lost(1001, "rerun.toml", crate::store::RunTrigger::Schedule),
+            lost(1002, "record.toml", crate::store::RunTrigger::Manual),
+            lost(1003, "elsewhere.toml", crate::store::RunTrigger::Manual),
+        ],
+    };
+    h.sup.on_fleet_note(super::fleet::FleetNote::TakenOver(taken));
+    assert_eq!((h.running(&rerun), h.running(&record)), (1, 0), "only the rerun job runs again");
+    h.cancel_all(&rerun);
+    assert_eq!(h.end_next().await, Some(Status::Cancelled));
+    h.store.recorder().flush().await.expect("flush");
+    let rows = h.store.runs(RunFilter { job: Some("rerun.toml".into()), ..RunFilter::default() }).await.expect("runs");
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].trigger, rows[0].fire_time), (crate::store::RunTrigger::Schedule, fire), "as the original");
+    assert!(h.history("record.toml").await.is_empty());
+}

@@ -101,7 +101,7 @@ use futures::future::BoxFuture;
 
 pub use self::claim::{Claim, Claimed};
 pub use self::error::StoreError;
-pub use self::nodes::{NodeRow, NodeState, TakenOver, orphan_error, taken_over_error};
+pub use self::nodes::{NodeRow, NodeState, Skew, TakenOver, orphan_error, taken_over_error};
 pub use self::notifications::{
     DeliveryStatus, LastSuccesses, Notification, NotificationFilter, NotificationId, NotifyState,
 };
@@ -346,6 +346,19 @@ pub trait RunStore: Send + Sync {
     /// before is written.
     fn node_stopped<'a>(&'a self, _node: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
+    }
+
+    /// `node`'s job file `job` is gone: its version no longer counts for
+    /// version skew.
+    fn forget_node_job<'a>(&'a self, _node: &'a str, _job: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The jobs `node` has in another version (content hash) than another
+    /// live node: version skew. [`record_job`](RunStore::record_job) records
+    /// each version with the node that registered last in this process.
+    fn skew<'a>(&'a self, _node: &'a str) -> BoxFuture<'a, Result<Vec<Skew>, StoreError>> {
+        Box::pin(async { Ok(Vec::new()) })
     }
 
     /// Every node of the fleet (alive first, then by start, newest first);

@@ -56,6 +56,23 @@ pub struct NodeRow {
     pub lease_ms: u64,
     /// The node that declared it dead and took its runs over.
     pub taken_over_by: Option<String>,
+    /// How many of its jobs another live node has in another version
+    /// (content hash): version skew.
+    #[serde(default)]
+    pub skewed_jobs: u64,
+}
+
+/// A job two live nodes have in different versions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Skew {
+    /// The job.
+    pub job: String,
+    /// The other node.
+    pub node: String,
+    /// This node's content hash of it.
+    pub ours: [u8; 32],
+    /// The other node's.
+    pub theirs: [u8; 32],
 }
 
 /// A node declared dead by [`RunStore::take_over`](super::RunStore::take_over),

@@ -35,6 +35,7 @@ fn view(job: &str) -> JobView {
         running: vec![],
         queued: vec![],
         paused: false,
+        skew: vec![],
     }
 }
 

@@ -12,6 +12,12 @@
 //! load.
 //!
 //! Manual triggers are not claimed: the node whose API was asked runs it.
+//!
+//! While the database is unreachable a claim is asked again (100 ms
+//! doubling to 5 s) until it is answered or the run is cancelled: the fire
+//! is neither run unclaimed (the fleet could not vouch it runs once) nor
+//! lost — it runs when the database is back, with its nominal fire time,
+//! as a run that begins meanwhile waits for its row.
 
 use std::time::Duration;
 
@@ -56,9 +62,6 @@ pub enum NotHere {
     /// This node's claim won, but the job runs on another node and its
     /// overlap policy is not `allow`: skipped in the whole fleet.
     Busy(String),
-    /// The claim could not be made (the database unreachable): not run,
-    /// since the fleet could not vouch that it runs once.
-    Failed(String),
     /// Cancelled (its file removed, shutdown) before it was claimed.
     Cancelled,
 }
@@ -71,7 +74,6 @@ impl NotHere {
             NotHere::Busy(node) => {
                 format!("skipped: the job's last run is still going on node {node} (overlap across the fleet)")
             }
-            NotHere::Failed(e) => format!("not run: the fleet's claim could not be made ({e})"),
             NotHere::Cancelled => "cancelled before it was claimed".into(),
         }
     }
@@ -93,26 +95,41 @@ pub async fn decide(
     }
     let job = claim.key.job.as_str();
     let slot = claim.key.slot.as_str();
-    let answer = tokio::select! {
-        answer = store.claim_once(claim) => answer,
-        () = cancel.cancelled() => return Err(NotHere::Cancelled),
+    let mut backoff = crate::job::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut failed = false;
+    let answer = loop {
+        let answer = tokio::select! {
+            answer = store.claim_once(claim) => answer,
+            () = cancel.cancelled() => return Err(NotHere::Cancelled),
+        };
+        match answer {
+            Ok(answer) => break answer,
+            Err(e) => {
+                if !std::mem::replace(&mut failed, true) {
+                    tracing::warn!(job, slot, error = %e, "cannot claim the fire in the fleet's history: asking again until the database answers");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff.next_wait()) => {}
+                    () = cancel.cancelled() => return Err(NotHere::Cancelled),
+                }
+            }
+        }
     };
+    if failed {
+        tracing::info!(job, slot, "the fleet's history answered the claim");
+    }
     match answer {
-        Ok(Claimed::Won) => {
+        Claimed::Won => {
             tracing::debug!(job, slot, busy, "claimed: it runs on this node");
             Ok(())
         }
-        Ok(Claimed::Lost) => {
+        Claimed::Lost => {
             tracing::debug!(job, slot, "claimed by another node: not run here");
             Err(NotHere::Lost)
         }
-        Ok(Claimed::Busy { node }) => {
+        Claimed::Busy { node } => {
             tracing::info!(job, slot, on = %node, "skipped: the job's last run is still going on another node");
             Err(NotHere::Busy(node))
-        }
-        Err(e) => {
-            tracing::error!(job, slot, error = %e, "cannot claim the fire in the fleet's history: not running it");
-            Err(NotHere::Failed(e.to_string()))
         }
     }
 }

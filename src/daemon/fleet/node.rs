@@ -1,5 +1,6 @@
 //! This daemon's node: its id, its row, its heartbeats.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -8,7 +9,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{NodeRow, NodeState, RunStore, TakenOver};
+use crate::store::{NodeRow, NodeState, RunStore, Skew, TakenOver};
 
 /// A node id: `{label}-{8 lowercase hex}`, random for each process start (or
 /// rejoin), so two daemons on one host — or one daemon before and after a
@@ -77,6 +78,7 @@ impl Node {
             state: NodeState::Alive,
             lease_ms: u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX),
             taken_over_by: None,
+            skewed_jobs: 0,
         }
     }
 }
@@ -90,6 +92,9 @@ pub(in crate::daemon) enum FleetNote {
     /// This node was declared dead while it could not heartbeat (paused,
     /// cut off): it now goes on as `new`; its runs in flight are stale.
     Rejoined { old: String, new: String },
+    /// The jobs another live node has in another version, now (sent when
+    /// it changes): job → those nodes.
+    Skew(BTreeMap<String, Vec<String>>),
 }
 
 /// The heartbeat task's handle, held by the supervisor: its notes, and how
@@ -130,6 +135,7 @@ async fn beat(
     // After a pause (SIGSTOP) one beat, not a burst of the missed ones.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let mut skew = BTreeSet::new();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -161,7 +167,36 @@ async fn beat(
             }
             Err(e) => tracing::warn!(node = %id, error = %e, "cannot look for dead nodes to take over"),
         }
+        match store.skew(&id).await {
+            Ok(now) => {
+                let now: BTreeSet<Skew> = now.into_iter().collect();
+                if now != skew {
+                    for s in now.difference(&skew) {
+                        tracing::warn!(
+                            job = %s.job,
+                            node = %id,
+                            other_node = %s.node,
+                            ours = %short(&s.ours),
+                            theirs = %short(&s.theirs),
+                            "version skew: another live node has another version of this job file"
+                        );
+                    }
+                    let mut by_job: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                    for s in &now {
+                        by_job.entry(s.job.clone()).or_default().push(s.node.clone());
+                    }
+                    let _ = notes.send(FleetNote::Skew(by_job));
+                    skew = now;
+                }
+            }
+            Err(e) => tracing::debug!(node = %id, error = %e, "cannot read the version skew"),
+        }
     }
+}
+
+/// The first 8 hex digits of a content hash, as the log shows it.
+fn short(hash: &[u8; 32]) -> String {
+    hash[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// This node was declared dead: it never goes on under that id (its runs

@@ -4,7 +4,7 @@ use super::FleetNote;
 use crate::daemon::notify::Input as NotifyInput;
 use crate::daemon::supervisor::{CANCELLED_WHILE_QUEUED, Supervisor};
 use crate::job::{NotifyEvent, OnNodeLoss};
-use crate::store::TakenOver;
+use crate::store::{JobRecord, TakenOver};
 
 impl Supervisor {
     /// A note of the heartbeat task.
@@ -12,6 +12,7 @@ impl Supervisor {
         match note {
             FleetNote::TakenOver(taken) => self.on_taken_over(taken),
             FleetNote::Rejoined { old, new } => self.on_rejoined(&old, new),
+            FleetNote::Skew(skew) => self.skew = skew,
         }
         self.report_status();
     }
@@ -65,5 +66,30 @@ impl Supervisor {
             running += 1;
         }
         tracing::warn!(old_node = %old, node = %self.node, cancelled = running, dropped = queued, "rejoined the fleet under a new id; the old id's runs are cancelled");
+        // The new id has no job versions yet (version skew): every job's.
+        for (id, entry) in &self.table {
+            if let Some(hash) = entry.hash {
+                self.store.record_job(JobRecord {
+                    job: id.to_string(),
+                    kind: id.format(),
+                    content_hash: hash,
+                    valid: entry.invalid.is_none(),
+                    diagnostic: entry.invalid.as_ref().map(ToString::to_string),
+                });
+            }
+        }
+    }
+
+    /// `node`'s version of a removed job no longer counts for skew.
+    pub(in crate::daemon) fn forget_node_job(&mut self, job: &str) {
+        if !self.store.shared() {
+            return;
+        }
+        let (store, node, job) = (self.store.clone(), self.node.clone(), job.to_string());
+        self.chores.spawn(async move {
+            if let Err(e) = store.forget_node_job(&node, &job).await {
+                tracing::debug!(job = %job, error = %e, "cannot forget this node's version of a removed job");
+            }
+        });
     }
 }

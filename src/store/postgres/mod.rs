@@ -49,7 +49,7 @@ use super::recorder::{Msg, Recorder};
 use super::{
     Claim, ClaimKey, Claimed, DeliveryStatus, JobRecord, LastSuccesses, LogFilter, MISSED_ERROR, Missed, NodeRow,
     Notification, NotificationFilter, NotificationId, NotifyState, NumberedLine, PAUSED_ERROR, QUEUED_AT_STOP_ERROR,
-    RecordedStatus, RunDetail, RunFilter, RunId, RunRow, RunStart, RunStore, RunTimeline, RunTrigger, StoreError,
+    RecordedStatus, RunDetail, RunFilter, RunId, RunRow, RunStart, RunStore, RunTimeline, RunTrigger, Skew, StoreError,
     TakenOver,
 };
 use crate::store::sqlite::KEPT_NOTIFICATIONS;
@@ -502,7 +502,25 @@ impl RunStore for PostgresStore {
     }
 
     fn register_node<'a>(&'a self, node: &'a NodeRow) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move { nodes::register(&**self.client().await?, node).await }.boxed()
+        async move {
+            nodes::register(&**self.client().await?, node).await?;
+            // Job versions recorded from now on are this node's.
+            *self.stats.node.write().unwrap_or_else(PoisonError::into_inner) = Some(node.id.clone());
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn forget_node_job<'a>(&'a self, node: &'a str, job: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            self.after_recorded().await;
+            nodes::forget_job(&**self.client().await?, node, job).await
+        }
+        .boxed()
+    }
+
+    fn skew<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<Vec<Skew>, StoreError>> {
+        async move { nodes::skew(&**self.client().await?, node).await }.boxed()
     }
 
     fn heartbeat<'a>(&'a self, node: &'a str, runs_in_flight: u64) -> BoxFuture<'a, Result<bool, StoreError>> {

@@ -21,13 +21,18 @@ use tokio_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::read;
-use crate::store::{NodeRow, NodeState, RecordedStatus, RunRow, StoreError, TakenOver, orphan_error, taken_over_error};
+use crate::store::{
+    NodeRow, NodeState, RecordedStatus, RunRow, Skew, StoreError, TakenOver, orphan_error, taken_over_error,
+};
 
 /// How long a stopped or dead node's row is kept (for `gatherd nodes`).
 const KEPT_ENDED: &str = "1 day";
 
-const NODE_COLUMNS: &str =
-    "id, label, version, started_at, heartbeat_at, runs_in_flight, state, lease_ms, taken_over_by";
+/// A node's columns, and how many of its jobs another live node has in
+/// another version (its version skew).
+const NODE_COLUMNS: &str = "id, label, version, started_at, heartbeat_at, runs_in_flight, state, lease_ms, taken_over_by, \
+     (SELECT count(DISTINCT a.job) FROM node_jobs a JOIN node_jobs b ON b.job = a.job AND b.node <> a.node \
+     AND b.content_hash <> a.content_hash JOIN nodes o ON o.id = b.node AND o.state = 'alive' WHERE a.node = nodes.id)";
 
 fn node_row(row: &Row) -> Result<NodeRow, tokio_postgres::Error> {
     let state: String = row.try_get(6)?;
@@ -43,6 +48,7 @@ fn node_row(row: &Row) -> Result<NodeRow, tokio_postgres::Error> {
         state: NodeState::parse(&state).unwrap_or(NodeState::Dead),
         lease_ms: u64::try_from(lease).unwrap_or(0),
         taken_over_by: row.try_get(8)?,
+        skewed_jobs: u64::try_from(row.try_get::<_, i64>(9)?).unwrap_or(0),
     })
 }
 
@@ -90,6 +96,34 @@ pub(crate) async fn list(c: &impl GenericClient) -> Result<Vec<NodeRow>, StoreEr
         .await
         .map_err(StoreError::postgres("read the nodes"))?;
     rows.iter().map(node_row).collect::<Result<_, _>>().map_err(StoreError::postgres("read a node"))
+}
+
+/// `node`'s jobs that another live node has in another version.
+pub(super) async fn skew(c: &impl GenericClient, node: &str) -> Result<Vec<Skew>, StoreError> {
+    let rows = c
+        .query(
+            "SELECT a.job, b.node, a.content_hash, b.content_hash FROM node_jobs a \
+             JOIN node_jobs b ON b.job = a.job AND b.node <> a.node AND b.content_hash <> a.content_hash \
+             JOIN nodes o ON o.id = b.node AND o.state = 'alive' WHERE a.node = $1 ORDER BY a.job, b.node",
+            &[&node],
+        )
+        .await
+        .map_err(StoreError::postgres("read the version skew"))?;
+    let hash = |v: Vec<u8>| <[u8; 32]>::try_from(v.as_slice()).unwrap_or([0; 32]);
+    rows.iter()
+        .map(|r| {
+            Ok(Skew { job: r.try_get(0)?, node: r.try_get(1)?, ours: hash(r.try_get(2)?), theirs: hash(r.try_get(3)?) })
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(StoreError::postgres("read the version skew"))
+}
+
+/// Forgets `node`'s version of `job` (its file is gone).
+pub(super) async fn forget_job(c: &impl GenericClient, node: &str, job: &str) -> Result<(), StoreError> {
+    c.execute("DELETE FROM node_jobs WHERE node = $1 AND job = $2", &[&node, &job])
+        .await
+        .map_err(StoreError::postgres("forget a node's job version"))?;
+    Ok(())
 }
 
 /// What the dead nodes held is given back in the takeover's transaction:

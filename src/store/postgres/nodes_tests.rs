@@ -20,6 +20,7 @@ fn node(id: &str, lease: Duration) -> NodeRow {
         state: NodeState::Alive,
         lease_ms: lease.as_millis() as u64,
         taken_over_by: None,
+        skewed_jobs: 0,
     }
 }
 
@@ -168,5 +169,71 @@ async fn after_a_database_restart_every_node_has_a_lease_to_heartbeat_again_befo
     store.heartbeat("b-00000002", 0).await.unwrap();
     let taken = store.take_over("b-00000002").await.unwrap();
     assert_eq!(taken.iter().map(|t| t.node.as_str()).collect::<Vec<_>>(), ["a-00000001"], "a lease after the restart");
+    store.close().await.unwrap();
+}
+
+fn job(name: &str, hash: u8) -> crate::store::JobRecord {
+    crate::store::JobRecord {
+        job: name.into(),
+        kind: crate::job::JobFormat::Toml,
+        content_hash: [hash; 32],
+        valid: true,
+        diagnostic: None,
+    }
+}
+
+#[tokio::test]
+async fn each_node_records_its_job_versions_and_sees_another_live_nodes_other_version_as_skew() {
+    let url = Cluster::fresh_db();
+    let (one, two) = (open_postgres(&url).await.unwrap(), open_postgres(&url).await.unwrap());
+    one.register_node(&node("one-00000001", Duration::from_secs(60))).await.unwrap();
+    two.register_node(&node("two-00000002", Duration::from_secs(60))).await.unwrap();
+    one.record_job(job("a.toml", 1));
+    one.record_job(job("same.toml", 7));
+    two.record_job(job("a.toml", 2));
+    two.record_job(job("same.toml", 7));
+    one.recorder().flush().await.unwrap();
+    two.recorder().flush().await.unwrap();
+    let skew = one.skew("one-00000001").await.unwrap();
+    assert_eq!(
+        skew,
+        [crate::store::Skew { job: "a.toml".into(), node: "two-00000002".into(), ours: [1; 32], theirs: [2; 32] }]
+    );
+    let nodes = one.nodes().await.unwrap().unwrap();
+    assert!(nodes.iter().all(|n| n.skewed_jobs == 1), "{nodes:?}");
+    // The file removed from one node: no skew left; a stopped node's
+    // versions do not count either.
+    two.forget_node_job("two-00000002", "a.toml").await.unwrap();
+    assert!(one.skew("one-00000001").await.unwrap().is_empty());
+    two.record_job(job("a.toml", 3));
+    two.recorder().flush().await.unwrap();
+    assert_eq!(one.skew("one-00000001").await.unwrap().len(), 1);
+    two.node_stopped("two-00000002").await.unwrap();
+    assert!(one.skew("one-00000001").await.unwrap().is_empty(), "a stopped node's version is no skew");
+    one.close().await.unwrap();
+    two.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_takeover_gives_back_the_dead_nodes_semaphore_slots_and_leaves_its_claims() {
+    let url = Cluster::fresh_db();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let store = open_postgres(&url).await.unwrap();
+    // The `claims` work's table (its migration 0003), as it has it.
+    Cluster::shared().psql(
+        &db,
+        "CREATE TABLE semaphore_slots (name TEXT NOT NULL, slot INTEGER NOT NULL, node TEXT NOT NULL, \
+         run_id BIGINT, acquired_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (name, slot)); \
+         INSERT INTO semaphore_slots (name, slot, node) VALUES ('db', 0, 'lost-00000001'), ('db', 1, 'live-00000002'); \
+         INSERT INTO claims (job, slot, node, claimed_at, lease_until) VALUES ('a.toml', 'fire:x', 'lost-00000001', now(), 'infinity')",
+    );
+    store.register_node(&node("lost-00000001", Duration::from_millis(200))).await.unwrap();
+    store.register_node(&node("live-00000002", Duration::from_secs(60))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(store.take_over("live-00000002").await.unwrap().len(), 1);
+    let slots = Cluster::shared().psql(&db, "SELECT string_agg(node, ',') FROM semaphore_slots");
+    assert_eq!(slots, "live-00000002", "the dead node's slot is free, the live node's kept");
+    let claims = Cluster::shared().psql(&db, "SELECT node || ' ' || lease_until FROM claims");
+    assert_eq!(claims, "lost-00000001 infinity", "a claim says the work was taken: it stays");
     store.close().await.unwrap();
 }

@@ -68,6 +68,10 @@ pub(super) struct Stats {
     pub(super) batches: AtomicU64,
     /// Events written.
     pub(super) events: AtomicU64,
+    /// The node this process registered last (`RunStore::register_node`):
+    /// each job version the writer records is recorded as that node's too
+    /// (`node_jobs`, for version skew).
+    pub(super) node: std::sync::RwLock<Option<String>>,
 }
 
 /// One write waiting for its batch, in the order asked.
@@ -93,6 +97,7 @@ struct Statements {
     log: Statement,
     finished: Statement,
     job: Statement,
+    node_job: Statement,
 }
 
 impl Statements {
@@ -159,6 +164,13 @@ impl Statements {
                      VALUES ($1, $2, $3, $4, $5, now(), now()) \
                      ON CONFLICT (job) DO UPDATE SET kind = excluded.kind, content_hash = excluded.content_hash, \
                      valid = excluded.valid, diagnostic = excluded.diagnostic, updated_at = excluded.updated_at",
+                )
+                .await?,
+            node_job: client
+                .prepare(
+                    "INSERT INTO node_jobs (node, job, content_hash) SELECT $1, $2, $3 \
+                     WHERE EXISTS (SELECT 1 FROM nodes WHERE id = $1) \
+                     ON CONFLICT (node, job) DO UPDATE SET content_hash = excluded.content_hash",
                 )
                 .await?,
         })
@@ -427,6 +439,8 @@ impl Writer {
         if self.pending.is_empty() {
             return Ok(());
         }
+        let node = self.stats.node.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let node = node.as_deref();
         let (rt, target, conn, pending) = (&self.rt, &self.target, &mut self.conn, &mut self.pending);
         let events = rt.block_on(async {
             if conn.as_ref().is_none_or(|(c, _)| c.is_closed()) {
@@ -435,10 +449,10 @@ impl Writer {
                 *conn = Some((client, statements));
             }
             let Some((client, statements)) = conn.as_mut() else { return Err("no connection".to_string()) };
-            match write_batch(client, statements, pending, false).await {
+            match write_batch(client, statements, pending, false, node).await {
                 Ok(n) => Ok(n),
                 Err(Trouble::Storage(why)) => Err(why),
-                Err(Trouble::Data) => match write_batch(client, statements, pending, true).await {
+                Err(Trouble::Data) => match write_batch(client, statements, pending, true, node).await {
                     Ok(n) => Ok(n),
                     Err(Trouble::Storage(why)) => Err(why),
                     Err(Trouble::Data) => Err("a write refused even alone stopped the batch".to_string()),
@@ -472,6 +486,7 @@ async fn write_batch(
     st: &Statements,
     pending: &mut [Pending],
     alone: bool,
+    node: Option<&str>,
 ) -> Result<u64, Trouble> {
     let storage = |e: tokio_postgres::Error| Trouble::Storage(postgres_reason(&e));
     let classify =
@@ -481,7 +496,7 @@ async fn write_batch(
     if alone {
         for p in pending.iter_mut() {
             let sp = tx.savepoint("one_write").await.map_err(storage)?;
-            let outcome = one(&sp, st, p).await;
+            let outcome = one(&sp, st, p, node).await;
             match outcome {
                 Ok(id) => {
                     sp.commit().await.map_err(storage)?;
@@ -497,7 +512,7 @@ async fn write_batch(
             }
         }
     } else {
-        let ids = try_join_all(pending.iter().map(|p| one(&tx, st, p))).await.map_err(classify)?;
+        let ids = try_join_all(pending.iter().map(|p| one(&tx, st, p, node))).await.map_err(classify)?;
         for (p, id) in pending.iter_mut().zip(ids) {
             if let (Pending::Begin { id: slot, .. }, Some(id)) = (p, id) {
                 *slot = Some(id);
@@ -540,6 +555,7 @@ async fn one(
     c: &impl tokio_postgres::GenericClient,
     st: &Statements,
     p: &Pending,
+    node: Option<&str>,
 ) -> Result<Option<RunId>, tokio_postgres::Error> {
     match p {
         Pending::Begin { start, .. } => {
@@ -563,6 +579,9 @@ async fn one(
         Pending::Job(job) => {
             let hash = &job.content_hash[..];
             c.execute(&st.job, &[&job.job, &job.kind.as_str(), &hash, &job.valid, &job.diagnostic]).await?;
+            if let Some(node) = node {
+                c.execute(&st.node_job, &[&node, &job.job, &hash]).await?;
+            }
             Ok(None)
         }
         Pending::Event { run, seq, event, at } => {

@@ -15,3 +15,13 @@ CREATE TABLE nodes (
     taken_over_by  TEXT                     -- the node that declared it dead
 );
 CREATE INDEX nodes_alive ON nodes (heartbeat_at) WHERE state = 'alive';
+
+-- The version (content hash) of each job file each node has: a node that
+-- sees another live node with another hash for a job logs it (version skew).
+CREATE TABLE node_jobs (
+    node         TEXT NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
+    job          TEXT NOT NULL,
+    content_hash BYTEA NOT NULL,
+    PRIMARY KEY (node, job)
+);
+CREATE INDEX node_jobs_job ON node_jobs (job);
