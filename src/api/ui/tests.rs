@@ -561,3 +561,43 @@ async fn a_ten_thousand_step_run_is_aggregated_and_paged() {
     assert!(last.contains("data-path=\"main/s9999\""));
     assert_eq!(ui.page(&format!("/ui/runs/{run}?page=22"), None).await.0, 404);
 }
+
+#[tokio::test]
+async fn a_retried_step_shows_its_failed_attempts_as_segments_with_their_errors() {
+    let ui = Ui::start(None, vec![view("a.toml")]).await;
+    let events = vec![
+        RunEvent::RunStarted { job: "a.toml".into(), started_at: Utc::now() },
+        started("main", NodeKind::Sequence, 0),
+        started("main/flaky", NodeKind::Shell, 0),
+        RunEvent::AttemptFailed {
+            path: "main/flaky".into(),
+            attempt: 1,
+            error: "exit 1: <nope>".into(),
+            retry_in: ms(100),
+            at: ms(200),
+        },
+        RunEvent::NodeFinished {
+            path: "main/flaky".into(),
+            name: "flaky".into(),
+            kind: NodeKind::Shell,
+            status: Status::Succeeded,
+            attempts: 2,
+            started: Some(ms(0)),
+            at: ms(500),
+            output: None,
+            error: None,
+            truncated: false,
+        },
+        finished("main", NodeKind::Sequence, Status::Succeeded, 0, 500, None),
+        RunEvent::RunFinished { status: Status::Succeeded, result: None, error: None, duration: ms(500) },
+    ];
+    let run = ui.run("a.toml", events).await;
+    let (_, html) = ui.page(&format!("/ui/runs/{run}"), None).await;
+    let bar = |path: &str, name: &str| -> f64 {
+        attr(&html, &format!("class=\"bar\" data-path=\"{path}\""), name).unwrap().parse().unwrap()
+    };
+    let segment: f64 = attr(&html, "class=\"attempt\" data-attempt=\"1\"", "width").unwrap().parse().unwrap();
+    assert!((segment / bar("main/flaky", "width") - 0.4).abs() < 0.01, "the first attempt: 200 of 500 ms");
+    assert!(html.contains("<title>attempt 1 failed: exit 1: &lt;nope&gt;</title>"), "{html}");
+    assert!(attr(&html, "data-path=\"main/flaky\" data-kind", "aria-label").unwrap().contains("2 attempts"));
+}
