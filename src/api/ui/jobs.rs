@@ -147,13 +147,11 @@ fn row(view: &JobView, runs: &[RunRow], csrf: &str, now: chrono::DateTime<Utc>) 
             td.when {
                 @if let Some(r) = last { (time_cell(r.started_at, None, now)) }
             }
-            td {
+            td.strip-cell {
                 span.strip aria-label="last runs, newest first" {
                     @for r in runs {
                         a.run href={ "/ui/runs/" (r.id) } data-status=(r.status.as_str())
-                            title={ "#" (r.id) " " (r.status.as_str()) " " (r.started_at.format("%Y-%m-%d %H:%M:%S UTC")) } {
-                            span.visually-hidden { "#" (r.id) " " (r.status.as_str()) }
-                        }
+                            title={ "#" (r.id) " " (r.status.as_str()) " " (r.started_at.format("%m-%d %H:%M")) } {}
                     }
                 }
             }

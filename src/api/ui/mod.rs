@@ -175,7 +175,7 @@ fn relative(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
 /// and how far from now.
 fn time_cell(t: DateTime<Utc>, zone: Option<&str>, now: DateTime<Utc>) -> Markup {
     html! {
-        time datetime=(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)) title=(local_time(t, zone)) {
+        time datetime=(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)) {
             (local_time(t, zone))
         }
         " "

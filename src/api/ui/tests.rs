@@ -451,18 +451,15 @@ async fn a_form_without_a_matching_origin_or_csrf_token_is_refused() {
     assert_eq!(response.status().as_u16(), 303);
     assert_eq!(response.headers()["location"], "/ui/jobs/a.toml");
     // A back address off this dashboard is not followed.
-    let response = ui
-        .post_form(
-            "/ui/jobs/a.toml/resume",
-            Some(&origin),
-            Some(&cookie),
-            &[("csrf", &csrf), ("back", "//evil.example/")],
-        )
-        .await;
-    assert_eq!(response.headers()["location"], "/ui/jobs/a.toml");
+    for back in ["//evil.example/", "/ui/jobs/é", "/ui/\r\nSet-Cookie: x=1"] {
+        let form = [("csrf", csrf.as_str()), ("back", back)];
+        let response = ui.post_form("/ui/jobs/a.toml/resume", Some(&origin), Some(&cookie), &form).await;
+        assert_eq!(response.status().as_u16(), 303, "{back:?}");
+        assert_eq!(response.headers()["location"], "/ui/jobs/a.toml", "{back:?}");
+    }
     assert_eq!(
         ui.control.calls.lock().unwrap().as_slice(),
-        ["trigger a.toml", "pause a.toml true", "pause a.toml false"]
+        ["trigger a.toml", "pause a.toml true", "pause a.toml false", "pause a.toml false", "pause a.toml false"]
     );
 }
 
@@ -564,4 +561,44 @@ async fn a_ten_thousand_step_run_is_aggregated_and_paged() {
     assert_eq!(status, 200);
     assert!(last.contains("data-path=\"main/s9999\""));
     assert_eq!(ui.page(&format!("/ui/runs/{run}?page=22"), None).await.0, 404);
+}
+
+#[tokio::test]
+async fn a_retried_step_shows_its_failed_attempts_as_segments_with_their_errors() {
+    let ui = Ui::start(None, vec![view("a.toml")]).await;
+    let events = vec![
+        RunEvent::RunStarted { job: "a.toml".into(), started_at: Utc::now() },
+        started("main", NodeKind::Sequence, 0),
+        started("main/flaky", NodeKind::Shell, 0),
+        RunEvent::AttemptFailed {
+            path: "main/flaky".into(),
+            attempt: 1,
+            error: "exit 1: <nope>".into(),
+            retry_in: ms(100),
+            at: ms(200),
+        },
+        RunEvent::NodeFinished {
+            path: "main/flaky".into(),
+            name: "flaky".into(),
+            kind: NodeKind::Shell,
+            status: Status::Succeeded,
+            attempts: 2,
+            started: Some(ms(0)),
+            at: ms(500),
+            output: None,
+            error: None,
+            truncated: false,
+        },
+        finished("main", NodeKind::Sequence, Status::Succeeded, 0, 500, None),
+        RunEvent::RunFinished { status: Status::Succeeded, result: None, error: None, duration: ms(500) },
+    ];
+    let run = ui.run("a.toml", events).await;
+    let (_, html) = ui.page(&format!("/ui/runs/{run}"), None).await;
+    let bar = |path: &str, name: &str| -> f64 {
+        attr(&html, &format!("class=\"bar\" data-path=\"{path}\""), name).unwrap().parse().unwrap()
+    };
+    let segment: f64 = attr(&html, "class=\"attempt\" data-attempt=\"1\"", "width").unwrap().parse().unwrap();
+    assert!((segment / bar("main/flaky", "width") - 0.4).abs() < 0.01, "the first attempt: 200 of 500 ms");
+    assert!(html.contains("<title>attempt 1 failed: exit 1: &lt;nope&gt;</title>"), "{html}");
+    assert!(attr(&html, "data-path=\"main/flaky\" data-kind", "aria-label").unwrap().contains("2 attempts"));
 }
