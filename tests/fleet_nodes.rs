@@ -274,3 +274,56 @@ fn a_killed_node_is_taken_over_within_two_leases_and_a_paused_one_comes_back_und
     );
     drop(other);
 }
+
+/// A pause holds fleet-wide: `gatherd pause` on one node pauses the job on
+/// every node (within lease/3: each heartbeat reads the fleet's pauses),
+/// whose fires are then recorded `missed`, not run; a resume on another
+/// node resumes it everywhere.
+#[test]
+fn a_pause_on_one_node_holds_on_every_node_and_a_resume_on_another_ends_it() {
+    let url = Cluster::fresh_db();
+    let db = db_of(&url).to_string();
+    let (_dir, config) = config_with_lease("1s");
+    let tick = "every = \"1s\"\noverlap = \"allow\"\n[[step]]\nname = \"t\"\nsleep = \"10ms\"\n";
+    let args = ["--store", url.as_str(), "--config", config.as_str()];
+    let a = Daemon::start(&[("tick.toml", tick)], &args, &[]);
+    let b = Daemon::start(&[("tick.toml", tick)], &args, &[]);
+    let cluster = Cluster::shared();
+    let runs = |status: &str| {
+        cluster.psql(&db, &format!("SELECT count(*) FROM runs WHERE job = 'tick.toml' AND status = '{status}'"))
+    };
+    let until = |what: &dyn Fn() -> bool| {
+        let end = Instant::now() + Duration::from_secs(30);
+        while !what() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        what()
+    };
+    assert!(until(&|| runs("succeeded") != "0"), "{}", a.dump());
+
+    let (status, body) = http(a.api(), "POST", "/jobs/tick.toml/pause", &[], "");
+    assert_eq!(status, 200, "{body}");
+    let paused_by_fleet = |l: &Value| {
+        support::is(
+            l,
+            "tick.toml",
+            "paused: its fires are recorded missed and its file's new versions wait until it is resumed; runs in flight go on",
+        ) && l["by"] == "the fleet's history"
+    };
+    assert!(b.wait_for(Duration::from_secs(10), paused_by_fleet), "node b never heard of the pause: {}", b.dump());
+    // From now on no node runs it: its fires are recorded missed.
+    let succeeded = runs("succeeded");
+    let missed = runs("missed");
+    assert!(
+        until(&|| runs("missed").parse::<u32>().unwrap_or(0) >= missed.parse::<u32>().unwrap_or(0) + 3),
+        "{}",
+        b.dump()
+    );
+    assert_eq!(runs("succeeded"), succeeded, "a paused job ran on a node: {}", b.dump());
+
+    let (status, body) = http(b.api(), "POST", "/jobs/tick.toml/resume", &[], "");
+    assert_eq!(status, 200, "{body}");
+    let resumed_by_fleet = |l: &Value| support::is(l, "tick.toml", "resumed") && l["by"] == "the fleet's history";
+    assert!(a.wait_for(Duration::from_secs(10), resumed_by_fleet), "node a never heard of the resume: {}", a.dump());
+    assert!(until(&|| runs("succeeded") != succeeded), "not run again after the resume: {}", a.dump());
+}

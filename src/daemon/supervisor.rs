@@ -548,22 +548,7 @@ impl Supervisor {
         paused: bool,
         reply: Option<tokio::sync::oneshot::Sender<Result<(), ControlError>>>,
     ) {
-        let changed = if paused { self.paused.insert(id.to_string()) } else { self.paused.remove(id.as_str()) };
-        if changed && paused {
-            tracing::info!(job = %id, "paused: its fires are recorded missed and its file's new versions wait until it is resumed; runs in flight go on");
-        } else if changed {
-            tracing::info!(job = %id, "resumed");
-            let pending = self.table.get_mut(id).and_then(|e| {
-                let one_shot = matches!(e.job.as_deref()?.trigger, crate::job::Trigger::OnChange);
-                let hash = e.valid_hash.filter(|h| one_shot && e.last_run_hash != Some(*h))?;
-                e.last_run_hash = Some(hash);
-                Some(hash)
-            });
-            if pending.is_some() {
-                tracing::info!(job = %id, "running the version saved while it was paused");
-                self.fire(id.clone(), RunTrigger::File, Utc::now(), None);
-            }
-        }
+        self.pause_here(id.as_str(), paused, None);
         let (store, job) = (self.store.clone(), id.to_string());
         self.chores.spawn(async move {
             let saved = store.set_paused(&job, paused).await.map_err(|e| {
@@ -577,6 +562,29 @@ impl Supervisor {
                 let _ = reply.send(saved);
             }
         });
+    }
+
+    /// Pauses or resumes `id` on this node, without saving it: for
+    /// [`set_paused`](Self::set_paused), and for a pause another node of a
+    /// fleet saved (`by`: said so in the log).
+    pub(super) fn pause_here(&mut self, id: &str, paused: bool, by: Option<&str>) {
+        let changed = if paused { self.paused.insert(id.to_string()) } else { self.paused.remove(id) };
+        let by = by.unwrap_or("this node");
+        if changed && paused {
+            tracing::info!(job = %id, by, "paused: its fires are recorded missed and its file's new versions wait until it is resumed; runs in flight go on");
+        } else if changed {
+            tracing::info!(job = %id, by, "resumed");
+            let pending = self.table.iter_mut().find(|(k, _)| k.as_str() == id).and_then(|(k, e)| {
+                let one_shot = matches!(e.job.as_deref()?.trigger, crate::job::Trigger::OnChange);
+                let hash = e.valid_hash.filter(|h| one_shot && e.last_run_hash != Some(*h))?;
+                e.last_run_hash = Some(hash);
+                Some(k.clone())
+            });
+            if let Some(id) = pending {
+                tracing::info!(job = %id, "running the version saved while it was paused");
+                self.fire(id, RunTrigger::File, Utc::now(), None);
+            }
+        }
     }
 
     /// A run of `id` is due: apply its overlap policy, then admission.

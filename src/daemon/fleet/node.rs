@@ -95,6 +95,9 @@ pub(in crate::daemon) enum FleetNote {
     /// The jobs another live node has in another version, now (sent when
     /// it changes): job → those nodes.
     Skew(BTreeMap<String, Vec<String>>),
+    /// Jobs paused and resumed in the fleet's history since the last beat
+    /// (by any node: a pause holds fleet-wide, within lease/3).
+    Paused { paused: Vec<String>, resumed: Vec<String> },
 }
 
 /// The heartbeat task's handle, held by the supervisor: its notes, and how
@@ -136,6 +139,8 @@ async fn beat(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     let mut skew = BTreeSet::new();
+    // The paused jobs as the history last said (the start read them too).
+    let mut paused: Option<BTreeSet<String>> = None;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -190,6 +195,21 @@ async fn beat(
                 }
             }
             Err(e) => tracing::debug!(node = %id, error = %e, "cannot read the version skew"),
+        }
+        match store.paused().await {
+            Ok(now) => {
+                let now: BTreeSet<String> = now.into_iter().map(|(job, _)| job).collect();
+                // Changes only, as this node's own pause may not be saved
+                // yet: a delta never undoes what the loop did itself.
+                if let Some(before) = paused.as_ref().filter(|before| **before != now) {
+                    let _ = notes.send(FleetNote::Paused {
+                        paused: now.difference(before).cloned().collect(),
+                        resumed: before.difference(&now).cloned().collect(),
+                    });
+                }
+                paused = Some(now);
+            }
+            Err(e) => tracing::debug!(node = %id, error = %e, "cannot read the paused jobs"),
         }
     }
 }

@@ -13,6 +13,14 @@ impl Supervisor {
             FleetNote::TakenOver(taken) => self.on_taken_over(taken),
             FleetNote::Rejoined { old, new } => self.on_rejoined(&old, new),
             FleetNote::Skew(skew) => self.skew = skew,
+            FleetNote::Paused { paused, resumed } => {
+                for job in paused {
+                    self.pause_here(&job, true, Some("the fleet's history"));
+                }
+                for job in resumed {
+                    self.pause_here(&job, false, Some("the fleet's history"));
+                }
+            }
         }
         self.report_status();
     }
