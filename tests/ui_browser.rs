@@ -498,6 +498,13 @@ async fn logged_out_pages_refuse_again(ui: &Ui) {
     assert!(b.all("#run-status").await.is_empty(), "a run page showed without a session, at {}", b.path().await);
     b.goto(&ui.url("/ui/")).await;
     assert!(b.all("table#jobs").await.is_empty(), "the jobs page showed without a session, at {}", b.path().await);
+    // The same run, its stream and its step's output, asked for without a
+    // session or token.
+    for path in [format!("/ui/runs/{id}"), format!("/runs/{id}/events"), format!("/runs/{id}")] {
+        let (status, body) = http(ui.tcp, "GET", &path, &[], "");
+        assert!(!(200..300).contains(&status), "GET {path} without a session answered {status}:\n{body}");
+        assert!(!body.contains("gate open"), "GET {path} without a session showed the run's output:\n{body}");
+    }
 }
 
 /// The README's screenshots (copies of the ones `screenshots_at_1280x800`
