@@ -155,9 +155,10 @@ pub(super) fn back_to(back: Option<&str>, fallback: &str) -> String {
     match back {
         Some(back)
             if back.starts_with("/ui")
-                && !back.starts_with("//")
-                && !back.contains(['\\', '\r', '\n'])
-                && !back.contains("//") =>
+                && !back.contains("//")
+                && !back.contains('\\')
+                // A `Location` header holds visible ASCII only.
+                && back.bytes().all(|b| b.is_ascii_graphic()) =>
         {
             back.to_string()
         }

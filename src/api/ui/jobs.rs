@@ -147,7 +147,7 @@ fn row(view: &JobView, runs: &[RunRow], csrf: &str, now: chrono::DateTime<Utc>) 
             td.when {
                 @if let Some(r) = last { (time_cell(r.started_at, None, now)) }
             }
-            td {
+            td.strip-cell {
                 span.strip aria-label="last runs, newest first" {
                     @for r in runs {
                         a.run href={ "/ui/runs/" (r.id) } data-status=(r.status.as_str())

@@ -302,3 +302,33 @@ pub(super) async fn logout(
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_ends_at_its_expiry_with_a_new_token_and_the_oldest_goes_past_the_cap() {
+        let sessions = Sessions::new();
+        let (id, csrf) = sessions.open("tok");
+        assert_eq!(id.len(), 64, "256 random bits as hex");
+        assert_ne!(id, csrf);
+        assert_eq!(sessions.check(&id, "tok"), Some(csrf.clone()));
+        assert_eq!(sessions.check(&id, "other"), None, "another token ends it");
+        assert_eq!(sessions.check(&id, "tok"), None, "and it stays ended");
+
+        let (id, csrf) = sessions.open("tok");
+        tokio::time::advance(SESSION_TTL - Duration::from_secs(1)).await;
+        assert_eq!(sessions.check(&id, "tok"), Some(csrf));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(sessions.check(&id, "tok"), None, "expired");
+
+        let first = sessions.open("tok").0;
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for _ in 0..MAX_SESSIONS {
+            sessions.open("tok");
+        }
+        assert_eq!(sessions.open.lock().unwrap().len(), MAX_SESSIONS);
+        assert_eq!(sessions.check(&first, "tok"), None, "the oldest went");
+    }
+}
