@@ -181,6 +181,7 @@ async fn the_dashboard_in_a_real_browser_with_the_token_required() {
     b.scenario("log_in_with_the_token", || log_in_with_the_token(&ui)).await;
     b.scenario("jobs_page_lists_every_job", || jobs_page_lists_every_job(&ui)).await;
     b.scenario("trigger_and_follow_the_run_live", || trigger_and_follow_the_run_live(&ui)).await;
+    b.scenario("a_group_folds_from_the_keyboard", || a_group_folds_from_the_keyboard(&ui)).await;
     b.scenario("cancel_a_long_run_from_its_page", || cancel_a_long_run_from_its_page(&ui)).await;
     b.scenario("pause_and_resume_from_the_job_page", || pause_and_resume_from_the_job_page(&ui)).await;
     b.scenario("step_output_renders_as_text", || step_output_renders_as_text(&ui)).await;
@@ -355,6 +356,40 @@ async fn check_timeline(b: &Browser, run: &Value) {
     }
 }
 
+/// The timeline's groups fold from the keyboard: Enter on a group's bar
+/// (focusable) hides the bars of its steps, Enter again shows them.
+async fn a_group_folds_from_the_keyboard(ui: &Ui) {
+    let b = &ui.browser;
+    let id = ui.only_run("steps.toml");
+    let run = ui.api_run_status(id, "succeeded").await;
+    b.goto(&ui.url(&format!("/ui/runs/{id}"))).await;
+    let group = b.find("svg#timeline rect.bar[data-kind=\"group\"][data-path=\"main\"]").await;
+    let children: Vec<String> = run["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["path"].as_str())
+        .filter(|p| p.starts_with("main/"))
+        .map(|p| format!("svg#timeline rect.bar[data-path=\"{p}\"]"))
+        .collect();
+    assert!(!children.is_empty(), "main has steps: {run:#}");
+    let shown = |css: String| async move {
+        let bar = b.find(&css).await;
+        bar.is_displayed().await.unwrap_or_else(|e| panic!("is {css} displayed: {e}"))
+    };
+    for css in &children {
+        assert!(shown(css.clone()).await, "{css} is hidden before folding");
+    }
+    group.send_keys(&fantoccini::key::Key::Enter).await.expect("Enter on main's bar");
+    for css in &children {
+        assert!(!shown(css.clone()).await, "{css} still shows after folding main from the keyboard");
+    }
+    group.send_keys(&fantoccini::key::Key::Enter).await.expect("Enter on main's bar again");
+    for css in &children {
+        assert!(shown(css.clone()).await, "{css} stays hidden after unfolding main");
+    }
+}
+
 /// A long run is cancelled with its page's button: the page and the API
 /// say cancelled, and the button is gone.
 async fn cancel_a_long_run_from_its_page(ui: &Ui) {
@@ -498,6 +533,13 @@ async fn logged_out_pages_refuse_again(ui: &Ui) {
     assert!(b.all("#run-status").await.is_empty(), "a run page showed without a session, at {}", b.path().await);
     b.goto(&ui.url("/ui/")).await;
     assert!(b.all("table#jobs").await.is_empty(), "the jobs page showed without a session, at {}", b.path().await);
+    // The same run, its stream and its step's output, asked for without a
+    // session or token.
+    for path in [format!("/ui/runs/{id}"), format!("/runs/{id}/events"), format!("/runs/{id}")] {
+        let (status, body) = http(ui.tcp, "GET", &path, &[], "");
+        assert!(!(200..300).contains(&status), "GET {path} without a session answered {status}:\n{body}");
+        assert!(!body.contains("gate open"), "GET {path} without a session showed the run's output:\n{body}");
+    }
 }
 
 /// The README's screenshots (copies of the ones `screenshots_at_1280x800`

@@ -105,7 +105,7 @@ impl Browser {
         let pgid = i32::try_from(driver.id()).expect("a pid fits in i32");
         let mut browser = Browser { session: None, driver: Some(driver), pgid, dir };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        browser.wait_listening(addr, &log_path);
+        browser.wait_listening(addr, &log_path).await;
 
         let args = [
             "--headless".to_string(),
@@ -162,7 +162,7 @@ impl Browser {
 
     /// Waits (up to 20 s) until chromedriver accepts connections on `addr`;
     /// fails with its log if it exits or never listens.
-    fn wait_listening(&mut self, addr: SocketAddr, log: &Path) {
+    async fn wait_listening(&mut self, addr: SocketAddr, log: &Path) {
         let start = Instant::now();
         loop {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
@@ -172,7 +172,7 @@ impl Browser {
                 panic!("chromedriver exited ({status}) before listening on {addr}:\n{}", read(log));
             }
             assert!(start.elapsed() < Duration::from_secs(20), "chromedriver never listened on {addr}:\n{}", read(log));
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
