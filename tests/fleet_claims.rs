@@ -218,8 +218,13 @@ fn overlap_skip_holds_across_the_fleet_a_run_never_starts_while_one_goes_on_else
     let daemons = fleet(2, &url, &[("slow.toml", slow)], "");
     let done = "SELECT count(*) FROM runs WHERE job = 'slow.toml' AND status = 'succeeded'";
     assert!(wait_count(&db, done, 2, Duration::from_secs(30)) >= 2);
+    // The fleet's check acted: a node skipped a fire for the other's run
+    // (not only one node running everything).
+    let across = |l: &serde_json::Value| l["message"] == "skipped: the job's last run is still going on another node";
+    let skipped_across: usize = daemons.iter().map(|d| d.count(across)).sum();
     stop_all(daemons);
     assert_eq!(overlapping_runs(&db, "slow.toml"), "", "runs of an overlap = \"skip\" job at once on two nodes");
+    assert!(skipped_across > 0, "no fire was skipped for a run on the other node");
 }
 
 #[test]

@@ -82,7 +82,8 @@ pub(super) async fn start(opts: Options) -> anyhow::Result<(Supervisor, Inputs)>
 
     let mut sup = Supervisor::new(opts, store, node);
     if sup.store.shared() {
-        sup.heartbeats = Some(super::fleet::Heartbeats::start(fleet_node.clone(), sup.store.clone()));
+        let paused = paused.iter().map(|(job, _)| job.clone()).collect();
+        sup.heartbeats = Some(super::fleet::Heartbeats::start(fleet_node.clone(), sup.store.clone(), paused));
     }
     sup.fleet_node = Some(fleet_node.clone());
     sup.paused = paused.into_iter().map(|(job, _)| job).collect();

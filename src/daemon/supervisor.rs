@@ -139,6 +139,11 @@ pub(super) struct Supervisor {
     /// Version skew, as the heartbeat task last found it: job → the live
     /// nodes that have it in another version.
     pub skew: BTreeMap<String, Vec<String>>,
+    /// Set around a takeover's rerun (`fleet/takeover.rs`): the run spawned
+    /// now is not claimed. Its fire's claim is the dead node's, so a claim
+    /// would lose to it; the takeover itself (one node per dead node, in a
+    /// transaction) already made this node the only one to run it again.
+    pub(super) unclaimed: bool,
     /// Live event streams of runs in flight, for the API.
     pub live: Live,
     /// Prometheus metrics, fed by every run.
@@ -191,6 +196,7 @@ impl Supervisor {
             fleet_node: None,
             heartbeats: None,
             skew: BTreeMap::new(),
+            unclaimed: false,
             started: false,
             stopping: false,
             live: Live::default(),
@@ -712,7 +718,7 @@ impl Supervisor {
             queued,
         };
         // A fleet: the claim to win, and the semaphore to hold there too.
-        let claim = super::fleet::claim::claim_for(&*self.store, &start, job.overlap);
+        let claim = super::fleet::claim::claim_for(&*self.store, &start, job.overlap).filter(|_| !self.unclaimed);
         let fleet_semaphore = semaphore.as_ref().filter(|_| self.store.shared()).map(|name| {
             super::fleet::semaphore::Needed { name: name.clone(), count: self.opts.config.semaphore(name) }
         });
@@ -1180,8 +1186,11 @@ impl Supervisor {
         // ends are written), so no other node takes it over.
         if let Some(heartbeats) = self.heartbeats.take() {
             heartbeats.stop().await;
-            if let Err(e) = self.store.node_stopped(&self.node).await {
-                tracing::warn!(node = %self.node, error = %e, "cannot mark this node stopped in the fleet's history");
+            // The heartbeat task's id: it may have rejoined under a new one
+            // the loop has not heard of yet.
+            let node = self.fleet_node.as_ref().map_or_else(|| self.node.clone(), |n| n.id());
+            if let Err(e) = self.store.node_stopped(&node).await {
+                tracing::warn!(node = %node, error = %e, "cannot mark this node stopped in the fleet's history");
             }
         }
         tracing::info!("stopped");

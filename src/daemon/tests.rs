@@ -1291,6 +1291,9 @@ async fn a_run_taken_over_from_a_dead_node_runs_again_here_only_when_its_job_say
     let yearly = "schedule = \"0 0 1 1 *\"\n";
     let rerun = h.drop_job("rerun.toml", &format!("{yearly}on_node_loss = \"rerun\"\n{LONG}")).await;
     let record = h.drop_job("record.toml", &format!("{yearly}{LONG}")).await;
+    // In a fleet whose claims of these jobs are the dead node's: the rerun
+    // is not claimed (a claim of its fire would lose to the dead node's).
+    let fleet = in_a_fleet(&mut h, &["rerun.toml", "record.toml"]);
     let fire: chrono::DateTime<chrono::Utc> = "2026-01-01T00:00:00Z".parse().expect("a time");
     let lost = |id: RunId, job: &str, trigger: crate::store::RunTrigger| RunRow {
         id,
@@ -1324,4 +1327,5 @@ async fn a_run_taken_over_from_a_dead_node_runs_again_here_only_when_its_job_say
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].trigger, rows[0].fire_time), (crate::store::RunTrigger::Schedule, fire), "as the original");
     assert!(h.history("record.toml").await.is_empty());
+    assert!(fleet.claims().is_empty(), "a rerun claimed: {:?}", fleet.claims());
 }

@@ -324,6 +324,28 @@ async fn a_job_named_with_markup_and_output_with_a_script_render_as_text() {
     assert!(!html.contains(" style=\""));
 }
 
+/// A step's error (stderr's tail: outside text) in the timeline's title and
+/// label renders as text: no attribute or element made of it.
+#[tokio::test]
+async fn a_step_error_with_quotes_and_markup_renders_as_text_in_the_timeline() {
+    let ui = Ui::start(None, vec![view("a.toml")]).await;
+    let evil = r#""></rect></g></svg><meta http-equiv="refresh" content="0;url=https://example.invalid">"#;
+    let events = vec![
+        RunEvent::RunStarted { job: "a.toml".into(), started_at: Utc::now() },
+        started("main", NodeKind::Sequence, 0),
+        started("main/bad", NodeKind::Shell, 0),
+        finished("main/bad", NodeKind::Shell, Status::Failed, 0, 100, Some(evil)),
+        finished("main", NodeKind::Sequence, Status::Failed, 0, 100, Some(evil)),
+        RunEvent::RunFinished { status: Status::Failed, result: None, error: Some(evil.into()), duration: ms(100) },
+    ];
+    let run = ui.run("a.toml", events).await;
+    let (status, html) = ui.page(&format!("/ui/runs/{run}"), None).await;
+    assert_eq!(status, 200);
+    assert!(!html.contains("<meta http-equiv=\"refresh\""), "markup from a step's error: {html}");
+    assert!(!html.contains("\"></rect>"), "an attribute closed by a step's error: {html}");
+    assert!(html.contains("&lt;meta http-equiv="), "the error is shown, escaped: {html}");
+}
+
 #[tokio::test]
 async fn the_run_page_draws_one_bar_per_step_in_proportion_and_lists_steps_and_output() {
     let ui = Ui::start(None, vec![view("a.toml")]).await;

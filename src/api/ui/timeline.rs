@@ -117,7 +117,8 @@ fn bar(out: &mut String, s: &StepReport, y: f64, total: f64, now_ms: u64) {
     let x = LEFT + start as f64 * scale;
     let width = (end - start) as f64 * scale;
     let kind = if s.is_group() { "group" } else { "step" };
-    let title = title(s, start, end);
+    // The title holds the step's error (stderr's tail: outside text).
+    let title = escape(&title(s, start, end));
     let label_x = 4.0 + 12.0 * depth.min(12) as f64;
     let _ = write!(
         out,

@@ -110,10 +110,12 @@ pub(in crate::daemon) struct Heartbeats {
 
 impl Heartbeats {
     /// Starts heartbeating `node` (registered already) in `store`.
-    pub fn start(node: Arc<Node>, store: Arc<dyn RunStore>) -> Heartbeats {
+    /// `paused`: the paused jobs as the start read them, the baseline of
+    /// the pauses the beats pass on (one made meanwhile is a change).
+    pub fn start(node: Arc<Node>, store: Arc<dyn RunStore>, paused: BTreeSet<String>) -> Heartbeats {
         let (tx, notes) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
-        let task = tokio::spawn(beat(node, store, tx, stop.clone()));
+        let task = tokio::spawn(beat(node, store, tx, stop.clone(), paused));
         Heartbeats { notes, stop, task }
     }
 
@@ -133,14 +135,15 @@ async fn beat(
     store: Arc<dyn RunStore>,
     notes: mpsc::UnboundedSender<FleetNote>,
     stop: CancellationToken,
+    paused: BTreeSet<String>,
 ) {
     let mut ticks = tokio::time::interval((node.lease / 3).max(Duration::from_millis(100)));
     // After a pause (SIGSTOP) one beat, not a burst of the missed ones.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     let mut skew = BTreeSet::new();
-    // The paused jobs as the history last said (the start read them too).
-    let mut paused: Option<BTreeSet<String>> = None;
+    // The paused jobs as the history last said (first: as the start read them).
+    let mut paused = Some(paused);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,

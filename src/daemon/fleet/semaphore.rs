@@ -87,8 +87,8 @@ pub async fn wait(
     }
 }
 
-/// Gives `held` back (logged if it cannot be: the node's next start, or
-/// its takeover, frees it).
+/// Gives `held` back (logged if it cannot be: the takeover of the node —
+/// or, once it stopped, any node's next look for dead nodes — frees it).
 pub async fn release(store: &dyn RunStore, held: Held, node: &str) {
     if let Err(e) = store.release_semaphore(&held.name, held.slot, node).await {
         tracing::error!(semaphore = %held.name, slot = held.slot, error = %e, "cannot give a semaphore slot back in the fleet's history");

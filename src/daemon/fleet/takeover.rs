@@ -53,7 +53,9 @@ impl Supervisor {
             match (id, rerun) {
                 (Some(id), Some(OnNodeLoss::Rerun)) => {
                     tracing::info!(job = %id, taken_run_id = run.id, trigger = run.trigger.as_str(), "running it again (on_node_loss = \"rerun\")");
+                    self.unclaimed = true;
                     self.fire(id, run.trigger, run.fire_time, None);
+                    self.unclaimed = false;
                 }
                 (None, _) => tracing::debug!(job = %run.job, "not run again: this node has no such job"),
                 _ => {}

@@ -246,7 +246,8 @@ async fn recover(client: &mut deadpool_postgres::Object, node: &str, reason: &st
         run.error = Some(reason.to_string());
         run.finished_at = Some(now);
     }
-    // What it held before it stopped (a crash) is free again.
+    // Whatever this id holds (none: ids are new at each start; a dead or
+    // stopped node's slots are freed by the takeover's look).
     claims::release_node(&*tx, node).await?;
     tx.commit().await.map_err(fail("recover"))?;
     Ok(runs)

@@ -126,15 +126,15 @@ pub(super) async fn forget_job(c: &impl GenericClient, node: &str, job: &str) ->
     Ok(())
 }
 
-/// What the dead nodes held is given back in the takeover's transaction:
-/// their semaphore slots (`claims::release_node`). Their claims stay: a
-/// claim says a unit of work was taken, and is never taken again on a
-/// lease (a lagging node's late timer must not run a slot twice); the
-/// interrupted runs are the takeover's to re-run (`on_node_loss`).
-async fn release_holdings(tx: &deadpool_postgres::Transaction<'_>, dead: &[String]) -> Result<(), StoreError> {
-    for node in dead {
-        super::claims::release_node(&**tx, node).await?;
-    }
+/// What nodes gone held is given back in the takeover's transaction: the
+/// semaphore slots of every node not alive — the ones just declared dead,
+/// and any a stopped or dead node still holds (`claims::release_gone_nodes`).
+/// Their claims stay: a claim says a unit of work was taken, and is never
+/// taken again on a lease (a lagging node's late timer must not run a slot
+/// twice); the interrupted runs are the takeover's to re-run
+/// (`on_node_loss`).
+async fn release_holdings(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    super::claims::release_gone_nodes(&**tx).await?;
     Ok(())
 }
 
@@ -153,8 +153,7 @@ pub(super) async fn take_over(client: &mut deadpool_postgres::Object, me: &str) 
         .await
         .and_then(|rows| rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<Vec<_>, _>>())
         .map_err(fail("declare dead nodes"))?;
-    let ids: Vec<String> = dead.iter().map(|(id, _)| id.clone()).collect();
-    release_holdings(&tx, &ids).await?;
+    release_holdings(&tx).await?;
     let mut runs: Vec<RunRow> = tx
         .query(
             &format!(

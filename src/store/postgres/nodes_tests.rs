@@ -78,6 +78,18 @@ async fn a_node_past_its_lease_is_taken_over_once_and_its_heartbeat_then_says_it
     assert_eq!(detail.steps[0].status, RecordedStatus::Interrupted);
     assert_eq!(store.run(kept).await.unwrap().unwrap().run.status, RecordedStatus::Running, "a live node's run");
     assert!(!store.heartbeat("web1-00000001", 0).await.unwrap(), "declared dead: it must rejoin under a new id");
+    // Declared dead, it claims nothing more under that id (its timer may
+    // fire before its heartbeat hears of it): the fire stays for the others.
+    let claim = crate::store::Claim {
+        key: crate::store::ClaimKey::fire("c.toml", Utc::now()),
+        node: "web1-00000001".into(),
+        content_hash: [2; 32],
+        exclusive: false,
+    };
+    assert_eq!(store.claim_once(&claim).await.unwrap(), crate::store::Claimed::Lost, "a dead node's claim");
+    let live = crate::store::Claim { node: "web3-00000003".into(), ..claim.clone() };
+    assert_eq!(store.claim_once(&live).await.unwrap(), crate::store::Claimed::Won, "the fire is still free");
+    assert_eq!(store.acquire_semaphore("other", 1, "web1-00000001").await.unwrap(), None, "a dead node's slot");
     assert_eq!(
         store.acquire_semaphore("db", 1, "web2-00000002").await.unwrap(),
         Some(0),
@@ -219,12 +231,9 @@ async fn the_takeover_gives_back_the_dead_nodes_semaphore_slots_and_leaves_its_c
     let url = Cluster::fresh_db();
     let db = url.rsplit('/').next().unwrap().to_string();
     let store = open_postgres(&url).await.unwrap();
-    // The `claims` work's table (its migration 0003), as it has it.
     Cluster::shared().psql(
         &db,
-        "CREATE TABLE semaphore_slots (name TEXT NOT NULL, slot INTEGER NOT NULL, node TEXT NOT NULL, \
-         run_id BIGINT, acquired_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (name, slot)); \
-         INSERT INTO semaphore_slots (name, slot, node) VALUES ('db', 0, 'lost-00000001'), ('db', 1, 'live-00000002'); \
+        "INSERT INTO semaphore_slots (name, slot, node) VALUES ('db', 0, 'lost-00000001'), ('db', 1, 'live-00000002'); \
          INSERT INTO claims (job, slot, node, claimed_at, lease_until) VALUES ('a.toml', 'fire:x', 'lost-00000001', now(), 'infinity')",
     );
     store.register_node(&node("lost-00000001", Duration::from_millis(200))).await.unwrap();
@@ -235,5 +244,25 @@ async fn the_takeover_gives_back_the_dead_nodes_semaphore_slots_and_leaves_its_c
     assert_eq!(slots, "live-00000002", "the dead node's slot is free, the live node's kept");
     let claims = Cluster::shared().psql(&db, "SELECT node || ' ' || lease_until FROM claims");
     assert_eq!(claims, "lost-00000001 infinity", "a claim says the work was taken: it stays");
+    store.close().await.unwrap();
+}
+
+/// A slot a stopped node could not give back (a release lost to a database
+/// blip, a run task that panicked) is freed at the next look for dead
+/// nodes, not held for ever.
+#[tokio::test]
+async fn a_semaphore_slot_left_by_a_stopped_node_is_freed_by_the_next_takeover_look() {
+    let store = open_postgres(&Cluster::fresh_db()).await.unwrap();
+    store.register_node(&node("web1-00000011", Duration::from_secs(60))).await.unwrap();
+    store.register_node(&node("web2-00000012", Duration::from_secs(60))).await.unwrap();
+    assert_eq!(store.acquire_semaphore("db", 1, "web1-00000011").await.unwrap(), Some(0));
+    store.node_stopped("web1-00000011").await.unwrap();
+    assert_eq!(store.acquire_semaphore("db", 1, "web2-00000012").await.unwrap(), None, "still held");
+    assert!(store.take_over("web2-00000012").await.unwrap().is_empty(), "nothing to take over");
+    assert_eq!(
+        store.acquire_semaphore("db", 1, "web2-00000012").await.unwrap(),
+        Some(0),
+        "the stopped node's slot is given back"
+    );
     store.close().await.unwrap();
 }

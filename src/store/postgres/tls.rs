@@ -170,6 +170,15 @@ impl MakeRustls {
         let (roots, from) = match (&settings.root_cert, mode) {
             (_, Mode::Disable | Mode::Prefer | Mode::Require) => (RootCertStore::empty(), String::new()),
             (Some(path), _) => (read_roots(path)?, format!("the CA in sslrootcert={}", path.display())),
+            // libpq's rule: `verify-ca` checks no name, so any certificate a
+            // public CA issued (for any domain) would pass — it needs the
+            // database's own CA.
+            (None, Mode::VerifyCa) => {
+                return Err("sslmode=verify-ca needs sslrootcert=FILE (the CA that signed the server's \
+                     certificate): without it any publicly issued certificate would pass, as verify-ca \
+                     checks no name; use verify-full to check a public CA's certificate and its name"
+                    .to_string());
+            }
             (None, _) => (
                 RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
                 "the public (Mozilla) CAs: set sslrootcert=FILE for your own".to_string(),
@@ -395,5 +404,15 @@ mod tests {
         let err = MakeRustls::new(&Settings { mode: Mode::VerifyFull, root_cert: Some("/nonexistent/ca.pem".into()) })
             .unwrap_err();
         assert!(err.starts_with("cannot read sslrootcert=/nonexistent/ca.pem: "), "{err}");
+    }
+
+    /// libpq's rule: `verify-ca` checks no name, so it is refused without
+    /// the database's own CA (the public CAs would pass any certificate
+    /// they issued, for any domain).
+    #[test]
+    fn verify_ca_without_sslrootcert_is_refused_saying_why() {
+        let err = MakeRustls::new(&Settings { mode: Mode::VerifyCa, root_cert: None }).err().expect("refused");
+        assert!(err.starts_with("sslmode=verify-ca needs sslrootcert=FILE"), "{err}");
+        assert!(MakeRustls::new(&Settings { mode: Mode::VerifyFull, root_cert: None }).is_ok(), "public CAs + name");
     }
 }
