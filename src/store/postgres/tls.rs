@@ -411,7 +411,7 @@ mod tests {
     /// they issued, for any domain).
     #[test]
     fn verify_ca_without_sslrootcert_is_refused_saying_why() {
-        let err = MakeRustls::new(&Settings { mode: Mode::VerifyCa, root_cert: None }).err().expect("refused");
+        let Err(err) = MakeRustls::new(&Settings { mode: Mode::VerifyCa, root_cert: None }) else { panic!("refused") };
         assert!(err.starts_with("sslmode=verify-ca needs sslrootcert=FILE"), "{err}");
         assert!(MakeRustls::new(&Settings { mode: Mode::VerifyFull, root_cert: None }).is_ok(), "public CAs + name");
     }
