@@ -327,3 +327,34 @@ fn a_pause_on_one_node_holds_on_every_node_and_a_resume_on_another_ends_it() {
     assert!(a.wait_for(Duration::from_secs(10), resumed_by_fleet), "node a never heard of the resume: {}", a.dump());
     assert!(until(&|| runs("succeeded") != succeeded), "not run again after the resume: {}", a.dump());
 }
+
+/// `gatherd_last_success_timestamp_seconds` on any node follows the fleet:
+/// a success on one node shows on another's /metrics (read from the
+/// history every 12 heartbeats: 4 s with a 1 s lease).
+#[test]
+fn a_success_on_one_node_shows_in_the_last_success_metric_of_another() {
+    let url = Cluster::fresh_db();
+    let (_dir, config) = config_with_lease("1s");
+    let args = ["--store", url.as_str(), "--config", config.as_str()];
+    let hello = "schedule = \"0 0 1 1 *\"\n[[step]]\nname = \"greet\"\nshell = \"echo hi\"\n";
+    let a = Daemon::start(&[("only-on-a.toml", hello)], &args, &[]);
+    let b = Daemon::start(&[], &args, &[]);
+    let (status, body) = http(a.api(), "POST", "/jobs/only-on-a.toml/trigger", &[], "");
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        a.wait_for(Duration::from_secs(30), |l| support::finished(l, "only-on-a.toml", "succeeded")),
+        "{}",
+        a.dump()
+    );
+    let metric = "gatherd_last_success_timestamp_seconds{job=\"only-on-a.toml\"}";
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut metrics = String::new();
+    while Instant::now() < end {
+        metrics = http(b.api(), "GET", "/metrics", &[], "").1;
+        if metrics.contains(metric) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(metrics.contains(metric), "node b's /metrics never showed node a's success:\n{metrics}");
+}

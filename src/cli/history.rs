@@ -286,10 +286,15 @@ fn url_escape(text: &str) -> String {
 
 /// The human table of `gatherd runs`, STARTED shown by `clock`, fitted to
 /// `fit` columns when given (ERROR is cut first, then JOB). An error shows
-/// its first line, at most 60 characters, in any case.
+/// its first line, at most 60 characters, in any case. A NODE column (after
+/// STATUS) when the runs listed come from more than one node — a fleet's
+/// history; one daemon's table stays as it was.
 fn runs_table(rows: &[Value], fit: Option<usize>, clock: super::clock::Clock) -> String {
     use render::Column;
-    let columns = [
+    let text = |r: &Value, key: &str| r[key].as_str().unwrap_or("").to_string();
+    let nodes: std::collections::BTreeSet<&str> = rows.iter().filter_map(|r| r["node"].as_str()).collect();
+    let fleet = nodes.len() > 1;
+    let mut columns = vec![
         Column::new("RUN").right(),
         Column::new("JOB").shrink(1),
         Column::new("TRIGGER"),
@@ -298,7 +303,9 @@ fn runs_table(rows: &[Value], fit: Option<usize>, clock: super::clock::Clock) ->
         Column::new("DURATION").right(),
         Column::new("ERROR").shrink(0),
     ];
-    let text = |r: &Value, key: &str| r[key].as_str().unwrap_or("").to_string();
+    if fleet {
+        columns.insert(4, Column::new("NODE").shrink(2));
+    }
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -309,7 +316,11 @@ fn runs_table(rows: &[Value], fit: Option<usize>, clock: super::clock::Clock) ->
             let started = r["started_at"].as_str().and_then(|t| t.parse::<DateTime<Utc>>().ok());
             let started = started.map_or_else(|| "-".to_string(), |t| clock.show(t));
             let id = r["id"].as_i64().map_or_else(|| "?".to_string(), |id| id.to_string());
-            vec![id, text(r, "job"), text(r, "trigger"), text(r, "status"), started, duration, error]
+            let mut row = vec![id, text(r, "job"), text(r, "trigger"), text(r, "status"), started, duration, error];
+            if fleet {
+                row.insert(4, text(r, "node"));
+            }
+            row
         })
         .collect();
     let mut out = String::new();
@@ -701,5 +712,26 @@ mod tests {
         insta::assert_snapshot!(table);
         let berlin = runs_table(&rows, None, crate::cli::clock::Clock::Zone(chrono_tz::Europe::Berlin));
         assert!(berlin.lines().skip(1).all(|l| l.contains("  2026-11-29 07:00:00 CET  ")), "local time:\n{berlin}");
+    }
+
+    /// A fleet's history (runs of several nodes) gets a NODE column; one
+    /// node's table has none (the snapshot above).
+    #[tokio::test]
+    async fn runs_of_several_nodes_show_a_node_column_after_status() {
+        let mut rows = runs_of_a_with_1_and_5_digit_ids().await;
+        for (i, row) in rows.iter_mut().enumerate() {
+            row["node"] = Value::from(format!("web{}-0000000{i}", i % 2 + 1));
+        }
+        let table = runs_table(&rows, None, crate::cli::clock::Clock::Utc);
+        let mut lines = table.lines();
+        let header = lines.next().expect("a header");
+        let want = starts(header, &["STATUS", "NODE", "STARTED"]);
+        assert!(want[0] < want[1] && want[1] < want[2], "{table}");
+        for (line, row) in lines.zip(&rows) {
+            let node = row["node"].as_str().expect("a node");
+            assert_eq!(line.find(node), Some(want[1]), "{table}");
+        }
+        let one = runs_table(&rows[..1], None, crate::cli::clock::Clock::Utc);
+        assert!(!one.contains("NODE"), "one node's runs: no NODE column\n{one}");
     }
 }

@@ -98,7 +98,16 @@ pub(in crate::daemon) enum FleetNote {
     /// Jobs paused and resumed in the fleet's history since the last beat
     /// (by any node: a pause holds fleet-wide, within lease/3).
     Paused { paused: Vec<String>, resumed: Vec<String> },
+    /// Each job's last success in the fleet's history (read every
+    /// [`SUCCESSES_EVERY`] beats), for `gatherd_last_success_timestamp_seconds`:
+    /// a success on another node counts on this one's /metrics too.
+    LastSuccesses(crate::store::LastSuccesses),
 }
+
+/// Every this many heartbeats (lease/3 each: a minute with the default
+/// 15 s lease) the fleet's last successes are read again: one grouped
+/// query over the history, too heavy for every beat.
+const SUCCESSES_EVERY: u32 = 12;
 
 /// The heartbeat task's handle, held by the supervisor: its notes, and how
 /// to stop it (at shutdown, before the node is marked stopped).
@@ -144,6 +153,7 @@ async fn beat(
     let mut skew = BTreeSet::new();
     // The paused jobs as the history last said (first: as the start read them).
     let mut paused = Some(paused);
+    let mut beats = 0u32;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -213,6 +223,15 @@ async fn beat(
                 paused = Some(now);
             }
             Err(e) => tracing::debug!(node = %id, error = %e, "cannot read the paused jobs"),
+        }
+        beats = beats.wrapping_add(1);
+        if beats.is_multiple_of(SUCCESSES_EVERY) {
+            match store.last_successes().await {
+                Ok(found) => {
+                    let _ = notes.send(FleetNote::LastSuccesses(found));
+                }
+                Err(e) => tracing::debug!(node = %id, error = %e, "cannot read the fleet's last successes"),
+            }
         }
     }
 }

@@ -13,6 +13,11 @@ impl Supervisor {
             FleetNote::TakenOver(taken) => self.on_taken_over(taken),
             FleetNote::Rejoined { old, new } => self.on_rejoined(&old, new),
             FleetNote::Skew(skew) => self.skew = skew,
+            FleetNote::LastSuccesses(found) => {
+                for (job, at) in found {
+                    self.metrics.set_last_success(&job, at.into());
+                }
+            }
             FleetNote::Paused { paused, resumed } => {
                 for job in paused {
                     self.pause_here(&job, true, Some("the fleet's history"));
