@@ -21,20 +21,8 @@ fn span(out: &mut String, class: &str, text: &str) {
     out.push_str("<span class=\"");
     out.push_str(class);
     out.push_str("\">");
-    escape_into(out, text);
+    super::escape_into(out, text);
     out.push_str("</span>");
-}
-
-fn escape_into(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
 }
 
 /// The length of the string starting at `rest` (quote included), to its
@@ -55,11 +43,11 @@ fn string_len(rest: &str, quote: char) -> usize {
 fn toml_line(line: &str, out: &mut String) {
     let trimmed = line.trim_start();
     let indent = &line[..line.len() - trimmed.len()];
-    escape_into(out, indent);
+    super::escape_into(out, indent);
     if trimmed.starts_with('[') {
         let end = trimmed.find(['#', '\n']).unwrap_or(trimmed.len());
         span(out, "h", trimmed[..end].trim_end());
-        escape_into(out, &trimmed[trimmed[..end].trim_end().len()..end]);
+        super::escape_into(out, &trimmed[trimmed[..end].trim_end().len()..end]);
         return rest_of_line(&trimmed[end..], out);
     }
     // A key before `=` (bare or quoted, dotted).
@@ -91,7 +79,7 @@ fn rest_of_line(mut text: &str, out: &mut String) {
             text = &text[n..];
         } else {
             let n = c.len_utf8();
-            escape_into(out, &text[..n]);
+            super::escape_into(out, &text[..n]);
             text = &text[n..];
         }
     }
@@ -119,7 +107,7 @@ fn rhai_line(line: &str, out: &mut String) {
             if RHAI_KEYWORDS.contains(&word) {
                 span(out, "w", word)
             } else {
-                escape_into(out, word)
+                super::escape_into(out, word)
             }
             text = &text[n..];
         } else if c.is_ascii_digit() {
@@ -128,7 +116,7 @@ fn rhai_line(line: &str, out: &mut String) {
             text = &text[n..];
         } else {
             let n = c.len_utf8();
-            escape_into(out, &text[..n]);
+            super::escape_into(out, &text[..n]);
             text = &text[n..];
         }
     }

@@ -113,6 +113,15 @@ fn layout(title: &str, csrf: Option<&str>, body: Markup) -> Markup {
 }
 
 /// A rendered page.
+/// Appends `text` to `out` escaped as maud escapes the pages' text (`&`,
+/// `<`, `>`, `"`): for the markup built by hand (the highlighter, the SVG
+/// timeline), so everything a page shows is escaped one way.
+fn escape_into(out: &mut String, text: &str) {
+    use std::fmt::Write as _;
+    // Writing to a String cannot fail.
+    let _ = maud::Escaper::new(out).write_str(text);
+}
+
 fn html_response(status: StatusCode, markup: Markup) -> Response {
     (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], markup.into_string()).into_response()
 }

@@ -249,18 +249,10 @@ pub fn tree_order(steps: &[StepReport]) -> Vec<usize> {
     order
 }
 
-/// Escapes text for an SVG attribute or element.
+/// Escapes text for an SVG attribute (double-quoted) or element: maud's
+/// own escaping, as the pages' (`&`, `<`, `>`, `"`).
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
+    super::escape_into(&mut out, text);
     out
 }
